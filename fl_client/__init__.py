@@ -1,0 +1,1 @@
+"""hefl hospital client: pull, decrypt, train, compress, encrypt, push."""

@@ -1,0 +1,1 @@
+"""hefl aggregation server: holds the model only as ciphertexts and applies updates."""

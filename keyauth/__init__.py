@@ -1,0 +1,1 @@
+"""hefl key authority: CKKS key material, client enrollment and access tokens."""
