@@ -126,11 +126,11 @@ class CkksProfile:
         """
         if not math.isfinite(weight) or weight < 0 or weight > 1:
             raise ValueError(f"staleness weight must be in [0, 1], got {weight!r}")
-        return round(weight * 2**self.weight_bits)
+        return round(weight * (1 << self.weight_bits))
 
     def applied_weight(self, weight: float) -> float:
         """The weight that is really applied once ``weight`` is quantized."""
-        return self.quantize_weight(weight) / 2**self.weight_bits
+        return self.quantize_weight(weight) / (1 << self.weight_bits)
 
     def error_bound(self, n_additions: int) -> float:
         """Stated max absolute error of a decrypted value after ``n_additions`` updates.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -26,7 +27,9 @@ __all__ = [
 ]
 
 _SEAL_MAGIC = 0xA15E
-_SEAL_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compression, reserved, size
+_SEAL_HEADER = struct.Struct(
+    "<HBBBBHQ"
+)  # magic, header size, major, minor, compression, reserved, size
 
 
 class _Channel:
@@ -54,10 +57,8 @@ class _Channel:
         return self.path
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(OSError):  # already closed at interpreter exit
             os.close(self._fd)
-        except OSError:  # pragma: no cover - already closed at interpreter exit
-            pass
 
 
 _local = threading.local()

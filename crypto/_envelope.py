@@ -1,0 +1,236 @@
+"""The versioned binary wire envelope for encrypted models and updates (no pickle, no base64).
+
+Layout, all integers little-endian::
+
+    magic "HEFL" | format u8 | kind u8 | reserved u16 = 0 | layout fingerprint 32 bytes
+    model  (kind 1): version u64 | key epoch u32 | block count u32 | blocks
+    update (kind 2): base version u64 | key epoch u32 | update id 16 bytes | block count u32
+                     | blocks
+    block: index u32 | length u32 | ciphertext bytes
+
+Block indices are strictly increasing. Parsing checks every length against the bytes
+present and against explicit limits before it slices anything.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto._errors import (
+    BlockIndexError,
+    EnvelopeError,
+    EnvelopeTooLargeError,
+    EnvelopeTruncatedError,
+    EnvelopeVersionError,
+    LayoutMismatchError,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CipherBlock",
+    "EncryptedModel",
+    "EncryptedUpdate",
+    "EnvelopeLimits",
+    "model_from_bytes",
+    "model_to_bytes",
+    "update_from_bytes",
+    "update_to_bytes",
+]
+
+MAGIC = b"HEFL"
+FORMAT_VERSION = 1
+_KIND_MODEL = 1
+_KIND_UPDATE = 2
+_PREFIX = struct.Struct("<4sBBH32s")
+_MODEL_HEAD = struct.Struct("<QII")
+_UPDATE_HEAD = struct.Struct("<QI16sI")
+_BLOCK_HEAD = struct.Struct("<II")
+_U64_MAX = 2**64 - 1
+_U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class CipherBlock:
+    """One serialized ciphertext and the index of the model block it belongs to."""
+
+    index: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EncryptedModel:
+    """The encrypted global model, or the subset of its blocks changed since some version."""
+
+    fingerprint: bytes
+    version: int
+    key_epoch: int
+    blocks: tuple[CipherBlock, ...]
+
+
+@dataclass(frozen=True)
+class EncryptedUpdate:
+    """A client's encrypted update against ``base_version``."""
+
+    fingerprint: bytes
+    base_version: int
+    key_epoch: int
+    update_id: uuid.UUID
+    blocks: tuple[CipherBlock, ...]
+
+
+@dataclass(frozen=True)
+class EnvelopeLimits:
+    """What a parser accepts: at most ``n_blocks`` blocks of at most ``max_block_bytes`` each.
+
+    ``n_blocks`` is the layout's block count: every index must be below it.
+    """
+
+    n_blocks: int
+    max_block_bytes: int
+    expected_fingerprint: bytes | None = field(default=None)
+
+    @property
+    def max_total_bytes(self) -> int:
+        per_block = _BLOCK_HEAD.size + self.max_block_bytes
+        return _PREFIX.size + _UPDATE_HEAD.size + self.n_blocks * per_block
+
+
+def _check_blocks(blocks: tuple[CipherBlock, ...]) -> None:
+    last = -1
+    for block in blocks:
+        if not 0 <= block.index <= _U32_MAX or block.index <= last:
+            raise BlockIndexError("block indices must be strictly increasing u32 values")
+        if not block.data or len(block.data) > _U32_MAX:
+            raise EnvelopeError("block data must be 1 byte to 4 GiB")
+        last = block.index
+
+
+def _pack(kind: int, fingerprint: bytes, head: bytes, blocks: tuple[CipherBlock, ...]) -> bytes:
+    if len(fingerprint) != 32:
+        raise EnvelopeError("fingerprint must be 32 bytes")
+    _check_blocks(blocks)
+    parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, kind, 0, fingerprint), head]
+    for block in blocks:
+        parts.append(_BLOCK_HEAD.pack(block.index, len(block.data)))
+        parts.append(block.data)
+    return b"".join(parts)
+
+
+def model_to_bytes(model: EncryptedModel) -> bytes:
+    """Serialize an encrypted model (all blocks or a subset)."""
+    if not 0 <= model.version <= _U64_MAX or not 0 <= model.key_epoch <= _U32_MAX:
+        raise EnvelopeError("version must fit u64 and key epoch u32")
+    head = _MODEL_HEAD.pack(model.version, model.key_epoch, len(model.blocks))
+    return _pack(_KIND_MODEL, model.fingerprint, head, model.blocks)
+
+
+def update_to_bytes(update: EncryptedUpdate) -> bytes:
+    """Serialize an encrypted update."""
+    if not 0 <= update.base_version <= _U64_MAX or not 0 <= update.key_epoch <= _U32_MAX:
+        raise EnvelopeError("base version must fit u64 and key epoch u32")
+    head = _UPDATE_HEAD.pack(
+        update.base_version, update.key_epoch, update.update_id.bytes, len(update.blocks)
+    )
+    return _pack(_KIND_UPDATE, update.fingerprint, head, update.blocks)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n > len(self._view) - self.pos:
+            raise EnvelopeTruncatedError(
+                f"envelope ends inside {what} (needs {n} bytes at offset {self.pos}, "
+                f"{len(self._view) - self.pos} left)"
+            )
+        out = self._view[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: struct.Struct, what: str) -> tuple[Any, ...]:
+        return fmt.unpack(self.take(fmt.size, what))
+
+    @property
+    def remaining(self) -> int:
+        return len(self._view) - self.pos
+
+
+def _read_prefix(reader: _Reader, kind: int, limits: EnvelopeLimits) -> bytes:
+    magic, version, got_kind, reserved, fingerprint = reader.unpack(_PREFIX, "the header")
+    if magic != MAGIC:
+        raise EnvelopeError("not a hefl envelope (bad magic)")
+    if version != FORMAT_VERSION:
+        raise EnvelopeVersionError(
+            f"envelope format {version} is not supported (this build reads {FORMAT_VERSION})"
+        )
+    if got_kind != kind:
+        names = {_KIND_MODEL: "model", _KIND_UPDATE: "update"}
+        raise EnvelopeError(
+            f"expected a {names[kind]} envelope, got kind {names.get(got_kind, got_kind)!r}"
+        )
+    if reserved != 0:
+        raise EnvelopeError("reserved header bits must be zero")
+    if limits.expected_fingerprint is not None and fingerprint != limits.expected_fingerprint:
+        raise LayoutMismatchError("envelope was made for a different model layout")
+    return bytes(fingerprint)
+
+
+def _read_blocks(reader: _Reader, count: int, limits: EnvelopeLimits) -> tuple[CipherBlock, ...]:
+    if count > limits.n_blocks:
+        raise BlockIndexError(f"{count} blocks declared, the layout has {limits.n_blocks}")
+    blocks = []
+    last = -1
+    for i in range(count):
+        index, length = reader.unpack(_BLOCK_HEAD, f"block header {i}")
+        if index <= last:
+            raise BlockIndexError(f"block index {index} after {last}: duplicated or unordered")
+        if index >= limits.n_blocks:
+            raise BlockIndexError(f"block index {index} out of range 0..{limits.n_blocks - 1}")
+        if length == 0:
+            raise EnvelopeError(f"block {index} is empty")
+        if length > limits.max_block_bytes:
+            raise EnvelopeTooLargeError(
+                f"block {index} declares {length} bytes, at most {limits.max_block_bytes} allowed"
+            )
+        blocks.append(CipherBlock(index, bytes(reader.take(length, f"block {index}"))))
+        last = index
+    if reader.remaining:
+        raise EnvelopeError(f"{reader.remaining} unexpected bytes after the last block")
+    return tuple(blocks)
+
+
+def _check_size(data: bytes, limits: EnvelopeLimits) -> None:
+    if len(data) > limits.max_total_bytes:
+        raise EnvelopeTooLargeError(
+            f"envelope of {len(data)} bytes exceeds the {limits.max_total_bytes} allowed"
+        )
+
+
+def model_from_bytes(data: bytes, limits: EnvelopeLimits) -> EncryptedModel:
+    """Parse an encrypted model; every malformed input raises an ``EnvelopeError``."""
+    _check_size(data, limits)
+    reader = _Reader(data)
+    fingerprint = _read_prefix(reader, _KIND_MODEL, limits)
+    version, key_epoch, count = reader.unpack(_MODEL_HEAD, "the model header")
+    blocks = _read_blocks(reader, count, limits)
+    return EncryptedModel(fingerprint, version, key_epoch, blocks)
+
+
+def update_from_bytes(data: bytes, limits: EnvelopeLimits) -> EncryptedUpdate:
+    """Parse an encrypted update; every malformed input raises an ``EnvelopeError``.
+
+    An update must carry at least one block.
+    """
+    _check_size(data, limits)
+    reader = _Reader(data)
+    fingerprint = _read_prefix(reader, _KIND_UPDATE, limits)
+    base_version, key_epoch, raw_id, count = reader.unpack(_UPDATE_HEAD, "the update header")
+    if count == 0:
+        raise BlockIndexError("an update must carry at least one block")
+    blocks = _read_blocks(reader, count, limits)
+    return EncryptedUpdate(fingerprint, base_version, key_epoch, uuid.UUID(bytes=raw_id), blocks)
