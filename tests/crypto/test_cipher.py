@@ -1,0 +1,199 @@
+import contextlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import crypto
+from crypto import (
+    CiphertextError,
+    ClientCipher,
+    ContextError,
+    KeyMaterial,
+    ServerCipher,
+    ValueRangeError,
+)
+
+
+@pytest.fixture(scope="module")
+def default_keys() -> KeyMaterial:
+    return crypto.generate_key_material(crypto.DEFAULT_PROFILE)
+
+
+def test_public_context_is_keyless_and_tiny(small_keys: KeyMaterial) -> None:
+    assert len(small_keys.public_context) < 200
+    assert len(small_keys.secret_context) > 10 * len(small_keys.public_context)
+
+
+def test_server_refuses_a_context_holding_the_secret_key(
+    small_keys: KeyMaterial, small_profile: crypto.CkksProfile
+) -> None:
+    with pytest.raises(ContextError, match="secret key"):
+        ServerCipher(small_keys.secret_context, small_profile)
+
+
+def test_client_refuses_a_keyless_context(
+    small_keys: KeyMaterial, small_profile: crypto.CkksProfile
+) -> None:
+    with pytest.raises(ContextError, match="no secret key"):
+        ClientCipher(small_keys.public_context, small_profile)
+
+
+def test_garbage_and_mismatched_contexts_are_context_errors(
+    small_keys: KeyMaterial, small_profile: crypto.CkksProfile
+) -> None:
+    with pytest.raises(ContextError, match="parsed"):
+        ServerCipher(b"not a context", small_profile)
+    with pytest.raises(ContextError, match="does not match"):
+        ServerCipher(small_keys.public_context, crypto.DEFAULT_PROFILE)
+
+
+def test_update_round_trip_is_within_the_stated_error(
+    small_client: ClientCipher, small_profile: crypto.CkksProfile
+) -> None:
+    values = np.random.default_rng(1).normal(0, 0.1, small_profile.block_size)
+    out = small_client.decrypt_block(small_client.encrypt_update_block(values))
+    assert out.shape == (small_profile.block_size,)
+    assert np.max(np.abs(out - values)) < small_profile.error_bound(1)
+
+
+def test_short_blocks_are_zero_padded(
+    small_client: ClientCipher, small_profile: crypto.CkksProfile
+) -> None:
+    out = small_client.decrypt_block(small_client.encrypt_update_block([1.0, -2.0, 3.0]))
+    assert np.allclose(out[:3], [1.0, -2.0, 3.0], atol=small_profile.error_bound(1))
+    assert np.max(np.abs(out[3:])) < small_profile.error_bound(1)
+
+
+def test_dense_update_costs_about_eight_bytes_per_parameter(default_keys: KeyMaterial) -> None:
+    profile = crypto.DEFAULT_PROFILE
+    client = ClientCipher(default_keys.secret_context, profile)
+    values = np.random.default_rng(2).normal(0, 0.01, profile.block_size)
+    data = client.encrypt_update_block(values)
+    assert len(data) / profile.block_size <= 8.5
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ([0.0, np.nan], "finite"),
+        ([np.inf], "finite"),
+        ([1e6], "exceeds"),
+        (np.zeros(5000), "exceeds"),
+    ],
+)
+def test_values_the_profile_cannot_hold_are_refused(
+    small_client: ClientCipher, values: object, message: str
+) -> None:
+    with pytest.raises(ValueRangeError, match=message):
+        small_client.encrypt_update_block(values)  # type: ignore[arg-type]
+
+
+def test_server_weighted_additions_match_the_plaintext_sum(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    rng = np.random.default_rng(3)
+    start = rng.normal(0, 0.5, small_profile.block_size)
+    model = small_server.load_model_block(small_client.encrypt_model_block(start))
+    expected = start.copy()
+    n = 200
+    for _ in range(n):
+        update = rng.normal(0, 0.01, small_profile.block_size)
+        weight = float(rng.uniform(0.05, 1.0))
+        block = small_server.load_update_block(small_client.encrypt_update_block(update))
+        small_server.add_weighted(model, block, weight)
+        expected += small_profile.applied_weight(weight) * update
+    out = small_client.decrypt_block(small_server.block_to_bytes(model))
+    assert np.max(np.abs(out - expected)) < small_profile.error_bound(n)
+
+
+def test_weighting_an_update_uses_no_modulus_level(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # A weighted update must be serializable and loadable again as a model block:
+    # same level, model scale.
+    values = np.full(small_profile.block_size, 0.25)
+    block = small_server.load_update_block(small_client.encrypt_update_block(values))
+    weighted = small_server.weight_update(block, 0.5)
+    reloaded = small_server.load_model_block(small_server.block_to_bytes(weighted))
+    out = small_client.decrypt_block(small_server.block_to_bytes(reloaded))
+    assert np.allclose(out, 0.125, atol=small_profile.error_bound(1))
+
+
+def test_a_weight_that_rounds_to_zero_is_refused(
+    small_client: ClientCipher, small_server: ServerCipher
+) -> None:
+    block = small_server.load_update_block(small_client.encrypt_update_block([0.1]))
+    with pytest.raises(ValueError, match="rounds to zero"):
+        small_server.weight_update(block, 1e-6)
+
+
+def test_scales_are_checked_on_load(small_client: ClientCipher, small_server: ServerCipher) -> None:
+    model_bytes = small_client.encrypt_model_block([0.1])
+    update_bytes = small_client.encrypt_update_block([0.1])
+    with pytest.raises(CiphertextError, match="scale"):
+        small_server.load_update_block(model_bytes)
+    with pytest.raises(CiphertextError, match="scale"):
+        small_server.load_model_block(update_bytes)
+
+
+def test_ciphertext_of_another_parameter_set_is_refused(
+    default_keys: KeyMaterial, small_server: ServerCipher
+) -> None:
+    other = ClientCipher(default_keys.secret_context, crypto.DEFAULT_PROFILE)
+    with pytest.raises(CiphertextError):
+        small_server.load_update_block(other.encrypt_update_block([0.1]))
+
+
+def test_a_weighted_block_cannot_be_weighted_again(
+    small_client: ClientCipher, small_server: ServerCipher
+) -> None:
+    block = small_server.load_update_block(small_client.encrypt_update_block([0.1]))
+    small_server.weight_update(block, 1.0)
+    with pytest.raises(CiphertextError, match="unweighted"):
+        small_server.weight_update(block, 1.0)
+
+
+@pytest.fixture(scope="module")
+def valid_update_bytes(small_client: ClientCipher) -> bytes:
+    return small_client.encrypt_update_block(np.linspace(-1, 1, 100))
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_mangled_ciphertexts_raise_ciphertext_errors_only(
+    small_server: ServerCipher, valid_update_bytes: bytes, data: st.DataObject
+) -> None:
+    raw = bytearray(valid_update_bytes)
+    how = data.draw(st.sampled_from(["truncate", "flip", "random", "header"]))
+    if how == "truncate":
+        raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            raw[data.draw(st.integers(0, len(raw) - 1))] = data.draw(st.integers(0, 255))
+    elif how == "header":
+        raw[data.draw(st.integers(0, 63))] = data.draw(st.integers(0, 255))
+    else:
+        raw = bytearray(data.draw(st.binary(max_size=512)))
+    with contextlib.suppress(CiphertextError):
+        small_server.load_update_block(bytes(raw))
+
+
+def test_ten_thousand_additions_stay_within_one_millionth(default_keys: KeyMaterial) -> None:
+    # The default profile's promise for an add-only server (DESIGN.md): 10,000 updates
+    # drawn from N(0, 0.01) accumulate to the plaintext sum within 1e-6.
+    profile = crypto.DEFAULT_PROFILE
+    client = ClientCipher(default_keys.secret_context, profile)
+    server = ServerCipher(default_keys.public_context, profile)
+    rng = np.random.default_rng(4)
+    model = server.load_model_block(client.encrypt_model_block(np.zeros(profile.block_size)))
+    expected = np.zeros(profile.block_size)
+    for _ in range(10_000):
+        update = rng.normal(0, 0.01, profile.block_size)
+        server.add_weighted(model, server.load_update_block(client.encrypt_update_block(update)), 1)
+        expected += update
+    out = client.decrypt_block(server.block_to_bytes(model))
+    assert np.max(np.abs(out - expected)) < 1e-6
