@@ -161,7 +161,8 @@ PROFILES: dict[str, CkksProfile] = {
             update_scale_bits=44,
             weight_bits=8,
             noise_coefficient=1.0e3,
-            description="more precise, |values| <= 16, staleness weights in steps of 1/256",
+            description="more precise (3e-9 after 10k additions), |values| <= 64, "
+            "staleness weights in steps of 1/256",
         ),
         CkksProfile(
             name="test-n2048",

@@ -1,0 +1,1 @@
+"""hefl benchmarks: scripts that print a table and write JSON under benchmarks/results/."""
