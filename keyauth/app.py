@@ -1,0 +1,248 @@
+"""The keyauth ASGI app: ``create_app(settings)``, and ``app`` built from the environment.
+
+``uvicorn keyauth.app:app --port 8700`` reads the settings from the environment when uvicorn
+looks ``app`` up, not at import, so importing this module creates no state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from keyauth.errors import BodyTooLargeError, KeyauthError, SettingsError, TokenError
+from keyauth.routes import router
+from keyauth.service import KeyAuthority
+from keyauth.settings import KeyauthSettings
+from keyauth.store import open_store
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "BodySizeLimitMiddleware", "create_app", "create_app_from_env"]
+
+logger = logging.getLogger("keyauth")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_MAX_DETAIL_CHARS = 1000
+
+try:
+    _VERSION = version("hefl")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0.0.0"
+
+
+def problem_response(
+    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
+    body = {
+        "type": f"urn:hefl:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail[:_MAX_DETAIL_CHARS],
+        "code": code,
+    }
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _error_problem(error: KeyauthError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if isinstance(error, TokenError) and error.http_status == 401:
+        challenge = 'Bearer realm="hefl"'
+        if error.code != "token_missing":
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
+    elif error.http_status == 401 and error.code.startswith("admin_key"):
+        headers["WWW-Authenticate"] = 'X-Admin-Key realm="hefl-keyauth"'
+    return problem_response(error.http_status, error.code, error.title, error.detail, headers)
+
+
+async def _keyauth_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KeyauthError)
+    if exc.http_status >= 500:
+        logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
+    return _error_problem(exc)
+
+
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return problem_response(
+            400, "body_malformed", "Malformed body", "the body is not valid JSON"
+        )
+    content_type = request.headers.get("content-type")
+    if (
+        content_type
+        and not _is_json(content_type)
+        and any(error.get("loc", ("",))[0] == "body" for error in errors)
+    ):
+        return problem_response(
+            415,
+            "unsupported_media_type",
+            "Unsupported media type",
+            f"send the body as application/json, not {content_type.split(';')[0]!r}",
+        )
+    # Never echo the input: a rejected field may be a secret.
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in errors
+    )
+    return problem_response(422, "request_invalid", "Invalid request", detail)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    title = str(exc.detail) if exc.detail else "HTTP error"
+    return problem_response(exc.status_code, code, title, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The exception itself is logged by the server; its text may not reach the caller.
+    return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+class BodySizeLimitMiddleware:
+    """Refuse request bodies larger than ``max_body_bytes`` before reading them whole.
+
+    A declared ``Content-Length`` beyond the limit is refused without reading a byte; a
+    chunked body is read only until it passes the limit. A body within the limit is
+    buffered (keyauth's bodies are a few hundred bytes) and replayed to the app.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = BodyTooLargeError(f"request bodies are limited to {self.max_body_bytes} bytes")
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                response = problem_response(
+                    400, "content_length_invalid", "Invalid Content-Length", "not a byte count"
+                )
+                await response(scope, receive, send)
+                return
+            if int(declared) > self.max_body_bytes:
+                await _error_problem(too_large)(scope, receive, send)
+                return
+        body = bytearray()
+        more_body = True
+        while more_body:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await _error_problem(too_large)(scope, receive, send)
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(settings: KeyauthSettings) -> FastAPI:
+    """The key authority app. State is opened at startup (lifespan), not here."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        def start() -> KeyAuthority:
+            store = open_store(settings.state_dir)
+            try:
+                return KeyAuthority(settings, store)
+            except BaseException:
+                store.close()
+                raise
+
+        authority = await anyio.to_thread.run_sync(start)
+        app.state.authority = authority
+        logger.info(
+            "keyauth serving key epoch %d from %s",
+            authority.current_epoch().epoch,
+            settings.state_dir,
+        )
+        try:
+            yield
+        finally:
+            app.state.authority = None
+            authority.store.close()
+
+    app = FastAPI(
+        title="hefl keyauth",
+        summary="CKKS key material and client identity for hefl",
+        version=_VERSION,
+        lifespan=lifespan,
+    )
+    app.state.authority = None
+    app.include_router(router)
+    handlers: dict[Any, Any] = {
+        KeyauthError: _keyauth_error_handler,
+        RequestValidationError: _validation_error_handler,
+        StarletteHTTPException: _http_error_handler,
+        Exception: _unexpected_error_handler,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """``create_app`` with settings from ``KEYAUTH_*``: what uvicorn serves."""
+    try:
+        settings = KeyauthSettings()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        )
+        raise SettingsError(f"invalid KEYAUTH_* settings: {reasons}") from None
+    _configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def _configure_logging(level: str) -> None:
+    # uvicorn configures its own loggers only; give keyauth's a handler unless someone has.
+    keyauth_logger = logging.getLogger("keyauth")
+    keyauth_logger.setLevel(level)
+    if not keyauth_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        keyauth_logger.addHandler(handler)
+
+
+def __getattr__(name: str) -> Any:
+    # ``uvicorn keyauth.app:app`` looks ``app`` up here: build it then, and only once.
+    if name == "app":
+        app = create_app_from_env()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

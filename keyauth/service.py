@@ -1,0 +1,312 @@
+"""What the key authority does, free of HTTP: enrollment, access tokens, key epochs, revocation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import crypto
+from keyauth.errors import (
+    AdminAuthError,
+    ClientCredentialsError,
+    ClientNameTakenError,
+    ClientRevokedError,
+    ExpiryOutOfRangeError,
+    KeyEpochNotFoundError,
+    PlaceholderAdminKeyError,
+    RequestError,
+    StateError,
+    TokenError,
+)
+from keyauth.settings import KeyauthSettings
+from keyauth.store import ClientRecord, EnrollmentTokenRecord, KeyauthStore, KeyEpoch
+from keyauth.tokens import (
+    ALGORITHM,
+    AUDIENCE,
+    ISSUER,
+    AccessClaims,
+    IssuedToken,
+    TokenSigner,
+    TokenVerifier,
+    generate_signing_key,
+    signing_key_from_pem,
+    signing_key_to_pem,
+)
+
+__all__ = [
+    "CLIENT_NAME_PATTERN",
+    "Enrollment",
+    "IssuedEnrollmentToken",
+    "KeyAuthority",
+    "VerificationKey",
+    "hash_secret",
+]
+
+logger = logging.getLogger("keyauth")
+
+CLIENT_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_CLIENT_NAME = re.compile(CLIENT_NAME_PATTERN)
+
+
+def hash_secret(secret: str) -> str:
+    """SHA-256 of a client secret or enrollment token, as stored.
+
+    Both are 256-bit values from ``secrets``: nobody can guess one, so a slow password hash
+    (scrypt, argon2) would add cost and no security. The hash keeps a stolen database from
+    being a list of working credentials.
+    """
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class IssuedEnrollmentToken:
+    token: str
+    client_name: str
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    """A newly enrolled client. ``client_secret`` exists only here: it is stored hashed."""
+
+    client_id: str
+    client_name: str
+    client_secret: str
+    key_epoch: int
+    profile_name: str
+
+
+@dataclass(frozen=True)
+class VerificationKey:
+    algorithm: str
+    issuer: str
+    audience: str
+    public_key_pem: str
+    key_epoch: int
+    profile_name: str
+
+
+class KeyAuthority:
+    """The key authority over a store. Constructing it makes sure the keys exist.
+
+    On a fresh store it generates the token-signing key and key epoch 1; on an existing
+    one it loads them, so a restart serves the same keys.
+
+    Parameters
+    ----------
+    settings
+        Lifetimes, the CKKS profile for new epochs and the admin key.
+    store
+        Where state lives; shared safely between threads.
+    clock
+        Seconds since the epoch; injectable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: KeyauthSettings,
+        store: KeyauthStore,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._clock = clock
+        with store.exclusive():
+            pem = store.load_signing_key()
+            if pem is None:
+                pem = signing_key_to_pem(generate_signing_key())
+                store.save_signing_key(pem)
+                logger.info("generated the token-signing key")
+            if store.latest_key_epoch() is None:
+                self._generate_epoch(1)
+        try:
+            private_key = signing_key_from_pem(pem)
+        except ValueError as exc:
+            raise StateError(f"token-signing key unusable: {exc}") from None
+        self._signer = TokenSigner(private_key, lifetime=settings.access_token_ttl, clock=clock)
+        self._verifier = TokenVerifier(self._signer.public_key_pem)
+        current = self.current_epoch()
+        if current.profile_name != settings.profile:
+            logger.info(
+                "key epoch %d uses profile %s; %s applies from the next rotation",
+                current.epoch,
+                current.profile_name,
+                settings.profile,
+            )
+
+    def _generate_epoch(self, number: int) -> KeyEpoch:
+        profile = self.settings.ckks_profile
+        epoch = KeyEpoch(
+            epoch=number,
+            created_at=self._clock(),
+            material=crypto.generate_key_material(profile),
+        )
+        self.store.add_key_epoch(epoch)
+        logger.info("generated key epoch %d (profile %s)", number, profile.name)
+        return epoch
+
+    # Administrators
+
+    def authenticate_admin(self, presented_key: str | None, *, via_loopback: bool) -> None:
+        """Accept the configured admin key; the placeholder key only over loopback.
+
+        Raises
+        ------
+        AdminAuthError
+            ``admin_key_missing`` or ``admin_key_invalid`` (401).
+        PlaceholderAdminKeyError
+            The placeholder key reached us on a non-loopback address (403): uvicorn's
+            ``--host`` and ``KEYAUTH_HOST`` disagree.
+        """
+        if not presented_key:
+            raise AdminAuthError("the X-Admin-Key header is required", code="admin_key_missing")
+        expected = self.settings.admin_key.get_secret_value().encode("utf-8")
+        # Constant time: the comparison must not tell an attacker how much of a guess was right.
+        if not hmac.compare_digest(presented_key.encode("utf-8"), expected):
+            raise AdminAuthError("the admin key is not valid")
+        if self.settings.admin_key_is_placeholder and not via_loopback:
+            raise PlaceholderAdminKeyError(
+                "the placeholder admin key is accepted on loopback only; set KEYAUTH_ADMIN_KEY"
+            )
+
+    def issue_enrollment_token(
+        self, client_name: str, expires_in: int | None = None
+    ) -> IssuedEnrollmentToken:
+        """A single-use token that enrolls one client named ``client_name``."""
+        if not _CLIENT_NAME.match(client_name):
+            raise RequestError(
+                f"client_name must match {CLIENT_NAME_PATTERN}",
+                code="client_name_invalid",
+                http_status=422,
+            )
+        lifetime = self.settings.enrollment_token_ttl if expires_in is None else expires_in
+        if not 1 <= lifetime <= self.settings.enrollment_token_max_ttl:
+            raise ExpiryOutOfRangeError(
+                f"expires_in must be 1..{self.settings.enrollment_token_max_ttl} seconds"
+            )
+        if self.store.active_client_named(client_name) is not None:
+            raise ClientNameTakenError(
+                f"an active client is named {client_name!r}; revoke it first"
+            )
+        token = secrets.token_urlsafe(32)
+        now = self._clock()
+        record = EnrollmentTokenRecord(
+            token_hash=hash_secret(token),
+            client_name=client_name,
+            created_at=now,
+            expires_at=now + lifetime,
+        )
+        self.store.add_enrollment_token(record)
+        logger.info("issued an enrollment token for %s, valid %d s", client_name, lifetime)
+        return IssuedEnrollmentToken(token, client_name, record.expires_at)
+
+    def list_clients(self) -> list[ClientRecord]:
+        return self.store.list_clients()
+
+    def revoke_client(self, client_id: str) -> ClientRecord:
+        """Revoke a client: no new access tokens, no secret context; idempotent."""
+        client = self.store.revoke_client(client_id, now=self._clock())
+        logger.info("revoked client %s (%s)", client.client_id, client.client_name)
+        return client
+
+    def rotate_key_epoch(self) -> KeyEpoch:
+        """Generate the keys of epoch N+1 with the configured profile; N stays downloadable."""
+        with self.store.exclusive():
+            return self._generate_epoch(self.current_epoch().epoch + 1)
+
+    # Clients
+
+    def enroll(self, token: str) -> Enrollment:
+        """Redeem an enrollment token: a new client id and secret, in one transaction."""
+        client_id = str(uuid.uuid4())
+        client_secret = secrets.token_urlsafe(32)
+        client = self.store.enroll_client(
+            hash_secret(token),
+            client_id=client_id,
+            secret_hash=hash_secret(client_secret),
+            now=self._clock(),
+        )
+        current = self.current_epoch()
+        logger.info("enrolled client %s (%s)", client.client_id, client.client_name)
+        return Enrollment(
+            client_id=client.client_id,
+            client_name=client.client_name,
+            client_secret=client_secret,
+            key_epoch=current.epoch,
+            profile_name=current.profile_name,
+        )
+
+    def issue_access_token(self, client_id: str, client_secret: str) -> IssuedToken:
+        """A short-lived signed access token for an enrolled, unrevoked client."""
+        client = self.store.get_client(client_id)
+        # Hash even for an unknown id, so timing does not tell which ids exist.
+        presented = hash_secret(client_secret)
+        stored = client.secret_hash if client is not None else hash_secret(secrets.token_hex())
+        if client is None or not hmac.compare_digest(presented, stored):
+            raise ClientCredentialsError("unknown client id or wrong client secret")
+        if client.revoked:
+            raise ClientRevokedError(f"client {client.client_id} has been revoked")
+        return self._signer.issue(
+            client_id=client.client_id,
+            client_name=client.client_name,
+            key_epoch=self.current_epoch().epoch,
+        )
+
+    def authenticate_client(self, access_token: str) -> AccessClaims:
+        """Verify an access token and that its client still exists and is not revoked."""
+        claims = self._verifier.verify(access_token, role="client")
+        client = self.store.get_client(claims.client_id)
+        if client is None:
+            raise TokenError("access token names no enrolled client", code="token_invalid")
+        if client.revoked:
+            raise ClientRevokedError(f"client {client.client_id} has been revoked")
+        return claims
+
+    def secret_context(self, access_token: str, epoch: int | None = None) -> KeyEpoch:
+        """The key epoch whose secret context an authenticated client may download.
+
+        Takes the raw token so that no caller can skip the revocation check against the
+        store: the secret context goes to enrolled, unrevoked clients only.
+        """
+        claims = self.authenticate_client(access_token)
+        key_epoch = self.key_epoch(epoch)
+        logger.info(
+            "secret context of epoch %d sent to client %s", key_epoch.epoch, claims.client_id
+        )
+        return key_epoch
+
+    # Public
+
+    def current_epoch(self) -> KeyEpoch:
+        epoch = self.store.latest_key_epoch()
+        if epoch is None:
+            raise StateError("no key epoch exists")
+        return epoch
+
+    def key_epoch(self, epoch: int | None = None) -> KeyEpoch:
+        """Epoch ``epoch``, or the current one for ``None``."""
+        if epoch is None:
+            return self.current_epoch()
+        found = self.store.get_key_epoch(epoch)
+        if found is None:
+            raise KeyEpochNotFoundError(f"key epoch {epoch} does not exist")
+        return found
+
+    def verification_key(self) -> VerificationKey:
+        current = self.current_epoch()
+        return VerificationKey(
+            algorithm=ALGORITHM,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            public_key_pem=self._signer.public_key_pem,
+            key_epoch=current.epoch,
+            profile_name=current.profile_name,
+        )

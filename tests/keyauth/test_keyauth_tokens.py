@@ -1,0 +1,312 @@
+"""Access tokens: what TokenSigner signs and everything TokenVerifier must refuse."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from keyauth.tokens import (
+    MAX_TOKEN_CHARS,
+    AccessClaims,
+    TokenError,
+    TokenSigner,
+    TokenVerifier,
+    generate_signing_key,
+    public_key_to_pem,
+    signing_key_from_pem,
+    signing_key_to_pem,
+)
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return generate_signing_key()
+
+
+@pytest.fixture
+def verifier(key: Ed25519PrivateKey) -> TokenVerifier:
+    return TokenVerifier(public_key_to_pem(key))
+
+
+def _issue(key: Ed25519PrivateKey, *, issued_at: float | None = None, **kwargs: Any) -> str:
+    clock = (lambda: issued_at) if issued_at is not None else time.time
+    signer = TokenSigner(key, lifetime=300, clock=clock)
+    fields = {"client_id": "c-1", "client_name": "hospital-a", "key_epoch": 3}
+    fields.update(kwargs)
+    return signer.issue(**fields).token
+
+
+def _signed(key: Ed25519PrivateKey, **overrides: Any) -> str:
+    """A token with exactly the given payload changes, properly signed by ``key``."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": "hefl-keyauth",
+        "aud": "hefl",
+        "sub": "c-1",
+        "name": "hospital-a",
+        "role": "client",
+        "epoch": 1,
+        "iat": now,
+        "exp": now + 300,
+        "jti": "j-1",
+    }
+    for name, value in overrides.items():
+        if value is None:
+            payload.pop(name)
+        else:
+            payload[name] = value
+    return jwt.encode(payload, key, algorithm="EdDSA")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def test_issued_token_round_trips_to_its_claims(
+    key: Ed25519PrivateKey, verifier: TokenVerifier
+) -> None:
+    # Prepare
+    signer = TokenSigner(key, lifetime=120)
+
+    # Execute
+    issued = signer.issue(client_id="c-42", client_name="hospital-b", key_epoch=7)
+    claims = verifier.verify(issued.token)
+
+    # Assert
+    assert claims == issued.claims
+    assert claims.client_id == "c-42"
+    assert claims.client_name == "hospital-b"
+    assert claims.role == "client"
+    assert claims.key_epoch == 7
+    assert issued.lifetime == 120
+    assert claims.expires_at == pytest.approx(time.time() + 120, abs=2)
+
+
+def test_token_carries_exactly_the_contract_claims(key: Ed25519PrivateKey) -> None:
+    signer = TokenSigner(key, lifetime=300)
+    token = signer.issue(client_id="c-1", client_name="h", key_epoch=2).token
+
+    header = jwt.get_unverified_header(token)
+    payload = jwt.decode(token, options={"verify_signature": False})
+
+    assert header["alg"] == "EdDSA"
+    assert set(payload) == {"iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti"}
+    assert payload["iss"] == "hefl-keyauth"
+    assert payload["aud"] == "hefl"
+    assert payload["sub"] == "c-1"
+    assert payload["epoch"] == 2
+    assert payload["exp"] - payload["iat"] == 300
+
+
+def test_token_ids_are_unique(key: Ed25519PrivateKey, verifier: TokenVerifier) -> None:
+    ids = {verifier.verify(_issue(key)).token_id for _ in range(20)}
+    assert len(ids) == 20
+
+
+def test_expired_token_is_refused_as_expired(
+    key: Ed25519PrivateKey, verifier: TokenVerifier
+) -> None:
+    token = _issue(key, issued_at=time.time() - 400)  # expired 100 s ago
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+
+    assert caught.value.code == "token_expired"
+    assert caught.value.http_status == 401
+
+
+def test_leeway_tolerates_small_clock_skew(key: Ed25519PrivateKey) -> None:
+    token = _issue(key, issued_at=time.time() - 302)  # expired 2 s ago
+
+    assert TokenVerifier(public_key_to_pem(key), leeway=5).verify(token).client_id == "c-1"
+    with pytest.raises(TokenError, match="expired"):
+        TokenVerifier(public_key_to_pem(key), leeway=0).verify(token)
+
+
+def test_token_signed_by_another_key_is_invalid(verifier: TokenVerifier) -> None:
+    forged = _issue(generate_signing_key())
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(forged)
+
+    assert caught.value.code == "token_invalid"
+    assert caught.value.http_status == 401
+
+
+def test_tampered_payload_is_invalid(key: Ed25519PrivateKey, verifier: TokenVerifier) -> None:
+    header, payload, signature = _issue(key).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "someone-else"
+    tampered = ".".join([header, _b64(json.dumps(claims).encode()), signature])
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(tampered)
+
+    assert caught.value.code == "token_invalid"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "audience"), [("someone-else", "hefl"), ("hefl-keyauth", "another-service")]
+)
+def test_wrong_issuer_or_audience_is_invalid(
+    key: Ed25519PrivateKey, verifier: TokenVerifier, issuer: str, audience: str
+) -> None:
+    token = _signed(key, iss=issuer, aud=audience)
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+
+    assert caught.value.code == "token_invalid"
+
+
+def test_wrong_role_is_forbidden(key: Ed25519PrivateKey, verifier: TokenVerifier) -> None:
+    token = _issue(key, role="observer")
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token, role="client")
+
+    assert caught.value.code == "token_wrong_role"
+    assert caught.value.http_status == 403
+    assert verifier.verify(token, role="observer").role == "observer"
+
+
+def test_unsigned_token_is_invalid(verifier: TokenVerifier) -> None:
+    payload = jwt.decode(_signed(generate_signing_key()), options={"verify_signature": False})
+    unsigned = _b64(b'{"alg":"none","typ":"JWT"}') + "." + _b64(json.dumps(payload).encode()) + "."
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(unsigned)
+
+    assert caught.value.code == "token_invalid"
+
+
+def test_hmac_token_keyed_with_the_public_key_is_invalid(
+    key: Ed25519PrivateKey, verifier: TokenVerifier
+) -> None:
+    # The classic algorithm confusion: HS256 "signed" with the published verification key.
+    payload = jwt.decode(_signed(key), options={"verify_signature": False})
+    signing_input = _b64(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64(json.dumps(payload).encode())
+    mac = hmac.new(public_key_to_pem(key).encode(), signing_input.encode(), hashlib.sha256)
+    confused = signing_input + "." + _b64(mac.digest())
+
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(confused)
+
+    assert caught.value.code == "token_invalid"
+
+
+@pytest.mark.parametrize("claim", ["sub", "name", "role", "epoch", "jti", "exp", "iat"])
+def test_token_missing_a_claim_is_invalid(
+    key: Ed25519PrivateKey, verifier: TokenVerifier, claim: str
+) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(_signed(key, **{claim: None}))
+
+    assert caught.value.code == "token_invalid"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"epoch": True}, {"epoch": "1"}, {"epoch": 0}, {"sub": ""}, {"role": 5}, {"name": []}],
+)
+def test_token_with_ill_typed_claims_is_invalid(
+    key: Ed25519PrivateKey, verifier: TokenVerifier, overrides: dict[str, Any]
+) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(_signed(key, **overrides))
+
+    assert caught.value.code == "token_invalid"
+
+
+@pytest.mark.parametrize(
+    ("token", "code"),
+    [
+        ("", "token_missing"),
+        ("not-a-jwt", "token_invalid"),
+        ("a.b.c", "token_invalid"),
+        ("x" * (MAX_TOKEN_CHARS + 1), "token_invalid"),
+    ],
+)
+def test_garbage_is_refused(verifier: TokenVerifier, token: str, code: str) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+
+    assert caught.value.code == code
+    assert caught.value.http_status == 401
+
+
+def test_verifier_refuses_keys_that_are_not_ed25519() -> None:
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+    with pytest.raises(ValueError, match="Ed25519"):
+        TokenVerifier(ec_pem)
+    with pytest.raises(ValueError, match="not a PEM public key"):
+        TokenVerifier("-----BEGIN PUBLIC KEY-----\ngarbage\n-----END PUBLIC KEY-----\n")
+
+
+def test_signing_key_pem_round_trip(key: Ed25519PrivateKey) -> None:
+    pem = signing_key_to_pem(key)
+
+    restored = signing_key_from_pem(pem)
+
+    assert public_key_to_pem(restored) == public_key_to_pem(key)
+    assert b"PRIVATE KEY" in pem
+
+
+def test_signing_key_from_pem_refuses_garbage_and_other_key_types() -> None:
+    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+    with pytest.raises(ValueError, match="not a PEM private key"):
+        signing_key_from_pem(b"garbage")
+    with pytest.raises(ValueError, match="Ed25519"):
+        signing_key_from_pem(ec_pem)
+
+
+def test_signer_refuses_non_positive_lifetime(key: Ed25519PrivateKey) -> None:
+    with pytest.raises(ValueError, match="positive"):
+        TokenSigner(key, lifetime=0)
+
+
+def test_token_error_codes_are_closed() -> None:
+    with pytest.raises(ValueError, match="unknown token error code"):
+        TokenError("x", code="token_whatever")
+
+
+def test_access_claims_are_immutable() -> None:
+    claims = AccessClaims("c", "n", "client", 1, 0.0, "j")
+    with pytest.raises(AttributeError):
+        claims.role = "admin"  # type: ignore[misc]
+
+
+def test_tokens_module_imports_no_web_framework() -> None:
+    # The aggregation server imports keyauth.tokens; it must stay a pure module.
+    code = (
+        "import sys, keyauth.tokens; "
+        "loaded = {'fastapi', 'starlette', 'httpx', 'uvicorn'} & set(sys.modules); "
+        "print(sorted(loaded))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
