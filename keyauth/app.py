@@ -45,7 +45,7 @@ def problem_response(
 ) -> JSONResponse:
     """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
     body = {
-        "type": f"urn:hefl:problem:{code}",
+        "type": "about:blank",  # docs/protocol.md: the stable identity is `code`
         "title": title,
         "status": status,
         "detail": detail[:_MAX_DETAIL_CHARS],
