@@ -1,0 +1,273 @@
+"""The one exception tree of ``fl_client``.
+
+::
+
+    ClientError
+    ├── ConfigError                   settings or arguments that cannot work
+    │   └── InsecureTransportError    plain http:// to a non-loopback host, not allowed
+    ├── DataError                     a dataset that cannot be loaded or split
+    ├── LocalStateError               the local state directory is unusable
+    │   └── NotEnrolledError          no credential stored yet: run ``hefl-client enroll``
+    ├── TransportError                no answer after every retry (connection, timeout)
+    ├── ProtocolError                 an answer that breaks docs/protocol.md
+    └── ServiceError                  a service answered with a problem (problem+json)
+        ├── AuthError                 401/403
+        │   ├── EnrollmentTokenError  enrollment token unknown, expired or already used
+        │   ├── CredentialsError      client id/secret refused or the client was revoked
+        │   └── AccessTokenError      access token missing, invalid, expired, wrong role
+        ├── NotFoundError             404
+        ├── ConflictError             409
+        │   ├── RetrainError          the update no longer fits the model: re-pull, retrain
+        │   │   ├── TooStaleError     base version too old (``current_version``)
+        │   │   ├── VersionAheadError base or ``since`` version newer than the server's
+        │   │   └── KeyEpochMismatchError  encrypted under another key epoch than the model
+        │   ├── JobNotStartedError    no initial model yet
+        │   ├── JobNotTrainingError   the job is not accepting updates (done)
+        │   ├── LayoutConflictError   this client's model layout is not the job's
+        │   └── InitialModelExistsError
+        ├── RateLimitedError          429 (``retry_after`` seconds, if the service said)
+        ├── InvalidRequestError       any other 4xx
+        └── ServerError               5xx
+
+``error_from_problem`` turns an ``application/problem+json`` answer into the class its
+stable ``code`` names (falling back on the HTTP status). Messages never contain a token,
+a secret or key material: they are printed and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "AccessTokenError",
+    "AuthError",
+    "ClientError",
+    "ConfigError",
+    "ConflictError",
+    "CredentialsError",
+    "DataError",
+    "EnrollmentTokenError",
+    "InitialModelExistsError",
+    "InsecureTransportError",
+    "InvalidRequestError",
+    "JobNotStartedError",
+    "JobNotTrainingError",
+    "KeyEpochMismatchError",
+    "LayoutConflictError",
+    "LocalStateError",
+    "NotEnrolledError",
+    "NotFoundError",
+    "ProtocolError",
+    "RateLimitedError",
+    "RetrainError",
+    "ServerError",
+    "ServiceError",
+    "TooStaleError",
+    "TransportError",
+    "VersionAheadError",
+    "error_from_problem",
+]
+
+
+class ClientError(Exception):
+    """Base of every error raised by ``fl_client``."""
+
+
+class ConfigError(ClientError):
+    """Settings or command-line arguments that cannot work."""
+
+
+class InsecureTransportError(ConfigError):
+    """Plain http:// to a host that is not loopback, without ``allow_insecure_http``."""
+
+
+class DataError(ClientError):
+    """A dataset that cannot be loaded or split as asked."""
+
+
+class LocalStateError(ClientError):
+    """The local state directory is unusable: permissions, corruption, a missing file."""
+
+
+class NotEnrolledError(LocalStateError):
+    """No credential in the state directory."""
+
+
+class TransportError(ClientError):
+    """No answer from a service after every retry."""
+
+
+class ProtocolError(ClientError):
+    """A service answered something docs/protocol.md does not allow."""
+
+
+class ServiceError(ClientError):
+    """A service answered with a problem.
+
+    Attributes
+    ----------
+    status
+        The HTTP status.
+    code
+        The problem's stable machine-readable code (``"http_error"`` if it had none).
+    detail
+        The problem's human-readable detail.
+    problem
+        The whole problem object, with any extra fields (e.g. ``current_version``).
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int,
+        code: str = "http_error",
+        problem: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(f"{detail} [{status} {code}]")
+        self.detail = detail
+        self.status = status
+        self.code = code
+        self.problem: dict[str, Any] = dict(problem or {})
+
+
+class AuthError(ServiceError):
+    """401/403: the request was not authorized."""
+
+
+class EnrollmentTokenError(AuthError):
+    """The enrollment token is unknown, expired or was already used: ask for a new one."""
+
+
+class CredentialsError(AuthError):
+    """The stored client credential was refused, or the client was revoked: re-enroll."""
+
+
+class AccessTokenError(AuthError):
+    """The access token was refused (the client fetches a new one once)."""
+
+
+class NotFoundError(ServiceError):
+    """404."""
+
+
+class ConflictError(ServiceError):
+    """409."""
+
+
+class RetrainError(ConflictError):
+    """The update no longer fits the server's model: pull again and retrain."""
+
+    @property
+    def current_version(self) -> int | None:
+        value = self.problem.get("current_version")
+        return value if isinstance(value, int) else None
+
+
+class TooStaleError(RetrainError):
+    """The update's base version is too old; ``current_version`` says the server's."""
+
+
+class VersionAheadError(RetrainError):
+    """A base or ``since`` version the server has not reached (its state was reset?)."""
+
+
+class KeyEpochMismatchError(RetrainError):
+    """The update was encrypted under another key epoch than the model's."""
+
+
+class JobNotStartedError(ConflictError):
+    """The job has no initial model yet."""
+
+
+class JobNotTrainingError(ConflictError):
+    """The job does not accept updates (it is done, or not started)."""
+
+
+class LayoutConflictError(ConflictError):
+    """The job was set up with another model layout than this client's."""
+
+
+class InitialModelExistsError(ConflictError):
+    """Another client put the initial model first."""
+
+
+class RateLimitedError(ServiceError):
+    """429; ``retry_after`` is the delay the service asked for, in seconds."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int,
+        code: str = "http_error",
+        problem: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail, status=status, code=code, problem=problem)
+        self.retry_after = retry_after
+
+
+class InvalidRequestError(ServiceError):
+    """Any other 4xx: the request itself was wrong."""
+
+
+class ServerError(ServiceError):
+    """5xx."""
+
+
+_BY_CODE: dict[str, type[ServiceError]] = {
+    "enrollment_token_invalid": EnrollmentTokenError,
+    "enrollment_token_expired": EnrollmentTokenError,
+    "enrollment_token_used": EnrollmentTokenError,
+    "client_credentials_invalid": CredentialsError,
+    "client_revoked": CredentialsError,
+    "token_missing": AccessTokenError,
+    "token_invalid": AccessTokenError,
+    "token_expired": AccessTokenError,
+    "token_wrong_role": AccessTokenError,
+    "too_stale": TooStaleError,
+    "version_ahead": VersionAheadError,
+    "key_epoch_mismatch": KeyEpochMismatchError,
+    "job_not_started": JobNotStartedError,
+    "job_not_training": JobNotTrainingError,
+    "layout_mismatch": LayoutConflictError,
+    "initial_model_exists": InitialModelExistsError,
+}
+
+
+def _by_status(status: int) -> type[ServiceError]:
+    if status in (401, 403):
+        return AuthError
+    if status == 404:
+        return NotFoundError
+    if status == 409:
+        return ConflictError
+    if status == 429:
+        return RateLimitedError
+    if status >= 500:
+        return ServerError
+    return InvalidRequestError
+
+
+def error_from_problem(
+    status: int, problem: Mapping[str, Any], *, retry_after: float | None = None
+) -> ServiceError:
+    """The typed error for a problem answer.
+
+    Parameters
+    ----------
+    status
+        The HTTP status of the answer.
+    problem
+        The parsed ``application/problem+json`` body (or ``{}`` if there was none).
+    retry_after
+        The parsed ``Retry-After`` header, kept on a ``RateLimitedError``.
+    """
+    code = str(problem.get("code") or "http_error")
+    detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
+    cls = _BY_CODE.get(code) or _by_status(status)
+    if issubclass(cls, RateLimitedError):
+        return cls(detail, status=status, code=code, problem=problem, retry_after=retry_after)
+    return cls(detail, status=status, code=code, problem=problem)

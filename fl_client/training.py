@@ -1,0 +1,238 @@
+"""Local training and evaluation in plain PyTorch, deterministic given a seed.
+
+Also the bridge between a ``torch.nn.Module`` and a ``crypto.ModelLayout``: the shared
+tensors as one flat float64 array of blocks, and the personal tensors that stay here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from crypto import ModelLayout, tensor_to_numpy
+
+__all__ = [
+    "EvalResult",
+    "LocalRound",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "load_personal",
+    "load_shared",
+    "local_round",
+    "personal_tensors",
+    "planned_steps",
+    "round_seed",
+    "shared_blocks",
+    "train_local",
+]
+
+Blocks = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One round of local training: ``steps`` optimizer steps if set, else ``epochs``."""
+
+    epochs: int = 1
+    steps: int | None = None
+    batch_size: int = 16
+    lr: float = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    steps: int
+    mean_loss: float
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    n_samples: int
+    n_correct: int
+
+    def to_metrics(self) -> dict[str, float | int]:
+        return {"loss": self.loss, "accuracy": self.accuracy, "n_samples": self.n_samples}
+
+
+def round_seed(seed: int, round_: int) -> int:
+    """A 63-bit seed for round ``round_`` of a client seeded ``seed``."""
+    state = np.random.SeedSequence([seed, round_]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+def _loss(logits: Any, labels: Any) -> Any:
+    if logits.shape[-1] == 1:
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.squeeze(-1), labels.to(logits.dtype)
+        )
+    return nn.functional.cross_entropy(logits, labels)
+
+
+def _predict(logits: Any) -> Any:
+    if logits.shape[-1] == 1:
+        return (logits.squeeze(-1) > 0).long()
+    return logits.argmax(dim=-1)
+
+
+def planned_steps(dataset: Dataset[Any], config: TrainConfig) -> int:
+    """How many optimizer steps ``train_local`` takes on ``dataset``."""
+    if config.steps is not None:
+        return config.steps
+    return config.epochs * math.ceil(len(dataset) / config.batch_size)
+
+
+def train_local(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    config: TrainConfig,
+    seed: int,
+    on_step: Callable[[float], object] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; the batch order depends only on ``seed``.
+
+    The optimizer starts fresh every round: its state would otherwise describe a model
+    the client no longer holds once it pulls the new global one.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("no training data")
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
+    if config.optimizer == "adam":
+        optimizer: Any = torch.optim.Adam(model.parameters(), lr=config.lr)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    total = planned_steps(dataset, config)
+    model.train()
+    steps, loss_sum = 0, 0.0
+    while steps < total:
+        for features, labels in loader:
+            optimizer.zero_grad()
+            loss = _loss(model(features), labels)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            value = float(loss.detach())
+            loss_sum += value
+            if on_step is not None:
+                on_step(value)
+            if steps >= total:
+                break
+    model.eval()
+    return TrainResult(steps=steps, mean_loss=loss_sum / steps, n_samples=n)
+
+
+def evaluate(model: nn.Module, dataset: Dataset[Any], batch_size: int = 512) -> EvalResult:
+    """Mean loss and accuracy of ``model`` on ``dataset``."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    with torch.no_grad():
+        for features, labels in DataLoader(dataset, batch_size=batch_size):
+            logits = model(features)
+            loss_sum += float(_loss(logits, labels)) * len(labels)
+            correct += int((_predict(logits) == labels).sum())
+            n += len(labels)
+    if n == 0:
+        raise ValueError("no evaluation data")
+    return EvalResult(loss=loss_sum / n, accuracy=correct / n, n_samples=n, n_correct=correct)
+
+
+def shared_blocks(model: nn.Module, layout: ModelLayout) -> Blocks:
+    """The model's shared tensors as ``(n_blocks, block_size)`` float64 (exact)."""
+    return layout.flatten(model.state_dict())
+
+
+def _assign(model: nn.Module, values: Mapping[str, Any]) -> None:
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, value in values.items():
+            target = state[name]
+            source = torch.from_numpy(np.ascontiguousarray(value))
+            if tuple(source.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{name}: shape {tuple(source.shape)}, model has {tuple(target.shape)}"
+                )
+            target.copy_(source.to(target.dtype))
+
+
+def load_shared(model: nn.Module, layout: ModelLayout, blocks: Blocks) -> None:
+    """Set the model's shared tensors from ``(n_blocks, block_size)`` values."""
+    _assign(model, layout.unflatten(blocks))
+
+
+def personal_tensors(model: nn.Module, layout: ModelLayout) -> dict[str, npt.NDArray[Any]]:
+    """Copies of the tensors the layout leaves out: they never leave the client."""
+    shared = set(layout.names)
+    return {
+        name: tensor_to_numpy(value).copy()
+        for name, value in model.state_dict().items()
+        if name not in shared
+    }
+
+
+def load_personal(model: nn.Module, values: Mapping[str, npt.NDArray[Any]]) -> None:
+    """Restore the client's own values of its personal tensors."""
+    _assign(model, values)
+
+
+@dataclass(frozen=True)
+class LocalRound:
+    """One client round in plaintext: what training changed and how the pulled model did.
+
+    Attributes
+    ----------
+    delta
+        ``trained - pulled`` over the shared tensors, ``(n_blocks, block_size)``.
+    personal
+        The personal tensors after training.
+    train
+        Steps and mean training loss.
+    before
+        The pulled model (with this client's personal tensors) on the held-out split.
+    """
+
+    delta: Blocks
+    personal: dict[str, npt.NDArray[Any]]
+    train: TrainResult
+    before: EvalResult
+
+
+def local_round(
+    model: nn.Module,
+    layout: ModelLayout,
+    pulled: Blocks,
+    personal: Mapping[str, npt.NDArray[Any]],
+    train_set: Dataset[Any],
+    test_set: Dataset[Any],
+    config: TrainConfig,
+    seed: int,
+    on_step: Callable[[float], object] | None = None,
+) -> LocalRound:
+    """Load the pulled model and this client's personal tensors, evaluate, train, diff.
+
+    The delta is taken against the model as loaded (the pulled values in the model's
+    dtype), so it holds exactly what training changed.
+    """
+    load_shared(model, layout, pulled)
+    load_personal(model, personal)
+    before = evaluate(model, test_set)
+    baseline = shared_blocks(model, layout)
+    result = train_local(model, train_set, config, seed, on_step)
+    delta = shared_blocks(model, layout) - baseline
+    return LocalRound(
+        delta=delta, personal=personal_tensors(model, layout), train=result, before=before
+    )

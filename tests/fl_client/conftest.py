@@ -1,0 +1,106 @@
+"""Fixtures of the client tests: small keys, fake services, enrolled clients."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import crypto
+from fl_client import ClientSettings, Runner, enroll, load_client_data
+from fl_client.data import ClientData
+from fl_client.output import Reporter
+from tests.fl_client.fakes import FakeKeyauth, FakeServer
+
+
+@pytest.fixture(autouse=True)
+def _no_flclient_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("FLCLIENT_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fake_keyauth(small_keys: crypto.KeyMaterial) -> FakeKeyauth:
+    return FakeKeyauth(keys=small_keys)
+
+
+@pytest.fixture
+def fake_server(small_keys: crypto.KeyMaterial, fake_keyauth: FakeKeyauth) -> FakeServer:
+    return FakeServer(keys=small_keys, keyauth=fake_keyauth)
+
+
+@pytest.fixture(scope="session")
+def cancer_sites() -> list[ClientData]:
+    return [load_client_data("breast-cancer", str(i), n_sites=3) for i in range(3)]
+
+
+@pytest.fixture(scope="session")
+def digits_site() -> ClientData:
+    return load_client_data("digits", "0", n_sites=3)
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+MakeRunner = Callable[..., Runner]
+
+
+@pytest.fixture
+def make_runner(
+    tmp_path: Path,
+    fake_keyauth: FakeKeyauth,
+    fake_server: FakeServer,
+    cancer_sites: list[ClientData],
+    sleeps: Sleeps,
+) -> Iterator[MakeRunner]:
+    runners: list[Runner] = []
+
+    def make(
+        name: str = "a",
+        *,
+        data: ClientData | None = None,
+        enrolled: bool = True,
+        **overrides: Any,
+    ) -> Runner:
+        values: dict[str, Any] = {
+            "state_dir": tmp_path / f"state-{name}",
+            "output": "quiet",
+            "lr": 0.1,
+            "batch_size": 32,
+            "backoff_base": 0.0,
+        }
+        values.update(overrides)
+        settings = ClientSettings(**values)
+        if enrolled and not (settings.state_dir / "credential.json").exists():
+            enroll(
+                settings,
+                fake_keyauth.issue_enrollment_token(),
+                transport=httpx.MockTransport(fake_keyauth),
+            )
+        runner = Runner(
+            settings,
+            data=data or cancer_sites[0],
+            keyauth_transport=httpx.MockTransport(fake_keyauth),
+            server_transport=httpx.MockTransport(fake_server),
+            reporter=Reporter("quiet"),
+            sleep=sleeps,
+        )
+        runners.append(runner)
+        return runner
+
+    yield make
+    for runner in runners:
+        runner.close()

@@ -1,0 +1,355 @@
+"""The client loop against protocol-following fakes whose model is real ciphertext."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+
+import numpy as np
+import pytest
+
+import crypto
+from fl_client import (
+    ClientData,
+    LayoutConflictError,
+    TooStaleError,
+    TransportError,
+)
+from fl_client.output import Reporter
+from fl_client.runner import Runner
+from fl_client.training import local_round, round_seed
+from fl_client.updates import compress_delta
+from tests.fl_client.conftest import MakeRunner, Sleeps
+from tests.fl_client.fakes import FakeKeyauth, FakeServer
+
+
+def _cipher(keys: crypto.KeyMaterial) -> crypto.ClientCipher:
+    return crypto.ClientCipher(keys.secret_context, crypto.get_profile(keys.profile_name))
+
+
+def _uploaded(server: FakeServer, index: int = -1) -> crypto.EncryptedUpdate:
+    assert server.layout is not None
+    limits = crypto.EnvelopeLimits(
+        server.layout.n_blocks, server.profile.max_block_bytes, server.layout.fingerprint
+    )
+    return crypto.update_from_bytes(server.uploads[index], limits)
+
+
+def _replay_delta(runner: Runner, pulled: np.ndarray, round_: int) -> np.ndarray:
+    """The delta the client must have computed, recomputed from scratch (training is
+    deterministic given the pulled values and the round seed)."""
+    from fl_client.models import build_model, resolve_model
+
+    model = build_model(
+        resolve_model(runner.settings.model),
+        runner.data.input_shape,
+        runner.data.n_classes,
+        runner.settings.seed,
+    )
+    layout = runner.layout(pulled.shape[1])
+    shared = set(layout.names)
+    personal = {k: v.numpy() for k, v in model.state_dict().items() if k not in shared}
+    result = local_round(
+        model,
+        layout,
+        pulled,
+        personal,
+        runner.data.train,
+        runner.data.test,
+        runner.train_config,
+        round_seed(runner.settings.seed, round_),
+    )
+    return result.delta
+
+
+def test_update_applied_by_the_server_is_pulled_plus_step_times_compressed_delta(
+    make_runner: MakeRunner,
+    fake_server: FakeServer,
+    small_keys: crypto.KeyMaterial,
+    digits_site: ClientData,
+) -> None:
+    # Prepare: an MLP of many blocks, top-k 25 %, client step 0.5
+    runner = make_runner(
+        data=digits_site, model="mlp", compression="top-k", block_fraction=0.25, client_step=0.5
+    )
+    profile = crypto.get_profile(small_keys.profile_name)
+    cipher = _cipher(small_keys)
+
+    # Execute: the first round also puts the layout and the initial model
+    result = runner.run_round()
+
+    # Assert
+    assert result is not None
+    assert result.version == 1
+    assert result.base_version == 0
+    layout = runner.layout(profile.block_size)
+    assert fake_server.layout == layout
+    pulled = runner._cache.blocks if runner._cache else None
+    assert pulled is not None
+    initial = layout.flatten(runner._initial_state)
+    assert np.max(np.abs(pulled - initial)) <= profile.error_bound(1)
+    delta = _replay_delta(runner, pulled, round_=0)
+    compressed = compress_delta(delta, None, runner.compression, 0)
+    assert len(compressed.indices) == result.wire["blocks_sent"] == int(np.ceil(0.25 * 42))
+    expected = pulled.copy()
+    expected[compressed.indices] += 0.5 * compressed.blocks
+    after = fake_server.decrypt(cipher)
+    assert np.max(np.abs(after - expected)) <= profile.error_bound(1)
+    # the blocks not sent did not move at all beyond the encryption noise
+    untouched = np.setdiff1d(np.arange(layout.n_blocks), compressed.indices)
+    assert np.max(np.abs(after[untouched] - pulled[untouched])) <= profile.error_bound(1)
+    # the error-feedback residual kept is exactly what was not sent
+    progress = runner.state.load_progress()
+    assert progress.rounds == 1
+    assert progress.residual is not None
+    assert np.array_equal(progress.residual, compressed.residual)
+
+
+def test_the_next_pull_asks_only_for_blocks_changed_since_the_cached_version(
+    make_runner: MakeRunner,
+    fake_server: FakeServer,
+    small_keys: crypto.KeyMaterial,
+    digits_site: ClientData,
+) -> None:
+    runner = make_runner(data=digits_site, model="mlp", compression="top-k", block_fraction=0.1)
+    first = runner.run_round()
+    assert first is not None
+
+    second = runner.run_round()
+
+    assert second is not None
+    assert fake_server.pulls[0].url.params.get("since") is None
+    assert fake_server.pulls[1].url.params.get("since") == "0"
+    assert second.pull_blocks == first.wire["blocks_sent"] < 42
+    assert runner._cache is not None
+    assert runner._cache.version == 1
+    # the cache patched with the changed blocks equals the whole model, decrypted
+    profile = crypto.get_profile(small_keys.profile_name)
+    full = fake_server.decrypt(_cipher(small_keys))
+    full_before_second = full  # the second update is applied after the pull
+    assert full_before_second.shape == runner._cache.blocks.shape
+    fake_server_version_1 = runner._cache.blocks
+    upload_2 = _uploaded(fake_server)
+    restored = full.copy()
+    for block in upload_2.blocks:
+        restored[block.index] -= _cipher(small_keys).decrypt_block(block.data)
+    assert np.max(np.abs(restored - fake_server_version_1)) <= profile.error_bound(3)
+
+
+def test_personal_layers_never_leave_and_each_client_keeps_its_own(
+    make_runner: MakeRunner,
+    fake_server: FakeServer,
+    small_keys: crypto.KeyMaterial,
+    digits_site: ClientData,
+) -> None:
+    # Prepare: two clients whose heads are personal
+    a = make_runner("a", data=digits_site, model="mlp", personal=["head.*"], seed=1)
+    b = make_runner("b", data=digits_site, model="mlp", personal=["head.*"], seed=2)
+    whole = crypto.build_layout(a._initial_state, crypto.get_profile("test-n2048").block_size)
+
+    # Execute
+    for runner in (a, b, a):
+        assert runner.run_round() is not None
+
+    # Assert: the job's layout and every upload hold only the shared tensors
+    assert fake_server.layout is not None
+    layout = fake_server.layout
+    assert not any(name.startswith("head.") for name in layout.names)
+    for raw in fake_server.layouts_put:
+        assert b"head." not in raw.replace(b'"head.*"', b"")
+    shared_params = sum(int(np.prod(t.shape)) for t in layout.tensors)
+    assert shared_params == whole.total_params - (256 * 10 + 10)
+    for i in range(len(fake_server.uploads)):
+        update = _uploaded(fake_server, i)
+        assert update.fingerprint == layout.fingerprint
+        assert max(b.index for b in update.blocks) < layout.n_blocks
+        assert len(update.blocks) == layout.n_blocks
+    # each client trained and kept its own head; the heads differ between clients
+    head_a = a.state.load_progress().personal["head.weight"]
+    head_b = b.state.load_progress().personal["head.weight"]
+    assert not np.array_equal(head_a, a._initial_state["head.weight"].numpy())
+    assert not np.array_equal(head_a, head_b)
+    assert np.array_equal(a.model.state_dict()["head.weight"].numpy(), head_a)
+
+
+def test_a_lost_acknowledgement_is_resent_with_the_same_id_and_applied_once(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    runner = make_runner()
+    fake_server.drop_answer_after_apply = 1
+
+    result = runner.run_round()
+
+    assert result is not None
+    assert result.duplicate
+    assert fake_server.applied == 1
+    assert len(fake_server.uploads) == 2
+    assert fake_server.uploads[0] == fake_server.uploads[1]
+    assert runner.state.load_pending() is None
+
+
+def test_a_restart_resends_the_journaled_update_and_never_applies_it_twice(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    # Prepare: the server applies the update, then the connection dies on every attempt
+    runner = make_runner(max_attempts=1)
+    fake_server.drop_answer_after_apply = 1
+    with pytest.raises(TransportError):
+        runner.run_round()
+    pending = runner.state.load_pending()
+    assert pending is not None
+    assert fake_server.applied == 1
+    assert runner.state.load_progress().rounds == 0
+    runner.close()
+
+    # Execute: a new process on the same state directory
+    restarted = make_runner(max_rounds=1)
+    summary = restarted.run()
+
+    # Assert: the resend was acknowledged as a duplicate; only then was progress committed
+    assert summary.results[0].duplicate
+    assert summary.results[0].update_id == str(pending.update_id)
+    assert fake_server.applied == 1
+    progress = restarted.state.load_progress()
+    assert progress.rounds == 1
+    assert progress.last_update_id == pending.update_id
+    assert restarted.state.load_pending() is None
+
+
+def test_a_crash_before_sending_resends_on_restart(
+    make_runner: MakeRunner, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = make_runner()
+
+    def crash(envelope: bytes) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.server, "push_update", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_round()
+    pending = runner.state.load_pending()
+    assert pending is not None
+    assert fake_server.applied == 0
+
+    restarted = make_runner(max_rounds=1)
+    summary = restarted.run()
+
+    assert fake_server.applied == 1
+    assert summary.results[0].update_id == str(pending.update_id)
+    assert not summary.results[0].duplicate
+    assert fake_server.uploads == [pending.envelope]
+
+
+def test_too_stale_rejection_commits_nothing_and_the_client_retrains(
+    make_runner: MakeRunner, fake_server: FakeServer, cancer_sites: list[ClientData]
+) -> None:
+    runner = make_runner(compression="top-k", block_fraction=0.5, max_rounds=1)
+    fake_server.too_stale_next = 1
+    with pytest.raises(TooStaleError):
+        runner.run_round()
+    assert runner.state.load_pending() is None
+    assert runner.state.load_progress().rounds == 0
+    assert fake_server.applied == 0
+
+    summary = runner.run()
+
+    assert summary.rounds == 1
+    assert fake_server.applied == 1
+    # the accepted update is the same training as the rejected one (same round seed)
+    assert fake_server.uploads[0] != fake_server.uploads[1]
+    assert len(_uploaded(fake_server, 0).blocks) == len(_uploaded(fake_server, 1).blocks)
+
+
+def test_busy_slots_and_server_errors_are_waited_out_as_the_server_asks(
+    make_runner: MakeRunner, fake_server: FakeServer, sleeps: Sleeps
+) -> None:
+    runner = make_runner()
+    fake_server.slots_busy = 2
+    fake_server.fail_with_503 = 0
+
+    assert runner.run_round() is not None
+
+    assert sleeps == [7.0, 7.0]
+
+
+def test_an_expired_token_is_replaced_once_and_the_request_repeated(
+    make_runner: MakeRunner, fake_server: FakeServer, fake_keyauth: FakeKeyauth
+) -> None:
+    runner = make_runner()
+    assert runner.run_round() is not None
+    issued = fake_keyauth.tokens_issued
+    fake_server.reject_token_once = True
+
+    assert runner.run_round() is not None
+
+    assert fake_keyauth.tokens_issued == issued + 1
+
+
+def test_the_run_stops_when_the_job_is_done_and_reports_final_metrics(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    fake_server.target_updates = 3
+    runner = make_runner()
+
+    summary = runner.run()
+
+    assert summary.stop_reason == "job_done"
+    assert summary.rounds == 3
+    assert summary.final_version == 3
+    assert summary.final_eval is not None
+    versions = [m["version"] for m in fake_server.metrics]
+    assert versions == [0, 1, 2, 3]
+    assert fake_server.metrics[-1]["metrics"]["final"] == 1
+    for report in fake_server.metrics:
+        assert 0 <= report["metrics"]["accuracy"] <= 1
+        assert report["metrics"]["n_samples"] == len(runner.data.test)
+
+
+def test_a_client_with_another_layout_is_refused_with_a_clear_message(
+    make_runner: MakeRunner,
+) -> None:
+    first = make_runner("a")
+    assert first.run_round() is not None
+    other = make_runner("b", personal=["head.bias"])
+
+    with pytest.raises(LayoutConflictError, match="personal"):
+        other.run_round()
+
+
+def test_tokens_and_secrets_never_reach_logs_or_output(
+    make_runner: MakeRunner,
+    fake_keyauth: FakeKeyauth,
+    fake_server: FakeServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    out, err = io.StringIO(), io.StringIO()
+    fake_server.target_updates = 2
+    fake_server.drop_answer_after_apply = 1
+    runner = make_runner()
+    runner.reporter = Reporter("json", out=out, err=err)
+
+    runner.run()
+
+    text = caplog.text + out.getvalue() + err.getvalue() + repr(runner.credential)
+    secrets = [*fake_keyauth.clients.values(), *fake_keyauth.valid_tokens, "enroll-"]
+    assert runner.credential.client_secret in fake_keyauth.clients.values()
+    for secret in secrets:
+        assert secret not in text
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events.count("update") == 2
+    assert events[-1] == "stopped"
+    assert "retry" in caplog.text  # the dropped answer was logged, without any token
+
+
+def test_update_ids_are_fresh_uuid4_per_round(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    runner = make_runner()
+    ids = [runner.run_round() for _ in range(3)]
+
+    parsed = [uuid.UUID(r.update_id) for r in ids if r is not None]
+    assert len(set(parsed)) == 3
+    assert all(u.version == 4 for u in parsed)
