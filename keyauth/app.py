@@ -185,7 +185,7 @@ def create_app(settings: KeyauthSettings) -> FastAPI:
         authority = await anyio.to_thread.run_sync(start)
         app.state.authority = authority
         logger.info(
-            "keyauth serving key epoch %d from %s",
+            "serving key epoch %d from %s",
             authority.current_epoch().epoch,
             settings.state_dir,
         )

@@ -215,6 +215,11 @@ def main(
     except httpx.TransportError as exc:
         print(f"hefl-admin: cannot reach keyauth at {url}: {exc}", file=err)
         return 2
+    except BrokenPipeError:
+        # The reader (``| head``) went away: stop quietly, as other command-line tools do.
+        if out is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         if http is None:
             client.close()

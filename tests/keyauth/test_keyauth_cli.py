@@ -259,3 +259,20 @@ def test_admin_client_without_key_raises_before_sending() -> None:
         AdminClient(http, None).list_clients()
 
     assert sent == []
+
+
+def test_closed_output_pipe_exits_quietly() -> None:
+    class ClosedPipe(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    http = httpx.Client(
+        transport=httpx.MockTransport(lambda r: httpx.Response(200, json=CLIENTS)),
+        base_url="http://keyauth",
+    )
+    err = io.StringIO()
+    with http:
+        status = main(["clients", "list", "--json"], http=http, env=ENV, out=ClosedPipe(), err=err)
+
+    assert status == 1
+    assert err.getvalue() == ""
