@@ -1,0 +1,564 @@
+"""The service without HTTP, against a plaintext reference (decrypted with a key it never sees)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+import crypto
+from fl_server.errors import (
+    InvalidInputError,
+    JobStateError,
+    KeyEpochMismatchError,
+    ServerBusyError,
+    StateError,
+    StorageError,
+    TooStaleError,
+    UpdateIdReusedError,
+    VersionAheadError,
+)
+from fl_server.service import KeyauthMaterial, ServerService, UpdateAck
+from fl_server.store import FileStore, MemoryStore, Store, UpdateRecord
+from keyauth.tokens import AccessClaims, TokenVerifier
+from tests.fl_server.helpers import Hospital, make_settings, mint_token
+
+Values = npt.NDArray[np.float64]
+MakeService = Callable[..., ServerService]
+
+
+@pytest.fixture
+def make_service(tmp_path: Path, material: KeyauthMaterial) -> Iterator[MakeService]:
+    opened: list[ServerService] = []
+
+    def make(
+        store: Store | None = None, state_dir: Path | None = None, **overrides: Any
+    ) -> ServerService:
+        settings = make_settings(state_dir or tmp_path / "state", **overrides)
+        service = ServerService(settings, material, store=store)
+        opened.append(service)
+        return service
+
+    yield make
+    for service in opened:
+        service.close()
+
+
+@pytest.fixture
+def client(signing_key: Ed25519PrivateKey, material: KeyauthMaterial) -> AccessClaims:
+    return TokenVerifier(material.verification_key_pem).verify(mint_token(signing_key))
+
+
+def start(service: ServerService, hospital: Hospital, initial: Values) -> None:
+    assert service.set_layout(hospital.layout.to_json()).result() is True
+    service.set_initial_model(hospital.initial_model(initial)).result()
+
+
+def push(service: ServerService, client: AccessClaims, envelope: bytes) -> UpdateAck:
+    with service.admit_update(client) as ticket:
+        return service.submit_update(ticket, envelope).result()
+
+
+def settle(service: ServerService) -> None:
+    """Wait until the worker is idle (its queue is FIFO, so a no-op marks the end)."""
+    service._worker.submit(lambda: None).result()
+
+
+def model_of(service: ServerService, hospital: Hospital) -> tuple[int, Values]:
+    settle(service)
+    return hospital.decrypt_model(service.snapshot().to_bytes())
+
+
+def assert_close(actual: Values, expected: Values, profile: crypto.CkksProfile, n: int) -> None:
+    assert np.max(np.abs(actual - expected)) <= profile.error_bound(n)
+
+
+def test_updates_are_added_with_their_staleness_weight(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    # Prepare
+    service = make_service(staleness="polynomial", staleness_a=0.5)
+    initial = hospital.random_values(0, scale=0.5)
+    start(service, hospital, initial)
+    reference = initial.copy()
+    bases = [0, 0, 1, 0, 2]
+
+    # Execute
+    for k, base in enumerate(bases):
+        values = hospital.random_values(k + 1)
+        ack = push(service, client, hospital.update(values, base_version=base)[1])
+        tau = k - base
+        assert (ack.receipt.version, ack.receipt.staleness) == (k + 1, tau)
+        assert ack.receipt.weight == hospital.profile.applied_weight((1 + tau) ** -0.5)
+        reference += ack.receipt.weight * values
+
+    # Assert
+    version, model = model_of(service, hospital)
+    assert version == len(bases)
+    assert_close(model, reference, hospital.profile, len(bases) + 1)
+    status = service.status()
+    assert status.updates_applied == len(bases)
+    assert status.staleness_histogram == {0: 1, 1: 2, 2: 1, 3: 1}
+    assert status.clients["client-a"].updates_applied == len(bases)
+
+
+def test_a_sparse_update_changes_only_its_blocks(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service()
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    before = service.snapshot()
+    values = hospital.random_values(1)
+
+    push(service, client, hospital.update(values, base_version=0, indices=[1])[1])
+
+    settle(service)
+    after = service.snapshot()
+    assert after.changed_since(0) == [1]
+    assert after.changed_since(1) == []
+    assert after.blocks[0] == before.blocks[0]
+    assert after.blocks[2] == before.blocks[2]
+    version, blocks = hospital.decrypt_blocks(after.to_bytes(since=0))
+    assert version == 1
+    assert list(blocks) == [1]
+    assert_close(blocks[1], initial[1] + values[1], hospital.profile, 2)
+    with pytest.raises(VersionAheadError):
+        after.to_bytes(since=2)
+
+
+def test_buffered_updates_reach_the_model_every_k(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service(buffer_size=3, staleness="constant")
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    updates = [hospital.random_values(k) for k in (1, 2, 3)]
+
+    first = push(service, client, hospital.update(updates[0], base_version=0)[1])
+    second = push(service, client, hospital.update(updates[1], base_version=0)[1])
+    version, model = model_of(service, hospital)
+    assert (version, service.status().updates_buffered) == (0, 2)
+    assert_close(model, initial, hospital.profile, 1)
+
+    third = push(service, client, hospital.update(updates[2], base_version=0)[1])
+
+    assert [a.receipt.version for a in (first, second, third)] == [1, 1, 1]
+    version, model = model_of(service, hospital)
+    assert (version, service.status().updates_buffered) == (1, 0)
+    assert_close(model, initial + sum(updates), hospital.profile, 4)
+
+
+def test_reaching_the_target_flushes_the_buffer_and_ends_the_job(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service(buffer_size=3, target_updates=2, staleness="constant")
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    updates = [hospital.random_values(k) for k in (1, 2)]
+    pushed = [hospital.update(u, base_version=0) for u in updates]
+
+    for _, envelope in pushed:
+        push(service, client, envelope)
+
+    version, model = model_of(service, hospital)
+    assert version == 1
+    assert service.job().state == "done"
+    assert_close(model, initial + sum(updates), hospital.profile, 3)
+    with pytest.raises(JobStateError) as info:
+        push(service, client, hospital.update(updates[0], base_version=1)[1])
+    assert info.value.code == "job_not_training"
+    # A retry of an applied update still gets its answer once the job is done.
+    assert push(service, client, pushed[1][1]).duplicate
+    assert service.queued_updates() == 0
+
+
+def test_a_retried_update_is_acknowledged_once_and_applied_once(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service()
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    values = hospital.random_values(1)
+    _, envelope = hospital.update(values, base_version=0)
+
+    first = push(service, client, envelope)
+    again = push(service, client, envelope)
+
+    assert not first.duplicate
+    assert again.duplicate
+    assert again.receipt == first.receipt
+    version, model = model_of(service, hospital)
+    assert version == 1
+    assert_close(model, initial + values, hospital.profile, 2)
+    assert service.status().duplicates == 1
+
+
+def test_an_update_id_reused_for_other_content_is_refused(
+    make_service: MakeService,
+    hospital: Hospital,
+    client: AccessClaims,
+    signing_key: Ed25519PrivateKey,
+) -> None:
+    service = make_service()
+    start(service, hospital, hospital.random_values(0))
+    uid, envelope = hospital.update(hospital.random_values(1), base_version=0)
+    push(service, client, envelope)
+    other = service.authenticate(mint_token(signing_key, "client-b"))
+
+    with pytest.raises(UpdateIdReusedError):
+        push(
+            service,
+            client,
+            hospital.update(hospital.random_values(2), base_version=0, update_id=uid)[1],
+        )
+    with pytest.raises(UpdateIdReusedError):
+        push(service, other, envelope)
+    assert service.job().version == 1
+
+
+def test_too_stale_updates_are_refused_with_the_current_version(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service(max_staleness=2, staleness="constant")
+    start(service, hospital, hospital.random_values(0))
+    for k in range(3):
+        push(service, client, hospital.update(hospital.random_values(k), base_version=k)[1])
+    before = (settle(service), service.snapshot())[1]
+
+    with pytest.raises(TooStaleError) as info:
+        push(service, client, hospital.update(hospital.random_values(9), base_version=0)[1])
+
+    assert info.value.current_version == 3
+    assert info.value.extra == {"current_version": 3}
+    settle(service)
+    assert service.snapshot() is before
+    push(service, client, hospital.update(hospital.random_values(9), base_version=1)[1])
+
+
+def test_a_weight_that_quantizes_to_zero_is_too_stale(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    # (1 + 5) ** -3 * 2**6 < 0.5: nothing would be added at 6 weight bits.
+    service = make_service(staleness="polynomial", staleness_a=3.0, max_staleness=64)
+    start(service, hospital, hospital.random_values(0))
+    for k in range(5):
+        push(service, client, hospital.update(hospital.random_values(k), base_version=k)[1])
+    assert push(service, client, hospital.update(hospital.random_values(8), base_version=1)[1])
+
+    with pytest.raises(TooStaleError):
+        push(service, client, hospital.update(hospital.random_values(9), base_version=0)[1])
+
+
+def test_a_base_version_from_the_future_is_refused(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service()
+    start(service, hospital, hospital.random_values(0))
+    with pytest.raises(VersionAheadError) as info:
+        push(service, client, hospital.update(hospital.random_values(1), base_version=1)[1])
+    assert info.value.current_version == 0
+
+
+def test_invalid_ciphertexts_leave_the_model_untouched(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims, layout: crypto.ModelLayout
+) -> None:
+    service = make_service()
+    start(service, hospital, hospital.random_values(0))
+    before = service.snapshot()
+    cipher = hospital.cipher
+    good = cipher.encrypt_update_block(hospital.random_values(1)[0])
+    other_profile_keys = crypto.generate_key_material(crypto.DEFAULT_PROFILE)
+    foreign = crypto.ClientCipher(other_profile_keys.secret_context, crypto.DEFAULT_PROFILE)
+
+    def envelope(*blocks: bytes) -> bytes:
+        update = crypto.EncryptedUpdate(
+            layout.fingerprint,
+            0,
+            1,
+            uuid.uuid4(),
+            tuple(crypto.CipherBlock(i, b) for i, b in enumerate(blocks)),
+        )
+        return crypto.update_to_bytes(update)
+
+    bad_inputs = {
+        "model scale": envelope(good, cipher.encrypt_model_block([0.1])),
+        "garbage": envelope(good, b"\x00" * 500),
+        "other context": envelope(foreign.encrypt_update_block([0.1])),
+        "truncated ciphertext": envelope(good, good[:-10]),
+    }
+    for what, data in bad_inputs.items():
+        with pytest.raises(InvalidInputError) as info:
+            push(service, client, data)
+        assert info.value.code == "ciphertext_invalid", what
+        assert info.value.http_status == 422
+
+    settle(service)
+    assert service.snapshot() is before
+    assert service.job().version == 0
+
+
+def test_envelope_checks_that_need_no_ciphertext(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service()
+    start(service, hospital, hospital.random_values(0))
+    values = hospital.random_values(1)
+    cases: dict[str, tuple[bytes, type[Exception]]] = {
+        "envelope_truncated": (hospital.update(values, base_version=0)[1][:-7], InvalidInputError),
+        "layout_mismatch": (
+            hospital.update(values, base_version=0, fingerprint=b"\x01" * 32)[1],
+            InvalidInputError,
+        ),
+        "key_epoch_mismatch": (
+            hospital.update(values, base_version=0, key_epoch=2)[1],
+            KeyEpochMismatchError,
+        ),
+    }
+    for code, (data, error) in cases.items():
+        with pytest.raises(error) as info:
+            push(service, client, data)
+        assert getattr(info.value, "code", None) == code
+    assert service.queued_updates() == 0
+
+
+def test_admission_bounds_the_queue(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service(max_queued_updates=1)
+    start(service, hospital, hospital.random_values(0))
+    with service.admit_update(client):
+        with pytest.raises(ServerBusyError) as info:
+            service.admit_update(client)
+        assert info.value.http_status == 503
+    with service.admit_update(client):
+        pass
+
+
+def test_readers_only_ever_see_whole_versions(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    # Prepare: a stream of queued updates, read concurrently while the worker applies them.
+    service = make_service(publish_max_lag=2, staleness="constant")
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    updates = [hospital.random_values(k) for k in range(1, 9)]
+    envelopes = [hospital.update(u, base_version=0)[1] for u in updates]
+    seen: dict[int, bytes] = {}
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            snapshot = service.snapshot()
+            seen[snapshot.version] = snapshot.to_bytes()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+
+    # Execute
+    acks = [service.submit_update(service.admit_update(client), e) for e in envelopes]
+    for ack in acks:
+        ack.result()
+    settle(service)
+    stop.set()
+    reader.join()
+    final = service.snapshot()
+    seen[final.version] = final.to_bytes()
+
+    # Assert: every published model equals the reference at its version.
+    assert max(seen) == len(updates)
+    for version, data in seen.items():
+        got_version, model = hospital.decrypt_model(data)
+        assert got_version == version
+        assert_close(
+            model,
+            initial + sum(updates[:version], np.zeros_like(initial)),
+            hospital.profile,
+            version + 1,
+        )
+
+
+def crash_image(state_dir: Path, into: Path) -> Path:
+    """What a kill -9 leaves: the files as they are on disk right now."""
+    shutil.copytree(state_dir, into)
+    (into / "lock").unlink()
+    return into
+
+
+def test_restart_replays_the_log_after_the_checkpoint(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims, tmp_path: Path
+) -> None:
+    service = make_service(state_dir=tmp_path / "live", checkpoint_every=1000)
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    reference = initial.copy()
+    pushed = []
+    for k in range(4):
+        values = hospital.random_values(k + 1)
+        _, envelope = hospital.update(values, base_version=max(0, k - 1))
+        reference += push(service, client, envelope).receipt.weight * values
+        pushed.append(envelope)
+    settle(service)
+    served = service.snapshot().to_bytes()
+
+    image = crash_image(tmp_path / "live", tmp_path / "image")
+    recovered = make_service(state_dir=image, checkpoint_every=1000)
+
+    assert recovered.snapshot().to_bytes() == served
+    version, model = model_of(recovered, hospital)
+    assert version == 4
+    assert_close(model, reference, hospital.profile, 5)
+    again = push(recovered, client, pushed[2])
+    assert again.duplicate
+    assert again.receipt.version == 3
+    assert recovered.status().clients["client-a"].updates_applied == 4
+
+
+def test_restart_with_a_partly_filled_buffer(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims, tmp_path: Path
+) -> None:
+    service = make_service(
+        state_dir=tmp_path / "live", buffer_size=2, checkpoint_every=1, staleness="constant"
+    )
+    initial = hospital.random_values(0)
+    start(service, hospital, initial)
+    updates = [hospital.random_values(k) for k in (1, 2, 3, 4)]
+    for values in updates[:3]:
+        push(service, client, hospital.update(values, base_version=0)[1])
+    settle(service)
+
+    recovered = make_service(
+        state_dir=crash_image(tmp_path / "live", tmp_path / "image"), buffer_size=2
+    )
+    assert (recovered.job().version, recovered.status().updates_buffered) == (1, 1)
+    push(recovered, client, hospital.update(updates[3], base_version=1)[1])
+
+    version, model = model_of(recovered, hospital)
+    assert version == 2
+    assert_close(model, initial + sum(updates), hospital.profile, 5)
+
+
+def test_close_checkpoints_so_the_next_start_replays_nothing(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims, tmp_path: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    service = make_service(state_dir=state_dir, checkpoint_every=1000)
+    start(service, hospital, hospital.random_values(0))
+    push(service, client, hospital.update(hospital.random_values(1), base_version=0)[1])
+    settle(service)
+    served = service.snapshot().to_bytes()
+    service.close()
+
+    store = FileStore(state_dir)
+    assert list(store.read_updates(0)) == []
+    assert store.load_checkpoint() is not None
+    store.close()
+    assert make_service(state_dir=state_dir).snapshot().to_bytes() == served
+
+
+class FailingStore(MemoryStore):
+    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_failed_log_write_is_never_acknowledged_or_served(
+    make_service: MakeService, hospital: Hospital, client: AccessClaims
+) -> None:
+    service = make_service(store=FailingStore())
+    start(service, hospital, hospital.random_values(0))
+    before = service.snapshot()
+
+    with pytest.raises(StorageError):
+        push(service, client, hospital.update(hospital.random_values(1), base_version=0)[1])
+
+    settle(service)
+    assert service.snapshot() is before
+    with pytest.raises(StorageError) as info:
+        service.admit_update(client)
+    assert info.value.http_status == 503
+
+
+def test_the_server_refuses_a_context_with_a_secret_key(
+    material: KeyauthMaterial, keys: crypto.KeyMaterial, tmp_path: Path
+) -> None:
+    with pytest.raises(crypto.ContextError, match="secret key"):
+        ServerService(
+            make_settings(tmp_path),
+            replace(material, public_context=keys.secret_context),
+            store=MemoryStore(),
+        )
+
+
+def test_a_stored_job_of_another_key_epoch_is_refused(
+    make_service: MakeService, hospital: Hospital, material: KeyauthMaterial, tmp_path: Path
+) -> None:
+    service = make_service(state_dir=tmp_path / "state")
+    start(service, hospital, hospital.random_values(0))
+    service.close()
+    with pytest.raises(StateError, match="key epoch 1"):
+        ServerService(make_settings(tmp_path / "state"), replace(material, key_epoch=2))
+
+
+def test_initial_model_must_be_whole_version_zero_at_model_scale(
+    make_service: MakeService, hospital: Hospital
+) -> None:
+    service = make_service()
+    values = hospital.random_values(0)
+    with pytest.raises(JobStateError):
+        service.set_initial_model(hospital.initial_model(values))
+    service.set_layout(hospital.layout.to_json()).result()
+    whole = hospital.initial_model(values)
+    partial = crypto.model_to_bytes(
+        replace(crypto.model_from_bytes(whole, crypto.EnvelopeLimits(3, 10**6)), blocks=())
+    )
+    update_scale = crypto.model_to_bytes(
+        crypto.EncryptedModel(
+            hospital.layout.fingerprint,
+            0,
+            1,
+            tuple(
+                crypto.CipherBlock(i, hospital.cipher.encrypt_update_block(v))
+                for i, v in enumerate(values)
+            ),
+        )
+    )
+    for data, code in [
+        (hospital.initial_model(values, version=3), "initial_model_incomplete"),
+        (partial, "initial_model_incomplete"),
+        (update_scale, "ciphertext_invalid"),
+    ]:
+        with pytest.raises((InvalidInputError, Exception)) as info:
+            service.set_initial_model(data).result()
+        assert getattr(info.value, "code", None) == code
+    assert service.job().state == "waiting_for_initial_model"
+    service.set_initial_model(whole).result()
+    assert service.job().state == "training"
+
+
+def test_metrics_reports_are_kept_per_version(
+    make_service: MakeService,
+    hospital: Hospital,
+    client: AccessClaims,
+    signing_key: Ed25519PrivateKey,
+) -> None:
+    service = make_service()
+    start(service, hospital, hospital.random_values(0))
+    other = service.authenticate(mint_token(signing_key, "client-b"))
+
+    service.record_metrics(client, 0, {"loss": 1.0, "accuracy": 0.5, "n_samples": 100}).result()
+    service.record_metrics(other, 0, {"loss": 0.4, "accuracy": 0.8, "n_samples": 300}).result()
+
+    (summary,) = service.status().metrics
+    assert (summary.version, summary.reports, summary.n_samples) == (0, 2, 400)
+    assert summary.mean == pytest.approx({"loss": 0.55, "accuracy": 0.725})
+    with pytest.raises(VersionAheadError):
+        service.record_metrics(client, 1, {"loss": 1.0})

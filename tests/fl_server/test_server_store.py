@@ -1,0 +1,169 @@
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fl_server.errors import StateError
+from fl_server.store import Checkpoint, FileStore, JobRecord, MemoryStore, Store, UpdateRecord
+
+
+def record(seq: int, size: int = 300) -> UpdateRecord:
+    envelope = os.urandom(size)
+    return UpdateRecord(
+        seq=seq,
+        update_id=uuid.uuid4(),
+        client_id="client-a",
+        base_version=seq - 1,
+        staleness=1,
+        weight=0.5,
+        version=seq,
+        flush=True,
+        received_at=1.5,
+        digest=hashlib.sha256(envelope).digest(),
+        envelope=envelope,
+    )
+
+
+def checkpoint(version: int, seq: int) -> Checkpoint:
+    return Checkpoint(
+        version=version, seq=seq, blocks=(b"block-0", b"block-1!"), state={"anything": [1, 2]}
+    )
+
+
+JOB = JobRecord("job1", 1, "test-n2048", b'{"format":1}', 2.0)
+
+
+@pytest.fixture(params=["memory", "file"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    opened: Store = MemoryStore() if request.param == "memory" else FileStore(tmp_path / "s")
+    yield opened
+    opened.close()
+
+
+def test_both_stores_keep_the_job_checkpoint_log_and_metrics(store: Store) -> None:
+    assert store.load_job() is None
+    assert store.load_checkpoint() is None
+    store.save_job(JOB)
+    store.write_checkpoint(checkpoint(0, 0))
+    records = [record(1), record(2), record(3)]
+    store.append_updates(records[:2])
+    store.append_updates(records[2:])
+    store.append_metrics({"version": 1, "metrics": {"loss": 0.5}})
+
+    assert store.load_job() == JOB
+    assert store.load_checkpoint() == checkpoint(0, 0)
+    assert list(store.read_updates(0)) == records
+    assert list(store.read_updates(2)) == records[2:]
+    assert store.load_metrics() == [{"version": 1, "metrics": {"loss": 0.5}}]
+
+    store.write_checkpoint(checkpoint(2, 2))
+    assert list(store.read_updates(2)) == records[2:]
+
+
+def test_file_store_survives_reopening(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.save_job(JOB)
+    store.write_checkpoint(checkpoint(3, 3))
+    later = [record(4), record(5)]
+    store.append_updates(later)
+    store.close()
+
+    reopened = FileStore(tmp_path)
+    assert reopened.load_job() == JOB
+    assert reopened.load_checkpoint() == checkpoint(3, 3)
+    assert list(reopened.read_updates(3)) == later
+    reopened.close()
+
+
+def test_checkpoint_drops_the_log_it_covers(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.append_updates([record(1), record(2)])
+    store.write_checkpoint(checkpoint(2, 2))
+    assert list((tmp_path / "wal").iterdir()) == []
+    store.append_updates([record(3)])
+    store.close()
+
+    reopened = FileStore(tmp_path)
+    assert [r.seq for r in reopened.read_updates(2)] == [3]
+    reopened.close()
+
+
+def test_a_torn_last_record_is_cut_off_and_the_log_continues(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    first, second = record(1), record(2)
+    store.append_updates([first, second])
+    store.close()
+    (segment,) = (tmp_path / "wal").iterdir()
+    size = segment.stat().st_size
+    with open(segment, "r+b") as f:
+        f.truncate(size - 100)  # a crash inside the second append
+
+    reopened = FileStore(tmp_path)
+    assert list(reopened.read_updates(0)) == [first]
+    assert segment.stat().st_size < size - 100
+    again = record(2)
+    reopened.append_updates([again])
+    reopened.close()
+    final = FileStore(tmp_path)
+    assert list(final.read_updates(0)) == [first, again]
+    final.close()
+
+
+def test_a_damaged_record_before_good_ones_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.append_updates([record(1), record(2)])
+    store.close()
+    (segment,) = (tmp_path / "wal").iterdir()
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 4] ^= 0xFF  # inside the first record's payload
+    segment.write_bytes(bytes(data))
+
+    reopened = FileStore(tmp_path)
+    with pytest.raises(StateError, match="refusing to drop acknowledged updates"):
+        list(reopened.read_updates(0))
+    reopened.close()
+
+
+def test_a_damaged_checkpoint_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.write_checkpoint(checkpoint(1, 1))
+    path = tmp_path / "checkpoint.bin"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(StateError, match="SHA-256"):
+        store.load_checkpoint()
+    store.close()
+
+
+def test_one_server_per_state_directory(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    with pytest.raises(StateError, match="in use by another"):
+        FileStore(tmp_path)
+    store.close()
+    FileStore(tmp_path).close()
+
+
+def test_state_directory_is_private(tmp_path: Path) -> None:
+    FileStore(tmp_path / "state").close()
+    assert (tmp_path / "state").stat().st_mode & 0o077 == 0
+
+
+def test_metrics_file_cuts_a_torn_line_and_compacts(tmp_path: Path) -> None:
+    store = FileStore(tmp_path, max_metrics_reports=3)
+    store.append_metrics({"n": 0})
+    with open(tmp_path / "metrics.jsonl", "ab") as f:
+        f.write(b'{"n": 1')  # a crash mid-write
+    store.close()
+
+    store = FileStore(tmp_path, max_metrics_reports=3)
+    assert store.load_metrics() == [{"n": 0}]
+    for n in range(1, 9):
+        store.append_metrics({"n": n})
+    assert store.load_metrics() == [{"n": 6}, {"n": 7}, {"n": 8}]
+    lines = (tmp_path / "metrics.jsonl").read_bytes().splitlines()
+    assert len(lines) <= 6
+    store.close()
