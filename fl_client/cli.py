@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from fl_client.api import ServerClient
+from fl_client.api import ServerClient, require_secure_url
 from fl_client.errors import ClientError, ConfigError
 from fl_client.output import Reporter
 from fl_client.runner import Runner, enroll
@@ -156,8 +156,19 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -
     return lines
 
 
+def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
 def _records_table(records: Sequence[Mapping[str, Any]], first: str | None = None) -> list[str]:
-    columns: list[str] = [first] if first else []
+    records = [_flat(r) for r in records]
+    columns: list[str] = [first] if first is not None else []
     for record in records:
         columns += [k for k in record if k not in columns]
     return _table([[_scalar(r.get(c)) for c in columns] for r in records], columns)
@@ -203,6 +214,9 @@ def _read_token(value: str, stdin: TextIO) -> str:
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     settings = _settings(args)
     reporter = Reporter(settings.output, out=stdout)
+    # refuse an insecure URL before touching any state or network
+    url = settings.keyauth_url if args.command == "enroll" else settings.server_url
+    require_secure_url(url, allow_insecure_http=settings.allow_insecure_http)
     if args.command == "enroll":
         enroll(settings, _read_token(args.token, stdin), reporter=reporter)
         return 0

@@ -1,0 +1,312 @@
+"""REST clients: security of URLs, retries, problem mapping, tokens, streaming pulls."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+
+import httpx
+import pytest
+
+from fl_client import (
+    AccessTokenError,
+    ConfigError,
+    EnrollmentTokenError,
+    InsecureTransportError,
+    KeyauthClient,
+    ProtocolError,
+    RateLimitedError,
+    RetryPolicy,
+    ServerClient,
+    ServerError,
+    TokenManager,
+    TooStaleError,
+    TransportError,
+    require_secure_url,
+)
+from tests.fl_client.conftest import Sleeps
+from tests.fl_client.fakes import problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://fl.example.org",
+        "http://127.0.0.1:8800",
+        "http://127.5.6.7",
+        "http://[::1]:8800",
+        "http://localhost:8800",
+    ],
+)
+def test_https_and_loopback_http_are_allowed(url: str) -> None:
+    assert require_secure_url(url, allow_insecure_http=False) == url
+
+
+@pytest.mark.parametrize(
+    "url", ["http://10.0.0.5:8800", "http://fl.example.org", "http://localhost.example.org"]
+)
+def test_plain_http_off_loopback_is_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(InsecureTransportError, match="allow-insecure-http"):
+        require_secure_url(url, allow_insecure_http=False)
+    assert require_secure_url(url, allow_insecure_http=True) == url
+
+
+def test_clients_refuse_insecure_urls_at_construction() -> None:
+    with pytest.raises(InsecureTransportError):
+        ServerClient("http://192.168.1.20:8800")
+    with pytest.raises(InsecureTransportError):
+        KeyauthClient("http://keyauth.hospital.net")
+    with pytest.raises(ConfigError):
+        ServerClient("ftp://127.0.0.1")
+
+
+def _server(handler: httpx.MockTransport, sleeps: Sleeps, **kwargs: object) -> ServerClient:
+    return ServerClient(
+        "http://127.0.0.1:8800",
+        transport=handler,
+        sleep=sleeps,
+        rng=random.Random(0),
+        retry=RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_max=4.0),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def _job() -> dict[str, object]:
+    return {
+        "state": "training",
+        "version": 3,
+        "target_updates": 10,
+        "layout_fingerprint": "ab" * 32,
+        "key_epoch": 1,
+        "profile": "n4096-s40",
+    }
+
+
+def test_connection_errors_and_5xx_are_retried_with_growing_backoff(sleeps: Sleeps) -> None:
+    answers: list[object] = [
+        httpx.ConnectError("refused"),
+        httpx.ReadTimeout("slow"),
+        problem(502, "bad_gateway"),
+        httpx.Response(200, json=_job()),
+    ]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, httpx.Response)
+        return answer
+
+    job = _server(httpx.MockTransport(handler), sleeps).job()
+
+    assert job.version == 3
+    assert job.layout_fingerprint == bytes.fromhex("ab" * 32)
+    assert len(sleeps) == 3
+    for attempt, delay in enumerate(sleeps, start=1):
+        assert (
+            0.5 * min(4.0, 0.5 * 2 ** (attempt - 1)) <= delay <= min(4.0, 0.5 * 2 ** (attempt - 1))
+        )
+
+
+def test_retry_after_is_honoured_in_seconds_and_as_a_date(sleeps: Sleeps) -> None:
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
+    answers = [
+        problem(503, "server_busy", headers={"Retry-After": "12"}),
+        problem(429, "rate_limited", headers={"Retry-After": when}),
+        httpx.Response(200, json=_job()),
+    ]
+    client = _server(httpx.MockTransport(lambda r: answers.pop(0)), sleeps)
+
+    client.job()
+
+    assert sleeps[0] == 12.0
+    assert 25 <= sleeps[1] <= 30
+
+
+def test_retries_give_up_with_the_typed_error(sleeps: Sleeps) -> None:
+    client = _server(httpx.MockTransport(lambda r: problem(500, "internal_error")), sleeps)
+    with pytest.raises(ServerError) as info:
+        client.job()
+    assert info.value.status == 500
+    assert len(sleeps) == 3
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(TransportError, match="4 attempt"):
+        _server(httpx.MockTransport(refuse), sleeps).job()
+
+
+def test_4xx_problems_are_not_retried_and_keep_their_extra_fields(sleeps: Sleeps) -> None:
+    tokens = _StaticTokens()
+    client = _server(
+        httpx.MockTransport(lambda r: problem(409, "too_stale", current_version=42)),
+        sleeps,
+        tokens=tokens,
+    )
+    with pytest.raises(TooStaleError) as info:
+        client.push_update(b"envelope")
+    assert info.value.current_version == 42
+    assert sleeps == []
+
+
+def test_enrollment_is_not_resent_once_it_may_have_arrived(sleeps: Sleeps) -> None:
+    calls: list[int] = []
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        calls.append(1)
+        raise httpx.ReadError("connection reset")
+
+    client = KeyauthClient(
+        "http://127.0.0.1:8700", transport=httpx.MockTransport(reset), sleep=sleeps
+    )
+    with pytest.raises(TransportError):
+        client.enroll("single-use")
+    assert calls == [1]
+
+    answers: list[object] = [
+        httpx.ConnectError("refused"),
+        problem(403, "enrollment_token_used"),
+    ]
+
+    def refused_then_used(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        assert isinstance(answer, httpx.Response)
+        return answer
+
+    client = KeyauthClient(
+        "http://127.0.0.1:8700", transport=httpx.MockTransport(refused_then_used), sleep=sleeps
+    )
+    with pytest.raises(EnrollmentTokenError):
+        client.enroll("single-use")
+
+
+class _StaticTokens:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def get(self) -> str:
+        return f"token-{self.n}"
+
+    def invalidate(self) -> None:
+        self.n += 1
+
+
+def test_a_refused_token_is_replaced_once_then_the_error_surfaces(sleeps: Sleeps) -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        return problem(401, "token_expired")
+
+    tokens = _StaticTokens()
+    with pytest.raises(AccessTokenError):
+        _server(httpx.MockTransport(handler), sleeps, tokens=tokens).request_slot()
+    assert seen == ["Bearer token-0", "Bearer token-1"]
+
+
+def test_the_token_manager_refreshes_before_expiry() -> None:
+    issued: list[int] = []
+
+    def keyauth(request: httpx.Request) -> httpx.Response:
+        issued.append(1)
+        return httpx.Response(
+            200,
+            json={
+                "access_token": f"t{len(issued)}",
+                "token_type": "bearer",
+                "expires_in": 300,
+                "key_epoch": 1,
+            },
+        )
+
+    now = [1000.0]
+    manager = TokenManager(
+        KeyauthClient("http://127.0.0.1:8700", transport=httpx.MockTransport(keyauth)),
+        "c1",
+        "s3cret",
+        refresh_margin=30,
+        clock=lambda: now[0],
+    )
+    assert manager.get() == "t1"
+    now[0] += 269
+    assert manager.get() == "t1"
+    now[0] += 2  # 29 s before expiry: inside the margin
+    assert manager.get() == "t2"
+    assert "s3cret" not in repr(manager)
+    assert "t2" not in repr(manager.current)
+
+
+def test_slots_answer_busy_without_retrying_so_the_runner_can_wait(sleeps: Sleeps) -> None:
+    client = _server(
+        httpx.MockTransport(lambda r: problem(429, "slots_full", headers={"Retry-After": "5"})),
+        sleeps,
+        tokens=_StaticTokens(),
+    )
+    with pytest.raises(RateLimitedError) as info:
+        client.request_slot()
+    assert info.value.retry_after == 5.0
+    assert sleeps == []
+
+
+def test_model_pull_streams_with_progress_and_handles_304(sleeps: Sleeps) -> None:
+    body = bytes(range(256)) * 100
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("If-None-Match") == '"v7"':
+            return httpx.Response(304)
+        assert request.url.params["since"] == "5"
+        return httpx.Response(
+            200, content=body, headers={"X-Hefl-Model-Version": "7", "ETag": '"v7"'}
+        )
+
+    client = _server(httpx.MockTransport(handler), sleeps)
+    chunks: list[int] = []
+    download = client.get_model(since=5, on_chunk=lambda n, total: chunks.append(n))
+    assert download is not None
+    assert download.data == body
+    assert download.version == 7
+    assert download.etag == '"v7"'
+    assert sum(chunks) == len(body)
+    assert client.get_model(since=5, etag='"v7"') is None
+
+
+def test_answers_that_break_the_protocol_are_protocol_errors(sleeps: Sleeps) -> None:
+    client = _server(httpx.MockTransport(lambda r: httpx.Response(200, content=b"x")), sleeps)
+    with pytest.raises(ProtocolError, match="X-Hefl-Model-Version"):
+        client.get_model()
+    with pytest.raises(ProtocolError, match="not JSON"):
+        client.job()
+    bad = _job() | {"version": "3"}
+    client = _server(httpx.MockTransport(lambda r: httpx.Response(200, json=bad)), sleeps)
+    with pytest.raises(ProtocolError, match="version"):
+        client.job()
+
+
+def test_no_token_in_logs_even_at_debug(sleeps: Sleeps, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    answers = [problem(503, "server_busy"), httpx.Response(200, json={"expires_at": "x"})]
+    client = _server(httpx.MockTransport(lambda r: answers.pop(0)), sleeps, tokens=_StaticTokens())
+
+    client.request_slot()
+
+    assert "retry" in caplog.text
+    assert "token-0" not in caplog.text
+
+
+def test_metrics_are_posted_as_the_protocol_says(sleeps: Sleeps) -> None:
+    bodies: list[dict[str, object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(202, json={"version": 4})
+
+    _server(httpx.MockTransport(handler), sleeps, tokens=_StaticTokens()).post_metrics(
+        4, {"loss": 0.5, "accuracy": 0.75, "n_samples": 80}
+    )
+    assert bodies == [{"version": 4, "metrics": {"loss": 0.5, "accuracy": 0.75, "n_samples": 80}}]

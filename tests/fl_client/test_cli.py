@@ -1,0 +1,88 @@
+"""The CLI: settings precedence, refusals before any I/O, the status table."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from fl_client import cli
+from fl_client.cli import build_parser, main, render_status
+
+
+def _settings(argv: list[str]) -> object:
+    return cli._settings(build_parser().parse_args(argv))
+
+
+def test_options_override_environment_which_overrides_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLCLIENT_LR", "0.3")
+    monkeypatch.setenv("FLCLIENT_PERSONAL", '["head.*"]')
+    monkeypatch.setenv("FLCLIENT_COMPRESSION", "top-k")
+    from_env = _settings(["train"])
+    from_cli = _settings(["train", "--lr", "0.1", "--personal", "body.0.*", "--json"])
+    assert from_env.lr == 0.3  # type: ignore[attr-defined]
+    assert from_env.personal == ["head.*"]  # type: ignore[attr-defined]
+    assert from_env.compression == "top-k"  # type: ignore[attr-defined]
+    assert from_cli.lr == 0.1  # type: ignore[attr-defined]
+    assert from_cli.personal == ["body.0.*"]  # type: ignore[attr-defined]
+    assert from_cli.output == "json"  # type: ignore[attr-defined]
+    assert _settings(["train", "--no-error-feedback"]).error_feedback is False  # type: ignore[attr-defined]
+
+
+def test_insecure_server_is_refused_before_anything_else(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--server", "http://10.9.8.7:8800", "--state-dir", str(tmp_path / "s")])
+    assert code == 2
+    assert "--allow-insecure-http" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_invalid_settings_exit_2_with_the_field_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--block-fraction", "1.5"]) == 2
+    assert "block_fraction" in capsys.readouterr().err
+
+
+def test_train_without_enrollment_says_how_to_enroll(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--state-dir", str(tmp_path), "--quiet"]) == 1
+    assert "hefl-client enroll" in capsys.readouterr().err
+
+
+def test_the_enrollment_token_can_come_from_stdin() -> None:
+    assert cli._read_token("-", io.StringIO("tok-123\n")) == "tok-123"
+    assert cli._read_token(" tok ", io.StringIO()) == "tok"
+
+
+def test_status_is_rendered_as_readable_tables() -> None:
+    status = {
+        "state": "training",
+        "version": 12,
+        "target_updates": 40,
+        "mean_weight": 0.8125,
+        "layout_fingerprint": None,
+        "updates_rejected": {"too_stale": 2},
+        "staleness_histogram": {"0": 9, "1": 3},
+        "clients": {
+            "c1": {"client_name": "cleveland", "updates_applied": 7, "last_seen": "2026-11-23"},
+            "c2": {"client_name": "hungary", "updates_applied": 5, "last_seen": None},
+        },
+        "metrics": [
+            {"version": v, "reports": 1, "mean": {"accuracy": 0.5 + v / 100}} for v in range(15)
+        ],
+        "staleness_policy": {},
+    }
+    text = render_status(status)
+    lines = text.splitlines()
+    assert lines[0].split() == ["state", "training"]
+    assert any(line.split() == ["mean_weight", "0.8125"] for line in lines)
+    assert "clients:" in lines
+    assert any(line.split()[:3] == ["c1", "cleveland", "7"] for line in lines)
+    assert "metrics: (last 10 of 15)" in lines
+    assert any("mean.accuracy" in line for line in lines)
+    assert any(line.split()[:1] == ["14"] and "0.64" in line for line in lines)
+    assert "staleness_policy: (none)" in lines

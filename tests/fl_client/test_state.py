@@ -1,0 +1,126 @@
+"""Local state: permissions, atomic journal, no pickle."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl_client import LocalStateError, NotEnrolledError
+from fl_client.state import Credential, LocalState, ModelCache, PendingUpdate, Progress
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _credential() -> Credential:
+    return Credential("http://127.0.0.1:8700", "c1", "hospital-a", "s3cret", 1, "test-n2048")
+
+
+def test_directory_is_0700_and_every_file_0600(tmp_path: Path) -> None:
+    root = tmp_path / "state"
+    root.mkdir(mode=0o755)
+    state = LocalState(root)
+    state.save_credential(_credential())
+    state.save_secret_context(1, "test-n2048", b"context")
+    state.commit_progress(Progress(rounds=2))
+
+    assert _mode(root) == 0o700
+    for path in root.iterdir():
+        assert _mode(path) == 0o600, path
+    assert state.load_credential() == _credential()
+    assert state.load_secret_context(1) == ("test-n2048", b"context")
+    assert state.load_secret_context(2) is None
+    assert "s3cret" not in repr(state.load_credential())
+
+
+def test_a_secret_readable_by_others_is_refused(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "state")
+    state.save_credential(_credential())
+    os.chmod(tmp_path / "state" / "credential.json", 0o644)
+
+    with pytest.raises(LocalStateError, match="chmod 600"):
+        state.load_credential()
+
+
+def test_missing_credential_says_how_to_enroll(tmp_path: Path) -> None:
+    with pytest.raises(NotEnrolledError, match="hefl-client enroll"):
+        LocalState(tmp_path / "s").load_credential()
+
+
+def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
+    tmp_path: Path,
+) -> None:
+    state = LocalState(tmp_path / "s")
+    update_id = uuid.uuid4()
+    residual = np.arange(8.0).reshape(2, 4)
+    personal = {"head.weight": np.ones((2, 3), dtype=np.float32), "head.bias": np.zeros(2)}
+    pending = PendingUpdate(
+        update_id=update_id,
+        base_version=7,
+        key_epoch=1,
+        envelope=b"HEFL" + bytes(100),
+        progress=Progress(rounds=3, fingerprint=b"f" * 32, residual=residual, personal=personal),
+        summary={"wire": {"envelope_bytes": 104}},
+    )
+    state.write_pending(pending)
+
+    loaded = state.load_pending()
+    assert loaded is not None
+    assert loaded.update_id == update_id
+    assert loaded.envelope == pending.envelope
+    assert loaded.base_version == 7
+    assert loaded.summary == {"wire": {"envelope_bytes": 104}}
+    assert np.array_equal(loaded.progress.residual, residual)
+    assert set(loaded.progress.personal) == {"head.weight", "head.bias"}
+    assert loaded.progress.personal["head.weight"].dtype == np.float32
+
+    progress = state.acknowledge_pending(loaded)
+    assert state.load_pending() is None
+    assert progress.last_update_id == update_id
+    again = state.load_progress()
+    assert again.rounds == 3
+    assert again.fingerprint == b"f" * 32
+    assert np.array_equal(again.residual, residual)
+    assert again.last_update_id == update_id
+
+
+def test_model_cache_round_trips(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "s")
+    cache = ModelCache(5, 1, b"x" * 32, np.random.default_rng(0).normal(size=(3, 4)), '"v5"')
+    state.save_model_cache(cache)
+    loaded = state.load_model_cache()
+    assert loaded is not None
+    assert np.array_equal(loaded.blocks, cache.blocks)
+    assert (loaded.version, loaded.key_epoch, loaded.fingerprint, loaded.etag) == (
+        5,
+        1,
+        b"x" * 32,
+        '"v5"',
+    )
+
+
+def test_pickled_content_in_a_state_file_is_never_unpickled(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "s")
+    buf = io.BytesIO()
+    np.savez(buf, __meta__=np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    path = tmp_path / "s" / "progress.npz"
+    path.write_bytes(buf.getvalue())
+    path.chmod(0o600)
+
+    with pytest.raises(LocalStateError, match="corrupt"):
+        state.load_progress()
+
+
+def test_writes_are_atomic_no_temporary_file_is_left(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "s")
+    for i in range(3):
+        state.commit_progress(Progress(rounds=i))
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["progress.npz"]
+    assert state.load_progress().rounds == 2
