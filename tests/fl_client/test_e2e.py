@@ -1,0 +1,333 @@
+"""Hospitals against real keyauth and fl_server under uvicorn on free loopback ports.
+
+The clients take turns (each pulls the model its predecessor's update produced), so the
+encrypted run and the plaintext run of the same schedule, seeds and data are comparable
+exactly: their accuracies must agree within one point, their weights within CKKS noise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import crypto
+from fl_client import ClientSettings, Runner, enroll, load_client_data
+from fl_client.models import MODELS
+from fl_client.output import Reporter
+from fl_client.reference import plaintext_federated, pooled_eval
+from fl_client.training import TrainConfig, local_round, round_seed
+from fl_client.updates import CompressionConfig
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "fl-client-e2e-admin-" + "k" * 20
+HOSPITALS = ("cleveland", "hungary", "va-long-beach")
+ROUNDS = 5
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _serve(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``python -m uvicorn <app>`` on a free loopback port, once /healthz answers."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+            env={**clean, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{app} exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{app} did not come up:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def keyauth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("keyauth")
+    env = {"KEYAUTH_STATE_DIR": str(root / "state"), "KEYAUTH_ADMIN_KEY": ADMIN_KEY}
+    with _serve("keyauth.app:app", env, root / "keyauth.log") as url:
+        yield url
+
+
+@contextmanager
+def _fl_server(keyauth: str, root: Path, target_updates: int) -> Iterator[str]:
+    env = {
+        "FLSERVER_KEYAUTH_URL": keyauth,
+        "FLSERVER_STATE_DIR": str(root / "state"),
+        "FLSERVER_TARGET_UPDATES": str(target_updates),
+        "FLSERVER_CLIENT_UPDATES_PER_MINUTE": "0",
+    }
+    with _serve("fl_server.app:app", env, root / "fl_server.log") as url:
+        yield url
+
+
+def _enrollment_token(keyauth: str, name: str) -> str:
+    answer = httpx.post(
+        f"{keyauth}/v1/enrollment-tokens",
+        headers={"X-Admin-Key": ADMIN_KEY},
+        json={"client_name": name, "expires_in": 600},
+        timeout=10,
+    )
+    assert answer.status_code == 201, answer.text
+    token: str = answer.json()["token"]
+    return token
+
+
+def _wait_published(server: str, version: int) -> dict[str, Any]:
+    """Downloads may lag the applied model briefly; a turn starts from the latest one."""
+    deadline = time.monotonic() + 30
+    while True:
+        status: dict[str, Any] = httpx.get(f"{server}/v1/status", timeout=10).json()
+        if status["published_version"] >= version:
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.02)
+
+
+def _settings(root: Path, name: str, keyauth: str, server: str, **extra: Any) -> ClientSettings:
+    return ClientSettings(
+        state_dir=root / name,
+        keyauth_url=keyauth,
+        server_url=server,
+        data="heart-disease",
+        site=name,
+        seed=HOSPITALS.index(name) if name in HOSPITALS else 0,
+        lr=0.05,
+        batch_size=16,
+        local_epochs=1,
+        output="quiet",
+        **extra,
+    )
+
+
+def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
+    keyauth_url: str, tmp_path: Path
+) -> None:
+    # Prepare: three enrolled hospitals, a job of 3 x ROUNDS updates
+    schedule = [i for _ in range(ROUNDS) for i in range(len(HOSPITALS))]
+    with _fl_server(keyauth_url, tmp_path, target_updates=len(schedule)) as server:
+        runners = []
+        for name in HOSPITALS:
+            settings = _settings(tmp_path, name, keyauth_url, server)
+            enroll(settings, _enrollment_token(keyauth_url, name))
+            runners.append(Runner(settings, reporter=Reporter("quiet")))
+
+        # Execute: the hospitals take turns; each starts from the latest model
+        acks = []
+        for turn, index in enumerate(schedule):
+            result = runners[index].run_round()
+            assert result is not None
+            assert result.base_version == turn
+            assert result.staleness == 0
+            acks.append(result)
+            status = _wait_published(server, result.version)
+        final = [runner.evaluate_global() for runner in runners]
+        done = [runner.run_round() for runner in runners]
+        for runner in runners:
+            runner.close()
+
+    # Assert: the server applied every update once, at weight 1
+    assert status["state"] == "done"
+    assert status["updates_applied"] == len(schedule)
+    assert status["staleness_histogram"] == {"0": len(schedule)}
+    assert all(ack.weight == 1.0 for ack in acks)
+    assert done == [None, None, None]
+    assert {v for v, _ in final} == {len(schedule)}
+    reported = {m["version"] for m in status["metrics"]}
+    assert reported == set(range(len(schedule)))
+
+    # the same schedule in plaintext, with the very same data, seeds and local training
+    datas = [load_client_data("heart-disease", name) for name in HOSPITALS]
+    plain = plaintext_federated(
+        datas,
+        schedule,
+        factory=MODELS["logistic"],
+        seeds=[0, 1, 2],
+        init_client=0,
+        train_config=TrainConfig(epochs=1, batch_size=16, lr=0.05),
+        compression=CompressionConfig(),
+        block_size=crypto.get_profile("n4096-s40").block_size,
+    )
+    hefl = pooled_eval([evaluation for _, evaluation in final])
+    print(
+        f"\nheart disease, {len(HOSPITALS)} hospitals x {ROUNDS} rounds: "
+        f"hefl accuracy {hefl.accuracy:.4f} (n={hefl.n_samples}), "
+        f"plaintext {plain.pooled.accuracy:.4f}; per hospital hefl "
+        f"{[round(e.accuracy, 3) for _, e in final]} plaintext "
+        f"{[round(e.accuracy, 3) for e in plain.per_client]}"
+    )
+    assert hefl.n_samples == plain.pooled.n_samples
+    assert abs(hefl.accuracy - plain.pooled.accuracy) <= 0.01
+    cache = runners[0]._cache
+    assert cache is not None
+    assert cache.version == len(schedule)
+    profile = crypto.get_profile("n4096-s40")
+    drift = float(np.max(np.abs(cache.blocks - plain.global_blocks)))
+    assert drift < 1e-4, drift  # CKKS noise (~1e-9 per addition) amplified by training
+    assert profile.error_bound(len(schedule)) < 1e-6
+
+
+def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_path: Path) -> None:
+    with _fl_server(keyauth_url, tmp_path, target_updates=3) as server:
+        state = tmp_path / "cli-state"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLCLIENT_")}
+        env["FLCLIENT_STATE_DIR"] = str(state)
+        cli = [sys.executable, "-m", "fl_client.cli"]
+        enrolled = subprocess.run(
+            [*cli, "enroll", "--keyauth", keyauth_url, "--token", "-", "--json"],
+            input=_enrollment_token(keyauth_url, "switzerland") + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert json.loads(enrolled.stdout)["event"] == "enrolled"
+        for path in state.iterdir():
+            assert path.stat().st_mode & 0o077 == 0, path
+
+        trained = subprocess.run(
+            [
+                *cli,
+                "train",
+                "--server",
+                server,
+                "--data",
+                "heart-disease",
+                "--site",
+                "switzerland",
+                "--local-steps",
+                "4",
+                "--json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert trained.returncode == 0, trained.stderr
+        events = [json.loads(line) for line in trained.stdout.splitlines()]
+        updates = [e for e in events if e["event"] == "update"]
+        assert [u["version"] for u in updates] == [1, 2, 3]
+        assert events[-1]["event"] == "stopped"
+        assert events[-1]["reason"] == "job_done"
+        for update in updates:
+            assert update["blocks_sent"] == 1
+            assert update["envelope_bytes"] > 0
+            assert update["shared_params"] == 14
+
+        shown = subprocess.run(
+            [*cli, "status", "--server", server],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert shown.returncode == 0, shown.stderr
+        lines = shown.stdout.splitlines()
+        assert lines[0].split() == ["state", "done"]
+        assert any(line.split()[:2] == ["updates_applied", "3"] for line in lines)
+        assert "clients:" in lines
+
+
+def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
+    keyauth_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _fl_server(keyauth_url, tmp_path, target_updates=10) as server:
+        settings = _settings(tmp_path, "hungary", keyauth_url, server, client_step=0.5)
+        enroll(settings, _enrollment_token(keyauth_url, "hungary-restart"))
+        runner = Runner(settings, reporter=Reporter("quiet"))
+        real_push = runner.server.push_update
+
+        def push_then_lose_the_answer(envelope: bytes) -> Any:
+            real_push(envelope)
+            raise KeyboardInterrupt  # the process dies before it reads the answer
+
+        monkeypatch.setattr(runner.server, "push_update", push_then_lose_the_answer)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run_round()
+        pending = runner.state.load_pending()
+        assert pending is not None
+        assert runner._cache is not None
+        pulled = runner._cache.blocks.copy()
+        runner.close()
+
+        # the resent update counts as the first of the two rounds asked for
+        restarted = Runner(
+            settings.model_copy(update={"max_rounds": 2}), reporter=Reporter("quiet")
+        )
+        try:
+            summary = restarted.run()
+            status = _wait_published(server, 2)
+            version, _ = restarted.evaluate_global()
+        finally:
+            restarted.close()
+
+    first, second = summary.results
+    assert first.update_id == str(pending.update_id)
+    assert first.duplicate
+    assert first.version == 1
+    assert second.version == 2
+    assert status["updates_applied"] == 2
+    assert status["duplicates"] == 1
+    assert version == 2
+    # what went on the wire is η · (trained - pulled), recomputed from the pulled model
+    profile = crypto.get_profile("n4096-s40")
+    layout = restarted.layout(profile.block_size)
+    limits = crypto.EnvelopeLimits(1, profile.max_block_bytes, layout.fingerprint)
+    update = crypto.update_from_bytes(pending.envelope, limits)
+    sent = restarted.cipher(update.key_epoch).decrypt_block(update.blocks[0].data)
+    replay = local_round(
+        restarted.model,
+        layout,
+        pulled,
+        {},
+        restarted.data.train,
+        restarted.data.test,
+        restarted.train_config,
+        round_seed(settings.seed, 0),
+    )
+    assert np.max(np.abs(sent - 0.5 * replay.delta[0])) <= profile.error_bound(1)
+    assert np.max(np.abs(replay.delta)) > 1e-3
