@@ -1,0 +1,214 @@
+"""The fl_server ASGI app: ``create_app(settings)``; ``app`` is built from ``FLSERVER_*`` on use.
+
+``uvicorn fl_server.app:app --port 8800`` (or ``uvicorn --factory fl_server.app:create_app``)
+reads the settings when uvicorn looks the app up, not at import; keyauth is contacted and
+the state directory opened only at startup (lifespan), so importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio.to_thread
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from fl_server.errors import ServerError, StartupError
+from fl_server.keyauth_client import KeyauthClient
+from fl_server.routes import router
+from fl_server.schemas import StatusPublic
+from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.settings import ServerSettings
+from fl_server.store import read_job_file
+from fl_server.telemetry import make_registry
+
+__all__ = ["PROBLEM_MEDIA_TYPE", "create_app", "problem_response", "settings_from_env"]
+
+logger = logging.getLogger("fl_server")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_MAX_DETAIL_CHARS = 1000
+
+try:
+    _VERSION = version("hefl")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    _VERSION = "0.0.0"
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail[:_MAX_DETAIL_CHARS],
+        "code": code,
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+async def _server_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServerError)
+    if exc.http_status >= 500:
+        logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
+    headers = dict(exc.headers)
+    if exc.http_status == 401:
+        challenge = 'Bearer realm="hefl"'
+        if exc.code != "token_missing":
+            challenge += ', error="invalid_token"'
+        headers["WWW-Authenticate"] = challenge
+    return problem_response(
+        exc.http_status, exc.code, exc.title, exc.detail, extra=exc.extra, headers=headers
+    )
+
+
+async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Never echo the input back.
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+    return problem_response(422, "request_invalid", "Invalid request", detail)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    detail = str(exc.detail) if exc.detail else "HTTP error"
+    return problem_response(exc.status_code, code, detail, detail, headers=dict(exc.headers or {}))
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The exception is logged by the server; its text does not reach the caller.
+    return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+def create_app(
+    settings: ServerSettings | None = None, *, keyauth_material: KeyauthMaterial | None = None
+) -> FastAPI:
+    """The aggregation server app.
+
+    Parameters
+    ----------
+    settings
+        ``None`` reads ``FLSERVER_*`` from the environment (what ``--factory`` does).
+    keyauth_material
+        The public context and token key; ``None`` fetches them from keyauth at startup
+        (and then keeps keyauth's revocation list current).
+    """
+    if settings is None:
+        settings = settings_from_env()
+    config = settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        material = keyauth_material
+        keyauth: KeyauthClient | None = None
+        poller: asyncio.Task[None] | None = None
+        try:
+            if material is None:
+                keyauth = KeyauthClient(config)
+                job = read_job_file(config.state_dir)
+                material = await keyauth.fetch_material(job.key_epoch if job else None)
+            loaded = material
+            service = await anyio.to_thread.run_sync(lambda: ServerService(config, loaded))
+        except ServerError as exc:
+            if keyauth is not None:
+                await keyauth.aclose()
+            logger.error("fl_server cannot start: %s", exc)
+            raise
+        app.state.service = service
+        if keyauth is not None and config.revocation_refresh > 0:
+            poller = asyncio.create_task(
+                keyauth.poll_revocations(service, config.revocation_refresh)
+            )
+        logger.info(
+            "fl_server serving job state %s, key epoch %d, profile %s, state in %s",
+            service.job_state().value,
+            service.job().key_epoch,
+            service.profile.name,
+            config.state_dir,
+        )
+        try:
+            yield
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
+            if keyauth is not None:
+                await keyauth.aclose()
+            app.state.service = None
+            await anyio.to_thread.run_sync(service.close)
+
+    app = FastAPI(
+        title="hefl fl_server",
+        summary="Asynchronous federated learning on a CKKS-encrypted model",
+        version=_VERSION,
+        lifespan=lifespan,
+    )
+    app.state.service = None
+    app.state.settings = config
+    app.include_router(router)
+
+    def current_status() -> StatusPublic | None:
+        service: ServerService | None = app.state.service
+        return service.status() if service is not None else None
+
+    registry = make_registry(current_status)
+
+    @app.get("/metrics", tags=["public"], include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    handlers: dict[Any, Any] = {
+        ServerError: _server_error_handler,
+        RequestValidationError: _validation_error_handler,
+        StarletteHTTPException: _http_error_handler,
+        Exception: _unexpected_error_handler,
+    }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)
+    return app
+
+
+def settings_from_env() -> ServerSettings:
+    """``ServerSettings`` from ``FLSERVER_*``, with a readable error (never echoing values)."""
+    try:
+        return ServerSettings()
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_input=False)
+        )
+        raise StartupError(f"invalid FLSERVER_* settings: {reasons}") from None
+
+
+def __getattr__(name: str) -> Any:
+    # ``uvicorn fl_server.app:app`` looks ``app`` up here: build it then, and only once.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,340 @@
+"""fl_server under real uvicorn, with a real keyauth: concurrent hospitals, kill -9, restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+import crypto
+from tests.fl_server.helpers import LAYOUT_TENSORS, Hospital
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "e2e-admin-key-" + "k" * 24
+Values = npt.NDArray[np.float64]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def uvicorn(
+    app: str, env: dict[str, str], log: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``python -m uvicorn <app>`` on a free loopback port, ready to serve."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with log.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{app} exited with {process.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{app} did not come up:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(timeout=20)
+
+
+@dataclass
+class Enrolled:
+    client_id: str
+    token: str
+    hospital: Hospital
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture(scope="module")
+def keyauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("keyauth")
+    env = clean_env(
+        KEYAUTH_STATE_DIR=str(root / "state"),
+        KEYAUTH_ADMIN_KEY=ADMIN_KEY,
+        KEYAUTH_PROFILE="test-n2048",
+    )
+    with uvicorn("keyauth.app:app", env, root / "keyauth.log") as (url, _):
+        yield url
+
+
+@pytest.fixture(scope="module")
+def hospitals(keyauth: str) -> list[Enrolled]:
+    """Three hospitals enrolled the way protocol.md says, each with its secret context."""
+    enrolled = []
+    with httpx.Client(base_url=keyauth, timeout=30) as http:
+        for name in ("hospital-a", "hospital-b", "hospital-c"):
+            issued = http.post(
+                "/v1/enrollment-tokens",
+                json={"client_name": name},
+                headers={"X-Admin-Key": ADMIN_KEY},
+            ).json()
+            creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
+            access = http.post(
+                "/v1/token",
+                json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
+            ).json()["access_token"]
+            secret = http.get(
+                "/v1/keys/secret-context", headers={"Authorization": f"Bearer {access}"}
+            )
+            profile = crypto.get_profile(secret.headers["X-Hefl-Profile"])
+            layout = crypto.build_layout(LAYOUT_TENSORS, profile.block_size)
+            cipher = crypto.ClientCipher(secret.content, profile)
+            key_epoch = int(secret.headers["X-Hefl-Key-Epoch"])
+            enrolled.append(
+                Enrolled(creds["client_id"], access, Hospital(cipher, layout, key_epoch))
+            )
+    return enrolled
+
+
+def server_env(state_dir: Path, keyauth: str, **extra: str) -> dict[str, str]:
+    return clean_env(
+        FLSERVER_STATE_DIR=str(state_dir),
+        FLSERVER_KEYAUTH_URL=keyauth,
+        FLSERVER_CLIENT_UPDATES_PER_MINUTE="0",
+        FLSERVER_CHECKPOINT_EVERY="4",
+        **extra,
+    )
+
+
+def start_job(url: str, first: Enrolled, initial: Values) -> None:
+    hospital = first.hospital
+    with httpx.Client(base_url=url, timeout=30) as http:
+        layout = http.put("/v1/job/layout", content=hospital.layout.to_json(), headers=first.auth)
+        assert layout.status_code == 201, layout.text
+        model = http.put(
+            "/v1/job/initial-model", content=hospital.initial_model(initial), headers=first.auth
+        )
+        assert model.status_code == 201, model.text
+
+
+def pull(http: httpx.Client, hospital: Hospital, at_least: int = 0) -> tuple[int, Values]:
+    """The model, once the server serves version ``at_least`` or later."""
+    deadline = time.monotonic() + 10
+    while True:
+        response = http.get("/v1/model")
+        assert response.status_code == 200, response.text
+        version, values = hospital.decrypt_model(response.content)
+        if version >= at_least or time.monotonic() > deadline:
+            return version, values
+        time.sleep(0.02)
+
+
+@dataclass
+class Ledger:
+    """What the server acknowledged: the plaintext update and the weight it was applied with."""
+
+    acked: dict[str, tuple[float, Values]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, update_id: str, weight: float, values: Values) -> None:
+        with self.lock:
+            assert update_id not in self.acked or self.acked[update_id][0] == weight
+            self.acked[update_id] = (weight, values)
+
+    def model(self, initial: Values) -> Values:
+        return initial + sum((w * v for w, v in self.acked.values()), np.zeros_like(initial))
+
+
+def test_concurrent_hospitals_build_the_plaintext_sum(
+    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+) -> None:
+    # Prepare
+    log = tmp_path / "server.log"
+    initial = hospitals[0].hospital.random_values(0, scale=0.5)
+    ledger = Ledger()
+    rounds = 6
+    errors: list[BaseException] = []
+
+    def train(index: int, client: Enrolled, url: str) -> None:
+        try:
+            with httpx.Client(base_url=url, timeout=30) as http:
+                for r in range(rounds):
+                    version, _ = pull(http, client.hospital)
+                    values = client.hospital.random_values(1000 * (index + 1) + r)
+                    uid, envelope = client.hospital.update(values, base_version=version)
+                    response = http.post("/v1/updates", content=envelope, headers=client.auth)
+                    assert response.status_code == 202, response.text
+                    body = response.json()
+                    assert body["update_id"] == str(uid)
+                    assert body["staleness"] >= 0
+                    ledger.add(body["update_id"], body["weight"], values)
+        except BaseException as exc:
+            errors.append(exc)
+
+    # Execute
+    with uvicorn("fl_server.app:app", server_env(tmp_path / "state", keyauth), log) as (url, _):
+        start_job(url, hospitals[0], initial)
+        threads = [
+            threading.Thread(target=train, args=(i, c, url)) for i, c in enumerate(hospitals)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not errors, errors
+        n = len(hospitals) * rounds
+        with httpx.Client(base_url=url, timeout=30) as http:
+            version, model = pull(http, hospitals[0].hospital, at_least=n)
+            status = http.get("/v1/status").json()
+            metrics = http.get("/metrics").text
+
+    # Assert
+    profile = hospitals[0].hospital.profile
+    assert version == n
+    assert len(ledger.acked) == n
+    assert np.max(np.abs(model - ledger.model(initial))) <= profile.error_bound(n + 1)
+    assert status["updates_applied"] == n
+    assert sum(status["staleness_histogram"].values()) == n
+    assert {c["updates_applied"] for c in status["clients"].values()} == {rounds}
+    assert f"hefl_server_updates_applied_total {float(n)}" in metrics
+    logged = log.read_text()
+    assert all(c.token not in logged for c in hospitals)
+
+
+def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
+    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+) -> None:
+    # Prepare
+    state_dir = tmp_path / "state"
+    log = tmp_path / "server.log"
+    env = server_env(state_dir, keyauth)
+    client = hospitals[1]
+    hospital = client.hospital
+    initial = hospital.random_values(1, scale=0.5)
+    ledger = Ledger()
+    sent: list[tuple[str, bytes, Values]] = []
+
+    def push(http: httpx.Client, envelope: bytes) -> httpx.Response:
+        return http.post("/v1/updates", content=envelope, headers=client.auth)
+
+    # First life: four updates, then the served model; kill -9.
+    with uvicorn("fl_server.app:app", env, log) as (url, process):
+        start_job(url, client, initial)
+        with httpx.Client(base_url=url, timeout=30) as http:
+            for k in range(4):
+                values = hospital.random_values(100 + k)
+                uid, envelope = hospital.update(values, base_version=k)
+                body = push(http, envelope).json()
+                ledger.add(body["update_id"], body["weight"], values)
+                sent.append((str(uid), envelope, values))
+            pull(http, hospital, at_least=4)
+            served = http.get("/v1/model")
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    # Second life: the same model, byte for byte; then a stream killed mid-flight.
+    stop = threading.Event()
+    in_flight: list[tuple[str, bytes, Values]] = []
+
+    def stream(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            k = 0
+            while not stop.is_set():
+                try:
+                    version = int(http.get("/v1/model").headers["X-Hefl-Model-Version"])
+                    values = hospital.random_values(200 + k)
+                    uid, envelope = hospital.update(values, base_version=version)
+                    in_flight[:] = [(str(uid), envelope, values)]
+                    body = push(http, envelope).json()
+                except httpx.TransportError:
+                    return  # the server died under this request
+                ledger.add(body["update_id"], body["weight"], values)
+                in_flight.clear()
+                k += 1
+
+    with uvicorn("fl_server.app:app", env, log) as (url, process):
+        again = httpx.get(f"{url}/v1/model")
+        assert again.content == served.content
+        assert again.headers["ETag"] == served.headers["ETag"]
+        pusher = threading.Thread(target=stream, args=(url,))
+        pusher.start()
+        while len(ledger.acked) < 10 or not in_flight:  # kill with an update on the wire
+            time.sleep(0.001)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+        stop.set()
+        pusher.join()
+
+    # Third life: every acknowledged update is there exactly once; retries are answered.
+    with (
+        uvicorn("fl_server.app:app", env, log) as (url, _),
+        httpx.Client(base_url=url, timeout=30) as http,
+    ):
+        recovered = http.get("/v1/job").json()["version"]
+        assert recovered in (len(ledger.acked), len(ledger.acked) + len(in_flight))
+        for uid, envelope, values in in_flight:  # the client retries what got no answer
+            retried = push(http, envelope)
+            assert retried.status_code == 202, retried.text
+            ledger.add(uid, retried.json()["weight"], values)
+        uid, envelope, _ = sent[1]
+        duplicate = push(http, envelope).json()
+        version, model = pull(http, hospital, at_least=len(ledger.acked))
+        status = http.get("/v1/status").json()
+
+    assert duplicate["duplicate"] is True
+    assert (duplicate["update_id"], duplicate["version"]) == (uid, 2)
+    assert version == len(ledger.acked) == status["updates_applied"]
+    bound = hospital.profile.error_bound(len(ledger.acked) + 1)
+    assert np.max(np.abs(model - ledger.model(initial))) <= bound
+
+
+def test_startup_without_keyauth_fails_with_a_clear_message(tmp_path: Path) -> None:
+    env = clean_env(
+        FLSERVER_STATE_DIR=str(tmp_path / "state"),
+        FLSERVER_KEYAUTH_URL=f"http://127.0.0.1:{free_port()}",
+        FLSERVER_KEYAUTH_ATTEMPTS="2",
+        FLSERVER_KEYAUTH_RETRY_DELAY="0.1",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "fl_server.app:app", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "fl_server cannot start: keyauth at http://127.0.0.1:" in result.stderr
+    assert "after 2 attempts" in result.stderr
+    assert not (tmp_path / "state").exists()
