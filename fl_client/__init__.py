@@ -7,7 +7,6 @@ from fl_client.api import (
     TokenManager,
     require_secure_url,
 )
-from fl_client.cli import render_status
 from fl_client.data import (
     DATASETS,
     ClientData,
@@ -50,8 +49,7 @@ from fl_client.errors import (
     error_from_problem,
 )
 from fl_client.models import MODELS, build_model, resolve_model
-from fl_client.output import Reporter
-from fl_client.reference import centralized, plaintext_federated
+from fl_client.output import Reporter, render_status
 from fl_client.runner import RoundResult, Runner, RunSummary, enroll
 from fl_client.settings import ClientSettings
 from fl_client.state import Credential, LocalState
@@ -106,14 +104,12 @@ __all__ = [
     "VersionAheadError",
     "WireReport",
     "build_model",
-    "centralized",
     "dataset_sites",
     "dirichlet_split",
     "enroll",
     "error_from_problem",
     "evaluate",
     "load_client_data",
-    "plaintext_federated",
     "pool_sites",
     "prepare_update",
     "render_status",

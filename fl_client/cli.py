@@ -11,18 +11,18 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from fl_client.api import ServerClient, require_secure_url
 from fl_client.errors import ClientError, ConfigError
-from fl_client.output import Reporter
+from fl_client.output import Reporter, render_status
 from fl_client.runner import Runner, enroll
 from fl_client.settings import ClientSettings
 
-__all__ = ["build_parser", "main", "render_status"]
+__all__ = ["build_parser", "main"]
 
 # option name → settings field, for options whose names differ from the field
 _FIELD = {"keyauth": "keyauth_url", "server": "server_url"}
@@ -130,78 +130,6 @@ def _settings(args: argparse.Namespace) -> ClientSettings:
             for e in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid settings: {reasons}") from None
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list | dict):
-        return json.dumps(value, sort_keys=True)
-    return str(value)
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None) -> list[str]:
-    all_rows = [list(header)] if header else []
-    all_rows += [list(r) for r in rows]
-    if not all_rows:
-        return []
-    widths = [max(len(r[i]) for r in all_rows) for i in range(len(all_rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in all_rows
-    ]
-    if header:
-        lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
-
-
-def _flat(record: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}": v for k, v in value.items()})
-        else:
-            out[key] = value
-    return out
-
-
-def _records_table(records: Sequence[Mapping[str, Any]], first: str | None = None) -> list[str]:
-    records = [_flat(r) for r in records]
-    columns: list[str] = [first] if first is not None else []
-    for record in records:
-        columns += [k for k in record if k not in columns]
-    return _table([[_scalar(r.get(c)) for c in columns] for r in records], columns)
-
-
-def render_status(status: Mapping[str, Any], *, last: int = 10) -> str:
-    """The server's status as readable tables: scalars first, then one table per section.
-
-    A mapping of mappings (e.g. per-client counts) becomes a table with one row per key;
-    a mapping of scalars a two-column table; a list of records its last ``last`` rows.
-    """
-    scalars = [(k, _scalar(v)) for k, v in status.items() if not isinstance(v, dict | list)]
-    lines = _table(scalars)
-    for key, value in status.items():
-        if isinstance(value, dict) and value:
-            lines += ["", f"{key}:"]
-            if all(isinstance(v, dict) for v in value.values()):
-                records = [{"": k, **v} for k, v in value.items()]
-                lines += _records_table(records, first="")
-            else:
-                lines += _table([(str(k), _scalar(v)) for k, v in value.items()])
-        elif isinstance(value, list) and value:
-            lines += [
-                "",
-                f"{key}:" + (f" (last {last} of {len(value)})" if len(value) > last else ""),
-            ]
-            if all(isinstance(v, dict) for v in value):
-                lines += _records_table(value[-last:])
-            else:
-                lines += [_scalar(v) for v in value[-last:]]
-        elif isinstance(value, dict | list):
-            lines += ["", f"{key}: (none)"]
-    return "\n".join(lines)
 
 
 def _read_token(value: str, stdin: TextIO) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from fl_client import cli
-from fl_client.cli import build_parser, main, render_status
+from fl_client.cli import build_parser, main
+from fl_client.output import render_status
 
 
 def _settings(argv: list[str]) -> object:

@@ -211,7 +211,7 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         state = tmp_path / "cli-state"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLCLIENT_")}
         env["FLCLIENT_STATE_DIR"] = str(state)
-        cli = [sys.executable, "-m", "fl_client.cli"]
+        cli = [sys.executable, "-m", "fl_client"]
         enrolled = subprocess.run(
             [*cli, "enroll", "--keyauth", keyauth_url, "--token", "-", "--json"],
             input=_enrollment_token(keyauth_url, "switzerland") + "\n",
