@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_train = commands.add_parser("train", help="train until the job is done or a stop condition")
     p_train.add_argument("--server", help="aggregation server URL [http://127.0.0.1:8800]")
+    p_train.add_argument("--keyauth", help="key authority URL [the one used to enroll]")
     data = p_train.add_argument_group("data")
     data.add_argument("--data", help="heart-disease | digits | breast-cancer | pkg.mod:factory")
     data.add_argument("--site", help="this hospital's site (e.g. cleveland, or 0..n_sites-1)")
@@ -143,8 +144,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     settings = _settings(args)
     reporter = Reporter(settings.output, out=stdout)
     # refuse an insecure URL before touching any state or network
-    url = settings.keyauth_url if args.command == "enroll" else settings.server_url
-    require_secure_url(url, allow_insecure_http=settings.allow_insecure_http)
+    urls = [settings.keyauth_url] if args.command == "enroll" else [settings.server_url]
+    if args.command == "train" and "keyauth_url" in settings.model_fields_set:
+        urls.append(settings.keyauth_url)
+    for url in urls:
+        require_secure_url(url, allow_insecure_http=settings.allow_insecure_http)
     if args.command == "enroll":
         enroll(settings, _read_token(args.token, stdin), reporter=reporter)
         return 0

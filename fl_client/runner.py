@@ -242,8 +242,14 @@ class Runner:
         self._sleep = sleep
         self._clock = clock
         self._stop = False
+        # the key authority that enrolled this client, unless the settings name another
+        keyauth_url = (
+            settings.keyauth_url
+            if "keyauth_url" in settings.model_fields_set
+            else self.credential.keyauth_url
+        )
         self.keyauth = KeyauthClient(
-            self.credential.keyauth_url,
+            keyauth_url,
             allow_insecure_http=settings.allow_insecure_http,
             transport=keyauth_transport,
             timeout=settings.timeout,
@@ -664,7 +670,7 @@ class Runner:
         self._report_metrics(
             pulled.cache.version,
             trained.before,
-            {"train_loss": trained.train.mean_loss, "round": result.round},
+            {"train_loss": trained.train.mean_loss},
         )
         return result
 
@@ -718,7 +724,7 @@ class Runner:
         final_version, final_eval = None, None
         if reason == "job_done":
             final_version, final_eval = self.evaluate_global()
-            self._report_metrics(final_version, final_eval, {"final": 1})
+            self._report_metrics(final_version, final_eval, {})
         self.reporter.event(
             "stopped",
             reason=reason,

@@ -301,7 +301,8 @@ def test_the_run_stops_when_the_job_is_done_and_reports_final_metrics(
     assert summary.final_eval is not None
     versions = [m["version"] for m in fake_server.metrics]
     assert versions == [0, 1, 2, 3]
-    assert fake_server.metrics[-1]["metrics"]["final"] == 1
+    assert "train_loss" not in fake_server.metrics[-1]["metrics"]  # the final evaluation
+    assert "train_loss" in fake_server.metrics[0]["metrics"]
     for report in fake_server.metrics:
         assert 0 <= report["metrics"]["accuracy"] <= 1
         assert report["metrics"]["n_samples"] == len(runner.data.test)
@@ -353,3 +354,32 @@ def test_update_ids_are_fresh_uuid4_per_round(
     parsed = [uuid.UUID(r.update_id) for r in ids if r is not None]
     assert len(set(parsed)) == 3
     assert all(u.version == 4 for u in parsed)
+
+
+def test_a_stop_request_ends_the_run_after_the_current_round(
+    make_runner: MakeRunner, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = make_runner()
+    real_round = runner.run_round
+
+    def round_then_signal() -> object:
+        result = real_round()
+        runner.request_stop()  # what the SIGTERM handler does mid-round
+        return result
+
+    monkeypatch.setattr(runner, "run_round", round_then_signal)
+
+    summary = runner.run()
+
+    assert summary.stop_reason == "stopped"
+    assert summary.rounds == 1
+    assert fake_server.applied == 1
+
+
+def test_train_uses_the_enrolling_keyauth_unless_told_otherwise(
+    make_runner: MakeRunner, fake_keyauth: FakeKeyauth
+) -> None:
+    first = make_runner("a")
+    assert first.keyauth.base_url == "http://127.0.0.1:8700"
+    moved = make_runner("a", keyauth_url="https://keyauth.example.org")
+    assert moved.keyauth.base_url == "https://keyauth.example.org"
