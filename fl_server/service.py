@@ -61,6 +61,9 @@ logger = logging.getLogger("fl_server")
 
 T = TypeVar("T")
 
+# A pause this long (seconds) in the update stream publishes the model; a client that
+# pushes again right after its answer arrives well within it.
+_PUBLISH_AFTER_IDLE = 0.05
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _MAX_METRICS_PER_REPORT = 32
 
@@ -119,13 +122,19 @@ class UpdateTicket:
 
 
 class _ApplyWorker:
-    """One thread running tasks in submission order; ``after_task(idle)`` runs after each."""
+    """One thread running tasks in submission order.
 
-    def __init__(self, after_task: Callable[[bool], None]) -> None:
+    ``after_task(idle)`` runs after each task, with ``idle`` true once no new task has
+    arrived for ``idle_after`` seconds: a stream of back-to-back updates is not
+    interrupted by work that can wait for a pause (re-serializing the model).
+    """
+
+    def __init__(self, after_task: Callable[[bool], None], *, idle_after: float) -> None:
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
             queue.SimpleQueue()
         )
         self._after_task = after_task
+        self._idle_after = idle_after
         self._thread = threading.Thread(target=self._run, name="hefl-apply", daemon=True)
         self._thread.start()
 
@@ -140,8 +149,14 @@ class _ApplyWorker:
         self._thread.join()
 
     def _run(self) -> None:
+        busy = False
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._idle_after if busy else None)
+            except queue.Empty:
+                busy = False
+                self._hook(idle=True)
+                continue
             if item is None:
                 return
             fn, future = item
@@ -149,10 +164,14 @@ class _ApplyWorker:
                 future.set_result(fn())
             except BaseException as exc:
                 future.set_exception(exc)
-            try:
-                self._after_task(self._queue.empty())
-            except Exception:
-                logger.exception("publishing the model failed")
+            busy = True
+            self._hook(idle=False)
+
+    def _hook(self, *, idle: bool) -> None:
+        try:
+            self._after_task(idle)
+        except Exception:
+            logger.exception("publishing the model failed")
 
 
 def _sha256(data: bytes) -> bytes:
@@ -231,7 +250,7 @@ class ServerService:
         self._checkpoint_version = 0
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
         self._journal = Journal(self._store)
-        self._worker = _ApplyWorker(self._after_task)
+        self._worker = _ApplyWorker(self._after_task, idle_after=_PUBLISH_AFTER_IDLE)
         try:
             # Recovery touches ciphertexts, so it runs on the worker like every apply.
             self._worker.submit(self._recover).result()

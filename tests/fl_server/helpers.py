@@ -15,6 +15,7 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
+from fl_server.service import ServerService
 from fl_server.settings import ServerSettings
 
 PROFILE = "test-n2048"
@@ -24,6 +25,17 @@ LAYOUT_TENSORS: dict[str, Any] = {
     "fc.weight": np.zeros((5, 1000), np.float32),
     "fc.bias": np.zeros(5, np.float32),
 }
+
+
+def wait_published(service: ServerService, timeout: float = 10.0) -> None:
+    """Wait until downloads serve every applied update (the worker publishes after a pause)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = service.status()
+        if status.queued_updates == 0 and status.published_version == status.version:
+            return
+        assert time.monotonic() < deadline, "the model was not published"
+        time.sleep(0.01)
 
 
 def make_settings(state_dir: Path, **overrides: Any) -> ServerSettings:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import crypto
 from fl_server.app import create_app
 from fl_server.service import KeyauthMaterial, ServerService
-from tests.fl_server.helpers import Hospital, make_settings, mint_token
+from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published
 
 pytestmark = pytest.mark.anyio
 
@@ -153,7 +153,7 @@ async def test_model_download_with_etag_and_changed_blocks(
     pushed = await api.push(hospital.update(values, base_version=0, indices=[2])[1])
     assert pushed.status_code == 202
     await api.http.get("/v1/status")  # the app answers while the worker publishes
-    api.service._worker.submit(lambda: None).result()
+    wait_published(api.service)
 
     changed = await api.http.get("/v1/model", headers={"If-None-Match": etag})
     delta = await api.http.get("/v1/model", params={"since": 0})

@@ -1,0 +1,7 @@
+"""``python -m fl_server`` is ``hefl-server``."""
+
+import sys
+
+from fl_server.cli import main
+
+sys.exit(main())
