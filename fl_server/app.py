@@ -129,8 +129,8 @@ def create_app(
         try:
             if material is None:
                 keyauth = KeyauthClient(config)
-                job = read_job_file(config.state_dir)
-                material = await keyauth.fetch_material(job.key_epoch if job else None)
+                stored = read_job_file(config.state_dir)
+                material = await keyauth.fetch_material(stored.key_epoch if stored else None)
             loaded = material
             service = await anyio.to_thread.run_sync(lambda: ServerService(config, loaded))
         except ServerError as exc:
@@ -143,12 +143,15 @@ def create_app(
             poller = asyncio.create_task(
                 keyauth.poll_revocations(service, config.revocation_refresh)
             )
+        job = service.job()
         logger.info(
-            "fl_server serving job state %s, key epoch %d, profile %s, state in %s",
-            service.job_state().value,
-            service.job().key_epoch,
-            service.profile.name,
+            "serving key epoch %d (profile %s) from %s: job %s at version %d of %d",
+            job.key_epoch,
+            job.profile,
             config.state_dir,
+            job.state.value,
+            job.version,
+            job.target_updates,
         )
         try:
             yield
@@ -196,13 +199,25 @@ def create_app(
 def settings_from_env() -> ServerSettings:
     """``ServerSettings`` from ``FLSERVER_*``, with a readable error (never echoing values)."""
     try:
-        return ServerSettings()
+        settings = ServerSettings()
     except ValidationError as exc:
         reasons = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
             for e in exc.errors(include_input=False)
         )
         raise StartupError(f"invalid FLSERVER_* settings: {reasons}") from None
+    configure_logging(settings.log_level)
+    return settings
+
+
+def configure_logging(level: str) -> None:
+    """Give fl_server's logger a handler unless someone has (uvicorn configures only its own)."""
+    server_logger = logging.getLogger("fl_server")
+    server_logger.setLevel(level)
+    if not server_logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+        server_logger.addHandler(handler)
 
 
 def __getattr__(name: str) -> Any:

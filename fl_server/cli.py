@@ -23,9 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Serve the hefl aggregation server. Configure it with FLSERVER_* "
         "environment variables (see docs/fl_server.md).",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    parser.parse_args(argv)
     try:
         settings = settings_from_env()
     except StartupError as exc:
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
         ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
-        log_level=args.log_level,
+        log_level=settings.log_level.lower(),
     )
     return 0
 

@@ -61,9 +61,6 @@ logger = logging.getLogger("fl_server")
 
 T = TypeVar("T")
 
-# A pause this long (seconds) in the update stream publishes the model; a client that
-# pushes again right after its answer arrives well within it.
-_PUBLISH_AFTER_IDLE = 0.05
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _MAX_METRICS_PER_REPORT = 32
 
@@ -122,19 +119,13 @@ class UpdateTicket:
 
 
 class _ApplyWorker:
-    """One thread running tasks in submission order.
+    """One thread running tasks in submission order; ``after_task(idle)`` runs after each."""
 
-    ``after_task(idle)`` runs after each task, with ``idle`` true once no new task has
-    arrived for ``idle_after`` seconds: a stream of back-to-back updates is not
-    interrupted by work that can wait for a pause (re-serializing the model).
-    """
-
-    def __init__(self, after_task: Callable[[bool], None], *, idle_after: float) -> None:
+    def __init__(self, after_task: Callable[[bool], None]) -> None:
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = (
             queue.SimpleQueue()
         )
         self._after_task = after_task
-        self._idle_after = idle_after
         self._thread = threading.Thread(target=self._run, name="hefl-apply", daemon=True)
         self._thread.start()
 
@@ -143,20 +134,17 @@ class _ApplyWorker:
         self._queue.put((fn, future))
         return future
 
+    def has_work(self) -> bool:
+        return not self._queue.empty()
+
     def close(self) -> None:
         """Run every queued task, then stop."""
         self._queue.put(None)
         self._thread.join()
 
     def _run(self) -> None:
-        busy = False
         while True:
-            try:
-                item = self._queue.get(timeout=self._idle_after if busy else None)
-            except queue.Empty:
-                busy = False
-                self._hook(idle=True)
-                continue
+            item = self._queue.get()
             if item is None:
                 return
             fn, future = item
@@ -164,14 +152,10 @@ class _ApplyWorker:
                 future.set_result(fn())
             except BaseException as exc:
                 future.set_exception(exc)
-            busy = True
-            self._hook(idle=False)
-
-    def _hook(self, *, idle: bool) -> None:
-        try:
-            self._after_task(idle)
-        except Exception:
-            logger.exception("publishing the model failed")
+            try:
+                self._after_task(self._queue.empty())
+            except Exception:
+                logger.exception("publishing the model failed")
 
 
 def _sha256(data: bytes) -> bytes:
@@ -250,7 +234,7 @@ class ServerService:
         self._checkpoint_version = 0
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
         self._journal = Journal(self._store)
-        self._worker = _ApplyWorker(self._after_task, idle_after=_PUBLISH_AFTER_IDLE)
+        self._worker = _ApplyWorker(self._after_task)
         try:
             # Recovery touches ciphertexts, so it runs on the worker like every apply.
             self._worker.submit(self._recover).result()
@@ -653,9 +637,15 @@ class ServerService:
         if state is None or self._failure is not None or self._journal.failure is not None:
             return
         lag = state.version - state.snapshot.version
-        if lag and (idle or lag >= self.settings.publish_max_lag):
-            due = state.version - self._checkpoint_version >= self.settings.checkpoint_every
-            self._publish(state, checkpoint=due and state.buffered == 0)
+        if not lag or not (idle or lag >= self.settings.publish_max_lag):
+            return
+        # When idle, publish at once but give way to an update that arrives meanwhile: a
+        # stream of updates is re-serialized only every publish_max_lag versions.
+        forced = lag >= self.settings.publish_max_lag
+        if not state.serialize_changed(None if forced else self._worker.has_work):
+            return
+        due = state.version - self._checkpoint_version >= self.settings.checkpoint_every
+        self._publish(state, checkpoint=due and state.buffered == 0)
 
     def _publish(self, state: ModelState, *, checkpoint: bool) -> None:
         # Never serve a model holding an update that could still be lost.

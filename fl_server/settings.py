@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +73,8 @@ class ServerSettings(BaseSettings):
         Size limits of the JSON bodies of ``PUT /v1/job/layout`` and ``POST /v1/metrics``.
     max_metrics_reports
         Evaluation reports kept for the status page (the oldest are dropped).
+    log_level
+        Level of fl_server's own log lines (uvicorn's access log is uvicorn's).
     """
 
     model_config = SettingsConfigDict(env_prefix="FLSERVER_", extra="forbid", frozen=True)
@@ -109,6 +111,7 @@ class ServerSettings(BaseSettings):
     max_layout_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_metrics_bytes: int = Field(default=64 * 1024, ge=1024)
     max_metrics_reports: int = Field(default=10_000, ge=1)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -179,6 +179,8 @@ class ModelState:
         self._blocks = blocks
         self._block_versions = list(snapshot.block_versions)
         self._buffer: dict[int, crypto.EncryptedBlock] = {}
+        # The newest serialized bytes of each block; ``_dirty`` blocks changed since.
+        self._bytes = list(snapshot.blocks)
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
         self.snapshot = snapshot
@@ -354,20 +356,30 @@ class ModelState:
                 self.buffered += 1
         return receipt
 
+    def serialize_changed(self, interrupt: Callable[[], bool] | None = None) -> bool:
+        """Serialize the blocks changed since they were last serialized.
+
+        Stops early, keeping what is done, when ``interrupt()`` turns true (an update is
+        waiting); says whether every block is serialized.
+        """
+        for index in sorted(self._dirty):
+            if interrupt is not None and interrupt():
+                return False
+            self._bytes[index] = self._cipher.block_to_bytes(self._blocks[index])
+            self._dirty.discard(index)
+        return True
+
     def publish(self) -> ModelSnapshot:
-        """Serialize the blocks changed since the last snapshot and swap the new snapshot in."""
+        """Swap in a snapshot of the current version (serializing what is still changed)."""
         if not self._dirty and self.snapshot.version == self.version:
             return self.snapshot
-        blocks = list(self.snapshot.blocks)
-        for index in sorted(self._dirty):
-            blocks[index] = self._cipher.block_to_bytes(self._blocks[index])
-        self._dirty.clear()
+        self.serialize_changed()
         snapshot = ModelSnapshot(
             self.job.job_id,
             self.snapshot.fingerprint,
             self.job.key_epoch,
             self.version,
-            tuple(blocks),
+            tuple(self._bytes),
             tuple(self._block_versions),
         )
         self.snapshot = snapshot
