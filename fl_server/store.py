@@ -239,11 +239,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _open_private(path: Path, flags: int) -> BinaryIO:
+    """Open for writing with mode 0600 whatever the umask: metrics are the hospitals' own."""
+    fd = os.open(path, flags | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "ab" if flags & os.O_APPEND else "wb")
+
+
 def _write_atomic(path: Path, parts: Sequence[bytes]) -> None:
     """Write ``parts`` to ``path`` so that a crash leaves the old file or the new one, whole."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        with open(tmp, "xb") as f:
+        with _open_private(tmp, os.O_CREAT | os.O_EXCL) as f:
             for part in parts:
                 f.write(part)
             f.flush()
@@ -346,6 +352,7 @@ class FileStore(Store):
                 "directory; uvicorn --workers must be 1)"
             ) from None
         self._segment: BinaryIO | None = None
+        self._segment_path: Path | None = None
         self._last_seq: int | None = None
         self._metrics_count: int | None = None
 
@@ -419,8 +426,8 @@ class FileStore(Store):
         """Delete the segments holding only records with ``seq`` or less."""
         if self._segment is not None and self._last_seq is not None and self._last_seq <= seq:
             self._segment.close()
-            self._segment = None
-        open_path = Path(self._segment.name) if self._segment is not None else None
+            self._segment = self._segment_path = None
+        open_path = self._segment_path
         segments = self._segments()
         for i, (_, path) in enumerate(segments):
             # A segment ends where the next begins; the newest ends at the last record seen.
@@ -434,7 +441,8 @@ class FileStore(Store):
             return
         if self._segment is None:
             path = self._wal_dir / f"{records[0].seq:020d}.log"
-            self._segment = open(path, "ab")  # noqa: SIM115 - held open across appends
+            self._segment = _open_private(path, os.O_CREAT | os.O_APPEND)
+            self._segment_path = path
             _fsync_dir(self._wal_dir)
         f = self._segment
         for record in records:
@@ -524,7 +532,7 @@ class FileStore(Store):
             _write_atomic(path, [*lines, line])
             self._metrics_count = len(kept) + 1
             return
-        with open(path, "ab") as f:
+        with _open_private(path, os.O_CREAT | os.O_APPEND) as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
@@ -533,7 +541,7 @@ class FileStore(Store):
     def close(self) -> None:
         if self._segment is not None:
             self._segment.close()
-            self._segment = None
+            self._segment = self._segment_path = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1

@@ -147,9 +147,17 @@ def test_one_server_per_state_directory(tmp_path: Path) -> None:
     FileStore(tmp_path).close()
 
 
-def test_state_directory_is_private(tmp_path: Path) -> None:
-    FileStore(tmp_path / "state").close()
-    assert (tmp_path / "state").stat().st_mode & 0o077 == 0
+def test_state_directory_and_files_are_private(tmp_path: Path) -> None:
+    store = FileStore(tmp_path / "state")
+    store.save_job(JOB)
+    store.write_checkpoint(checkpoint(0, 0))
+    store.append_updates([record(1)])
+    store.append_metrics({"loss": 1.0})
+    store.close()
+    paths = [tmp_path / "state", *(tmp_path / "state").rglob("*")]
+    assert len(paths) == 7
+    for path in paths:
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_metrics_file_cuts_a_torn_line_and_compacts(tmp_path: Path) -> None:
