@@ -674,14 +674,22 @@ class Runner:
         )
         return result
 
-    def evaluate_global(self) -> tuple[int, EvalResult]:
+    def evaluate_global(self, publish_wait: float = 30.0) -> tuple[int, EvalResult]:
         """Pull the current global model and evaluate it (with this client's personal
-        tensors) on the held-out split."""
+        tensors) on the held-out split.
+
+        The server may serve a model a few versions behind the one it has applied
+        (``/v1/job``'s version); this waits up to ``publish_wait`` seconds for it.
+        """
         job = self.server.job()
         if job.state == "waiting_for_initial_model":
             raise ProtocolError("the job has no model yet")
         layout = self._check_job(job)
         pulled = self.pull(layout, job)
+        deadline = self._clock() + publish_wait
+        while pulled.cache.version < job.version and self._clock() < deadline:
+            self._sleep(0.2)
+            pulled = self.pull(layout, job)
         load_shared(self.model, layout, pulled.cache.blocks)
         load_personal(self.model, self._personal_values(self.state.load_progress(), layout))
         return pulled.cache.version, evaluate(self.model, self.data.test)

@@ -131,6 +131,8 @@ class FakeServer:
     slots_busy: int = 0
     reject_token_once: bool = False
     too_stale_next: int = 0
+    lagging_pulls: int = 0
+    published: dict[int, bytes] = field(default_factory=dict)
     applied: int = 0
 
     def __post_init__(self) -> None:
@@ -206,6 +208,7 @@ class FakeServer:
             assert model.version == 0
             assert len(model.blocks) == self.layout.n_blocks
             self.blocks = {b.index: self.cipher.load_model_block(b.data) for b in model.blocks}
+            self.published[0] = self.model_bytes()
             self.state = "training"
             return httpx.Response(201, json={"version": 0, "state": "training"})
         if (method, path) == ("GET", "/v1/model"):
@@ -213,6 +216,14 @@ class FakeServer:
             if not self.blocks:
                 return problem(409, "job_not_started")
             since = request.url.params.get("since")
+            if self.lagging_pulls and self.version > 0:
+                # downloads may lag the applied model: serve the previous version, whole
+                self.lagging_pulls -= 1
+                return httpx.Response(
+                    200,
+                    content=self.published[self.version - 1],
+                    headers={"X-Hefl-Model-Version": str(self.version - 1)},
+                )
             etag = f'"v{self.version}"'
             if request.headers.get("If-None-Match") == etag:
                 return httpx.Response(304, headers={"ETag": etag})
@@ -267,6 +278,7 @@ class FakeServer:
         self.applied += 1
         for block in update.blocks:
             self.changed_at[block.index] = self.version
+        self.published[self.version] = self.model_bytes()
         if self.version >= self.target_updates:
             self.state = "done"
         ack = {

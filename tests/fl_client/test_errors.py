@@ -64,3 +64,13 @@ def test_every_error_is_a_client_error_and_the_public_surface_is_complete() -> N
         assert hasattr(fl_client, name), name
     assert len(set(fl_client.__all__)) == len(fl_client.__all__)
     assert sorted(fl_client.__all__, key=lambda n: (not n.isupper(), n)) == fl_client.__all__
+
+
+def test_no_code_path_unpickles_or_torch_loads_anything() -> None:
+    import pathlib
+
+    root = pathlib.Path(fl_client.__file__).parent
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        for needle in ("torch.load", "import pickle", "allow_pickle=True", "pickle.load"):
+            assert needle not in text, f"{path.name} uses {needle}"

@@ -383,3 +383,19 @@ def test_train_uses_the_enrolling_keyauth_unless_told_otherwise(
     assert first.keyauth.base_url == "http://127.0.0.1:8700"
     moved = make_runner("a", keyauth_url="https://keyauth.example.org")
     assert moved.keyauth.base_url == "https://keyauth.example.org"
+
+
+def test_the_final_evaluation_waits_for_the_last_applied_version(
+    make_runner: MakeRunner, fake_server: FakeServer, sleeps: Sleeps
+) -> None:
+    fake_server.target_updates = 2
+    runner = make_runner()
+    assert runner.run_round() is not None
+    assert runner.run_round() is not None
+    fake_server.lagging_pulls = 2  # the server has applied version 2 but still serves 1
+
+    version, evaluation = runner.evaluate_global()
+
+    assert version == 2
+    assert sleeps == [0.2, 0.2]
+    assert evaluation.n_samples == len(runner.data.test)
