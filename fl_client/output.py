@@ -25,10 +25,28 @@ __all__ = ["ProgressBar", "Reporter", "render_status"]
 class ProgressBar(Protocol):
     def update(self, n: float = 1) -> object: ...
 
+    def set_total(self, total: float) -> None: ...
+
 
 class _NoBar:
     def update(self, n: float = 1) -> object:
         return None
+
+    def set_total(self, total: float) -> None:
+        return None
+
+
+class _TqdmBar:
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def update(self, n: float = 1) -> object:
+        return self._bar.update(n)
+
+    def set_total(self, total: float) -> None:
+        if self._bar.total != total:
+            self._bar.total = total
+            self._bar.refresh()
 
 
 def _human(value: Any) -> str:
@@ -75,7 +93,7 @@ class Reporter:
             leave=False,
             dynamic_ncols=True,
         ) as progress:
-            yield progress
+            yield _TqdmBar(progress)
 
     def event(self, name: str, /, **fields: Any) -> None:
         """Report something that happened: a round's numbers, a resend, the end."""

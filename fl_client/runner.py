@@ -445,10 +445,16 @@ class Runner:
 
     def _pull(self, layout: ModelLayout, cache: ModelCache | None, max_block_bytes: int) -> _Pull:
         with self.reporter.bar(None, "pull", "B", unit_scale=True) as bar:
+
+            def on_chunk(n: int, total: int | None) -> None:
+                if total:
+                    bar.set_total(total)
+                bar.update(n)
+
             download = self.server.get_model(
                 since=cache.version if cache else None,
                 etag=cache.etag if cache else None,
-                on_chunk=lambda n, _total: bar.update(n),
+                on_chunk=on_chunk,
             )
         if download is None:
             if cache is None:

@@ -87,3 +87,22 @@ def test_status_is_rendered_as_readable_tables() -> None:
     assert any("mean.accuracy" in line for line in lines)
     assert any(line.split()[:1] == ["14"] and "0.64" in line for line in lines)
     assert "staleness_policy: (none)" in lines
+
+
+def test_output_modes_print_what_they_promise() -> None:
+    from fl_client.output import Reporter
+
+    streams = {mode: (io.StringIO(), io.StringIO()) for mode in ("human", "json", "quiet")}
+    for mode, (out, err) in streams.items():
+        reporter = Reporter(mode, out=out, err=err)  # type: ignore[arg-type]
+        with reporter.bar(None, "pull", "B", unit_scale=True) as bar:
+            bar.set_total(2048)
+            bar.update(2048)
+        reporter.event("update", round=1, bytes_per_param=8.0853)
+    human_out, human_err = streams["human"]
+    assert human_out.getvalue() == "[update] round=1 bytes_per_param=8.085\n"
+    assert "pull" in human_err.getvalue()
+    json_out, json_err = streams["json"]
+    assert json_out.getvalue() == '{"bytes_per_param": 8.0853, "event": "update", "round": 1}\n'
+    assert json_err.getvalue() == ""
+    assert streams["quiet"][0].getvalue() == streams["quiet"][1].getvalue() == ""

@@ -399,3 +399,20 @@ def test_the_final_evaluation_waits_for_the_last_applied_version(
     assert version == 2
     assert sleeps == [0.2, 0.2]
     assert evaluation.n_samples == len(runner.data.test)
+
+
+def test_a_new_key_epoch_is_fetched_once_and_used(
+    make_runner: MakeRunner, fake_server: FakeServer, fake_keyauth: FakeKeyauth
+) -> None:
+    runner = make_runner()
+    assert runner.credential.key_epoch == 1
+    # keyauth rotated and the job was set up under epoch 2
+    fake_keyauth.key_epoch = fake_server.key_epoch = 2
+
+    result = runner.run_round()
+
+    assert result is not None
+    assert runner.state.load_secret_context(2) is not None
+    fetched = [r for r in fake_keyauth.requests if r.url.path == "/v1/keys/secret-context"]
+    assert [r.url.params.get("epoch") for r in fetched] == ["1", "2"]
+    assert _uploaded(fake_server).key_epoch == 2
