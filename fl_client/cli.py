@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--local-epochs", type=int, help="local epochs per round [1]")
     train.add_argument("--local-steps", type=int, help="local steps per round (overrides epochs)")
     train.add_argument("--batch-size", type=int, help="[16]")
+    train.add_argument(
+        "--step-delay", type=float, help="seconds slept per local step (simulates a slow site) [0]"
+    )
     train.add_argument("--optimizer", choices=["sgd", "adam"], help="[sgd]")
     train.add_argument("--lr", type=float, help="local learning rate [0.05]")
     train.add_argument("--momentum", type=float, help="SGD momentum [0]")

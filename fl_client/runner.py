@@ -635,7 +635,7 @@ class Runner:
                     self.data.test,
                     self.train_config,
                     round_seed(self.settings.seed, progress.rounds),
-                    on_step=lambda _loss: bar.update(),
+                    on_step=self._on_step(bar),
                 )
             residual = progress.residual if progress.fingerprint == layout.fingerprint else None
             with self.reporter.bar(None, "encrypt", "block") as bar:
@@ -679,6 +679,16 @@ class Runner:
             {"train_loss": trained.train.mean_loss},
         )
         return result
+
+    def _on_step(self, bar: Any) -> Callable[[float], None]:
+        delay = self.settings.step_delay
+
+        def on_step(_loss: float) -> None:
+            bar.update()
+            if delay:
+                self._sleep(delay)
+
+        return on_step
 
     def evaluate_global(self, publish_wait: float = 30.0) -> tuple[int, EvalResult]:
         """Pull the current global model and evaluate it (with this client's personal

@@ -67,6 +67,13 @@ class ClientSettings(BaseSettings):
         default=None, ge=1, description="Local optimizer steps per round (overrides epochs)."
     )
     batch_size: int = Field(default=16, ge=1)
+    step_delay: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Seconds slept after each local optimizer step: simulates a slower "
+        "hospital machine (demo and benchmarks).",
+    )
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(default=0.05, gt=0, description="Local learning rate.")
     momentum: float = Field(default=0.0, ge=0, lt=1, description="SGD momentum.")

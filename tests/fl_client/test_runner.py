@@ -416,3 +416,11 @@ def test_a_new_key_epoch_is_fetched_once_and_used(
     fetched = [r for r in fake_keyauth.requests if r.url.path == "/v1/keys/secret-context"]
     assert [r.url.params.get("epoch") for r in fetched] == ["1", "2"]
     assert _uploaded(fake_server).key_epoch == 2
+
+
+def test_step_delay_sleeps_after_every_local_step(make_runner: MakeRunner, sleeps: Sleeps) -> None:
+    runner = make_runner(step_delay=0.25, local_steps=3)
+    result = runner.run_round()
+    assert result is not None
+    assert result.train_steps == 3
+    assert sleeps.count(0.25) == 3

@@ -1,0 +1,1 @@
+"""How hefl runs: the one-command local demo and helpers to start its services."""

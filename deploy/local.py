@@ -1,0 +1,160 @@
+"""Start keyauth and fl_server as real uvicorn processes on loopback (demo, benchmarks, tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "ServiceError",
+    "ServiceProcess",
+    "enrollment_token",
+    "free_port",
+    "keyauth_service",
+    "new_admin_key",
+    "server_service",
+]
+
+# Variables of the services' own settings are never inherited from the caller's shell:
+# each process gets exactly the configuration written here.
+_SETTING_PREFIXES = ("KEYAUTH_", "FLSERVER_", "FLCLIENT_")
+
+
+class ServiceError(RuntimeError):
+    """A service did not start, or died."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def new_admin_key() -> str:
+    return "demo-" + secrets.token_urlsafe(24)
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m uvicorn <app>`` on a loopback port, logging to ``log``."""
+
+    app: str
+    env: Mapping[str, str]
+    log: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the process and return once ``/healthz`` answers 200."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "uvicorn", self.app]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 - our own uvicorn command
+                command, env={**clean, **self.env}, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"{self.app} exited with code {self.process.returncode}; "
+                    f"last lines of {self.log}:\n{self.tail()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise ServiceError(f"{self.app} did not answer /healthz within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash looks like to the state on disk."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@contextmanager
+def keyauth_service(
+    state_dir: Path, admin_key: str, log: Path, **settings: str
+) -> Iterator[ServiceProcess]:
+    """A running key authority; ``settings`` are extra ``KEYAUTH_*`` values (lower-case names)."""
+    env = {"KEYAUTH_STATE_DIR": str(state_dir), "KEYAUTH_ADMIN_KEY": admin_key}
+    env.update({f"KEYAUTH_{k.upper()}": v for k, v in settings.items()})
+    service = ServiceProcess("keyauth.app:app", env, log)
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+@contextmanager
+def server_service(
+    keyauth_url: str, state_dir: Path, log: Path, **settings: str
+) -> Iterator[ServiceProcess]:
+    """A running aggregation server; ``settings`` are extra ``FLSERVER_*`` values."""
+    env = {"FLSERVER_KEYAUTH_URL": keyauth_url, "FLSERVER_STATE_DIR": str(state_dir)}
+    env.update({f"FLSERVER_{k.upper()}": v for k, v in settings.items()})
+    service = ServiceProcess("fl_server.app:app", env, log)
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+
+
+def enrollment_token(keyauth_url: str, admin_key: str, client_name: str) -> str:
+    """Issue a single-use enrollment token for ``client_name`` (the administrator's step)."""
+    answer = httpx.post(
+        f"{keyauth_url}/v1/enrollment-tokens",
+        headers={"X-Admin-Key": admin_key},
+        json={"client_name": client_name, "expires_in": 900},
+        timeout=10,
+    )
+    if answer.status_code != 201:
+        raise ServiceError(
+            f"enrollment token for {client_name}: {answer.status_code} {answer.text}"
+        )
+    token: str = answer.json()["token"]
+    return token
