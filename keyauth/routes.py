@@ -16,6 +16,7 @@ from keyauth.schemas import (
     EnrollRequest,
     HealthPublic,
     KeyEpochPublic,
+    RevocationsPublic,
     TokenRequest,
     VerificationKeyPublic,
 )
@@ -107,6 +108,17 @@ def secret_context(authority: Authority, token: BearerToken, epoch: EpochQuery =
 def public_context(authority: Authority, epoch: EpochQuery = None) -> Response:
     key_epoch = authority.key_epoch(epoch)
     return _context_response(key_epoch, key_epoch.material.public_context, private=False)
+
+
+@router.get("/v1/revocations", tags=["public"])
+def revocations(authority: Authority) -> RevocationsPublic:
+    # Public like a certificate revocation list: client ids are random and reveal nothing.
+    # The server polls it so a revoked client is refused before its token expires.
+    revoked = sorted(
+        (c for c in authority.list_clients() if c.revoked_at is not None),
+        key=lambda c: c.revoked_at or 0.0,
+    )
+    return RevocationsPublic(revoked=[c.client_id for c in revoked])
 
 
 @router.get("/v1/keys/verification-key", tags=["public"])

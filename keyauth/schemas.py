@@ -121,6 +121,10 @@ class ClientPublic(BaseModel):
         )
 
 
+class RevocationsPublic(BaseModel):
+    revoked: list[str] = Field(description="Ids of revoked clients, oldest revocation first")
+
+
 class KeyEpochPublic(BaseModel):
     key_epoch: int
     profile: str

@@ -185,6 +185,9 @@ async def test_admin_lists_and_revokes_clients(api: httpx.AsyncClient) -> None:
     }
     assert "client_secret" not in listing.text
     assert second["client_secret"] not in listing.text
+    published = await api.get("/v1/revocations")
+    assert published.status_code == 200
+    assert published.json() == {"revoked": [first["client_id"]]}
 
 
 async def test_rotation_moves_to_the_next_epoch_and_keeps_the_old(api: httpx.AsyncClient) -> None:
@@ -256,6 +259,7 @@ async def test_openapi_lists_exactly_the_contract(api: httpx.AsyncClient) -> Non
         ("/v1/clients", "get"),
         ("/v1/clients/{client_id}", "delete"),
         ("/v1/key-epochs", "post"),
+        ("/v1/revocations", "get"),
     }
 
 

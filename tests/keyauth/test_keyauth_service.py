@@ -200,7 +200,8 @@ def test_access_token_for_right_credentials(authority: KeyAuthority) -> None:
 def test_wrong_credentials_get_no_access_token(authority: KeyAuthority, wrong: str) -> None:
     client_id, secret = _enroll(authority)
     if wrong == "id":
-        client_id = "0" + client_id[1:]
+        # a different first character, whatever the random id starts with
+        client_id = ("1" if client_id[0] == "0" else "0") + client_id[1:]
     else:
         secret = secret[:-1] + ("A" if secret[-1] != "A" else "B")
 
