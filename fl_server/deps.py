@@ -42,8 +42,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
 
     A declared ``Content-Length`` is checked before a byte is read; a streamed body is
-    counted as it arrives, so an oversized one is never held whole.
+    counted as it arrives, so an oversized one is never held whole. A body in a content
+    coding (gzip, ...) is refused with 415: the server never inflates what a client sends.
     """
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise RequestError(
+            "Content-Encoding is not supported: send the body as is",
+            code="encoding_unsupported",
+            http_status=415,
+        )
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -3,7 +3,7 @@
 ::
 
     ServerError                       internal_error (500)
-    ├── RequestError                  request_invalid (400)
+    ├── RequestError                  request_invalid (400), encoding_unsupported (415)
     │   ├── BodyTooLargeError         body_too_large (413)
     │   ├── InvalidInputError         a crypto error translated at the edge: envelope_*,
     │   │                             block_index_invalid (422), ciphertext_invalid (422),
