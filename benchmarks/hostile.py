@@ -614,10 +614,8 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
     finally:
         stop.set()
         keyauth.stop()
-    listed_ids = {c["client_id"] for c in listed}
-    unexplained = [
-        c for c in listed if c["client_id"] not in acked and c["client_name"] not in lost
-    ]
+    listed_ids = {c["id"] for c in listed}
+    unexplained = [c for c in listed if c["id"] not in acked and c["name"] not in lost]
     assert listed_ids >= set(acked), "an acknowledged enrollment was lost"
     return KeyauthCrashResult(
         kills=kills,

@@ -1,0 +1,265 @@
+"""Every protected endpoint of both services against missing, malformed, expired, forged,
+wrong-role, revoked and replayed credentials (both apps in process, tokens from keyauth)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+import crypto
+from benchmarks.hostile import Party, make_layout, model_envelope, random_blocks, update_envelope
+from fl_server.app import create_app as create_server
+from fl_server.service import KeyauthMaterial
+from keyauth.app import create_app as create_keyauth
+from keyauth.settings import KeyauthSettings
+from keyauth.tokens import TokenSigner, generate_signing_key, signing_key_from_pem
+from tests.fl_server.helpers import make_settings
+
+pytestmark = pytest.mark.anyio
+
+ADMIN_KEY = "hostile-admin-key-0123456789abcdef"
+PROBLEM = "application/problem+json"
+
+
+@dataclass
+class World:
+    keyauth: httpx.AsyncClient
+    server: httpx.AsyncClient
+    keyauth_app: Any
+    server_app: Any
+    party: Party
+    victim_id: str
+    victim_token: str
+
+
+async def _enroll(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
+    issued = await http.post(
+        "/v1/enrollment-tokens", json={"client_name": name}, headers={"X-Admin-Key": ADMIN_KEY}
+    )
+    creds = (await http.post("/v1/enroll", json={"token": issued.json()["token"]})).json()
+    token = await http.post(
+        "/v1/token",
+        json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
+    )
+    return creds["client_id"], creds["client_secret"], token.json()["access_token"]
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    settings = KeyauthSettings(
+        state_dir=tmp_path / "keyauth", admin_key=ADMIN_KEY, profile="test-n2048"
+    )
+    kapp = create_keyauth(settings)
+    async with kapp.router.lifespan_context(kapp):
+        transport = httpx.ASGITransport(app=kapp, client=("127.0.0.1", 50000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as ka:
+            client_id, secret, token = await _enroll(ka, "hospital-a")
+            victim_id, _, victim_token = await _enroll(ka, "hospital-gone")
+            auth = {"Authorization": f"Bearer {token}"}
+            context = await ka.get("/v1/keys/secret-context", headers=auth)
+            public = await ka.get("/v1/keys/public-context")
+            key = (await ka.get("/v1/keys/verification-key")).json()
+            profile = crypto.get_profile(context.headers["X-Hefl-Profile"])
+            party = Party(
+                client_id,
+                secret,
+                token,
+                context.content,
+                crypto.ClientCipher(context.content, profile),
+                key["key_epoch"],
+            )
+            material = KeyauthMaterial(
+                public_context=public.content,
+                key_epoch=key["key_epoch"],
+                profile=key["profile"],
+                verification_key_pem=key["public_key_pem"],
+            )
+            sapp = create_server(make_settings(tmp_path / "server"), keyauth_material=material)
+            async with sapp.router.lifespan_context(sapp):
+                st = httpx.ASGITransport(app=sapp)
+                async with httpx.AsyncClient(transport=st, base_url="http://server") as fl:
+                    yield World(ka, fl, kapp, sapp, party, victim_id, victim_token)
+
+
+def _signer(world: World, issued_ago: float = 0) -> TokenSigner:
+    pem = world.keyauth_app.state.authority.store.load_signing_key()
+    return TokenSigner(signing_key_from_pem(pem), clock=lambda: time.time() - issued_ago)
+
+
+def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]:
+    """Name -> (headers, status, acceptable codes)."""
+    party = world.party
+    claims = {"client_id": party.client_id, "client_name": "hospital-a", "key_epoch": 1}
+    expired = _signer(world, issued_ago=3600).issue(**claims).token
+    wrong_role = _signer(world).issue(**claims, role="admin").token
+    forged = TokenSigner(generate_signing_key()).issue(**claims).token
+    none_alg = jwt.encode(
+        {
+            "sub": party.client_id,
+            "role": "client",
+            "aud": "hefl",
+            "iss": "hefl-keyauth",
+            "exp": int(time.time()) + 300,
+        },
+        key=None,
+        algorithm="none",
+    )
+    head, payload, signature = party.token.split(".")
+    tampered = f"{head}.{payload[:-4]}AAAA.{signature}"
+    wrong_aud = (
+        TokenSigner(
+            signing_key_from_pem(world.keyauth_app.state.authority.store.load_signing_key()),
+            audience="other",
+        )
+        .issue(**claims)
+        .token
+    )
+    bearer = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+    invalid = {"token_invalid"}
+    return {
+        "missing": ({}, 401, {"token_missing"}),
+        "empty header": ({"Authorization": ""}, 401, {"token_missing", "token_invalid"}),
+        "basic scheme": ({"Authorization": "Basic dXNlcjpwYXNz"}, 401, invalid | {"token_missing"}),
+        "bearer alone": ({"Authorization": "Bearer"}, 401, invalid | {"token_missing"}),
+        "not a jwt": (bearer("not.a.jwt"), 401, invalid),
+        "huge": (bearer("a" * 6000), 401, invalid),
+        "alg none": (bearer(none_alg), 401, invalid),
+        "tampered payload": (bearer(tampered), 401, invalid),
+        "other audience": (bearer(wrong_aud), 401, invalid),
+        "expired": (bearer(expired), 401, {"token_expired"}),
+        "wrong signature": (bearer(forged), 401, invalid),
+        "wrong role": (bearer(wrong_role), 403, {"token_wrong_role"}),
+        "revoked client": (bearer(world.victim_token), 403, {"client_revoked"}),
+    }
+
+
+def _assert_problem(what: str, answer: httpx.Response, status: int, codes: set[str]) -> None:
+    assert answer.status_code == status, (what, answer.status_code, answer.text)
+    assert answer.headers["content-type"] == PROBLEM, what
+    assert answer.json()["code"] in codes, (what, answer.text)
+
+
+async def test_every_bearer_endpoint_refuses_every_bad_token(world: World) -> None:
+    # Prepare: revoke the victim at keyauth; the server learns it from keyauth's list.
+    revoked = await world.keyauth.delete(
+        f"/v1/clients/{world.victim_id}", headers={"X-Admin-Key": ADMIN_KEY}
+    )
+    assert revoked.status_code == 204
+    listed = (await world.keyauth.get("/v1/revocations")).json()["revoked"]
+    world.server_app.state.service.set_revoked(listed)
+    party = world.party
+    layout = make_layout(3000, party.profile)
+    values = random_blocks(layout, party.profile, 1)
+    endpoints: list[tuple[httpx.AsyncClient, str, str, dict[str, Any]]] = [
+        (world.keyauth, "GET", "/v1/keys/secret-context", {}),
+        (world.server, "PUT", "/v1/job/layout", {"content": layout.to_json()}),
+        (
+            world.server,
+            "PUT",
+            "/v1/job/initial-model",
+            {"content": model_envelope(party, layout, values)},
+        ),
+        (world.server, "POST", "/v1/slots", {}),
+        (world.server, "DELETE", "/v1/slots", {}),
+        (
+            world.server,
+            "POST",
+            "/v1/updates",
+            {"content": update_envelope(party, layout, values, 0)[1]},
+        ),
+        (
+            world.server,
+            "POST",
+            "/v1/metrics",
+            {"json": {"version": 0, "metrics": {"loss": 1.0, "accuracy": 0.5, "n_samples": 3}}},
+        ),
+    ]
+
+    # Execute + Assert
+    tried = 0
+    for http, method, path, body in endpoints:
+        for what, (headers, status, codes) in _bad_tokens(world).items():
+            answer = await http.request(method, path, headers=headers, **body)
+            _assert_problem(f"{method} {path}: {what}", answer, status, codes)
+            if status == 401:
+                assert answer.headers["WWW-Authenticate"].startswith("Bearer")
+            tried += 1
+    assert tried == len(endpoints) * 13
+    job = (await world.server.get("/v1/job")).json()
+    assert (job["state"], job["version"], job["layout_fingerprint"]) == (
+        "waiting_for_initial_model",
+        0,
+        None,
+    )
+
+
+async def test_a_valid_bearer_token_may_be_replayed_within_its_lifetime(world: World) -> None:
+    # By design: bearer tokens are not single-use (confidential transport, 5 min lifetime).
+    auth = {"Authorization": f"Bearer {world.party.token}"}
+    answers = [await world.keyauth.get("/v1/keys/secret-context", headers=auth) for _ in range(3)]
+    answers += [await world.server.post("/v1/slots", headers=auth) for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 409, 409, 409]  # no job yet
+    assert all(a.json()["code"] == "job_not_started" for a in answers[3:])
+
+
+async def test_every_admin_endpoint_refuses_a_missing_or_wrong_admin_key(world: World) -> None:
+    endpoints = [
+        ("POST", "/v1/enrollment-tokens", {"json": {"client_name": "x"}}),
+        ("GET", "/v1/clients", {}),
+        ("DELETE", f"/v1/clients/{world.party.client_id}", {}),
+        ("POST", "/v1/key-epochs", {}),
+    ]
+    keys: dict[str, dict[str, str]] = {
+        "missing": {},
+        "empty": {"X-Admin-Key": ""},
+        "wrong": {"X-Admin-Key": "x" * 32},
+        "prefix": {"X-Admin-Key": ADMIN_KEY[:-1]},
+        "longer": {"X-Admin-Key": ADMIN_KEY + "x"},
+        "a client token": {"X-Admin-Key": world.party.token},
+        "as bearer": {"Authorization": f"Bearer {ADMIN_KEY}"},
+    }
+    for method, path, body in endpoints:
+        for what, headers in keys.items():
+            answer = await world.keyauth.request(method, path, headers=headers, **body)
+            assert answer.status_code in (401, 403), (method, path, what, answer.text)
+            assert answer.headers["content-type"] == PROBLEM
+    # Nothing happened: the client is still active and the epoch unchanged.
+    clients = (await world.keyauth.get("/v1/clients", headers={"X-Admin-Key": ADMIN_KEY})).json()
+    assert {c["id"]: c["revoked"] for c in clients}[world.party.client_id] is False
+    assert (await world.keyauth.get("/healthz")).json()["key_epoch"] == 1
+
+
+async def test_enrollment_and_client_credentials_resist_replay_and_guessing(world: World) -> None:
+    issued = await world.keyauth.post(
+        "/v1/enrollment-tokens", json={"client_name": "h-new"}, headers={"X-Admin-Key": ADMIN_KEY}
+    )
+    token = issued.json()["token"]
+    first = await world.keyauth.post("/v1/enroll", json={"token": token})
+    replayed = await world.keyauth.post("/v1/enroll", json={"token": token})
+    guessed = await world.keyauth.post("/v1/enroll", json={"token": token[:-2] + "xx"})
+    wrong_secret = await world.keyauth.post(
+        "/v1/token",
+        json={"client_id": world.party.client_id, "client_secret": world.party.client_secret[::-1]},
+    )
+    revoked = await world.keyauth.post(
+        "/v1/token", json={"client_id": "no-such-client", "client_secret": "x" * 40}
+    )
+    assert first.status_code == 201
+    assert replayed.status_code in (401, 403)
+    assert replayed.headers["content-type"] == PROBLEM
+    assert guessed.status_code == 401
+    assert guessed.headers["content-type"] == PROBLEM
+    assert wrong_secret.status_code == 401
+    assert revoked.status_code == 401
+    names = [
+        c["name"]
+        for c in (await world.keyauth.get("/v1/clients", headers={"X-Admin-Key": ADMIN_KEY})).json()
+    ]
+    assert names.count("h-new") == 1
