@@ -98,33 +98,28 @@ def keyauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+def enroll(keyauth: str, name: str) -> Enrolled:
+    """A hospital enrolled the way protocol.md says, with its secret context."""
+    with httpx.Client(base_url=keyauth, timeout=30) as http:
+        issued = http.post(
+            "/v1/enrollment-tokens", json={"client_name": name}, headers={"X-Admin-Key": ADMIN_KEY}
+        ).json()
+        creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
+        access = http.post(
+            "/v1/token",
+            json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
+        ).json()["access_token"]
+        secret = http.get("/v1/keys/secret-context", headers={"Authorization": f"Bearer {access}"})
+    profile = crypto.get_profile(secret.headers["X-Hefl-Profile"])
+    layout = crypto.build_layout(LAYOUT_TENSORS, profile.block_size)
+    cipher = crypto.ClientCipher(secret.content, profile)
+    key_epoch = int(secret.headers["X-Hefl-Key-Epoch"])
+    return Enrolled(creds["client_id"], access, Hospital(cipher, layout, key_epoch))
+
+
 @pytest.fixture(scope="module")
 def hospitals(keyauth: str) -> list[Enrolled]:
-    """Three hospitals enrolled the way protocol.md says, each with its secret context."""
-    enrolled = []
-    with httpx.Client(base_url=keyauth, timeout=30) as http:
-        for name in ("hospital-a", "hospital-b", "hospital-c"):
-            issued = http.post(
-                "/v1/enrollment-tokens",
-                json={"client_name": name},
-                headers={"X-Admin-Key": ADMIN_KEY},
-            ).json()
-            creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
-            access = http.post(
-                "/v1/token",
-                json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
-            ).json()["access_token"]
-            secret = http.get(
-                "/v1/keys/secret-context", headers={"Authorization": f"Bearer {access}"}
-            )
-            profile = crypto.get_profile(secret.headers["X-Hefl-Profile"])
-            layout = crypto.build_layout(LAYOUT_TENSORS, profile.block_size)
-            cipher = crypto.ClientCipher(secret.content, profile)
-            key_epoch = int(secret.headers["X-Hefl-Key-Epoch"])
-            enrolled.append(
-                Enrolled(creds["client_id"], access, Hospital(cipher, layout, key_epoch))
-            )
-    return enrolled
+    return [enroll(keyauth, name) for name in ("hospital-a", "hospital-b", "hospital-c")]
 
 
 def server_env(state_dir: Path, keyauth: str, **extra: str) -> dict[str, str]:
@@ -317,6 +312,38 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
     assert version == len(ledger.acked) == status["updates_applied"]
     bound = hospital.profile.error_bound(len(ledger.acked) + 1)
     assert np.max(np.abs(model - ledger.model(initial))) <= bound
+
+
+def test_a_client_revoked_at_keyauth_is_refused_within_the_refresh(
+    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+) -> None:
+    leaving = enroll(keyauth, "hospital-leaving")
+    env = server_env(tmp_path / "state", keyauth, FLSERVER_REVOCATION_REFRESH="0.2")
+    with uvicorn("fl_server.app:app", env, tmp_path / "server.log") as (url, _):
+        start_job(url, hospitals[0], hospitals[0].hospital.random_values(0))
+        hospital = leaving.hospital
+        with httpx.Client(base_url=url, timeout=30) as http:
+            ok = http.post(
+                "/v1/updates",
+                content=hospital.update(hospital.random_values(1), base_version=0)[1],
+                headers=leaving.auth,
+            )
+            assert ok.status_code == 202, ok.text
+            revoked = httpx.delete(
+                f"{keyauth}/v1/clients/{leaving.client_id}", headers={"X-Admin-Key": ADMIN_KEY}
+            )
+            assert revoked.status_code == 204
+            deadline = time.monotonic() + 10
+            while True:
+                refused = http.post("/v1/slots", headers=leaving.auth)
+                if refused.status_code != 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            still = http.post("/v1/slots", headers=hospitals[0].auth)
+
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "client_revoked"
+    assert still.status_code == 200
 
 
 def test_startup_without_keyauth_fails_with_a_clear_message(tmp_path: Path) -> None:

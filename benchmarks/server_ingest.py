@@ -1,0 +1,383 @@
+"""Server ingest benchmark: encrypted updates through HTTP against the raw crypto operation.
+
+Run: ``python -m benchmarks.server_ingest`` (``--quick`` for a smoke run). Starts a real
+keyauth and a real fl_server under uvicorn on loopback ports, enrolls uploaders, and
+measures params/s of acknowledged (durable) updates with N concurrent uploaders. In the
+same run, on the same ciphertexts, it times the raw ``crypto`` deserialize + weighted
+add, and each piece of the server's per-update work, so the overhead can be attributed.
+Prints markdown tables and writes ``benchmarks/results/server_ingest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+import crypto
+from benchmarks._report import best_of, format_table, write_json
+
+ADMIN_KEY = "bench-admin-key-" + "b" * 24
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _uvicorn(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
+    """``python -m uvicorn app`` on a free loopback port, once it answers ``/healthz``."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
+    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [*command, "--log-level", "warning", "--no-access-log"],
+            env={**base, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{app} exited:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]:
+    """Access tokens of ``n`` enrolled uploaders, and the secret context (for encrypting)."""
+    tokens: list[str] = []
+    secret, profile = b"", crypto.DEFAULT_PROFILE
+    with httpx.Client(base_url=keyauth, timeout=60) as http:
+        for i in range(n):
+            issued = http.post(
+                "/v1/enrollment-tokens",
+                json={"client_name": f"bench-{i}"},
+                headers={"X-Admin-Key": ADMIN_KEY},
+            ).json()
+            creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
+            token = http.post(
+                "/v1/token",
+                json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
+            ).json()["access_token"]
+            tokens.append(token)
+            if i == 0:
+                response = http.get(
+                    "/v1/keys/secret-context", headers={"Authorization": f"Bearer {token}"}
+                )
+                secret = response.content
+                profile = crypto.get_profile(response.headers["X-Hefl-Profile"])
+    return tokens, secret, profile
+
+
+def _envelope(layout: crypto.ModelLayout, key_epoch: int, blocks: list[bytes]) -> bytes:
+    """An update of every block under a fresh id (base version 0: staleness is constant)."""
+    update = crypto.EncryptedUpdate(
+        layout.fingerprint,
+        0,
+        key_epoch,
+        uuid.uuid4(),
+        tuple(crypto.CipherBlock(i, b) for i, b in enumerate(blocks)),
+    )
+    return crypto.update_to_bytes(update)
+
+
+def measure_raw(
+    server: crypto.ServerCipher, model_blocks: list[bytes], updates: list[list[bytes]], count: int
+) -> float:
+    """Mean seconds per update over ``count`` updates, one after the other, like a server.
+
+    One run, timed the way the HTTP runs are (not best-of), so the two compare fairly.
+    """
+    model = [server.load_model_block(b) for b in model_blocks]
+    start = time.perf_counter()
+    for k in range(count):
+        for m, b in zip(model, updates[k % len(updates)], strict=True):
+            server.add_weighted(m, server.load_update_block(b), 1.0)
+    return (time.perf_counter() - start) / count
+
+
+def measure_parts(
+    server: crypto.ServerCipher,
+    layout: crypto.ModelLayout,
+    model_blocks: list[bytes],
+    updates: list[list[bytes]],
+    repeats: int,
+    tmp: Path,
+) -> dict[str, float]:
+    """Seconds per update of each piece of the server's work (best of ``repeats``)."""
+    model = [server.load_model_block(b) for b in model_blocks]
+
+    def deserialize() -> list[crypto.EncryptedBlock]:
+        return [server.load_update_block(b) for b in updates[0]]
+
+    t_add = float("inf")
+    for _ in range(repeats):
+        loaded = deserialize()
+        start = time.perf_counter()
+        for m, u in zip(model, loaded, strict=True):
+            server.add_weighted(m, u, 1.0)
+        t_add = min(t_add, time.perf_counter() - start)
+
+    envelope = _envelope(layout, 1, updates[0])
+    limits = crypto.EnvelopeLimits(layout.n_blocks, server.profile.max_block_bytes)
+    wal = tmp / "wal.log"
+
+    def log_append() -> None:
+        with open(wal, "ab") as f:
+            f.write(envelope)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return {
+        "deserialize (raw)": best_of(repeats, deserialize),
+        "weighted add (raw)": t_add,
+        "parse envelope": best_of(repeats, lambda: crypto.update_from_bytes(envelope, limits)),
+        "sha256 of envelope (off the GIL)": best_of(
+            repeats, lambda: hashlib.sha256(envelope).digest()
+        ),
+        "log append + fsync (journal thread)": best_of(repeats, log_append),
+        "serialize the model (publish)": best_of(
+            repeats, lambda: [server.block_to_bytes(m) for m in model]
+        ),
+    }
+
+
+def measure_http(
+    url: str,
+    tokens: list[str],
+    layout: crypto.ModelLayout,
+    key_epoch: int,
+    updates: list[list[bytes]],
+    per_uploader: int,
+) -> dict[str, Any]:
+    """Wall time until every uploader's updates are acknowledged (202: durable)."""
+    n = len(tokens)
+    # Envelopes are built before the clock starts: only the server's work is timed.
+    batches = [
+        [_envelope(layout, key_epoch, updates[(u + k) % len(updates)]) for k in range(per_uploader)]
+        for u in range(n)
+    ]
+    warm = _envelope(layout, key_epoch, updates[0])
+    latencies: list[float] = []
+    failures: list[str] = []
+    barrier = threading.Barrier(n + 1)
+
+    def upload(token: str, batch: list[bytes]) -> None:
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/octet-stream"}
+        with httpx.Client(base_url=url, timeout=600) as http:
+            barrier.wait()
+            for envelope in batch:
+                start = time.perf_counter()
+                response = http.post("/v1/updates", content=envelope, headers=headers)
+                latencies.append(time.perf_counter() - start)
+                if response.status_code != 202:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+
+    with httpx.Client(base_url=url, timeout=600) as http:
+        headers = {"Authorization": f"Bearer {tokens[0]}"}
+        assert http.post("/v1/updates", content=warm, headers=headers).status_code == 202
+    threads = [
+        threading.Thread(target=upload, args=(t, b)) for t, b in zip(tokens, batches, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if failures:
+        raise RuntimeError(f"uploads refused: {failures[:3]}")
+    count = n * per_uploader
+    with httpx.Client(base_url=url, timeout=60) as http:
+        status = http.get("/v1/status").json()
+    return {
+        "uploaders": n,
+        "updates": count,
+        "seconds": wall,
+        "params_per_s": count * layout.total_params / wall,
+        "p50_latency_s": float(np.median(latencies)),
+        "published_version": status["published_version"],
+        "version": status["version"],
+    }
+
+
+def _start_job(
+    url: str, token: str, layout: crypto.ModelLayout, key_epoch: int, model_blocks: list[bytes]
+) -> None:
+    model = crypto.EncryptedModel(
+        layout.fingerprint,
+        0,
+        key_epoch,
+        tuple(crypto.CipherBlock(i, b) for i, b in enumerate(model_blocks)),
+    )
+    with httpx.Client(base_url=url, timeout=600) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert http.put("/v1/job/layout", content=layout.to_json(), headers=auth).is_success
+        created = http.put(
+            "/v1/job/initial-model", content=crypto.model_to_bytes(model), headers=auth
+        )
+        assert created.status_code == 201, created.text
+
+
+def _http_implementation() -> str:
+    # uvicorn picks httptools when it is importable, else the pure-Python h11.
+    return "httptools" if importlib.util.find_spec("httptools") else "h11"
+
+
+def run(
+    params: int, uploader_counts: list[int], per_uploader: int, runs: int, repeats: int
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hefl-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        keyauth_env = {
+            "KEYAUTH_STATE_DIR": str(tmp / "keyauth"),
+            "KEYAUTH_ADMIN_KEY": ADMIN_KEY,
+            "KEYAUTH_PROFILE": crypto.DEFAULT_PROFILE.name,
+        }
+        with _uvicorn("keyauth.app:app", keyauth_env, tmp / "keyauth.log") as keyauth:
+            tokens, secret, profile = _enroll(keyauth, max(uploader_counts))
+            client = crypto.ClientCipher(secret, profile)
+            public = httpx.get(f"{keyauth}/v1/keys/public-context")
+            key_epoch = int(public.headers["X-Hefl-Key-Epoch"])
+            server = crypto.ServerCipher(public.content, profile)
+            layout = crypto.build_layout({"w": np.zeros(params, np.float32)}, profile.block_size)
+            rng = np.random.default_rng(0)
+            shape = (layout.n_blocks, profile.block_size)
+            model_blocks = [client.encrypt_model_block(v) for v in rng.normal(0, 0.1, shape)]
+            updates = [
+                [client.encrypt_update_block(v) for v in rng.normal(0, 0.01, shape)]
+                for _ in range(3)
+            ]
+            parts = measure_parts(server, layout, model_blocks, updates, repeats, tmp)
+            count = per_uploader * max(uploader_counts)
+            raw_runs = [
+                layout.total_params / measure_raw(server, model_blocks, updates, count)
+                for _ in range(runs)
+            ]
+            raw = float(np.median(raw_runs))
+            rows = []
+            for n in uploader_counts:
+                measured = []
+                for r in range(runs):
+                    server_env = {
+                        "FLSERVER_STATE_DIR": str(tmp / f"server-{n}-{r}"),
+                        "FLSERVER_KEYAUTH_URL": keyauth,
+                        "FLSERVER_CLIENT_UPDATES_PER_MINUTE": "0",
+                        "FLSERVER_STALENESS": "constant",
+                        "FLSERVER_MAX_STALENESS": "1000000",
+                        "FLSERVER_TARGET_UPDATES": "1000000",
+                        "FLSERVER_MAX_QUEUED_UPDATES": str(max(16, 2 * n)),
+                        "FLSERVER_REVOCATION_REFRESH": "0",
+                    }
+                    log = tmp / f"server-{n}-{r}.log"
+                    with _uvicorn("fl_server.app:app", server_env, log) as url:
+                        _start_job(url, tokens[0], layout, key_epoch, model_blocks)
+                        measured.append(
+                            measure_http(url, tokens[:n], layout, key_epoch, updates, per_uploader)
+                        )
+                rates = [m["params_per_s"] for m in measured]
+                median = float(np.median(rates))
+                rows.append(
+                    {
+                        "uploaders": n,
+                        "updates_per_run": n * per_uploader,
+                        "runs": runs,
+                        "params_per_s": median,
+                        "params_per_s_min": min(rates),
+                        "params_per_s_max": max(rates),
+                        "overhead_vs_raw": raw / median - 1,
+                        "p50_latency_s": float(np.median([m["p50_latency_s"] for m in measured])),
+                        "measurements": measured,
+                    }
+                )
+    return {
+        "profile": profile.name,
+        "params": layout.total_params,
+        "blocks": layout.n_blocks,
+        "update_bytes": sum(len(b) for b in updates[0]),
+        "cpu_count": os.cpu_count(),
+        "uvicorn_http": _http_implementation(),
+        "raw_params_per_s": raw,
+        "raw_params_per_s_runs": raw_runs,
+        "raw_updates_per_run": count,
+        "parts_ms_per_update": {k: v * 1e3 for k, v in parts.items()},
+        "http": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1e5 parameters, one short run")
+    parser.add_argument("--params", type=int, default=None)
+    parser.add_argument("--runs", type=int, default=None, help="runs per row (median reported)")
+    parser.add_argument("--out-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    params = args.params or (100_000 if args.quick else 1_000_000)
+    counts = [1, 2] if args.quick else [1, 2, 4]
+    per_uploader = 3 if args.quick else 12
+    runs = args.runs or (1 if args.quick else 3)
+    payload = run(params, counts, per_uploader, runs, repeats=2 if args.quick else 5)
+
+    print(
+        f"\nServer work per update ({payload['params']:,} params, {payload['blocks']} blocks, "
+        f"{payload['update_bytes'] / 1e6:.1f} MB, profile {payload['profile']}, "
+        f"{payload['cpu_count']} CPUs, uvicorn with {payload['uvicorn_http']}):\n"
+    )
+    parts = payload["parts_ms_per_update"]
+    print(format_table(["step", "ms per update"], [[k, v] for k, v in parts.items()]))
+    raw = payload["raw_params_per_s"]
+    table: list[list[Any]] = [["raw crypto: deserialize + weighted add", "-", raw, "-", 0.0, "-"]]
+    for row in payload["http"]:
+        table.append(
+            [
+                "HTTP: POST /v1/updates until 202 (durable)",
+                row["uploaders"],
+                row["params_per_s"],
+                f"{row['params_per_s_min']:.3g}-{row['params_per_s_max']:.3g}",
+                100 * row["overhead_vs_raw"],
+                row["p50_latency_s"] * 1e3,
+            ]
+        )
+    print(f"\nMedian of {runs} run(s) per row:\n")
+    headers = ["path", "uploaders", "params/s", "range", "overhead vs raw %", "p50 latency ms"]
+    print(format_table(headers, table))
+    out = write_json("server_ingest", payload, args.out_dir)
+    print(f"\nwrote {out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
