@@ -531,6 +531,8 @@ class KeyauthCrashResult:
     kills: int
     enrolled_acknowledged: int
     answers_lost: int
+    completed_on_retry: int
+    orphaned: int
     clients_listed: int
     unexplained_clients: int
     credentials_working: int
@@ -553,7 +555,9 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
     url = keyauth.url
     first = enroll(url, admin, "reference")
     acked: dict[str, str] = {first.client_id: first.client_secret}
-    lost: set[str] = set()  # names whose enroll answer never came
+    lost: set[str] = set()  # names whose enroll request got no answer at least once
+    completed_on_retry: set[str] = set()
+    orphaned: set[str] = set()
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -568,14 +572,23 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
                     time.sleep(0.05)
                     continue
                 k += 1
-                try:
-                    answer = httpx.post(f"{url}/v1/enroll", json={"token": token}, timeout=10)
-                except httpx.TransportError:
-                    lost.add(name)
-                    continue
+                answer = None
+                for _attempt in range(200):  # a hospital retries its enrollment token
+                    try:
+                        answer = httpx.post(f"{url}/v1/enroll", json={"token": token}, timeout=10)
+                        break
+                    except httpx.TransportError:
+                        lost.add(name)
+                        time.sleep(0.05)
+                if answer is None:
+                    raise AssertionError(f"enroll of {name} never answered")
                 if answer.status_code == 201:
                     body = answer.json()
                     acked[body["client_id"]] = body["client_secret"]
+                    if name in lost:
+                        completed_on_retry.add(name)
+                elif name in lost and answer.status_code in (401, 403):
+                    orphaned.add(name)  # enrolled, but the answer with the secret was lost
                 else:
                     raise AssertionError(f"enroll {answer.status_code} {answer.text}")
         except BaseException as exc:
@@ -621,6 +634,8 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
         kills=kills,
         enrolled_acknowledged=len(acked),
         answers_lost=len(lost),
+        completed_on_retry=len(completed_on_retry),
+        orphaned=len(orphaned),
         clients_listed=len(listed),
         unexplained_clients=len(unexplained),
         credentials_working=working,
@@ -954,7 +969,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 [
                     "kills",
                     "enrolled (201)",
-                    "answers lost",
+                    "no answer",
+                    "201 on retry",
+                    "orphaned",
                     "listed",
                     "unexplained",
                     "credentials working",
@@ -965,6 +982,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         kcrash.kills,
                         kcrash.enrolled_acknowledged,
                         kcrash.answers_lost,
+                        kcrash.completed_on_retry,
+                        kcrash.orphaned,
                         kcrash.clients_listed,
                         kcrash.unexplained_clients,
                         kcrash.credentials_working,

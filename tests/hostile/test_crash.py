@@ -1,0 +1,35 @@
+"""kill -9 under load, real uvicorn: every acknowledged update is applied exactly once, and
+no enrollment is half done (short forms of ``benchmarks.hostile``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.hostile import crash_keyauth, crash_server
+
+pytestmark = pytest.mark.e2e
+
+
+def test_fl_server_killed_under_load_loses_no_acknowledged_update(tmp_path: Path) -> None:
+    result = crash_server(tmp_path, kills=2, clients=3, seed=1)
+
+    assert result.restarts == 2
+    assert result.model_resumed
+    assert result.acknowledged > 0
+    # Exactly once: the version counts each applied update, and the decrypted model is
+    # the plaintext sum of the acknowledged updates at their applied weights.
+    assert result.applied_version == result.applied_count == result.acknowledged
+    assert result.max_error <= result.error_bound
+    assert result.retries > 0  # the clients did have to recover by themselves
+
+
+def test_keyauth_killed_during_enrollment_keeps_every_client_and_key(tmp_path: Path) -> None:
+    result = crash_keyauth(tmp_path, kills=2, seed=1)
+
+    assert result.unexplained_clients == 0
+    assert result.orphaned == 0
+    assert result.clients_listed == result.enrolled_acknowledged
+    assert result.credentials_working == result.enrolled_acknowledged
+    assert result.secret_context_unchanged
