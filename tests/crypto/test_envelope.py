@@ -133,7 +133,7 @@ def test_writers_refuse_what_readers_would_refuse() -> None:
         model_to_bytes(EncryptedModel(FP, -1, 1, ()))
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.binary(max_size=700))
 def test_fuzz_random_bytes_raise_only_envelope_errors(data: bytes) -> None:
     for parse in (update_from_bytes, model_from_bytes):
@@ -141,7 +141,7 @@ def test_fuzz_random_bytes_raise_only_envelope_errors(data: bytes) -> None:
             parse(data, LIMITS)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), min_size=1, max_size=6),
     st.integers(0, 400),
