@@ -92,17 +92,19 @@ class UpdateAck:
 class UpdateTicket:
     """An admitted update: holds a place in the apply queue until the update is answered."""
 
-    def __init__(self, service: ServerService, client: AccessClaims, max_body_bytes: int) -> None:
+    def __init__(
+        self, client: AccessClaims, max_body_bytes: int, on_release: Callable[[], None]
+    ) -> None:
         self.client = client
         self.max_body_bytes = max_body_bytes
-        self._service = service
+        self._on_release = on_release
         self._released = False
         self._handed_over = False
 
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self._service._release_queue_place()
+            self._on_release()
 
     def hand_over(self, answer: Future[Any]) -> None:
         """The queue place is now released when ``answer`` resolves."""
@@ -160,10 +162,6 @@ class _ApplyWorker:
 
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
-
-
-def _translate(exc: crypto.CryptoError) -> InvalidInputError:
-    return InvalidInputError.from_crypto(exc)
 
 
 class ServerService:
@@ -428,7 +426,7 @@ class ServerService:
         try:
             layout = crypto.ModelLayout.from_json(body)
         except crypto.LayoutError as exc:
-            raise _translate(exc) from exc
+            raise InvalidInputError.from_crypto(exc) from exc
         if layout.block_size != self.profile.block_size:
             raise InvalidInputError(
                 f"layout block_size {layout.block_size} differs from the profile's "
@@ -468,7 +466,7 @@ class ServerService:
         try:
             model = crypto.model_from_bytes(body, self._limits)
         except crypto.CryptoError as exc:
-            raise _translate(exc) from exc
+            raise InvalidInputError.from_crypto(exc) from exc
         self._check_epoch(model.key_epoch)
         if model.version != 0:
             raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
@@ -485,7 +483,7 @@ class ServerService:
         try:
             state = ModelState.initial(self._cipher, self._job, model)
         except crypto.CryptoError as exc:
-            raise _translate(exc) from exc
+            raise InvalidInputError.from_crypto(exc) from exc
         checkpoint = state.checkpoint()
         self._journal.call(lambda: self._store.write_checkpoint(checkpoint)).result()
         self._state = state
@@ -517,7 +515,7 @@ class ServerService:
                 )
             self._rate.take(client.client_id)
             self._queued += 1
-        return UpdateTicket(self, client, self._limits.max_total_bytes)
+        return UpdateTicket(client, self._limits.max_total_bytes, self._release_queue_place)
 
     def _release_queue_place(self) -> None:
         with self._lock:
@@ -535,7 +533,7 @@ class ServerService:
         try:
             update = crypto.update_from_bytes(body, self._limits)
         except crypto.CryptoError as exc:
-            raise _translate(exc) from exc
+            raise InvalidInputError.from_crypto(exc) from exc
         self._require_training(update.update_id)
         self._check_epoch(update.key_epoch)
         if update.base_version > state.version:
@@ -616,7 +614,7 @@ class ServerService:
         try:
             blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
         except crypto.CryptoError as exc:
-            raise _translate(exc) from exc
+            raise InvalidInputError.from_crypto(exc) from exc
         record = state.next_record(
             update,
             client_id=client.client_id,
