@@ -10,7 +10,7 @@ import uvicorn
 
 from fl_server.app import create_app, settings_from_env
 from fl_server.errors import StartupError
-from fl_server.settings import is_loopback_host
+from keyauth.settings import is_loopback_host
 
 __all__ = ["main"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -11,20 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fl_server.staleness import StalenessKind, StalenessPolicy, make_staleness_policy
 
-__all__ = ["ServerSettings", "is_loopback_host"]
+__all__ = ["ServerSettings"]
 
 _DEFAULT_STALENESS_A = {"constant": 1.0, "polynomial": 0.5, "hinge": 10.0}
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        # Any other name may resolve to a routable address: treat it as exposed.
-        return False
 
 
 class ServerSettings(BaseSettings):
