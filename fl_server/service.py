@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import queue
 import re
 import threading
@@ -61,8 +60,10 @@ logger = logging.getLogger("fl_server")
 
 T = TypeVar("T")
 
-_METRIC_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _MAX_METRICS_PER_REPORT = 32
+# Metrics are losses, accuracies and sample counts; a bound keeps every average finite.
+_MAX_METRIC_MAGNITUDE = 1e12
 
 
 @dataclass(frozen=True)
@@ -427,6 +428,13 @@ class ServerService:
             layout = crypto.ModelLayout.from_json(body)
         except crypto.LayoutError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
+        if layout.total_params > self.settings.max_params:
+            raise InvalidInputError(
+                f"layout of {layout.total_params} parameters exceeds FLSERVER_MAX_PARAMS "
+                f"({self.settings.max_params})",
+                code="layout_invalid",
+                http_status=422,
+            )
         if layout.block_size != self.profile.block_size:
             raise InvalidInputError(
                 f"layout block_size {layout.block_size} differs from the profile's "
@@ -754,12 +762,14 @@ def _check_metrics(metrics: Mapping[str, float]) -> None:
     if len(metrics) > _MAX_METRICS_PER_REPORT:
         raise MetricsInvalidError(f"at most {_MAX_METRICS_PER_REPORT} metrics per report")
     for name, value in metrics.items():
-        if not _METRIC_NAME.match(name):
+        if not _METRIC_NAME.fullmatch(name):
             raise MetricsInvalidError(
                 "metric names are 1-64 characters of letters, digits and _ . : -"
             )
-        if isinstance(value, bool) or not math.isfinite(value):
-            raise MetricsInvalidError(f"metric {name!r} must be a finite number")
+        if isinstance(value, bool) or not abs(value) <= _MAX_METRIC_MAGNITUDE:
+            raise MetricsInvalidError(
+                f"metric {name!r} must be a number of magnitude at most {_MAX_METRIC_MAGNITUDE:g}"
+            )
     n_samples = metrics.get("n_samples")
     if n_samples is not None and (not isinstance(n_samples, int) or n_samples < 0):
         raise MetricsInvalidError("n_samples must be a non-negative integer")

@@ -38,6 +38,8 @@ class ServerSettings(BaseSettings):
         directory (a lock file enforces it).
     target_updates
         The job is done once this many updates are applied.
+    max_params
+        The largest model layout accepted (it sizes every body limit and the memory held).
     staleness, staleness_a, staleness_b, mixing, max_staleness
         The staleness policy (see ``fl_server.staleness``); ``staleness_a`` defaults to
         0.5 for ``polynomial`` and 10 for ``hinge`` (Xie et al.).
@@ -80,6 +82,7 @@ class ServerSettings(BaseSettings):
 
     state_dir: Path = Path("fl-server-state")
     target_updates: int = Field(default=1000, ge=1)
+    max_params: int = Field(default=100_000_000, ge=1)
 
     staleness: StalenessKind = "polynomial"
     staleness_a: float | None = Field(default=None, gt=0)

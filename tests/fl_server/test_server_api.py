@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import uuid
 from collections.abc import AsyncIterator
@@ -122,7 +123,16 @@ async def test_the_job_from_layout_to_training(api: Api, hospital: Hospital) -> 
     assert job["layout_fingerprint"] == hospital.layout.fingerprint.hex()
 
 
-async def test_layouts_of_another_block_size_or_malformed_are_refused(api: Api) -> None:
+async def test_layouts_of_another_block_size_too_large_or_malformed_are_refused(
+    api: Api,
+) -> None:
+    huge = crypto.build_layout({"w": np.zeros(10, np.float32)}, 2048).to_dict()
+    huge["tensors"][0]["shape"] = [10**9]
+    assert_problem(
+        await api.http.put("/v1/job/layout", content=json.dumps(huge).encode(), headers=api.auth()),
+        422,
+        "layout_invalid",
+    )
     wrong_size = crypto.build_layout({"w": np.zeros(10, np.float32)}, 4096).to_json()
     assert_problem(
         await api.http.put("/v1/job/layout", content=wrong_size, headers=api.auth()),
@@ -386,6 +396,9 @@ async def test_metrics_reports_show_in_status(
         "a bad name": b'{"version": 0, "metrics": {"lo ss": 1}}',
         "negative samples": b'{"version": 0, "metrics": {"n_samples": -1}}',
         "negative version": b'{"version": -1, "metrics": {"loss": 1}}',
+        "a name with a newline": b'{"version": 0, "metrics": {"loss\\n": 1}}',
+        "a huge integer": b'{"version": 0, "metrics": {"loss": 1' + b"0" * 400 + b"}}",
+        "beyond the bound": b'{"version": 0, "metrics": {"loss": 1e13}}',
     }
     for what, body in bad.items():
         response = await api.http.post("/v1/metrics", content=body, headers=api.auth())
