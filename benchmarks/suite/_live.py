@@ -1,0 +1,253 @@
+"""A live asynchronous hefl run: keyauth and fl_server under uvicorn on loopback, one
+``python -m fl_client train`` process per hospital, the slowness set with ``--step-delay``.
+
+While it runs, a watcher downloads the encrypted model (``GET /v1/model``, which needs no
+credential) whenever its version changes and stamps it with the wall clock. After the run
+the snapshots are decrypted with one hospital's secret context (the benchmark borrows that
+hospital's state directory, as the demo does) and evaluated on every hospital's test split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+import crypto
+from benchmarks.suite._sim import Curve
+from deploy.local import (
+    ServiceError,
+    enrollment_token,
+    keyauth_service,
+    new_admin_key,
+    server_service,
+)
+from fl_client.data import ClientData
+from fl_client.models import ModelFactory, build_model
+from fl_client.reference import evaluate_federation, pooled_eval
+from fl_client.state import LocalState
+from fl_client.training import TrainConfig
+from fl_client.updates import decrypt_model, model_limits
+
+
+@dataclass(frozen=True)
+class LiveSpec:
+    data: str
+    sites: Sequence[str]
+    model: str
+    step_delays: Sequence[float]
+    target_updates: int
+    config: TrainConfig
+    timeout: float = 600.0
+
+
+@dataclass
+class LiveResult:
+    curve: Curve
+    wall_seconds: float
+    first_to_last_seconds: float
+    status: dict[str, Any]
+    final_per_site: list[float]
+    final_accuracy: float
+
+
+def _client_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fl_client", *args]
+
+
+class _Watcher(threading.Thread):
+    """Downloads each new model version with its wall-clock time."""
+
+    def __init__(self, url: str, started: float) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.started = started
+        self.snapshots: list[tuple[float, int, bytes]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        etag: str | None = None
+        with httpx.Client(timeout=10) as http:
+            while not self.stop.is_set():
+                try:
+                    headers = {"If-None-Match": etag} if etag else {}
+                    answer = http.get(f"{self.url}/v1/model", headers=headers)
+                except httpx.TransportError:
+                    answer = None
+                if answer is not None and answer.status_code == 200:
+                    etag = answer.headers.get("ETag")
+                    version = int(answer.headers.get("X-Hefl-Model-Version", "0"))
+                    now = time.monotonic() - self.started
+                    self.snapshots.append((now, version, answer.content))
+                self.stop.wait(0.2)
+
+
+def run_live(
+    spec: LiveSpec,
+    root: Path,
+    datas: Sequence[ClientData],
+    factory: ModelFactory,
+    progress: Callable[[str], None],
+) -> LiveResult:
+    root.mkdir(parents=True, exist_ok=True)
+    admin_key = new_admin_key()
+    logs = root / "logs"
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with (
+            keyauth_service(root / "keyauth", admin_key, logs / "keyauth.log") as ka,
+            server_service(
+                ka.url,
+                root / "server",
+                logs / "fl_server.log",
+                target_updates=str(spec.target_updates),
+                client_updates_per_minute="0",
+            ) as server,
+        ):
+            progress(f"live: keyauth {ka.url}, fl_server {server.url}")
+            for site in spec.sites:
+                token = enrollment_token(ka.url, admin_key, site)
+                subprocess.run(
+                    _client_cmd(
+                        "enroll",
+                        "--keyauth",
+                        ka.url,
+                        "--token",
+                        "-",
+                        "--state-dir",
+                        str(root / "hospitals" / site),
+                        "--quiet",
+                    ),
+                    input=token.encode(),
+                    capture_output=True,
+                    timeout=120,
+                    check=True,
+                )
+            started = time.monotonic()
+            watcher = _Watcher(server.url, started)
+            watcher.start()
+            for i, (site, delay) in enumerate(zip(spec.sites, spec.step_delays, strict=True)):
+                command = _client_cmd(
+                    "train",
+                    "--server",
+                    server.url,
+                    "--data",
+                    spec.data,
+                    "--site",
+                    site,
+                    "--model",
+                    spec.model,
+                    "--seed",
+                    str(i),
+                    "--state-dir",
+                    str(root / "hospitals" / site),
+                    "--local-steps",
+                    str(spec.config.steps),
+                    "--batch-size",
+                    str(spec.config.batch_size),
+                    "--lr",
+                    str(spec.config.lr),
+                    "--step-delay",
+                    str(delay),
+                    "--json",
+                )
+                log = logs / f"client-{site}.jsonl"
+                with log.open("ab") as out, log.with_suffix(".err").open("ab") as err:
+                    procs.append(subprocess.Popen(command, stdout=out, stderr=err))
+            progress(
+                "live: training "
+                + ", ".join(
+                    f"{s} ({d * 1e3:.0f} ms/step)"
+                    for s, d in zip(spec.sites, spec.step_delays, strict=True)
+                )
+            )
+            status: dict[str, Any] = {}
+            deadline = time.monotonic() + spec.timeout
+            last = -1
+            while True:
+                if not server.alive():
+                    raise ServiceError(f"fl_server died:\n{server.tail()}")
+                with contextlib.suppress(httpx.TransportError, ValueError):
+                    status = httpx.get(f"{server.url}/v1/status", timeout=5).json()
+                version = int(status.get("version", 0))
+                if version // 10 != last // 10:
+                    elapsed = time.monotonic() - started
+                    progress(f"live: version {version}/{spec.target_updates} at {elapsed:.1f} s")
+                    last = version
+                running = [p for p in procs if p.poll() is None]
+                if status.get("state") == "done" and not running:
+                    break
+                if not running and status.get("state") != "done":
+                    raise ServiceError(
+                        "every client exited before the job was done; see " + str(logs)
+                    )
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"live run did not finish in {spec.timeout:.0f} s")
+                time.sleep(0.2)
+            wall = time.monotonic() - started
+            time.sleep(0.5)  # let the watcher fetch the final publication
+            watcher.stop.set()
+            watcher.join(timeout=15)
+            status = httpx.get(f"{server.url}/v1/status", timeout=5).json()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(timeout=15)
+    return _evaluate_snapshots(
+        watcher.snapshots,
+        root / "hospitals" / spec.sites[0],
+        datas,
+        factory,
+        wall,
+        status,
+        progress,
+    )
+
+
+def _evaluate_snapshots(
+    snapshots: list[tuple[float, int, bytes]],
+    state_dir: Path,
+    datas: Sequence[ClientData],
+    factory: ModelFactory,
+    wall: float,
+    status: dict[str, Any],
+    progress: Callable[[str], None],
+) -> LiveResult:
+    loaded = LocalState(state_dir).load_secret_context(1)
+    if loaded is None:
+        raise ServiceError(f"no secret context in {state_dir}")
+    profile_name, secret = loaded
+    profile = crypto.get_profile(profile_name)
+    cipher = crypto.ClientCipher(secret, profile)
+    model = build_model(factory, datas[0].input_shape, datas[0].n_classes, 0)
+    layout = crypto.build_layout(model.state_dict(), profile.block_size)
+    limits = model_limits(layout, profile.max_block_bytes)
+    curve = Curve("hefl async (live services)")
+    per_site: list[float] = []
+    applied = [(t, v) for t, v, _ in snapshots if v >= 1]
+    first = applied[0][0] if applied else 0.0
+    for t, version, body in snapshots:
+        blocks = decrypt_model(cipher, crypto.model_from_bytes(body, limits), layout)
+        results = evaluate_federation(factory, layout, blocks, [(d, {}) for d in datas])
+        per_site = [r.accuracy for r in results]
+        curve.add(version, 0, t, pooled_eval(results).accuracy)
+    curve.per_site = per_site
+    last = snapshots[-1][0] if snapshots else wall
+    progress(f"live: {len(snapshots)} model versions decrypted; final accuracy {curve.final:.4f}")
+    return LiveResult(
+        curve=curve,
+        wall_seconds=wall,
+        first_to_last_seconds=last - first,
+        status=status,
+        final_per_site=per_site,
+        final_accuracy=curve.final,
+    )
