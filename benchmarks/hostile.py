@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 import numpy.typing as npt
+from hypothesis import HealthCheck, given, settings
 
 import crypto
 from benchmarks._report import format_table, write_json
@@ -357,6 +358,48 @@ def run_corpus(post: Callable[[Hostile], httpx.Response], corpus: list[Hostile])
             code = str(answer.json().get("code"))
             by_code[code] = by_code.get(code, 0) + 1
     return CorpusResult(len(corpus), by_status, by_code, failures, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------------------
+# 1b. Property-based fuzzing from the services' own OpenAPI schemas (schemathesis)
+
+PROBLEM = "application/problem+json"
+
+
+def check_problem(response: Any) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        ctype = response.headers.get("content-type")
+        ctype = ctype[0] if isinstance(ctype, list) else ctype  # schemathesis lists values
+        assert ctype == PROBLEM, response.text[:300]
+        body = response.json()
+        assert isinstance(body["code"], str), body
+        assert body["code"], body
+        assert body["status"] == response.status_code
+
+
+def fuzz_api(schema: Any, headers: dict[str, str], examples: int) -> dict[str, int]:
+    """Run every operation's generated cases (schemathesis strategies driven by hypothesis
+    directly: its pytest plugin does not run under pytest 9); calls per operation."""
+    calls: dict[str, int] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        label = f"{operation.method.upper()} {operation.path}"
+        calls[label] = 0
+
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+        @given(case=operation.as_strategy())
+        def run(case: Any) -> None:
+            calls[f"{case.operation.method.upper()} {case.operation.path}"] += 1
+            check_problem(case.call(headers=headers, timeout=30))
+
+        run()
+    return calls
 
 
 # --------------------------------------------------------------------------------------
@@ -901,6 +944,44 @@ def _corpus_live(work: Path, seed: int) -> dict[str, Any]:
     }
 
 
+def _fuzz_live(work: Path, examples: int) -> dict[str, Any]:
+    import schemathesis  # a dev tool: only the fuzzing part needs it
+
+    admin = new_admin_key()
+    with ExitStack() as stack:
+        keyauth = stack.enter_context(
+            keyauth_service(work / "keyauth", admin, work / "keyauth.log", profile=TEST_PROFILE)
+        )
+        server = stack.enter_context(
+            server_service(
+                keyauth.url, work / "server", work / "server.log", client_updates_per_minute="0"
+            )
+        )
+        party = enroll(keyauth.url, admin, "fuzz")
+        layout = make_layout(3000, party.profile)
+        start_job(server.url, party, layout, random_blocks(layout, party.profile, 0))
+        before = httpx.get(f"{server.url}/v1/model").content
+        start = time.perf_counter()
+        calls: dict[str, dict[str, int]] = {}
+        for name, url, headers in (
+            ("keyauth", keyauth.url, {**party.auth, "X-Admin-Key": admin}),
+            ("fl_server", server.url, party.auth),
+        ):
+            schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
+            calls[f"{name} with credentials"] = fuzz_api(schema, headers, examples)
+            calls[f"{name} without"] = fuzz_api(schema, {}, examples)
+        unchanged = httpx.get(f"{server.url}/v1/model").content == before
+        alive = server.alive() and keyauth.alive()
+    return {
+        "calls": {k: sum(v.values()) for k, v in calls.items()},
+        "operations": {k: len(v) for k, v in calls.items()},
+        "server_5xx": 0,  # fuzz_api raises on the first 5xx or non-problem refusal
+        "model_bytes_unchanged": unchanged,
+        "services_alive": alive,
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="60 s of load, fewer kills")
@@ -929,6 +1010,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )
         )
         print("\ncodes:", corpus["by_code"], "\n")
+
+        fuzzed = _fuzz_live(work / "fuzz", 100 if quick else 500)
+        results["fuzz"] = fuzzed
+        print("## OpenAPI fuzzing (schemathesis strategies, live uvicorn)\n")
+        print(
+            format_table(
+                ["run", "operations", "calls"],
+                [[k, fuzzed["operations"][k], v] for k, v in fuzzed["calls"].items()],
+            )
+        )
+        print(f"\nno 5xx; model bytes unchanged: {fuzzed['model_bytes_unchanged']}\n")
 
         crash = crash_server(work / "crash", kills=5 if quick else 20, seed=args.seed)
         results["crash_server"] = crash.__dict__

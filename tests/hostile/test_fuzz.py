@@ -1,0 +1,67 @@
+"""Property-based fuzzing of both services from their own OpenAPI schemas (schemathesis over
+live uvicorn): no 5xx, and every refusal is a problem+json with a stable code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+
+from benchmarks.hostile import enroll, fuzz_api, make_layout, random_blocks, start_job
+from deploy.local import keyauth_service, server_service
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY = "fuzz-admin-key-0123456789abcdef0123"
+EXAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("fuzz")
+    with (
+        keyauth_service(
+            root / "keyauth", ADMIN_KEY, root / "keyauth.log", profile="test-n2048"
+        ) as keyauth,
+        server_service(
+            keyauth.url, root / "server", root / "server.log", client_updates_per_minute="0"
+        ) as server,
+    ):
+        party = enroll(keyauth.url, ADMIN_KEY, "fuzz")
+        # A job in training, so the model and update routes do their real work.
+        layout = make_layout(3000, party.profile)
+        start_job(server.url, party, layout, random_blocks(layout, party.profile, 0))
+        before = httpx.get(f"{server.url}/v1/model").content
+        yield {"keyauth": keyauth.url, "server": server.url, "auth": party.auth}
+        # Nothing the fuzzer sent changed the model (it never had a valid update).
+        assert httpx.get(f"{server.url}/v1/model").content == before
+        assert server.alive()
+        assert keyauth.alive()
+
+
+@pytest.fixture(scope="module")
+def keyauth_schema(world: dict[str, Any]) -> Any:
+    return schemathesis.openapi.from_url(f"{world['keyauth']}/openapi.json")
+
+
+@pytest.fixture(scope="module")
+def server_schema(world: dict[str, Any]) -> Any:
+    return schemathesis.openapi.from_url(f"{world['server']}/openapi.json")
+
+
+def test_keyauth_never_answers_5xx(keyauth_schema: Any, world: dict[str, Any]) -> None:
+    admin = {"X-Admin-Key": ADMIN_KEY}
+    with_credentials = fuzz_api(keyauth_schema, {**world["auth"], **admin}, EXAMPLES)
+    without = fuzz_api(keyauth_schema, {}, EXAMPLES)
+    assert len(with_credentials) >= 10
+    assert sum(with_credentials.values()) + sum(without.values()) >= 10 * EXAMPLES
+
+
+def test_fl_server_never_answers_5xx(server_schema: Any, world: dict[str, Any]) -> None:
+    with_credentials = fuzz_api(server_schema, world["auth"], EXAMPLES)
+    without = fuzz_api(server_schema, {}, EXAMPLES)
+    assert len(with_credentials) >= 10
+    assert sum(with_credentials.values()) + sum(without.values()) >= 10 * EXAMPLES
