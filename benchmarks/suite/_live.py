@@ -57,6 +57,7 @@ class LiveResult:
     status: dict[str, Any]
     final_per_site: list[float]
     final_accuracy: float
+    all_active: tuple[float, int] | None = None
 
 
 def _client_cmd(*args: str) -> list[str]:
@@ -170,6 +171,7 @@ def run_live(
                 )
             )
             status: dict[str, Any] = {}
+            all_active: tuple[float, int] | None = None
             deadline = time.monotonic() + spec.timeout
             last = -1
             while True:
@@ -182,6 +184,13 @@ def run_live(
                     elapsed = time.monotonic() - started
                     progress(f"live: version {version}/{spec.target_updates} at {elapsed:.1f} s")
                     last = version
+                clients = status.get("clients", {}).values()
+                if (
+                    all_active is None
+                    and len(clients) >= len(spec.sites)
+                    and all(c.get("updates_applied", 0) >= 1 for c in clients)
+                ):
+                    all_active = (time.monotonic() - started, version)
                 running = [p for p in procs if p.poll() is None]
                 if status.get("state") == "done" and not running:
                     break
@@ -202,7 +211,7 @@ def run_live(
             if p.poll() is None:
                 p.terminate()
                 p.wait(timeout=15)
-    return _evaluate_snapshots(
+    result = _evaluate_snapshots(
         watcher.snapshots,
         root / "hospitals" / spec.sites[0],
         datas,
@@ -211,6 +220,8 @@ def run_live(
         status,
         progress,
     )
+    result.all_active = all_active
+    return result
 
 
 def _evaluate_snapshots(

@@ -331,12 +331,16 @@ def async_events(
         start(i, 0.0, 0)
     applied = 0
     sent = 0
+    done = [0] * len(clients)
     every = max(1, n_updates // 40)
     while applied < n_updates:
         pending.sort(key=lambda p: p[0])
         now, i, base, delta = pending.pop(0)
         w = weight(version - base)
         if w is not None:
+            done[i] += 1
+            if "all_active" not in curve.extra and min(done) >= 1:
+                curve.extra["all_active"] = (now, applied + 1)
             global_blocks = global_blocks + w * delta
             version += 1
             applied += 1
