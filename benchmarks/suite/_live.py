@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,22 @@ class LiveResult:
 
 def _client_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fl_client", *args]
+
+
+def _enroll(keyauth: str, admin_key: str, site: str, state_dir: Path) -> None:
+    token = enrollment_token(keyauth, admin_key, site)
+    # the token goes through stdin, never a command line other users could read
+    answer = subprocess.run(
+        _client_cmd(
+            "enroll", "--keyauth", keyauth, "--token", "-", "--state-dir", str(state_dir), "--quiet"
+        ),
+        input=token.encode(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    if answer.returncode != 0:
+        raise ServiceError(f"enrolling {site} failed: {answer.stderr.decode()[-2000:]}")
 
 
 class _Watcher(threading.Thread):
@@ -114,23 +131,13 @@ def run_live(
             ) as server,
         ):
             progress(f"live: keyauth {ka.url}, fl_server {server.url}")
-            for site in spec.sites:
-                token = enrollment_token(ka.url, admin_key, site)
-                subprocess.run(
-                    _client_cmd(
-                        "enroll",
-                        "--keyauth",
-                        ka.url,
-                        "--token",
-                        "-",
-                        "--state-dir",
-                        str(root / "hospitals" / site),
-                        "--quiet",
-                    ),
-                    input=token.encode(),
-                    capture_output=True,
-                    timeout=120,
-                    check=True,
+            # the hospitals enroll at once (each is a process that imports torch)
+            with ThreadPoolExecutor(len(spec.sites)) as pool:
+                list(
+                    pool.map(
+                        lambda site: _enroll(ka.url, admin_key, site, root / "hospitals" / site),
+                        spec.sites,
+                    )
                 )
             started = time.monotonic()
             watcher = _Watcher(server.url, started)

@@ -34,7 +34,7 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
         assert 0 <= row["final_accuracy"] <= 1
         assert f"| {row['method']} |" in markdown
     assert set(report["bytes"]["goals"]) == {
-        "topk10_within_half_point",
+        "within_half_point_at_10pct_bytes",
         "fewer_bytes_than_fedavg_at_equal_accuracy",
     }
 
