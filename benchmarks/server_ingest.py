@@ -349,7 +349,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     counts = [1, 2] if args.quick else [1, 2, 4]
     per_uploader = 3 if args.quick else 12
     runs = args.runs or (1 if args.quick else 3)
+    load_before = os.getloadavg()
     payload = run(params, counts, per_uploader, runs, repeats=2 if args.quick else 5)
+    # Other work on the machine shifts every number: say how busy it was.
+    payload["load_average_before_after"] = [load_before[0], os.getloadavg()[0]]
 
     print(
         f"\nServer work per update ({payload['params']:,} params, {payload['blocks']} blocks, "
@@ -371,7 +374,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 row["p50_latency_s"] * 1e3,
             ]
         )
-    print(f"\nMedian of {runs} run(s) per row:\n")
+    load = payload["load_average_before_after"]
+    print(f"\nMedian of {runs} run(s) per row (load average {load[0]:.1f} -> {load[1]:.1f}):\n")
     headers = ["path", "uploaders", "params/s", "range", "overhead vs raw %", "p50 latency ms"]
     print(format_table(headers, table))
     out = write_json("server_ingest", payload, args.out_dir)
