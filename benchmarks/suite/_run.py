@@ -759,8 +759,11 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[str]:
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for c in report["bytes"]["curves"]:
-        xs = [max(b, 1) / 1e6 for b in c["bytes_up"]]
-        ax.plot(xs, [100 * a for a in c["accuracy"]], marker=".", label=c["name"])
+        # the starting point has 0 bytes: it has no place on a log axis
+        points = [
+            (b / 1e6, 100 * a) for b, a in zip(c["bytes_up"], c["accuracy"], strict=True) if b > 0
+        ]
+        ax.plot(*zip(*points, strict=True), marker=".", markersize=3, label=c["name"])
     ax.set_xscale("log")
     ax.set_xlabel("cumulative bytes uploaded (MB, log)")
     ax.set_ylabel("test accuracy (%)")
