@@ -856,7 +856,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--rerender", action="store_true", help="rewrite report.md and plots from report.json"
     )
-    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results/suite"))
+    parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/suite/results"))
     args = parser.parse_args(argv)
     if args.rerender:
         rerender(args.out_dir)
