@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import json
 import math
 import random
 import struct
@@ -29,7 +30,7 @@ import numpy.typing as npt
 from hypothesis import HealthCheck, given, settings
 
 import crypto
-from benchmarks._report import format_table, write_json
+from benchmarks._report import RESULTS_DIR, format_table, write_json
 from deploy.local import (
     ServiceProcess,
     enrollment_token,
@@ -713,6 +714,7 @@ class LoadResult:
     server_5xx: int
     server_busy_503: int
     transport_errors: int
+    transport_error_kinds: dict[str, int]
     rss_first_mb: float
     rss_warm_mb: float
     rss_last_mb: float
@@ -722,12 +724,13 @@ class LoadResult:
 
 async def _load_clients(
     url: str,
+    keyauth_url: str,
     parties: list[Party],
     pool: list[bytes],
     seconds: float,
     latencies: list[float],
     statuses: dict[int, int],
-    transport_errors: list[int],
+    transport_errors: list[str],
 ) -> None:
     deadline = time.monotonic() + seconds
     version = [0]
@@ -748,11 +751,17 @@ async def _load_clients(
                         answer = await http.post("/v1/updates", content=body, headers=party.auth)
                         if answer.status_code == 202:
                             version[0] = max(version[0], int(answer.json()["version"]))
-                except httpx.TransportError:
-                    transport_errors[0] += 1
+                except httpx.TransportError as exc:
+                    transport_errors.append(type(exc).__name__)
                     continue
                 latencies.append(time.perf_counter() - t0)
                 statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
+                if answer.status_code == 401:  # the 5-minute access token expired: renew it
+                    renewed = await http.post(
+                        f"{keyauth_url}/v1/token",
+                        json={"client_id": party.client_id, "client_secret": party.client_secret},
+                    )
+                    party.token = renewed.json()["access_token"]
                 if answer.status_code in (429, 503):
                     await asyncio.sleep(float(answer.headers.get("Retry-After", "0.2")))
 
@@ -803,11 +812,18 @@ def load(
             sampler.start()
             latencies: list[float] = []
             statuses: dict[int, int] = {}
-            transport_errors = [0]
+            transport_errors: list[str] = []
             t0 = time.perf_counter()
             asyncio.run(
                 _load_clients(
-                    server.url, parties, pool, seconds, latencies, statuses, transport_errors
+                    server.url,
+                    keyauth.url,
+                    parties,
+                    pool,
+                    seconds,
+                    latencies,
+                    statuses,
+                    transport_errors,
                 )
             )
             elapsed = time.perf_counter() - t0
@@ -828,7 +844,8 @@ def load(
         p99_ms=float(np.percentile(lat, 99)) if lat.size else math.nan,
         server_5xx=sum(v for s, v in statuses.items() if s >= 500),
         server_busy_503=statuses.get(503, 0),
-        transport_errors=transport_errors[0],
+        transport_errors=len(transport_errors),
+        transport_error_kinds={k: transport_errors.count(k) for k in set(transport_errors)},
         rss_first_mb=samples[0] if samples else math.nan,
         # after the first 5 % of the run: the pools, caches and queue are filled by then
         rss_warm_mb=samples[len(samples) // 20 + 1] if len(samples) > 2 else math.nan,
@@ -994,141 +1011,156 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="60 s of load, fewer kills")
     parser.add_argument("--work", type=Path, help="keep logs and state here")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--parts",
+        default="corpus,fuzz,crash,kcrash,load",
+        help="comma-separated subset; a subset is merged into the existing JSON",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    parts = set(args.parts.split(","))
     results: dict[str, Any] = {"quick": quick}
+    previous = RESULTS_DIR / "hostile.json"
+    if parts != {"corpus", "fuzz", "crash", "kcrash", "load"} and previous.exists():
+        kept = json.loads(previous.read_text())
+        results = {k: v for k, v in kept.items() if k not in ("machine", "when")}
     with _workdir(args.work) as work:
-        corpus = _corpus_live(work / "corpus", args.seed)
-        results["corpus"] = corpus
-        print("## Hostile update envelopes (live uvicorn)\n")
-        print(
-            format_table(
-                ["inputs", "4xx", "5xx", "failures", "model bytes unchanged", "version after"],
-                [
+        if "corpus" in parts:
+            corpus = _corpus_live(work / "corpus", args.seed)
+            results["corpus"] = corpus
+            print("## Hostile update envelopes (live uvicorn)\n")
+            print(
+                format_table(
+                    ["inputs", "4xx", "5xx", "failures", "model bytes unchanged", "version after"],
                     [
-                        corpus["tried"],
-                        sum(v for s, v in corpus["by_status"].items() if 400 <= s < 500),
-                        sum(v for s, v in corpus["by_status"].items() if s >= 500),
-                        len(corpus["failures"]),
-                        corpus["model_bytes_unchanged"],
-                        corpus["version_after"],
-                    ]
-                ],
+                        [
+                            corpus["tried"],
+                            sum(v for s, v in corpus["by_status"].items() if 400 <= s < 500),
+                            sum(v for s, v in corpus["by_status"].items() if s >= 500),
+                            len(corpus["failures"]),
+                            corpus["model_bytes_unchanged"],
+                            corpus["version_after"],
+                        ]
+                    ],
+                )
             )
-        )
-        print("\ncodes:", corpus["by_code"], "\n")
+            print("\ncodes:", corpus["by_code"], "\n")
 
-        fuzzed = _fuzz_live(work / "fuzz", 100 if quick else 500)
-        results["fuzz"] = fuzzed
-        print("## OpenAPI fuzzing (schemathesis strategies, live uvicorn)\n")
-        print(
-            format_table(
-                ["run", "operations", "calls"],
-                [[k, fuzzed["operations"][k], v] for k, v in fuzzed["calls"].items()],
+        if "fuzz" in parts:
+            fuzzed = _fuzz_live(work / "fuzz", 100 if quick else 500)
+            results["fuzz"] = fuzzed
+            print("## OpenAPI fuzzing (schemathesis strategies, live uvicorn)\n")
+            print(
+                format_table(
+                    ["run", "operations", "calls"],
+                    [[k, fuzzed["operations"][k], v] for k, v in fuzzed["calls"].items()],
+                )
             )
-        )
-        print(f"\nno 5xx; model bytes unchanged: {fuzzed['model_bytes_unchanged']}\n")
+            print(f"\nno 5xx; model bytes unchanged: {fuzzed['model_bytes_unchanged']}\n")
 
-        crash = crash_server(work / "crash", kills=5 if quick else 20, seed=args.seed)
-        results["crash_server"] = crash.__dict__
-        print("## fl_server kill -9 under load\n")
-        print(
-            format_table(
-                [
-                    "kills",
-                    "acknowledged",
-                    "applied (version)",
-                    "applied (status)",
-                    "duplicates",
-                    "retries",
-                    "max error",
-                    "bound",
-                    "s",
-                ],
-                [
+        if "crash" in parts:
+            crash = crash_server(work / "crash", kills=5 if quick else 20, seed=args.seed)
+            results["crash_server"] = crash.__dict__
+            print("## fl_server kill -9 under load\n")
+            print(
+                format_table(
                     [
-                        crash.kills,
-                        crash.acknowledged,
-                        crash.applied_version,
-                        crash.applied_count,
-                        crash.duplicates_answered,
-                        crash.retries,
-                        crash.max_error,
-                        crash.error_bound,
-                        crash.seconds,
-                    ]
-                ],
-            )
-        )
-        kcrash = crash_keyauth(work / "kcrash", kills=5 if quick else 20, seed=args.seed)
-        results["crash_keyauth"] = kcrash.__dict__
-        print("\n## keyauth kill -9 during enrollment\n")
-        print(
-            format_table(
-                [
-                    "kills",
-                    "enrolled (201)",
-                    "no answer",
-                    "201 on retry",
-                    "orphaned",
-                    "listed",
-                    "unexplained",
-                    "credentials working",
-                    "secret context unchanged",
-                ],
-                [
+                        "kills",
+                        "acknowledged",
+                        "applied (version)",
+                        "applied (status)",
+                        "duplicates",
+                        "retries",
+                        "max error",
+                        "bound",
+                        "s",
+                    ],
                     [
-                        kcrash.kills,
-                        kcrash.enrolled_acknowledged,
-                        kcrash.answers_lost,
-                        kcrash.completed_on_retry,
-                        kcrash.orphaned,
-                        kcrash.clients_listed,
-                        kcrash.unexplained_clients,
-                        kcrash.credentials_working,
-                        kcrash.secret_context_unchanged,
-                    ]
-                ],
+                        [
+                            crash.kills,
+                            crash.acknowledged,
+                            crash.applied_version,
+                            crash.applied_count,
+                            crash.duplicates_answered,
+                            crash.retries,
+                            crash.max_error,
+                            crash.error_bound,
+                            crash.seconds,
+                        ]
+                    ],
+                )
             )
-        )
-        loaded = load(work / "load", clients=50, seconds=60 if quick else 300)
-        results["load"] = loaded.__dict__
-        print("\n## Load: 50 clients, 1e5 parameters\n")
-        print(
-            format_table(
-                [
-                    "s",
-                    "requests",
-                    "req/s",
-                    "updates/s",
-                    "p50 ms",
-                    "p99 ms",
-                    "5xx",
-                    "transport err",
-                    "RSS first MB",
-                    "RSS after 5 % MB",
-                    "RSS last MB",
-                    "RSS max MB",
-                ],
-                [
+        if "kcrash" in parts:
+            kcrash = crash_keyauth(work / "kcrash", kills=5 if quick else 20, seed=args.seed)
+            results["crash_keyauth"] = kcrash.__dict__
+            print("\n## keyauth kill -9 during enrollment\n")
+            print(
+                format_table(
                     [
-                        loaded.seconds,
-                        loaded.requests,
-                        loaded.rps,
-                        loaded.updates_per_s,
-                        loaded.p50_ms,
-                        loaded.p99_ms,
-                        loaded.server_5xx,
-                        loaded.transport_errors,
-                        loaded.rss_first_mb,
-                        loaded.rss_warm_mb,
-                        loaded.rss_last_mb,
-                        loaded.rss_max_mb,
-                    ]
-                ],
+                        "kills",
+                        "enrolled (201)",
+                        "no answer",
+                        "201 on retry",
+                        "orphaned",
+                        "listed",
+                        "unexplained",
+                        "credentials working",
+                        "secret context unchanged",
+                    ],
+                    [
+                        [
+                            kcrash.kills,
+                            kcrash.enrolled_acknowledged,
+                            kcrash.answers_lost,
+                            kcrash.completed_on_retry,
+                            kcrash.orphaned,
+                            kcrash.clients_listed,
+                            kcrash.unexplained_clients,
+                            kcrash.credentials_working,
+                            kcrash.secret_context_unchanged,
+                        ]
+                    ],
+                )
             )
-        )
-        print("\nstatuses:", loaded.by_status)
+        if "load" in parts:
+            loaded = load(work / "load", clients=50, seconds=60 if quick else 300)
+            results["load"] = loaded.__dict__
+            print("\n## Load: 50 clients, 1e5 parameters\n")
+            print(
+                format_table(
+                    [
+                        "s",
+                        "requests",
+                        "req/s",
+                        "updates/s",
+                        "p50 ms",
+                        "p99 ms",
+                        "5xx",
+                        "transport err",
+                        "RSS first MB",
+                        "RSS after 5 % MB",
+                        "RSS last MB",
+                        "RSS max MB",
+                    ],
+                    [
+                        [
+                            loaded.seconds,
+                            loaded.requests,
+                            loaded.rps,
+                            loaded.updates_per_s,
+                            loaded.p50_ms,
+                            loaded.p99_ms,
+                            loaded.server_5xx,
+                            loaded.transport_errors,
+                            loaded.rss_first_mb,
+                            loaded.rss_warm_mb,
+                            loaded.rss_last_mb,
+                            loaded.rss_max_mb,
+                        ]
+                    ],
+                )
+            )
+            print("\nstatuses:", loaded.by_status)
     out = write_json("hostile", results)
     print(f"\nwrote {out}")
     return results
