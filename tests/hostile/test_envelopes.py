@@ -151,3 +151,25 @@ def test_the_corpus_names_are_unique(party: Party) -> None:
     corpus = envelope_corpus(party, make_layout(5000, party.profile), random_bodies=3)
     assert len({item.name for item in corpus}) == len(corpus)
     assert all(isinstance(item, Hostile) for item in corpus)
+
+
+async def test_a_body_in_a_content_coding_is_refused_not_inflated(
+    server: httpx.AsyncClient, party: Party
+) -> None:
+    # Found by the corpus: a gzip-labelled body used to be parsed as if it were plain.
+    layout = make_layout(5000, party.profile)
+    await server.put("/v1/job/layout", content=layout.to_json(), headers=party.auth)
+    for coding in ("gzip", "deflate", "br", "gzip, identity", "x-unknown"):
+        answer = await server.put(
+            "/v1/job/initial-model",
+            content=b"\x1f\x8b" + b"\x00" * 100,
+            headers={**party.auth, "Content-Encoding": coding},
+        )
+        assert answer.status_code == 415, (coding, answer.text)
+        assert answer.json()["code"] == "encoding_unsupported"
+    plain = await server.put(
+        "/v1/job/initial-model",
+        content=model_envelope(party, layout, random_blocks(layout, party.profile, 1)),
+        headers={**party.auth, "Content-Encoding": "identity"},
+    )
+    assert plain.status_code == 201, plain.text
