@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 
 import crypto
+from deploy.local import ServiceProcess
 from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.models import MODELS
 from fl_client.output import Reporter
@@ -37,47 +37,15 @@ HOSPITALS = ("cleveland", "hungary", "va-long-beach")
 ROUNDS = 5
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def _serve(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
     """``python -m uvicorn <app>`` on a free loopback port, once /healthz answers."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
-            env={**clean, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    service = ServiceProcess(app, env, log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{app} exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{app} did not come up:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url
+        service.start()
+        yield service.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        service.stop()
 
 
 @pytest.fixture(scope="module")
