@@ -14,15 +14,10 @@ import argparse
 import hashlib
 import importlib.util
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,48 +26,11 @@ import numpy as np
 
 import crypto
 from benchmarks._report import best_of, format_table, write_json
+from deploy.local import keyauth_service, server_service
 
 ADMIN_KEY = "bench-admin-key-" + "b" * 24
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def _uvicorn(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """``python -m uvicorn app`` on a free loopback port, once it answers ``/healthz``."""
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
-    command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [*command, "--log-level", "warning", "--no-access-log"],
-            env={**base, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{app} exited:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{app} did not start:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+# Logging every request would slow the server down and be timed with it.
+QUIET = ("--log-level", "warning", "--no-access-log")
 
 
 def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]:
@@ -262,12 +220,14 @@ def run(
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hefl-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        keyauth_env = {
-            "KEYAUTH_STATE_DIR": str(tmp / "keyauth"),
-            "KEYAUTH_ADMIN_KEY": ADMIN_KEY,
-            "KEYAUTH_PROFILE": crypto.DEFAULT_PROFILE.name,
-        }
-        with _uvicorn("keyauth.app:app", keyauth_env, tmp / "keyauth.log") as keyauth:
+        with keyauth_service(
+            tmp / "keyauth",
+            ADMIN_KEY,
+            tmp / "keyauth.log",
+            uvicorn_args=QUIET,
+            profile=crypto.DEFAULT_PROFILE.name,
+        ) as keyauth_process:
+            keyauth = keyauth_process.url
             tokens, secret, profile = _enroll(keyauth, max(uploader_counts))
             client = crypto.ClientCipher(secret, profile)
             public = httpx.get(f"{keyauth}/v1/keys/public-context")
@@ -292,18 +252,19 @@ def run(
             for n in uploader_counts:
                 measured = []
                 for r in range(runs):
-                    server_env = {
-                        "FLSERVER_STATE_DIR": str(tmp / f"server-{n}-{r}"),
-                        "FLSERVER_KEYAUTH_URL": keyauth,
-                        "FLSERVER_CLIENT_UPDATES_PER_MINUTE": "0",
-                        "FLSERVER_STALENESS": "constant",
-                        "FLSERVER_MAX_STALENESS": "1000000",
-                        "FLSERVER_TARGET_UPDATES": "1000000",
-                        "FLSERVER_MAX_QUEUED_UPDATES": str(max(16, 2 * n)),
-                        "FLSERVER_REVOCATION_REFRESH": "0",
-                    }
-                    log = tmp / f"server-{n}-{r}.log"
-                    with _uvicorn("fl_server.app:app", server_env, log) as url:
+                    with server_service(
+                        keyauth,
+                        tmp / f"server-{n}-{r}",
+                        tmp / f"server-{n}-{r}.log",
+                        uvicorn_args=QUIET,
+                        client_updates_per_minute="0",
+                        staleness="constant",
+                        max_staleness="1000000",
+                        target_updates="1000000",
+                        max_queued_updates=str(max(16, 2 * n)),
+                        revocation_refresh="0",
+                    ) as server_process:
+                        url = server_process.url
                         _start_job(url, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
                             measure_http(url, tokens[:n], layout, key_epoch, updates, per_uploader)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +49,16 @@ def new_admin_key() -> str:
 
 @dataclass
 class ServiceProcess:
-    """``python -m uvicorn <app>`` on a loopback port, logging to ``log``."""
+    """``python -m uvicorn <app>`` on a loopback port, logging to ``log``.
+
+    ``uvicorn_args`` are further uvicorn options (``--log-level warning``, ...).
+    """
 
     app: str
     env: Mapping[str, str]
     log: Path
     port: int = field(default_factory=free_port)
+    uvicorn_args: Sequence[str] = ()
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +70,7 @@ class ServiceProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "uvicorn", self.app]
-        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), *self.uvicorn_args]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own uvicorn command
                 command, env={**clean, **self.env}, stdout=out, stderr=subprocess.STDOUT
@@ -116,12 +120,17 @@ class ServiceProcess:
 
 @contextmanager
 def keyauth_service(
-    state_dir: Path, admin_key: str, log: Path, **settings: str
+    state_dir: Path,
+    admin_key: str,
+    log: Path,
+    *,
+    uvicorn_args: Sequence[str] = (),
+    **settings: str,
 ) -> Iterator[ServiceProcess]:
     """A running key authority; ``settings`` are extra ``KEYAUTH_*`` values (lower-case names)."""
     env = {"KEYAUTH_STATE_DIR": str(state_dir), "KEYAUTH_ADMIN_KEY": admin_key}
     env.update({f"KEYAUTH_{k.upper()}": v for k, v in settings.items()})
-    service = ServiceProcess("keyauth.app:app", env, log)
+    service = ServiceProcess("keyauth.app:app", env, log, uvicorn_args=uvicorn_args)
     try:
         service.start()
         yield service
@@ -131,12 +140,17 @@ def keyauth_service(
 
 @contextmanager
 def server_service(
-    keyauth_url: str, state_dir: Path, log: Path, **settings: str
+    keyauth_url: str,
+    state_dir: Path,
+    log: Path,
+    *,
+    uvicorn_args: Sequence[str] = (),
+    **settings: str,
 ) -> Iterator[ServiceProcess]:
     """A running aggregation server; ``settings`` are extra ``FLSERVER_*`` values."""
     env = {"FLSERVER_KEYAUTH_URL": keyauth_url, "FLSERVER_STATE_DIR": str(state_dir)}
     env.update({f"FLSERVER_{k.upper()}": v for k, v in settings.items()})
-    service = ServiceProcess("fl_server.app:app", env, log)
+    service = ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args)
     try:
         service.start()
         yield service

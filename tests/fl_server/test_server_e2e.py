@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy.typing as npt
 import pytest
 
 import crypto
+from deploy.local import ServiceProcess, free_port, keyauth_service, server_service
 from tests.fl_server.helpers import LAYOUT_TENSORS, Hospital
 
 pytestmark = pytest.mark.e2e
@@ -28,51 +27,10 @@ ADMIN_KEY = "e2e-admin-key-" + "k" * 24
 Values = npt.NDArray[np.float64]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYAUTH_", "FLSERVER_"))}
     env.update(extra)
     return env
-
-
-@contextmanager
-def uvicorn(
-    app: str, env: dict[str, str], log: Path
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m uvicorn <app>`` on a free loopback port, ready to serve."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"{app} exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"{app} did not come up:\n{log.read_text()}")
-            time.sleep(0.05)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(timeout=20)
 
 
 @dataclass
@@ -89,13 +47,10 @@ class Enrolled:
 @pytest.fixture(scope="module")
 def keyauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("keyauth")
-    env = clean_env(
-        KEYAUTH_STATE_DIR=str(root / "state"),
-        KEYAUTH_ADMIN_KEY=ADMIN_KEY,
-        KEYAUTH_PROFILE="test-n2048",
-    )
-    with uvicorn("keyauth.app:app", env, root / "keyauth.log") as (url, _):
-        yield url
+    with keyauth_service(
+        root / "state", ADMIN_KEY, root / "keyauth.log", profile="test-n2048"
+    ) as service:
+        yield service.url
 
 
 def enroll(keyauth: str, name: str) -> Enrolled:
@@ -122,13 +77,12 @@ def hospitals(keyauth: str) -> list[Enrolled]:
     return [enroll(keyauth, name) for name in ("hospital-a", "hospital-b", "hospital-c")]
 
 
-def server_env(state_dir: Path, keyauth: str, **extra: str) -> dict[str, str]:
-    return clean_env(
-        FLSERVER_STATE_DIR=str(state_dir),
-        FLSERVER_KEYAUTH_URL=keyauth,
-        FLSERVER_CLIENT_UPDATES_PER_MINUTE="0",
-        FLSERVER_CHECKPOINT_EVERY="4",
-        **extra,
+def fl_server(
+    keyauth: str, state_dir: Path, log: Path, **settings: str
+) -> AbstractContextManager[ServiceProcess]:
+    """A running fl_server; ``settings`` are further ``FLSERVER_*`` values (lower-case names)."""
+    return server_service(
+        keyauth, state_dir, log, client_updates_per_minute="0", checkpoint_every="4", **settings
     )
 
 
@@ -198,7 +152,8 @@ def test_concurrent_hospitals_build_the_plaintext_sum(
             errors.append(exc)
 
     # Execute
-    with uvicorn("fl_server.app:app", server_env(tmp_path / "state", keyauth), log) as (url, _):
+    with fl_server(keyauth, tmp_path / "state", log) as server:
+        url = server.url
         start_job(url, hospitals[0], initial)
         threads = [
             threading.Thread(target=train, args=(i, c, url)) for i, c in enumerate(hospitals)
@@ -233,7 +188,6 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
     # Prepare
     state_dir = tmp_path / "state"
     log = tmp_path / "server.log"
-    env = server_env(state_dir, keyauth)
     client = hospitals[1]
     hospital = client.hospital
     initial = hospital.random_values(1, scale=0.5)
@@ -244,7 +198,8 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
         return http.post("/v1/updates", content=envelope, headers=client.auth)
 
     # First life: four updates, then the served model; kill -9.
-    with uvicorn("fl_server.app:app", env, log) as (url, process):
+    with fl_server(keyauth, state_dir, log) as server:
+        url = server.url
         start_job(url, client, initial)
         with httpx.Client(base_url=url, timeout=30) as http:
             for k in range(4):
@@ -255,8 +210,7 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
                 sent.append((str(uid), envelope, values))
             pull(http, hospital, at_least=4)
             served = http.get("/v1/model")
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        server.kill()
 
     # Second life: the same model, byte for byte; then a stream killed mid-flight.
     stop = threading.Event()
@@ -278,7 +232,8 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
                 in_flight.clear()
                 k += 1
 
-    with uvicorn("fl_server.app:app", env, log) as (url, process):
+    with fl_server(keyauth, state_dir, log) as server:
+        url = server.url
         again = httpx.get(f"{url}/v1/model")
         assert again.content == served.content
         assert again.headers["ETag"] == served.headers["ETag"]
@@ -286,15 +241,14 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
         pusher.start()
         while len(ledger.acked) < 10 or not in_flight:  # kill with an update on the wire
             time.sleep(0.001)
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        server.kill()
         stop.set()
         pusher.join()
 
     # Third life: every acknowledged update is there exactly once; retries are answered.
     with (
-        uvicorn("fl_server.app:app", env, log) as (url, _),
-        httpx.Client(base_url=url, timeout=30) as http,
+        fl_server(keyauth, state_dir, log) as server,
+        httpx.Client(base_url=server.url, timeout=30) as http,
     ):
         recovered = http.get("/v1/job").json()["version"]
         assert recovered in (len(ledger.acked), len(ledger.acked) + len(in_flight))
@@ -318,8 +272,10 @@ def test_a_client_revoked_at_keyauth_is_refused_within_the_refresh(
     keyauth: str, hospitals: list[Enrolled], tmp_path: Path
 ) -> None:
     leaving = enroll(keyauth, "hospital-leaving")
-    env = server_env(tmp_path / "state", keyauth, FLSERVER_REVOCATION_REFRESH="0.2")
-    with uvicorn("fl_server.app:app", env, tmp_path / "server.log") as (url, _):
+    with fl_server(
+        keyauth, tmp_path / "state", tmp_path / "server.log", revocation_refresh="0.2"
+    ) as server:
+        url = server.url
         start_job(url, hospitals[0], hospitals[0].hospital.random_values(0))
         hospital = leaving.hospital
         with httpx.Client(base_url=url, timeout=30) as http:

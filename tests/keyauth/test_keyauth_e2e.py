@@ -5,76 +5,25 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 import crypto
+from deploy.local import free_port, keyauth_service
 
 pytestmark = pytest.mark.e2e
 
 ADMIN_KEY = "e2e-admin-key-" + "k" * 24
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def keyauth_env(state_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTH_")}
     env.update({"KEYAUTH_STATE_DIR": str(state_dir), "KEYAUTH_ADMIN_KEY": ADMIN_KEY, **extra})
     return env
-
-
-@contextmanager
-def keyauth_server(state_dir: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """``python -m uvicorn keyauth.app:app`` on a free loopback port, ready to serve."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with log.open("ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "keyauth.app:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=keyauth_env(state_dir),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"keyauth exited with {process.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"keyauth did not come up:\n{log.read_text()}")
-            time.sleep(0.1)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
 
 
 def hefl_admin(url: str, *args: str) -> str:
@@ -99,7 +48,9 @@ def test_enroll_download_then_survive_kill_9(tmp_path: Path) -> None:
     log = tmp_path / "keyauth.log"
 
     # First life: token (admin CLI) -> enroll -> access token -> secret context.
-    with keyauth_server(state_dir, log) as (url, process):
+    with keyauth_service(state_dir, ADMIN_KEY, log) as service:
+        url, process = service.url, service.process
+        assert process is not None
         token = hefl_admin(url, "token", "create", "hospital-a", "--quiet").strip()
         with httpx.Client(base_url=url, timeout=10) as http:
             enrolled = http.post("/v1/enroll", json={"token": token}).json()
@@ -120,7 +71,8 @@ def test_enroll_download_then_survive_kill_9(tmp_path: Path) -> None:
     assert crypto.ServerCipher(public.content, profile)
 
     # Second life on the same state: same keys, same client, same credentials.
-    with keyauth_server(state_dir, log) as (url, _):
+    with keyauth_service(state_dir, ADMIN_KEY, log) as service:
+        url = service.url
         with httpx.Client(base_url=url, timeout=10) as http:
             reused = http.post("/v1/enroll", json={"token": token})
             fresh = http.post("/v1/token", json=credentials)
