@@ -268,7 +268,13 @@ class ServerService:
             return
         assert self._layout is not None
         assert self._limits is not None
-        state = ModelState.from_checkpoint(self._cipher, job, self._layout.fingerprint, checkpoint)
+        state = ModelState.from_checkpoint(
+            self._cipher,
+            job,
+            self._layout.fingerprint,
+            checkpoint,
+            max_staleness=self.policy.max_staleness,
+        )
         replayed = 0
         for record in store.read_updates(checkpoint.seq):
             try:
@@ -489,7 +495,9 @@ class ServerService:
             raise JobStateError("the job already has a model", code="initial_model_exists")
         assert self._job is not None
         try:
-            state = ModelState.initial(self._cipher, self._job, model)
+            state = ModelState.initial(
+                self._cipher, self._job, model, max_staleness=self.policy.max_staleness
+            )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
         checkpoint = state.checkpoint()

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,7 +21,19 @@ from fl_server.errors import StateError, TooStaleError, VersionAheadError
 from fl_server.staleness import StalenessPolicy
 from fl_server.store import Checkpoint, JobRecord, UpdateRecord
 
-__all__ = ["ClientTally", "ModelSnapshot", "ModelState", "UpdateReceipt", "UpdateTally"]
+__all__ = [
+    "RECEIPTS_KEPT_PER_CLIENT",
+    "ClientTally",
+    "ModelSnapshot",
+    "ModelState",
+    "ReceiptLedger",
+    "UpdateReceipt",
+    "UpdateTally",
+]
+
+# A client sends one update at a time and retries only that one; 8 leaves room for clients
+# that pipeline a few.
+RECEIPTS_KEPT_PER_CLIENT = 8
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,11 @@ class UpdateReceipt:
     staleness: int
     weight: float
     digest: bytes = field(repr=False)
+
+    @property
+    def base_version(self) -> int:
+        """The version the update was trained on (it was weighed against ``version - 1``)."""
+        return self.version - 1 - self.staleness
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +75,87 @@ class UpdateReceipt:
             weight=float(raw["weight"]),
             digest=bytes.fromhex(raw["sha256"]),
         )
+
+
+class ReceiptLedger:
+    """The receipts of applied updates that a retry could still need, and no more.
+
+    A retried update must get its first answer and must never be applied twice. Keeping
+    every receipt does both but grows without end, so a receipt is forgotten once a copy
+    of its update could no longer be applied anyway: when the model has moved more than
+    ``max_staleness`` versions past the update's base version, any resend is refused as
+    too stale before the ledger is consulted. ``forgotten_below`` records that horizon
+    (persisted with the checkpoint), so an update based below it is refused even if a
+    restart raised ``max_staleness``. Each client's last ``keep_per_client`` receipts are
+    kept whatever their age: the update a client retries after a crash or a timeout is
+    its newest, and it gets its true receipt however fast the model moved meanwhile.
+
+    Not thread-safe; ``ModelState`` guards it.
+    """
+
+    def __init__(self, keep_per_client: int = RECEIPTS_KEPT_PER_CLIENT) -> None:
+        if keep_per_client < 1:
+            raise ValueError(f"keep_per_client must be >= 1, got {keep_per_client!r}")
+        self.keep_per_client = keep_per_client
+        self.forgotten_below = 0
+        self._recent: dict[uuid.UUID, UpdateReceipt] = {}  # in seq order
+        self._pinned: dict[uuid.UUID, UpdateReceipt] = {}  # past the horizon, kept per client
+        self._last: dict[str, deque[uuid.UUID]] = {}
+
+    def __len__(self) -> int:
+        return len(self._recent) + len(self._pinned)
+
+    def get(self, update_id: uuid.UUID) -> UpdateReceipt | None:
+        found = self._recent.get(update_id)
+        return found if found is not None else self._pinned.get(update_id)
+
+    def add(self, receipt: UpdateReceipt) -> None:
+        self._recent[receipt.update_id] = receipt
+        last = self._last.setdefault(receipt.client_id, deque())
+        last.append(receipt.update_id)
+        if len(last) > self.keep_per_client:
+            self._pinned.pop(last.popleft(), None)
+
+    def forget_below(self, horizon: int) -> None:
+        """Forget the receipts of updates based below version ``horizon``, but the pinned.
+
+        Receipts come in seq order and a base version trails its receipt's version by at
+        most ``max_staleness + 1``, so stopping at the first receipt inside the horizon
+        keeps only a bounded number of older ones a little longer.
+        """
+        if horizon <= self.forgotten_below:
+            return
+        self.forgotten_below = horizon
+        while self._recent:
+            update_id, receipt = next(iter(self._recent.items()))
+            if receipt.base_version >= horizon:
+                break
+            del self._recent[update_id]
+            if update_id in self._last[receipt.client_id]:
+                self._pinned[update_id] = receipt
+
+    def receipts(self) -> Iterator[UpdateReceipt]:
+        """Every kept receipt, in seq order."""
+        kept = [*self._recent.values(), *self._pinned.values()]
+        return iter(sorted(kept, key=lambda r: r.seq))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "receipts": [r.to_json() for r in self.receipts()],
+            "forgotten_below": self.forgotten_below,
+        }
+
+    @classmethod
+    def from_json(
+        cls, raw: Mapping[str, Any], keep_per_client: int = RECEIPTS_KEPT_PER_CLIENT
+    ) -> ReceiptLedger:
+        ledger = cls(keep_per_client)
+        for receipt in sorted(
+            (UpdateReceipt.from_json(r) for r in raw["receipts"]), key=lambda r: r.seq
+        ):
+            ledger.add(receipt)
+        ledger.forget_below(int(raw["forgotten_below"]))
+        return ledger
 
 
 @dataclass(frozen=True)
@@ -160,7 +259,9 @@ class ModelState:
 
     Use ``initial`` or ``from_checkpoint`` to build one. Not thread-safe for writers: one
     thread (the apply worker) calls ``apply``/``publish``/``checkpoint``; ``snapshot``,
-    ``version`` and ``tally`` may be read from any thread.
+    ``version`` and ``tally`` may be read from any thread. ``max_staleness`` is the
+    staleness policy's: receipts of updates that could no longer be applied are forgotten
+    (see ``ReceiptLedger``).
     """
 
     def __init__(
@@ -171,8 +272,9 @@ class ModelState:
         snapshot: ModelSnapshot,
         *,
         seq: int,
-        ledger: dict[uuid.UUID, UpdateReceipt],
+        ledger: ReceiptLedger,
         tally: UpdateTally,
+        max_staleness: int,
     ) -> None:
         self._cipher = cipher
         self.job = job
@@ -189,10 +291,16 @@ class ModelState:
         self.buffered = 0
         self._ledger = ledger
         self._tally = tally
+        self._max_staleness = max_staleness
 
     @classmethod
     def initial(
-        cls, cipher: crypto.ServerCipher, job: JobRecord, model: crypto.EncryptedModel
+        cls,
+        cipher: crypto.ServerCipher,
+        job: JobRecord,
+        model: crypto.EncryptedModel,
+        *,
+        max_staleness: int,
     ) -> ModelState:
         """Version 0 from a client's initial model envelope (every block, model scale).
 
@@ -206,18 +314,36 @@ class ModelState:
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, 0, data, (0,) * len(data)
         )
-        return cls(cipher, job, blocks, snapshot, seq=0, ledger={}, tally=UpdateTally())
+        return cls(
+            cipher,
+            job,
+            blocks,
+            snapshot,
+            seq=0,
+            ledger=ReceiptLedger(),
+            tally=UpdateTally(),
+            max_staleness=max_staleness,
+        )
 
     @classmethod
     def from_checkpoint(
-        cls, cipher: crypto.ServerCipher, job: JobRecord, fingerprint: bytes, checkpoint: Checkpoint
+        cls,
+        cipher: crypto.ServerCipher,
+        job: JobRecord,
+        fingerprint: bytes,
+        checkpoint: Checkpoint,
+        *,
+        max_staleness: int,
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
             blocks = [cipher.load_model_block(b) for b in checkpoint.blocks]
             raw = checkpoint.state
             block_versions = tuple(int(v) for v in raw["block_versions"])
-            receipts = [UpdateReceipt.from_json(r) for r in raw["ledger"]]
+            raw_ledger = raw["ledger"]
+            if isinstance(raw_ledger, list):  # checkpoints before receipts were forgotten
+                raw_ledger = {"receipts": raw_ledger, "forgotten_below": 0}
+            ledger = ReceiptLedger.from_json(raw_ledger)
             tally = UpdateTally.from_json(raw["tally"])
         except (crypto.CryptoError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the checkpoint does not fit this job: {exc}") from exc
@@ -231,8 +357,18 @@ class ModelState:
             checkpoint.blocks,
             block_versions,
         )
-        ledger = {r.update_id: r for r in receipts}
-        return cls(cipher, job, blocks, snapshot, seq=checkpoint.seq, ledger=ledger, tally=tally)
+        state = cls(
+            cipher,
+            job,
+            blocks,
+            snapshot,
+            seq=checkpoint.seq,
+            ledger=ledger,
+            tally=tally,
+            max_staleness=max_staleness,
+        )
+        state._forget_old_receipts()
+        return state
 
     # -- reading ------------------------------------------------------------------------
 
@@ -243,6 +379,10 @@ class ModelState:
     def receipt(self, update_id: uuid.UUID) -> UpdateReceipt | None:
         with self._lock:
             return self._ledger.get(update_id)
+
+    def receipts_kept(self) -> int:
+        with self._lock:
+            return len(self._ledger)
 
     def tally(self) -> UpdateTally:
         with self._lock:
@@ -258,7 +398,8 @@ class ModelState:
         VersionAheadError
             ``base_version`` is ahead of the model.
         TooStaleError
-            Beyond the policy's ``max_staleness``, or a weight that quantizes to zero.
+            Beyond the policy's ``max_staleness``, a weight that quantizes to zero, or
+            based below the version whose older receipts are forgotten (``ReceiptLedger``).
         """
         version = self.version
         if base_version > version:
@@ -273,6 +414,16 @@ class ModelState:
             raise TooStaleError(
                 f"update is {staleness} versions stale (at most {policy.max_staleness} with a "
                 f"non-zero weight); pull the model and train again",
+                current_version=version,
+            )
+        with self._lock:
+            forgotten_below = self._ledger.forgotten_below
+        if base_version < forgotten_below:
+            # Receipts of updates this old are forgotten: it may be a resend of one applied.
+            raise TooStaleError(
+                f"update is based on version {base_version}; the server no longer keeps the "
+                f"receipts of updates based below version {forgotten_below} and applies none; "
+                f"pull the model and train again",
                 current_version=version,
             )
         return staleness, profile.applied_weight(weight)
@@ -343,7 +494,7 @@ class ModelState:
         )
         with self._lock:
             self.seq = record.seq
-            self._ledger[record.update_id] = receipt
+            self._ledger.add(receipt)
             self._tally.count(record)
             if record.flush:
                 for index in self._buffer:
@@ -354,7 +505,14 @@ class ModelState:
                 self.version = record.version
             else:
                 self.buffered += 1
+        if record.flush:
+            self._forget_old_receipts()
         return receipt
+
+    def _forget_old_receipts(self) -> None:
+        """Forget receipts no resend needs: ``weigh`` refuses updates based this far back."""
+        with self._lock:
+            self._ledger.forget_below(self.version - self._max_staleness)
 
     def serialize_changed(self, interrupt: Callable[[], bool] | None = None) -> bool:
         """Serialize the blocks changed since they were last serialized.
@@ -392,7 +550,7 @@ class ModelState:
         with self._lock:
             state = {
                 "block_versions": list(self._block_versions),
-                "ledger": [r.to_json() for r in self._ledger.values()],
+                "ledger": self._ledger.to_json(),
                 "tally": self._tally.to_json(),
             }
         return Checkpoint(

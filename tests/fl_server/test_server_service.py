@@ -561,3 +561,68 @@ def test_metrics_reports_are_kept_per_version(
     assert summary.mean == pytest.approx({"loss": 0.55, "accuracy": 0.725})
     with pytest.raises(VersionAheadError):
         service.record_metrics(client, 1, {"loss": 1.0})
+
+
+def test_a_forgotten_receipt_never_lets_an_update_apply_twice(
+    make_service: MakeService,
+    hospital: Hospital,
+    client: AccessClaims,
+    signing_key: Ed25519PrivateKey,
+    tmp_path: Path,
+) -> None:
+    # Prepare: client-a sends 9 updates (one more than it keeps receipts for), then
+    # client-b moves the model far past their staleness window.
+    state_dir = tmp_path / "state"
+    service = make_service(state_dir=state_dir, max_staleness=2, staleness="constant")
+    zero = np.zeros(hospital.shape)
+    start(service, hospital, zero)
+    other = service.authenticate(mint_token(signing_key, "client-b"))
+    sent = []
+    for k in range(9):
+        values = hospital.random_values(k + 1)
+        sent.append((values, hospital.update(values, base_version=k)[1]))
+    first = [push(service, client, envelope) for _, envelope in sent]
+    for k in range(9, 20):
+        push(service, other, hospital.update(zero, base_version=k)[1])
+    expected = sum(values for values, _ in sent)
+
+    # Execute / Assert: the newest 8 resends get their first receipts; the oldest one,
+    # forgotten, is refused and not applied again, also after a restart with a larger
+    # max_staleness that would otherwise admit it.
+    for (_, envelope), ack in zip(sent[1:], first[1:], strict=True):
+        again = push(service, client, envelope)
+        assert again.duplicate
+        assert again.receipt == ack.receipt
+    with pytest.raises(TooStaleError):
+        push(service, client, sent[0][1])
+    service.close()
+    restarted = make_service(state_dir=state_dir, max_staleness=64, staleness="constant")
+    with pytest.raises(TooStaleError, match="no longer keeps the receipts"):
+        push(restarted, client, sent[0][1])
+    assert push(restarted, client, sent[8][1]).receipt == first[8].receipt
+    version, model = model_of(restarted, hospital)
+    assert version == 20
+    assert_close(model, expected, hospital.profile, 21)
+    assert restarted.status().updates_applied == 20
+
+
+def test_the_ledger_stays_bounded_under_a_stream_of_updates(
+    make_service: MakeService,
+    hospital: Hospital,
+    signing_key: Ed25519PrivateKey,
+) -> None:
+    service = make_service(max_staleness=4, staleness="constant", buffer_size=2)
+    zero = np.zeros(hospital.shape)
+    start(service, hospital, zero)
+    clients = [service.authenticate(mint_token(signing_key, f"client-{i}")) for i in range(3)]
+
+    for k in range(120):
+        version = service.job().version
+        push(service, clients[k % 3], hospital.update(zero, base_version=version, indices=[0])[1])
+
+    state = service._state
+    assert state is not None
+    # Inside the window: (max_staleness + 2) versions of buffer_size updates; beyond it,
+    # at most 8 per client.
+    assert state.receipts_kept() <= (4 + 2) * 2 + 8 * 3
+    assert service.status().updates_applied == 120
