@@ -73,10 +73,24 @@ def rotate_key_epoch(authority: Authority, _: AdminAccess) -> KeyEpochPublic:
     return KeyEpochPublic(key_epoch=epoch.epoch, profile=epoch.profile_name)
 
 
-@router.post("/v1/enroll", status_code=status.HTTP_201_CREATED, tags=["client"])
+@router.post(
+    "/v1/enroll",
+    status_code=status.HTTP_201_CREATED,
+    tags=["client"],
+    responses={
+        200: {
+            "model": EnrollmentPublic,
+            "description": "The same unconfirmed enrollment, delivered again",
+        }
+    },
+)
 def enroll(body: EnrollRequest, authority: Authority, response: Response) -> EnrollmentPublic:
     response.headers.update(_NO_STORE)
-    return EnrollmentPublic.of(authority.enroll(body.token))
+    enrollment = authority.enroll(body.token)
+    if enrollment.redelivered:
+        # Nothing new was created: the same client id and secret as the first answer.
+        response.status_code = status.HTTP_200_OK
+    return EnrollmentPublic.of(enrollment)
 
 
 @router.post("/v1/token", tags=["client"])

@@ -66,7 +66,10 @@ class EnrollRequest(_Request):
 class EnrollmentPublic(BaseModel):
     client_id: str
     client_name: str
-    client_secret: str = Field(description="Shown once: keyauth stores only its hash")
+    client_secret: str = Field(
+        description="keyauth stores only its hash; the same answer is re-delivered to the "
+        "enrollment token until the client's first access token"
+    )
     key_epoch: int
     profile: str
 

@@ -12,12 +12,18 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 import crypto
 from keyauth.errors import (
     AdminAuthError,
     ClientCredentialsError,
     ClientNameTakenError,
     ClientRevokedError,
+    EnrollmentTokenUsedError,
     ExpiryOutOfRangeError,
     KeyEpochNotFoundError,
     PlaceholderAdminKeyError,
@@ -47,6 +53,8 @@ __all__ = [
     "KeyAuthority",
     "VerificationKey",
     "hash_secret",
+    "seal_client_secret",
+    "unseal_client_secret",
 ]
 
 logger = logging.getLogger("keyauth")
@@ -65,6 +73,37 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+_REDELIVERY_INFO = b"hefl enrollment re-delivery v1"
+_NONCE_BYTES = 12
+
+
+def _redelivery_cipher(token: str, client_id: str) -> AESGCM:
+    # Keyed by the token, which keyauth stores only hashed: a stolen database cannot open
+    # a pending secret, only the token's holder (who may enroll with it anyway) can.
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=client_id.encode(), info=_REDELIVERY_INFO
+    ).derive(token.encode("utf-8"))
+    return AESGCM(key)
+
+
+def seal_client_secret(token: str, client_id: str, client_secret: str) -> bytes:
+    """The client secret encrypted (AES-256-GCM) under a key derived from the enrollment token.
+
+    Returns the 12-byte random nonce followed by the ciphertext and tag; the client id is
+    authenticated data, so a sealed secret opens only for the client it was made for.
+    """
+    nonce = secrets.token_bytes(_NONCE_BYTES)
+    cipher = _redelivery_cipher(token, client_id)
+    return nonce + cipher.encrypt(nonce, client_secret.encode("utf-8"), client_id.encode())
+
+
+def unseal_client_secret(token: str, client_id: str, sealed: bytes) -> str:
+    """The client secret ``seal_client_secret`` sealed; ``InvalidTag`` for any other token."""
+    nonce, ciphertext = sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:]
+    cipher = _redelivery_cipher(token, client_id)
+    return cipher.decrypt(nonce, ciphertext, client_id.encode()).decode("utf-8")
+
+
 @dataclass(frozen=True)
 class IssuedEnrollmentToken:
     token: str
@@ -74,13 +113,17 @@ class IssuedEnrollmentToken:
 
 @dataclass(frozen=True)
 class Enrollment:
-    """A newly enrolled client. ``client_secret`` exists only here: it is stored hashed."""
+    """An enrolled client. ``client_secret`` exists only here: it is stored hashed.
+
+    ``redelivered`` is true when this is an unconfirmed earlier enrollment answered again.
+    """
 
     client_id: str
     client_name: str
     client_secret: str
     key_epoch: int
     profile_name: str
+    redelivered: bool = False
 
 
 @dataclass(frozen=True)
@@ -225,24 +268,83 @@ class KeyAuthority:
     # Clients
 
     def enroll(self, token: str) -> Enrollment:
-        """Redeem an enrollment token: a new client id and secret, in one transaction."""
+        """Redeem an enrollment token: a new client id and secret, in one transaction.
+
+        A token already redeemed gets the same client id and secret again (``redelivered``)
+        while that client is unconfirmed (no access token yet), unrevoked, and enrolled
+        less than ``enrollment_redelivery_window`` seconds ago: an answer lost to a crash
+        or a dropped connection is not an orphaned client.
+
+        Raises
+        ------
+        EnrollmentTokenError, EnrollmentTokenExpiredError
+            Unknown or expired token; nothing is created.
+        EnrollmentTokenUsedError
+            The token was redeemed and its enrollment can no longer be re-delivered.
+        ClientNameTakenError
+            An active client already has the token's name.
+        """
         client_id = str(uuid.uuid4())
         client_secret = secrets.token_urlsafe(32)
-        client = self.store.enroll_client(
-            hash_secret(token),
-            client_id=client_id,
-            secret_hash=hash_secret(client_secret),
-            now=self._clock(),
-        )
+        token_hash = hash_secret(token)
+        try:
+            client = self.store.enroll_client(
+                token_hash,
+                client_id=client_id,
+                secret_hash=hash_secret(client_secret),
+                now=self._clock(),
+                sealed_secret=(
+                    seal_client_secret(token, client_id, client_secret)
+                    if self.settings.enrollment_redelivery_window > 0
+                    else None
+                ),
+            )
+        except EnrollmentTokenUsedError:
+            # Serialized by the store: of two concurrent redemptions one enrolls, the
+            # other finds that enrollment here and answers with the same credentials.
+            client, client_secret = self._redeliverable(token, token_hash)
+            redelivered = True
+            logger.info(
+                "re-delivered enrollment of client %s (%s)", client.client_id, client.client_name
+            )
+        else:
+            redelivered = False
+            logger.info("enrolled client %s (%s)", client.client_id, client.client_name)
         current = self.current_epoch()
-        logger.info("enrolled client %s (%s)", client.client_id, client.client_name)
         return Enrollment(
             client_id=client.client_id,
             client_name=client.client_name,
             client_secret=client_secret,
             key_epoch=current.epoch,
             profile_name=current.profile_name,
+            redelivered=redelivered,
         )
+
+    def _redeliverable(self, token: str, token_hash: str) -> tuple[ClientRecord, str]:
+        """The client and secret a used token enrolled, if it may be answered again."""
+        window = self.settings.enrollment_redelivery_window
+        pending = self.store.pending_enrollment(token_hash)
+        if (
+            window <= 0
+            or pending is None
+            or pending.client.revoked
+            or self._clock() >= pending.used_at + window
+        ):
+            # Telling the holder it was used lets a hospital notice a stolen token.
+            raise EnrollmentTokenUsedError("enrollment token was already used") from None
+        try:
+            secret = unseal_client_secret(token, pending.client.client_id, pending.sealed_secret)
+        except (InvalidTag, UnicodeDecodeError):
+            secret = None
+        if secret is None or not hmac.compare_digest(
+            hash_secret(secret), pending.client.secret_hash
+        ):
+            logger.error(
+                "pending secret of client %s does not open: not re-delivered",
+                pending.client.client_id,
+            )
+            raise EnrollmentTokenUsedError("enrollment token was already used") from None
+        return pending.client, secret
 
     def issue_access_token(self, client_id: str, client_secret: str) -> IssuedToken:
         """A short-lived signed access token for an enrolled, unrevoked client."""
@@ -254,6 +356,10 @@ class KeyAuthority:
             raise ClientCredentialsError("unknown client id or wrong client secret")
         if client.revoked:
             raise ClientRevokedError(f"client {client.client_id} has been revoked")
+        if not client.confirmed:
+            # The client holds its secret: the enrollment token is dead from now on.
+            self.store.confirm_enrollment(client.client_id)
+            logger.info("confirmed enrollment of client %s", client.client_id)
         return self._signer.issue(
             client_id=client.client_id,
             client_name=client.client_name,

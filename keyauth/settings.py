@@ -53,6 +53,10 @@ class KeyauthSettings(BaseSettings):
         Default lifetime of enrollment tokens in seconds.
     enrollment_token_max_ttl
         Longest lifetime an administrator may ask for.
+    enrollment_redelivery_window
+        Seconds after an enrollment during which the same token gets the same answer
+        again (same client id and secret), as long as the client has not yet fetched an
+        access token and is not revoked; 0 makes enrollment strictly single-answer.
     max_body_bytes
         Request bodies beyond this are refused with 413 before they are read whole.
     log_level
@@ -72,6 +76,7 @@ class KeyauthSettings(BaseSettings):
     access_token_ttl: int = Field(default=300, ge=10, le=86_400)
     enrollment_token_ttl: int = Field(default=3600, ge=1)
     enrollment_token_max_ttl: int = Field(default=7 * 86_400, ge=1, le=366 * 86_400)
+    enrollment_redelivery_window: int = Field(default=600, ge=0, le=86_400)
     max_body_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -18,7 +18,7 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +38,15 @@ __all__ = [
     "InMemoryStore",
     "KeyEpoch",
     "KeyauthStore",
+    "PendingEnrollment",
     "SqliteStore",
     "open_store",
 ]
 
 logger = logging.getLogger("keyauth.store")
 
-_SCHEMA_VERSION = 1
+# 1: the first schema. 2: clients.pending_secret (enrollment re-delivery), added in place.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -70,7 +72,8 @@ CREATE TABLE IF NOT EXISTS clients (
     client_name TEXT NOT NULL,
     secret_hash TEXT NOT NULL,
     enrolled_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    pending_secret BLOB
 );
 -- One active client per name: a hospital is re-enrolled only after its old client is revoked.
 CREATE UNIQUE INDEX IF NOT EXISTS clients_active_name
@@ -80,13 +83,18 @@ CREATE UNIQUE INDEX IF NOT EXISTS clients_active_name
 
 @dataclass(frozen=True)
 class ClientRecord:
-    """An enrolled client. ``secret_hash`` is the SHA-256 of its secret, never the secret."""
+    """An enrolled client. ``secret_hash`` is the SHA-256 of its secret, never the secret.
+
+    ``confirmed`` is false until the client's first access token: until then its sealed
+    secret is kept so that the enrollment answer can be delivered again.
+    """
 
     client_id: str
     client_name: str
     secret_hash: str
     enrolled_at: float
     revoked_at: float | None = None
+    confirmed: bool = True
 
     @property
     def revoked(self) -> bool:
@@ -103,6 +111,19 @@ class EnrollmentTokenRecord:
     expires_at: float
     used_at: float | None = None
     used_by: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingEnrollment:
+    """An unconfirmed enrollment: the client a used token created and its sealed secret.
+
+    ``sealed_secret`` is the client secret encrypted under a key only the enrollment token
+    derives; the store cannot open it.
+    """
+
+    client: ClientRecord
+    used_at: float
+    sealed_secret: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -148,9 +169,18 @@ class KeyauthStore(abc.ABC):
 
     @abc.abstractmethod
     def enroll_client(
-        self, token_hash: str, *, client_id: str, secret_hash: str, now: float
+        self,
+        token_hash: str,
+        *,
+        client_id: str,
+        secret_hash: str,
+        now: float,
+        sealed_secret: bytes | None = None,
     ) -> ClientRecord:
         """Redeem an enrollment token and create its client, both or neither.
+
+        With ``sealed_secret`` the client starts unconfirmed and ``pending_enrollment``
+        finds it by the token until ``confirm_enrollment`` or revocation.
 
         Raises
         ------
@@ -159,6 +189,14 @@ class KeyauthStore(abc.ABC):
         ClientNameTakenError
             An active client already has the token's name; the token stays unused.
         """
+
+    @abc.abstractmethod
+    def pending_enrollment(self, token_hash: str) -> PendingEnrollment | None:
+        """The unconfirmed, unrevoked client a used token enrolled, with its sealed secret."""
+
+    @abc.abstractmethod
+    def confirm_enrollment(self, client_id: str) -> None:
+        """Forget the client's sealed secret: its enrollment can no longer be re-delivered."""
 
     @abc.abstractmethod
     def get_client(self, client_id: str) -> ClientRecord | None: ...
@@ -172,7 +210,10 @@ class KeyauthStore(abc.ABC):
 
     @abc.abstractmethod
     def revoke_client(self, client_id: str, *, now: float) -> ClientRecord:
-        """Revoke a client (idempotent: the first revocation time stays); 404 if unknown."""
+        """Revoke a client (idempotent: the first revocation time stays); 404 if unknown.
+
+        A revoked client's sealed secret is forgotten: its enrollment is never re-delivered.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release files and connections."""
@@ -198,6 +239,7 @@ class InMemoryStore(KeyauthStore):
         self._epochs: dict[int, KeyEpoch] = {}
         self._tokens: dict[str, EnrollmentTokenRecord] = {}
         self._clients: dict[str, ClientRecord] = {}
+        self._sealed: dict[str, bytes] = {}
 
     def exclusive(self) -> contextlib.AbstractContextManager[None]:
         @contextlib.contextmanager
@@ -236,7 +278,13 @@ class InMemoryStore(KeyauthStore):
             self._tokens[record.token_hash] = record
 
     def enroll_client(
-        self, token_hash: str, *, client_id: str, secret_hash: str, now: float
+        self,
+        token_hash: str,
+        *,
+        client_id: str,
+        secret_hash: str,
+        now: float,
+        sealed_secret: bytes | None = None,
     ) -> ClientRecord:
         with self._lock:
             token = _check_token(self._tokens.get(token_hash), now)
@@ -244,10 +292,36 @@ class InMemoryStore(KeyauthStore):
                 raise ClientNameTakenError(
                     f"an active client is named {token.client_name!r}; revoke it first"
                 )
-            client = ClientRecord(client_id, token.client_name, secret_hash, enrolled_at=now)
+            client = ClientRecord(
+                client_id,
+                token.client_name,
+                secret_hash,
+                enrolled_at=now,
+                confirmed=sealed_secret is None,
+            )
             self._clients[client_id] = client
+            if sealed_secret is not None:
+                self._sealed[client_id] = sealed_secret
             self._tokens[token_hash] = replace(token, used_at=now, used_by=client_id)
             return client
+
+    def pending_enrollment(self, token_hash: str) -> PendingEnrollment | None:
+        with self._lock:
+            token = self._tokens.get(token_hash)
+            if token is None or token.used_at is None or token.used_by is None:
+                return None
+            client = self._clients.get(token.used_by)
+            sealed = self._sealed.get(token.used_by)
+            if client is None or client.revoked or sealed is None:
+                return None
+            return PendingEnrollment(client, token.used_at, sealed)
+
+    def confirm_enrollment(self, client_id: str) -> None:
+        with self._lock:
+            self._sealed.pop(client_id, None)
+            client = self._clients.get(client_id)
+            if client is not None:
+                self._clients[client_id] = replace(client, confirmed=True)
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)
@@ -269,7 +343,9 @@ class InMemoryStore(KeyauthStore):
             if client is None:
                 raise ClientNotFoundError(f"no client with id {client_id!r}")
             if not client.revoked:
-                client = self._clients[client_id] = replace(client, revoked_at=now)
+                client = replace(client, revoked_at=now, confirmed=True)
+                self._clients[client_id] = client
+            self._sealed.pop(client_id, None)
             return client
 
 
@@ -330,6 +406,31 @@ def _read_private(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database of an earlier schema version up to date, in place.
+
+    Checks the columns rather than trusting ``user_version``: each step is idempotent and
+    runs in the caller's transaction, so a crash mid-way leaves the old schema whole.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(clients)")}
+    if "pending_secret" not in columns:
+        # Clients enrolled before version 2 have no sealed secret: they count as confirmed.
+        db.execute("ALTER TABLE clients ADD COLUMN pending_secret BLOB")
+        logger.info("migrated keyauth.sqlite3: added clients.pending_secret")
+
+
+# ``confirmed`` is computed: only ``pending_enrollment`` reads the sealed secret itself.
+_SELECT_CLIENT = (
+    "SELECT client_id, client_name, secret_hash, enrolled_at, revoked_at, "
+    "pending_secret IS NULL FROM clients"
+)
+
+
+def _client_from_row(row: Any) -> ClientRecord:
+    client_id, name, secret_hash, enrolled_at, revoked_at, confirmed = row
+    return ClientRecord(client_id, name, secret_hash, enrolled_at, revoked_at, bool(confirmed))
+
+
 class SqliteStore(KeyauthStore):
     """State in ``state_dir``: ``keyauth.sqlite3``, ``signing-key.pem`` and ``keys/``.
 
@@ -365,12 +466,14 @@ class SqliteStore(KeyauthStore):
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=10000")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, _SCHEMA_VERSION):
-            raise sqlite3.DatabaseError(f"schema version {version} is not {_SCHEMA_VERSION}")
+        if not 0 <= version <= _SCHEMA_VERSION:
+            # A newer keyauth wrote it: refuse rather than drop what we do not know.
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than {_SCHEMA_VERSION}")
         with self._transaction() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            _migrate(db)
             db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     @contextlib.contextmanager
@@ -509,7 +612,13 @@ class SqliteStore(KeyauthStore):
         return EnrollmentTokenRecord(token_hash, *row)
 
     def enroll_client(
-        self, token_hash: str, *, client_id: str, secret_hash: str, now: float
+        self,
+        token_hash: str,
+        *,
+        client_id: str,
+        secret_hash: str,
+        now: float,
+        sealed_secret: bytes | None = None,
     ) -> ClientRecord:
         with self._transaction() as db:
             token = _check_token(self._token(db, token_hash), now)
@@ -520,11 +629,17 @@ class SqliteStore(KeyauthStore):
                 raise ClientNameTakenError(
                     f"an active client is named {token.client_name!r}; revoke it first"
                 )
-            client = ClientRecord(client_id, token.client_name, secret_hash, enrolled_at=now)
+            client = ClientRecord(
+                client_id,
+                token.client_name,
+                secret_hash,
+                enrolled_at=now,
+                confirmed=sealed_secret is None,
+            )
             db.execute(
-                "INSERT INTO clients (client_id, client_name, secret_hash, enrolled_at) "
-                "VALUES (?, ?, ?, ?)",
-                (client.client_id, client.client_name, client.secret_hash, now),
+                "INSERT INTO clients (client_id, client_name, secret_hash, enrolled_at, "
+                "pending_secret) VALUES (?, ?, ?, ?, ?)",
+                (client.client_id, client.client_name, client.secret_hash, now, sealed_secret),
             )
             db.execute(
                 "UPDATE enrollment_tokens SET used_at = ?, used_by = ? WHERE token_hash = ?",
@@ -532,28 +647,45 @@ class SqliteStore(KeyauthStore):
             )
         return client
 
+    def pending_enrollment(self, token_hash: str) -> PendingEnrollment | None:
+        rows = self._query(
+            "SELECT c.client_id, c.client_name, c.secret_hash, c.enrolled_at, c.revoked_at, "
+            "c.pending_secret IS NULL, t.used_at, c.pending_secret "
+            "FROM enrollment_tokens AS t JOIN clients AS c ON c.client_id = t.used_by "
+            "WHERE t.token_hash = ? AND t.used_at IS NOT NULL "
+            "AND c.revoked_at IS NULL AND c.pending_secret IS NOT NULL",
+            (token_hash,),
+        )
+        if not rows:
+            return None
+        *client, used_at, sealed = rows[0]
+        return PendingEnrollment(_client_from_row(client), float(used_at), bytes(sealed))
+
+    def confirm_enrollment(self, client_id: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE clients SET pending_secret = NULL "
+                "WHERE client_id = ? AND pending_secret IS NOT NULL",
+                (client_id,),
+            )
+
     def get_client(self, client_id: str) -> ClientRecord | None:
         rows = self._query(
-            "SELECT client_id, client_name, secret_hash, enrolled_at, revoked_at "
-            "FROM clients WHERE client_id = ?",
+            _SELECT_CLIENT + " WHERE client_id = ?",
             (client_id,),
         )
-        return ClientRecord(*rows[0]) if rows else None
+        return _client_from_row(rows[0]) if rows else None
 
     def active_client_named(self, client_name: str) -> ClientRecord | None:
         rows = self._query(
-            "SELECT client_id, client_name, secret_hash, enrolled_at, revoked_at "
-            "FROM clients WHERE client_name = ? AND revoked_at IS NULL",
+            _SELECT_CLIENT + " WHERE client_name = ? AND revoked_at IS NULL",
             (client_name,),
         )
-        return ClientRecord(*rows[0]) if rows else None
+        return _client_from_row(rows[0]) if rows else None
 
     def list_clients(self) -> list[ClientRecord]:
-        rows = self._query(
-            "SELECT client_id, client_name, secret_hash, enrolled_at, revoked_at "
-            "FROM clients ORDER BY enrolled_at, client_id"
-        )
-        return [ClientRecord(*row) for row in rows]
+        rows = self._query(_SELECT_CLIENT + " ORDER BY enrolled_at, client_id")
+        return [_client_from_row(row) for row in rows]
 
     def revoke_client(self, client_id: str, *, now: float) -> ClientRecord:
         with self._transaction() as db:
@@ -561,14 +693,15 @@ class SqliteStore(KeyauthStore):
                 "UPDATE clients SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
                 (now, client_id),
             )
+            # A revoked client's enrollment is never re-delivered.
+            db.execute("UPDATE clients SET pending_secret = NULL WHERE client_id = ?", (client_id,))
             row = db.execute(
-                "SELECT client_id, client_name, secret_hash, enrolled_at, revoked_at "
-                "FROM clients WHERE client_id = ?",
+                _SELECT_CLIENT + " WHERE client_id = ?",
                 (client_id,),
             ).fetchone()
         if row is None:
             raise ClientNotFoundError(f"no client with id {client_id!r}")
-        return ClientRecord(*row)
+        return _client_from_row(row)
 
     def close(self) -> None:
         with self._lock:

@@ -269,13 +269,58 @@ async def test_openapi_lists_exactly_the_contract(api: httpx.AsyncClient) -> Non
 async def test_used_enrollment_token_is_forbidden_and_creates_nothing(
     api: httpx.AsyncClient,
 ) -> None:
+    # Prepare: enrolled, and confirmed by the client's first access token.
     token = await enrollment_token(api)
-    assert (await api.post("/v1/enroll", json={"token": token})).status_code == 201
+    first = await api.post("/v1/enroll", json={"token": token})
+    assert first.status_code == 201
+    await access_token(api, first.json())
 
+    # Execute
     response = await api.post("/v1/enroll", json={"token": token})
 
+    # Assert
     assert_problem(response, 403, "enrollment_token_used")
     assert len((await api.get("/v1/clients", headers=ADMIN)).json()) == 1
+
+
+async def test_unconfirmed_enrollment_is_delivered_again_with_200(
+    api: httpx.AsyncClient,
+) -> None:
+    # Prepare: the first answer is lost before the client saves it.
+    token = await enrollment_token(api)
+    first = await api.post("/v1/enroll", json={"token": token})
+
+    # Execute
+    again = await api.post("/v1/enroll", json={"token": token})
+
+    # Assert: the same body, 200 (nothing new was created), no caching, one client.
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers["cache-control"] == "no-store"
+    clients = (await api.get("/v1/clients", headers=ADMIN)).json()
+    assert [c["id"] for c in clients] == [first.json()["client_id"]]
+    assert await access_token(api, again.json())
+
+
+async def test_redelivery_window_comes_from_the_settings(tmp_path: Path) -> None:
+    app = create_app(make_settings(tmp_path / "state", enrollment_redelivery_window=0))
+    async with started(app) as api:
+        token = await enrollment_token(api)
+        assert (await api.post("/v1/enroll", json={"token": token})).status_code == 201
+
+        response = await api.post("/v1/enroll", json={"token": token})
+
+    assert_problem(response, 403, "enrollment_token_used")
+
+
+async def test_openapi_documents_both_enrollment_answers(api: httpx.AsyncClient) -> None:
+    operation = (await api.get("/openapi.json")).json()["paths"]["/v1/enroll"]["post"]
+
+    answers = operation["responses"]
+
+    assert {"200", "201"} <= set(answers)
+    assert answers["200"]["content"] == answers["201"]["content"]
 
 
 async def test_unknown_enrollment_token_is_unauthorized(api: httpx.AsyncClient) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from keyauth_helpers import ADMIN_KEY, FakeClock, make_settings
 
 import crypto
@@ -25,7 +27,13 @@ from keyauth.errors import (
     StateError,
     TokenError,
 )
-from keyauth.service import KeyAuthority, hash_secret
+from keyauth.service import (
+    Enrollment,
+    KeyAuthority,
+    hash_secret,
+    seal_client_secret,
+    unseal_client_secret,
+)
 from keyauth.settings import KeyauthSettings
 from keyauth.store import InMemoryStore, SqliteStore
 from keyauth.tokens import TokenSigner, TokenVerifier, signing_key_from_pem
@@ -152,7 +160,25 @@ def test_enrollment_returns_credentials_and_stores_only_hashes(authority: KeyAut
     assert enrollment.client_secret not in repr(asdict(record))
 
 
-def test_enrollment_token_is_single_use(authority: KeyAuthority) -> None:
+def test_enrollment_token_is_dead_once_the_client_has_an_access_token(
+    authority: KeyAuthority,
+) -> None:
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+    authority.issue_access_token(enrollment.client_id, enrollment.client_secret)
+
+    with pytest.raises(EnrollmentTokenUsedError) as caught:
+        authority.enroll(issued.token)
+
+    assert caught.value.http_status == 403
+    assert len(authority.list_clients()) == 1
+
+
+def test_enrollment_token_is_single_use_without_a_redelivery_window(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    settings = make_settings(tmp_path / "state", enrollment_redelivery_window=0)
+    authority = KeyAuthority(settings, InMemoryStore(), clock=clock)
     issued = authority.issue_enrollment_token("hospital-a")
     authority.enroll(issued.token)
 
@@ -160,7 +186,191 @@ def test_enrollment_token_is_single_use(authority: KeyAuthority) -> None:
         authority.enroll(issued.token)
 
     assert caught.value.http_status == 403
+    (client,) = authority.list_clients()
+    assert client.confirmed  # nothing sealed, nothing to re-deliver
+
+
+# Re-delivery of an unconfirmed enrollment
+
+
+def test_a_lost_enrollment_answer_is_delivered_again(authority: KeyAuthority) -> None:
+    # Prepare: the first answer was lost on its way to the hospital.
+    issued = authority.issue_enrollment_token("hospital-a")
+    first = authority.enroll(issued.token)
+
+    # Execute
+    again = authority.enroll(issued.token)
+
+    # Assert: the same client, and its credentials work.
+    assert not first.redelivered
+    assert again.redelivered
+    assert asdict(again) == asdict(first) | {"redelivered": True}
+    assert [c.client_id for c in authority.list_clients()] == [first.client_id]
+    assert authority.issue_access_token(again.client_id, again.client_secret)
+
+
+def test_redelivery_ends_with_the_first_access_token(authority: KeyAuthority) -> None:
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+    assert not authority.list_clients()[0].confirmed
+
+    authority.issue_access_token(enrollment.client_id, enrollment.client_secret)
+
+    assert authority.list_clients()[0].confirmed
+    assert authority.store.pending_enrollment(hash_secret(issued.token)) is None
+    with pytest.raises(EnrollmentTokenUsedError):
+        authority.enroll(issued.token)
+
+
+def test_wrong_credentials_do_not_confirm_an_enrollment(authority: KeyAuthority) -> None:
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+
+    with pytest.raises(ClientCredentialsError):
+        authority.issue_access_token(enrollment.client_id, "guess")
+
+    assert authority.enroll(issued.token).client_secret == enrollment.client_secret
+
+
+def test_redelivery_ends_with_its_window(authority: KeyAuthority, clock: FakeClock) -> None:
+    window = authority.settings.enrollment_redelivery_window
+    assert window == 600  # the default
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+    clock.advance(window - 1)
+    assert authority.enroll(issued.token).client_id == enrollment.client_id
+
+    clock.advance(1)
+
+    with pytest.raises(EnrollmentTokenUsedError):
+        authority.enroll(issued.token)
     assert len(authority.list_clients()) == 1
+
+
+def test_redelivery_outlives_the_token_expiry_within_its_window(
+    authority: KeyAuthority, clock: FakeClock
+) -> None:
+    # The window counts from the enrollment: a token redeemed just before it expired
+    # can still fetch the lost answer.
+    issued = authority.issue_enrollment_token("hospital-a", expires_in=10)
+    clock.advance(9)
+    enrollment = authority.enroll(issued.token)
+    clock.advance(60)
+
+    assert authority.enroll(issued.token).client_secret == enrollment.client_secret
+
+
+def test_a_revoked_client_is_never_redelivered(authority: KeyAuthority) -> None:
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+
+    authority.revoke_client(enrollment.client_id)
+
+    with pytest.raises(EnrollmentTokenUsedError):
+        authority.enroll(issued.token)
+    assert authority.store.pending_enrollment(hash_secret(issued.token)) is None
+
+
+def test_redelivery_answers_with_the_current_key_epoch(authority: KeyAuthority) -> None:
+    issued = authority.issue_enrollment_token("hospital-a")
+    authority.enroll(issued.token)
+    authority.rotate_key_epoch()
+
+    assert authority.enroll(issued.token).key_epoch == 2
+
+
+def test_a_sealed_secret_that_does_not_open_is_not_redelivered(
+    authority: KeyAuthority, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a token whose client's sealed secret was made with another token.
+    issued = authority.issue_enrollment_token("hospital-a")
+    client = authority.store.enroll_client(
+        hash_secret(issued.token),
+        client_id="c-1",
+        secret_hash=hash_secret("s"),
+        now=clock(),
+        sealed_secret=seal_client_secret("another token", "c-1", "s"),
+    )
+
+    # Execute
+    with pytest.raises(EnrollmentTokenUsedError):
+        authority.enroll(issued.token)
+
+    # Assert
+    assert "does not open" in caplog.text
+    assert authority.list_clients() == [client]
+
+
+def test_sealed_secret_opens_only_with_its_token_and_client() -> None:
+    sealed = seal_client_secret("the token", "c-1", "the secret")
+
+    assert unseal_client_secret("the token", "c-1", sealed) == "the secret"
+    assert b"the secret" not in sealed
+    assert sealed != seal_client_secret("the token", "c-1", "the secret")  # random nonce
+    for token, client_id in [("another token", "c-1"), ("the token", "c-2")]:
+        with pytest.raises(InvalidTag):
+            unseal_client_secret(token, client_id, sealed)
+
+
+def test_the_database_cannot_tell_the_secret_without_the_token(
+    settings: KeyauthSettings, clock: FakeClock
+) -> None:
+    # Prepare
+    store = SqliteStore(settings.state_dir)
+    authority = KeyAuthority(settings, store, clock=clock)
+    issued = authority.issue_enrollment_token("hospital-a")
+    enrollment = authority.enroll(issued.token)
+    pending = store.pending_enrollment(hash_secret(issued.token))
+    store.close()
+
+    # Execute: everything a thief of the state directory gets.
+    stolen = b"".join(path.read_bytes() for path in settings.state_dir.rglob("*") if path.is_file())
+
+    # Assert: neither the secret nor the token is in it, and the sealed secret it does
+    # hold opens with the token only.
+    assert pending is not None
+    assert pending.sealed_secret in stolen
+    for secret in (enrollment.client_secret, issued.token):
+        assert secret.encode() not in stolen
+    with pytest.raises(InvalidTag):
+        unseal_client_secret(hash_secret(issued.token), enrollment.client_id, pending.sealed_secret)
+    assert (
+        unseal_client_secret(issued.token, enrollment.client_id, pending.sealed_secret)
+        == enrollment.client_secret
+    )
+
+
+def test_concurrent_enrollments_with_one_token_get_one_client(
+    settings: KeyauthSettings, clock: FakeClock
+) -> None:
+    # Prepare: separate stores are separate SQLite connections, as separate workers have.
+    stores = [SqliteStore(settings.state_dir) for _ in range(6)]
+    authorities = [KeyAuthority(settings, store, clock=clock) for store in stores]
+    token = authorities[0].issue_enrollment_token("hospital-a").token
+    answers: list[object] = [None] * len(authorities)
+    barrier = threading.Barrier(len(authorities))
+
+    def enroll(i: int) -> None:
+        barrier.wait()
+        answers[i] = authorities[i].enroll(token)
+
+    # Execute
+    threads = [threading.Thread(target=enroll, args=(i,)) for i in range(len(authorities))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    # Assert: one enrollment, the others its re-delivery.
+    try:
+        enrollments = [a for a in answers if isinstance(a, Enrollment)]
+        assert len(enrollments) == len(authorities)
+        assert sorted(e.redelivered for e in enrollments) == [False] + [True] * 5
+        assert len({(e.client_id, e.client_secret) for e in enrollments}) == 1
+        assert len(authorities[0].list_clients()) == 1
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_expired_enrollment_token_creates_nothing(
@@ -348,9 +558,10 @@ def test_logs_never_contain_secrets(
     authority = KeyAuthority(settings, store, clock=clock)
     issued = authority.issue_enrollment_token("hospital-a")
     enrollment = authority.enroll(issued.token)
+    authority.enroll(issued.token)  # re-delivered
+    access = authority.issue_access_token(enrollment.client_id, enrollment.client_secret)
     with pytest.raises(EnrollmentTokenUsedError):
         authority.enroll(issued.token)
-    access = authority.issue_access_token(enrollment.client_id, enrollment.client_secret)
     authority.secret_context(access.token)
     authority.authenticate_admin(ADMIN_KEY, via_loopback=True)
     with pytest.raises(AdminAuthError):
@@ -364,6 +575,7 @@ def test_logs_never_contain_secrets(
     # Assert
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "enrolled client" in logged
+    assert f"re-delivered enrollment of client {enrollment.client_id}" in logged
     for secret in [issued.token, enrollment.client_secret, access.token, ADMIN_KEY]:
         assert secret not in logged
     pem = (settings.state_dir / "signing-key.pem").read_text()

@@ -26,6 +26,7 @@ def test_defaults_are_loopback_with_the_placeholder_key() -> None:
     assert settings.admin_key_is_placeholder
     assert settings.profile == "n4096-s40"
     assert settings.access_token_ttl == 300
+    assert settings.enrollment_redelivery_window == 600
     assert "change-me" not in repr(settings)
 
 
@@ -37,11 +38,13 @@ def test_settings_come_from_the_keyauth_environment(
     monkeypatch.setenv("KEYAUTH_PROFILE", "n4096-s44")
     monkeypatch.setenv("KEYAUTH_HOST", "0.0.0.0")
     monkeypatch.setenv("KEYAUTH_ADMIN_KEY", "a-long-random-admin-key-1234")
+    monkeypatch.setenv("KEYAUTH_ENROLLMENT_REDELIVERY_WINDOW", "0")
 
     settings = KeyauthSettings()
 
     assert settings.state_dir == tmp_path
     assert settings.access_token_ttl == 60
+    assert settings.enrollment_redelivery_window == 0
     assert settings.profile == "n4096-s44"
     assert not settings.admin_key_is_placeholder
 
@@ -77,6 +80,8 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
         {"access_token_ttl": 0},
         {"enrollment_token_ttl": 10, "enrollment_token_max_ttl": 5},
         {"max_body_bytes": 10},
+        {"enrollment_redelivery_window": -1},
+        {"enrollment_redelivery_window": 86_401},
         {"log_level": "CHATTY"},
         {"unknown_setting": 1},
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import stat
 import threading
 from collections.abc import Iterator
@@ -25,6 +27,7 @@ from keyauth.store import (
     InMemoryStore,
     KeyauthStore,
     KeyEpoch,
+    PendingEnrollment,
     SqliteStore,
     open_store,
 )
@@ -99,6 +102,55 @@ def test_enrollment_redeems_the_token_and_creates_the_client(store: KeyauthStore
     assert client == ClientRecord("c-1", "hospital-a", "s-1", enrolled_at=NOW + 1)
     assert store.get_client("c-1") == client
     assert store.list_clients() == [client]
+
+
+def test_a_sealed_secret_waits_for_confirmation(store: KeyauthStore) -> None:
+    # Prepare
+    store.add_enrollment_token(_token())
+
+    # Execute
+    client = store.enroll_client(
+        "h-1", client_id="c-1", secret_hash="s-1", now=NOW + 1, sealed_secret=b"sealed"
+    )
+
+    # Assert
+    assert not client.confirmed
+    assert store.get_client("c-1") == client
+    assert store.pending_enrollment("h-1") == PendingEnrollment(client, NOW + 1, b"sealed")
+    assert "sealed" not in repr(store.pending_enrollment("h-1"))
+
+
+def test_confirmation_forgets_the_sealed_secret(store: KeyauthStore) -> None:
+    store.add_enrollment_token(_token())
+    store.enroll_client("h-1", client_id="c-1", secret_hash="s", now=NOW, sealed_secret=b"x")
+
+    store.confirm_enrollment("c-1")
+    store.confirm_enrollment("c-1")  # idempotent
+
+    assert store.pending_enrollment("h-1") is None
+    client = store.get_client("c-1")
+    assert client is not None
+    assert client.confirmed
+
+
+def test_revocation_forgets_the_sealed_secret(store: KeyauthStore) -> None:
+    store.add_enrollment_token(_token())
+    store.enroll_client("h-1", client_id="c-1", secret_hash="s", now=NOW, sealed_secret=b"x")
+
+    revoked = store.revoke_client("c-1", now=NOW + 5)
+
+    assert revoked.revoked
+    assert store.pending_enrollment("h-1") is None
+
+
+def test_only_a_used_token_has_a_pending_enrollment(store: KeyauthStore) -> None:
+    store.add_enrollment_token(_token("h-1"))
+    store.add_enrollment_token(_token("h-2", name="hospital-b"))
+    store.enroll_client("h-2", client_id="c-2", secret_hash="s", now=NOW)  # nothing sealed
+
+    assert store.pending_enrollment("h-nope") is None
+    assert store.pending_enrollment("h-1") is None
+    assert store.pending_enrollment("h-2") is None
 
 
 @pytest.mark.parametrize(
@@ -224,6 +276,79 @@ def test_everything_survives_a_reopen(state_dir: Path) -> None:
         assert second.enroll_client("h-2", client_id="c-2", secret_hash="s", now=NOW).client_id
     finally:
         second.close()
+
+
+# The schema keyauth created before enrollment re-delivery (user_version 1), verbatim.
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE key_epochs (
+    epoch INTEGER PRIMARY KEY CHECK (epoch >= 1),
+    profile TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    public_sha256 TEXT NOT NULL
+);
+CREATE TABLE enrollment_tokens (
+    token_hash TEXT PRIMARY KEY,
+    client_name TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    used_at REAL,
+    used_by TEXT
+);
+CREATE TABLE clients (
+    client_id TEXT PRIMARY KEY,
+    client_name TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    enrolled_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE UNIQUE INDEX clients_active_name ON clients (client_name) WHERE revoked_at IS NULL;
+INSERT INTO enrollment_tokens VALUES ('h-old', 'hospital-a', 1.0, 2.0, 1.5, 'c-old');
+INSERT INTO clients VALUES ('c-old', 'hospital-a', 's-old', 1.5, NULL);
+INSERT INTO enrollment_tokens VALUES ('h-new', 'hospital-b', 1.0, 9e99, NULL, NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def _columns(state_dir: Path, table: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(state_dir / "keyauth.sqlite3")) as db:
+        return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+
+
+def test_a_version_1_database_is_migrated_in_place(state_dir: Path) -> None:
+    # Prepare: a state directory as the previous keyauth left it.
+    state_dir.mkdir(mode=0o700)
+    with contextlib.closing(sqlite3.connect(state_dir / "keyauth.sqlite3")) as db:
+        db.executescript(_SCHEMA_V1)
+
+    # Execute: open it twice (the migration runs once, then finds nothing to do).
+    SqliteStore(state_dir).close()
+    store = SqliteStore(state_dir)
+
+    # Assert: old clients kept and confirmed (nothing sealed), new enrollments sealed.
+    try:
+        assert store.list_clients() == [ClientRecord("c-old", "hospital-a", "s-old", 1.5)]
+        assert store.pending_enrollment("h-old") is None
+        with pytest.raises(EnrollmentTokenUsedError):
+            store.enroll_client("h-old", client_id="c-9", secret_hash="s", now=NOW)
+        new = store.enroll_client(
+            "h-new", client_id="c-new", secret_hash="s", now=NOW, sealed_secret=b"sealed"
+        )
+        assert store.pending_enrollment("h-new") == PendingEnrollment(new, NOW, b"sealed")
+        assert store._query("PRAGMA user_version") == [(2,)]
+    finally:
+        store.close()
+    assert _columns(state_dir, "clients")[-1] == "pending_secret"
+
+
+def test_a_database_from_a_newer_keyauth_is_refused(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o700)
+    with contextlib.closing(sqlite3.connect(state_dir / "keyauth.sqlite3")) as db:
+        db.execute("PRAGMA user_version = 3")
+
+    with pytest.raises(StateError, match="newer"):
+        SqliteStore(state_dir)
 
 
 def test_state_is_private_to_its_user(state_dir: Path) -> None:
