@@ -321,7 +321,8 @@ def _summary(
     for h in hospitals:
         ups = h.updates()
         initial = [e for e in h.events if e["event"] == "initial_model"]
-        up_bytes = sum(int(e["envelope_bytes"]) for e in ups) + sum(e["bytes"] for e in initial)
+        update_bytes = sum(int(e["envelope_bytes"]) for e in ups)
+        up_bytes = update_bytes + sum(e["bytes"] for e in initial)
         down_bytes = sum(int(e.get("pull_bytes", 0)) for e in ups)
         shared = int(ups[0]["shared_params"]) if ups else 0
         clients.append(
@@ -332,7 +333,8 @@ def _summary(
                 "mean_staleness": float(np.mean([e["staleness"] for e in ups])) if ups else 0.0,
                 "bytes_up": up_bytes,
                 "bytes_down": down_bytes,
-                "bytes_per_update": up_bytes / len(ups) if ups else 0,
+                # The initial model upload is in bytes_up, not in the per-update figure.
+                "bytes_per_update": update_bytes / len(ups) if ups else 0,
                 "shared_params": shared,
                 "test_accuracy": per_site[h.site]["accuracy"],
             }
