@@ -331,11 +331,15 @@ class KeyauthClient:
         self._edge.close()
 
     def enroll(self, token: str) -> Enrollment:
-        """Redeem a single-use enrollment token (never retried once it may have arrived)."""
+        """Redeem an enrollment token; retried like any idempotent request.
+
+        keyauth answers a token it already redeemed with the same client id and secret
+        (200 instead of 201) until the client's first access token, within its
+        re-delivery window: an answer lost to a dropped connection or a restart is
+        fetched again instead of leaving an enrolled client nobody holds the secret of.
+        """
         what = "enroll"
-        response = self._edge.request(
-            "POST", "/v1/enroll", what=what, idempotent=False, json={"token": token}
-        )
+        response = self._edge.request("POST", "/v1/enroll", what=what, json={"token": token})
         body = _json_object(response, what)
         return Enrollment(
             client_id=_field(body, "client_id", str, what),

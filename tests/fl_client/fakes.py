@@ -43,6 +43,8 @@ class FakeKeyauth:
     tokens_issued: int = 0
     enrollment_tokens: set[str] = field(default_factory=lambda: {"enroll-me"})
     clients: dict[str, str] = field(default_factory=dict)
+    # redeemed token -> its client, until that client's first access token (re-delivery)
+    unconfirmed: dict[str, str] = field(default_factory=dict)
     valid_tokens: set[str] = field(default_factory=set)
     requests: list[httpx.Request] = field(default_factory=list)
 
@@ -56,14 +58,20 @@ class FakeKeyauth:
         path = request.url.path
         if path == "/v1/enroll":
             token = json.loads(request.content)["token"]
-            if token not in self.enrollment_tokens:
+            status = 201
+            if token in self.unconfirmed:
+                status, client_id = 200, self.unconfirmed[token]
+                secret = self.clients[client_id]
+            elif token not in self.enrollment_tokens:
                 return problem(403, "enrollment_token_used")
-            self.enrollment_tokens.discard(token)
-            client_id = f"c{len(self.clients) + 1}"
-            secret = f"secret-{uuid.uuid4().hex}"
-            self.clients[client_id] = secret
+            else:
+                self.enrollment_tokens.discard(token)
+                client_id = f"c{len(self.clients) + 1}"
+                secret = f"secret-{uuid.uuid4().hex}"
+                self.clients[client_id] = secret
+                self.unconfirmed[token] = client_id
             return httpx.Response(
-                201,
+                status,
                 json={
                     "client_id": client_id,
                     "client_name": f"hospital-{client_id}",
@@ -76,6 +84,7 @@ class FakeKeyauth:
             body = json.loads(request.content)
             if self.clients.get(body["client_id"]) != body["client_secret"]:
                 return problem(401, "client_credentials_invalid")
+            self.unconfirmed = {t: c for t, c in self.unconfirmed.items() if c != body["client_id"]}
             self.tokens_issued += 1
             token = f"access-{body['client_id']}-{self.tokens_issued}-{uuid.uuid4().hex}"
             self.valid_tokens.add(token)

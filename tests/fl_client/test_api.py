@@ -153,37 +153,86 @@ def test_4xx_problems_are_not_retried_and_keep_their_extra_fields(sleeps: Sleeps
     assert sleeps == []
 
 
-def test_enrollment_is_not_resent_once_it_may_have_arrived(sleeps: Sleeps) -> None:
-    calls: list[int] = []
+_ENROLLMENT = {
+    "client_id": "c-1",
+    "client_name": "hospital-a",
+    "client_secret": "the-secret",
+    "key_epoch": 1,
+    "profile": "test-n2048",
+}
 
-    def reset(request: httpx.Request) -> httpx.Response:
-        calls.append(1)
-        raise httpx.ReadError("connection reset")
 
-    client = KeyauthClient(
-        "http://127.0.0.1:8700", transport=httpx.MockTransport(reset), sleep=sleeps
-    )
-    with pytest.raises(TransportError):
-        client.enroll("single-use")
-    assert calls == [1]
-
-    answers: list[object] = [
-        httpx.ConnectError("refused"),
-        problem(403, "enrollment_token_used"),
-    ]
-
-    def refused_then_used(request: httpx.Request) -> httpx.Response:
+def _sequence(answers: list[object], calls: list[httpx.Request]) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         assert isinstance(answer, httpx.Response)
         return answer
 
+    return httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        httpx.ReadError("connection reset"),
+        httpx.ReadTimeout("timed out"),
+        httpx.ConnectError("refused"),
+        problem(500, "internal_error"),
+        problem(502, "bad_gateway"),
+        problem(503, "unavailable"),
+    ],
+)
+def test_enrollment_is_retried_and_gets_the_redelivered_answer(
+    sleeps: Sleeps, lost: object
+) -> None:
+    # keyauth re-delivers an unconfirmed enrollment to its token (200): resending is safe.
+    calls: list[httpx.Request] = []
+    answers = [lost, httpx.Response(200, json=_ENROLLMENT)]
     client = KeyauthClient(
-        "http://127.0.0.1:8700", transport=httpx.MockTransport(refused_then_used), sleep=sleeps
+        "http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps
     )
+
+    enrollment = client.enroll("the-token")
+
+    assert enrollment.client_id == "c-1"
+    assert enrollment.client_secret == "the-secret"
+    assert [json.loads(c.content) for c in calls] == [{"token": "the-token"}] * 2
+    assert len(sleeps) == 1
+
+
+def test_a_used_enrollment_token_is_not_retried(sleeps: Sleeps) -> None:
+    calls: list[httpx.Request] = []
+    answers: list[object] = [httpx.ConnectError("refused"), problem(403, "enrollment_token_used")]
+    client = KeyauthClient(
+        "http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps
+    )
+
     with pytest.raises(EnrollmentTokenError):
-        client.enroll("single-use")
+        client.enroll("the-token")
+
+    assert len(calls) == 2  # the 403 is final: the token is dead
+
+
+def test_enrollment_retries_give_up_with_a_transport_error(sleeps: Sleeps) -> None:
+    calls: list[httpx.Request] = []
+
+    def reset(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadError("connection reset")
+
+    client = KeyauthClient(
+        "http://127.0.0.1:8700",
+        transport=httpx.MockTransport(reset),
+        sleep=sleeps,
+        retry=RetryPolicy(max_attempts=3),
+    )
+
+    with pytest.raises(TransportError, match="3 attempt"):
+        client.enroll("the-token")
+    assert len(calls) == 3
 
 
 class _StaticTokens:

@@ -6,19 +6,23 @@ import io
 import json
 import logging
 import uuid
+from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 import crypto
 from fl_client import (
     ClientData,
+    ClientSettings,
     LayoutConflictError,
     TooStaleError,
     TransportError,
 )
 from fl_client.output import Reporter
-from fl_client.runner import Runner
+from fl_client.runner import Runner, enroll
+from fl_client.state import LocalState
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
 from tests.fl_client.conftest import MakeRunner, Sleeps
@@ -374,6 +378,33 @@ def test_a_stop_request_ends_the_run_after_the_current_round(
     assert summary.stop_reason == "stopped"
     assert summary.rounds == 1
     assert fake_server.applied == 1
+
+
+def test_a_lost_enrollment_answer_is_fetched_again_and_saved(
+    tmp_path: Path, fake_keyauth: FakeKeyauth
+) -> None:
+    # Prepare: keyauth enrolls the client, then the connection drops before the answer.
+    lost: list[int] = []
+
+    def lossy(request: httpx.Request) -> httpx.Response:
+        answer = fake_keyauth(request)
+        if request.url.path == "/v1/enroll" and not lost:
+            lost.append(answer.status_code)
+            raise httpx.ReadError("connection reset")
+        return answer
+
+    settings = ClientSettings(state_dir=tmp_path / "state", output="quiet", backoff_base=0.0)
+
+    # Execute
+    credential = enroll(
+        settings, fake_keyauth.issue_enrollment_token(), transport=httpx.MockTransport(lossy)
+    )
+
+    # Assert: the retry got the same client, whose secret is now stored and confirmed.
+    assert lost == [201]
+    assert fake_keyauth.clients == {credential.client_id: credential.client_secret}
+    assert LocalState(settings.state_dir).load_credential() == credential
+    assert fake_keyauth.unconfirmed == {}
 
 
 def test_train_uses_the_enrolling_keyauth_unless_told_otherwise(
