@@ -572,20 +572,30 @@ def crash_server(
 
 @dataclass
 class KeyauthCrashResult:
+    """``enrolled_acknowledged`` counts 201 and 200 answers; ``completed_on_retry`` the 201s
+    after a lost attempt (it never committed), ``redelivered`` the 200s (it had: keyauth
+    answered the same enrollment again); ``orphaned`` must stay 0."""
+
     kills: int
     enrolled_acknowledged: int
     answers_lost: int
     completed_on_retry: int
+    redelivered: int
     orphaned: int
     clients_listed: int
     unexplained_clients: int
     credentials_working: int
+    tokens_dead_after_confirmation: bool
     secret_context_unchanged: bool
     seconds: float
 
 
 def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResult:
-    """Enroll continuously while keyauth is killed (SIGKILL); then check every credential."""
+    """Enroll continuously while keyauth is killed (SIGKILL); then check every credential.
+
+    A hospital whose enroll got no answer resends the same token: keyauth answers 201 if
+    the first attempt never committed and re-delivers the same enrollment (200) if it did.
+    """
     rng = random.Random(seed)
     start = time.perf_counter()
     admin = new_admin_key()
@@ -599,8 +609,10 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
     url = keyauth.url
     first = enroll(url, admin, "reference")
     acked: dict[str, str] = {first.client_id: first.client_secret}
+    tokens: dict[str, str] = {}  # client id -> the enrollment token that enrolled it
     lost: set[str] = set()  # names whose enroll request got no answer at least once
     completed_on_retry: set[str] = set()
+    redelivered: set[str] = set()
     orphaned: set[str] = set()
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -626,10 +638,13 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
                         time.sleep(0.05)
                 if answer is None:
                     raise AssertionError(f"enroll of {name} never answered")
-                if answer.status_code == 201:
+                if answer.status_code in (200, 201):
                     body = answer.json()
                     acked[body["client_id"]] = body["client_secret"]
-                    if name in lost:
+                    tokens[body["client_id"]] = token
+                    if answer.status_code == 200:
+                        redelivered.add(name)  # committed before the kill, answered again
+                    elif name in lost:
                         completed_on_retry.add(name)
                 elif name in lost and answer.status_code in (401, 403):
                     orphaned.add(name)  # enrolled, but the answer with the secret was lost
@@ -653,6 +668,7 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
         listed = httpx.get(f"{url}/v1/clients", headers=admin_headers, timeout=10).json()
         working = 0
         unchanged = True
+        dead = True
         for client_id, secret in acked.items():
             token = httpx.post(
                 f"{url}/v1/token",
@@ -668,6 +684,11 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
                 timeout=10,
             )
             unchanged &= context.content == first.secret_context
+            if client_id in tokens:  # the access token confirmed it: no more re-delivery
+                replay = httpx.post(
+                    f"{url}/v1/enroll", json={"token": tokens[client_id]}, timeout=10
+                )
+                dead &= replay.status_code == 403
     finally:
         stop.set()
         keyauth.stop()
@@ -679,10 +700,12 @@ def crash_keyauth(work: Path, *, kills: int, seed: int = 0) -> KeyauthCrashResul
         enrolled_acknowledged=len(acked),
         answers_lost=len(lost),
         completed_on_retry=len(completed_on_retry),
+        redelivered=len(redelivered),
         orphaned=len(orphaned),
         clients_listed=len(listed),
         unexplained_clients=len(unexplained),
         credentials_working=working,
+        tokens_dead_after_confirmation=dead,
         secret_context_unchanged=unchanged,
         seconds=time.perf_counter() - start,
     )
@@ -1098,13 +1121,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 format_table(
                     [
                         "kills",
-                        "enrolled (201)",
+                        "enrolled (201/200)",
                         "no answer",
                         "201 on retry",
+                        "re-delivered (200)",
                         "orphaned",
                         "listed",
                         "unexplained",
                         "credentials working",
+                        "tokens dead once confirmed",
                         "secret context unchanged",
                     ],
                     [
@@ -1113,10 +1138,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             kcrash.enrolled_acknowledged,
                             kcrash.answers_lost,
                             kcrash.completed_on_retry,
+                            kcrash.redelivered,
                             kcrash.orphaned,
                             kcrash.clients_listed,
                             kcrash.unexplained_clients,
                             kcrash.credentials_working,
+                            kcrash.tokens_dead_after_confirmation,
                             kcrash.secret_context_unchanged,
                         ]
                     ],
