@@ -242,6 +242,11 @@ async def test_enrollment_and_client_credentials_resist_replay_and_guessing(worl
     )
     token = issued.json()["token"]
     first = await world.keyauth.post("/v1/enroll", json={"token": token})
+    # Until the client's first access token the token re-delivers the same enrollment
+    # (a lost answer is not an orphan); after it, a replay is refused.
+    redelivered = await world.keyauth.post("/v1/enroll", json={"token": token})
+    credentials = {k: first.json()[k] for k in ("client_id", "client_secret")}
+    confirmed = await world.keyauth.post("/v1/token", json=credentials)
     replayed = await world.keyauth.post("/v1/enroll", json={"token": token})
     guessed = await world.keyauth.post("/v1/enroll", json={"token": token[:-2] + "xx"})
     wrong_secret = await world.keyauth.post(
@@ -252,6 +257,9 @@ async def test_enrollment_and_client_credentials_resist_replay_and_guessing(worl
         "/v1/token", json={"client_id": "no-such-client", "client_secret": "x" * 40}
     )
     assert first.status_code == 201
+    assert redelivered.status_code == 200
+    assert redelivered.json() == first.json()
+    assert confirmed.status_code == 200
     assert replayed.status_code in (401, 403)
     assert replayed.headers["content-type"] == PROBLEM
     assert guessed.status_code == 401
