@@ -133,7 +133,8 @@ def enroll(
             key_epoch=answer.key_epoch,
             profile=answer.profile,
         )
-        # the secret is shown once: store it before anything else can fail
+        # Store the secret before the first access token: that token confirms the
+        # enrollment, after which keyauth never shows the secret again.
         state.save_credential(credential)
         access = client.issue_token(credential.client_id, credential.client_secret)
         context = client.secret_context(access.token, answer.key_epoch)
