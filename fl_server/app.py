@@ -16,12 +16,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fl_server.errors import ServerError, StartupError
 from fl_server.keyauth_client import KeyauthClient
@@ -31,77 +28,16 @@ from fl_server.service import KeyauthMaterial, ServerService
 from fl_server.settings import ServerSettings
 from fl_server.store import read_job_file
 from fl_server.telemetry import make_registry
+from hefl_http.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_response
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "create_app", "problem_response", "settings_from_env"]
 
 logger = logging.getLogger("fl_server")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-_MAX_DETAIL_CHARS = 1000
-
 try:
     _VERSION = version("hefl")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
-
-
-def problem_response(
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    *,
-    extra: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": detail[:_MAX_DETAIL_CHARS],
-        "code": code,
-    }
-    body.update(extra or {})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
-
-
-async def _server_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ServerError)
-    if exc.http_status >= 500:
-        logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
-    headers = dict(exc.headers)
-    if exc.http_status == 401:
-        challenge = 'Bearer realm="hefl"'
-        if exc.code != "token_missing":
-            challenge += ', error="invalid_token"'
-        headers["WWW-Authenticate"] = challenge
-    return problem_response(
-        exc.http_status, exc.code, exc.title, exc.detail, extra=exc.extra, headers=headers
-    )
-
-
-async def _validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    # Never echo the input back.
-    detail = "; ".join(
-        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
-        for error in exc.errors()
-    )
-    return problem_response(422, "request_invalid", "Invalid request", detail)
-
-
-async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, f"http_{exc.status_code}")
-    detail = str(exc.detail) if exc.detail else "HTTP error"
-    return problem_response(exc.status_code, code, detail, detail, headers=dict(exc.headers or {}))
-
-
-async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    # The exception is logged by the server; its text does not reach the caller.
-    return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
 
 
 def create_app(
@@ -185,13 +121,7 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    handlers: dict[Any, Any] = {
-        ServerError: _server_error_handler,
-        RequestValidationError: _validation_error_handler,
-        StarletteHTTPException: _http_error_handler,
-        Exception: _unexpected_error_handler,
-    }
-    for exc_class, handler in handlers.items():
+    for exc_class, handler in exception_handlers(ServerError, logger).items():
         app.add_exception_handler(exc_class, handler)
     return app
 

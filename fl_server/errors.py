@@ -33,16 +33,19 @@
         └── StateError                state_invalid: the state directory is unusable
 
 Every error carries a stable machine-readable ``code`` and the HTTP status the service
-answers with; the app turns them into ``application/problem+json`` in one handler, with
-``extra`` as additional members. Messages never contain a token or ciphertext bytes.
+answers with (``ServerError`` derives from ``hefl_http.errors.ProblemError``, the base
+keyauth's tree shares); the app turns them into ``application/problem+json`` in one
+handler, with ``extra`` as additional members and ``headers`` as response headers.
+Messages never contain a token or ciphertext bytes.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import crypto
+from hefl_http.errors import ProblemError, bearer_challenge
 
 __all__ = [
     "AuthError",
@@ -73,36 +76,21 @@ __all__ = [
 ]
 
 
-class ServerError(Exception):
+class ServerError(ProblemError):
     """Base of every error raised by ``fl_server``.
 
     ``code`` and ``http_status`` come from the class; an instance may override them
     (a translated crypto or token error keeps the code it was raised with).
     """
 
-    code: str = "internal_error"
-    http_status: int = 500
-    title: ClassVar[str] = "Internal error"
-
-    def __init__(
-        self, detail: str, *, code: str | None = None, http_status: int | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        if http_status is not None:
-            self.http_status = http_status
+    code = "internal_error"
+    http_status = 500
+    title = "Internal error"
 
     @property
-    def extra(self) -> dict[str, Any]:
-        """Additional problem members (e.g. ``current_version``)."""
-        return {}
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """Additional response headers (e.g. ``Retry-After``)."""
-        return {}
+    def challenge(self) -> str | None:
+        # Every 401 of fl_server is about the bearer access token.
+        return bearer_challenge(self.code)
 
 
 class RequestError(ServerError):

@@ -18,10 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from keyauth.errors import BodyTooLargeError, KeyauthError, SettingsError, TokenError
+from hefl_http.problems import (
+    PROBLEM_MEDIA_TYPE,
+    error_response,
+    exception_handlers,
+    problem_response,
+    validation_error_handler,
+)
+from keyauth.errors import BodyTooLargeError, KeyauthError, SettingsError
 from keyauth.routes import router
 from keyauth.service import KeyAuthority
 from keyauth.settings import KeyauthSettings
@@ -31,46 +37,10 @@ __all__ = ["PROBLEM_MEDIA_TYPE", "BodySizeLimitMiddleware", "create_app", "creat
 
 logger = logging.getLogger("keyauth")
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-_MAX_DETAIL_CHARS = 1000
-
 try:
     _VERSION = version("hefl")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     _VERSION = "0.0.0"
-
-
-def problem_response(
-    status: int, code: str, title: str, detail: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
-    body = {
-        "type": "about:blank",  # docs/protocol.md: the stable identity is `code`
-        "title": title,
-        "status": status,
-        "detail": detail[:_MAX_DETAIL_CHARS],
-        "code": code,
-    }
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
-
-
-def _error_problem(error: KeyauthError) -> JSONResponse:
-    headers: dict[str, str] = {}
-    if isinstance(error, TokenError) and error.http_status == 401:
-        challenge = 'Bearer realm="hefl"'
-        if error.code != "token_missing":
-            challenge += ', error="invalid_token"'
-        headers["WWW-Authenticate"] = challenge
-    elif error.http_status == 401 and error.code.startswith("admin_key"):
-        headers["WWW-Authenticate"] = 'X-Admin-Key realm="hefl-keyauth"'
-    return problem_response(error.http_status, error.code, error.title, error.detail, headers)
-
-
-async def _keyauth_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, KeyauthError)
-    if exc.http_status >= 500:
-        logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
-    return _error_problem(exc)
 
 
 def _is_json(content_type: str) -> bool:
@@ -97,25 +67,7 @@ async def _validation_error_handler(request: Request, exc: Exception) -> JSONRes
             "Unsupported media type",
             f"send the body as application/json, not {content_type.split(';')[0]!r}",
         )
-    # Never echo the input: a rejected field may be a secret.
-    detail = "; ".join(
-        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
-        for error in errors
-    )
-    return problem_response(422, "request_invalid", "Invalid request", detail)
-
-
-async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, f"http_{exc.status_code}")
-    title = str(exc.detail) if exc.detail else "HTTP error"
-    return problem_response(exc.status_code, code, title, str(exc.detail), dict(exc.headers or {}))
-
-
-async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    # The exception itself is logged by the server; its text may not reach the caller.
-    return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
+    return await validation_error_handler(request, exc)
 
 
 class BodySizeLimitMiddleware:
@@ -144,7 +96,7 @@ class BodySizeLimitMiddleware:
                 await response(scope, receive, send)
                 return
             if int(declared) > self.max_body_bytes:
-                await _error_problem(too_large)(scope, receive, send)
+                await error_response(too_large)(scope, receive, send)
                 return
         body = bytearray()
         more_body = True
@@ -155,7 +107,7 @@ class BodySizeLimitMiddleware:
             body += message.get("body", b"")
             more_body = message.get("more_body", False)
             if len(body) > self.max_body_bytes:
-                await _error_problem(too_large)(scope, receive, send)
+                await error_response(too_large)(scope, receive, send)
                 return
         replayed = False
 
@@ -203,12 +155,7 @@ def create_app(settings: KeyauthSettings) -> FastAPI:
     )
     app.state.authority = None
     app.include_router(router)
-    handlers: dict[Any, Any] = {
-        KeyauthError: _keyauth_error_handler,
-        RequestValidationError: _validation_error_handler,
-        StarletteHTTPException: _http_error_handler,
-        Exception: _unexpected_error_handler,
-    }
+    handlers = exception_handlers(KeyauthError, logger, validation=_validation_error_handler)
     for exc_class, handler in handlers.items():
         app.add_exception_handler(exc_class, handler)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)

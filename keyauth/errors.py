@@ -22,7 +22,9 @@
     └── SettingsError                   ``KEYAUTH_*`` settings refused at startup
 
 Every error carries a stable machine-readable ``code`` and the HTTP status the service
-answers with; the app turns them into ``application/problem+json`` in one handler and
+answers with (``KeyauthError`` derives from ``hefl_http.errors.ProblemError``, the base
+fl_server's tree shares); the app turns them into ``application/problem+json`` in one
+handler and
 ``error_from_problem`` turns such a response back into the matching class. Messages never
 contain a secret, a token or key material: they are returned to callers and logged.
 """
@@ -30,6 +32,8 @@ contain a secret, a token or key material: they are returned to callers and logg
 from __future__ import annotations
 
 from typing import Any, ClassVar
+
+from hefl_http.errors import ProblemError, bearer_challenge
 
 __all__ = [
     "AdminAuthError",
@@ -53,26 +57,20 @@ __all__ = [
 ]
 
 
-class KeyauthError(Exception):
+class KeyauthError(ProblemError):
     """Base of every error raised by ``keyauth``.
 
     ``code`` and ``http_status`` come from the class; an instance may override them (an
     error rebuilt from a problem response keeps what the server said).
     """
 
-    code: str = "keyauth_error"
-    http_status: int = 400
-    title: ClassVar[str] = "Key authority error"
+    code = "keyauth_error"
+    http_status = 400
+    title = "Key authority error"
 
-    def __init__(
-        self, detail: str, *, code: str | None = None, http_status: int | None = None
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code is not None:
-            self.code = code
-        if http_status is not None:
-            self.http_status = http_status
+    @property
+    def challenge(self) -> str | None:
+        return 'X-Admin-Key realm="hefl-keyauth"' if self.code.startswith("admin_key") else None
 
 
 class RequestError(KeyauthError):
@@ -174,6 +172,10 @@ class TokenError(KeyauthError):
             raise ValueError(f"unknown token error code {code!r}")
         default_status = 403 if code == "token_wrong_role" else 401
         super().__init__(detail, code=code, http_status=http_status or default_status)
+
+    @property
+    def challenge(self) -> str | None:
+        return bearer_challenge(self.code)
 
 
 class StateError(KeyauthError):

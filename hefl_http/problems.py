@@ -1,0 +1,119 @@
+"""problem+json responses and the exception handlers both services install."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hefl_http.errors import ProblemError
+
+__all__ = [
+    "PROBLEM_MEDIA_TYPE",
+    "ExceptionHandler",
+    "error_response",
+    "exception_handlers",
+    "problem_response",
+    "validation_error_handler",
+]
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_MAX_DETAIL_CHARS = 1000
+
+ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """An RFC 9457 problem with hefl's stable machine-readable ``code``."""
+    body: dict[str, Any] = {
+        "type": "about:blank",  # docs/protocol.md: the stable identity is `code`
+        "title": title,
+        "status": status,
+        "detail": detail[:_MAX_DETAIL_CHARS],
+        "code": code,
+    }
+    body.update(extra or {})
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def error_response(error: ProblemError) -> JSONResponse:
+    """The problem answer for ``error``: its status, code, title, extra members and headers."""
+    headers = dict(error.headers)
+    challenge = error.challenge
+    if error.http_status == 401 and challenge is not None:
+        headers["WWW-Authenticate"] = challenge
+    return problem_response(
+        error.http_status, error.code, error.title, error.detail, extra=error.extra, headers=headers
+    )
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """422 ``request_invalid``, naming each rejected field and why."""
+    assert isinstance(exc, RequestValidationError)
+    # Never echo the input: a rejected field may be a secret.
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in error.get('loc', ()))}: {error.get('msg', 'invalid')}"
+        for error in exc.errors()
+    )
+    return problem_response(422, "request_invalid", "Invalid request", detail)
+
+
+async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    detail = str(exc.detail) if exc.detail else "HTTP error"
+    return problem_response(exc.status_code, code, detail, detail, headers=dict(exc.headers or {}))
+
+
+async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    # The exception itself is logged by the server; its text may not reach the caller.
+    return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
+
+
+def exception_handlers(
+    errors: type[ProblemError],
+    logger: logging.Logger,
+    *,
+    validation: ExceptionHandler = validation_error_handler,
+) -> dict[Any, ExceptionHandler]:
+    """The handlers that answer every error of a service as problem+json.
+
+    Parameters
+    ----------
+    errors
+        The base of the service's own exception tree. Only it is answered with its code
+        and status: another tree's error (another service's, raised through a library)
+        stays an unexpected 500, as any other exception.
+    logger
+        Where errors answered with a 5xx status are logged.
+    validation
+        The handler for request validation errors (``validation_error_handler`` unless
+        the service tells more cases apart).
+    """
+
+    async def problem_error_handler(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, errors)
+        if exc.http_status >= 500:
+            logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
+        return error_response(exc)
+
+    return {
+        errors: problem_error_handler,
+        RequestValidationError: validation,
+        StarletteHTTPException: _http_error_handler,
+        Exception: _unexpected_error_handler,
+    }
