@@ -12,8 +12,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Response
@@ -28,16 +26,12 @@ from fl_server.service import KeyauthMaterial, ServerService
 from fl_server.settings import ServerSettings
 from fl_server.store import read_job_file
 from fl_server.telemetry import make_registry
-from hefl_http.problems import PROBLEM_MEDIA_TYPE, exception_handlers, problem_response
+from hefl_http.problems import PROBLEM_MEDIA_TYPE, add_problem_handlers, problem_response
+from hefl_http.serving import HEFL_VERSION, configure_logging, lazy_app, settings_reasons
 
 __all__ = ["PROBLEM_MEDIA_TYPE", "create_app", "problem_response", "settings_from_env"]
 
 logger = logging.getLogger("fl_server")
-
-try:
-    _VERSION = version("hefl")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0.0.0"
 
 
 def create_app(
@@ -104,7 +98,7 @@ def create_app(
     app = FastAPI(
         title="hefl fl_server",
         summary="Asynchronous federated learning on a CKKS-encrypted model",
-        version=_VERSION,
+        version=HEFL_VERSION,
         lifespan=lifespan,
     )
     app.state.service = None
@@ -121,8 +115,7 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    for exc_class, handler in exception_handlers(ServerError, logger).items():
-        app.add_exception_handler(exc_class, handler)
+    add_problem_handlers(app, ServerError, logger)
     return app
 
 
@@ -131,29 +124,10 @@ def settings_from_env() -> ServerSettings:
     try:
         settings = ServerSettings()
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in exc.errors(include_input=False)
-        )
-        raise StartupError(f"invalid FLSERVER_* settings: {reasons}") from None
-    configure_logging(settings.log_level)
+        raise StartupError(f"invalid FLSERVER_* settings: {settings_reasons(exc)}") from None
+    configure_logging("fl_server", settings.log_level)
     return settings
 
 
-def configure_logging(level: str) -> None:
-    """Give fl_server's logger a handler unless someone has (uvicorn configures only its own)."""
-    server_logger = logging.getLogger("fl_server")
-    server_logger.setLevel(level)
-    if not server_logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        server_logger.addHandler(handler)
-
-
-def __getattr__(name: str) -> Any:
-    # ``uvicorn fl_server.app:app`` looks ``app`` up here: build it then, and only once.
-    if name == "app":
-        app = create_app()
-        globals()["app"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``uvicorn fl_server.app:app`` looks ``app`` up here: build it then, and only once.
+__getattr__ = lazy_app(__name__, create_app)

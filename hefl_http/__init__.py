@@ -2,5 +2,7 @@
 
 ``hefl_http.errors`` (the error base) imports no web framework, so the services'
 transport-free modules and the command-line tools can import their error trees without
-FastAPI; ``hefl_http.problems`` is the FastAPI side (responses and exception handlers).
+FastAPI; ``hefl_http.problems`` is the FastAPI side (responses and exception handlers);
+``hefl_http.serving`` holds what both do alike under uvicorn (version, settings errors,
+logging, the lazily built ``app``).
 """

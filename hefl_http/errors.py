@@ -11,7 +11,7 @@ class ProblemError(Exception):
     """An error the HTTP edge answers with an ``application/problem+json`` body.
 
     Each service derives its one exception tree from it (``keyauth.errors.KeyauthError``,
-    ``fl_server.errors.ServerError``) and installs ``hefl_http.problems.exception_handlers``
+    ``fl_server.errors.ServerError``) and installs ``hefl_http.problems.add_problem_handlers``
     for that tree only. ``code`` and ``http_status`` come from the class; an instance may
     override them (a translated or rebuilt error keeps the code it was given).
     """

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hefl_http.errors import ProblemError
@@ -16,8 +17,8 @@ from hefl_http.errors import ProblemError
 __all__ = [
     "PROBLEM_MEDIA_TYPE",
     "ExceptionHandler",
+    "add_problem_handlers",
     "error_response",
-    "exception_handlers",
     "problem_response",
     "validation_error_handler",
 ]
@@ -84,16 +85,19 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
     return problem_response(500, "internal_error", "Internal error", "an unexpected error occurred")
 
 
-def exception_handlers(
+def add_problem_handlers(
+    app: Starlette,
     errors: type[ProblemError],
     logger: logging.Logger,
     *,
     validation: ExceptionHandler = validation_error_handler,
-) -> dict[Any, ExceptionHandler]:
-    """The handlers that answer every error of a service as problem+json.
+) -> None:
+    """Have ``app`` answer every error as problem+json.
 
     Parameters
     ----------
+    app
+        The service's app.
     errors
         The base of the service's own exception tree. Only it is answered with its code
         and status: another tree's error (another service's, raised through a library)
@@ -111,9 +115,11 @@ def exception_handlers(
             logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
         return error_response(exc)
 
-    return {
+    handlers: dict[type[Exception], ExceptionHandler] = {
         errors: problem_error_handler,
         RequestValidationError: validation,
         StarletteHTTPException: _http_error_handler,
         Exception: _unexpected_error_handler,
     }
+    for exc_class, handler in handlers.items():
+        app.add_exception_handler(exc_class, handler)

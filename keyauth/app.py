@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -22,11 +20,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hefl_http.problems import (
     PROBLEM_MEDIA_TYPE,
+    add_problem_handlers,
     error_response,
-    exception_handlers,
     problem_response,
     validation_error_handler,
 )
+from hefl_http.serving import HEFL_VERSION, configure_logging, lazy_app, settings_reasons
 from keyauth.errors import BodyTooLargeError, KeyauthError, SettingsError
 from keyauth.routes import router
 from keyauth.service import KeyAuthority
@@ -36,11 +35,6 @@ from keyauth.store import open_store
 __all__ = ["PROBLEM_MEDIA_TYPE", "BodySizeLimitMiddleware", "create_app", "create_app_from_env"]
 
 logger = logging.getLogger("keyauth")
-
-try:
-    _VERSION = version("hefl")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    _VERSION = "0.0.0"
 
 
 def _is_json(content_type: str) -> bool:
@@ -150,14 +144,12 @@ def create_app(settings: KeyauthSettings) -> FastAPI:
     app = FastAPI(
         title="hefl keyauth",
         summary="CKKS key material and client identity for hefl",
-        version=_VERSION,
+        version=HEFL_VERSION,
         lifespan=lifespan,
     )
     app.state.authority = None
     app.include_router(router)
-    handlers = exception_handlers(KeyauthError, logger, validation=_validation_error_handler)
-    for exc_class, handler in handlers.items():
-        app.add_exception_handler(exc_class, handler)
+    add_problem_handlers(app, KeyauthError, logger, validation=_validation_error_handler)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
@@ -167,29 +159,10 @@ def create_app_from_env() -> FastAPI:
     try:
         settings = KeyauthSettings()
     except ValidationError as exc:
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-            for e in exc.errors(include_input=False)
-        )
-        raise SettingsError(f"invalid KEYAUTH_* settings: {reasons}") from None
-    _configure_logging(settings.log_level)
+        raise SettingsError(f"invalid KEYAUTH_* settings: {settings_reasons(exc)}") from None
+    configure_logging("keyauth", settings.log_level)
     return create_app(settings)
 
 
-def _configure_logging(level: str) -> None:
-    # uvicorn configures its own loggers only; give keyauth's a handler unless someone has.
-    keyauth_logger = logging.getLogger("keyauth")
-    keyauth_logger.setLevel(level)
-    if not keyauth_logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
-        keyauth_logger.addHandler(handler)
-
-
-def __getattr__(name: str) -> Any:
-    # ``uvicorn keyauth.app:app`` looks ``app`` up here: build it then, and only once.
-    if name == "app":
-        app = create_app_from_env()
-        globals()["app"] = app
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ``uvicorn keyauth.app:app`` looks ``app`` up here: build it then, and only once.
+__getattr__ = lazy_app(__name__, create_app_from_env)
