@@ -9,8 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,7 +50,8 @@ def new_admin_key() -> str:
 class ServiceProcess:
     """``python -m uvicorn <app>`` on a loopback port, logging to ``log``.
 
-    ``uvicorn_args`` are further uvicorn options (``--log-level warning``, ...).
+    ``uvicorn_args`` are further uvicorn options (``--log-level warning``, ...). As a
+    context manager it is started on entry and stopped on exit.
     """
 
     app: str
@@ -64,6 +64,17 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServiceProcess:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the process and return once ``/healthz`` answers 200."""
@@ -118,7 +129,6 @@ class ServiceProcess:
             self.process.wait(timeout=10)
 
 
-@contextmanager
 def keyauth_service(
     state_dir: Path,
     admin_key: str,
@@ -126,19 +136,13 @@ def keyauth_service(
     *,
     uvicorn_args: Sequence[str] = (),
     **settings: str,
-) -> Iterator[ServiceProcess]:
-    """A running key authority; ``settings`` are extra ``KEYAUTH_*`` values (lower-case names)."""
+) -> ServiceProcess:
+    """A key authority, run by ``with``; ``settings`` are extra ``KEYAUTH_*`` (lower-case names)."""
     env = {"KEYAUTH_STATE_DIR": str(state_dir), "KEYAUTH_ADMIN_KEY": admin_key}
     env.update({f"KEYAUTH_{k.upper()}": v for k, v in settings.items()})
-    service = ServiceProcess("keyauth.app:app", env, log, uvicorn_args=uvicorn_args)
-    try:
-        service.start()
-        yield service
-    finally:
-        service.stop()
+    return ServiceProcess("keyauth.app:app", env, log, uvicorn_args=uvicorn_args)
 
 
-@contextmanager
 def server_service(
     keyauth_url: str,
     state_dir: Path,
@@ -146,16 +150,11 @@ def server_service(
     *,
     uvicorn_args: Sequence[str] = (),
     **settings: str,
-) -> Iterator[ServiceProcess]:
-    """A running aggregation server; ``settings`` are extra ``FLSERVER_*`` values."""
+) -> ServiceProcess:
+    """An aggregation server, run by ``with``; ``settings`` are extra ``FLSERVER_*`` values."""
     env = {"FLSERVER_KEYAUTH_URL": keyauth_url, "FLSERVER_STATE_DIR": str(state_dir)}
     env.update({f"FLSERVER_{k.upper()}": v for k, v in settings.items()})
-    service = ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args)
-    try:
-        service.start()
-        yield service
-    finally:
-        service.stop()
+    return ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args)
 
 
 def enrollment_token(keyauth_url: str, admin_key: str, client_name: str) -> str:

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,9 +76,7 @@ def hospitals(keyauth: str) -> list[Enrolled]:
     return [enroll(keyauth, name) for name in ("hospital-a", "hospital-b", "hospital-c")]
 
 
-def fl_server(
-    keyauth: str, state_dir: Path, log: Path, **settings: str
-) -> AbstractContextManager[ServiceProcess]:
+def fl_server(keyauth: str, state_dir: Path, log: Path, **settings: str) -> ServiceProcess:
     """A running fl_server; ``settings`` are further ``FLSERVER_*`` values (lower-case names)."""
     return server_service(
         keyauth, state_dir, log, client_updates_per_minute="0", checkpoint_every="4", **settings
