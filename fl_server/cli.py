@@ -10,6 +10,7 @@ import uvicorn
 
 from fl_server.app import create_app, settings_from_env
 from fl_server.errors import StartupError
+from hefl_http.protocol import DeadlineH11Protocol
 from keyauth.settings import is_loopback_host
 
 __all__ = ["main"]
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         ssl_certfile=str(settings.tls_certfile) if settings.tls_certfile else None,
         ssl_keyfile=str(settings.tls_keyfile) if settings.tls_keyfile else None,
         log_level=settings.log_level.lower(),
+        http=DeadlineH11Protocol,  # request deadlines: slow clients cannot hold connections
     )
     return 0
 

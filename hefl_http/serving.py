@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -39,6 +40,27 @@ def configure_logging(name: str, level: str) -> None:
         service_logger.addHandler(handler)
 
 
+def _warn_at_startup_without_deadlines(app: Any, service: str) -> None:
+    """Say in the log, at startup, if uvicorn serves ``app`` without hefl's deadlines.
+
+    uvicorn imports its ``--http`` protocol class after the app but before the lifespan
+    starts: if ``hefl_http.protocol`` is not loaded by then, nothing cuts off slow clients.
+    """
+    inner = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        if "hefl_http.protocol" not in sys.modules:
+            logging.getLogger(service).warning(
+                "no request deadlines: a client can hold a connection open by sending "
+                "slowly; start uvicorn with --http hefl_http.protocol:DeadlineH11Protocol"
+            )
+        async with inner(app) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+
+
 def lazy_app(module: str, build: Callable[[], Any]) -> Callable[[str], Any]:
     """A module ``__getattr__`` that builds ``app`` with ``build`` when first looked up.
 
@@ -49,6 +71,7 @@ def lazy_app(module: str, build: Callable[[], Any]) -> Callable[[str], Any]:
     def __getattr__(name: str) -> Any:
         if name == "app":
             app = build()
+            _warn_at_startup_without_deadlines(app, module.partition(".")[0])
             vars(sys.modules[module])["app"] = app
             return app
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
