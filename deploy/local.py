@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -15,9 +16,12 @@ from pathlib import Path
 
 import httpx
 
+from hefl_http.protocol import PROTOCOL_PATH
+
 __all__ = [
     "ServiceError",
     "ServiceProcess",
+    "Tls",
     "enrollment_token",
     "free_port",
     "keyauth_service",
@@ -46,12 +50,27 @@ def new_admin_key() -> str:
     return "demo-" + secrets.token_urlsafe(24)
 
 
+@dataclass(frozen=True)
+class Tls:
+    """A server certificate and key, and the CA file its clients trust (``make-certs.sh``)."""
+
+    certfile: Path
+    keyfile: Path
+    cafile: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.cafile))
+
+
 @dataclass
 class ServiceProcess:
     """``python -m uvicorn <app>`` on a loopback port, logging to ``log``.
 
-    ``uvicorn_args`` are further uvicorn options (``--log-level warning``, ...). As a
-    context manager it is started on entry and stopped on exit.
+    It runs with hefl's request deadlines (``--http hefl_http.protocol:...``) and, given
+    ``tls``, serves https (the process also trusts ``tls.cafile``, through
+    ``SSL_CERT_FILE``, for its own calls to the other service). ``uvicorn_args`` are
+    further uvicorn options (``--log-level warning``, ...). As a context manager it is
+    started on entry and stopped on exit.
     """
 
     app: str
@@ -59,11 +78,13 @@ class ServiceProcess:
     log: Path
     port: int = field(default_factory=free_port)
     uvicorn_args: Sequence[str] = ()
+    tls: Tls | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def __enter__(self) -> ServiceProcess:
         try:
@@ -80,11 +101,19 @@ class ServiceProcess:
         """Start the process and return once ``/healthz`` answers 200."""
         clean = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "uvicorn", self.app]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), *self.uvicorn_args]
+        command = [sys.executable, "-m", "uvicorn", self.app, "--http", PROTOCOL_PATH]
+        command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**clean, **self.env}
+        verify: ssl.SSLContext | bool = True
+        if self.tls is not None:
+            command += ["--ssl-certfile", str(self.tls.certfile)]
+            command += ["--ssl-keyfile", str(self.tls.keyfile)]
+            env["SSL_CERT_FILE"] = str(self.tls.cafile)
+            verify = self.tls.client_context()
+        command += self.uvicorn_args
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(  # noqa: S603 - our own uvicorn command
-                command, env={**clean, **self.env}, stdout=out, stderr=subprocess.STDOUT
+                command, env=env, stdout=out, stderr=subprocess.STDOUT
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -94,7 +123,8 @@ class ServiceProcess:
                     f"last lines of {self.log}:\n{self.tail()}"
                 )
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=verify)
+                if answer.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -135,12 +165,13 @@ def keyauth_service(
     log: Path,
     *,
     uvicorn_args: Sequence[str] = (),
+    tls: Tls | None = None,
     **settings: str,
 ) -> ServiceProcess:
     """A key authority, run by ``with``; ``settings`` are extra ``KEYAUTH_*`` (lower-case names)."""
     env = {"KEYAUTH_STATE_DIR": str(state_dir), "KEYAUTH_ADMIN_KEY": admin_key}
     env.update({f"KEYAUTH_{k.upper()}": v for k, v in settings.items()})
-    return ServiceProcess("keyauth.app:app", env, log, uvicorn_args=uvicorn_args)
+    return ServiceProcess("keyauth.app:app", env, log, uvicorn_args=uvicorn_args, tls=tls)
 
 
 def server_service(
@@ -149,21 +180,25 @@ def server_service(
     log: Path,
     *,
     uvicorn_args: Sequence[str] = (),
+    tls: Tls | None = None,
     **settings: str,
 ) -> ServiceProcess:
     """An aggregation server, run by ``with``; ``settings`` are extra ``FLSERVER_*`` values."""
     env = {"FLSERVER_KEYAUTH_URL": keyauth_url, "FLSERVER_STATE_DIR": str(state_dir)}
     env.update({f"FLSERVER_{k.upper()}": v for k, v in settings.items()})
-    return ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args)
+    return ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args, tls=tls)
 
 
-def enrollment_token(keyauth_url: str, admin_key: str, client_name: str) -> str:
+def enrollment_token(
+    keyauth_url: str, admin_key: str, client_name: str, *, verify: ssl.SSLContext | bool = True
+) -> str:
     """Issue a single-use enrollment token for ``client_name`` (the administrator's step)."""
     answer = httpx.post(
         f"{keyauth_url}/v1/enrollment-tokens",
         headers={"X-Admin-Key": admin_key},
         json={"client_name": client_name, "expires_in": 900},
         timeout=10,
+        verify=verify,
     )
     if answer.status_code != 201:
         raise ServiceError(

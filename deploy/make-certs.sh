@@ -4,7 +4,8 @@
 #   OUT_DIR       defaults to deploy/certs
 #   SERVER_NAMES  DNS names the certificates are valid for
 #                 (default: keyauth fl-server localhost)
-# Clients trust ca.pem (FLCLIENT_CA_FILE / SSL_CERT_FILE); never ship ca.key.
+# Clients trust ca.pem (SSL_CERT_FILE=ca.pem for hefl-client, hefl-admin and the
+# server's calls to keyauth); never ship ca.key.
 set -euo pipefail
 out=${1:-"$(dirname "$0")/certs"}
 shift || true
