@@ -13,6 +13,7 @@ import gzip
 import json
 import math
 import random
+import socket
 import struct
 import tempfile
 import threading
@@ -882,6 +883,115 @@ def load(
 # 4. Secrets: the server's disk and memory hold no secret key; logs hold no credential
 
 
+# --------------------------------------------------------------------------------------
+# Slow clients (slowloris): connections that never finish their request
+
+
+@dataclass
+class SlowResult:
+    service: str
+    protocol: str  # "deadlines" (hefl_http.protocol) or "bare" (uvicorn's own h11)
+    connections: int
+    opened: int
+    held_after_s: float
+    still_open_in_headers: int  # of opened // 2 stopped inside their headers
+    still_open_in_body: int  # of the others, stopped inside a declared body
+    legit_p50_ms: float  # GET /healthz on fresh connections while the slow ones are held
+    legit_failures: int
+    rss_before_mb: float
+    rss_held_mb: float
+
+
+def _still_open(sock: socket.socket) -> bool:
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def slow_clients(
+    work: Path, *, service: str, protocol: str, connections: int, hold: float
+) -> SlowResult:
+    """Open ``connections`` requests that never finish; count those still open after ``hold`` s.
+
+    Half stop inside their headers, half inside a declared body. Meanwhile a well-behaved
+    client asks ``/healthz`` on fresh connections.
+    """
+    admin = new_admin_key()
+    args = ("--http", "h11") if protocol == "bare" else ()
+    quiet = ("--log-level", "warning")
+    with ExitStack() as stack:
+        keyauth = stack.enter_context(
+            keyauth_service(
+                work / "keyauth",
+                admin,
+                work / "keyauth.log",
+                uvicorn_args=(*quiet, *args) if service == "keyauth" else quiet,
+            )
+        )
+        target = keyauth
+        if service == "fl_server":
+            target = stack.enter_context(
+                server_service(
+                    keyauth.url, work / "server", work / "server.log", uvicorn_args=(*quiet, *args)
+                )
+            )
+        assert target.process is not None
+        pid = target.process.pid
+        rss_before = rss_bytes(pid) / 2**20
+        path = b"/v1/enroll" if service == "keyauth" else b"/v1/updates"
+        socks: list[socket.socket] = []
+        for k in range(connections):
+            try:
+                sock = socket.create_connection(("127.0.0.1", target.port), timeout=5)
+                if k % 2:
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                else:
+                    sock.sendall(
+                        b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                        b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+                    )
+                socks.append(sock)
+            except OSError:
+                break
+        opened = len(socks)
+        latencies: list[float] = []
+        failures = 0
+        start = time.monotonic()
+        while time.monotonic() - start < hold:
+            t0 = time.perf_counter()
+            try:
+                ok = httpx.get(f"{target.url}/healthz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - t0)
+            else:
+                failures += 1
+            time.sleep(0.5)
+        rss_held = rss_bytes(pid) / 2**20
+        in_headers = sum(_still_open(sock) for sock in socks[1::2])
+        in_body = sum(_still_open(sock) for sock in socks[0::2])
+        for sock in socks:
+            sock.close()
+    return SlowResult(
+        service=service,
+        protocol=protocol,
+        connections=connections,
+        opened=opened,
+        held_after_s=hold,
+        still_open_in_headers=in_headers,
+        still_open_in_body=in_body,
+        legit_p50_ms=float(np.median(latencies) * 1e3) if latencies else math.nan,
+        legit_failures=failures,
+        rss_before_mb=rss_before,
+        rss_held_mb=rss_held,
+    )
+
+
 def secret_key_needles(secret_context: bytes, profile: crypto.CkksProfile) -> list[bytes]:
     """Distinctive windows of the secret key, as serialized and as SEAL holds it in memory."""
     import tenseal as ts
@@ -1036,7 +1146,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--parts",
-        default="corpus,fuzz,crash,kcrash,load",
+        default="corpus,fuzz,crash,kcrash,load,slow",
         help="comma-separated subset; a subset is merged into the existing JSON",
     )
     args = parser.parse_args(argv)
@@ -1044,7 +1154,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = set(args.parts.split(","))
     results: dict[str, Any] = {"quick": quick}
     previous = RESULTS_DIR / "hostile.json"
-    if parts != {"corpus", "fuzz", "crash", "kcrash", "load"} and previous.exists():
+    if parts != {"corpus", "fuzz", "crash", "kcrash", "load", "slow"} and previous.exists():
         kept = json.loads(previous.read_text())
         results = {k: v for k, v in kept.items() if k not in ("machine", "when")}
     with _workdir(args.work) as work:
@@ -1188,6 +1298,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             )
             print("\nstatuses:", loaded.by_status)
+        if "slow" in parts:
+            slow = [
+                slow_clients(
+                    work / f"slow-{service}-{protocol}",
+                    service=service,
+                    protocol=protocol,
+                    connections=500 if quick else 2000,
+                    hold=15 if quick else 30,
+                )
+                for service in ("keyauth", "fl_server")
+                for protocol in ("bare", "deadlines")
+            ]
+            results["slow"] = [r.__dict__ for r in slow]
+            print("\n## Slow clients: requests that never finish\n")
+            print(
+                format_table(
+                    [
+                        "service",
+                        "uvicorn protocol",
+                        "opened",
+                        "held for s",
+                        "open: in headers",
+                        "open: in body",
+                        "healthz p50 ms",
+                        "healthz failed",
+                        "RSS before / held MB",
+                    ],
+                    [
+                        [
+                            r.service,
+                            r.protocol,
+                            r.opened,
+                            r.held_after_s,
+                            f"{r.still_open_in_headers} / {r.opened // 2}",
+                            f"{r.still_open_in_body} / {r.opened - r.opened // 2}",
+                            r.legit_p50_ms,
+                            r.legit_failures,
+                            f"{r.rss_before_mb:.0f} / {r.rss_held_mb:.0f}",
+                        ]
+                        for r in slow
+                    ],
+                )
+            )
     out = write_json("hostile", results)
     print(f"\nwrote {out}")
     return results
