@@ -195,18 +195,15 @@ class _Edge:
         path: str,
         *,
         what: str,
-        idempotent: bool = True,
         retry_statuses: Collection[int] = _RETRY_STATUSES,
         on_chunk: Callable[[int, int | None], object] | None = None,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Send a request, retrying what is safe to retry; return a < 400 answer, read.
+        """Send a request, retrying transport errors and ``retry_statuses``; return a < 400 answer.
 
-        A request that is not ``idempotent`` is retried only when it surely never reached
-        the service (connection refused) or the service said so (429, 503).
+        Every request of the protocol is safe to resend (updates carry their id, enrollment
+        is re-delivered until confirmed), so a lost answer is always retried.
         """
-        if not idempotent:
-            retry_statuses = {s for s in retry_statuses if s in (429, 503)}
         attempt = 0
         while True:
             attempt += 1
@@ -214,8 +211,7 @@ class _Edge:
             try:
                 response = self._send(method, path, on_chunk=on_chunk, **kwargs)
             except httpx.TransportError as exc:
-                retryable = idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if not retryable or attempt >= self._retry.max_attempts:
+                if attempt >= self._retry.max_attempts:
                     raise TransportError(
                         f"{what}: {type(exc).__name__} talking to {self.base_url}"
                         f" after {attempt} attempt(s): {exc}"
