@@ -178,7 +178,12 @@ def _run(args: argparse.Namespace, admin: AdminClient, out: TextIO) -> None:
 def _print_clients(clients: list[dict[str, Any]], out: TextIO) -> None:
     rows = [("ID", "NAME", "ENROLLED_AT", "STATUS")]
     for client in clients:
-        status = f"revoked {client['revoked_at']}" if client["revoked"] else "active"
+        if client["revoked"]:
+            status = f"revoked {client['revoked_at']}"
+        elif client.get("confirmed", True):
+            status = "active"
+        else:  # enrolled, but no access token yet: the answer may not have arrived
+            status = "active (no access token yet)"
         rows.append((client["id"], client["name"], client["enrolled_at"], status))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:

@@ -110,6 +110,10 @@ class ClientPublic(BaseModel):
     enrolled_at: datetime
     revoked: bool
     revoked_at: datetime | None
+    confirmed: bool = Field(
+        description="the client has fetched an access token; until then its enrollment "
+        "answer can be re-delivered to its token"
+    )
 
     @classmethod
     def of(cls, client: ClientRecord) -> ClientPublic:
@@ -118,6 +122,7 @@ class ClientPublic(BaseModel):
             name=client.client_name,
             enrolled_at=timestamp_to_datetime(client.enrolled_at),
             revoked=client.revoked,
+            confirmed=client.confirmed,
             revoked_at=(
                 None if client.revoked_at is None else timestamp_to_datetime(client.revoked_at)
             ),

@@ -182,7 +182,11 @@ async def test_admin_lists_and_revokes_clients(api: httpx.AsyncClient) -> None:
         "enrolled_at": None,
         "revoked": False,
         "revoked_at": None,
+        "confirmed": False,
     }
+    await access_token(api, second)
+    listing = await api.get("/v1/clients", headers=ADMIN)
+    assert {c["id"]: c["confirmed"] for c in listing.json()}[second["client_id"]] is True
     assert "client_secret" not in listing.text
     assert second["client_secret"] not in listing.text
     published = await api.get("/v1/revocations")

@@ -97,6 +97,15 @@ CLIENTS = [
         "enrolled_at": "2030-01-02T00:00:00Z",
         "revoked": True,
         "revoked_at": "2030-01-03T00:00:00Z",
+        "confirmed": True,
+    },
+    {
+        "id": "c-3",
+        "name": "hospital-c",
+        "enrolled_at": "2030-01-04T00:00:00Z",
+        "revoked": False,
+        "revoked_at": None,
+        "confirmed": False,
     },
 ]
 
@@ -116,6 +125,7 @@ def test_clients_list_prints_a_table() -> None:
         "revoked",
         "2030-01-03T00:00:00Z",
     ]
+    assert lines[3].split()[3:] == ["active", "(no", "access", "token", "yet)"]
     assert lines[1].index("hospital-a") == lines[2].index("hospital-bb")
 
 
