@@ -634,6 +634,7 @@ class ServerService:
         record = state.next_record(
             update,
             client_id=client.client_id,
+            client_name=client.client_name,
             staleness=staleness,
             weight=weight,
             received_at=received_at,
@@ -728,6 +729,8 @@ class ServerService:
         for cid in sorted(client_ids):
             applied = tally.clients.get(cid) if tally is not None else None
             name, last_seen = seen.get(cid, (None, None))
+            # Names the server saw before a restart come from the log.
+            name = name or (applied.client_name if applied else None)
             last_update = applied.last_update_at if applied else None
             clients[cid] = ClientStatus(
                 client_name=name,

@@ -206,6 +206,7 @@ class ModelSnapshot:
 class ClientTally:
     updates_applied: int = 0
     last_update_at: float | None = None
+    client_name: str | None = None
 
 
 @dataclass
@@ -220,13 +221,15 @@ class UpdateTally:
         client = self.clients.setdefault(record.client_id, ClientTally())
         client.updates_applied += 1
         client.last_update_at = record.received_at
+        client.client_name = record.client_name or client.client_name
         self.staleness[record.staleness] = self.staleness.get(record.staleness, 0) + 1
         self.weight_sum += record.weight
 
     def copy(self) -> UpdateTally:
         return UpdateTally(
             clients={
-                k: ClientTally(v.updates_applied, v.last_update_at) for k, v in self.clients.items()
+                k: ClientTally(v.updates_applied, v.last_update_at, v.client_name)
+                for k, v in self.clients.items()
             },
             staleness=dict(self.staleness),
             weight_sum=self.weight_sum,
@@ -235,7 +238,11 @@ class UpdateTally:
     def to_json(self) -> dict[str, Any]:
         return {
             "clients": {
-                k: {"updates_applied": v.updates_applied, "last_update_at": v.last_update_at}
+                k: {
+                    "updates_applied": v.updates_applied,
+                    "last_update_at": v.last_update_at,
+                    "client_name": v.client_name,
+                }
                 for k, v in self.clients.items()
             },
             "staleness": {str(k): v for k, v in self.staleness.items()},
@@ -246,7 +253,9 @@ class UpdateTally:
     def from_json(cls, raw: Mapping[str, Any]) -> UpdateTally:
         return cls(
             clients={
-                str(k): ClientTally(int(v["updates_applied"]), v["last_update_at"])
+                str(k): ClientTally(
+                    int(v["updates_applied"]), v["last_update_at"], v.get("client_name")
+                )
                 for k, v in raw["clients"].items()
             },
             staleness={int(k): int(v) for k, v in raw["staleness"].items()},
@@ -433,6 +442,7 @@ class ModelState:
         update: crypto.EncryptedUpdate,
         *,
         client_id: str,
+        client_name: str | None = None,
         staleness: int,
         weight: float,
         received_at: float,
@@ -456,6 +466,7 @@ class ModelState:
             received_at=received_at,
             digest=digest,
             envelope=envelope,
+            client_name=client_name,
         )
 
     # -- changing -----------------------------------------------------------------------

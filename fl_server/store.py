@@ -116,9 +116,11 @@ class UpdateRecord:
     received_at: float
     digest: bytes = field(repr=False)
     envelope: bytes = field(repr=False)
+    client_name: str | None = None  # from the access token; logs before it have none
 
     def header(self) -> dict[str, Any]:
         return {
+            "client_name": self.client_name,
             "seq": self.seq,
             "update_id": str(self.update_id),
             "client_id": self.client_id,
@@ -145,6 +147,7 @@ class UpdateRecord:
             received_at=float(header["received_at"]),
             digest=bytes.fromhex(header["sha256"]),
             envelope=envelope,
+            client_name=None if header.get("client_name") is None else str(header["client_name"]),
         )
 
 

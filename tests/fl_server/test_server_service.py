@@ -420,6 +420,8 @@ def test_restart_replays_the_log_after_the_checkpoint(
     assert again.duplicate
     assert again.receipt.version == 3
     assert recovered.status().clients["client-a"].updates_applied == 4
+    # The name comes from the log: the recovered server has not seen the client's token.
+    assert recovered.status().clients["client-a"].client_name == "hospital-client-a"
 
 
 def test_restart_with_a_partly_filled_buffer(
@@ -461,7 +463,9 @@ def test_close_checkpoints_so_the_next_start_replays_nothing(
     assert list(store.read_updates(0)) == []
     assert store.load_checkpoint() is not None
     store.close()
-    assert make_service(state_dir=state_dir).snapshot().to_bytes() == served
+    restarted = make_service(state_dir=state_dir)
+    assert restarted.snapshot().to_bytes() == served
+    assert restarted.status().clients["client-a"].client_name == "hospital-client-a"
 
 
 class FailingStore(MemoryStore):
