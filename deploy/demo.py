@@ -28,7 +28,8 @@ import crypto
 from deploy.local import (
     ServiceError,
     ServiceProcess,
-    enrollment_token,
+    client_command,
+    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,
@@ -87,35 +88,8 @@ def _prepare_state_dir(path: Path) -> None:
     (path / _MARKER).write_text("made by python -m deploy.demo; safe to delete\n")
 
 
-def _client(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fl_client", *args]
-
-
-def _enroll(hospital: Hospital, keyauth: str, admin_key: str) -> None:
-    token = enrollment_token(keyauth, admin_key, hospital.site)
-    # the token goes through stdin, never a command line other users could read
-    answer = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        _client(
-            "enroll",
-            "--keyauth",
-            keyauth,
-            "--token",
-            "-",
-            "--state-dir",
-            str(hospital.state_dir),
-            "--quiet",
-        ),
-        input=token.encode(),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise ServiceError(f"enrolling {hospital.site} failed: {answer.stderr.decode()[-2000:]}")
-
-
 def _start_training(hospital: Hospital, server: str, args: argparse.Namespace) -> None:
-    command = _client(
+    command = client_command(
         "train",
         "--server",
         server,
@@ -475,7 +449,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
                     f"job: {args.target_updates} updates",
                 )
                 for h in hospitals:
-                    _enroll(h, ka.url, admin_key)
+                    enroll_hospital(ka.url, admin_key, h.site, h.state_dir)
                 _say(out, "enrolled with one-time tokens: " + ", ".join(h.site for h in hospitals))
                 for h in hospitals:
                     _start_training(h, server.url, args)

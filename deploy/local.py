@@ -22,6 +22,8 @@ __all__ = [
     "ServiceError",
     "ServiceProcess",
     "Tls",
+    "client_command",
+    "enroll_hospital",
     "enrollment_token",
     "free_port",
     "keyauth_service",
@@ -206,3 +208,33 @@ def enrollment_token(
         )
     token: str = answer.json()["token"]
     return token
+
+
+def client_command(*args: str) -> list[str]:
+    """``python -m fl_client ARGS`` with this interpreter (the ``hefl-client`` CLI)."""
+    return [sys.executable, "-m", "fl_client", *args]
+
+
+def enroll_hospital(
+    keyauth_url: str, admin_key: str, name: str, state_dir: Path, *, tls: Tls | None = None
+) -> None:
+    """The administrator issues a token for ``name``; ``hefl-client enroll`` redeems it.
+
+    The token goes through stdin, never a command line other users could read.
+    """
+    verify: ssl.SSLContext | bool = tls.client_context() if tls else True
+    token = enrollment_token(keyauth_url, admin_key, name, verify=verify)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+    if tls is not None:
+        env["SSL_CERT_FILE"] = str(tls.cafile)
+    command = ["enroll", "--keyauth", keyauth_url, "--token", "-", "--state-dir", str(state_dir)]
+    answer = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
+        client_command(*command, "--quiet"),
+        input=token.encode(),
+        capture_output=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    if answer.returncode != 0:
+        raise ServiceError(f"enrolling {name} failed: {answer.stderr.decode()[-2000:]}")

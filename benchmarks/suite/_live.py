@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +25,8 @@ import crypto
 from benchmarks.suite._sim import Curve
 from deploy.local import (
     ServiceError,
-    enrollment_token,
+    client_command,
+    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,
@@ -59,26 +59,6 @@ class LiveResult:
     final_per_site: list[float]
     final_accuracy: float
     all_active: tuple[float, int] | None = None
-
-
-def _client_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fl_client", *args]
-
-
-def _enroll(keyauth: str, admin_key: str, site: str, state_dir: Path) -> None:
-    token = enrollment_token(keyauth, admin_key, site)
-    # the token goes through stdin, never a command line other users could read
-    answer = subprocess.run(
-        _client_cmd(
-            "enroll", "--keyauth", keyauth, "--token", "-", "--state-dir", str(state_dir), "--quiet"
-        ),
-        input=token.encode(),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise ServiceError(f"enrolling {site} failed: {answer.stderr.decode()[-2000:]}")
 
 
 class _Watcher(threading.Thread):
@@ -135,7 +115,9 @@ def run_live(
             with ThreadPoolExecutor(len(spec.sites)) as pool:
                 list(
                     pool.map(
-                        lambda site: _enroll(ka.url, admin_key, site, root / "hospitals" / site),
+                        lambda site: enroll_hospital(
+                            ka.url, admin_key, site, root / "hospitals" / site
+                        ),
                         spec.sites,
                     )
                 )
@@ -143,7 +125,7 @@ def run_live(
             watcher = _Watcher(server.url, started)
             watcher.start()
             for i, (site, delay) in enumerate(zip(spec.sites, spec.step_delays, strict=True)):
-                command = _client_cmd(
+                command = client_command(
                     "train",
                     "--server",
                     server.url,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ import pytest
 
 from deploy.local import (
     ServiceProcess,
-    enrollment_token,
+    client_command,
+    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,
@@ -32,24 +32,6 @@ pytestmark = pytest.mark.e2e
 SITES = ("cleveland", "hungary", "switzerland")
 ROUNDS = 10
 KILL_AT = (4, 14)  # kill -9 once the server has applied this many updates
-
-
-def client_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "fl_client", *args]
-
-
-def enroll(keyauth: str, admin_key: str, site: str, state_dir: Path) -> None:
-    token = enrollment_token(keyauth, admin_key, site)
-    answer = subprocess.run(
-        client_command(
-            "enroll", "--keyauth", keyauth, "--token", "-", "--state-dir", str(state_dir)
-        ),
-        input=token.encode(),
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    assert answer.returncode == 0, answer.stderr.decode()[-2000:]
 
 
 def applied(server: ServiceProcess) -> int | None:
@@ -80,7 +62,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
         ) as server,
     ):
         for site in SITES:
-            enroll(keyauth.url, admin_key, site, tmp_path / site)
+            enroll_hospital(keyauth.url, admin_key, site, tmp_path / site)
         clients: dict[str, subprocess.Popen[bytes]] = {}
         for seed, site in enumerate(SITES):
             command = client_command(

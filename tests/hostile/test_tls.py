@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +20,8 @@ import pytest
 from deploy.local import (
     ServiceProcess,
     Tls,
-    enrollment_token,
+    client_command,
+    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,
@@ -72,7 +72,7 @@ def client(*args: str, ca: Path | None) -> subprocess.CompletedProcess[str]:
     if ca is not None:
         env["SSL_CERT_FILE"] = str(ca)
     return subprocess.run(
-        [sys.executable, "-m", "fl_client", *args],
+        client_command(*args),
         capture_output=True,
         text=True,
         timeout=300,
@@ -87,13 +87,9 @@ def test_the_whole_flow_runs_over_https_with_the_private_ca(
     keyauth, server, admin_key = services
     keyauth_url = keyauth.url.replace("127.0.0.1", "localhost")  # the name on the certificate
     server_url = server.url.replace("127.0.0.1", "localhost")
-    token = enrollment_token(keyauth_url, admin_key, "h1", verify=tls.client_context())
     state = str(tmp_path / "h1")
 
-    enrolled = client(
-        "enroll", "--keyauth", keyauth_url, "--token", token, "--state-dir", state, ca=tls.cafile
-    )
-    assert enrolled.returncode == 0, enrolled.stderr
+    enroll_hospital(keyauth_url, admin_key, "h1", tmp_path / "h1", tls=tls)
     trained = client(
         "train", "--server", server_url, "--data", "heart-disease", "--site", "cleveland",
         "--state-dir", state, "--max-rounds", "2", "--json", ca=tls.cafile,
