@@ -817,7 +817,8 @@ def load(
             work / "server.log",
             client_updates_per_minute="0",
             target_updates="100000000",
-            max_staleness="1000000",
+            # The default max_staleness (64): a post based too far back is a 409, and
+            # receipts older than the window are forgotten (memory stays flat).
             # Room in the apply queue for every client: admission never has to say 503.
             max_queued_updates=str(max(16, clients + 14)),
         ) as server:
