@@ -4,5 +4,6 @@
 transport-free modules and the command-line tools can import their error trees without
 FastAPI; ``hefl_http.problems`` is the FastAPI side (responses and exception handlers);
 ``hefl_http.serving`` holds what both do alike under uvicorn (version, settings errors,
-logging, the lazily built ``app``).
+logging, the lazily built ``app``); ``hefl_http.protocol`` is uvicorn's h11 protocol with
+deadlines for receiving a request (``--http hefl_http.protocol:DeadlineH11Protocol``).
 """
