@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import crypto
-from deploy.local import ServiceProcess
+from deploy.local import enrollment_token, keyauth_service, server_service
 from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.models import MODELS
 from fl_client.output import Reporter
@@ -37,47 +37,23 @@ HOSPITALS = ("cleveland", "hungary", "va-long-beach")
 ROUNDS = 5
 
 
-@contextmanager
-def _serve(app: str, env: dict[str, str], log: Path) -> Iterator[str]:
-    """``python -m uvicorn <app>`` on a free loopback port, once /healthz answers."""
-    service = ServiceProcess(app, env, log)
-    try:
-        service.start()
-        yield service.url
-    finally:
-        service.stop()
-
-
 @pytest.fixture(scope="module")
 def keyauth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("keyauth")
-    env = {"KEYAUTH_STATE_DIR": str(root / "state"), "KEYAUTH_ADMIN_KEY": ADMIN_KEY}
-    with _serve("keyauth.app:app", env, root / "keyauth.log") as url:
-        yield url
+    with keyauth_service(root / "state", ADMIN_KEY, root / "keyauth.log") as keyauth:
+        yield keyauth.url
 
 
 @contextmanager
 def _fl_server(keyauth: str, root: Path, target_updates: int) -> Iterator[str]:
-    env = {
-        "FLSERVER_KEYAUTH_URL": keyauth,
-        "FLSERVER_STATE_DIR": str(root / "state"),
-        "FLSERVER_TARGET_UPDATES": str(target_updates),
-        "FLSERVER_CLIENT_UPDATES_PER_MINUTE": "0",
-    }
-    with _serve("fl_server.app:app", env, root / "fl_server.log") as url:
-        yield url
-
-
-def _enrollment_token(keyauth: str, name: str) -> str:
-    answer = httpx.post(
-        f"{keyauth}/v1/enrollment-tokens",
-        headers={"X-Admin-Key": ADMIN_KEY},
-        json={"client_name": name, "expires_in": 600},
-        timeout=10,
-    )
-    assert answer.status_code == 201, answer.text
-    token: str = answer.json()["token"]
-    return token
+    with server_service(
+        keyauth,
+        root / "state",
+        root / "fl_server.log",
+        target_updates=str(target_updates),
+        client_updates_per_minute="0",
+    ) as server:
+        yield server.url
 
 
 def _wait_published(server: str, version: int) -> dict[str, Any]:
@@ -116,7 +92,7 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
         runners = []
         for name in HOSPITALS:
             settings = _settings(tmp_path, name, keyauth_url, server)
-            enroll(settings, _enrollment_token(keyauth_url, name))
+            enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, name))
             runners.append(Runner(settings, reporter=Reporter("quiet")))
 
         # Execute: the hospitals take turns; each starts from the latest model
@@ -182,7 +158,7 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         cli = [sys.executable, "-m", "fl_client"]
         enrolled = subprocess.run(
             [*cli, "enroll", "--keyauth", keyauth_url, "--token", "-", "--json"],
-            input=_enrollment_token(keyauth_url, "switzerland") + "\n",
+            input=enrollment_token(keyauth_url, ADMIN_KEY, "switzerland") + "\n",
             env=env,
             capture_output=True,
             text=True,
@@ -245,7 +221,7 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
 ) -> None:
     with _fl_server(keyauth_url, tmp_path, target_updates=10) as server:
         settings = _settings(tmp_path, "hungary", keyauth_url, server, client_step=0.5)
-        enroll(settings, _enrollment_token(keyauth_url, "hungary-restart"))
+        enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, "hungary-restart"))
         runner = Runner(settings, reporter=Reporter("quiet"))
         real_push = runner.server.push_update
 
