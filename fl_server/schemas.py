@@ -110,6 +110,10 @@ class StatusPublic(BaseModel):
     updates_buffered: int
     updates_rejected: dict[str, int] = Field(description="by problem code, since start")
     duplicates: int
+    receipts_kept: int = Field(
+        description="answers to applied updates kept for retries (those within the staleness "
+        "window, and each client's last 8)"
+    )
     staleness_histogram: dict[int, int]
     mean_weight: float | None
     clients: dict[str, ClientStatus]

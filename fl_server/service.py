@@ -755,6 +755,7 @@ class ServerService:
             updates_buffered=state.buffered if state is not None else 0,
             updates_rejected=rejected,
             duplicates=duplicates,
+            receipts_kept=state.receipts_kept() if state is not None else 0,
             staleness_histogram=dict(sorted(tally.staleness.items())) if tally else {},
             mean_weight=tally.weight_sum / seq if tally is not None and seq else None,
             clients=clients,

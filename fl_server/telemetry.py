@@ -64,6 +64,11 @@ class ServiceCollector(Collector):
             "retried updates answered without applying them again",
             value=status.duplicates,
         )
+        yield GaugeMetricFamily(
+            "hefl_server_receipts_kept",
+            "answers to applied updates kept for retries",
+            value=status.receipts_kept,
+        )
         yield _staleness_histogram(status.staleness_histogram)
         yield CounterMetricFamily(
             "hefl_server_received_bytes", "request body bytes received", value=status.bytes_in

@@ -436,6 +436,7 @@ async def test_prometheus_metrics_come_from_this_app_only(
     text = response.text
     assert "hefl_server_model_version 1.0" in text
     assert "hefl_server_updates_applied_total 1.0" in text
+    assert "hefl_server_receipts_kept 1.0" in text
     assert 'hefl_server_updates_rejected_total{code="envelope_malformed"} 1.0' in text
     assert 'hefl_server_update_staleness_bucket{le="0"} 1.0' in text
     assert 'hefl_server_job_state{state="training"} 1.0' in text
