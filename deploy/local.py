@@ -64,6 +64,14 @@ class Tls:
         return ssl.create_default_context(cafile=str(self.cafile))
 
 
+def _child_environ(tls: Tls | None) -> dict[str, str]:
+    """Our environment without the services' settings, trusting ``tls.cafile`` if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+    if tls is not None:
+        env["SSL_CERT_FILE"] = str(tls.cafile)
+    return env
+
+
 @dataclass
 class ServiceProcess:
     """``python -m uvicorn <app>`` on a loopback port, logging to ``log``.
@@ -101,16 +109,14 @@ class ServiceProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the process and return once ``/healthz`` answers 200."""
-        clean = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "uvicorn", self.app, "--http", PROTOCOL_PATH]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {**clean, **self.env}
+        env = {**_child_environ(self.tls), **self.env}
         verify: ssl.SSLContext | bool = True
         if self.tls is not None:
             command += ["--ssl-certfile", str(self.tls.certfile)]
             command += ["--ssl-keyfile", str(self.tls.keyfile)]
-            env["SSL_CERT_FILE"] = str(self.tls.cafile)
             verify = self.tls.client_context()
         command += self.uvicorn_args
         with self.log.open("ab") as out:
@@ -224,9 +230,7 @@ def enroll_hospital(
     """
     verify: ssl.SSLContext | bool = tls.client_context() if tls else True
     token = enrollment_token(keyauth_url, admin_key, name, verify=verify)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
-    if tls is not None:
-        env["SSL_CERT_FILE"] = str(tls.cafile)
+    env = _child_environ(tls)
     command = ["enroll", "--keyauth", keyauth_url, "--token", "-", "--state-dir", str(state_dir)]
     answer = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
         client_command(*command, "--quiet"),

@@ -138,12 +138,12 @@ class DeadlineH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        # uvicorn's keep-alive timer now covers an idle connection; a partial next request
-        # (pipelined bytes already buffered) is ours again.
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self._disarm()
-        else:
+        # uvicorn's keep-alive timer now covers an idle connection; a body the app answered
+        # before reading it whole still owes its deadline.
+        if self.conn.their_state is h11.SEND_BODY:
             self._track()
+        else:
+            self._disarm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
