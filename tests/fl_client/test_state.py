@@ -124,3 +124,59 @@ def test_writes_are_atomic_no_temporary_file_is_left(tmp_path: Path) -> None:
         state.commit_progress(Progress(rounds=i))
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["progress.npz"]
     assert state.load_progress().rounds == 2
+
+
+def test_the_package_exports_every_name_it_did_as_a_module() -> None:
+    import fl_client.state
+
+    assert fl_client.state.__all__ == [
+        "Credential",
+        "LocalState",
+        "ModelCache",
+        "PendingUpdate",
+        "Progress",
+    ]
+    for name in fl_client.state.__all__:
+        assert hasattr(fl_client.state, name), name
+
+
+def test_a_state_directory_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "state").mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: tmp_path.stat().st_uid + 1)
+
+    with pytest.raises(LocalStateError, match=r"state directory .* belongs to another user"):
+        LocalState(tmp_path / "state")
+
+
+def test_a_state_directory_others_can_write_in_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state").chmod(0o777)
+
+    with pytest.raises(LocalStateError, match=r"writable by other users .*chmod 700"):
+        LocalState(tmp_path / "state")
+
+    assert _mode(tmp_path / "state") == 0o777
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    state = LocalState(tmp_path / "s")
+    state.commit_progress(Progress(rounds=1))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+
+    # Execute
+    with pytest.raises(LocalStateError, match=r"could not write .*progress\.npz"):
+        state.commit_progress(Progress(rounds=2))
+    monkeypatch.undo()
+
+    # Assert
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["progress.npz"]
+    assert state.load_progress().rounds == 1

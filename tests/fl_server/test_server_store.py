@@ -1,3 +1,4 @@
+import ast
 import hashlib
 import os
 import uuid
@@ -175,3 +176,81 @@ def test_metrics_file_cuts_a_torn_line_and_compacts(tmp_path: Path) -> None:
     lines = (tmp_path / "metrics.jsonl").read_bytes().splitlines()
     assert len(lines) <= 6
     store.close()
+
+
+def test_the_package_exports_every_name_it_did_as_a_module() -> None:
+    import fl_server.store
+
+    assert fl_server.store.__all__ == [
+        "Checkpoint",
+        "FileStore",
+        "JobRecord",
+        "MemoryStore",
+        "Store",
+        "UpdateRecord",
+        "read_job_file",
+    ]
+    for name in fl_server.store.__all__:
+        assert hasattr(fl_server.store, name), name
+
+
+def test_no_store_module_imports_a_web_framework() -> None:
+    import fl_server.store
+
+    imported = set()
+    for path in Path(fl_server.store.__file__ or "").parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+    assert not imported & {"fastapi", "starlette", "httpx", "uvicorn", "tenseal"}
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o777])
+def test_a_state_directory_others_can_write_in_is_refused(tmp_path: Path, mode: int) -> None:
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state").chmod(mode)
+
+    with pytest.raises(StateError, match="writable by other users"):
+        FileStore(tmp_path / "state")
+
+    assert list((tmp_path / "state").iterdir()) == []
+
+
+def test_a_state_directory_of_another_user_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "state").mkdir(mode=0o700)
+    monkeypatch.setattr(os, "geteuid", lambda: tmp_path.stat().st_uid + 1)
+
+    with pytest.raises(StateError, match="belongs to another user"):
+        FileStore(tmp_path / "state")
+
+
+def test_new_log_segments_and_the_metrics_file_are_synced_into_their_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: note which inodes get fsync'd.
+    store = FileStore(tmp_path / "state")
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    # Execute
+    store.append_updates([record(1)])
+    after_append = list(synced)
+    store.append_metrics({"loss": 1.0})
+    store.close()
+
+    # Assert: the new entries, then their content.
+    (segment,) = (tmp_path / "state" / "wal").iterdir()
+    wal_dir, state_dir = (tmp_path / "state" / "wal").stat(), (tmp_path / "state").stat()
+    assert after_append == [wal_dir.st_ino, segment.stat().st_ino]
+    metrics = (tmp_path / "state" / "metrics.jsonl").stat()
+    assert synced[len(after_append) :] == [state_dir.st_ino, metrics.st_ino]

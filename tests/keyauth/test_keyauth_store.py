@@ -51,6 +51,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyauthSto
     opened.close()
 
 
+def test_the_package_exports_every_name_it_did_as_a_module() -> None:
+    import keyauth.store
+
+    assert keyauth.store.__all__ == [
+        "ClientRecord",
+        "EnrollmentTokenRecord",
+        "InMemoryStore",
+        "KeyEpoch",
+        "KeyauthStore",
+        "PendingEnrollment",
+        "SqliteStore",
+        "open_store",
+    ]
+    for name in keyauth.store.__all__:
+        assert hasattr(keyauth.store, name), name
+
+
 def test_open_store_picks_the_implementation(tmp_path: Path) -> None:
     memory = open_store(None)
     durable = open_store(tmp_path / "state")
@@ -380,22 +397,74 @@ def test_database_runs_in_wal_mode_with_full_sync(state_dir: Path) -> None:
         store.close()
 
 
-def test_loose_permissions_are_tightened(state_dir: Path) -> None:
+def test_a_state_directory_others_can_read_is_tightened(state_dir: Path) -> None:
+    SqliteStore(state_dir).close()
+    state_dir.chmod(0o755)
+    (state_dir / "keys").chmod(0o750)
+
+    SqliteStore(state_dir).close()
+
+    assert _mode(state_dir) == 0o700
+    assert _mode(state_dir / "keys") == 0o700
+
+
+@pytest.mark.parametrize(
+    ("name", "load"),
+    [
+        ("signing-key.pem", "load_signing_key"),
+        ("keys/epoch-000001.secret-context", "latest_key_epoch"),
+    ],
+)
+def test_a_key_file_others_can_read_is_refused_not_served(
+    state_dir: Path, name: str, load: str
+) -> None:
+    # Prepare: a key file someone loosened (it may already have been read).
     store = SqliteStore(state_dir)
+    store.save_signing_key(b"pem")
     store.add_key_epoch(_epoch(1))
     store.close()
-    secret = state_dir / "keys" / "epoch-000001.secret-context"
-    secret.chmod(0o644)
-    state_dir.chmod(0o755)
+    (state_dir / name).chmod(0o644)
 
+    # Execute
     reopened = SqliteStore(state_dir)
     try:
-        assert reopened.get_key_epoch(1) is not None
+        with pytest.raises(StateError, match=r"accessible to other users.*chmod 600"):
+            getattr(reopened, load)()
     finally:
         reopened.close()
 
-    assert _mode(secret) == 0o600
-    assert _mode(state_dir) == 0o700
+    # Assert: left as found, for the operator to judge.
+    assert _mode(state_dir / name) == 0o644
+
+
+@pytest.mark.parametrize("mode", [0o770, 0o777, 0o1777])
+def test_a_state_directory_others_can_write_in_is_refused(state_dir: Path, mode: int) -> None:
+    state_dir.mkdir()
+    state_dir.chmod(mode)
+
+    with pytest.raises(StateError, match="writable by other users"):
+        SqliteStore(state_dir)
+
+    assert not (state_dir / "keyauth.sqlite3").exists()
+
+
+def test_a_state_directory_of_another_user_is_refused(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state_dir.mkdir(mode=0o700)
+    monkeypatch.setattr("os.geteuid", lambda: state_dir.stat().st_uid + 1)
+
+    with pytest.raises(StateError, match="belongs to another user"):
+        SqliteStore(state_dir)
+
+
+def test_a_loose_database_file_is_tightened(state_dir: Path) -> None:
+    SqliteStore(state_dir).close()
+    (state_dir / "keyauth.sqlite3").chmod(0o644)
+
+    SqliteStore(state_dir).close()
+
+    assert _mode(state_dir / "keyauth.sqlite3") == 0o600
 
 
 @pytest.mark.parametrize("damage", ["tamper", "delete"])

@@ -1,0 +1,12 @@
+"""The client's local directory: credential, secret contexts, model cache, update journal.
+
+Every file is written atomically (temporary file, fsync, rename, fsync of the directory)
+with mode 0600 in a directory of mode 0700, through ``hefl_durable``. Arrays are stored
+with ``numpy.savez`` and read back with ``allow_pickle=False``: nothing here can execute
+code when loaded.
+"""
+
+from fl_client.state._local import LocalState
+from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
+
+__all__ = ["Credential", "LocalState", "ModelCache", "PendingUpdate", "Progress"]

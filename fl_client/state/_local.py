@@ -1,0 +1,151 @@
+"""``LocalState``: the client's state directory, one private file per thing it remembers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import hefl_durable
+from fl_client.errors import LocalStateError, NotEnrolledError
+from fl_client.state._codec import (
+    credential_from_bytes,
+    credential_to_bytes,
+    model_cache_from_bytes,
+    model_cache_to_bytes,
+    pending_from_bytes,
+    pending_to_bytes,
+    progress_from_bytes,
+    progress_to_bytes,
+)
+from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
+
+__all__ = ["LocalState"]
+
+_CREDENTIAL = "credential.json"
+_MODEL_CACHE = "model-cache.npz"
+_PROGRESS = "progress.npz"
+_PENDING = "pending-update.npz"
+
+
+class LocalState:
+    """The state directory of one client.
+
+    Parameters
+    ----------
+    root
+        The directory; created with mode 0700 if missing, tightened to 0700 if others may
+        read it.
+
+    Raises
+    ------
+    LocalStateError
+        ``root`` is unusable: not a directory, another user's, or others may write in it.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        try:
+            hefl_durable.make_private_dir(self.root)
+        except hefl_durable.UnsafePathError as exc:
+            raise LocalStateError(f"state directory {exc}") from None
+        except OSError as exc:
+            raise LocalStateError(f"state directory {self.root} is unusable: {exc}") from exc
+
+    # -- low level: atomic, private, durable (hefl_durable) ----------------------------
+
+    def _write(self, name: str, data: bytes) -> None:
+        path = self.root / name
+        try:
+            hefl_durable.write_atomic(path, data)
+        except OSError as exc:
+            raise LocalStateError(f"could not write {path}: {exc}") from exc
+
+    def _read(self, name: str) -> bytes | None:
+        path = self.root / name
+        try:
+            return hefl_durable.read_private(path)
+        except FileNotFoundError:
+            return None
+        except hefl_durable.UnsafePathError as exc:
+            raise LocalStateError(str(exc)) from None
+        except OSError as exc:
+            raise LocalStateError(f"could not read {path}: {exc}") from exc
+
+    def _delete(self, name: str) -> None:
+        try:
+            hefl_durable.remove(self.root / name)
+        except OSError as exc:
+            raise LocalStateError(f"could not delete {self.root / name}: {exc}") from exc
+
+    # -- credential and keys -----------------------------------------------------------
+
+    def save_credential(self, credential: Credential) -> None:
+        self._write(_CREDENTIAL, credential_to_bytes(credential))
+
+    def load_credential(self) -> Credential:
+        raw = self._read(_CREDENTIAL)
+        if raw is None:
+            raise NotEnrolledError(
+                f"no credential in {self.root}: run `hefl-client enroll --token ...` first"
+            )
+        return credential_from_bytes(raw, str(self.root / _CREDENTIAL))
+
+    def save_secret_context(self, key_epoch: int, profile: str, data: bytes) -> None:
+        self._write(f"secret-context-{key_epoch}.bin", data)
+        self._write(f"secret-context-{key_epoch}.json", json.dumps({"profile": profile}).encode())
+
+    def load_secret_context(self, key_epoch: int) -> tuple[str, bytes] | None:
+        """``(profile name, context bytes)`` of a key epoch, or ``None`` if not stored."""
+        data = self._read(f"secret-context-{key_epoch}.bin")
+        meta = self._read(f"secret-context-{key_epoch}.json")
+        if data is None or meta is None:
+            return None
+        try:
+            profile = str(json.loads(meta)["profile"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LocalStateError(f"secret context metadata of epoch {key_epoch}: {exc!r}") from exc
+        return profile, data
+
+    # -- model cache -------------------------------------------------------------------
+
+    def save_model_cache(self, cache: ModelCache) -> None:
+        self._write(_MODEL_CACHE, model_cache_to_bytes(cache))
+
+    def load_model_cache(self) -> ModelCache | None:
+        raw = self._read(_MODEL_CACHE)
+        return None if raw is None else model_cache_from_bytes(raw)
+
+    def clear_model_cache(self) -> None:
+        self._delete(_MODEL_CACHE)
+
+    # -- progress and the pending-update journal ----------------------------------------
+
+    def load_progress(self) -> Progress:
+        raw = self._read(_PROGRESS)
+        return Progress() if raw is None else progress_from_bytes(raw)
+
+    def commit_progress(self, progress: Progress) -> None:
+        self._write(_PROGRESS, progress_to_bytes(progress))
+
+    def write_pending(self, pending: PendingUpdate) -> None:
+        """Journal an update before sending it, so a restart resends the same bytes and id."""
+        self._write(_PENDING, pending_to_bytes(pending))
+
+    def load_pending(self) -> PendingUpdate | None:
+        raw = self._read(_PENDING)
+        return None if raw is None else pending_from_bytes(raw)
+
+    def clear_pending(self) -> None:
+        self._delete(_PENDING)
+
+    def acknowledge_pending(self, pending: PendingUpdate) -> Progress:
+        """Commit the progress a pending update carries, then drop the journal entry.
+
+        Crash-safe in this order: a crash in between leaves the entry, whose resend the
+        server acknowledges as a duplicate, and committing it again changes nothing.
+        """
+        progress = replace(pending.progress, last_update_id=pending.update_id)
+        self.commit_progress(progress)
+        self.clear_pending()
+        return progress

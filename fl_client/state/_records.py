@@ -1,0 +1,65 @@
+"""What the client keeps locally: its credential, the model cache, progress, a pending update."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Array", "Credential", "ModelCache", "PendingUpdate", "Progress"]
+
+Array = npt.NDArray[Any]
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What enrollment gave this client; ``client_secret`` is never printed."""
+
+    keyauth_url: str
+    client_id: str
+    client_name: str
+    client_secret: str = field(repr=False)
+    key_epoch: int
+    profile: str
+
+
+@dataclass(frozen=True)
+class ModelCache:
+    """The last pulled global model, decrypted: lets the next pull ask only for changes."""
+
+    version: int
+    key_epoch: int
+    fingerprint: bytes
+    blocks: npt.NDArray[np.float64]
+    etag: str | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What this client has committed: rounds acknowledged, error-feedback residual,
+    the local values of its personal tensors, and the last acknowledged update id."""
+
+    rounds: int = 0
+    fingerprint: bytes | None = None
+    residual: npt.NDArray[np.float64] | None = None
+    personal: Mapping[str, Array] = field(default_factory=dict)
+    last_update_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class PendingUpdate:
+    """An update written down before it is sent, and the progress it commits once acked.
+
+    ``summary`` is plain JSON data about the round (wire bytes, training loss, ...).
+    """
+
+    update_id: uuid.UUID
+    base_version: int
+    key_epoch: int
+    envelope: bytes = field(repr=False)
+    progress: Progress
+    summary: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,20 @@
+"""Durable server state behind a small interface: the job, a write-ahead update log, checkpoints.
+
+``Store`` is the interface; ``FileStore`` the durable implementation (files fsync'd and
+renamed, see its docstring for the layout) and ``MemoryStore`` its twin for unit tests.
+"""
+
+from fl_server.store._base import Store
+from fl_server.store._file import FileStore, read_job_file
+from fl_server.store._memory import MemoryStore
+from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+
+__all__ = [
+    "Checkpoint",
+    "FileStore",
+    "JobRecord",
+    "MemoryStore",
+    "Store",
+    "UpdateRecord",
+    "read_job_file",
+]

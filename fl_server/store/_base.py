@@ -1,0 +1,45 @@
+"""``Store``: the interface of the server's durable state, implemented by both stores."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+
+__all__ = ["Store"]
+
+
+class Store(abc.ABC):
+    """Where the server's durable state lives. Every write is durable when it returns."""
+
+    @abc.abstractmethod
+    def load_job(self) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    def save_job(self, job: JobRecord) -> None: ...
+
+    @abc.abstractmethod
+    def load_checkpoint(self) -> Checkpoint | None: ...
+
+    @abc.abstractmethod
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        """Replace the checkpoint atomically and forget the log up to ``checkpoint.seq``."""
+
+    @abc.abstractmethod
+    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
+        """Append records (consecutive ``seq``) to the log; durable when this returns."""
+
+    @abc.abstractmethod
+    def read_updates(self, after_seq: int) -> Iterator[UpdateRecord]:
+        """The logged records with ``seq > after_seq``, in order."""
+
+    @abc.abstractmethod
+    def load_metrics(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    def append_metrics(self, report: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the store."""

@@ -1,0 +1,109 @@
+"""``FileStore``: the server's durable state in files under one locked directory."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hefl_durable
+from fl_server.errors import StateError
+from fl_server.store._base import Store
+from fl_server.store._checkpoint import checkpoint_from_bytes, checkpoint_to_parts
+from fl_server.store._metrics import MetricsFile
+from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store._wal import WriteAheadLog
+
+__all__ = ["FileStore", "read_job_file"]
+
+
+def read_job_file(state_dir: Path) -> JobRecord | None:
+    """The job stored in ``state_dir``, without opening (or creating) the store."""
+    try:
+        data = (state_dir / "job.json").read_bytes()
+    except FileNotFoundError:
+        return None
+    return JobRecord.from_json(data)
+
+
+class FileStore(Store):
+    """State in files under ``state_dir``, fsync'd and renamed (``hefl_durable``)::
+
+        lock                 flock: one server per directory
+        job.json             the job: id, key epoch, profile, layout (written once, atomically)
+        checkpoint.bin       the model at some version, all blocks (replaced atomically)
+        wal/<seq>.log        accepted update envelopes after the checkpoint, in order
+        metrics.jsonl        clients' evaluation reports
+
+    Parameters
+    ----------
+    state_dir
+        Created (mode 0700) if missing. Locked for the lifetime of the store.
+    max_metrics_reports
+        The metrics file is compacted to the newest this many reports when it doubles.
+
+    Raises
+    ------
+    StateError
+        Another process holds the directory, another user owns it or others may write in
+        it, or its contents are damaged.
+    """
+
+    def __init__(self, state_dir: Path, *, max_metrics_reports: int = 10_000) -> None:
+        self.state_dir = state_dir
+        wal_dir = state_dir / "wal"
+        try:
+            hefl_durable.make_private_dir(state_dir)
+            hefl_durable.make_private_dir(wal_dir)
+        except hefl_durable.UnsafePathError as exc:
+            raise StateError(str(exc)) from exc
+        self._lock_fd = hefl_durable.open_private(state_dir / "lock", os.O_RDWR)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StateError(
+                f"{state_dir} is in use by another fl_server process (one server per state "
+                "directory; uvicorn --workers must be 1)"
+            ) from None
+        self._wal = WriteAheadLog(wal_dir)
+        self._metrics = MetricsFile(state_dir / "metrics.jsonl", max_metrics_reports)
+
+    def load_job(self) -> JobRecord | None:
+        return read_job_file(self.state_dir)
+
+    def save_job(self, job: JobRecord) -> None:
+        hefl_durable.write_atomic(self.state_dir / "job.json", job.to_json())
+
+    def load_checkpoint(self) -> Checkpoint | None:
+        path = self.state_dir / "checkpoint.bin"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        return checkpoint_from_bytes(data, path)
+
+    def write_checkpoint(self, checkpoint: Checkpoint) -> None:
+        path = self.state_dir / "checkpoint.bin"
+        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        self._wal.drop_through(checkpoint.seq)
+
+    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
+        self._wal.append(records)
+
+    def read_updates(self, after_seq: int) -> Iterator[UpdateRecord]:
+        return self._wal.read(after_seq)
+
+    def load_metrics(self) -> list[dict[str, Any]]:
+        return self._metrics.load()
+
+    def append_metrics(self, report: Mapping[str, Any]) -> None:
+        self._metrics.append(report)
+
+    def close(self) -> None:
+        self._wal.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
