@@ -34,22 +34,24 @@ def _workdir(base: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _one_row(cells: list[tuple[str, Any]]) -> str:
+    """A table of one row from its (column, value) pairs."""
+    return format_table([column for column, _ in cells], [[value for _, value in cells]])
+
+
 def _corpus(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     corpus = corpus_live(work / "corpus", args.seed)
     print("## Hostile update envelopes (live uvicorn)\n")
     print(
-        format_table(
-            ["inputs", "4xx", "5xx", "failures", "model bytes unchanged", "version after"],
+        _one_row(
             [
-                [
-                    corpus["tried"],
-                    sum(v for s, v in corpus["by_status"].items() if 400 <= s < 500),
-                    sum(v for s, v in corpus["by_status"].items() if s >= 500),
-                    len(corpus["failures"]),
-                    corpus["model_bytes_unchanged"],
-                    corpus["version_after"],
-                ]
-            ],
+                ("inputs", corpus["tried"]),
+                ("4xx", sum(v for s, v in corpus["by_status"].items() if 400 <= s < 500)),
+                ("5xx", sum(v for s, v in corpus["by_status"].items() if s >= 500)),
+                ("failures", len(corpus["failures"])),
+                ("model bytes unchanged", corpus["model_bytes_unchanged"]),
+                ("version after", corpus["version_after"]),
+            ]
         )
     )
     print("\ncodes:", corpus["by_code"], "\n")
@@ -73,31 +75,18 @@ def _crash(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     crash = crash_server(work / "crash", kills=5 if args.quick else 20, seed=args.seed)
     print("## fl_server kill -9 under load\n")
     print(
-        format_table(
+        _one_row(
             [
-                "kills",
-                "acknowledged",
-                "applied (version)",
-                "applied (status)",
-                "duplicates",
-                "retries",
-                "max error",
-                "bound",
-                "s",
-            ],
-            [
-                [
-                    crash.kills,
-                    crash.acknowledged,
-                    crash.applied_version,
-                    crash.applied_count,
-                    crash.duplicates_answered,
-                    crash.retries,
-                    crash.max_error,
-                    crash.error_bound,
-                    crash.seconds,
-                ]
-            ],
+                ("kills", crash.kills),
+                ("acknowledged", crash.acknowledged),
+                ("applied (version)", crash.applied_version),
+                ("applied (status)", crash.applied_count),
+                ("duplicates", crash.duplicates_answered),
+                ("retries", crash.retries),
+                ("max error", crash.max_error),
+                ("bound", crash.error_bound),
+                ("s", crash.seconds),
+            ]
         )
     )
     return crash.__dict__
@@ -107,35 +96,20 @@ def _kcrash(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     kcrash = crash_keyauth(work / "kcrash", kills=5 if args.quick else 20, seed=args.seed)
     print("\n## keyauth kill -9 during enrollment\n")
     print(
-        format_table(
+        _one_row(
             [
-                "kills",
-                "enrolled (201/200)",
-                "no answer",
-                "201 on retry",
-                "re-delivered (200)",
-                "orphaned",
-                "listed",
-                "unexplained",
-                "credentials working",
-                "tokens dead once confirmed",
-                "secret context unchanged",
-            ],
-            [
-                [
-                    kcrash.kills,
-                    kcrash.enrolled_acknowledged,
-                    kcrash.answers_lost,
-                    kcrash.completed_on_retry,
-                    kcrash.redelivered,
-                    kcrash.orphaned,
-                    kcrash.clients_listed,
-                    kcrash.unexplained_clients,
-                    kcrash.credentials_working,
-                    kcrash.tokens_dead_after_confirmation,
-                    kcrash.secret_context_unchanged,
-                ]
-            ],
+                ("kills", kcrash.kills),
+                ("enrolled (201/200)", kcrash.enrolled_acknowledged),
+                ("no answer", kcrash.answers_lost),
+                ("201 on retry", kcrash.completed_on_retry),
+                ("re-delivered (200)", kcrash.redelivered),
+                ("orphaned", kcrash.orphaned),
+                ("listed", kcrash.clients_listed),
+                ("unexplained", kcrash.unexplained_clients),
+                ("credentials working", kcrash.credentials_working),
+                ("tokens dead once confirmed", kcrash.tokens_dead_after_confirmation),
+                ("secret context unchanged", kcrash.secret_context_unchanged),
+            ]
         )
     )
     return kcrash.__dict__
@@ -145,37 +119,21 @@ def _load(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     loaded = load(work / "load", clients=50, seconds=60 if args.quick else 300)
     print("\n## Load: 50 clients, 1e5 parameters\n")
     print(
-        format_table(
+        _one_row(
             [
-                "s",
-                "requests",
-                "req/s",
-                "updates/s",
-                "p50 ms",
-                "p99 ms",
-                "5xx",
-                "transport err",
-                "RSS first MB",
-                "RSS after 5 % MB",
-                "RSS last MB",
-                "RSS max MB",
-            ],
-            [
-                [
-                    loaded.seconds,
-                    loaded.requests,
-                    loaded.rps,
-                    loaded.updates_per_s,
-                    loaded.p50_ms,
-                    loaded.p99_ms,
-                    loaded.server_5xx,
-                    loaded.transport_errors,
-                    loaded.rss_first_mb,
-                    loaded.rss_warm_mb,
-                    loaded.rss_last_mb,
-                    loaded.rss_max_mb,
-                ]
-            ],
+                ("s", loaded.seconds),
+                ("requests", loaded.requests),
+                ("req/s", loaded.rps),
+                ("updates/s", loaded.updates_per_s),
+                ("p50 ms", loaded.p50_ms),
+                ("p99 ms", loaded.p99_ms),
+                ("5xx", loaded.server_5xx),
+                ("transport err", loaded.transport_errors),
+                ("RSS first MB", loaded.rss_first_mb),
+                ("RSS after 5 % MB", loaded.rss_warm_mb),
+                ("RSS last MB", loaded.rss_last_mb),
+                ("RSS max MB", loaded.rss_max_mb),
+            ]
         )
     )
     print("\nstatuses:", loaded.by_status)
