@@ -26,7 +26,7 @@ import numpy as np
 
 import crypto
 from benchmarks._report import best_of, format_table, write_json
-from deploy.local import keyauth_service, server_service
+from harness.services import keyauth_service, server_service
 
 ADMIN_KEY = "bench-admin-key-" + "b" * 24
 # Logging every request would slow the server down and be timed with it.

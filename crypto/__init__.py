@@ -13,10 +13,13 @@ from crypto._compression import (
     top_k_blocks,
 )
 from crypto._envelope import (
+    ENVELOPE_HEADERS,
     FORMAT_VERSION,
     CipherBlock,
     EncryptedModel,
     EncryptedUpdate,
+    EnvelopeHeader,
+    EnvelopeHeaders,
     EnvelopeLimits,
     model_from_bytes,
     model_to_bytes,
@@ -49,6 +52,7 @@ from crypto._seal import (
 
 __all__ = [
     "DEFAULT_PROFILE",
+    "ENVELOPE_HEADERS",
     "FORMAT_VERSION",
     "PROFILES",
     "BlockIndexError",
@@ -63,6 +67,8 @@ __all__ = [
     "EncryptedModel",
     "EncryptedUpdate",
     "EnvelopeError",
+    "EnvelopeHeader",
+    "EnvelopeHeaders",
     "EnvelopeLimits",
     "EnvelopeTooLargeError",
     "EnvelopeTruncatedError",

@@ -29,10 +29,13 @@ from crypto._errors import (
 )
 
 __all__ = [
+    "ENVELOPE_HEADERS",
     "FORMAT_VERSION",
     "CipherBlock",
     "EncryptedModel",
     "EncryptedUpdate",
+    "EnvelopeHeader",
+    "EnvelopeHeaders",
     "EnvelopeLimits",
     "model_from_bytes",
     "model_to_bytes",
@@ -44,12 +47,100 @@ MAGIC = b"HEFL"
 FORMAT_VERSION = 1
 _KIND_MODEL = 1
 _KIND_UPDATE = 2
-_PREFIX = struct.Struct("<4sBBH32s")
-_MODEL_HEAD = struct.Struct("<QII")
-_UPDATE_HEAD = struct.Struct("<QI16sI")
-_BLOCK_HEAD = struct.Struct("<II")
 _U64_MAX = 2**64 - 1
 _U32_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class EnvelopeHeader:
+    """One fixed-size header of the envelope: named little-endian fields in wire order.
+
+    Parameters
+    ----------
+    fields
+        ``(name, struct code)`` pairs, e.g. ``(("index", "I"), ("length", "I"))``.
+
+    Attributes
+    ----------
+    codec : struct.Struct
+        The whole header, the very ``struct`` the writers and the parser use.
+    """
+
+    fields: tuple[tuple[str, str], ...]
+    codec: struct.Struct = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codec", struct.Struct(self._format(len(self.fields))))
+
+    def _format(self, n_fields: int) -> str:
+        return "<" + "".join(code for _, code in self.fields[:n_fields])
+
+    def _position(self, name: str) -> int:
+        names = [field_name for field_name, _ in self.fields]
+        if name not in names:
+            raise KeyError(f"no field {name!r} in this header ({', '.join(names)})")
+        return names.index(name)
+
+    @property
+    def size(self) -> int:
+        """The header's length in bytes."""
+        return self.codec.size
+
+    def offset(self, name: str) -> int:
+        """Where field ``name`` starts, counted from the header's first byte."""
+        return struct.calcsize(self._format(self._position(name)))
+
+    def field_codec(self, name: str) -> struct.Struct:
+        """The little-endian ``struct`` of field ``name`` alone."""
+        return struct.Struct("<" + self.fields[self._position(name)][1])
+
+
+@dataclass(frozen=True)
+class EnvelopeHeaders:
+    """The envelope's byte layout (this module's docstring), as the writers and parser use it.
+
+    hefl itself never needs it outside this module; it is public for tools that must write
+    what ``update_to_bytes`` refuses to (the hostile-input corpus of the tests), so they
+    never copy the layout.
+
+    Attributes
+    ----------
+    magic, kind_model, kind_update
+        The constant values of the prefix.
+    prefix
+        Opens every envelope: magic, format, kind, reserved, fingerprint.
+    model, update
+        Follows the prefix in a model or an update envelope.
+    block
+        Precedes each ciphertext: index, length.
+    """
+
+    magic: bytes
+    kind_model: int
+    kind_update: int
+    prefix: EnvelopeHeader
+    model: EnvelopeHeader
+    update: EnvelopeHeader
+    block: EnvelopeHeader
+
+
+ENVELOPE_HEADERS = EnvelopeHeaders(
+    magic=MAGIC,
+    kind_model=_KIND_MODEL,
+    kind_update=_KIND_UPDATE,
+    prefix=EnvelopeHeader(
+        (("magic", "4s"), ("format", "B"), ("kind", "B"), ("reserved", "H"), ("fingerprint", "32s"))
+    ),
+    model=EnvelopeHeader((("version", "Q"), ("key_epoch", "I"), ("block_count", "I"))),
+    update=EnvelopeHeader(
+        (("base_version", "Q"), ("key_epoch", "I"), ("update_id", "16s"), ("block_count", "I"))
+    ),
+    block=EnvelopeHeader((("index", "I"), ("length", "I"))),
+)
+_PREFIX = ENVELOPE_HEADERS.prefix.codec
+_MODEL_HEAD = ENVELOPE_HEADERS.model.codec
+_UPDATE_HEAD = ENVELOPE_HEADERS.update.codec
+_BLOCK_HEAD = ENVELOPE_HEADERS.block.codec
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""How hefl runs: the one-command local demo and helpers to start its services."""
+"""How hefl runs: the one-command local demo (its service launcher is ``harness.services``)."""

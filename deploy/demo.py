@@ -25,11 +25,10 @@ import httpx
 import numpy as np
 
 import crypto
-from deploy.local import (
+from harness.enrollment import client_command, enroll_hospital
+from harness.services import (
     ServiceError,
     ServiceProcess,
-    client_command,
-    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,

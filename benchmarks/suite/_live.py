@@ -23,20 +23,14 @@ import httpx
 
 import crypto
 from benchmarks.suite._sim import Curve
-from deploy.local import (
-    ServiceError,
-    client_command,
-    enroll_hospital,
-    keyauth_service,
-    new_admin_key,
-    server_service,
-)
 from fl_client.data import ClientData
 from fl_client.models import ModelFactory, build_model
 from fl_client.reference import evaluate_federation, pooled_eval
 from fl_client.state import LocalState
 from fl_client.training import TrainConfig
 from fl_client.updates import decrypt_model, model_limits
+from harness.enrollment import client_command, enroll_hospital
+from harness.services import ServiceError, keyauth_service, new_admin_key, server_service
 
 
 @dataclass(frozen=True)

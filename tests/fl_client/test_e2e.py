@@ -22,13 +22,14 @@ import numpy as np
 import pytest
 
 import crypto
-from deploy.local import enrollment_token, keyauth_service, server_service
 from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.models import MODELS
 from fl_client.output import Reporter
 from fl_client.reference import plaintext_federated, pooled_eval
 from fl_client.training import TrainConfig, local_round, round_seed
 from fl_client.updates import CompressionConfig
+from harness.enrollment import enrollment_token
+from harness.services import keyauth_service, server_service
 
 pytestmark = pytest.mark.e2e
 

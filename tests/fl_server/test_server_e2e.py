@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 
 import crypto
-from deploy.local import ServiceProcess, free_port, keyauth_service, server_service
+from harness.services import ServiceProcess, free_port, keyauth_service, server_service
 from tests.fl_server.helpers import LAYOUT_TENSORS, Hospital
 
 pytestmark = pytest.mark.e2e

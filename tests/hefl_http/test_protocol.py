@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local import ServiceProcess, keyauth_service, new_admin_key
+from harness.services import ServiceProcess, keyauth_service, new_admin_key
 from hefl_http.protocol import Deadlines, deadlines_from_env
 
 pytestmark = pytest.mark.e2e

@@ -14,9 +14,9 @@ import jwt
 import pytest
 
 import crypto
-from benchmarks.hostile import Party, make_layout, model_envelope, random_blocks, update_envelope
 from fl_server.app import create_app as create_server
 from fl_server.service import KeyauthMaterial
+from harness.parties import Party, make_layout, model_envelope, random_blocks, update_envelope
 from keyauth.app import create_app as create_keyauth
 from keyauth.settings import KeyauthSettings
 from keyauth.tokens import TokenSigner, generate_signing_key, signing_key_from_pem

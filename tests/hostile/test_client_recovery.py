@@ -1,6 +1,6 @@
 """Real ``hefl-client train`` processes ride out kill -9 of the server by themselves.
 
-``benchmarks.hostile.crash_server`` drives the server with a resend loop; this runs the
+``harness.server_crash.crash_server`` drives the server with a resend loop; this runs the
 product's own client (pull, train, encrypt, push, retries and its pending-update journal)
 on the heart-disease hospitals while the server is killed twice and restarted on the same
 port. Every client must finish its rounds and exit 0 with nobody's help, and the server
@@ -18,14 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from deploy.local import (
-    ServiceProcess,
-    client_command,
-    enroll_hospital,
-    keyauth_service,
-    new_admin_key,
-    server_service,
-)
+from harness.enrollment import client_command, enroll_hospital
+from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
 
 pytestmark = pytest.mark.e2e
 

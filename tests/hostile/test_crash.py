@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.hostile import crash_keyauth, crash_server
+from harness.keyauth_crash import crash_keyauth
+from harness.server_crash import crash_server
 
 pytestmark = pytest.mark.e2e
 

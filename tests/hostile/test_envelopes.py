@@ -11,19 +11,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
-from benchmarks.hostile import (
-    Hostile,
+from fl_server.app import create_app
+from fl_server.service import KeyauthMaterial
+from harness.corpus import Hostile, check_answer, envelope_corpus
+from harness.parties import (
     Party,
-    check_answer,
     decrypt_model,
-    envelope_corpus,
     make_layout,
     model_envelope,
     random_blocks,
     update_envelope,
 )
-from fl_server.app import create_app
-from fl_server.service import KeyauthMaterial
 from keyauth.tokens import public_key_to_pem
 from tests.fl_server.helpers import EPOCH, PROFILE, make_settings, mint_token
 

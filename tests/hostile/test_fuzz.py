@@ -10,8 +10,8 @@ import httpx
 import pytest
 import schemathesis
 
-from benchmarks.hostile import enroll, fuzz_api, make_layout, random_blocks, start_job
-from deploy.local import keyauth_service, server_service
+from harness.fuzz import fuzz_api
+from harness.live import live_job
 
 pytestmark = pytest.mark.e2e
 
@@ -22,20 +22,11 @@ EXAMPLES = 40
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("fuzz")
-    with (
-        keyauth_service(
-            root / "keyauth", ADMIN_KEY, root / "keyauth.log", profile="test-n2048"
-        ) as keyauth,
-        server_service(
-            keyauth.url, root / "server", root / "server.log", client_updates_per_minute="0"
-        ) as server,
-    ):
-        party = enroll(keyauth.url, ADMIN_KEY, "fuzz")
-        # A job in training, so the model and update routes do their real work.
-        layout = make_layout(3000, party.profile)
-        start_job(server.url, party, layout, random_blocks(layout, party.profile, 0))
+    # A job in training, so the model and update routes do their real work.
+    with live_job(root, "fuzz", n_params=3000, seed=0, admin_key=ADMIN_KEY) as job:
+        keyauth, server = job.keyauth, job.server
         before = httpx.get(f"{server.url}/v1/model").content
-        yield {"keyauth": keyauth.url, "server": server.url, "auth": party.auth}
+        yield {"keyauth": keyauth.url, "server": server.url, "auth": job.party.auth}
         # Nothing the fuzzer sent changed the model (it never had a valid update).
         assert httpx.get(f"{server.url}/v1/model").content == before
         assert server.alive()

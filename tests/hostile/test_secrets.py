@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.hostile import enroll, search_files, search_memory, secret_key_needles
-from deploy.local import enrollment_token, keyauth_service, new_admin_key, server_service
+from harness.enrollment import enrollment_token
+from harness.parties import enroll
+from harness.secret_search import search_files, search_memory, secret_key_needles
+from harness.services import keyauth_service, new_admin_key, server_service
 
 pytestmark = pytest.mark.e2e
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deploy.local import (
+from harness.enrollment import client_command, enroll_hospital
+from harness.services import (
     ServiceProcess,
     Tls,
-    client_command,
-    enroll_hospital,
     keyauth_service,
     new_admin_key,
     server_service,

@@ -9,12 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
-from keyauth_helpers import FakeClock, make_settings, started
 
 from keyauth.app import create_app
 from keyauth.service import KeyAuthority
 from keyauth.settings import KeyauthSettings
 from keyauth.store import InMemoryStore
+from tests.keyauth.keyauth_helpers import FakeClock, make_settings, started
 
 
 @pytest.fixture(autouse=True)

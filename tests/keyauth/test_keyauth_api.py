@@ -9,13 +9,13 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from keyauth_helpers import ADMIN_KEY, make_settings, started
 
 import crypto
 from keyauth.app import BodySizeLimitMiddleware, create_app
 from keyauth.service import hash_secret
 from keyauth.store import EnrollmentTokenRecord
 from keyauth.tokens import TokenSigner, TokenVerifier, signing_key_from_pem
+from tests.keyauth.keyauth_helpers import ADMIN_KEY, make_settings, started
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 import crypto
-from deploy.local import free_port, keyauth_service
+from harness.services import free_port, keyauth_service
 
 pytestmark = pytest.mark.e2e
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.exceptions import InvalidTag
-from keyauth_helpers import ADMIN_KEY, FakeClock, make_settings
 
 import crypto
 from keyauth.errors import (
@@ -37,6 +36,7 @@ from keyauth.service import (
 from keyauth.settings import KeyauthSettings
 from keyauth.store import InMemoryStore, SqliteStore
 from keyauth.tokens import TokenSigner, TokenVerifier, signing_key_from_pem
+from tests.keyauth.keyauth_helpers import ADMIN_KEY, FakeClock, make_settings
 
 
 def _enroll(authority: KeyAuthority, name: str = "hospital-a") -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""Start keyauth and fl_server as real uvicorn processes on loopback (demo, benchmarks, tests)."""
+"""keyauth and fl_server as real uvicorn processes on loopback (demo, benchmarks, tests)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ __all__ = [
     "ServiceError",
     "ServiceProcess",
     "Tls",
-    "client_command",
-    "enroll_hospital",
-    "enrollment_token",
+    "child_environ",
     "free_port",
     "keyauth_service",
     "new_admin_key",
+    "rss_bytes",
     "server_service",
 ]
 
@@ -49,6 +48,7 @@ def free_port() -> int:
 
 
 def new_admin_key() -> str:
+    """A fresh random administrator key."""
     return "demo-" + secrets.token_urlsafe(24)
 
 
@@ -64,7 +64,7 @@ class Tls:
         return ssl.create_default_context(cafile=str(self.cafile))
 
 
-def _child_environ(tls: Tls | None) -> dict[str, str]:
+def child_environ(tls: Tls | None) -> dict[str, str]:
     """Our environment without the services' settings, trusting ``tls.cafile`` if given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
     if tls is not None:
@@ -112,7 +112,7 @@ class ServiceProcess:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "uvicorn", self.app, "--http", PROTOCOL_PATH]
         command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {**_child_environ(self.tls), **self.env}
+        env = {**child_environ(self.tls), **self.env}
         verify: ssl.SSLContext | bool = True
         if self.tls is not None:
             command += ["--ssl-certfile", str(self.tls.certfile)]
@@ -197,48 +197,9 @@ def server_service(
     return ServiceProcess("fl_server.app:app", env, log, uvicorn_args=uvicorn_args, tls=tls)
 
 
-def enrollment_token(
-    keyauth_url: str, admin_key: str, client_name: str, *, verify: ssl.SSLContext | bool = True
-) -> str:
-    """Issue a single-use enrollment token for ``client_name`` (the administrator's step)."""
-    answer = httpx.post(
-        f"{keyauth_url}/v1/enrollment-tokens",
-        headers={"X-Admin-Key": admin_key},
-        json={"client_name": client_name, "expires_in": 900},
-        timeout=10,
-        verify=verify,
-    )
-    if answer.status_code != 201:
-        raise ServiceError(
-            f"enrollment token for {client_name}: {answer.status_code} {answer.text}"
-        )
-    token: str = answer.json()["token"]
-    return token
-
-
-def client_command(*args: str) -> list[str]:
-    """``python -m fl_client ARGS`` with this interpreter (the ``hefl-client`` CLI)."""
-    return [sys.executable, "-m", "fl_client", *args]
-
-
-def enroll_hospital(
-    keyauth_url: str, admin_key: str, name: str, state_dir: Path, *, tls: Tls | None = None
-) -> None:
-    """The administrator issues a token for ``name``; ``hefl-client enroll`` redeems it.
-
-    The token goes through stdin, never a command line other users could read.
-    """
-    verify: ssl.SSLContext | bool = tls.client_context() if tls else True
-    token = enrollment_token(keyauth_url, admin_key, name, verify=verify)
-    env = _child_environ(tls)
-    command = ["enroll", "--keyauth", keyauth_url, "--token", "-", "--state-dir", str(state_dir)]
-    answer = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
-        client_command(*command, "--quiet"),
-        input=token.encode(),
-        capture_output=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-    if answer.returncode != 0:
-        raise ServiceError(f"enrolling {name} failed: {answer.stderr.decode()[-2000:]}")
+def rss_bytes(pid: int) -> int:
+    """The resident memory of process ``pid`` (0 if ``/proc`` does not say)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0

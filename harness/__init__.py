@@ -1,0 +1,1 @@
+"""Test support: hefl's services under real uvicorn, enrolled parties, hostile inputs, drivers."""
