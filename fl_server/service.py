@@ -41,6 +41,7 @@ from fl_server.errors import (
     VersionAheadError,
 )
 from fl_server.journal import Journal, running_future
+from fl_server.receipts import UpdateReceipt
 from fl_server.schemas import (
     ClientStatus,
     JobPublic,
@@ -50,7 +51,8 @@ from fl_server.schemas import (
     timestamp_to_datetime,
 )
 from fl_server.settings import ServerSettings
-from fl_server.state import ModelSnapshot, ModelState, UpdateReceipt
+from fl_server.snapshot import ModelSnapshot
+from fl_server.state import ModelState
 from fl_server.store import FileStore, JobRecord, Store
 from keyauth.tokens import AccessClaims, TokenError, TokenVerifier
 
