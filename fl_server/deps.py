@@ -13,7 +13,7 @@ from fl_server.errors import BodyTooLargeError, RequestError, ServerBusyError
 from fl_server.service import ServerService
 from keyauth.tokens import AccessClaims
 
-__all__ = ["Body", "CurrentClient", "Service", "read_body"]
+__all__ = ["CurrentClient", "RequestBody", "Service", "read_body"]
 
 _bearer = HTTPBearer(
     auto_error=False, description="a client access token from keyauth's POST /v1/token"
@@ -75,4 +75,4 @@ async def body_reader(request: Request) -> BodyReader:
     return partial(read_body, request)
 
 
-Body = Annotated[BodyReader, Depends(body_reader)]
+RequestBody = Annotated[BodyReader, Depends(body_reader)]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from fl_server.deps import Body, CurrentClient, Service
+from fl_server.deps import CurrentClient, RequestBody, Service
 from fl_server.domain import ModelDownload
 from fl_server.schemas import (
     HealthPublic,
@@ -67,7 +67,7 @@ async def get_job(service: Service) -> JobPublic:
     responses={200: {"description": "the same layout was already set"}},
 )
 async def put_layout(
-    response: Response, service: Service, _: CurrentClient, body: Body
+    response: Response, service: Service, _: CurrentClient, body: RequestBody
 ) -> LayoutAccepted:
     layout = await service.receive_layout(body)
     if not layout.created:
@@ -91,7 +91,9 @@ async def get_layout(service: Service) -> Response:
     tags=["job"],
     openapi_extra=_ENVELOPE_BODY,
 )
-async def put_initial_model(service: Service, _: CurrentClient, body: Body) -> InitialModelAccepted:
+async def put_initial_model(
+    service: Service, _: CurrentClient, body: RequestBody
+) -> InitialModelAccepted:
     return InitialModelAccepted.of(await service.receive_initial_model(body))
 
 
@@ -132,7 +134,7 @@ async def release_slot(service: Service, client: CurrentClient) -> Response:
     openapi_extra=_ENVELOPE_BODY,
     responses={409: {"description": "too stale, or not training"}, 429: {}, 503: {}},
 )
-async def post_update(service: Service, client: CurrentClient, body: Body) -> UpdateAccepted:
+async def post_update(service: Service, client: CurrentClient, body: RequestBody) -> UpdateAccepted:
     return UpdateAccepted.of(await service.receive_update(client, body))
 
 
@@ -142,7 +144,9 @@ async def post_update(service: Service, client: CurrentClient, body: Body) -> Up
     tags=["training"],
     openapi_extra=_json_body(MetricsReportCreate.model_json_schema()),
 )
-async def post_metrics(service: Service, client: CurrentClient, body: Body) -> MetricsAccepted:
+async def post_metrics(
+    service: Service, client: CurrentClient, body: RequestBody
+) -> MetricsAccepted:
     return MetricsAccepted(version=await service.receive_metrics(client, body))
 
 

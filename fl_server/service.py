@@ -157,9 +157,11 @@ class ServerService:
     # -- the job --------------------------------------------------------------------------
 
     def job(self) -> JobView:
+        """The job's state, version and key epoch."""
         return self._lifecycle.view()
 
     def layout_json(self) -> bytes:
+        """The job's model layout as set (``ModelLayout.to_json()``); ``no_layout`` before."""
         return self._lifecycle.layout_json()
 
     def envelope_limit(self) -> int:
@@ -167,6 +169,7 @@ class ServerService:
         return self._lifecycle.envelope_limit()
 
     async def receive_layout(self, read_body: BodyReader) -> LayoutSet:
+        """Read a layout body and set it (``set_layout``); durable when this returns."""
         return await self._lifecycle.receive_layout(read_body)
 
     def set_layout(self, body: bytes) -> Future[bool]:
@@ -174,6 +177,7 @@ class ServerService:
         return self._lifecycle.set_layout(body)
 
     async def receive_initial_model(self, read_body: BodyReader) -> JobView:
+        """Read an initial model envelope and start training (``set_initial_model``)."""
         return await self._lifecycle.receive_initial_model(read_body)
 
     def set_initial_model(self, body: bytes) -> Future[None]:
@@ -187,6 +191,7 @@ class ServerService:
         return self._lifecycle.snapshot()
 
     def download_model(self, since: int | None, if_none_match: str | None) -> ModelDownload:
+        """The published model (or its blocks changed after ``since``); no body if held."""
         return self._downloads.download(since, if_none_match)
 
     # -- clients --------------------------------------------------------------------------
@@ -205,36 +210,45 @@ class ServerService:
         return self._slots.acquire(client.client_id)
 
     def release_slot(self, client: AccessClaims) -> None:
+        """Give ``client``'s training slot back, if it holds one."""
         self._slots.release(client.client_id)
 
     # -- updates --------------------------------------------------------------------------
 
     async def receive_update(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
+        """Admit, read and apply ``client``'s update; its answer once durable."""
         return await self._updates.receive(client, read_body)
 
     def admit_update(self, client: AccessClaims) -> UpdateTicket:
+        """A queue place for ``client``'s update, taken before its body is read."""
         return self._updates.admit(client)
 
     def submit_update(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
+        """Parse an admitted update and queue it; the future resolves once it is durable."""
         return self._updates.submit(ticket, body)
 
     # -- metrics reports ------------------------------------------------------------------
 
     async def receive_metrics(self, client: AccessClaims, read_body: BodyReader) -> int:
+        """Read, check and keep ``client``'s evaluation report; its model version."""
         return await self._reports.receive(client, read_body)
 
     def record_metrics(
         self, client: AccessClaims, version: int, metrics: Mapping[str, float]
     ) -> Future[None]:
+        """Keep a client's plaintext evaluation of model ``version``; durable when resolved."""
         return self._reports.record(client, version, metrics)
 
     # -- status ---------------------------------------------------------------------------
 
     def queued_updates(self) -> int:
+        """Updates admitted and not yet answered."""
         return self._queue.queued()
 
     def slots_in_use(self) -> int:
+        """Training slots leased now."""
         return self._slots.in_use()
 
     def status(self) -> StatusView:
+        """Everything the status page and the Prometheus metrics show."""
         return self._status.read()
