@@ -38,9 +38,8 @@ logger = logging.getLogger("fl_server")
 class JobLifecycle:
     """The job and its model: set up, recovered, guarded, and viewed.
 
-    The model state is created and replaced on the apply worker only; any thread may
-    read it and the job. ``checkpoint_version`` is the version of the newest checkpoint
-    written or queued on the journal.
+    The job and the model state are set on the apply worker only; any thread may read
+    them (each is one reference, swapped whole).
 
     Parameters
     ----------
@@ -83,7 +82,7 @@ class JobLifecycle:
         self._job: OpenJob | None = None
         self._state: ModelState | None = None
         self._failure: ServerError | None = None
-        self.checkpoint_version = 0
+        self._checkpoint_version = 0
 
     def recover(self) -> None:
         """Load the stored job and rebuild its model (on the worker: it touches ciphertexts)."""
@@ -93,7 +92,7 @@ class JobLifecycle:
         self._job = recovered.job
         if recovered.state is not None:
             self._state = recovered.state
-            self.checkpoint_version = recovered.checkpoint_version
+            self._checkpoint_version = recovered.checkpoint_version
             self._journal.mark_durable(recovered.state.seq)
 
     # -- reading --------------------------------------------------------------------------
@@ -117,8 +116,14 @@ class JobLifecycle:
         """Stop every write until restart: the model is no longer known to be right."""
         self._failure = error
 
+    @property
+    def checkpoint_version(self) -> int:
+        """The version of the newest checkpoint, written or queued on the journal."""
+        return self._checkpoint_version
+
     def checkpointed(self, version: int) -> None:
-        self.checkpoint_version = version
+        """A checkpoint of ``version`` is queued on the journal (the publisher wrote it)."""
+        self._checkpoint_version = version
 
     def job_state(self) -> JobState:
         state = self._state
@@ -285,5 +290,5 @@ class JobLifecycle:
         checkpoint = state.checkpoint()
         self._journal.call(lambda: self._store.write_checkpoint(checkpoint)).result()
         self._state = state
-        self.checkpoint_version = 0
+        self._checkpoint_version = 0
         logger.info("job %s: initial model stored, training", record.job_id)
