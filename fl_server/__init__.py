@@ -2,7 +2,8 @@
 
 from fl_server.app import create_app
 from fl_server.errors import ServerError
-from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.material import KeyauthMaterial
+from fl_server.service import ServerService
 from fl_server.settings import ServerSettings
 from fl_server.staleness import (
     ConstantStaleness,

@@ -1,15 +1,18 @@
-"""Admission control: training-slot leases (async client sampling) and per-client rate limits."""
+"""Admission control: training-slot leases (async client sampling), rate limits, update queue."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
-from fl_server.errors import RateLimitedError, SlotsFullError
+from fl_server.errors import RateLimitedError, ServerBusyError, SlotsFullError
+from keyauth.tokens import AccessClaims
 
-__all__ = ["RateLimiter", "SlotTable"]
+__all__ = ["RateLimiter", "SlotTable", "UpdateQueue", "UpdateTicket"]
 
 Clock = Callable[[], float]
 
@@ -111,3 +114,84 @@ class RateLimiter:
                     retry_after=(1.0 - bucket.tokens) / self.rate,
                 )
             bucket.tokens -= 1.0
+
+
+class UpdateTicket:
+    """An admitted update: holds a place in the apply queue until the update is answered."""
+
+    def __init__(
+        self, client: AccessClaims, max_body_bytes: int, on_release: Callable[[], None]
+    ) -> None:
+        self.client = client
+        self.max_body_bytes = max_body_bytes
+        self._on_release = on_release
+        self._released = False
+        self._handed_over = False
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._on_release()
+
+    def hand_over(self, answer: Future[Any]) -> None:
+        """The queue place is now released when ``answer`` resolves."""
+        self._handed_over = True
+        answer.add_done_callback(lambda _: self.release())
+
+    def __enter__(self) -> UpdateTicket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Once handed to the worker, the answer releases it: the worker may still hold it.
+        if not self._handed_over:
+            self.release()
+
+
+class UpdateQueue:
+    """Places for updates admitted but not yet answered, all clients together.
+
+    An update takes a place before its body is read, so a burst of uploads never
+    buffers more than ``max_queued`` bodies; each client's ``rate`` is spent there too.
+    """
+
+    def __init__(self, max_queued: int, rate: RateLimiter) -> None:
+        self._max_queued = max_queued
+        self._rate = rate
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._apply_seconds = 0.0
+
+    def admit(self, client: AccessClaims, max_body_bytes: int) -> UpdateTicket:
+        """A ticket for one of ``client``'s updates.
+
+        Raises
+        ------
+        ServerBusyError
+            The queue is full; ``retry_after`` is how long it takes to drain.
+        RateLimitedError
+            ``client`` sent too many updates lately.
+        """
+        with self._lock:
+            if self._queued >= self._max_queued:
+                raise ServerBusyError(
+                    f"{self._queued} updates are waiting to be applied",
+                    retry_after=self._queued * self._apply_seconds,
+                )
+            self._rate.take(client.client_id)
+            self._queued += 1
+        return UpdateTicket(client, max_body_bytes, self._release)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._queued -= 1
+
+    def applied_in(self, seconds: float) -> None:
+        """Time one update took on the worker (a moving average sizes ``retry_after``)."""
+        with self._lock:
+            self._apply_seconds = (
+                seconds if not self._apply_seconds else (0.8 * self._apply_seconds + 0.2 * seconds)
+            )
+
+    def queued(self) -> int:
+        with self._lock:
+            return self._queued

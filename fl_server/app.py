@@ -18,11 +18,12 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
+from fl_server.domain import StatusView
 from fl_server.errors import ServerError, StartupError
 from fl_server.keyauth_client import KeyauthClient
+from fl_server.material import KeyauthMaterial
 from fl_server.routes import router
-from fl_server.schemas import StatusPublic
-from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.service import ServerService
 from fl_server.settings import ServerSettings
 from fl_server.store import read_job_file
 from fl_server.telemetry import make_registry
@@ -71,7 +72,7 @@ def create_app(
         app.state.service = service
         if keyauth is not None and config.revocation_refresh > 0:
             poller = asyncio.create_task(
-                keyauth.poll_revocations(service, config.revocation_refresh)
+                keyauth.poll_revocations(service.set_revoked, config.revocation_refresh)
             )
         job = service.job()
         logger.info(
@@ -105,7 +106,7 @@ def create_app(
     app.state.settings = config
     app.include_router(router)
 
-    def current_status() -> StatusPublic | None:
+    def current_status() -> StatusView | None:
         service: ServerService | None = app.state.service
         return service.status() if service is not None else None
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from fl_server.domain import BodyReader
 from fl_server.errors import BodyTooLargeError, RequestError, ServerBusyError
 from fl_server.service import ServerService
 from keyauth.tokens import AccessClaims
 
-__all__ = ["CurrentClient", "Service", "read_body"]
+__all__ = ["CurrentClient", "RequestBody", "Service", "read_body"]
 
 _bearer = HTTPBearer(
     auto_error=False, description="a client access token from keyauth's POST /v1/token"
@@ -66,3 +68,11 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLargeError(f"body exceeds the {limit} bytes allowed")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def body_reader(request: Request) -> BodyReader:
+    """Reads this request's body when the service asks, within the limit it names."""
+    return partial(read_body, request)
+
+
+RequestBody = Annotated[BodyReader, Depends(body_reader)]

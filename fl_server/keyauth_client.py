@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import httpx
 
 import crypto
 from fl_server.errors import KeyauthUnavailableError, StartupError
-from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.material import KeyauthMaterial
 from fl_server.settings import ServerSettings
 
 __all__ = ["KeyauthClient"]
@@ -137,8 +138,10 @@ class KeyauthClient:
             raise ValueError("revocation list must be a list of client ids")
         return frozenset(ids)
 
-    async def poll_revocations(self, service: ServerService, interval: float) -> None:
-        """Keep ``service``'s revoked set current until cancelled."""
+    async def poll_revocations(
+        self, on_revoked: Callable[[frozenset[str]], None], interval: float
+    ) -> None:
+        """Hand keyauth's revoked client ids to ``on_revoked`` until cancelled."""
         while True:
             try:
                 revoked = await self.fetch_revoked()
@@ -151,5 +154,5 @@ class KeyauthClient:
                         "until its access token expires"
                     )
                     return
-                service.set_revoked(revoked)
+                on_revoked(revoked)
             await asyncio.sleep(interval)

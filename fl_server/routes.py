@@ -1,15 +1,13 @@
-"""The v1 REST routes: each parses, authenticates, calls the service and returns."""
+"""The v1 REST routes: each authenticates, makes one service call and converts its answer."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
-from pydantic import ValidationError
+from fastapi import APIRouter, Header, Query, Response, status
 
-from fl_server.deps import CurrentClient, Service, read_body
-from fl_server.errors import MetricsInvalidError, ServerError
+from fl_server.deps import CurrentClient, RequestBody, Service
+from fl_server.domain import ModelDownload
 from fl_server.schemas import (
     HealthPublic,
     InitialModelAccepted,
@@ -40,12 +38,15 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _etag_matches(if_none_match: str, etag: str) -> bool:
-    for candidate in if_none_match.split(","):
-        tag = candidate.strip()
-        if tag == "*" or tag.removeprefix("W/") == etag:
-            return True
-    return False
+def _model_response(download: ModelDownload) -> Response:
+    headers = {
+        "ETag": download.etag,
+        "X-Hefl-Model-Version": str(download.version),
+        "Cache-Control": "no-cache",
+    }
+    if download.body is None:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(download.body, media_type=_OCTETS, headers=headers)
 
 
 @router.get("/healthz", tags=["public"])
@@ -55,7 +56,7 @@ async def healthz() -> HealthPublic:
 
 @router.get("/v1/job", tags=["job"])
 async def get_job(service: Service) -> JobPublic:
-    return service.job()
+    return JobPublic.of(service.job())
 
 
 @router.put(
@@ -66,13 +67,12 @@ async def get_job(service: Service) -> JobPublic:
     responses={200: {"description": "the same layout was already set"}},
 )
 async def put_layout(
-    request: Request, response: Response, service: Service, _: CurrentClient
+    response: Response, service: Service, _: CurrentClient, body: RequestBody
 ) -> LayoutAccepted:
-    body = await read_body(request, service.settings.max_layout_bytes)
-    created = await asyncio.wrap_future(service.set_layout(body))
-    if not created:
+    layout = await service.receive_layout(body)
+    if not layout.created:
         response.status_code = status.HTTP_200_OK
-    return LayoutAccepted(fingerprint=service.job().layout_fingerprint or "")
+    return LayoutAccepted.of(layout)
 
 
 @router.get(
@@ -92,12 +92,9 @@ async def get_layout(service: Service) -> Response:
     openapi_extra=_ENVELOPE_BODY,
 )
 async def put_initial_model(
-    request: Request, service: Service, _: CurrentClient
+    service: Service, _: CurrentClient, body: RequestBody
 ) -> InitialModelAccepted:
-    body = await read_body(request, service.envelope_limit())
-    await asyncio.wrap_future(service.set_initial_model(body))
-    job = service.job()
-    return InitialModelAccepted(version=job.version, state=job.state)
+    return InitialModelAccepted.of(await service.receive_initial_model(body))
 
 
 @router.get(
@@ -116,19 +113,7 @@ async def get_model(
     ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    snapshot = service.snapshot()
-    if since is not None:
-        snapshot.changed_since(since)  # a version from the future is refused, 304 or not
-    headers = {
-        "ETag": snapshot.etag,
-        "X-Hefl-Model-Version": str(snapshot.version),
-        "Cache-Control": "no-cache",
-    }
-    if if_none_match is not None and _etag_matches(if_none_match, snapshot.etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    body = snapshot.to_bytes(since)
-    service.count_bytes_out(len(body))
-    return Response(body, media_type=_OCTETS, headers=headers)
+    return _model_response(service.download_model(since, if_none_match))
 
 
 @router.post("/v1/slots", tags=["training"], responses={429: {"description": "all slots taken"}})
@@ -149,22 +134,8 @@ async def release_slot(service: Service, client: CurrentClient) -> Response:
     openapi_extra=_ENVELOPE_BODY,
     responses={409: {"description": "too stale, or not training"}, 429: {}, 503: {}},
 )
-async def post_update(request: Request, service: Service, client: CurrentClient) -> UpdateAccepted:
-    try:
-        with service.admit_update(client) as ticket:
-            body = await read_body(request, ticket.max_body_bytes)
-            ack = await asyncio.wrap_future(service.submit_update(ticket, body))
-    except ServerError as exc:
-        service.note_rejected(exc.code, client)
-        raise
-    receipt = ack.receipt
-    return UpdateAccepted(
-        update_id=str(receipt.update_id),
-        version=receipt.version,
-        staleness=receipt.staleness,
-        weight=receipt.weight,
-        duplicate=ack.duplicate,
-    )
+async def post_update(service: Service, client: CurrentClient, body: RequestBody) -> UpdateAccepted:
+    return UpdateAccepted.of(await service.receive_update(client, body))
 
 
 @router.post(
@@ -174,21 +145,11 @@ async def post_update(request: Request, service: Service, client: CurrentClient)
     openapi_extra=_json_body(MetricsReportCreate.model_json_schema()),
 )
 async def post_metrics(
-    request: Request, service: Service, client: CurrentClient
+    service: Service, client: CurrentClient, body: RequestBody
 ) -> MetricsAccepted:
-    body = await read_body(request, service.settings.max_metrics_bytes)
-    try:
-        report = MetricsReportCreate.model_validate_json(body)
-    except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_input=False)
-        )
-        raise MetricsInvalidError(detail) from None
-    await asyncio.wrap_future(service.record_metrics(client, report.version, report.metrics))
-    return MetricsAccepted(version=report.version)
+    return MetricsAccepted(version=await service.receive_metrics(client, body))
 
 
 @router.get("/v1/status", tags=["public"])
 async def get_status(service: Service) -> StatusPublic:
-    return service.status()
+    return StatusPublic.of(service.status())

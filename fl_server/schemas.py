@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, StrictFloat, StrictInt
+
+from fl_server.domain import (
+    ClientView,
+    JobState,
+    JobView,
+    LayoutSet,
+    StatusView,
+    UpdateAck,
+    VersionSummary,
+)
 
 __all__ = [
     "ClientStatus",
@@ -29,10 +39,13 @@ def timestamp_to_datetime(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-class JobState(StrEnum):
-    WAITING = "waiting_for_initial_model"
-    TRAINING = "training"
-    DONE = "done"
+def _datetime_or_none(ts: float | None) -> datetime | None:
+    return timestamp_to_datetime(ts) if ts is not None else None
+
+
+def _fields(view: Any) -> dict[str, Any]:
+    """A domain dataclass's fields by name, not copied: each view mirrors its schema."""
+    return {f.name: getattr(view, f.name) for f in fields(view)}
 
 
 class HealthPublic(BaseModel):
@@ -47,14 +60,26 @@ class JobPublic(BaseModel):
     key_epoch: int
     profile: str
 
+    @classmethod
+    def of(cls, job: JobView) -> JobPublic:
+        return cls(**_fields(job))
+
 
 class LayoutAccepted(BaseModel):
     fingerprint: str
+
+    @classmethod
+    def of(cls, layout: LayoutSet) -> LayoutAccepted:
+        return cls(fingerprint=layout.fingerprint)
 
 
 class InitialModelAccepted(BaseModel):
     version: int
     state: JobState
+
+    @classmethod
+    def of(cls, job: JobView) -> InitialModelAccepted:
+        return cls(version=job.version, state=job.state)
 
 
 class UpdateAccepted(BaseModel):
@@ -63,6 +88,17 @@ class UpdateAccepted(BaseModel):
     staleness: int
     weight: float = Field(description="the staleness weight applied, after quantization")
     duplicate: bool
+
+    @classmethod
+    def of(cls, ack: UpdateAck) -> UpdateAccepted:
+        receipt = ack.receipt
+        return cls(
+            update_id=str(receipt.update_id),
+            version=receipt.version,
+            staleness=receipt.staleness,
+            weight=receipt.weight,
+            duplicate=ack.duplicate,
+        )
 
 
 class SlotLease(BaseModel):
@@ -88,12 +124,26 @@ class ClientStatus(BaseModel):
     last_seen: datetime | None
     last_update_at: datetime | None
 
+    @classmethod
+    def of(cls, client: ClientView) -> ClientStatus:
+        return cls(
+            **{
+                **_fields(client),
+                "last_seen": _datetime_or_none(client.last_seen),
+                "last_update_at": _datetime_or_none(client.last_update_at),
+            }
+        )
+
 
 class VersionMetrics(BaseModel):
     version: int
     reports: int
     n_samples: int
     mean: dict[str, float] = Field(description="per metric, weighted by n_samples when given")
+
+    @classmethod
+    def of(cls, summary: VersionSummary) -> VersionMetrics:
+        return cls(**_fields(summary))
 
 
 class StatusPublic(BaseModel):
@@ -123,3 +173,13 @@ class StatusPublic(BaseModel):
     max_training: int
     queued_updates: int
     metrics: list[VersionMetrics]
+
+    @classmethod
+    def of(cls, status: StatusView) -> StatusPublic:
+        return cls(
+            **{
+                **_fields(status),
+                "clients": {cid: ClientStatus.of(c) for cid, c in status.clients.items()},
+                "metrics": [VersionMetrics.of(m) for m in status.metrics],
+            }
+        )

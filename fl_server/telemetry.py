@@ -12,7 +12,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from fl_server.schemas import JobState, StatusPublic
+from fl_server.domain import JobState, StatusView
 
 __all__ = ["STALENESS_BUCKETS", "ServiceCollector", "make_registry"]
 
@@ -22,7 +22,7 @@ STALENESS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 class ServiceCollector(Collector):
     """Turns ``ServerService.status()`` into metric families; nothing to keep in sync."""
 
-    def __init__(self, status: Callable[[], StatusPublic | None]) -> None:
+    def __init__(self, status: Callable[[], StatusView | None]) -> None:
         self._status = status
 
     def collect(self) -> Iterable[Metric]:
@@ -105,7 +105,7 @@ def _staleness_histogram(counts: dict[int, int]) -> HistogramMetricFamily:
     )
 
 
-def make_registry(status: Callable[[], StatusPublic | None]) -> CollectorRegistry:
+def make_registry(status: Callable[[], StatusView | None]) -> CollectorRegistry:
     """A registry of this app's own (never the process-global one)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(status))

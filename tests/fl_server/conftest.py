@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
-from fl_server.service import KeyauthMaterial
+from fl_server.material import KeyauthMaterial
 from keyauth.tokens import public_key_to_pem
 from tests.fl_server.helpers import EPOCH, LAYOUT_TENSORS, PROFILE, Hospital
 

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
 from fl_server.app import create_app
-from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.material import KeyauthMaterial
+from fl_server.service import ServerService
 from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published
 
 pytestmark = pytest.mark.anyio

@@ -13,7 +13,8 @@ import crypto
 from fl_server.app import create_app
 from fl_server.errors import KeyauthUnavailableError, StartupError
 from fl_server.keyauth_client import KeyauthClient
-from fl_server.service import KeyauthMaterial, ServerService
+from fl_server.material import KeyauthMaterial
+from fl_server.service import ServerService
 from fl_server.store import MemoryStore
 from keyauth.tokens import public_key_to_pem
 from tests.fl_server.helpers import make_settings, mint_token
@@ -117,7 +118,7 @@ async def test_revocations_are_polled_into_the_service(
     service = ServerService(make_settings(tmp_path), material, store=MemoryStore())
     client = client_for(fake, tmp_path)
     fake.revoked = ["client-x"]
-    poller = asyncio.create_task(client.poll_revocations(service, 0.01))
+    poller = asyncio.create_task(client.poll_revocations(service.set_revoked, 0.01))
     await asyncio.sleep(0.1)
     with pytest.raises(Exception, match="revoked") as info:
         service.authenticate(mint_token(signing_key, "client-x"))

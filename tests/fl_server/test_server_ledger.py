@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from fl_server.state import ReceiptLedger, UpdateReceipt
+from fl_server.receipts import ReceiptLedger, UpdateReceipt
 
 
 def receipt(seq: int, client: str = "a", *, base: int | None = None) -> UpdateReceipt:

@@ -15,7 +15,31 @@ def test_every_public_name_exists_once() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["service", "state", "store", "journal", "staleness", "admission", "schemas"]
+    "module",
+    [
+        "service",
+        "job",
+        "recovery",
+        "updates",
+        "admission",
+        "publishing",
+        "worker",
+        "auth",
+        "reports",
+        "downloads",
+        "status",
+        "traffic",
+        "domain",
+        "material",
+        "state",
+        "receipts",
+        "snapshot",
+        "tally",
+        "store",
+        "journal",
+        "staleness",
+        "schemas",
+    ],
 )
 def test_transport_free_modules_import_no_web_framework(module: str) -> None:
     path = Path(importlib.import_module(f"fl_server.{module}").__file__ or "")

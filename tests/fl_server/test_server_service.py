@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
+from fl_server.domain import UpdateAck
 from fl_server.errors import (
     InvalidInputError,
     JobStateError,
@@ -28,7 +29,8 @@ from fl_server.errors import (
     UpdateIdReusedError,
     VersionAheadError,
 )
-from fl_server.service import KeyauthMaterial, ServerService, UpdateAck
+from fl_server.material import KeyauthMaterial
+from fl_server.service import ServerService
 from fl_server.store import FileStore, MemoryStore, Store, UpdateRecord
 from keyauth.tokens import AccessClaims, TokenVerifier
 from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published

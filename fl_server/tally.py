@@ -1,0 +1,72 @@
+"""Counters of applied updates, derived from the log so that they survive restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fl_server.store import UpdateRecord
+
+__all__ = ["ClientTally", "UpdateTally"]
+
+
+@dataclass
+class ClientTally:
+    updates_applied: int = 0
+    last_update_at: float | None = None
+    client_name: str | None = None
+
+
+@dataclass
+class UpdateTally:
+    """Counters derived from the log (so they survive restarts); copied for readers."""
+
+    clients: dict[str, ClientTally] = field(default_factory=dict)
+    staleness: dict[int, int] = field(default_factory=dict)
+    weight_sum: float = 0.0
+
+    def count(self, record: UpdateRecord) -> None:
+        client = self.clients.setdefault(record.client_id, ClientTally())
+        client.updates_applied += 1
+        client.last_update_at = record.received_at
+        client.client_name = record.client_name or client.client_name
+        self.staleness[record.staleness] = self.staleness.get(record.staleness, 0) + 1
+        self.weight_sum += record.weight
+
+    def copy(self) -> UpdateTally:
+        return UpdateTally(
+            clients={
+                k: ClientTally(v.updates_applied, v.last_update_at, v.client_name)
+                for k, v in self.clients.items()
+            },
+            staleness=dict(self.staleness),
+            weight_sum=self.weight_sum,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "clients": {
+                k: {
+                    "updates_applied": v.updates_applied,
+                    "last_update_at": v.last_update_at,
+                    "client_name": v.client_name,
+                }
+                for k, v in self.clients.items()
+            },
+            "staleness": {str(k): v for k, v in self.staleness.items()},
+            "weight_sum": self.weight_sum,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> UpdateTally:
+        return cls(
+            clients={
+                str(k): ClientTally(
+                    int(v["updates_applied"]), v["last_update_at"], v.get("client_name")
+                )
+                for k, v in raw["clients"].items()
+            },
+            staleness={int(k): int(v) for k, v in raw["staleness"].items()},
+            weight_sum=float(raw["weight_sum"]),
+        )

@@ -1,0 +1,232 @@
+"""The update pipeline: admit, read, parse, apply in arrival order, answer once durable."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import crypto
+from fl_server.admission import SlotTable, UpdateQueue, UpdateTicket
+from fl_server.domain import BodyReader, UpdateAck
+from fl_server.errors import (
+    InvalidInputError,
+    ServerError,
+    StorageError,
+    UpdateIdReusedError,
+    VersionAheadError,
+)
+from fl_server.job import JobLifecycle
+from fl_server.journal import Journal, running_future
+from fl_server.settings import ServerSettings
+from fl_server.staleness import StalenessPolicy
+from fl_server.traffic import Traffic
+from fl_server.worker import ApplyWorker
+from keyauth.tokens import AccessClaims
+
+__all__ = ["UpdatePipeline"]
+
+logger = logging.getLogger("fl_server")
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """An update parsed on the caller's thread, on its way to the apply worker."""
+
+    client: AccessClaims
+    update: crypto.EncryptedUpdate
+    envelope: bytes = field(repr=False)
+    digest: Future[bytes]
+    received_at: float
+
+
+class UpdatePipeline:
+    """Takes clients' encrypted updates into the model, each exactly once.
+
+    Everything that needs no ciphertext is checked on the caller's thread; ciphertexts
+    are validated and added on the apply worker, in arrival order. An update is
+    answered once its log record is durable; a retry gets the first answer.
+
+    Parameters
+    ----------
+    settings
+        ``buffer_size`` and ``target_updates``.
+    policy
+        Weighs an update by its staleness.
+    cipher
+        Loads and validates update ciphertexts.
+    lifecycle
+        The job and its model state.
+    queue, slots
+        Admission (queue places, rate limits) and the training slots an update releases.
+    journal, worker, traffic, clock
+        Durable log, the apply thread, byte counters, seconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        policy: StalenessPolicy,
+        cipher: crypto.ServerCipher,
+        lifecycle: JobLifecycle,
+        *,
+        queue: UpdateQueue,
+        slots: SlotTable,
+        journal: Journal,
+        worker: ApplyWorker,
+        traffic: Traffic,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._policy = policy
+        self._cipher = cipher
+        self._lifecycle = lifecycle
+        self._queue = queue
+        self._slots = slots
+        self._journal = journal
+        self._worker = worker
+        self._traffic = traffic
+        self._clock = clock
+        self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
+        # Process-lifetime counters (what the log does not hold).
+        self._lock = threading.Lock()
+        self._rejected: Counter[str] = Counter()
+        self._rejected_by_client: Counter[str] = Counter()
+        self._duplicates = 0
+
+    def close(self) -> None:
+        """Stop the hashing pool (after the worker has run every queued update)."""
+        self._hasher.shutdown()
+
+    async def receive(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
+        """Admit ``client``'s update, read its body, and answer once it is durable.
+
+        Every refusal on the way is counted by its problem code.
+        """
+        try:
+            with self.admit(client) as ticket:
+                body = await read_body(ticket.max_body_bytes)
+                return await asyncio.wrap_future(self.submit(ticket, body))
+        except ServerError as exc:
+            self._note_rejected(exc.code, client)
+            raise
+
+    def admit(self, client: AccessClaims) -> UpdateTicket:
+        """Admit an update before its body is read: job started, queue room, rate limit.
+
+        A job that is done still admits: a retry of an applied update gets its answer.
+        """
+        self._lifecycle.require_started()
+        limits = self._lifecycle.limits
+        assert limits is not None
+        return self._queue.admit(client, limits.max_total_bytes)
+
+    def submit(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
+        """Parse an update envelope and queue it; the future resolves once it is durable."""
+        self._traffic.count_in(len(body))
+        state = self._lifecycle.require_started()
+        limits = self._lifecycle.limits
+        assert limits is not None
+        try:
+            update = crypto.update_from_bytes(body, limits)
+        except crypto.CryptoError as exc:
+            raise InvalidInputError.from_crypto(exc) from exc
+        self._lifecycle.require_training(update.update_id)
+        self._lifecycle.check_epoch(update.key_epoch)
+        if update.base_version > state.version:
+            raise VersionAheadError(
+                f"base version {update.base_version} is ahead of the model (version "
+                f"{state.version})",
+                current_version=state.version,
+            )
+        arrival = _Arrival(
+            ticket.client, update, body, self._hasher.submit(_sha256, body), self._clock()
+        )
+        ack: Future[UpdateAck] = running_future()
+        ticket.hand_over(ack)
+        self._worker.submit(lambda: self._apply(arrival, ack))
+        return ack
+
+    def counts(self) -> tuple[dict[str, int], dict[str, int], int]:
+        """Updates refused by problem code and by client, and retries answered, since start."""
+        with self._lock:
+            return dict(self._rejected), dict(self._rejected_by_client), self._duplicates
+
+    def _note_rejected(self, code: str, client: AccessClaims | None) -> None:
+        with self._lock:
+            self._rejected[code] += 1
+            if client is not None:
+                self._rejected_by_client[client.client_id] += 1
+
+    def _apply(self, arrival: _Arrival, ack: Future[UpdateAck]) -> None:
+        started = time.perf_counter()
+        try:
+            answer, durable = self._apply_one(arrival)
+        except ServerError as exc:
+            ack.set_exception(exc)
+            return
+        except Exception:
+            # A failure half-way through an add leaves the model unknown: stop writing.
+            logger.exception("applying update %s failed", arrival.update.update_id)
+            failure = StorageError("an update could not be applied")
+            self._lifecycle.fail(failure)
+            ack.set_exception(failure)
+            return
+        self._queue.applied_in(time.perf_counter() - started)
+        if answer.duplicate:
+            with self._lock:
+                self._duplicates += 1
+        self._slots.release(arrival.client.client_id)
+
+        def answer_when_durable(done: Future[None]) -> None:
+            error = done.exception()
+            if error is None:
+                ack.set_result(answer)
+            else:
+                ack.set_exception(error)
+
+        durable.add_done_callback(answer_when_durable)
+
+    def _apply_one(self, arrival: _Arrival) -> tuple[UpdateAck, Future[None]]:
+        client, update = arrival.client, arrival.update
+        state = self._lifecycle.require_started()
+        digest = arrival.digest.result()
+        # A retry is answered even once the job is done.
+        prior = state.receipt(update.update_id)
+        if prior is not None:
+            if prior.client_id != client.client_id or prior.digest != digest:
+                raise UpdateIdReusedError(
+                    f"update id {update.update_id} was already used for a different update"
+                )
+            return UpdateAck(prior, duplicate=True), self._journal.durable(prior.seq)
+        self._lifecycle.require_training()
+        staleness, weight = state.weigh(update.base_version, self._policy)
+        try:
+            blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
+        except crypto.CryptoError as exc:
+            raise InvalidInputError.from_crypto(exc) from exc
+        record = state.next_record(
+            update,
+            client_id=client.client_id,
+            client_name=client.client_name,
+            staleness=staleness,
+            weight=weight,
+            received_at=arrival.received_at,
+            digest=digest,
+            envelope=arrival.envelope,
+            buffer_size=self._settings.buffer_size,
+            target_updates=self._settings.target_updates,
+        )
+        durable = self._journal.append(record)
+        receipt = state.apply(record, blocks)
+        return UpdateAck(receipt, duplicate=False), durable
