@@ -13,13 +13,14 @@ from fl_client.events import EventSink
 from fl_client.models import ModelFactory, build_model, resolve_model
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.keys import KeyCache, LayoutCache
+from fl_client.rounds.port import SecretContextSource, ServerPort
 from fl_client.settings import ClientSettings
 from fl_client.state import Credential, LocalState
 from fl_client.training import TrainConfig
 from fl_client.transport import ClientOptions, KeyauthClient, ServerClient, TokenManager
 from fl_client.updates import CompressionConfig
 
-__all__ = ["Session", "open_session"]
+__all__ = ["Session", "compression_config", "open_session", "round_context", "train_config"]
 
 
 @dataclass
@@ -92,6 +93,45 @@ def open_session(
         ),
         tokens=tokens,
     )
+    context = round_context(
+        settings,
+        server,
+        lambda epoch: keyauth.secret_context(tokens.get(), epoch),
+        events=events,
+        state=state,
+        data=data,
+        model_factory=model_factory,
+        sleep=sleep,
+        clock=clock,
+    )
+    return Session(credential, keyauth, tokens, server, context)
+
+
+def round_context(
+    settings: ClientSettings,
+    server: ServerPort,
+    secret_contexts: SecretContextSource,
+    *,
+    events: EventSink,
+    state: LocalState | None = None,
+    data: ClientData | None = None,
+    model_factory: ModelFactory | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> RoundContext:
+    """What the rounds need, over any ``server`` port: data, seeded model, configs, caches.
+
+    Parameters
+    ----------
+    server
+        fl_server as the rounds see it (a ``ServerClient``, or an in-memory fake).
+    secret_contexts
+        Fetches a key epoch's secret context the state directory does not hold yet.
+    state
+        The local state directory; by default ``settings.state_dir``.
+    """
+    if state is None:
+        state = LocalState(settings.state_dir)
     data = data or load_client_data(
         settings.data,
         settings.site,
@@ -103,10 +143,10 @@ def open_session(
     factory = model_factory or resolve_model(settings.model)
     model = build_model(factory, data.input_shape, data.n_classes, settings.seed)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    context = RoundContext(
+    return RoundContext(
         settings=settings,
         server=server,
-        keys=KeyCache(state, lambda epoch: keyauth.secret_context(tokens.get(), epoch), events),
+        keys=KeyCache(state, secret_contexts, events),
         layouts=LayoutCache(initial_state, settings.personal),
         state=state,
         events=events,
@@ -118,7 +158,6 @@ def open_session(
         clock=clock,
         cache=state.load_model_cache(),
     )
-    return Session(credential, keyauth, tokens, server, context)
 
 
 def train_config(settings: ClientSettings) -> TrainConfig:
