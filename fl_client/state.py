@@ -285,9 +285,6 @@ class LocalState:
             etag=meta["etag"],
         )
 
-    def clear_model_cache(self) -> None:
-        self._delete(_MODEL_CACHE)
-
     # -- progress and the pending-update journal ----------------------------------------
 
     def load_progress(self) -> Progress:
