@@ -32,7 +32,8 @@ from fl_client.rounds.port import SecretContext
 from fl_client.rounds.pull import pull_model
 from fl_client.session import round_context
 from tests.fl_client.conftest import Sleeps
-from tests.fl_client.fakes import FakeKeyauth, FakeServer, MemoryPort, RecordingSink
+from tests.fl_client.fakes import FakeKeyauth, FakeServer
+from tests.fl_client.memory_port import MemoryPort, RecordingSink
 
 MakeContext = Callable[..., tuple[RoundContext, RecordingSink]]
 
