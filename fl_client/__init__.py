@@ -1,12 +1,5 @@
 """hefl hospital client: pull, decrypt, train, compress, encrypt, push."""
 
-from fl_client.api import (
-    KeyauthClient,
-    RetryPolicy,
-    ServerClient,
-    TokenManager,
-    require_secure_url,
-)
 from fl_client.data import (
     DATASETS,
     ClientData,
@@ -19,6 +12,7 @@ from fl_client.data import (
     site_arrays,
     to_client_data,
 )
+from fl_client.enrollment import enroll
 from fl_client.errors import (
     AccessTokenError,
     AuthError,
@@ -48,12 +42,22 @@ from fl_client.errors import (
     VersionAheadError,
     error_from_problem,
 )
+from fl_client.events import RoundResult
 from fl_client.models import MODELS, build_model, resolve_model
 from fl_client.output import Reporter, render_status
-from fl_client.runner import RoundResult, Runner, RunSummary, enroll
+from fl_client.rounds.loop import RunSummary
+from fl_client.runner import Runner
 from fl_client.settings import ClientSettings
 from fl_client.state import Credential, LocalState
 from fl_client.training import EvalResult, TrainConfig, evaluate, train_local
+from fl_client.transport import (
+    ClientOptions,
+    KeyauthClient,
+    RetryPolicy,
+    ServerClient,
+    TokenManager,
+    require_secure_url,
+)
 from fl_client.updates import CompressionConfig, WireReport, prepare_update
 
 __all__ = [
@@ -63,6 +67,7 @@ __all__ = [
     "AuthError",
     "ClientData",
     "ClientError",
+    "ClientOptions",
     "ClientSettings",
     "CompressionConfig",
     "ConfigError",

@@ -16,11 +16,12 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from fl_client.api import ServerClient, require_secure_url
+from fl_client.enrollment import enroll
 from fl_client.errors import ClientError, ConfigError
 from fl_client.output import Reporter, render_status
-from fl_client.runner import Runner, enroll
+from fl_client.runner import Runner
 from fl_client.settings import ClientSettings
+from fl_client.transport import ClientOptions, ServerClient, require_secure_url
 
 __all__ = ["build_parser", "main"]
 
@@ -157,9 +158,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
         return 0
     if args.command == "status":
         server = ServerClient(
-            settings.server_url,
-            allow_insecure_http=settings.allow_insecure_http,
-            timeout=settings.timeout,
+            ClientOptions(
+                settings.server_url,
+                allow_insecure_http=settings.allow_insecure_http,
+                timeout=settings.timeout,
+            )
         )
         try:
             status = server.status()

@@ -13,19 +13,14 @@ import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
 
+from fl_client.events import ClientWarning, Event, ProgressBar
 from fl_client.settings import OutputMode
 
 __all__ = ["ProgressBar", "Reporter", "render_status"]
-
-
-class ProgressBar(Protocol):
-    def update(self, n: float = 1) -> object: ...
-
-    def set_total(self, total: float) -> None: ...
 
 
 class _NoBar:
@@ -58,7 +53,7 @@ def _human(value: Any) -> str:
 
 
 class Reporter:
-    """Progress bars and events for one output mode.
+    """Renders a client's progress bars and events for one output mode (an ``EventSink``).
 
     Parameters
     ----------
@@ -94,6 +89,13 @@ class Reporter:
             dynamic_ncols=True,
         ) as progress:
             yield _TqdmBar(progress)
+
+    def emit(self, event: Event) -> None:
+        """Render a typed event (``fl_client.events``)."""
+        if isinstance(event, ClientWarning):
+            self.warn(event.message)
+        else:
+            self.event(event.name, **event.fields())
 
     def event(self, name: str, /, **fields: Any) -> None:
         """Report something that happened: a round's numbers, a resend, the end."""

@@ -116,9 +116,6 @@ class LocalState:
         raw = self._read(_MODEL_CACHE)
         return None if raw is None else model_cache_from_bytes(raw)
 
-    def clear_model_cache(self) -> None:
-        self._delete(_MODEL_CACHE)
-
     # -- progress and the pending-update journal ----------------------------------------
 
     def load_progress(self) -> Progress:

@@ -12,6 +12,7 @@ import pytest
 import crypto
 from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.data import ClientData
+from fl_client.events import EventSink
 from fl_client.output import Reporter
 from tests.fl_client.fakes import FakeKeyauth, FakeServer
 
@@ -73,6 +74,7 @@ def make_runner(
         *,
         data: ClientData | None = None,
         enrolled: bool = True,
+        reporter: EventSink | None = None,
         **overrides: Any,
     ) -> Runner:
         values: dict[str, Any] = {
@@ -95,7 +97,7 @@ def make_runner(
             data=data or cancer_sites[0],
             keyauth_transport=httpx.MockTransport(fake_keyauth),
             server_transport=httpx.MockTransport(fake_server),
-            reporter=Reporter("quiet"),
+            reporter=reporter or Reporter("quiet"),
             sleep=sleeps,
         )
         runners.append(runner)

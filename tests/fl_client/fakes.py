@@ -3,6 +3,7 @@
 They follow docs/protocol.md closely enough to drive the client through every path, and
 the server adds ciphertexts with the real ``crypto.ServerCipher``: decrypting what it
 holds is exactly what a real server would have. Fault injection is explicit per test.
+``tests.fl_client.memory_port`` puts the rounds onto the fake server's handlers directly.
 """
 
 from __future__ import annotations
@@ -113,9 +114,21 @@ class FakeKeyauth:
         return problem(404, "not_found")
 
 
+class Refusal(Exception):
+    """A problem the fake server answers with, before it becomes HTTP or a typed error."""
+
+    def __init__(self, status: int, code: str, retry_after: int | None = None, **extra: Any):
+        super().__init__(code)
+        self.status, self.code, self.retry_after, self.extra = status, code, retry_after, extra
+
+
 @dataclass
 class FakeServer:
-    """A protocol-following aggregation server holding the model as ciphertexts."""
+    """A protocol-following aggregation server holding the model as ciphertexts.
+
+    Its handlers (``job`` ... ``post_metrics``) know nothing of HTTP, like fl_server's
+    service: calling the fake is the HTTP edge, ``MemoryPort`` the rounds' port onto them.
+    """
 
     keys: crypto.KeyMaterial
     keyauth: FakeKeyauth
@@ -148,9 +161,7 @@ class FakeServer:
         self.profile = crypto.get_profile(self.keys.profile_name)
         self.cipher = crypto.ServerCipher(self.keys.public_context, self.profile)
 
-    def _authorized(self, request: httpx.Request) -> bool:
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        return token in self.keyauth.valid_tokens
+    # -- the handlers ----------------------------------------------------------------------
 
     def job(self) -> dict[str, Any]:
         return {
@@ -162,123 +173,67 @@ class FakeServer:
             "profile": self.profile.name,
         }
 
-    def model_bytes(self, since: int | None = None) -> bytes:
-        assert self.layout is not None
-        indices = sorted(
-            i for i in self.blocks if since is None or self.changed_at.get(i, 0) > since
-        )
-        return crypto.model_to_bytes(
-            crypto.EncryptedModel(
-                fingerprint=self.layout.fingerprint,
-                version=self.version,
-                key_epoch=self.key_epoch,
-                blocks=tuple(
-                    crypto.CipherBlock(i, self.cipher.block_to_bytes(self.blocks[i]))
-                    for i in indices
-                ),
-            )
-        )
+    def put_layout(self, raw: bytes) -> bool:
+        self.layouts_put.append(raw)
+        layout = crypto.ModelLayout.from_json(raw)
+        if self.layout is None:
+            self.layout = layout
+            return True
+        if layout.fingerprint != self.layout.fingerprint:
+            raise Refusal(409, "layout_mismatch")
+        return False
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        path, method = request.url.path, request.method
-        if self.fail_with_503 and path != "/v1/job":
-            self.fail_with_503 -= 1
-            return problem(503, "server_busy", headers={"Retry-After": "0"})
-        needs_auth = method != "GET"
-        if needs_auth and not self._authorized(request):
-            return problem(401, "token_invalid")
-        if needs_auth and self.reject_token_once:
-            self.reject_token_once = False
-            return problem(401, "token_expired")
-        if (method, path) == ("GET", "/v1/job"):
-            return httpx.Response(200, json=self.job())
-        if (method, path) == ("PUT", "/v1/job/layout"):
-            self.layouts_put.append(request.content)
-            layout = crypto.ModelLayout.from_json(request.content)
-            if self.layout is None:
-                self.layout = layout
-                return httpx.Response(201, json={"fingerprint": layout.fingerprint.hex()})
-            if layout.fingerprint != self.layout.fingerprint:
-                return problem(409, "layout_mismatch")
-            return httpx.Response(200, json={"fingerprint": layout.fingerprint.hex()})
-        if (method, path) == ("GET", "/v1/job/layout"):
-            if self.layout is None:
-                return problem(404, "no_layout")
-            return httpx.Response(200, content=self.layout.to_json())
-        if (method, path) == ("PUT", "/v1/job/initial-model"):
-            if self.blocks:
-                return problem(409, "initial_model_exists")
-            assert self.layout is not None
-            limits = crypto.EnvelopeLimits(
-                self.layout.n_blocks, self.profile.max_block_bytes, self.layout.fingerprint
-            )
-            model = crypto.model_from_bytes(request.content, limits)
-            assert model.version == 0
-            assert len(model.blocks) == self.layout.n_blocks
-            self.blocks = {b.index: self.cipher.load_model_block(b.data) for b in model.blocks}
-            self.published[0] = self.model_bytes()
-            self.state = "training"
-            return httpx.Response(201, json={"version": 0, "state": "training"})
-        if (method, path) == ("GET", "/v1/model"):
-            self.pulls.append(request)
-            if not self.blocks:
-                return problem(409, "job_not_started")
-            since = request.url.params.get("since")
-            if self.lagging_pulls and self.version > 0:
-                # downloads may lag the applied model: serve the previous version, whole
-                self.lagging_pulls -= 1
-                return httpx.Response(
-                    200,
-                    content=self.published[self.version - 1],
-                    headers={"X-Hefl-Model-Version": str(self.version - 1)},
-                )
-            etag = f'"v{self.version}"'
-            if request.headers.get("If-None-Match") == etag:
-                return httpx.Response(304, headers={"ETag": etag})
-            return httpx.Response(
-                200,
-                content=self.model_bytes(int(since) if since is not None else None),
-                headers={
-                    "X-Hefl-Model-Version": str(self.version),
-                    "ETag": etag,
-                    "Content-Type": "application/octet-stream",
-                },
-            )
-        if path == "/v1/slots":
-            if method == "DELETE":
-                return httpx.Response(204)
-            if self.slots_busy:
-                self.slots_busy -= 1
-                return problem(429, "slots_full", headers={"Retry-After": "7"})
-            return httpx.Response(200, json={"expires_at": "2030-01-01T00:00:00Z"})
-        if (method, path) == ("POST", "/v1/updates"):
-            return self._update(request)
-        if (method, path) == ("POST", "/v1/metrics"):
-            self.metrics.append(json.loads(request.content))
-            return httpx.Response(202, json={"version": self.version})
-        if (method, path) == ("GET", "/v1/status"):
-            return httpx.Response(200, json={"state": self.state, "version": self.version})
-        return problem(404, "not_found")
+    def get_layout(self) -> bytes:
+        if self.layout is None:
+            raise Refusal(404, "no_layout")
+        return self.layout.to_json()
 
-    def _update(self, request: httpx.Request) -> httpx.Response:
+    def put_initial_model(self, envelope: bytes) -> None:
+        if self.blocks:
+            raise Refusal(409, "initial_model_exists")
+        model = crypto.model_from_bytes(envelope, self._limits())
+        assert model.version == 0
         assert self.layout is not None
-        self.uploads.append(request.content)
-        limits = crypto.EnvelopeLimits(
-            self.layout.n_blocks, self.profile.max_block_bytes, self.layout.fingerprint
-        )
-        update = crypto.update_from_bytes(request.content, limits)
+        assert len(model.blocks) == self.layout.n_blocks
+        self.blocks = {b.index: self.cipher.load_model_block(b.data) for b in model.blocks}
+        self.published[0] = self.model_bytes()
+        self.state = "training"
+
+    def get_model(
+        self, since: int | None, etag: str | None
+    ) -> tuple[bytes, int, str | None] | None:
+        """Envelope, version and ETag; ``None`` if ``etag`` is current (304)."""
+        if not self.blocks:
+            raise Refusal(409, "job_not_started")
+        if self.lagging_pulls and self.version > 0:
+            # downloads may lag the applied model: serve the previous version, whole
+            self.lagging_pulls -= 1
+            return self.published[self.version - 1], self.version - 1, None
+        current = f'"v{self.version}"'
+        if etag == current:
+            return None
+        return self.model_bytes(since), self.version, current
+
+    def request_slot(self) -> str:
+        if self.slots_busy:
+            self.slots_busy -= 1
+            raise Refusal(429, "slots_full", retry_after=7)
+        return "2030-01-01T00:00:00Z"
+
+    def push_update(self, envelope: bytes) -> dict[str, Any]:
+        self.uploads.append(envelope)
+        update = crypto.update_from_bytes(envelope, self._limits())
         update_id = str(update.update_id)
         if update_id in self.acks:
-            return httpx.Response(202, json={**self.acks[update_id], "duplicate": True})
+            return {**self.acks[update_id], "duplicate": True}
         if self.state != "training":
-            return problem(409, "job_not_training")
+            raise Refusal(409, "job_not_training")
         tau = self.version - update.base_version
         if self.too_stale_next:
             self.too_stale_next -= 1
-            return problem(409, "too_stale", current_version=self.version)
+            raise Refusal(409, "too_stale", current_version=self.version)
         if tau > self.max_staleness:
-            return problem(409, "too_stale", current_version=self.version)
+            raise Refusal(409, "too_stale", current_version=self.version)
         for block in update.blocks:
             self.cipher.add_weighted(
                 self.blocks[block.index], self.cipher.load_update_block(block.data), self.weight
@@ -298,10 +253,102 @@ class FakeServer:
             "duplicate": False,
         }
         self.acks[update_id] = ack
-        if self.drop_answer_after_apply:
-            self.drop_answer_after_apply -= 1
-            raise httpx.ReadError("connection reset after the update was applied")
-        return httpx.Response(202, json=ack)
+        return ack
+
+    def post_metrics(self, body: dict[str, Any]) -> None:
+        self.metrics.append(body)
+
+    def model_bytes(self, since: int | None = None) -> bytes:
+        assert self.layout is not None
+        indices = sorted(
+            i for i in self.blocks if since is None or self.changed_at.get(i, 0) > since
+        )
+        return crypto.model_to_bytes(
+            crypto.EncryptedModel(
+                fingerprint=self.layout.fingerprint,
+                version=self.version,
+                key_epoch=self.key_epoch,
+                blocks=tuple(
+                    crypto.CipherBlock(i, self.cipher.block_to_bytes(self.blocks[i]))
+                    for i in indices
+                ),
+            )
+        )
+
+    def _limits(self) -> crypto.EnvelopeLimits:
+        assert self.layout is not None
+        return crypto.EnvelopeLimits(
+            self.layout.n_blocks, self.profile.max_block_bytes, self.layout.fingerprint
+        )
+
+    # -- the HTTP edge ---------------------------------------------------------------------
+
+    def _authorized(self, request: httpx.Request) -> bool:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        return token in self.keyauth.valid_tokens
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path, method = request.url.path, request.method
+        if self.fail_with_503 and path != "/v1/job":
+            self.fail_with_503 -= 1
+            return problem(503, "server_busy", headers={"Retry-After": "0"})
+        needs_auth = method != "GET"
+        if needs_auth and not self._authorized(request):
+            return problem(401, "token_invalid")
+        if needs_auth and self.reject_token_once:
+            self.reject_token_once = False
+            return problem(401, "token_expired")
+        try:
+            return self._route(request, method, path)
+        except Refusal as refusal:
+            headers = {}
+            if refusal.retry_after is not None:
+                headers["Retry-After"] = str(refusal.retry_after)
+            return problem(refusal.status, refusal.code, headers=headers, **refusal.extra)
+
+    def _route(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
+        if (method, path) == ("GET", "/v1/job"):
+            return httpx.Response(200, json=self.job())
+        if (method, path) == ("PUT", "/v1/job/layout"):
+            created = self.put_layout(request.content)
+            assert self.layout is not None
+            body = {"fingerprint": self.layout.fingerprint.hex()}
+            return httpx.Response(201 if created else 200, json=body)
+        if (method, path) == ("GET", "/v1/job/layout"):
+            return httpx.Response(200, content=self.get_layout())
+        if (method, path) == ("PUT", "/v1/job/initial-model"):
+            self.put_initial_model(request.content)
+            return httpx.Response(201, json={"version": 0, "state": "training"})
+        if (method, path) == ("GET", "/v1/model"):
+            self.pulls.append(request)
+            since = request.url.params.get("since")
+            model = self.get_model(
+                int(since) if since is not None else None, request.headers.get("If-None-Match")
+            )
+            if model is None:
+                return httpx.Response(304, headers={"ETag": f'"v{self.version}"'})
+            content, version, etag = model
+            headers = {"X-Hefl-Model-Version": str(version)}
+            if etag is not None:
+                headers |= {"ETag": etag, "Content-Type": "application/octet-stream"}
+            return httpx.Response(200, content=content, headers=headers)
+        if path == "/v1/slots":
+            if method == "DELETE":
+                return httpx.Response(204)
+            return httpx.Response(200, json={"expires_at": self.request_slot()})
+        if (method, path) == ("POST", "/v1/updates"):
+            ack = self.push_update(request.content)
+            if self.drop_answer_after_apply and not ack["duplicate"]:
+                self.drop_answer_after_apply -= 1
+                raise httpx.ReadError("connection reset after the update was applied")
+            return httpx.Response(202, json=ack)
+        if (method, path) == ("POST", "/v1/metrics"):
+            self.post_metrics(json.loads(request.content))
+            return httpx.Response(202, json={"version": self.version})
+        if (method, path) == ("GET", "/v1/status"):
+            return httpx.Response(200, json={"state": self.state, "version": self.version})
+        return problem(404, "not_found")
 
     def decrypt(self, client: crypto.ClientCipher) -> Any:
         """The model as the server holds it, decrypted with a client's key (tests only)."""

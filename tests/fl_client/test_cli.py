@@ -106,3 +106,39 @@ def test_output_modes_print_what_they_promise() -> None:
     assert json_out.getvalue() == '{"bytes_per_param": 8.0853, "event": "update", "round": 1}\n'
     assert json_err.getvalue() == ""
     assert streams["quiet"][0].getvalue() == streams["quiet"][1].getvalue() == ""
+
+
+def test_typed_events_render_as_the_same_lines_and_json() -> None:
+    from fl_client.events import ClientWarning, Rejected, Stopped
+    from fl_client.output import Reporter
+
+    # Prepare
+    events = [
+        Rejected(update_id="u-1", code="too_stale", current_version=4),
+        Stopped(reason="max_rounds", rounds=2),
+        Stopped(reason="job_done", rounds=3, final_version=9, final_accuracy=0.75, final_loss=0.5),
+        ClientWarning("metrics for version 3 not reported: down"),
+    ]
+    streams = {mode: (io.StringIO(), io.StringIO()) for mode in ("human", "json")}
+
+    # Execute
+    for mode, (out, err) in streams.items():
+        reporter = Reporter(mode, out=out, err=err)  # type: ignore[arg-type]
+        for event in events:
+            reporter.emit(event)
+
+    # Assert
+    assert streams["human"][0].getvalue().splitlines() == [
+        "[rejected] update_id=u-1 code=too_stale current_version=4",
+        "[stopped] reason=max_rounds rounds=2",
+        "[stopped] reason=job_done rounds=3 final_version=9 final_accuracy=0.75 final_loss=0.5",
+    ]
+    assert streams["human"][1].getvalue() == "warning: metrics for version 3 not reported: down\n"
+    assert streams["json"][0].getvalue().splitlines() == [
+        '{"code": "too_stale", "current_version": 4, "event": "rejected", "update_id": "u-1"}',
+        '{"event": "stopped", "reason": "max_rounds", "rounds": 2}',
+        '{"event": "stopped", "final_accuracy": 0.75, "final_loss": 0.5, "final_version": 9, '
+        '"reason": "job_done", "rounds": 3}',
+        '{"event": "warning", "message": "metrics for version 3 not reported: down"}',
+    ]
+    assert streams["json"][1].getvalue() == ""

@@ -142,7 +142,7 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
     )
     assert hefl.n_samples == plain.pooled.n_samples
     assert abs(hefl.accuracy - plain.pooled.accuracy) <= 0.01
-    cache = runners[0]._cache
+    cache = runners[0].context.cache
     assert cache is not None
     assert cache.version == len(schedule)
     profile = crypto.get_profile("n4096-s40")
@@ -224,19 +224,19 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         settings = _settings(tmp_path, "hungary", keyauth_url, server, client_step=0.5)
         enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, "hungary-restart"))
         runner = Runner(settings, reporter=Reporter("quiet"))
-        real_push = runner.server.push_update
+        real_push = runner.context.server.push_update
 
         def push_then_lose_the_answer(envelope: bytes) -> Any:
             real_push(envelope)
             raise KeyboardInterrupt  # the process dies before it reads the answer
 
-        monkeypatch.setattr(runner.server, "push_update", push_then_lose_the_answer)
+        monkeypatch.setattr(runner.context.server, "push_update", push_then_lose_the_answer)
         with pytest.raises(KeyboardInterrupt):
             runner.run_round()
-        pending = runner.state.load_pending()
+        pending = runner.context.state.load_pending()
         assert pending is not None
-        assert runner._cache is not None
-        pulled = runner._cache.blocks.copy()
+        assert runner.context.cache is not None
+        pulled = runner.context.cache.blocks.copy()
         runner.close()
 
         # the resent update counts as the first of the two rounds asked for
@@ -260,18 +260,18 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
     assert version == 2
     # what went on the wire is η · (trained - pulled), recomputed from the pulled model
     profile = crypto.get_profile("n4096-s40")
-    layout = restarted.layout(profile.block_size)
+    layout = restarted.context.layouts.get(profile.block_size)
     limits = crypto.EnvelopeLimits(1, profile.max_block_bytes, layout.fingerprint)
     update = crypto.update_from_bytes(pending.envelope, limits)
-    sent = restarted.cipher(update.key_epoch).decrypt_block(update.blocks[0].data)
+    sent = restarted.context.keys.cipher(update.key_epoch).decrypt_block(update.blocks[0].data)
     replay = local_round(
-        restarted.model,
+        restarted.context.model,
         layout,
         pulled,
         {},
-        restarted.data.train,
-        restarted.data.test,
-        restarted.train_config,
+        restarted.context.data.train,
+        restarted.context.data.test,
+        restarted.context.train_config,
         round_seed(settings.seed, 0),
     )
     assert np.max(np.abs(sent - 0.5 * replay.delta[0])) <= profile.error_bound(1)

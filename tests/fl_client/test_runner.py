@@ -17,11 +17,13 @@ from fl_client import (
     ClientData,
     ClientSettings,
     LayoutConflictError,
+    Runner,
     TooStaleError,
     TransportError,
+    enroll,
 )
+from fl_client.events import Event, RoundResult
 from fl_client.output import Reporter
-from fl_client.runner import Runner, enroll
 from fl_client.state import LocalState
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
@@ -47,12 +49,12 @@ def _replay_delta(runner: Runner, pulled: np.ndarray, round_: int) -> np.ndarray
     from fl_client.models import build_model, resolve_model
 
     model = build_model(
-        resolve_model(runner.settings.model),
-        runner.data.input_shape,
-        runner.data.n_classes,
-        runner.settings.seed,
+        resolve_model(runner.context.settings.model),
+        runner.context.data.input_shape,
+        runner.context.data.n_classes,
+        runner.context.settings.seed,
     )
-    layout = runner.layout(pulled.shape[1])
+    layout = runner.context.layouts.get(pulled.shape[1])
     shared = set(layout.names)
     personal = {k: v.numpy() for k, v in model.state_dict().items() if k not in shared}
     result = local_round(
@@ -60,10 +62,10 @@ def _replay_delta(runner: Runner, pulled: np.ndarray, round_: int) -> np.ndarray
         layout,
         pulled,
         personal,
-        runner.data.train,
-        runner.data.test,
-        runner.train_config,
-        round_seed(runner.settings.seed, round_),
+        runner.context.data.train,
+        runner.context.data.test,
+        runner.context.train_config,
+        round_seed(runner.context.settings.seed, round_),
     )
     return result.delta
 
@@ -88,14 +90,14 @@ def test_update_applied_by_the_server_is_pulled_plus_step_times_compressed_delta
     assert result is not None
     assert result.version == 1
     assert result.base_version == 0
-    layout = runner.layout(profile.block_size)
+    layout = runner.context.layouts.get(profile.block_size)
     assert fake_server.layout == layout
-    pulled = runner._cache.blocks if runner._cache else None
+    pulled = runner.context.cache.blocks if runner.context.cache else None
     assert pulled is not None
-    initial = layout.flatten(runner._initial_state)
+    initial = layout.flatten(runner.context.layouts.initial_state)
     assert np.max(np.abs(pulled - initial)) <= profile.error_bound(1)
     delta = _replay_delta(runner, pulled, round_=0)
-    compressed = compress_delta(delta, None, runner.compression, 0)
+    compressed = compress_delta(delta, None, runner.context.compression, 0)
     assert len(compressed.indices) == result.wire["blocks_sent"] == int(np.ceil(0.25 * 42))
     expected = pulled.copy()
     expected[compressed.indices] += 0.5 * compressed.blocks
@@ -105,7 +107,7 @@ def test_update_applied_by_the_server_is_pulled_plus_step_times_compressed_delta
     untouched = np.setdiff1d(np.arange(layout.n_blocks), compressed.indices)
     assert np.max(np.abs(after[untouched] - pulled[untouched])) <= profile.error_bound(1)
     # the error-feedback residual kept is exactly what was not sent
-    progress = runner.state.load_progress()
+    progress = runner.context.state.load_progress()
     assert progress.rounds == 1
     assert progress.residual is not None
     assert np.array_equal(progress.residual, compressed.residual)
@@ -127,14 +129,14 @@ def test_the_next_pull_asks_only_for_blocks_changed_since_the_cached_version(
     assert fake_server.pulls[0].url.params.get("since") is None
     assert fake_server.pulls[1].url.params.get("since") == "0"
     assert second.pull_blocks == first.wire["blocks_sent"] < 42
-    assert runner._cache is not None
-    assert runner._cache.version == 1
+    assert runner.context.cache is not None
+    assert runner.context.cache.version == 1
     # the cache patched with the changed blocks equals the whole model, decrypted
     profile = crypto.get_profile(small_keys.profile_name)
     full = fake_server.decrypt(_cipher(small_keys))
     full_before_second = full  # the second update is applied after the pull
-    assert full_before_second.shape == runner._cache.blocks.shape
-    fake_server_version_1 = runner._cache.blocks
+    assert full_before_second.shape == runner.context.cache.blocks.shape
+    fake_server_version_1 = runner.context.cache.blocks
     upload_2 = _uploaded(fake_server)
     restored = full.copy()
     for block in upload_2.blocks:
@@ -151,7 +153,9 @@ def test_personal_layers_never_leave_and_each_client_keeps_its_own(
     # Prepare: two clients whose heads are personal
     a = make_runner("a", data=digits_site, model="mlp", personal=["head.*"], seed=1)
     b = make_runner("b", data=digits_site, model="mlp", personal=["head.*"], seed=2)
-    whole = crypto.build_layout(a._initial_state, crypto.get_profile("test-n2048").block_size)
+    whole = crypto.build_layout(
+        a.context.layouts.initial_state, crypto.get_profile("test-n2048").block_size
+    )
 
     # Execute
     for runner in (a, b, a):
@@ -171,11 +175,11 @@ def test_personal_layers_never_leave_and_each_client_keeps_its_own(
         assert max(b.index for b in update.blocks) < layout.n_blocks
         assert len(update.blocks) == layout.n_blocks
     # each client trained and kept its own head; the heads differ between clients
-    head_a = a.state.load_progress().personal["head.weight"]
-    head_b = b.state.load_progress().personal["head.weight"]
-    assert not np.array_equal(head_a, a._initial_state["head.weight"].numpy())
+    head_a = a.context.state.load_progress().personal["head.weight"]
+    head_b = b.context.state.load_progress().personal["head.weight"]
+    assert not np.array_equal(head_a, a.context.layouts.initial_state["head.weight"].numpy())
     assert not np.array_equal(head_a, head_b)
-    assert np.array_equal(a.model.state_dict()["head.weight"].numpy(), head_a)
+    assert np.array_equal(a.context.model.state_dict()["head.weight"].numpy(), head_a)
 
 
 def test_a_lost_acknowledgement_is_resent_with_the_same_id_and_applied_once(
@@ -191,7 +195,7 @@ def test_a_lost_acknowledgement_is_resent_with_the_same_id_and_applied_once(
     assert fake_server.applied == 1
     assert len(fake_server.uploads) == 2
     assert fake_server.uploads[0] == fake_server.uploads[1]
-    assert runner.state.load_pending() is None
+    assert runner.context.state.load_pending() is None
 
 
 def test_a_restart_resends_the_journaled_update_and_never_applies_it_twice(
@@ -202,10 +206,10 @@ def test_a_restart_resends_the_journaled_update_and_never_applies_it_twice(
     fake_server.drop_answer_after_apply = 1
     with pytest.raises(TransportError):
         runner.run_round()
-    pending = runner.state.load_pending()
+    pending = runner.context.state.load_pending()
     assert pending is not None
     assert fake_server.applied == 1
-    assert runner.state.load_progress().rounds == 0
+    assert runner.context.state.load_progress().rounds == 0
     runner.close()
 
     # Execute: a new process on the same state directory
@@ -216,10 +220,10 @@ def test_a_restart_resends_the_journaled_update_and_never_applies_it_twice(
     assert summary.results[0].duplicate
     assert summary.results[0].update_id == str(pending.update_id)
     assert fake_server.applied == 1
-    progress = restarted.state.load_progress()
+    progress = restarted.context.state.load_progress()
     assert progress.rounds == 1
     assert progress.last_update_id == pending.update_id
-    assert restarted.state.load_pending() is None
+    assert restarted.context.state.load_pending() is None
 
 
 def test_a_crash_before_sending_resends_on_restart(
@@ -230,10 +234,10 @@ def test_a_crash_before_sending_resends_on_restart(
     def crash(envelope: bytes) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.server, "push_update", crash)
+    monkeypatch.setattr(runner.context.server, "push_update", crash)
     with pytest.raises(KeyboardInterrupt):
         runner.run_round()
-    pending = runner.state.load_pending()
+    pending = runner.context.state.load_pending()
     assert pending is not None
     assert fake_server.applied == 0
 
@@ -253,8 +257,8 @@ def test_too_stale_rejection_commits_nothing_and_the_client_retrains(
     fake_server.too_stale_next = 1
     with pytest.raises(TooStaleError):
         runner.run_round()
-    assert runner.state.load_pending() is None
-    assert runner.state.load_progress().rounds == 0
+    assert runner.context.state.load_pending() is None
+    assert runner.context.state.load_progress().rounds == 0
     assert fake_server.applied == 0
 
     summary = runner.run()
@@ -309,7 +313,7 @@ def test_the_run_stops_when_the_job_is_done_and_reports_final_metrics(
     assert "train_loss" in fake_server.metrics[0]["metrics"]
     for report in fake_server.metrics:
         assert 0 <= report["metrics"]["accuracy"] <= 1
-        assert report["metrics"]["n_samples"] == len(runner.data.test)
+        assert report["metrics"]["n_samples"] == len(runner.context.data.test)
 
 
 def test_a_client_with_another_layout_is_refused_with_a_clear_message(
@@ -333,14 +337,13 @@ def test_tokens_and_secrets_never_reach_logs_or_output(
     out, err = io.StringIO(), io.StringIO()
     fake_server.target_updates = 2
     fake_server.drop_answer_after_apply = 1
-    runner = make_runner()
-    runner.reporter = Reporter("json", out=out, err=err)
+    runner = make_runner(reporter=Reporter("json", out=out, err=err))
 
     runner.run()
 
-    text = caplog.text + out.getvalue() + err.getvalue() + repr(runner.credential)
+    text = caplog.text + out.getvalue() + err.getvalue() + repr(runner.session.credential)
     secrets = [*fake_keyauth.clients.values(), *fake_keyauth.valid_tokens, "enroll-"]
-    assert runner.credential.client_secret in fake_keyauth.clients.values()
+    assert runner.session.credential.client_secret in fake_keyauth.clients.values()
     for secret in secrets:
         assert secret not in text
     events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
@@ -361,17 +364,15 @@ def test_update_ids_are_fresh_uuid4_per_round(
 
 
 def test_a_stop_request_ends_the_run_after_the_current_round(
-    make_runner: MakeRunner, fake_server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    make_runner: MakeRunner, fake_server: FakeServer
 ) -> None:
-    runner = make_runner()
-    real_round = runner.run_round
+    class SignalMidRound(Reporter):
+        def emit(self, event: Event) -> None:
+            super().emit(event)
+            if isinstance(event, RoundResult):
+                runner.request_stop()  # what the SIGTERM handler does mid-round
 
-    def round_then_signal() -> object:
-        result = real_round()
-        runner.request_stop()  # what the SIGTERM handler does mid-round
-        return result
-
-    monkeypatch.setattr(runner, "run_round", round_then_signal)
+    runner = make_runner(reporter=SignalMidRound("quiet"))
 
     summary = runner.run()
 
@@ -411,9 +412,9 @@ def test_train_uses_the_enrolling_keyauth_unless_told_otherwise(
     make_runner: MakeRunner, fake_keyauth: FakeKeyauth
 ) -> None:
     first = make_runner("a")
-    assert first.keyauth.base_url == "http://127.0.0.1:8700"
+    assert first.session.keyauth.base_url == "http://127.0.0.1:8700"
     moved = make_runner("a", keyauth_url="https://keyauth.example.org")
-    assert moved.keyauth.base_url == "https://keyauth.example.org"
+    assert moved.session.keyauth.base_url == "https://keyauth.example.org"
 
 
 def test_the_final_evaluation_waits_for_the_last_applied_version(
@@ -429,21 +430,21 @@ def test_the_final_evaluation_waits_for_the_last_applied_version(
 
     assert version == 2
     assert sleeps == [0.2, 0.2]
-    assert evaluation.n_samples == len(runner.data.test)
+    assert evaluation.n_samples == len(runner.context.data.test)
 
 
 def test_a_new_key_epoch_is_fetched_once_and_used(
     make_runner: MakeRunner, fake_server: FakeServer, fake_keyauth: FakeKeyauth
 ) -> None:
     runner = make_runner()
-    assert runner.credential.key_epoch == 1
+    assert runner.session.credential.key_epoch == 1
     # keyauth rotated and the job was set up under epoch 2
     fake_keyauth.key_epoch = fake_server.key_epoch = 2
 
     result = runner.run_round()
 
     assert result is not None
-    assert runner.state.load_secret_context(2) is not None
+    assert runner.context.state.load_secret_context(2) is not None
     fetched = [r for r in fake_keyauth.requests if r.url.path == "/v1/keys/secret-context"]
     assert [r.url.params.get("epoch") for r in fetched] == ["1", "2"]
     assert _uploaded(fake_server).key_epoch == 2

@@ -1,4 +1,4 @@
-"""REST clients: security of URLs, retries, problem mapping, tokens, streaming pulls."""
+"""Outbound transport: security of URLs, retries, problem mapping, tokens, streaming pulls."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 
 from fl_client import (
     AccessTokenError,
+    ClientOptions,
     ConfigError,
     EnrollmentTokenError,
     InsecureTransportError,
@@ -27,6 +28,7 @@ from fl_client import (
     TransportError,
     require_secure_url,
 )
+from fl_client.transport import TokenSource
 from tests.fl_client.conftest import Sleeps
 from tests.fl_client.fakes import problem
 
@@ -56,22 +58,24 @@ def test_plain_http_off_loopback_is_refused_unless_allowed(url: str) -> None:
 
 def test_clients_refuse_insecure_urls_at_construction() -> None:
     with pytest.raises(InsecureTransportError):
-        ServerClient("http://192.168.1.20:8800")
+        ServerClient(ClientOptions("http://192.168.1.20:8800"))
     with pytest.raises(InsecureTransportError):
-        KeyauthClient("http://keyauth.hospital.net")
+        KeyauthClient(ClientOptions("http://keyauth.hospital.net"))
     with pytest.raises(ConfigError):
-        ServerClient("ftp://127.0.0.1")
+        ServerClient(ClientOptions("ftp://127.0.0.1"))
 
 
-def _server(handler: httpx.MockTransport, sleeps: Sleeps, **kwargs: object) -> ServerClient:
-    return ServerClient(
+def _server(
+    handler: httpx.MockTransport, sleeps: Sleeps, tokens: TokenSource | None = None
+) -> ServerClient:
+    options = ClientOptions(
         "http://127.0.0.1:8800",
         transport=handler,
         sleep=sleeps,
         rng=random.Random(0),
         retry=RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_max=4.0),
-        **kwargs,  # type: ignore[arg-type]
     )
+    return ServerClient(options, tokens=tokens)
 
 
 def _job() -> dict[str, object]:
@@ -192,7 +196,7 @@ def test_enrollment_is_retried_and_gets_the_redelivered_answer(
     calls: list[httpx.Request] = []
     answers = [lost, httpx.Response(200, json=_ENROLLMENT)]
     client = KeyauthClient(
-        "http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps
+        ClientOptions("http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps)
     )
 
     enrollment = client.enroll("the-token")
@@ -207,7 +211,7 @@ def test_a_used_enrollment_token_is_not_retried(sleeps: Sleeps) -> None:
     calls: list[httpx.Request] = []
     answers: list[object] = [httpx.ConnectError("refused"), problem(403, "enrollment_token_used")]
     client = KeyauthClient(
-        "http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps
+        ClientOptions("http://127.0.0.1:8700", transport=_sequence(answers, calls), sleep=sleeps)
     )
 
     with pytest.raises(EnrollmentTokenError):
@@ -224,10 +228,12 @@ def test_enrollment_retries_give_up_with_a_transport_error(sleeps: Sleeps) -> No
         raise httpx.ReadError("connection reset")
 
     client = KeyauthClient(
-        "http://127.0.0.1:8700",
-        transport=httpx.MockTransport(reset),
-        sleep=sleeps,
-        retry=RetryPolicy(max_attempts=3),
+        ClientOptions(
+            "http://127.0.0.1:8700",
+            transport=httpx.MockTransport(reset),
+            sleep=sleeps,
+            retry=RetryPolicy(max_attempts=3),
+        )
     )
 
     with pytest.raises(TransportError, match="3 attempt"):
@@ -276,7 +282,9 @@ def test_the_token_manager_refreshes_before_expiry() -> None:
 
     now = [1000.0]
     manager = TokenManager(
-        KeyauthClient("http://127.0.0.1:8700", transport=httpx.MockTransport(keyauth)),
+        KeyauthClient(
+            ClientOptions("http://127.0.0.1:8700", transport=httpx.MockTransport(keyauth))
+        ),
         "c1",
         "s3cret",
         refresh_margin=30,

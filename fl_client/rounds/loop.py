@@ -1,0 +1,286 @@
+"""The client loop: job → slot → pull → train → encrypt → journal → push → metrics, until done."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from crypto import ClientCipher, ModelLayout
+from fl_client.errors import (
+    AuthError,
+    JobNotTrainingError,
+    ProtocolError,
+    RateLimitedError,
+    RetrainError,
+    ServiceError,
+    TransportError,
+)
+from fl_client.events import ClientWarning, ProgressBar, RoundResult, Stopped, WaitingForSlot
+from fl_client.rounds.context import RoundContext
+from fl_client.rounds.job import check_layout, current_job
+from fl_client.rounds.pull import Pull, pull_model
+from fl_client.rounds.push import resume, send
+from fl_client.state import PendingUpdate, Progress
+from fl_client.training import (
+    EvalResult,
+    LocalRound,
+    evaluate,
+    load_personal,
+    load_shared,
+    local_round,
+    planned_steps,
+    round_seed,
+)
+from fl_client.updates import prepare_update
+
+__all__ = ["RunSummary", "evaluate_global", "run", "run_round"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    rounds: int
+    stop_reason: str
+    final_version: int | None
+    final_eval: EvalResult | None
+    results: list[RoundResult] = field(default_factory=list)
+
+
+def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False) -> RunSummary:
+    """Rounds until the job is done or a stop condition (max rounds, duration, request)."""
+    started = ctx.clock()
+    results: list[RoundResult] = []
+    resumed = resume(ctx)
+    if resumed is not None:
+        results.append(resumed)
+    stale_in_row = 0
+    reason = ""
+    while not reason:
+        reason = _stop_reason(ctx, stop_requested(), len(results), started)
+        if reason:
+            break
+        try:
+            result = run_round(ctx)
+        except RetrainError:
+            stale_in_row += 1
+            if stale_in_row >= ctx.settings.max_consecutive_stale:
+                raise
+            continue
+        except JobNotTrainingError:
+            result = None
+        stale_in_row = 0
+        if result is None:
+            reason = "job_done"
+        else:
+            results.append(result)
+    final_version, final_eval = None, None
+    if reason == "job_done":
+        final_version, final_eval = evaluate_global(ctx)
+        report_metrics(ctx, final_version, final_eval, {})
+    stopped = Stopped(reason=reason, rounds=len(results))
+    if final_eval is not None and final_version is not None:
+        stopped = Stopped(
+            reason=reason,
+            rounds=len(results),
+            final_version=final_version,
+            final_accuracy=final_eval.accuracy,
+            final_loss=final_eval.loss,
+        )
+    ctx.events.emit(stopped)
+    return RunSummary(
+        rounds=len(results),
+        stop_reason=reason,
+        final_version=final_version,
+        final_eval=final_eval,
+        results=results,
+    )
+
+
+def _stop_reason(ctx: RoundContext, requested: bool, rounds: int, started: float) -> str:
+    settings = ctx.settings
+    if requested:
+        return "stopped"
+    if settings.max_rounds is not None and rounds >= settings.max_rounds:
+        return "max_rounds"
+    if settings.max_duration is not None and ctx.clock() - started >= settings.max_duration:
+        return "max_duration"
+    return ""
+
+
+def run_round(ctx: RoundContext) -> RoundResult | None:
+    """Pull, train, push one update. ``None`` when the job is done.
+
+    Raises
+    ------
+    RetrainError
+        The server rejected the update as too stale, or for another key epoch or
+        version (nothing was committed): call again to re-pull and retrain.
+    """
+    resume(ctx)
+    job = current_job(ctx)
+    if job.state == "done":
+        return None
+    layout = check_layout(ctx, job)
+    cipher = ctx.keys.cipher(job.key_epoch)
+    progress = ctx.state.load_progress()
+    with training_slot(ctx):
+        pulled = pull_model(ctx, layout, job)
+        if pulled.cache.key_epoch != job.key_epoch:
+            cipher = ctx.keys.cipher(pulled.cache.key_epoch)
+        trained = _train(ctx, layout, pulled, progress)
+        pending = _encrypt(ctx, cipher, layout, pulled, progress, trained)
+        ctx.state.write_pending(pending)
+        result = send(ctx, pending, trained.before)
+    report_metrics(
+        ctx, pulled.cache.version, trained.before, {"train_loss": trained.train.mean_loss}
+    )
+    return result
+
+
+def evaluate_global(ctx: RoundContext, publish_wait: float = 30.0) -> tuple[int, EvalResult]:
+    """Pull the current global model and evaluate it (with this client's personal
+    tensors) on the held-out split.
+
+    The server may serve a model a few versions behind the one it has applied
+    (``/v1/job``'s version); this waits up to ``publish_wait`` seconds for it.
+    """
+    job = ctx.server.job()
+    if job.state == "waiting_for_initial_model":
+        raise ProtocolError("the job has no model yet")
+    layout = check_layout(ctx, job)
+    pulled = pull_model(ctx, layout, job)
+    deadline = ctx.clock() + publish_wait
+    while pulled.cache.version < job.version and ctx.clock() < deadline:
+        ctx.sleep(0.2)
+        pulled = pull_model(ctx, layout, job)
+    load_shared(ctx.model, layout, pulled.cache.blocks)
+    load_personal(ctx.model, personal_values(ctx, ctx.state.load_progress(), layout))
+    return pulled.cache.version, evaluate(ctx.model, ctx.data.test)
+
+
+@contextmanager
+def training_slot(ctx: RoundContext) -> Iterator[None]:
+    """Hold one of the server's training slots, waiting as long as it asks (429)."""
+    settings = ctx.settings
+    started = ctx.clock()
+    attempt = 0
+    while True:
+        try:
+            ctx.server.request_slot()
+            break
+        except RateLimitedError as exc:
+            attempt += 1
+            waited = ctx.clock() - started
+            if settings.slot_wait_max is not None and waited >= settings.slot_wait_max:
+                raise
+            delay = exc.retry_after
+            if delay is None:
+                delay = min(settings.backoff_max, settings.backoff_base * 2**attempt)
+            ctx.events.emit(WaitingForSlot(retry_after=round(delay, 1)))
+            ctx.sleep(delay)
+    try:
+        yield
+    finally:
+        try:
+            ctx.server.release_slot()
+        except (ServiceError, TransportError) as exc:
+            log.info("could not give the training slot back: %s", exc)
+
+
+def report_metrics(
+    ctx: RoundContext, version: int, evaluation: EvalResult, extra: dict[str, Any]
+) -> None:
+    """Post a model version's evaluation; a failure is a warning, except a refused login."""
+    metrics: dict[str, float | int] = {**evaluation.to_metrics(), **extra}
+    try:
+        ctx.server.post_metrics(version, metrics)
+    except (ServiceError, TransportError) as exc:
+        if isinstance(exc, AuthError):
+            raise
+        ctx.events.emit(ClientWarning(f"metrics for version {version} not reported: {exc}"))
+
+
+def personal_values(ctx: RoundContext, progress: Progress, layout: ModelLayout) -> dict[str, Any]:
+    """This client's personal tensors: as last trained, or as initialized."""
+    if progress.personal and progress.fingerprint == layout.fingerprint:
+        return dict(progress.personal)
+    shared = set(layout.names)
+    initial = ctx.layouts.initial_state
+    return {k: v.numpy().copy() for k, v in initial.items() if k not in shared}
+
+
+def _train(ctx: RoundContext, layout: ModelLayout, pulled: Pull, progress: Progress) -> LocalRound:
+    total = planned_steps(ctx.data.train, ctx.train_config)
+    with ctx.events.bar(total, "train", "step") as bar:
+        return local_round(
+            ctx.model,
+            layout,
+            pulled.cache.blocks,
+            personal_values(ctx, progress, layout),
+            ctx.data.train,
+            ctx.data.test,
+            ctx.train_config,
+            round_seed(ctx.settings.seed, progress.rounds),
+            on_step=_on_step(ctx, bar),
+        )
+
+
+def _on_step(ctx: RoundContext, bar: ProgressBar) -> Callable[[float], None]:
+    delay = ctx.settings.step_delay
+
+    def on_step(_loss: float) -> None:
+        bar.update()
+        if delay:
+            ctx.sleep(delay)
+
+    return on_step
+
+
+def _encrypt(
+    ctx: RoundContext,
+    cipher: ClientCipher,
+    layout: ModelLayout,
+    pulled: Pull,
+    progress: Progress,
+    trained: LocalRound,
+) -> PendingUpdate:
+    """The round's update, encrypted, with the progress it commits once acknowledged."""
+    key_epoch = pulled.cache.key_epoch
+    residual = progress.residual if progress.fingerprint == layout.fingerprint else None
+    with ctx.events.bar(None, "encrypt", "block") as bar:
+        prepared = prepare_update(
+            cipher,
+            layout,
+            trained.delta,
+            residual,
+            ctx.compression,
+            step=ctx.settings.client_step,
+            round_=progress.rounds,
+            base_version=pulled.cache.version,
+            key_epoch=key_epoch,
+            on_block=bar.update,
+        )
+    return PendingUpdate(
+        update_id=prepared.update.update_id,
+        base_version=pulled.cache.version,
+        key_epoch=key_epoch,
+        envelope=prepared.envelope,
+        progress=Progress(
+            rounds=progress.rounds + 1,
+            fingerprint=layout.fingerprint,
+            residual=prepared.residual,
+            personal=trained.personal,
+            last_update_id=prepared.update.update_id,
+        ),
+        summary={
+            "wire": prepared.report.to_dict(),
+            "pull_bytes": pulled.nbytes,
+            "pull_blocks": pulled.nblocks,
+            "train_steps": trained.train.steps,
+            "train_loss": trained.train.mean_loss,
+        },
+    )

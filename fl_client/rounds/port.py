@@ -1,0 +1,100 @@
+"""What the rounds need of fl_server and keyauth (ports), and the answers those give."""
+
+# No httpx here: fl_client.transport implements these ports over HTTP, tests with in-memory
+# fakes. A port reports a refusal with the typed errors of fl_client.errors.
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = [
+    "JobInfo",
+    "ModelDownload",
+    "OnChunk",
+    "SecretContext",
+    "SecretContextSource",
+    "ServerPort",
+    "SlotLease",
+    "UpdateAck",
+]
+
+OnChunk = Callable[[int, int | None], object]
+"""Called with each downloaded chunk's size and the total size, if known."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    state: str
+    version: int
+    target_updates: int | None
+    layout_fingerprint: bytes | None
+    key_epoch: int
+    profile: str
+
+
+@dataclass(frozen=True)
+class ModelDownload:
+    data: bytes = field(repr=False)
+    version: int
+    etag: str | None
+
+
+@dataclass(frozen=True)
+class SlotLease:
+    expires_at: str
+
+
+@dataclass(frozen=True)
+class UpdateAck:
+    update_id: str
+    version: int
+    staleness: int
+    weight: float
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class SecretContext:
+    data: bytes = field(repr=False)
+    key_epoch: int
+    profile: str
+
+
+SecretContextSource = Callable[[int], SecretContext]
+"""Fetches the secret context of a key epoch from the key authority."""
+
+
+class ServerPort(Protocol):
+    """fl_server as one client's rounds see it (docs/protocol.md)."""
+
+    def job(self) -> JobInfo: ...
+
+    def put_layout(self, layout_json: bytes) -> bool:
+        """Set the job's layout; ``True`` if this call created it, ``False`` if it was equal."""
+        ...
+
+    def get_layout(self) -> bytes: ...
+
+    def put_initial_model(self, envelope: bytes) -> None: ...
+
+    def get_model(
+        self,
+        *,
+        since: int | None = None,
+        etag: str | None = None,
+        on_chunk: OnChunk | None = None,
+    ) -> ModelDownload | None:
+        """The model envelope (only blocks changed after ``since``), or ``None`` if unchanged."""
+        ...
+
+    def request_slot(self) -> SlotLease:
+        """A training slot; a busy server raises ``RateLimitedError`` at once."""
+        ...
+
+    def release_slot(self) -> None: ...
+
+    def push_update(self, envelope: bytes) -> UpdateAck: ...
+
+    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None: ...

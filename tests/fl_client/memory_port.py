@@ -1,0 +1,103 @@
+"""The rounds' ports without HTTP: ``MemoryPort`` onto a ``FakeServer``, ``RecordingSink``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from fl_client.errors import error_from_problem
+from fl_client.events import Event
+from fl_client.output import Reporter
+from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk, SlotLease, UpdateAck
+from tests.fl_client.fakes import FakeServer, Refusal
+
+T = TypeVar("T")
+
+
+@dataclass
+class MemoryPort:
+    """The rounds' ``ServerPort`` onto a ``FakeServer``'s handlers: no HTTP, no tokens.
+
+    ``calls`` names every call in order, ``since`` the ``since`` of every model pull;
+    ``faults[name]`` lists errors the next calls of ``name`` raise instead of answering.
+    """
+
+    server: FakeServer
+    calls: list[str] = field(default_factory=list)
+    since: list[int | None] = field(default_factory=list)
+    faults: dict[str, list[Exception]] = field(default_factory=dict)
+
+    def _call(self, name: str, handler: Callable[..., T], *args: Any) -> T:
+        self.calls.append(name)
+        if self.faults.get(name):
+            raise self.faults[name].pop(0)
+        try:
+            return handler(*args)
+        except Refusal as refusal:
+            body = {"code": refusal.code, "detail": refusal.code, **refusal.extra}
+            raise error_from_problem(
+                refusal.status, body, retry_after=refusal.retry_after
+            ) from None
+
+    def job(self) -> JobInfo:
+        body = self._call("job", self.server.job)
+        fingerprint = body["layout_fingerprint"]
+        return JobInfo(
+            state=body["state"],
+            version=body["version"],
+            target_updates=body["target_updates"],
+            layout_fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
+            key_epoch=body["key_epoch"],
+            profile=body["profile"],
+        )
+
+    def put_layout(self, layout_json: bytes) -> bool:
+        return self._call("put_layout", self.server.put_layout, layout_json)
+
+    def get_layout(self) -> bytes:
+        return self._call("get_layout", self.server.get_layout)
+
+    def put_initial_model(self, envelope: bytes) -> None:
+        self._call("put_initial_model", self.server.put_initial_model, envelope)
+
+    def get_model(
+        self, *, since: int | None = None, etag: str | None = None, on_chunk: OnChunk | None = None
+    ) -> ModelDownload | None:
+        self.since.append(since)
+        model = self._call("get_model", self.server.get_model, since, etag)
+        if model is None:
+            return None
+        data, version, tag = model
+        if on_chunk is not None:
+            on_chunk(len(data), len(data))
+        return ModelDownload(data=data, version=version, etag=tag)
+
+    def request_slot(self) -> SlotLease:
+        return SlotLease(expires_at=self._call("request_slot", self.server.request_slot))
+
+    def release_slot(self) -> None:
+        self._call("release_slot", lambda: None)
+
+    def push_update(self, envelope: bytes) -> UpdateAck:
+        return UpdateAck(**self._call("push_update", self.server.push_update, envelope))
+
+    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
+        body = {"version": version, "metrics": dict(metrics)}
+        self._call("post_metrics", self.server.post_metrics, body)
+
+
+class RecordingSink(Reporter):
+    """A quiet ``Reporter`` (no bars, no lines) that keeps the events it is given."""
+
+    def __init__(self) -> None:
+        super().__init__("quiet")
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        super().emit(event)
+
+    @property
+    def names(self) -> list[str]:
+        return [event.name for event in self.events]

@@ -1,0 +1,333 @@
+"""The rounds against an in-memory server port: no HTTP, no tokens, real ciphertexts."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import crypto
+import fl_client
+from fl_client import (
+    AccessTokenError,
+    ClientData,
+    ClientSettings,
+    LayoutConflictError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    VersionAheadError,
+)
+from fl_client.events import ClientWarning, InitialModelPut, RoundResult
+from fl_client.rounds.context import RoundContext
+from fl_client.rounds.job import check_layout, layout_mismatch, start_job
+from fl_client.rounds.loop import run, run_round
+from fl_client.rounds.port import SecretContext
+from fl_client.rounds.pull import pull_model
+from fl_client.session import round_context
+from tests.fl_client.conftest import Sleeps
+from tests.fl_client.fakes import FakeKeyauth, FakeServer
+from tests.fl_client.memory_port import MemoryPort, RecordingSink
+
+MakeContext = Callable[..., tuple[RoundContext, RecordingSink]]
+
+
+@pytest.fixture
+def server(small_keys: crypto.KeyMaterial) -> FakeServer:
+    return FakeServer(keys=small_keys, keyauth=FakeKeyauth(keys=small_keys))
+
+
+@pytest.fixture
+def port(server: FakeServer) -> MemoryPort:
+    return MemoryPort(server)
+
+
+@pytest.fixture
+def fetched() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def make_context(
+    tmp_path: Path,
+    port: MemoryPort,
+    small_keys: crypto.KeyMaterial,
+    cancer_sites: list[ClientData],
+    sleeps: Sleeps,
+    fetched: list[int],
+) -> MakeContext:
+    def secret_context(key_epoch: int) -> SecretContext:
+        fetched.append(key_epoch)
+        return SecretContext(small_keys.secret_context, key_epoch, small_keys.profile_name)
+
+    def make(name: str = "a", **overrides: Any) -> tuple[RoundContext, RecordingSink]:
+        values: dict[str, Any] = {"state_dir": tmp_path / name, "lr": 0.1, "batch_size": 32}
+        settings = ClientSettings(**(values | overrides))
+        sink = RecordingSink()
+        context = round_context(
+            settings, port, secret_context, events=sink, data=cancer_sites[0], sleep=sleeps
+        )
+        return context, sink
+
+    return make
+
+
+def test_the_first_client_starts_the_job_then_trains_and_pushes_one_update(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a job waiting for its initial model
+    ctx, sink = make_context()
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert: the round's calls, in the protocol's order, and what it reported
+    assert port.calls == [
+        "job",
+        "put_layout",
+        "put_initial_model",
+        "job",
+        "request_slot",
+        "get_model",
+        "push_update",
+        "release_slot",
+        "post_metrics",
+    ]
+    assert sink.names == ["key_epoch", "initial_model", "update"]
+    assert result == sink.events[-1]
+    assert result is not None
+    assert (result.base_version, result.version, result.round) == (0, 1, 1)
+    assert server.applied == 1
+    assert [m["version"] for m in server.metrics] == [0]
+    assert server.metrics[0]["metrics"]["train_loss"] == result.train_loss
+    assert ctx.state.load_progress().rounds == 1
+    assert ctx.state.load_pending() is None
+
+
+def test_a_client_that_loses_the_initial_model_race_does_not_claim_it(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: two clients see the same waiting job
+    a, a_sink = make_context("a")
+    b, b_sink = make_context("b")
+    job = port.job()
+
+    # Execute
+    started = [start_job(a, job), start_job(b, job)]
+
+    # Assert: both put the (equal) layout; only the first one's model counts
+    assert started == [True, False]
+    assert len(server.layouts_put) == 2
+    assert any(isinstance(e, InitialModelPut) for e in a_sink.events)
+    assert not any(isinstance(e, InitialModelPut) for e in b_sink.events)
+
+
+def test_the_layout_mismatch_message_names_the_whole_difference() -> None:
+    # Prepare: the job shares both tensors; this client keeps "b" personal
+    tensors = {"w": np.zeros((2, 3)), "b": np.zeros(2)}
+    job = crypto.build_layout(tensors, 16)
+    mine = crypto.build_layout(tensors, 16, personal=["b"])
+
+    # Execute
+    message = layout_mismatch(mine, job)
+
+    # Assert: neither side is cut short
+    assert message.endswith("(job: 2 tensors, personal []; this client: 1, personal ['b'])")
+    assert layout_mismatch(mine, None).endswith("--personal patterns")
+
+
+def test_a_client_with_another_layout_is_refused_with_both_layouts_described(
+    make_context: MakeContext, port: MemoryPort
+) -> None:
+    # Prepare: client a started the job; client b keeps the head's bias personal
+    a, _ = make_context("a")
+    assert run_round(a) is not None
+    b, _ = make_context("b", personal=["head.bias"])
+    mine = b.layouts.get(crypto.get_profile(port.job().profile).block_size)
+
+    # Execute
+    with pytest.raises(LayoutConflictError) as info:
+        check_layout(b, port.job())
+
+    # Assert
+    assert info.value.code == "layout_mismatch"
+    assert info.value.detail.endswith(
+        f"this client: {len(mine.tensors)}, personal {list(mine.personal)})"
+    )
+
+
+def test_an_unchanged_model_is_not_downloaded_again(
+    make_context: MakeContext, port: MemoryPort
+) -> None:
+    # Prepare: the client holds the current model
+    ctx, _ = make_context()
+    assert run_round(ctx) is not None
+    job = port.job()
+    layout = check_layout(ctx, job)
+    current = pull_model(ctx, layout, job)
+
+    # Execute
+    again = pull_model(ctx, layout, job)
+
+    # Assert
+    assert (again.nbytes, again.nblocks) == (0, 0)
+    assert again.cache is current.cache
+    assert port.since[-2:] == [0, 1]
+
+
+def test_a_refused_incremental_pull_falls_back_to_the_whole_model(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a cached model, and a server that refuses its version (reset?)
+    ctx, _ = make_context()
+    assert run_round(ctx) is not None
+    port.faults["get_model"] = [VersionAheadError("ahead", status=409, code="version_ahead")]
+    job = port.job()
+
+    # Execute
+    pulled = pull_model(ctx, check_layout(ctx, job), job)
+
+    # Assert
+    assert port.since[-2:] == [0, None]
+    assert pulled.cache.version == server.version == 1
+    assert pulled.nblocks == pulled.cache.blocks.shape[0]
+
+
+def test_a_model_under_a_new_key_epoch_is_pulled_whole_in_a_second_attempt(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer, fetched: list[int]
+) -> None:
+    # Prepare: the client cached version 0 under epoch 1; the server's model moved to epoch 2
+    ctx, _ = make_context()
+    assert run_round(ctx) is not None
+    assert ctx.cache is not None
+    assert ctx.cache.key_epoch == 1
+    job = port.job()
+    server.key_epoch = 2
+
+    # Execute: the job as the client saw it still says epoch 1
+    pulled = pull_model(ctx, check_layout(ctx, job), job)
+
+    # Assert: the incremental answer was dropped for one whole pull, decrypted under epoch 2
+    assert port.since[-2:] == [0, None]
+    assert pulled.cache.key_epoch == 2
+    assert pulled.cache.version == 1
+    assert fetched == [1, 2]
+
+
+def test_a_busy_server_is_waited_out_as_it_asks_or_given_up_after_slot_wait_max(
+    make_context: MakeContext, server: FakeServer, sleeps: Sleeps
+) -> None:
+    # Prepare
+    ctx, sink = make_context()
+    server.slots_busy = 2
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert
+    assert result is not None
+    assert sleeps == [7.0, 7.0]
+    assert sink.names.count("waiting_for_slot") == 2
+
+    # ...and a client told to wait at most 30 s gives up once that has passed
+    impatient, _ = make_context("impatient", slot_wait_max=30)
+    impatient.clock = itertools.count(0.0, 60.0).__next__  # a minute per look at the clock
+    server.slots_busy = 1
+    with pytest.raises(RateLimitedError):
+        run_round(impatient)
+
+
+def test_metrics_that_cannot_be_reported_are_a_warning_unless_the_login_was_refused(
+    make_context: MakeContext, port: MemoryPort
+) -> None:
+    # Prepare
+    ctx, sink = make_context()
+    port.faults["post_metrics"] = [ServerError("down", status=503, code="unavailable")]
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert
+    assert result is not None
+    warnings = [e for e in sink.events if isinstance(e, ClientWarning)]
+    assert [w.message for w in warnings] == [
+        "metrics for version 0 not reported: down [503 unavailable]"
+    ]
+    port.faults["post_metrics"] = [AccessTokenError("no", status=401, code="token_invalid")]
+    with pytest.raises(AccessTokenError):
+        run_round(ctx)
+
+
+def test_a_slot_that_cannot_be_given_back_does_not_fail_the_round(
+    make_context: MakeContext, port: MemoryPort
+) -> None:
+    ctx, _ = make_context()
+    port.faults["release_slot"] = [TransportError("gone")]
+
+    result = run_round(ctx)
+
+    assert result is not None
+    assert port.calls[-2:] == ["release_slot", "post_metrics"]
+
+
+def test_a_too_stale_update_commits_nothing_and_the_run_retrains_the_same_round(
+    make_context: MakeContext, server: FakeServer
+) -> None:
+    # Prepare
+    ctx, sink = make_context(max_rounds=1)
+    server.too_stale_next = 1
+
+    # Execute
+    summary = run(ctx)
+
+    # Assert
+    assert sink.names == ["key_epoch", "initial_model", "rejected", "update", "stopped"]
+    rejected = sink.events[2]
+    assert dataclasses.asdict(rejected)["code"] == "too_stale"
+    assert summary.stop_reason == "max_rounds"
+    assert [r.round for r in summary.results] == [1]
+    assert isinstance(summary.results[0], RoundResult)
+    assert server.applied == 1
+    assert ctx.state.load_progress().rounds == 1
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_rounds_reach_no_http_library_even_through_other_modules() -> None:
+    # Prepare: the rounds package and every fl_client module it imports, transitively
+    root = Path(fl_client.__file__).parent
+    todo = sorted((root / "rounds").glob("*.py"))
+    seen: dict[Path, set[str]] = {}
+
+    # Execute
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = _imports(path)
+        for name in seen[path]:
+            if name.startswith("fl_client."):
+                module = root.joinpath(*name.split(".")[1:])
+                todo += [
+                    p for p in (module.with_suffix(".py"), module / "__init__.py") if p.exists()
+                ]
+
+    # Assert
+    reached = {name for names in seen.values() for name in names}
+    assert not {n for n in reached if n.split(".")[0] in ("httpx", "fastapi")}
+    assert not {n for n in reached if n.startswith(("fl_client.transport", "fl_client.session"))}
+    assert root / "rounds" / "loop.py" in seen
