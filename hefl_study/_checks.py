@@ -65,13 +65,14 @@ def _finite(value: object) -> bool:
 def check_model(model: ModelSpec, data: DataSpec | None) -> list[Problem]:
     """``[model]``: a name XOR a factory, arguments the built-in takes, a tabular input."""
     problems = []
-    if (model.name is None) == (model.factory is None):
+    if model.name is not None and model.factory is not None:
+        problems.append(Problem("model", "give either name or factory, not both"))
+    elif model.name is None and model.factory is None:
         problems.append(
             Problem(
                 "model",
-                "give either name (a built-in model: logistic, mlp, cnn) or factory "
-                "(an import path 'package.module:name'), "
-                + ("not both" if model.name is not None else "one of them is required"),
+                "give name (a built-in model: logistic, mlp) or factory (an import path "
+                "'package.module:name')",
             )
         )
     for key, value in model.args.items():
@@ -79,12 +80,10 @@ def check_model(model: ModelSpec, data: DataSpec | None) -> list[Problem]:
         if key in _RESERVED_ARGS:
             problems.append(Problem(at, f"{key} is set by hefl from [data]; remove it"))
         elif model.name is not None and key not in BUILTIN_MODEL_ARGS[model.name]:
-            takes = ", ".join(BUILTIN_MODEL_ARGS[model.name]) or "no arguments"
+            known = BUILTIN_MODEL_ARGS[model.name]
+            takes = f"it takes: {', '.join(known)}" if known else "it takes none"
             problems.append(
-                Problem(
-                    at,
-                    f"the built-in model {model.name!r} has no argument {key!r}; it takes: {takes}",
-                )
+                Problem(at, f"the built-in model {model.name!r} has no argument {key!r}; {takes}")
             )
         elif key == "hidden" and model.name is not None and not (type(value) is int and value >= 1):
             problems.append(Problem(at, f"must be a positive integer, not {value!r}"))

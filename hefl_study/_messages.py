@@ -108,7 +108,7 @@ def _sentence(error: ErrorDetails, root: type[BaseModel]) -> str:
         return f"must be {ctx['expected']}, not {_shown(value)}"
     if kind in _BOUNDS:
         key, words = _BOUNDS[kind]
-        return f"must be {words} {ctx[key]}, not {_shown(value)}"
+        return f"must be {words} {ctx[key]:g}, not {_shown(value)}"
     if kind == "finite_number":
         return f"must be a finite number, not {_shown(value)}"
     if kind in _TYPES:
