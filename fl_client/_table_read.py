@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,18 +31,19 @@ class Table:
     columns
         Column names, as in the file (a CSV header is stripped of surrounding spaces).
     cells
-        Each column's cells; every column has ``n_rows`` of them.
+        Each column's cells; every column has ``n_rows`` of them. CSV cells are text as
+        in the file, surrounding spaces included.
     n_rows
         Data rows, the header not counted. Messages number rows from 1.
     """
 
     source: str
     columns: tuple[str, ...]
-    cells: dict[str, list[Cell]]
+    cells: dict[str, Sequence[Cell]]
     n_rows: int
 
 
-def table_from_columns(columns: dict[str, list[Cell]], source: str = "table") -> Table:
+def table_from_columns(columns: dict[str, Sequence[Cell]], source: str = "table") -> Table:
     """A ``Table`` from columns already in memory (all of the same length)."""
     lengths = {len(cells) for cells in columns.values()}
     if len(lengths) > 1:
@@ -69,16 +71,14 @@ def _read_csv(path: Path) -> Table:
         raise DataError(f"{source}: empty file (no header row)")
     header = [name.strip() for name in rows[0]]
     _unique_header(source, header)
-    ragged = [i for i, row in enumerate(rows[1:], start=1) if len(row) != len(header)]
-    if ragged:
-        first = ragged[0]
+    if set(map(len, rows)) != {len(header)}:
+        ragged = [i for i, row in enumerate(rows[1:], start=1) if len(row) != len(header)]
         raise DataError(
-            f"{source}: row {first} has {len(rows[first])} fields, the header has "
+            f"{source}: row {ragged[0]} has {len(rows[ragged[0]])} fields, the header has "
             f"{len(header)} ({len(ragged)} such row{'s' if len(ragged) > 1 else ''})"
         )
-    cells: dict[str, list[Cell]] = {
-        name: [row[j].strip() for row in rows[1:]] for j, name in enumerate(header)
-    }
+    data = list(zip(*rows[1:], strict=True)) or [() for _ in header]
+    cells: dict[str, Sequence[Cell]] = dict(zip(header, data, strict=True))
     return Table(source, tuple(header), cells, len(rows) - 1)
 
 
@@ -93,7 +93,7 @@ def _read_parquet(path: Path) -> Table:
         raise DataError(f"{source}: cannot read it as Parquet: {exc}") from exc
     names = [str(name) for name in arrow.column_names]
     _unique_header(source, names)
-    cells: dict[str, list[Cell]] = {
+    cells: dict[str, Sequence[Cell]] = {
         name: arrow.column(j).to_pylist() for j, name in enumerate(names)
     }
     return Table(source, tuple(names), cells, arrow.num_rows)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
@@ -45,22 +45,37 @@ class ParsedTable:
     labels: Ints | Floats | None
 
 
-@dataclass
+# How one cell reads: its value (NaN or a category index), missing, refused.
+_Reading = tuple[float, bool, bool]
+_MISSING: _Reading = (math.nan, True, False)
+_REFUSED: _Reading = (math.nan, False, True)
+
+
+@dataclass(frozen=True)
 class _Column:
-    """One column's parse: values, which rows are missing, what was wrong and where."""
+    """One column's parse: values, which rows are missing, what was refused and where."""
 
-    values: list[float]
-    missing: list[bool]
-    bad: dict[str, int] = field(default_factory=dict)  # bad value -> first row (from 1)
-    bad_rows: int = 0
+    values: Floats  # NaN where missing or refused; a category index for a coded column
+    missing: npt.NDArray[np.bool_]
+    bad: dict[str, int]  # refused value -> first row (from 1)
+    bad_rows: int
 
-    def add(self, value: float, *, missing: bool) -> None:
-        self.values.append(math.nan if missing else value)
-        self.missing.append(missing)
-
-    def refuse(self, cell: Cell, row: int) -> None:
-        self.bad.setdefault(cell if isinstance(cell, str) else _text(cell), row)
-        self.bad_rows += 1
+    @classmethod
+    def read(cls, cells: Sequence[Cell], reading: Callable[[Cell], _Reading]) -> _Column:
+        try:
+            # a column holds few distinct values: read each once, keyed by type too
+            # (True == 1, but they read as different text)
+            keys = list(zip(map(type, cells), cells, strict=True))
+            seen = {key: reading(key[1]) for key in set(keys)}
+            readings = list(map(seen.__getitem__, keys))
+        except TypeError:  # an unhashable cell (a Parquet list): read every cell
+            readings = list(map(reading, cells))
+        table = np.array(readings, dtype=np.float64).reshape(len(cells), 3)
+        refused = np.flatnonzero(table[:, 2])
+        bad: dict[str, int] = {}
+        for i in refused:
+            bad.setdefault(_text(cells[int(i)]), int(i) + 1)
+        return cls(table[:, 0], table[:, 1].astype(bool), bad, len(refused))
 
 
 def _text(cell: Cell) -> str:
@@ -94,33 +109,29 @@ def _parse_numeric(cells: Sequence[Cell], tokens: Sequence[str]) -> _Column:
     texts = set(tokens)
     # a token that reads as a number matches that number however written: "0" and "0.0"
     numbers = {v for v in map(_number, tokens) if v is not None and math.isfinite(v)}
-    column = _Column([], [])
-    for row, cell in enumerate(cells, start=1):
+
+    def reading(cell: Cell) -> _Reading:
         if _is_nan(cell) or (isinstance(cell, str) and cell.strip() in texts):
-            column.add(math.nan, missing=True)
-            continue
+            return _MISSING
         value = _number(cell)
         if value is None or not math.isfinite(value):
-            column.refuse(cell, row)
-            column.add(math.nan, missing=False)
-        else:
-            column.add(value, missing=value in numbers)
-    return column
+            return _REFUSED
+        return _MISSING if value in numbers else (value, False, False)
+
+    return _Column.read(cells, reading)
 
 
 def _parse_coded(cells: Sequence[Cell], known: Sequence[str], tokens: Sequence[str]) -> _Column:
     index = {value: i for i, value in enumerate(known)}
     texts = set(tokens)
-    column = _Column([], [])
-    for row, cell in enumerate(cells, start=1):
+
+    def reading(cell: Cell) -> _Reading:
         text = None if _is_nan(cell) else _text(cell)
-        missing = text is None or text in texts
-        code = -1 if missing else index.get(text or "", -1)
-        if not missing and code < 0:
-            column.refuse(cell, row)
-        column.values.append(code)
-        column.missing.append(missing)
-    return column
+        if text is None or text in texts:
+            return (-1, True, False)
+        return (index[text], False, False) if text in index else (-1, False, True)
+
+    return _Column.read(cells, reading)
 
 
 def _quoted(values: Sequence[str]) -> str:
@@ -140,8 +151,8 @@ def _refusals(name: str, column: _Column, what: str, allowed: Sequence[str] = ()
 
 
 def _missing_refused(name: str, column: _Column, cells: Sequence[Cell]) -> str | None:
-    rows = [i for i, m in enumerate(column.missing) if m]
-    if not rows:
+    rows = np.flatnonzero(column.missing)
+    if len(rows) == 0:
         return None
     first = cells[rows[0]]
     shown = "an empty cell" if _is_nan(first) or _text(first) == "" else repr(_text(first))
@@ -204,7 +215,7 @@ def parse_table(
             what = "not a category of the study" if feature is not None else "not a class"
         if column.bad:
             problems.append(_refusals(name, column, what, known or ()))
-        missing = np.array(column.missing, dtype=bool)
+        missing = column.missing
         if policy == "error":
             refused = _missing_refused(name, column, cells)
             if refused is not None:
@@ -228,7 +239,7 @@ def parse_table(
             "\n".join([f"{table.source} does not fit the study's data ({count}):", *problems])
         )
     rows = np.flatnonzero(keep).astype(np.int64)
-    values = {name: np.asarray(column.values)[rows] for name, column in parsed.items()}
+    values = {name: column.values[rows] for name, column in parsed.items()}
     targets: Ints | Floats | None = None
     if label and data.classes is None:
         targets = values[data.label].astype(np.float64)

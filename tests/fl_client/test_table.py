@@ -365,3 +365,15 @@ def test_a_parquet_null_or_nan_is_missing(tmp_path: Path) -> None:
     loaded = load_table(write_parquet(tmp_path / "site", cols), study())
     kept = sorted([*loaded.train_rows, *loaded.test_rows])
     assert kept == [i for i in range(12) if i not in (2, 5)]
+
+
+def test_csv_cells_are_read_without_their_surrounding_spaces(tmp_path: Path) -> None:
+    path = tmp_path / "spaced.csv"
+    plain = write_csv(tmp_path / "plain", columns())
+    lines = plain.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join(", ".join(line.split(",")) for line in lines), encoding="utf-8")
+    spaced, expected = load_table(path, study()), load_table(plain, study())
+    assert spaced.preprocessing == expected.preprocessing
+    assert bool(
+        (spaced.client_data.train.tensors[0] == expected.client_data.train.tensors[0]).all()
+    )
