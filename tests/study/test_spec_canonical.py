@@ -219,3 +219,14 @@ def test_hefl_study_imports_no_service() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_the_built_in_model_arguments_match_fl_client() -> None:
+    import inspect
+
+    from fl_client.models import MODELS
+
+    assert set(hefl_study.BUILTIN_MODEL_ARGS) == set(MODELS)
+    for name, factory in MODELS.items():
+        takes = set(inspect.signature(factory).parameters) - {"input_shape", "n_classes"}
+        assert set(hefl_study.BUILTIN_MODEL_ARGS[name]) == takes, name
