@@ -1,0 +1,349 @@
+"""The study spec: one training job as the administrator declares it (pydantic models)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    Strict,
+    field_validator,
+    model_validator,
+)
+
+from crypto import DEFAULT_PROFILE, PROFILES
+from hefl_study._checks import check_study
+from hefl_study._errors import SpecError
+from hefl_study._tasks import Task
+
+__all__ = [
+    "DEFAULT_MISSING_VALUES",
+    "BuiltinModel",
+    "CommunicationSpec",
+    "Compression",
+    "DataSpec",
+    "Feature",
+    "MissingPolicy",
+    "ModelSpec",
+    "ServerSpec",
+    "StalenessKind",
+    "StopSpec",
+    "StudySpec",
+    "TrainingSpec",
+    "spec_to_json",
+]
+
+
+def _int_as_text(value: object) -> object:
+    # TOML `classes = [0, 1]` and `classes = ["0", "1"]` match the same cells, so both
+    # become text and hash the same; bool is an int subclass and stays an error.
+    return str(value) if type(value) is int else value
+
+
+# Strict: a TOML string "0.1" where a number belongs is a mistake, not something to coerce.
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+Value = Annotated[str, Strict(), BeforeValidator(_int_as_text)]
+Values = Annotated[tuple[Value, ...], Field(min_length=1)]
+
+MissingPolicy = Literal["drop", "impute", "error"]
+BuiltinModel = Literal["logistic", "mlp", "cnn"]
+Compression = Literal["dense", "top-k", "random-k"]
+StalenessKind = Literal["constant", "polynomial", "hinge"]
+
+DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "NA", "NaN", "?")
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+# fl_server.settings' defaults of `a` per staleness kind (Xie et al.); only hinge has `b`.
+_STALENESS_A = {"polynomial": 0.5, "hinge": 10.0}
+_STALENESS_B = 4
+
+
+class _Section(BaseModel):
+    # extra="forbid": a misspelt key must be an error, never a silently ignored setting.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Section):
+    """``[model]``: a built-in model or a factory, its arguments and its initialization seed.
+
+    Every hospital builds the initial model from this section alone, so it does not
+    matter which one uploads it. A factory is called as
+    ``factory(input_shape=(width,), n_classes=..., **args)``.
+    """
+
+    name: BuiltinModel | None = None
+    factory: Text | None = None
+    args: dict[str, JsonValue] = Field(default_factory=dict)
+    seed: Int = Field(default=0, ge=0)
+
+    @field_validator("factory")
+    @classmethod
+    def _import_path(cls, value: str | None) -> str | None:
+        if value is not None and not _IMPORT_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not an import path of the form 'package.module:name'")
+        return value
+
+
+class Feature(_Section):
+    """One input column: numeric, or categorical with its categories in one-hot order.
+
+    ``missing`` and ``missing_values`` default to the ``[data]`` ones; in a numeric
+    column a token that reads as a number (``"0"``) matches that number however written.
+    """
+
+    name: Text = Field(min_length=1)
+    type: Literal["numeric", "categorical"]
+    categories: Values | None = None
+    missing: MissingPolicy = "error"
+    missing_values: tuple[Text, ...] = DEFAULT_MISSING_VALUES
+
+    @field_validator("name")
+    @classmethod
+    def _no_padding(cls, value: str) -> str:
+        if value != value.strip():
+            raise ValueError(f"{value!r} starts or ends with white space")
+        return value
+
+    @property
+    def width(self) -> int:
+        """Encoded columns: 1 for numeric, one per category for categorical."""
+        return len(self.categories) if self.categories is not None else 1
+
+
+class DataSpec(_Section):
+    """``[data]``: the schema of every hospital's table and how it is prepared.
+
+    Attributes
+    ----------
+    classes
+        The label values in order: exactly 2 for binary (the second is the positive
+        class), at least 3 for multiclass, none for regression.
+    ignore
+        Columns a table may have that are not used.
+    missing
+        ``drop`` the row, ``impute`` (the site's training mean; all-zero one-hot for a
+        categorical) or ``error``. A missing label drops the row unless ``error``.
+    standardize
+        Scale numeric features with the hospital's own training statistics.
+    test_fraction, split_seed
+        The held-out share of each hospital's rows and the seed of that split.
+    min_rows
+        Fewest usable rows (after dropping) a hospital's table must have.
+    """
+
+    label: Text = Field(min_length=1)
+    task: Task
+    classes: Values | None = None
+    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    ignore: tuple[Text, ...] = ()
+    missing: MissingPolicy = "error"
+    missing_values: tuple[Text, ...] = DEFAULT_MISSING_VALUES
+    standardize: Bool = True
+    test_fraction: Number = Field(default=0.34, gt=0, lt=1)
+    split_seed: Int = Field(default=0, ge=0)
+    min_rows: Int = Field(default=10, ge=2)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _features_inherit(cls, data: Any) -> Any:
+        # Resolved here so the canonical form (and its hash) holds each feature's
+        # effective policy, whether inherited or spelt out. An invalid data-level value
+        # is not copied: it is reported once, at data.missing, not once per feature.
+        if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+            return data
+        inherited: dict[str, Any] = {}
+        if data.get("missing", "error") in ("drop", "impute", "error"):
+            inherited["missing"] = data.get("missing", "error")
+        tokens = data.get("missing_values", DEFAULT_MISSING_VALUES)
+        if isinstance(tokens, list | tuple) and all(isinstance(t, str) for t in tokens):
+            inherited["missing_values"] = tokens
+        features = [{**inherited, **f} if isinstance(f, dict) else f for f in data["features"]]
+        return {**data, "features": features}
+
+    @property
+    def input_width(self) -> int:
+        """Length of an encoded row: numeric features plus every one-hot column."""
+        return sum(f.width for f in self.features)
+
+    @property
+    def n_outputs(self) -> int:
+        """Model outputs: 1 for binary (a logit) and regression, one per class otherwise."""
+        return len(self.classes or ()) if self.task == "multiclass" else 1
+
+    @property
+    def n_classes(self) -> int:
+        """What a model factory's ``n_classes`` gets: the classes, or 1 for regression."""
+        return len(self.classes or ()) or 1
+
+    @property
+    def encoded_columns(self) -> tuple[str, ...]:
+        """Names of the encoded columns in order (``cp=asymptomatic`` for one-hot)."""
+        return tuple(
+            name
+            for f in self.features
+            for name in (
+                [f.name] if f.categories is None else [f"{f.name}={c}" for c in f.categories]
+            )
+        )
+
+
+class TrainingSpec(_Section):
+    """``[training]``: local training on each hospital, exactly one of epochs or steps.
+
+    ``client_step`` is η: the update sent is η·compressed(trained - pulled).
+    """
+
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: Number = Field(default=0.05, gt=0)
+    momentum: Number = Field(default=0.0, ge=0, lt=1)
+    batch_size: Int = Field(default=16, ge=1)
+    local_epochs: Int | None = Field(default=None, ge=1)
+    local_steps: Int | None = Field(default=None, ge=1)
+    client_step: Number = Field(default=1.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_epoch_by_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "local_epochs" not in data and "local_steps" not in data:
+            return {**data, "local_epochs": 1}
+        return data
+
+
+class CommunicationSpec(_Section):
+    """``[communication]``: what each update sends.
+
+    Attributes
+    ----------
+    compression
+        ``dense`` sends every block; ``top-k`` the blocks of largest norm; ``random-k``
+        blocks drawn from ``compression_seed`` and the round.
+    block_fraction
+        Share of blocks top-k and random-k send (required for them, < 1).
+    personal
+        fnmatch patterns of parameter names that never leave the hospital (FedPer).
+    """
+
+    compression: Compression = "dense"
+    block_fraction: Number | None = Field(default=None, gt=0, le=1)
+    error_feedback: Bool = True
+    compression_seed: Int = Field(default=0, ge=0)
+    personal: tuple[Text, ...] = ()
+
+
+class ServerSpec(_Section):
+    """``[server]``: how the server weighs and admits updates (see ``fl_server.staleness``).
+
+    ``staleness_a`` defaults to 0.5 for polynomial and 10 for hinge; ``staleness_b``
+    (hinge only) to 4; ``constant`` has neither.
+    """
+
+    staleness: StalenessKind = "polynomial"
+    staleness_a: Number | None = Field(default=None, gt=0)
+    staleness_b: Int | None = Field(default=None, ge=0)
+    mixing: Number = Field(default=1.0, gt=0, le=1)
+    max_staleness: Int = Field(default=64, ge=0)
+    buffer_size: Int = Field(default=1, ge=1, le=10_000)
+    max_training: Int = Field(default=32, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        kind = data.get("staleness", "polynomial")
+        filled = dict(data)
+        if kind in _STALENESS_A:
+            filled.setdefault("staleness_a", _STALENESS_A[kind])
+        if kind == "hinge":
+            filled.setdefault("staleness_b", _STALENESS_B)
+        return filled
+
+
+class StopSpec(_Section):
+    """``[stop]``: the job is done at the first rule met (at least one is required).
+
+    ``metric`` is a pooled metric of the task (see ``TASK_METRICS``) and ``value`` its
+    target: reached at or above it, or at or below it for loss, mae and rmse.
+    """
+
+    target_updates: Int | None = Field(default=None, ge=1)
+    max_wall_seconds: Number | None = Field(default=None, gt=0)
+    metric: Text | None = None
+    value: Number | None = None
+
+
+class StudySpec(_Section):
+    """A study: one training job, everything every party must agree on.
+
+    Built by ``load_spec`` / ``spec_from_toml`` / ``spec_from_json``, which report every
+    problem at once as a ``SpecError``. ``sha256`` identifies it: the job holds it and
+    every client checks it.
+    """
+
+    name: Text
+    description: Text = ""
+    profile: Text = DEFAULT_PROFILE.name
+    model: ModelSpec
+    data: DataSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    stop: StopSpec
+
+    @field_validator("name")
+    @classmethod
+    def _job_name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a job name: 1-63 lowercase letters, digits and '-', "
+                "starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _known_profile(cls, value: str) -> str:
+        if value not in PROFILES:
+            raise ValueError(
+                f"unknown CKKS profile {value!r}; known: {', '.join(sorted(PROFILES))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        problems = check_study(self)
+        if problems:
+            raise SpecError(problems)
+        return self
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of ``spec_to_json(self)``: equal for equal studies however written."""
+        return hashlib.sha256(spec_to_json(self).encode("utf-8")).hexdigest()
+
+
+def spec_to_json(spec: StudySpec) -> str:
+    """The canonical JSON of a spec: every default filled, keys sorted, no white space.
+
+    The same study written two ways (key order, comments, defaults spelt out or not,
+    ``0`` or ``"0"`` as a class) gives the same text, so its hash names the study.
+    """
+    return json.dumps(
+        spec.model_dump(mode="json"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )

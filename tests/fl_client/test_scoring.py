@@ -1,0 +1,114 @@
+"""Task metrics against values computed by hand, and the degenerate held-out sets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from fl_client.scoring import score, score_model
+from hefl_study import TASK_METRICS
+
+
+def test_binary_metrics_by_hand() -> None:
+    logits = [2.0, -1.0, 0.5, -3.0]
+    labels = [1, 0, 0, 1]
+    result = score("binary", logits, labels)
+    # predictions 1, 0, 1, 0: rows 0 and 1 right
+    assert result["accuracy"] == 0.5
+    # recall of class 1: 1/2 (row 0 of rows 0, 3); of class 0: 1/2 (row 1 of rows 1, 2)
+    assert result["balanced_accuracy"] == 0.5
+    # positive-negative pairs ranked right: (2 > -1), (2 > 0.5); wrong: (-3 < -1), (-3 < 0.5)
+    assert result["auroc"] == 0.5
+    # ranked 2 (pos), 0.5, -1, -3 (pos): precision 1/1 at the first positive, 2/4 at the second
+    assert result["auprc"] == pytest.approx((1 + 0.5) / 2)
+    bce = [math.log1p(math.exp(-2)), math.log1p(math.exp(-1)), math.log1p(math.exp(0.5))]
+    bce.append(math.log1p(math.exp(3)))
+    assert result["loss"] == pytest.approx(sum(bce) / 4)
+    assert result["n_samples"] == 4
+    assert set(result) == {*TASK_METRICS["binary"], "n_samples"}
+
+
+def test_binary_accepts_a_column_of_logits() -> None:
+    flat = score("binary", [2.0, -1.0, 0.5, -3.0], [1, 0, 0, 1])
+    column = score("binary", [[2.0], [-1.0], [0.5], [-3.0]], [1, 0, 0, 1])
+    assert flat == column
+
+
+def test_multiclass_metrics_by_hand() -> None:
+    logits = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 0.5], [0.0, 0.0, 4.0]])
+    labels = [0, 1, 2, 2]
+    result = score("multiclass", logits, labels)
+    # predictions 0, 1, 0, 2: row 2 wrong
+    assert result["accuracy"] == 0.75
+    # F1 per class: 0 -> P 1/2, R 1 -> 2/3; 1 -> 1; 2 -> P 1, R 1/2 -> 2/3
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    expected = [
+        math.log(sum(math.exp(v) for v in row)) - row[y]
+        for row, y in zip(logits.tolist(), labels, strict=True)
+    ]
+    assert result["loss"] == pytest.approx(sum(expected) / 4)
+    assert set(result) == {*TASK_METRICS["multiclass"], "n_samples"}
+
+
+def test_regression_metrics_by_hand() -> None:
+    result = score("regression", [[1.0], [2.0], [3.0]], [1.0, 3.0, 5.0])
+    # errors 0, 1, 2
+    assert result["mae"] == pytest.approx(1.0)
+    assert result["rmse"] == pytest.approx(math.sqrt(5 / 3))
+    assert result["loss"] == pytest.approx(5 / 3)
+    assert set(result) == {*TASK_METRICS["regression"], "n_samples"}
+
+
+def test_one_class_only_leaves_auroc_out_without_a_warning() -> None:
+    # pytest turns warnings into errors: none may escape
+    positives = score("binary", [0.3, -0.2, 1.0], [1, 1, 1])
+    assert "auroc" not in positives
+    assert positives["auprc"] == 1.0
+    assert positives["balanced_accuracy"] == pytest.approx(2 / 3)  # recall of class 1
+    negatives = score("binary", [0.3, -0.2, -1.0], [0, 0, 0])
+    assert "auroc" not in negatives
+    assert "auprc" not in negatives
+    assert negatives["accuracy"] == pytest.approx(2 / 3)
+
+
+def test_large_logits_keep_their_order() -> None:
+    # sigmoid(40) == sigmoid(50) == 1.0 in float64: ranking by logits has no such tie
+    result = score("binary", [40.0, 50.0, -40.0], [0, 1, 0])
+    assert result["auroc"] == 1.0
+    assert math.isfinite(result["loss"])
+
+
+@pytest.mark.parametrize(
+    ("task", "outputs", "labels", "message"),
+    [
+        ("binary", [0.1, float("nan")], [0, 1], "diverged"),
+        ("binary", [0.1, 0.2], [0, 2], "0 or 1"),
+        ("binary", [0.1, 0.2, 0.3], [0, 1], "one label per output row"),
+        ("binary", [], [], "one label per output row"),
+        ("multiclass", [[0.1, 0.2]], [0], "needs \\(n, classes\\)"),
+        ("multiclass", [[0.1, 0.2, 0.3]], [3], "class indices 0..2"),
+        ("regression", [[0.1, 0.2]], [0.0], "one output per row"),
+    ],
+)
+def test_outputs_that_do_not_fit_the_task(
+    task: str, outputs: list[object], labels: list[float], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        score(task, outputs, labels)  # type: ignore[arg-type]
+
+
+def test_score_model_runs_the_model_over_the_dataset() -> None:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -1.0]]))
+        model.bias.zero_()
+    x = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0], [0.0, 3.0]])
+    y = torch.tensor([1, 0, 0, 1])
+    # logits 2, -1, 0.5, -3: the hand-computed binary case
+    result = score_model(model, TensorDataset(x, y), "binary", batch_size=3)
+    assert result == score("binary", [2.0, -1.0, 0.5, -3.0], [1, 0, 0, 1])
