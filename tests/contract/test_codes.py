@@ -12,7 +12,6 @@ from typing import TypeVar
 import pytest
 
 import crypto
-import hefl_wire
 from fl_client import errors as client_errors
 from fl_server import errors as server_errors
 from hefl_http.problems import HTTP_EXCEPTION_CODES
@@ -213,15 +212,3 @@ def test_protocol_md_lists_the_registry() -> None:
     registry = {code: (problem.statuses, problem.meaning) for code, problem in PROBLEMS.items()}
 
     assert _protocol_table() == registry
-
-
-def test_the_contract_imports_no_web_framework_or_http_client() -> None:
-    names = set()
-    for path in Path(str(hefl_wire.__file__)).parent.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names.add(node.module.split(".")[0])
-
-    assert names & {"fastapi", "starlette", "httpx", "uvicorn", "keyauth", "fl_server"} == set()
