@@ -207,8 +207,10 @@ class KeyAuthority:
 
         Raises
         ------
+        AdminKeyMissingError
+            No key was presented (401).
         AdminAuthError
-            ``AdminKeyMissingError`` or ``admin_key_invalid`` (401).
+            The key is wrong (401).
         PlaceholderAdminKeyError
             The placeholder key reached us on a non-loopback address (403): uvicorn's
             ``--host`` and ``KEYAUTH_HOST`` disagree.
