@@ -1,4 +1,4 @@
-"""hefl's wire contract, imported by keyauth, fl_server and fl_client: problem codes, access tokens.
+"""hefl's wire contract for keyauth, fl_server and fl_client: problem codes, tokens, loopback.
 
 Pure: no web framework, no HTTP client, no I/O. It holds what the three roles must agree
 on byte for byte (docs/protocol.md):
