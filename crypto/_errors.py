@@ -15,8 +15,10 @@
         ├── EnvelopeVersionError
         └── BlockIndexError     duplicated, unordered or out-of-range block indices
 
-Every error carries a stable machine-readable ``code`` and the HTTP status a
-service should answer with, so the services translate them in one handler.
+Every error carries a stable machine-readable ``code``. Which HTTP status answers it is
+the services' business, not crypto's: fl_server translates them once at its edge
+(``fl_server.errors.InvalidInputError.from_crypto``) with the status hefl_wire's registry
+gives each code.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class CryptoError(Exception):
     """Base of every error raised by ``crypto``."""
 
     code: str = "crypto_error"
-    http_status: int = 400
 
 
 class ProfileError(CryptoError):
@@ -50,32 +51,26 @@ class ProfileError(CryptoError):
 
 class ContextError(CryptoError):
     code = "context_invalid"
-    http_status = 422
 
 
 class LayoutError(CryptoError):
     code = "layout_invalid"
-    http_status = 422
 
 
 class LayoutMismatchError(LayoutError):
     code = "layout_mismatch"
-    http_status = 409
 
 
 class ValueRangeError(CryptoError):
     code = "value_out_of_range"
-    http_status = 422
 
 
 class CiphertextError(CryptoError):
     code = "ciphertext_invalid"
-    http_status = 422
 
 
 class EnvelopeError(CryptoError):
     code = "envelope_malformed"
-    http_status = 400
 
 
 class EnvelopeTruncatedError(EnvelopeError):
@@ -84,7 +79,6 @@ class EnvelopeTruncatedError(EnvelopeError):
 
 class EnvelopeTooLargeError(EnvelopeError):
     code = "envelope_too_large"
-    http_status = 413
 
 
 class EnvelopeVersionError(EnvelopeError):
@@ -93,4 +87,3 @@ class EnvelopeVersionError(EnvelopeError):
 
 class BlockIndexError(EnvelopeError):
     code = "block_index_invalid"
-    http_status = 422

@@ -30,14 +30,19 @@
         └── ServerError               5xx
 
 ``error_from_problem`` turns an ``application/problem+json`` answer into the class its
-stable ``code`` names (falling back on the HTTP status). Messages never contain a token,
-a secret or key material: they are printed and logged.
+stable ``code`` names: every code of the wire contract (``hefl_wire.PROBLEMS``) is known,
+a code the client acts on has a class of its own, any other gets the class of the status
+the contract gives it; a code the contract does not hold (a proxy's answer) falls back on
+the HTTP status. Messages never contain a token, a secret or key material: they are
+printed and logged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from hefl_wire import PROBLEMS
 
 __all__ = [
     "AccessTokenError",
@@ -217,7 +222,8 @@ class ServerError(ServiceError):
     """5xx."""
 
 
-_BY_CODE: dict[str, type[ServiceError]] = {
+# The codes the client acts on, each with a class of its own.
+_ACTED_ON: dict[str, type[ServiceError]] = {
     "enrollment_token_invalid": EnrollmentTokenError,
     "enrollment_token_expired": EnrollmentTokenError,
     "enrollment_token_used": EnrollmentTokenError,
@@ -251,6 +257,17 @@ def _by_status(status: int) -> type[ServiceError]:
     return InvalidRequestError
 
 
+def _class_for(code: str, status: int) -> type[ServiceError]:
+    acted_on = _ACTED_ON.get(code)
+    if acted_on is not None:
+        return acted_on
+    known = PROBLEMS.get(code)
+    if known is not None and not known.also:
+        return _by_status(known.status)
+    # Not the contract's (a proxy's answer), or answered with several statuses (no_layout).
+    return _by_status(status)
+
+
 def error_from_problem(
     status: int, problem: Mapping[str, Any], *, retry_after: float | None = None
 ) -> ServiceError:
@@ -267,7 +284,7 @@ def error_from_problem(
     """
     code = str(problem.get("code") or "http_error")
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    cls = _BY_CODE.get(code) or _by_status(status)
+    cls = _class_for(code, status)
     if issubclass(cls, RateLimitedError):
         return cls(detail, status=status, code=code, problem=problem, retry_after=retry_after)
     return cls(detail, status=status, code=code, problem=problem)

@@ -3,39 +3,60 @@
 ::
 
     ServerError                       internal_error (500)
-    ├── RequestError                  request_invalid (400), encoding_unsupported (415)
+    ├── RequestError                  request_invalid (422)
+    │   ├── ContentLengthInvalidError content_length_invalid (400)
+    │   ├── EncodingUnsupportedError  encoding_unsupported (415)
     │   ├── BodyTooLargeError         body_too_large (413)
-    │   ├── InvalidInputError         a crypto error translated at the edge: envelope_*,
-    │   │                             block_index_invalid (422), ciphertext_invalid (422),
-    │   │                             layout_invalid (422), ... (code and status copied)
+    │   ├── InvalidInputError         a crypto error translated at the edge (``from_crypto``):
+    │   │   │                         crypto_error (400), or one class per crypto code:
+    │   │   ├── ProfileInvalidError             profile_invalid (400)
+    │   │   ├── ContextInvalidError             context_invalid (422)
+    │   │   ├── LayoutInvalidError              layout_invalid (422)
+    │   │   ├── EnvelopeLayoutMismatchError     layout_mismatch (409)
+    │   │   ├── ValueOutOfRangeError            value_out_of_range (422)
+    │   │   ├── CiphertextInvalidError          ciphertext_invalid (422)
+    │   │   ├── EnvelopeMalformedError          envelope_malformed (400)
+    │   │   ├── EnvelopeTruncatedError          envelope_truncated (400)
+    │   │   ├── EnvelopeTooLargeError           envelope_too_large (413)
+    │   │   ├── EnvelopeVersionError            envelope_version_unsupported (400)
+    │   │   └── BlockIndexInvalidError          block_index_invalid (422)
     │   ├── IncompleteModelError      initial_model_incomplete (422)
     │   └── MetricsInvalidError       metrics_invalid (422)
-    ├── AuthError                     token_missing / token_invalid / token_expired (401),
-    │   │                             token_wrong_role (403)
+    ├── AuthError                     token_invalid (401): a ``hefl_wire.TokenError``
+    │   │                             translated at the edge (``from_token``)
+    │   ├── TokenMissingError         token_missing (401)
+    │   ├── TokenExpiredError         token_expired (401)
+    │   ├── TokenWrongRoleError       token_wrong_role (403)
     │   └── ClientRevokedError        client_revoked (403)
-    ├── NotFoundError                 no_layout (404)
-    ├── ConflictError                 (409)
-    │   ├── JobStateError             job_not_started / job_not_training / initial_model_exists
+    ├── NotFoundError                 not_found (404)
+    │   └── LayoutNotFoundError       no_layout (404): GET /v1/job/layout before one is set
+    ├── ConflictError                 conflict (409)
+    │   ├── JobStateError             not possible in the job's state
+    │   │   ├── NoLayoutError         no_layout
+    │   │   ├── JobNotStartedError    job_not_started
+    │   │   ├── JobNotTrainingError   job_not_training
+    │   │   └── InitialModelExistsError  initial_model_exists
     │   ├── LayoutConflictError       layout_mismatch
     │   ├── KeyEpochMismatchError     key_epoch_mismatch
     │   ├── UpdateIdReusedError       update_id_reused
     │   └── VersionError              carries ``current_version``
     │       ├── TooStaleError         too_stale
     │       └── VersionAheadError     version_ahead: a base or ``since`` version from the future
-    ├── RetryLaterError               carries ``retry_after`` seconds (``Retry-After``)
+    ├── RetryLaterError               retry_later (503), carries ``retry_after`` seconds
     │   ├── RateLimitedError          rate_limited (429)
     │   ├── SlotsFullError            slots_full (429)
     │   └── ServerBusyError           server_busy (503)
     ├── StorageError                  storage_failed (503): the write-ahead log could not be
     │                                 written; the server refuses writes until restarted
-    └── StartupError                  the server cannot start (never an HTTP answer)
+    └── StartupError                  startup_failed: the server cannot start (never an
+        │                             HTTP answer)
         ├── KeyauthUnavailableError   keyauth_unavailable
         └── StateError                state_invalid: the state directory is unusable
 
-Every error carries a stable machine-readable ``code`` and the HTTP status the service
-answers with (``ServerError`` derives from ``hefl_http.errors.ProblemError``, the base
-keyauth's tree shares); the app turns them into ``application/problem+json`` in one
-handler, with ``extra`` as additional members and ``headers`` as response headers.
+Each class declares its stable machine-readable ``code``, the HTTP status hefl_wire's
+registry gives it and its title (``ServerError`` derives from ``hefl_wire.ProblemError``,
+the base keyauth's tree shares); the app turns them into ``application/problem+json`` in
+one handler, with ``extra`` as additional members and ``headers`` as response headers.
 Messages never contain a token or ciphertext bytes.
 """
 
@@ -45,21 +66,38 @@ import math
 from typing import Any
 
 import crypto
-from hefl_http.errors import ProblemError, bearer_challenge
+from hefl_wire import ProblemError, TokenError, bearer_challenge, check_problem
 
 __all__ = [
     "AuthError",
+    "BlockIndexInvalidError",
     "BodyTooLargeError",
+    "CiphertextInvalidError",
     "ClientRevokedError",
     "ConflictError",
+    "ContentLengthInvalidError",
+    "ContextInvalidError",
+    "EncodingUnsupportedError",
+    "EnvelopeLayoutMismatchError",
+    "EnvelopeMalformedError",
+    "EnvelopeTooLargeError",
+    "EnvelopeTruncatedError",
+    "EnvelopeVersionError",
     "IncompleteModelError",
+    "InitialModelExistsError",
     "InvalidInputError",
+    "JobNotStartedError",
+    "JobNotTrainingError",
     "JobStateError",
     "KeyEpochMismatchError",
     "KeyauthUnavailableError",
     "LayoutConflictError",
+    "LayoutInvalidError",
+    "LayoutNotFoundError",
     "MetricsInvalidError",
+    "NoLayoutError",
     "NotFoundError",
+    "ProfileInvalidError",
     "RateLimitedError",
     "RequestError",
     "RetryLaterError",
@@ -69,8 +107,12 @@ __all__ = [
     "StartupError",
     "StateError",
     "StorageError",
+    "TokenExpiredError",
+    "TokenMissingError",
+    "TokenWrongRoleError",
     "TooStaleError",
     "UpdateIdReusedError",
+    "ValueOutOfRangeError",
     "VersionAheadError",
     "VersionError",
 ]
@@ -79,13 +121,34 @@ __all__ = [
 class ServerError(ProblemError):
     """Base of every error raised by ``fl_server``.
 
-    ``code`` and ``http_status`` come from the class; an instance may override them
-    (a translated crypto or token error keeps the code it was raised with).
+    Parameters
+    ----------
+    detail
+        The problem's detail (never a token or ciphertext bytes).
+    code, http_status
+        Transitional (issue 11), until each raise site names its own class: an instance
+        may answer another code or status than its class's, checked against hefl_wire's
+        registry here.
+
+    Raises
+    ------
+    ProblemCodeError
+        ``code`` is not registered, or is not answered with this status.
     """
 
     code = "internal_error"
     http_status = 500
     title = "Internal error"
+
+    def __init__(
+        self, detail: str, *, code: str | None = None, http_status: int | None = None
+    ) -> None:
+        super().__init__(detail)
+        if code is not None or http_status is not None:
+            code = self.code if code is None else code
+            http_status = self.http_status if http_status is None else http_status
+            check_problem(code, http_status, where=type(self).__qualname__)
+            self.code, self.http_status = code, http_status
 
     @property
     def challenge(self) -> str | None:
@@ -95,7 +158,20 @@ class ServerError(ProblemError):
 
 class RequestError(ServerError):
     code = "request_invalid"
+    http_status = 422
+    title = "Invalid request"
+
+
+class ContentLengthInvalidError(RequestError):
+    # Unreachable behind uvicorn (h11 refuses such a request first); keyauth answers alike.
+    code = "content_length_invalid"
     http_status = 400
+    title = "Invalid Content-Length"
+
+
+class EncodingUnsupportedError(RequestError):
+    code = "encoding_unsupported"
+    http_status = 415
     title = "Invalid request"
 
 
@@ -108,11 +184,73 @@ class BodyTooLargeError(RequestError):
 class InvalidInputError(RequestError):
     """A ``crypto`` error about client input, translated once at the edge."""
 
+    code = "crypto_error"
+    http_status = 400
     title = "Invalid envelope"
 
     @classmethod
     def from_crypto(cls, exc: crypto.CryptoError) -> InvalidInputError:
-        return cls(str(exc), code=exc.code, http_status=exc.http_status)
+        """The class for ``exc``'s code, with its message; the registry gives the status."""
+        return _BY_CRYPTO_CODE.get(exc.code, InvalidInputError)(str(exc))
+
+
+class ProfileInvalidError(InvalidInputError):
+    code = "profile_invalid"
+    http_status = 400
+
+
+class ContextInvalidError(InvalidInputError):
+    code = "context_invalid"
+    http_status = 422
+
+
+class LayoutInvalidError(InvalidInputError):
+    code = "layout_invalid"
+    http_status = 422
+
+
+class EnvelopeLayoutMismatchError(InvalidInputError):
+    code = "layout_mismatch"
+    http_status = 409
+
+
+class ValueOutOfRangeError(InvalidInputError):
+    code = "value_out_of_range"
+    http_status = 422
+
+
+class CiphertextInvalidError(InvalidInputError):
+    code = "ciphertext_invalid"
+    http_status = 422
+
+
+class EnvelopeMalformedError(InvalidInputError):
+    code = "envelope_malformed"
+    http_status = 400
+
+
+class EnvelopeTruncatedError(InvalidInputError):
+    code = "envelope_truncated"
+    http_status = 400
+
+
+class EnvelopeTooLargeError(InvalidInputError):
+    code = "envelope_too_large"
+    http_status = 413
+
+
+class EnvelopeVersionError(InvalidInputError):
+    code = "envelope_version_unsupported"
+    http_status = 400
+
+
+class BlockIndexInvalidError(InvalidInputError):
+    code = "block_index_invalid"
+    http_status = 422
+
+
+# Every subclass of InvalidInputError is the edge's class for one crypto code.
+_BY_CRYPTO_CODE = {cls.code: cls for cls in InvalidInputError.__subclasses__()}
 
 
 class IncompleteModelError(RequestError):
@@ -128,9 +266,36 @@ class MetricsInvalidError(RequestError):
 
 
 class AuthError(ServerError):
+    """A refused access token or client; ``from_token`` translates the verifier's errors."""
+
     code = "token_invalid"
     http_status = 401
     title = "Not authenticated"
+
+    @classmethod
+    def from_token(cls, exc: TokenError) -> AuthError:
+        """The class for ``exc``'s code, with its message."""
+        return _BY_TOKEN_CODE.get(exc.code, AuthError)(exc.detail)
+
+
+class TokenMissingError(AuthError):
+    code = "token_missing"
+    http_status = 401
+
+
+class TokenExpiredError(AuthError):
+    code = "token_expired"
+    http_status = 401
+
+
+class TokenWrongRoleError(AuthError):
+    code = "token_wrong_role"
+    http_status = 403
+
+
+_BY_TOKEN_CODE: dict[str, type[AuthError]] = {
+    cls.code: cls for cls in (AuthError, TokenMissingError, TokenExpiredError, TokenWrongRoleError)
+}
 
 
 class ClientRevokedError(AuthError):
@@ -145,6 +310,11 @@ class NotFoundError(ServerError):
     title = "Not found"
 
 
+class LayoutNotFoundError(NotFoundError):
+    code = "no_layout"
+    http_status = 404
+
+
 class ConflictError(ServerError):
     code = "conflict"
     http_status = 409
@@ -155,13 +325,35 @@ class JobStateError(ConflictError):
     title = "Not possible in the job's state"
 
 
+class NoLayoutError(JobStateError):
+    code = "no_layout"
+    http_status = 409
+
+
+class JobNotStartedError(JobStateError):
+    code = "job_not_started"
+    http_status = 409
+
+
+class JobNotTrainingError(JobStateError):
+    code = "job_not_training"
+    http_status = 409
+
+
+class InitialModelExistsError(JobStateError):
+    code = "initial_model_exists"
+    http_status = 409
+
+
 class LayoutConflictError(ConflictError):
     code = "layout_mismatch"
+    http_status = 409
     title = "Layout mismatch"
 
 
 class KeyEpochMismatchError(ConflictError):
     code = "key_epoch_mismatch"
+    http_status = 409
     title = "Wrong key epoch"
 
     def __init__(self, detail: str, *, key_epoch: int) -> None:
@@ -175,6 +367,7 @@ class KeyEpochMismatchError(ConflictError):
 
 class UpdateIdReusedError(ConflictError):
     code = "update_id_reused"
+    http_status = 409
     title = "Update id reused"
 
 
@@ -190,11 +383,13 @@ class VersionError(ConflictError):
 
 class TooStaleError(VersionError):
     code = "too_stale"
+    http_status = 409
     title = "Update too stale"
 
 
 class VersionAheadError(VersionError):
     code = "version_ahead"
+    http_status = 409
     title = "Version from the future"
 
 
@@ -242,12 +437,15 @@ class StorageError(ServerError):
 
 class StartupError(ServerError):
     code = "startup_failed"
+    http_status = 500
     title = "Server cannot start"
 
 
 class KeyauthUnavailableError(StartupError):
     code = "keyauth_unavailable"
+    http_status = 500
 
 
 class StateError(StartupError):
     code = "state_invalid"
+    http_status = 500

@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from hefl_http.errors import ProblemError
+from hefl_wire import ProblemError
 
 __all__ = [
+    "HTTP_EXCEPTION_CODES",
     "PROBLEM_MEDIA_TYPE",
     "ExceptionHandler",
     "add_problem_handlers",
@@ -27,6 +28,11 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 _MAX_DETAIL_CHARS = 1000
 
 ExceptionHandler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+# The codes of the HTTPExceptions the services meet: routing's 404 and 405, and FastAPI's
+# 400 for a body it could not parse (JSON that is not UTF-8). Each is in hefl_wire's
+# registry; any other status would be answered as http_<status>.
+HTTP_EXCEPTION_CODES = {400: "http_400", 404: "not_found", 405: "method_not_allowed"}
 
 
 def problem_response(
@@ -74,8 +80,7 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
 
 async def _http_error_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    code = HTTP_EXCEPTION_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = str(exc.detail) if exc.detail else "HTTP error"
     return problem_response(exc.status_code, code, detail, detail, headers=dict(exc.headers or {}))
 
@@ -87,7 +92,7 @@ async def _unexpected_error_handler(request: Request, exc: Exception) -> JSONRes
 
 def add_problem_handlers(
     app: Starlette,
-    errors: type[ProblemError],
+    errors: type[ProblemError] | tuple[type[ProblemError], ...],
     logger: logging.Logger,
     *,
     validation: ExceptionHandler = validation_error_handler,
@@ -99,9 +104,10 @@ def add_problem_handlers(
     app
         The service's app.
     errors
-        The base of the service's own exception tree. Only it is answered with its code
-        and status: another tree's error (another service's, raised through a library)
-        stays an unexpected 500, as any other exception.
+        The base of the service's own exception tree, or the bases of the trees it answers
+        (keyauth also answers ``hefl_wire.TokenError`` as it is). Only they are answered
+        with their code and status: another tree's error (another service's, raised
+        through a library) stays an unexpected 500, as any other exception.
     logger
         Where errors answered with a 5xx status are logged.
     validation
@@ -115,8 +121,9 @@ def add_problem_handlers(
             logger.error("%s %s failed: %s (%s)", request.method, request.url.path, exc.code, exc)
         return error_response(exc)
 
+    bases = errors if isinstance(errors, tuple) else (errors,)
     handlers: dict[type[Exception], ExceptionHandler] = {
-        errors: problem_error_handler,
+        **dict.fromkeys(bases, problem_error_handler),
         RequestValidationError: validation,
         StarletteHTTPException: _http_error_handler,
         Exception: _unexpected_error_handler,

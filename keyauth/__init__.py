@@ -1,9 +1,12 @@
 """hefl key authority: CKKS key material, client enrollment and access tokens."""
 
+from hefl_wire import AccessClaims, TokenVerifier
 from keyauth.errors import (
     AdminAuthError,
+    AdminKeyMissingError,
     BodyTooLargeError,
     ClientCredentialsError,
+    ClientNameInvalidError,
     ClientNameTakenError,
     ClientNotFoundError,
     ClientRevokedError,
@@ -13,6 +16,7 @@ from keyauth.errors import (
     ExpiryOutOfRangeError,
     KeyauthError,
     KeyEpochNotFoundError,
+    NotReadyError,
     PlaceholderAdminKeyError,
     RequestError,
     SettingsError,
@@ -21,13 +25,15 @@ from keyauth.errors import (
     error_from_problem,
 )
 from keyauth.settings import KeyauthSettings
-from keyauth.tokens import AccessClaims, TokenSigner, TokenVerifier
+from keyauth.tokens import TokenSigner
 
 __all__ = [
     "AccessClaims",
     "AdminAuthError",
+    "AdminKeyMissingError",
     "BodyTooLargeError",
     "ClientCredentialsError",
+    "ClientNameInvalidError",
     "ClientNameTakenError",
     "ClientNotFoundError",
     "ClientRevokedError",
@@ -38,6 +44,7 @@ __all__ = [
     "KeyEpochNotFoundError",
     "KeyauthError",
     "KeyauthSettings",
+    "NotReadyError",
     "PlaceholderAdminKeyError",
     "RequestError",
     "SettingsError",

@@ -26,6 +26,7 @@ from hefl_http.problems import (
     validation_error_handler,
 )
 from hefl_http.serving import HEFL_VERSION, configure_logging, lazy_app, settings_reasons
+from hefl_wire import TokenError
 from keyauth.errors import BodyTooLargeError, KeyauthError, SettingsError
 from keyauth.routes import router
 from keyauth.service import KeyAuthority
@@ -149,7 +150,10 @@ def create_app(settings: KeyauthSettings) -> FastAPI:
     )
     app.state.authority = None
     app.include_router(router)
-    add_problem_handlers(app, KeyauthError, logger, validation=_validation_error_handler)
+    # Token errors are the wire contract's, answered as they are (with their own title).
+    add_problem_handlers(
+        app, (KeyauthError, TokenError), logger, validation=_validation_error_handler
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 

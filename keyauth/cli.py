@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 import httpx
 
-from keyauth.errors import AdminAuthError, KeyauthError, error_from_problem
+from hefl_wire import ProblemError
+from keyauth.errors import AdminKeyMissingError, KeyauthError, error_from_problem
 
 __all__ = ["AdminClient", "main"]
 
@@ -21,7 +22,7 @@ DEFAULT_URL = "http://127.0.0.1:8700"
 
 
 class AdminClient:
-    """Typed calls to keyauth's admin endpoints; problem responses become ``KeyauthError``.
+    """Typed calls to keyauth's admin endpoints; problem answers become keyauth's errors.
 
     Parameters
     ----------
@@ -40,9 +41,8 @@ class AdminClient:
         headers = {"Accept": "application/json"}
         if admin:
             if not self._admin_key:
-                raise AdminAuthError(
-                    "no admin key: set KEYAUTH_ADMIN_KEY or pass --admin-key-file",
-                    code="admin_key_missing",
+                raise AdminKeyMissingError(
+                    "no admin key: set KEYAUTH_ADMIN_KEY or pass --admin-key-file"
                 )
             headers["X-Admin-Key"] = self._admin_key
         response = self._http.request(method, path, headers=headers, **kwargs)
@@ -53,7 +53,7 @@ class AdminClient:
         try:
             return response.json()
         except ValueError:
-            raise KeyauthError(
+            raise KeyauthError.from_answer(
                 f"keyauth answered {response.status_code} with a body that is not JSON",
                 code="response_malformed",
                 http_status=response.status_code,
@@ -84,7 +84,7 @@ class AdminClient:
         return result
 
 
-def _error_from_response(response: httpx.Response) -> KeyauthError:
+def _error_from_response(response: httpx.Response) -> ProblemError:
     try:
         problem = response.json()
     except ValueError:
@@ -214,7 +214,7 @@ def main(
     client = http or httpx.Client(base_url=url, timeout=args.timeout)
     try:
         _run(args, AdminClient(client, admin_key), out)
-    except KeyauthError as exc:
+    except ProblemError as exc:
         print(f"hefl-admin: {exc.code}: {exc}", file=err)
         return 1
     except httpx.TransportError as exc:

@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from keyauth.errors import KeyauthError, TokenError
+from hefl_wire import TokenInvalidError, TokenMissingError, is_loopback_host
+from keyauth.errors import NotReadyError
 from keyauth.service import KeyAuthority
-from keyauth.settings import is_loopback_host
 
 __all__ = ["AdminAccess", "Authority", "BearerToken", "get_authority"]
 
@@ -21,7 +21,7 @@ _bearer = HTTPBearer(auto_error=False)
 def get_authority(request: Request) -> KeyAuthority:
     authority: KeyAuthority | None = getattr(request.app.state, "authority", None)
     if authority is None:
-        raise KeyauthError("the key authority is not started", code="not_ready", http_status=503)
+        raise NotReadyError("the key authority is not started")
     return authority
 
 
@@ -48,10 +48,8 @@ def bearer_token(
 ) -> str:
     if credentials is None:
         if request.headers.get("authorization"):
-            raise TokenError("the Authorization header must be 'Bearer <token>'")
-        raise TokenError(
-            "the Authorization: Bearer <token> header is required", code="token_missing"
-        )
+            raise TokenInvalidError("the Authorization header must be 'Bearer <token>'")
+        raise TokenMissingError("the Authorization: Bearer <token> header is required")
     return credentials.credentials
 
 

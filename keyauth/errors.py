@@ -2,11 +2,13 @@
 
 ::
 
-    KeyauthError
-    ├── RequestError                    a request keyauth cannot act on (400)
+    KeyauthError                        keyauth_error (400): the base, never raised itself
+    ├── RequestError                    request_invalid (422): a request keyauth cannot act on
+    │   ├── ClientNameInvalidError      client_name_invalid (422)
     │   ├── BodyTooLargeError           body beyond ``max_body_bytes`` (413)
     │   └── ExpiryOutOfRangeError       ``expires_in`` outside what the settings allow (422)
-    ├── AdminAuthError                  missing or wrong ``X-Admin-Key`` (401)
+    ├── AdminAuthError                  wrong ``X-Admin-Key`` (401)
+    │   ├── AdminKeyMissingError        no ``X-Admin-Key`` (401)
     │   └── PlaceholderAdminKeyError    placeholder admin key used from off loopback (403)
     ├── EnrollmentTokenError            unknown enrollment token (401)
     │   ├── EnrollmentTokenExpiredError (401)
@@ -16,29 +18,41 @@
     ├── ClientNotFoundError             no client with that id (404)
     ├── ClientNameTakenError            an active client already has that name (409)
     ├── KeyEpochNotFoundError           no such key epoch (404)
-    ├── TokenError                      access token missing, malformed, expired, forged (401)
-    │                                   or of the wrong role (403); ``code`` says which
+    ├── NotReadyError                   the app was not started: no lifespan (503)
     ├── StateError                      keyauth's own state is unusable (500)
     └── SettingsError                   ``KEYAUTH_*`` settings refused at startup
 
-Every error carries a stable machine-readable ``code`` and the HTTP status the service
-answers with (``KeyauthError`` derives from ``hefl_http.errors.ProblemError``, the base
-fl_server's tree shares); the app turns them into ``application/problem+json`` in one
-handler and
-``error_from_problem`` turns such a response back into the matching class. Messages never
-contain a secret, a token or key material: they are returned to callers and logged.
+    hefl_wire.TokenError                access token missing, malformed, expired, forged
+                                        (401) or of the wrong role (403): the contract's
+                                        tree, answered by keyauth as it is
+
+Each class declares its stable machine-readable ``code``, the HTTP status hefl_wire's
+registry gives it and its title (``KeyauthError`` derives from ``hefl_wire.ProblemError``,
+the base fl_server's tree shares); the app turns them into ``application/problem+json``
+in one handler and ``error_from_problem`` turns such a response back into the matching
+class. Messages never contain a secret, a token or key material: they are returned to
+callers and logged.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
-from hefl_http.errors import ProblemError, bearer_challenge
+from hefl_wire import (
+    ProblemError,
+    TokenError,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenMissingError,
+    TokenWrongRoleError,
+)
 
 __all__ = [
     "AdminAuthError",
+    "AdminKeyMissingError",
     "BodyTooLargeError",
     "ClientCredentialsError",
+    "ClientNameInvalidError",
     "ClientNameTakenError",
     "ClientNotFoundError",
     "ClientRevokedError",
@@ -48,21 +62,22 @@ __all__ = [
     "ExpiryOutOfRangeError",
     "KeyEpochNotFoundError",
     "KeyauthError",
+    "NotReadyError",
     "PlaceholderAdminKeyError",
     "RequestError",
     "SettingsError",
     "StateError",
     "TokenError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "TokenMissingError",
+    "TokenWrongRoleError",
     "error_from_problem",
 ]
 
 
 class KeyauthError(ProblemError):
-    """Base of every error raised by ``keyauth``.
-
-    ``code`` and ``http_status`` come from the class; an instance may override them (an
-    error rebuilt from a problem response keeps what the server said).
-    """
+    """Base of every error raised by ``keyauth`` (but ``hefl_wire.TokenError``)."""
 
     code = "keyauth_error"
     http_status = 400
@@ -75,8 +90,13 @@ class KeyauthError(ProblemError):
 
 class RequestError(KeyauthError):
     code = "request_invalid"
-    http_status = 400
+    http_status = 422
     title = "Invalid request"
+
+
+class ClientNameInvalidError(RequestError):
+    code = "client_name_invalid"
+    http_status = 422
 
 
 class BodyTooLargeError(RequestError):
@@ -97,6 +117,11 @@ class AdminAuthError(KeyauthError):
     title = "Administrator authentication failed"
 
 
+class AdminKeyMissingError(AdminAuthError):
+    code = "admin_key_missing"
+    http_status = 401
+
+
 class PlaceholderAdminKeyError(AdminAuthError):
     code = "admin_key_placeholder"
     http_status = 403
@@ -111,6 +136,7 @@ class EnrollmentTokenError(KeyauthError):
 
 class EnrollmentTokenExpiredError(EnrollmentTokenError):
     code = "enrollment_token_expired"
+    http_status = 401
     title = "Enrollment token expired"
 
 
@@ -150,32 +176,9 @@ class KeyEpochNotFoundError(KeyauthError):
     title = "Key epoch not found"
 
 
-class TokenError(KeyauthError):
-    """An access token that does not authorize the request.
-
-    ``code`` is one of ``token_missing``, ``token_invalid`` (malformed, forged, wrong
-    issuer or audience, missing claims), ``token_expired`` and ``token_wrong_role``; the
-    last answers 403, the others 401.
-    """
-
-    CODES: ClassVar[frozenset[str]] = frozenset(
-        {"token_missing", "token_invalid", "token_expired", "token_wrong_role"}
-    )
-    code = "token_invalid"
-    http_status = 401
-    title = "Access token not valid"
-
-    def __init__(
-        self, detail: str, *, code: str = "token_invalid", http_status: int | None = None
-    ) -> None:
-        if code not in self.CODES:
-            raise ValueError(f"unknown token error code {code!r}")
-        default_status = 403 if code == "token_wrong_role" else 401
-        super().__init__(detail, code=code, http_status=http_status or default_status)
-
-    @property
-    def challenge(self) -> str | None:
-        return bearer_challenge(self.code)
+class NotReadyError(KeyauthError):
+    code = "not_ready"
+    http_status = 503
 
 
 class StateError(KeyauthError):
@@ -190,22 +193,22 @@ class SettingsError(KeyauthError):
     title = "Key authority settings refused"
 
 
-def _by_code(cls: type[KeyauthError]) -> dict[str, type[KeyauthError]]:
+def _by_code(cls: type[ProblemError]) -> dict[str, type[ProblemError]]:
     found = {cls.code: cls}
     for sub in cls.__subclasses__():
         found.update(_by_code(sub))
     return found
 
 
-def error_from_problem(status: int, problem: dict[str, Any]) -> KeyauthError:
+def error_from_problem(status: int, problem: dict[str, Any]) -> ProblemError:
     """The typed error for an ``application/problem+json`` body keyauth answered with.
 
-    A code keyauth does not define (a proxy's error, a newer server) becomes the base
-    ``KeyauthError`` carrying the status and code it was given.
+    A ``KeyauthError``, or a ``TokenError`` for an access token; either keeps the status
+    and code it was given. A code keyauth does not define (a proxy's error, a newer server)
+    becomes the base ``KeyauthError``.
     """
     code = str(problem.get("code") or "http_error")
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    if code in TokenError.CODES:
-        return TokenError(detail, code=code, http_status=status)
-    cls = _by_code(KeyauthError).get(code, KeyauthError)
-    return cls(detail, code=code, http_status=status)
+    known = _by_code(TokenError) | _by_code(KeyauthError)
+    cls = known.get(code, KeyauthError)
+    return cls.from_answer(detail, code=code, http_status=status)

@@ -18,29 +18,33 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import crypto
+from hefl_wire import (
+    ALGORITHM,
+    AUDIENCE,
+    CLIENT_ROLE,
+    ISSUER,
+    AccessClaims,
+    TokenInvalidError,
+    TokenVerifier,
+)
 from keyauth.errors import (
     AdminAuthError,
+    AdminKeyMissingError,
     ClientCredentialsError,
+    ClientNameInvalidError,
     ClientNameTakenError,
     ClientRevokedError,
     EnrollmentTokenUsedError,
     ExpiryOutOfRangeError,
     KeyEpochNotFoundError,
     PlaceholderAdminKeyError,
-    RequestError,
     StateError,
-    TokenError,
 )
 from keyauth.settings import KeyauthSettings
 from keyauth.store import ClientRecord, EnrollmentTokenRecord, KeyauthStore, KeyEpoch
 from keyauth.tokens import (
-    ALGORITHM,
-    AUDIENCE,
-    ISSUER,
-    AccessClaims,
     IssuedToken,
     TokenSigner,
-    TokenVerifier,
     generate_signing_key,
     signing_key_from_pem,
     signing_key_to_pem,
@@ -203,14 +207,16 @@ class KeyAuthority:
 
         Raises
         ------
+        AdminKeyMissingError
+            No key was presented (401).
         AdminAuthError
-            ``admin_key_missing`` or ``admin_key_invalid`` (401).
+            The key is wrong (401).
         PlaceholderAdminKeyError
             The placeholder key reached us on a non-loopback address (403): uvicorn's
             ``--host`` and ``KEYAUTH_HOST`` disagree.
         """
         if not presented_key:
-            raise AdminAuthError("the X-Admin-Key header is required", code="admin_key_missing")
+            raise AdminKeyMissingError("the X-Admin-Key header is required")
         expected = self.settings.admin_key.get_secret_value().encode("utf-8")
         # Constant time: the comparison must not tell an attacker how much of a guess was right.
         if not hmac.compare_digest(presented_key.encode("utf-8"), expected):
@@ -225,11 +231,7 @@ class KeyAuthority:
     ) -> IssuedEnrollmentToken:
         """A single-use token that enrolls one client named ``client_name``."""
         if not _CLIENT_NAME.match(client_name):
-            raise RequestError(
-                f"client_name must match {CLIENT_NAME_PATTERN}",
-                code="client_name_invalid",
-                http_status=422,
-            )
+            raise ClientNameInvalidError(f"client_name must match {CLIENT_NAME_PATTERN}")
         lifetime = self.settings.enrollment_token_ttl if expires_in is None else expires_in
         if not 1 <= lifetime <= self.settings.enrollment_token_max_ttl:
             raise ExpiryOutOfRangeError(
@@ -365,10 +367,10 @@ class KeyAuthority:
 
     def authenticate_client(self, access_token: str) -> AccessClaims:
         """Verify an access token and that its client still exists and is not revoked."""
-        claims = self._verifier.verify(access_token, role="client")
+        claims = self._verifier.verify(access_token, role=CLIENT_ROLE)
         client = self.store.get_client(claims.client_id)
         if client is None:
-            raise TokenError("access token names no enrolled client", code="token_invalid")
+            raise TokenInvalidError("access token names no enrolled client")
         if client.revoked:
             raise ClientRevokedError(f"client {client.client_id} has been revoked")
         return claims

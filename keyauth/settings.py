@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Literal, Self
 
@@ -10,7 +9,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import crypto
+from hefl_wire import is_loopback_host
 
+# is_loopback_host: re-exported until fl_server.cli imports it from hefl_wire.
 __all__ = ["PLACEHOLDER_ADMIN_KEYS", "KeyauthSettings", "is_loopback_host"]
 
 # Keys that ship in examples or that anyone would guess first. Only loopback may use them.
@@ -18,17 +19,6 @@ PLACEHOLDER_ADMIN_KEYS = frozenset(
     {"change-me", "changeme", "change_me", "admin", "secret", "password", "test", "example"}
 )
 MIN_ADMIN_KEY_CHARS = 16
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` (an address or ``localhost``) only accepts connections from this machine."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        # Any other name may resolve to a routable address: treat it as exposed.
-        return False
 
 
 class KeyauthSettings(BaseSettings):

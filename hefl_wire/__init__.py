@@ -1,0 +1,59 @@
+"""hefl's wire contract for keyauth, fl_server and fl_client: problem codes, tokens, loopback.
+
+Pure: no web framework, no HTTP client, no I/O. It holds what the three roles must agree
+on byte for byte (docs/protocol.md):
+
+- the registry of every problem code a service answers, with its HTTP status
+  (``PROBLEMS``), and ``ProblemError``, the base of both services' error trees, whose
+  classes are checked against it when they are defined;
+- access tokens: their claims (``AccessClaims``, ``claims_to_payload`` /
+  ``claims_from_payload``), their verification (``TokenVerifier``) and its errors;
+  signing stays in keyauth;
+- the loopback-host rule (``is_loopback_host``).
+"""
+
+from hefl_wire._errors import ProblemError, bearer_challenge
+from hefl_wire._hosts import is_loopback_host
+from hefl_wire._problems import PROBLEMS, Problem, ProblemCodeError, check_problem
+from hefl_wire._tokens import (
+    ALGORITHM,
+    AUDIENCE,
+    CLAIMS,
+    CLIENT_ROLE,
+    ISSUER,
+    MAX_TOKEN_CHARS,
+    AccessClaims,
+    TokenError,
+    TokenExpiredError,
+    TokenInvalidError,
+    TokenMissingError,
+    TokenVerifier,
+    TokenWrongRoleError,
+    claims_from_payload,
+    claims_to_payload,
+)
+
+__all__ = [
+    "ALGORITHM",
+    "AUDIENCE",
+    "CLAIMS",
+    "CLIENT_ROLE",
+    "ISSUER",
+    "MAX_TOKEN_CHARS",
+    "PROBLEMS",
+    "AccessClaims",
+    "Problem",
+    "ProblemCodeError",
+    "ProblemError",
+    "TokenError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "TokenMissingError",
+    "TokenVerifier",
+    "TokenWrongRoleError",
+    "bearer_challenge",
+    "check_problem",
+    "claims_from_payload",
+    "claims_to_payload",
+    "is_loopback_host",
+]

@@ -1,0 +1,214 @@
+"""Access tokens on the wire: their claims, their verification, and why they are refused."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from hefl_wire._errors import ProblemError, bearer_challenge
+
+__all__ = [
+    "ALGORITHM",
+    "AUDIENCE",
+    "CLAIMS",
+    "CLIENT_ROLE",
+    "ISSUER",
+    "MAX_TOKEN_CHARS",
+    "AccessClaims",
+    "TokenError",
+    "TokenExpiredError",
+    "TokenInvalidError",
+    "TokenMissingError",
+    "TokenVerifier",
+    "TokenWrongRoleError",
+    "claims_from_payload",
+    "claims_to_payload",
+]
+
+ALGORITHM = "EdDSA"
+ISSUER = "hefl-keyauth"
+AUDIENCE = "hefl"
+CLIENT_ROLE = "client"
+# The claims every access token carries (docs/protocol.md).
+CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
+# A real token is about 400 characters; anything far larger is not worth parsing.
+MAX_TOKEN_CHARS = 4096
+# What PyJWT itself must find; the rest is checked by claims_from_payload.
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
+
+
+class TokenError(ProblemError):
+    """An access token that does not authorize the request (``token_invalid`` unless a
+    subclass says more).
+
+    ::
+
+        TokenError                 token_invalid (401)
+        ├── TokenInvalidError      token_invalid (401): malformed, forged, wrong issuer
+        │                          or audience, a claim missing
+        ├── TokenMissingError      token_missing (401)
+        ├── TokenExpiredError      token_expired (401)
+        └── TokenWrongRoleError    token_wrong_role (403)
+
+    keyauth answers these as they are; fl_server answers them as its own ``AuthError``.
+    """
+
+    code = "token_invalid"
+    http_status = 401
+    title = "Access token not valid"
+
+    @property
+    def challenge(self) -> str | None:
+        return bearer_challenge(self.code)
+
+
+class TokenInvalidError(TokenError):
+    code = "token_invalid"
+
+
+class TokenMissingError(TokenError):
+    code = "token_missing"
+
+
+class TokenExpiredError(TokenError):
+    code = "token_expired"
+
+
+class TokenWrongRoleError(TokenError):
+    code = "token_wrong_role"
+    http_status = 403
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    """What a verified access token says about its bearer."""
+
+    client_id: str
+    client_name: str
+    role: str
+    key_epoch: int
+    expires_at: float
+    token_id: str
+
+
+def claims_to_payload(
+    claims: AccessClaims, *, issued_at: int, issuer: str = ISSUER, audience: str = AUDIENCE
+) -> dict[str, Any]:
+    """The JWT payload of ``claims`` (what keyauth signs)."""
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": claims.client_id,
+        "name": claims.client_name,
+        "role": claims.role,
+        "epoch": claims.key_epoch,
+        "iat": issued_at,
+        "exp": int(claims.expires_at),
+        "jti": claims.token_id,
+    }
+
+
+def claims_from_payload(payload: dict[str, Any]) -> AccessClaims:
+    """The claims of a verified JWT payload.
+
+    Raises
+    ------
+    TokenInvalidError
+        A claim is missing or of the wrong type.
+    """
+    sub, name, role = payload.get("sub"), payload.get("name"), payload.get("role")
+    epoch, exp, jti = payload.get("epoch"), payload.get("exp"), payload.get("jti")
+    if not (isinstance(sub, str) and sub):
+        raise TokenInvalidError("access token has no subject")
+    if not isinstance(name, str) or not isinstance(role, str) or not isinstance(jti, str):
+        raise TokenInvalidError("access token lacks name, role or jti")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise TokenInvalidError("access token has no valid key epoch")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise TokenInvalidError("access token has no valid expiry")
+    return AccessClaims(
+        client_id=sub,
+        client_name=name,
+        role=role,
+        key_epoch=epoch,
+        expires_at=float(exp),
+        token_id=jti,
+    )
+
+
+class TokenVerifier:
+    """Checks an access token offline against keyauth's public verification key.
+
+    Parameters
+    ----------
+    public_key_pem
+        ``public_key_pem`` from ``GET /v1/keys/verification-key``.
+    issuer, audience
+        Expected ``iss`` and ``aud`` claims.
+    leeway
+        Seconds of clock skew tolerated on ``exp`` and ``iat``.
+
+    Raises
+    ------
+    ValueError
+        If ``public_key_pem`` is not an Ed25519 public key.
+    """
+
+    def __init__(
+        self,
+        public_key_pem: str,
+        *,
+        issuer: str = ISSUER,
+        audience: str = AUDIENCE,
+        leeway: float = 5.0,
+    ) -> None:
+        try:
+            key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            raise ValueError(f"not a PEM public key: {type(exc).__name__}") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise ValueError(f"verification key must be Ed25519, got {type(key).__name__}")
+        self._key = key
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+
+    def verify(self, token: str, *, role: str = CLIENT_ROLE) -> AccessClaims:
+        """The claims of a valid token held by ``role``.
+
+        Raises
+        ------
+        TokenError
+            ``TokenMissingError``, ``TokenInvalidError``, ``TokenExpiredError`` (401) or
+            ``TokenWrongRoleError`` (403).
+        """
+        if not token:
+            raise TokenMissingError("no access token was presented")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise TokenInvalidError("access token is too long")
+        try:
+            # Only EdDSA: never let the token's header pick the algorithm ("none", HS256).
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": _REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenExpiredError("access token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            # PyJWT's messages name the failed check, never the token itself.
+            raise TokenInvalidError(f"access token rejected: {exc}") from None
+        claims = claims_from_payload(payload)
+        if claims.role != role:
+            raise TokenWrongRoleError(
+                f"access token has role {claims.role!r}, this requires {role!r}"
+            )
+        return claims

@@ -1,0 +1,82 @@
+"""hefl_wire's surface: the loopback rule, the claims of an access token, what it re-exports."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+import hefl_wire
+import keyauth.settings
+import keyauth.tokens
+from hefl_wire import CLAIMS, AccessClaims, claims_from_payload, claims_to_payload
+from hefl_wire import is_loopback_host as is_loopback
+
+
+def test_the_public_surface_is_complete_and_sorted() -> None:
+    public = hefl_wire.__all__
+
+    assert [name for name in public if not hasattr(hefl_wire, name)] == []
+    assert sorted(public, key=lambda n: (not n.isupper(), n)) == public
+    assert len(set(public)) == len(public)
+
+
+def test_the_contract_imports_no_web_framework_nor_a_role() -> None:
+    # Everything it imports is here, the standard library, PyJWT or cryptography.
+    imported = set()
+    for path in Path(str(hefl_wire.__file__)).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+
+    assert imported - set(sys.stdlib_module_names) == {"hefl_wire", "jwt", "cryptography"}
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost", "LOCALHOST", "localhost."],
+)
+def test_loopback_addresses_and_localhost_are_loopback(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "app.localhost",  # RFC 6761 says loopback; not every resolver agrees (docs/protocol.md)
+        "localhost.example.org",
+        "0.0.0.0",
+        "::",
+        "10.0.0.5",
+        "fl.example.org",
+        "",
+    ],
+)
+def test_every_other_host_is_exposed(host: str) -> None:
+    assert not is_loopback(host)
+
+
+def test_claims_round_trip_through_a_payload() -> None:
+    claims = AccessClaims("c-1", "hospital-a", "client", 2, 1_700_000_300.0, "j")
+
+    payload = claims_to_payload(claims, issued_at=1_700_000_000)
+
+    assert tuple(payload) == CLAIMS
+    assert (payload["iss"], payload["aud"], payload["exp"]) == (
+        "hefl-keyauth",
+        "hefl",
+        1_700_000_300,
+    )
+    assert claims_from_payload(payload) == claims
+
+
+def test_keyauth_re_exports_what_moved_until_fl_server_imports_the_contract() -> None:
+    # Transitional (issue 11): fl_server still imports these from keyauth.
+    assert keyauth.tokens.TokenVerifier is hefl_wire.TokenVerifier
+    assert keyauth.tokens.TokenError is hefl_wire.TokenError
+    assert keyauth.tokens.AccessClaims is hefl_wire.AccessClaims
+    assert keyauth.settings.is_loopback_host is hefl_wire.is_loopback_host
