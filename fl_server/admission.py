@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fl_server.errors import RateLimitedError, ServerBusyError, SlotsFullError
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 
 __all__ = ["RateLimiter", "SlotTable", "UpdateQueue", "UpdateTicket"]
 

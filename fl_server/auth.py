@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 from fl_server.errors import AuthError, ClientRevokedError
 from fl_server.material import KeyauthMaterial
-from keyauth.tokens import AccessClaims, TokenError, TokenVerifier
+from hefl_wire import AccessClaims, TokenError, TokenVerifier
 
 __all__ = ["ClientAuth"]
 
@@ -40,7 +40,7 @@ class ClientAuth:
         try:
             claims = self._verifier.verify(token)
         except TokenError as exc:
-            raise AuthError(exc.detail, code=exc.code, http_status=exc.http_status) from None
+            raise AuthError.from_token(exc) from None
         if claims.client_id in self._revoked:
             raise ClientRevokedError(f"client {claims.client_id} has been revoked")
         with self._lock:

@@ -11,7 +11,7 @@ import uvicorn
 from fl_server.app import create_app, settings_from_env
 from fl_server.errors import StartupError
 from hefl_http.protocol import DeadlineH11Protocol
-from keyauth.settings import is_loopback_host
+from hefl_wire import is_loopback_host
 
 __all__ = ["main"]
 

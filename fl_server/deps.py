@@ -9,9 +9,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fl_server.domain import BodyReader
-from fl_server.errors import BodyTooLargeError, RequestError, ServerBusyError
+from fl_server.errors import (
+    BodyTooLargeError,
+    ContentLengthInvalidError,
+    EncodingUnsupportedError,
+    ServerBusyError,
+)
 from fl_server.service import ServerService
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 
 __all__ = ["CurrentClient", "RequestBody", "Service", "read_body"]
 
@@ -49,15 +54,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     """
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise RequestError(
-            "Content-Encoding is not supported: send the body as is",
-            code="encoding_unsupported",
-            http_status=415,
-        )
+        raise EncodingUnsupportedError("Content-Encoding is not supported: send the body as is")
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
-            raise RequestError("Content-Length is not a number")
+            raise ContentLengthInvalidError("Content-Length is not a number")
         if int(declared) > limit:
             raise BodyTooLargeError(f"body of {declared} bytes exceeds the {limit} allowed")
     chunks: list[bytes] = []

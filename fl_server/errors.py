@@ -66,7 +66,7 @@ import math
 from typing import Any
 
 import crypto
-from hefl_wire import ProblemError, TokenError, bearer_challenge, check_problem
+from hefl_wire import ProblemError, TokenError, bearer_challenge
 
 __all__ = [
     "AuthError",
@@ -119,36 +119,12 @@ __all__ = [
 
 
 class ServerError(ProblemError):
-    """Base of every error raised by ``fl_server``.
-
-    Parameters
-    ----------
-    detail
-        The problem's detail (never a token or ciphertext bytes).
-    code, http_status
-        Transitional (issue 11), until each raise site names its own class: an instance
-        may answer another code or status than its class's, checked against hefl_wire's
-        registry here.
-
-    Raises
-    ------
-    ProblemCodeError
-        ``code`` is not registered, or is not answered with this status.
-    """
+    """Base of every error raised by ``fl_server``; ``detail`` never holds a token or
+    ciphertext bytes. Each subclass declares its code and status (checked when defined)."""
 
     code = "internal_error"
     http_status = 500
     title = "Internal error"
-
-    def __init__(
-        self, detail: str, *, code: str | None = None, http_status: int | None = None
-    ) -> None:
-        super().__init__(detail)
-        if code is not None or http_status is not None:
-            code = self.code if code is None else code
-            http_status = self.http_status if http_status is None else http_status
-            check_problem(code, http_status, where=type(self).__qualname__)
-            self.code, self.http_status = code, http_status
 
     @property
     def challenge(self) -> str | None:

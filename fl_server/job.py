@@ -13,11 +13,15 @@ import crypto
 from fl_server.domain import BodyReader, JobState, JobView, LayoutSet
 from fl_server.errors import (
     IncompleteModelError,
+    InitialModelExistsError,
     InvalidInputError,
-    JobStateError,
+    JobNotStartedError,
+    JobNotTrainingError,
     KeyEpochMismatchError,
     LayoutConflictError,
-    NotFoundError,
+    LayoutInvalidError,
+    LayoutNotFoundError,
+    NoLayoutError,
     ServerError,
     StorageError,
 )
@@ -145,20 +149,20 @@ class JobLifecycle:
 
     def layout_json(self) -> bytes:
         if self._job is None:
-            raise NotFoundError("no model layout has been set yet", code="no_layout")
+            raise LayoutNotFoundError("no model layout has been set yet")
         return self._job.layout.to_json()
 
     def envelope_limit(self) -> int:
         """The largest model or update envelope this job's layout allows, in bytes."""
         if self._job is None:
-            raise JobStateError("set the model layout first", code="no_layout")
+            raise NoLayoutError("set the model layout first")
         return self._job.limits.max_total_bytes
 
     def snapshot(self) -> ModelSnapshot:
         """The published model; ``job_not_started`` before the initial model."""
         state = self._state
         if state is None:
-            raise JobStateError("the job has no initial model yet", code="job_not_started")
+            raise JobNotStartedError("the job has no initial model yet")
         return state.snapshot
 
     # -- guards ---------------------------------------------------------------------------
@@ -172,7 +176,7 @@ class JobLifecycle:
         self.require_writable()
         state = self._state
         if state is None:
-            raise JobStateError("the job has no initial model yet", code="job_not_started")
+            raise JobNotStartedError("the job has no initial model yet")
         return state
 
     def require_training(self, update_id: uuid.UUID | None = None) -> ModelState:
@@ -180,9 +184,8 @@ class JobLifecycle:
         state = self.require_started()
         retry = update_id is not None and state.receipt(update_id) is not None
         if self.job_state() is JobState.DONE and not retry:
-            raise JobStateError(
-                f"the job is done ({self._settings.target_updates} updates applied)",
-                code="job_not_training",
+            raise JobNotTrainingError(
+                f"the job is done ({self._settings.target_updates} updates applied)"
             )
         return state
 
@@ -212,18 +215,14 @@ class JobLifecycle:
         except crypto.LayoutError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
         if layout.total_params > self._settings.max_params:
-            raise InvalidInputError(
+            raise LayoutInvalidError(
                 f"layout of {layout.total_params} parameters exceeds FLSERVER_MAX_PARAMS "
-                f"({self._settings.max_params})",
-                code="layout_invalid",
-                http_status=422,
+                f"({self._settings.max_params})"
             )
         if layout.block_size != self._profile.block_size:
-            raise InvalidInputError(
+            raise LayoutInvalidError(
                 f"layout block_size {layout.block_size} differs from the profile's "
-                f"{self._profile.block_size} values per block",
-                code="layout_invalid",
-                http_status=422,
+                f"{self._profile.block_size} values per block"
             )
         return self._worker.submit(lambda: self._store_layout(layout))
 
@@ -260,9 +259,9 @@ class JobLifecycle:
         self._traffic.count_in(len(body))
         job = self._job
         if job is None:
-            raise JobStateError("set the model layout first", code="no_layout")
+            raise NoLayoutError("set the model layout first")
         if self._state is not None:
-            raise JobStateError("the job already has a model", code="initial_model_exists")
+            raise InitialModelExistsError("the job already has a model")
         try:
             model = crypto.model_from_bytes(body, job.limits)
         except crypto.CryptoError as exc:
@@ -278,7 +277,7 @@ class JobLifecycle:
 
     def _store_initial_model(self, model: crypto.EncryptedModel) -> None:
         if self._state is not None:
-            raise JobStateError("the job already has a model", code="initial_model_exists")
+            raise InitialModelExistsError("the job already has a model")
         assert self._job is not None
         record = self._job.record
         try:

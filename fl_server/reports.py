@@ -14,12 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from fl_server.domain import BodyReader, VersionSummary
-from fl_server.errors import JobStateError, MetricsInvalidError, VersionAheadError
+from fl_server.errors import JobNotStartedError, MetricsInvalidError, VersionAheadError
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
 from fl_server.schemas import MetricsReportCreate
 from fl_server.store import Store
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 
 __all__ = ["MetricsReports", "check_metrics", "metrics_by_version", "parse_report"]
 
@@ -82,7 +82,7 @@ class MetricsReports:
         self._lifecycle.require_writable()
         state = self._lifecycle.state
         if state is None:
-            raise JobStateError("the job has no model yet", code="job_not_started")
+            raise JobNotStartedError("the job has no model yet")
         if version > state.version:
             raise VersionAheadError(
                 f"metrics for version {version}, but the model is at version {state.version}",

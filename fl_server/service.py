@@ -30,7 +30,7 @@ from fl_server.store import FileStore, Store
 from fl_server.traffic import Traffic
 from fl_server.updates import UpdatePipeline
 from fl_server.worker import ApplyWorker
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 
 __all__ = ["KeyauthMaterial", "ServerService"]
 

@@ -28,7 +28,7 @@ from fl_server.settings import ServerSettings
 from fl_server.staleness import StalenessPolicy
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 
 __all__ = ["UpdatePipeline"]
 

@@ -11,8 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 import crypto
 from hefl_wire import is_loopback_host
 
-# is_loopback_host: re-exported until fl_server.cli imports it from hefl_wire.
-__all__ = ["PLACEHOLDER_ADMIN_KEYS", "KeyauthSettings", "is_loopback_host"]
+__all__ = ["PLACEHOLDER_ADMIN_KEYS", "KeyauthSettings"]
 
 # Keys that ship in examples or that anyone would guess first. Only loopback may use them.
 PLACEHOLDER_ADMIN_KEYS = frozenset(

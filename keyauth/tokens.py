@@ -1,8 +1,8 @@
 """Signed client access tokens (EdDSA JWTs): keyauth signs them with its private key.
 
 Pure: no web framework, no network. The claims and their verification are the wire
-contract's (``hefl_wire.AccessClaims``, ``hefl_wire.TokenVerifier``); they are
-re-exported here until fl_server imports them from ``hefl_wire``.
+contract's (``hefl_wire.AccessClaims``, ``hefl_wire.TokenVerifier``), which fl_server and
+fl_client use without importing keyauth.
 """
 
 from __future__ import annotations
@@ -21,23 +21,13 @@ from hefl_wire import (
     AUDIENCE,
     CLIENT_ROLE,
     ISSUER,
-    MAX_TOKEN_CHARS,
     AccessClaims,
-    TokenError,
-    TokenVerifier,
     claims_to_payload,
 )
 
 __all__ = [
-    "ALGORITHM",
-    "AUDIENCE",
-    "ISSUER",
-    "MAX_TOKEN_CHARS",
-    "AccessClaims",
     "IssuedToken",
-    "TokenError",
     "TokenSigner",
-    "TokenVerifier",
     "generate_signing_key",
     "public_key_to_pem",
     "signing_key_from_pem",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import time
@@ -17,6 +16,7 @@ from fl_client.errors import ConfigError, InsecureTransportError, TransportError
 from fl_client.rounds.port import OnChunk
 from fl_client.settings import ClientSettings
 from fl_client.transport.answers import parse_retry_after, raise_for_problem
+from hefl_wire import is_loopback_host
 
 __all__ = ["RETRY_STATUSES", "ClientOptions", "Edge", "RetryPolicy", "require_secure_url"]
 
@@ -28,6 +28,8 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 def require_secure_url(url: str, *, allow_insecure_http: bool) -> str:
     """Return ``url`` if it is https, or http to a loopback host; refuse it otherwise.
+
+    Loopback is ``hefl_wire.is_loopback_host``: the rule keyauth applies too.
 
     Raises
     ------
@@ -42,11 +44,7 @@ def require_secure_url(url: str, *, allow_insecure_http: bool) -> str:
     if parts.scheme == "https" or allow_insecure_http:
         return url
     host = parts.hostname
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost" or host.endswith(".localhost")
-    if not loopback:
+    if not is_loopback_host(host):
         # Clients share one secret key per epoch: without TLS, any client (or anyone on
         # the path) who sees an upload can decrypt it.
         raise InsecureTransportError(

@@ -185,16 +185,11 @@ def test_an_inherited_code_is_checked_against_a_new_status() -> None:
             http_status = 410
 
 
-def test_fl_servers_instance_override_is_checked_when_raised() -> None:
-    # Transitional: fl_server's raise sites still pass code= until each names its class.
-    with pytest.raises(ProblemCodeError, match="not in hefl_wire's registry"):
-        server_errors.JobStateError("x", code="job_on_fire")
-    with pytest.raises(ProblemCodeError, match="answered with 415, not 422"):
-        server_errors.RequestError("x", code="encoding_unsupported")
-
-    error = server_errors.NotFoundError("x", code="no_layout")
-
-    assert (error.code, error.http_status, error.title) == ("no_layout", 404, "Not found")
+@pytest.mark.parametrize("base", [server_errors.ServerError, keyauth_errors.KeyauthError])
+def test_a_raise_site_cannot_answer_another_code_than_its_class(base: type[ProblemError]) -> None:
+    # The code comes from the class, so a raise site names a class, never a string.
+    with pytest.raises(TypeError):
+        base("x", code="no_layout")  # type: ignore[call-arg]
 
 
 def _protocol_table() -> dict[str, tuple[frozenset[int], str]]:

@@ -1,4 +1,4 @@
-"""hefl_wire's surface: the loopback rule, the claims of an access token, what it re-exports."""
+"""hefl_wire's surface: the loopback rule, the claims of an access token, the import graph."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 
 import hefl_wire
-import keyauth.settings
-import keyauth.tokens
 from hefl_wire import CLAIMS, AccessClaims, claims_from_payload, claims_to_payload
 from hefl_wire import is_loopback_host as is_loopback
 
@@ -74,9 +72,30 @@ def test_claims_round_trip_through_a_payload() -> None:
     assert claims_from_payload(payload) == claims
 
 
-def test_keyauth_re_exports_what_moved_until_fl_server_imports_the_contract() -> None:
-    # Transitional (issue 11): fl_server still imports these from keyauth.
-    assert keyauth.tokens.TokenVerifier is hefl_wire.TokenVerifier
-    assert keyauth.tokens.TokenError is hefl_wire.TokenError
-    assert keyauth.tokens.AccessClaims is hefl_wire.AccessClaims
-    assert keyauth.settings.is_loopback_host is hefl_wire.is_loopback_host
+# Which of hefl's packages each package may import: the three roles share only the
+# contract and the pure layers, never each other.
+ALLOWED_IMPORTS = {
+    "crypto": set(),
+    "hefl_wire": set(),
+    "hefl_durable": set(),
+    "hefl_study": {"crypto"},
+    "hefl_http": {"hefl_wire"},
+    "keyauth": {"crypto", "hefl_wire", "hefl_http", "hefl_durable"},
+    "fl_server": {"crypto", "hefl_wire", "hefl_http", "hefl_durable", "hefl_study"},
+    "fl_client": {"crypto", "hefl_wire", "hefl_durable", "hefl_study"},
+}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED_IMPORTS))
+def test_no_role_imports_another(package: str) -> None:
+    root = Path(__file__).resolve().parents[2] / package
+    imported = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+
+    ours = (imported & set(ALLOWED_IMPORTS)) - {package}
+    assert ours <= ALLOWED_IMPORTS[package], f"{package} imports {ours - ALLOWED_IMPORTS[package]}"

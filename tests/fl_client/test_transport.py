@@ -41,6 +41,7 @@ from tests.fl_client.fakes import problem
         "http://127.5.6.7",
         "http://[::1]:8800",
         "http://localhost:8800",
+        "http://localhost.:8800",
     ],
 )
 def test_https_and_loopback_http_are_allowed(url: str) -> None:
@@ -48,7 +49,14 @@ def test_https_and_loopback_http_are_allowed(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://10.0.0.5:8800", "http://fl.example.org", "http://localhost.example.org"]
+    "url",
+    [
+        "http://10.0.0.5:8800",
+        "http://fl.example.org",
+        "http://localhost.example.org",
+        # Not loopback under hefl_wire's rule (not every resolver honours RFC 6761).
+        "http://app.localhost:8800",
+    ],
 )
 def test_plain_http_off_loopback_is_refused_unless_allowed(url: str) -> None:
     with pytest.raises(InsecureTransportError, match="allow-insecure-http"):

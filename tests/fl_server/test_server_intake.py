@@ -20,7 +20,7 @@ from fl_server.material import KeyauthMaterial
 from fl_server.reports import parse_report
 from fl_server.service import ServerService
 from fl_server.store import MemoryStore
-from keyauth.tokens import AccessClaims
+from hefl_wire import AccessClaims
 from tests.fl_server.helpers import Hospital, make_settings, mint_token
 
 pytestmark = pytest.mark.anyio

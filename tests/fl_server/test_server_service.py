@@ -32,7 +32,7 @@ from fl_server.errors import (
 from fl_server.material import KeyauthMaterial
 from fl_server.service import ServerService
 from fl_server.store import FileStore, MemoryStore, Store, UpdateRecord
-from keyauth.tokens import AccessClaims, TokenVerifier
+from hefl_wire import AccessClaims, TokenVerifier
 from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published
 
 Values = npt.NDArray[np.float64]

@@ -11,10 +11,11 @@ import pytest
 from fastapi import FastAPI
 
 import crypto
+from hefl_wire import TokenVerifier
 from keyauth.app import BodySizeLimitMiddleware, create_app
 from keyauth.service import hash_secret
 from keyauth.store import EnrollmentTokenRecord
-from keyauth.tokens import TokenSigner, TokenVerifier, signing_key_from_pem
+from keyauth.tokens import TokenSigner, signing_key_from_pem
 from tests.keyauth.keyauth_helpers import ADMIN_KEY, make_settings, started
 
 pytestmark = pytest.mark.anyio

@@ -11,6 +11,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 import crypto
+from hefl_wire import TokenVerifier
 from keyauth.errors import (
     AdminAuthError,
     ClientCredentialsError,
@@ -35,7 +36,7 @@ from keyauth.service import (
 )
 from keyauth.settings import KeyauthSettings
 from keyauth.store import InMemoryStore, SqliteStore
-from keyauth.tokens import TokenSigner, TokenVerifier, signing_key_from_pem
+from keyauth.tokens import TokenSigner, signing_key_from_pem
 from tests.keyauth.keyauth_helpers import ADMIN_KEY, FakeClock, make_settings
 
 

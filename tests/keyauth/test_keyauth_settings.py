@@ -11,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 import keyauth
+from hefl_wire import is_loopback_host
 from keyauth import errors
 from keyauth.app import create_app_from_env
 from keyauth.errors import KeyauthError, SettingsError, TokenError, error_from_problem
-from keyauth.settings import KeyauthSettings, is_loopback_host
+from keyauth.settings import KeyauthSettings
 
 
 def test_defaults_are_loopback_with_the_placeholder_key() -> None:
