@@ -5,14 +5,14 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from crypto._errors import LayoutError, LayoutMismatchError
+from crypto._errors import LayoutError
 
 __all__ = ["ModelLayout", "TensorSpec", "build_layout", "tensor_to_numpy"]
 
@@ -146,37 +146,6 @@ class ModelLayout:
     def fingerprint(self) -> bytes:
         """SHA-256 of the canonical JSON: equal fingerprints mean identical layouts."""
         return hashlib.sha256(self.to_json()).digest()
-
-    def check_fingerprint(self, other: bytes) -> None:
-        """Raise ``LayoutMismatchError`` unless ``other`` is this layout's fingerprint."""
-        if other != self.fingerprint:
-            raise LayoutMismatchError(
-                f"layout fingerprint {other.hex()[:16]}… does not match "
-                f"{self.fingerprint.hex()[:16]}…"
-            )
-
-    def block_contents(self, index: int) -> list[tuple[str, int, int]]:
-        """Which tensors block ``index`` holds: ``(name, start, stop)`` in flat tensor positions."""
-        if not 0 <= index < self.n_blocks:
-            raise LayoutError(f"block {index} out of range 0..{self.n_blocks - 1}")
-        lo, hi = index * self.block_size, (index + 1) * self.block_size
-        out = []
-        for spec in self.tensors:
-            start, stop = max(lo, spec.offset), min(hi, spec.offset + spec.numel)
-            if start < stop:
-                out.append((spec.name, start - spec.offset, stop - spec.offset))
-        return out
-
-    def blocks_of(self, names: Iterable[str]) -> list[int]:
-        """Indices of the blocks that hold any part of the named tensors."""
-        wanted = set(names)
-        blocks: set[int] = set()
-        for spec in self.tensors:
-            if spec.name in wanted and spec.numel:
-                first = spec.offset // self.block_size
-                last = (spec.offset + spec.numel - 1) // self.block_size
-                blocks.update(range(first, last + 1))
-        return sorted(blocks)
 
     def flatten(self, tensors: Mapping[str, Any]) -> npt.NDArray[np.float64]:
         """Pack the shared tensors into an ``(n_blocks, block_size)`` float64 array.

@@ -84,10 +84,6 @@ class CkksProfile:
             raise ProfileError(f"profile {self.name!r}: noise_coefficient must be positive")
 
     @property
-    def slot_count(self) -> int:
-        return self.poly_modulus_degree // 2
-
-    @property
     def block_size(self) -> int:
         """Real values per ciphertext block (two per slot, packed as a complex number)."""
         return self.poly_modulus_degree

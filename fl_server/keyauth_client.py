@@ -47,7 +47,6 @@ class KeyauthClient:
             timeout=settings.keyauth_timeout,
             transport=transport,
         )
-        self._has_revocations = True
 
     async def aclose(self) -> None:
         await self._http.aclose()
