@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +43,7 @@ class Table:
     n_rows: int
 
 
-def table_from_columns(columns: dict[str, Sequence[Cell]], source: str = "table") -> Table:
+def table_from_columns(columns: Mapping[str, Sequence[Cell]], source: str = "table") -> Table:
     """A ``Table`` from columns already in memory (all of the same length)."""
     lengths = {len(cells) for cells in columns.values()}
     if len(lengths) > 1:

@@ -146,7 +146,7 @@ def sync_fedavg(
     """
     layout, global_blocks, clients = _setup(datas, factory, seeds, ())
     delays = step_delays or [0.0] * len(clients)
-    weights = np.array([len(c.data.train) for c in clients], dtype=np.float64)  # type: ignore[arg-type]
+    weights = np.array([len(c.data.train) for c in clients], dtype=np.float64)
     weights /= weights.sum()
     curve = Curve(name)
     acc, _ = _evaluate(factory, layout, global_blocks, clients)

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 import crypto
 from fl_server.app import create_app as create_server_app
@@ -66,7 +67,9 @@ def _answer(response: httpx.Response) -> dict[str, Any]:
 
 
 def _keyauth_settings(tmp_path: Path) -> KeyauthSettings:
-    return KeyauthSettings(state_dir=tmp_path / "keyauth", admin_key=ADMIN_KEY, profile=PROFILE)
+    return KeyauthSettings(
+        state_dir=tmp_path / "keyauth", admin_key=SecretStr(ADMIN_KEY), profile=PROFILE
+    )
 
 
 def _server_settings(tmp_path: Path) -> ServerSettings:

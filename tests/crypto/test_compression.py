@@ -50,6 +50,7 @@ def test_error_feedback_eventually_sends_everything() -> None:
         residual = out.residual
         assert np.allclose(sent_total + residual, delta_total, atol=1e-9)
     # the residual stays bounded: nothing is starved forever
+    assert residual is not None
     assert np.max(np.abs(residual)) < np.max(np.abs(delta_total)) + 50
 
 

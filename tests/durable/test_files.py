@@ -74,7 +74,8 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _fail_write(monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write, written = os.write, []
+    real_write = os.write
+    written: list[int] = []
 
     def write(fd: int, data: Any) -> int:
         if written:

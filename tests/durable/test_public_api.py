@@ -16,7 +16,7 @@ def test_every_public_name_exists_once_in_order() -> None:
 
 
 def test_only_the_standard_library_is_imported() -> None:
-    imported = set()
+    imported: set[str] = set()
     for path in Path(hefl_durable.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

@@ -50,7 +50,7 @@ def test_missing_cholesterol_is_missing_and_never_learned() -> None:
     swiss = site_arrays("heart-disease", "switzerland")
     assert np.isnan(swiss.x_train[:, CHOL]).all()
     data = to_client_data(swiss)
-    x_train = data.train.tensors[0]  # type: ignore[attr-defined]
+    x_train = data.train.tensors[0]
     assert torch.all(x_train[:, CHOL] == 0)
     model = build_model(MODELS["logistic"], data.input_shape, data.n_classes, seed=3)
     before = model.head.weight.detach().clone()
@@ -80,8 +80,8 @@ def test_statistics_come_from_the_training_split_only() -> None:
     arrays = site_arrays("heart-disease", "cleveland")
     data = to_client_data(arrays)
     shifted = to_client_data(type(arrays)(**{**arrays.__dict__, "x_test": arrays.x_test + 1000.0}))
-    train = data.train.tensors[0]  # type: ignore[attr-defined]
-    assert torch.equal(train, shifted.train.tensors[0])  # type: ignore[attr-defined]
+    train = data.train.tensors[0]
+    assert torch.equal(train, shifted.train.tensors[0])
     assert torch.allclose(train.mean(dim=0), torch.zeros(13), atol=1e-5)
 
 

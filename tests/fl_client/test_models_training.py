@@ -118,7 +118,7 @@ def test_steps_override_epochs_and_training_improves_the_model(
     assert result.steps == 60
     assert after.loss < before.loss
     assert after.accuracy > 0.85
-    assert after.n_samples == len(data.test)  # type: ignore[arg-type]
+    assert after.n_samples == len(data.test)
 
 
 def test_local_round_delta_covers_shared_tensors_and_keeps_personal_ones_apart(

@@ -7,8 +7,10 @@ import os
 import stat
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from fl_client import LocalStateError, NotEnrolledError
@@ -60,7 +62,10 @@ def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
     state = LocalState(tmp_path / "s")
     update_id = uuid.uuid4()
     residual = np.arange(8.0).reshape(2, 4)
-    personal = {"head.weight": np.ones((2, 3), dtype=np.float32), "head.bias": np.zeros(2)}
+    personal: dict[str, npt.NDArray[Any]] = {
+        "head.weight": np.ones((2, 3), dtype=np.float32),
+        "head.bias": np.zeros(2),
+    }
     pending = PendingUpdate(
         update_id=update_id,
         base_version=7,
@@ -77,6 +82,7 @@ def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
     assert loaded.envelope == pending.envelope
     assert loaded.base_version == 7
     assert loaded.summary == {"wire": {"envelope_bytes": 104}}
+    assert loaded.progress.residual is not None
     assert np.array_equal(loaded.progress.residual, residual)
     assert set(loaded.progress.personal) == {"head.weight", "head.bias"}
     assert loaded.progress.personal["head.weight"].dtype == np.float32
@@ -87,6 +93,7 @@ def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
     again = state.load_progress()
     assert again.rounds == 3
     assert again.fingerprint == b"f" * 32
+    assert again.residual is not None
     assert np.array_equal(again.residual, residual)
     assert again.last_update_id == update_id
 

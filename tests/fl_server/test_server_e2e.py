@@ -78,8 +78,16 @@ def hospitals(keyauth: str) -> list[Enrolled]:
 
 def fl_server(keyauth: str, state_dir: Path, log: Path, **settings: str) -> ServiceProcess:
     """A running fl_server; ``settings`` are further ``FLSERVER_*`` values (lower-case names)."""
+    # uvicorn_args and tls named, so that ``settings`` (all str) can only be FLSERVER_* values
     return server_service(
-        keyauth, state_dir, log, client_updates_per_minute="0", checkpoint_every="4", **settings
+        keyauth,
+        state_dir,
+        log,
+        uvicorn_args=(),
+        tls=None,
+        client_updates_per_minute="0",
+        checkpoint_every="4",
+        **settings,
     )
 
 
@@ -249,17 +257,17 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
     ):
         recovered = http.get("/v1/job").json()["version"]
         assert recovered in (len(ledger.acked), len(ledger.acked) + len(in_flight))
-        for uid, envelope, values in in_flight:  # the client retries what got no answer
+        for update_id, envelope, values in in_flight:  # the client retries what got no answer
             retried = push(http, envelope)
             assert retried.status_code == 202, retried.text
-            ledger.add(uid, retried.json()["weight"], values)
-        uid, envelope, _ = sent[1]
+            ledger.add(update_id, retried.json()["weight"], values)
+        update_id, envelope, _ = sent[1]
         duplicate = push(http, envelope).json()
         version, model = pull(http, hospital, at_least=len(ledger.acked))
         status = http.get("/v1/status").json()
 
     assert duplicate["duplicate"] is True
-    assert (duplicate["update_id"], duplicate["version"]) == (uid, 2)
+    assert (duplicate["update_id"], duplicate["version"]) == (update_id, 2)
     assert version == len(ledger.acked) == status["updates_applied"]
     bound = hospital.profile.error_bound(len(ledger.acked) + 1)
     assert np.max(np.abs(model - ledger.model(initial))) <= bound

@@ -43,7 +43,7 @@ def test_every_public_name_exists_once() -> None:
 )
 def test_transport_free_modules_import_no_web_framework(module: str) -> None:
     path = Path(importlib.import_module(f"fl_server.{module}").__file__ or "")
-    imported = set()
+    imported: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name.split(".")[0] for alias in node.names)

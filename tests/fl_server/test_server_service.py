@@ -590,7 +590,7 @@ def test_a_forgotten_receipt_never_lets_an_update_apply_twice(
     first = [push(service, client, envelope) for _, envelope in sent]
     for k in range(9, 20):
         push(service, other, hospital.update(zero, base_version=k)[1])
-    expected = sum(values for values, _ in sent)
+    expected = np.sum([values for values, _ in sent], axis=0)
 
     # Execute / Assert: the newest 8 resends get their first receipts; the oldest one,
     # forgotten, is refused and not applied again, also after a restart with a larger

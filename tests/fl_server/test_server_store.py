@@ -197,7 +197,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
 def test_no_store_module_imports_a_web_framework() -> None:
     import fl_server.store
 
-    imported = set()
+    imported: set[str] = set()
     for path in Path(fl_server.store.__file__ or "").parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):

@@ -7,11 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import jwt
 import pytest
+from pydantic import SecretStr
 
 import crypto
 from fl_server.app import create_app as create_server
@@ -54,7 +55,7 @@ async def _enroll(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     settings = KeyauthSettings(
-        state_dir=tmp_path / "keyauth", admin_key=ADMIN_KEY, profile="test-n2048"
+        state_dir=tmp_path / "keyauth", admin_key=SecretStr(ADMIN_KEY), profile="test-n2048"
     )
     kapp = create_keyauth(settings)
     async with kapp.router.lifespan_context(kapp):
@@ -93,10 +94,16 @@ def _signer(world: World, issued_ago: float = 0) -> TokenSigner:
     return TokenSigner(signing_key_from_pem(pem), clock=lambda: time.time() - issued_ago)
 
 
+class _Claims(TypedDict):
+    client_id: str
+    client_name: str
+    key_epoch: int
+
+
 def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]:
     """Name -> (headers, status, acceptable codes)."""
     party = world.party
-    claims = {"client_id": party.client_id, "client_name": "hospital-a", "key_epoch": 1}
+    claims = _Claims(client_id=party.client_id, client_name="hospital-a", key_epoch=1)
     expired = _signer(world, issued_ago=3600).issue(**claims).token
     wrong_role = _signer(world).issue(**claims, role="admin").token
     forged = TokenSigner(generate_signing_key()).issue(**claims).token
@@ -108,7 +115,7 @@ def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]
             "iss": "hefl-keyauth",
             "exp": int(time.time()) + 300,
         },
-        key=None,
+        key="",  # PyJWT's spelling of "no key" for alg none
         algorithm="none",
     )
     head, payload, signature = party.token.split(".")
@@ -121,7 +128,10 @@ def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]
         .issue(**claims)
         .token
     )
-    bearer = lambda t: {"Authorization": f"Bearer {t}"}  # noqa: E731
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
     invalid = {"token_invalid"}
     return {
         "missing": ({}, 401, {"token_missing"}),
@@ -210,7 +220,7 @@ async def test_a_valid_bearer_token_may_be_replayed_within_its_lifetime(world: W
 
 
 async def test_every_admin_endpoint_refuses_a_missing_or_wrong_admin_key(world: World) -> None:
-    endpoints = [
+    endpoints: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/enrollment-tokens", {"json": {"client_name": "x"}}),
         ("GET", "/v1/clients", {}),
         ("DELETE", f"/v1/clients/{world.party.client_id}", {}),

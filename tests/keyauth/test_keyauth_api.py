@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from starlette.types import Message
 
 import crypto
 from hefl_wire import TokenVerifier
@@ -637,15 +638,15 @@ async def test_streamed_oversized_body_is_refused(api: httpx.AsyncClient) -> Non
 
 async def test_middleware_refuses_an_invalid_content_length() -> None:
     called: list[bool] = []
-    messages: list[dict[str, Any]] = []
+    messages: list[Message] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         called.append(True)
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: Message) -> None:
         messages.append(message)
 
     scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"1x")]}

@@ -40,7 +40,7 @@ def verifier(key: Ed25519PrivateKey) -> TokenVerifier:
 def _issue(key: Ed25519PrivateKey, *, issued_at: float | None = None, **kwargs: Any) -> str:
     clock = (lambda: issued_at) if issued_at is not None else time.time
     signer = TokenSigner(key, lifetime=300, clock=clock)
-    fields = {"client_id": "c-1", "client_name": "hospital-a", "key_epoch": 3}
+    fields: dict[str, Any] = {"client_id": "c-1", "client_name": "hospital-a", "key_epoch": 3}
     fields.update(kwargs)
     return signer.issue(**fields).token
 
