@@ -196,6 +196,12 @@ def parse_table(
         of the wrong type, an unknown category, a label outside the task, a missing value
         where the policy is ``error``, too few rows.
     """
+    if data.label is None or not data.is_table:
+        raise DataError(
+            f"{table.source}: this study's data is not a table (data.input_shape): "
+            "load it with a data factory (--data pkg.mod:factory)"
+        )
+    label_name = data.label
     problems = _check_columns(table, data, labels)
     parsed: dict[str, _Column] = {}
     drops: Counter[str] = Counter()
@@ -242,9 +248,9 @@ def parse_table(
     values = {name: column.values[rows] for name, column in parsed.items()}
     targets: Ints | Floats | None = None
     if label and data.classes is None:
-        targets = values[data.label].astype(np.float64)
+        targets = values[label_name].astype(np.float64)
     elif label:
-        targets = values[data.label].astype(np.int64)
+        targets = values[label_name].astype(np.int64)
     return ParsedTable(
         rows=rows,
         numeric={

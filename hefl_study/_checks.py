@@ -89,7 +89,16 @@ def check_model(model: ModelSpec, data: DataSpec | None) -> list[Problem]:
             problems.append(Problem(at, f"must be a positive integer, not {value!r}"))
         if not _finite(value):
             problems.append(Problem(at, "must not hold nan or inf"))
-    if model.name == "cnn" and data is not None:
+    if model.name == "cnn" and data is not None and data.input_shape is not None:
+        if len(data.input_shape) != 3:
+            problems.append(
+                Problem(
+                    "model.name",
+                    "cnn needs image input (channels, height, width), but data.input_shape "
+                    f"has {len(data.input_shape)} dimensions",
+                )
+            )
+    elif model.name == "cnn" and data is not None:
         problems.append(
             Problem(
                 "model.name",
@@ -117,9 +126,32 @@ def _check_values(
 
 
 def check_data(data: DataSpec) -> list[Problem]:
-    """``[data]``: unique columns, label apart, categories and classes that fit the task."""
-    problems = _duplicates("data.features", [f.name for f in data.features], "feature")
-    problems = [Problem(f"{p.location}.name", p.message) for p in problems]
+    """``[data]``: features XOR input_shape; for a table, unique columns, label apart,
+    categories; classes that fit the task."""
+    if data.input_shape is not None:
+        if data.features:
+            return [
+                Problem(
+                    "data.input_shape",
+                    "give features (hospitals train on a table) or input_shape (hospitals "
+                    "bring their own data through a factory), not both",
+                )
+            ]
+        return _check_classes(data)
+    if not data.features:
+        return [
+            Problem(
+                "data.features",
+                "give the table's features ([[data.features]] with name and type), or "
+                "input_shape for data that hospitals load through a factory",
+            )
+        ]
+    problems = [
+        Problem(f"{p.location}.name", p.message)
+        for p in _duplicates("data.features", [f.name for f in data.features], "feature")
+    ]
+    if data.label is None:
+        problems.append(Problem("data.label", "a table needs its label column"))
     features = {f.name: i for i, f in enumerate(data.features)}
     if data.label in features:
         problems.append(

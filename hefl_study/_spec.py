@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -125,6 +126,11 @@ class Feature(_Section):
 class DataSpec(_Section):
     """``[data]``: the schema of every hospital's table and how it is prepared.
 
+    A study names its data in one of two ways: ``features`` (every hospital trains on a
+    table of these columns, checked and encoded by hefl), or ``input_shape`` (every
+    hospital brings its own data through a Python factory, whose examples must have this
+    shape; the table settings below then do not apply and ``label`` is not needed).
+
     Attributes
     ----------
     classes
@@ -143,10 +149,13 @@ class DataSpec(_Section):
         Fewest usable rows (after dropping) a hospital's table must have.
     """
 
-    label: Text = Field(min_length=1)
+    label: Annotated[str, Strict(), Field(min_length=1)] | None = None
     task: Task
     classes: Values | None = None
-    features: Annotated[tuple[Feature, ...], Field(min_length=1)]
+    features: tuple[Feature, ...] = ()
+    input_shape: (
+        Annotated[tuple[Annotated[int, Strict(), Field(ge=1)], ...], Field(min_length=1)] | None
+    ) = None
     ignore: tuple[Text, ...] = ()
     missing: MissingPolicy = "error"
     missing_values: tuple[Text, ...] = DEFAULT_MISSING_VALUES
@@ -173,9 +182,21 @@ class DataSpec(_Section):
         return {**data, "features": features}
 
     @property
+    def is_table(self) -> bool:
+        """Whether hospitals train on a table of ``features`` (else on a factory's data)."""
+        return self.input_shape is None
+
+    @property
     def input_width(self) -> int:
-        """Length of an encoded row: numeric features plus every one-hot column."""
+        """Values in one example: numeric features plus every one-hot column of a table."""
+        if self.input_shape is not None:
+            return math.prod(self.input_shape)
         return sum(f.width for f in self.features)
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """The shape of one example as the model sees it: ``(input_width,)`` for a table."""
+        return self.input_shape if self.input_shape is not None else (self.input_width,)
 
     @property
     def n_outputs(self) -> int:
@@ -275,13 +296,17 @@ class StopSpec(_Section):
     """``[stop]``: the job is done at the first rule met (at least one is required).
 
     ``metric`` is a pooled metric of the task (see ``TASK_METRICS``) and ``value`` its
-    target: reached at or above it, or at or below it for loss, mae and rmse.
+    target: reached at or above it, or at or below it for loss, mae and rmse. The pooled
+    value is the row-weighted mean of each hospital's latest report, and counts once at
+    least ``min_sites`` hospitals have reported. ``max_wall_seconds`` counts the time the
+    job spends training (paused time excluded).
     """
 
     target_updates: Int | None = Field(default=None, ge=1)
     max_wall_seconds: Number | None = Field(default=None, gt=0)
     metric: Text | None = None
     value: Number | None = None
+    min_sites: Int = Field(default=2, ge=1)
 
 
 class StudySpec(_Section):
@@ -292,6 +317,7 @@ class StudySpec(_Section):
     every client checks it.
     """
 
+    format: Literal[1] = 1
     name: Text
     description: Text = ""
     profile: Text = DEFAULT_PROFILE.name

@@ -230,3 +230,26 @@ def test_the_built_in_model_arguments_match_fl_client() -> None:
     for name, factory in MODELS.items():
         takes = set(inspect.signature(factory).parameters) - {"input_shape", "n_classes"}
         assert set(hefl_study.BUILTIN_MODEL_ARGS[name]) == takes, name
+
+
+def test_a_study_on_factory_data_declares_its_input_shape() -> None:
+    spec = spec_from_toml(
+        """
+name = "digits"
+[model]
+name = "cnn"
+[data]
+task = "multiclass"
+classes = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+input_shape = [1, 8, 8]
+[stop]
+target_updates = 10
+"""
+    )
+
+    assert not spec.data.is_table
+    assert spec.data.label is None
+    assert spec.data.example_shape == (1, 8, 8)
+    assert spec.data.input_width == 64
+    assert spec.data.n_outputs == 10
+    assert json.loads(spec_to_json(spec))["format"] == 1

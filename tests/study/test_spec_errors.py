@@ -195,7 +195,52 @@ CASES: list[tuple[str, Callable[[Raw], object], str, str]] = [
         "no features",
         lambda r: r["data"].update(features=[]),
         "data.features",
+        "give the table's features",
+    ),
+    (
+        "features and input_shape",
+        lambda r: r["data"].update(input_shape=[1, 8, 8]),
+        "data.input_shape",
+        "not both",
+    ),
+    (
+        "no label for a table",
+        lambda r: r["data"].pop("label"),
+        "data.label",
+        "a table needs its label column",
+    ),
+    (
+        "empty input_shape",
+        lambda r: r["data"].update(features=[], input_shape=[]),
+        "data.input_shape",
         "at least 1 item",
+    ),
+    (
+        "zero in input_shape",
+        lambda r: r["data"].update(features=[], input_shape=[1, 0]),
+        "data.input_shape[1]",
+        "must be at least 1, not 0",
+    ),
+    (
+        "cnn on a flat custom input",
+        lambda r: (
+            r["data"].update(features=[], input_shape=[64]),
+            r["model"].update(name="cnn"),
+        ),
+        "model.name",
+        "has 1 dimensions",
+    ),
+    (
+        "min_sites zero",
+        lambda r: r["stop"].update(min_sites=0),
+        "stop.min_sites",
+        "must be at least 1, not 0",
+    ),
+    (
+        "another format",
+        lambda r: r.update(format=2),
+        "format",
+        "1",
     ),
     (
         "binary with 3 classes",
