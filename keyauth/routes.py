@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response, status
 from keyauth.deps import AdminAccess, Authority, BearerToken
 from keyauth.schemas import (
     AccessTokenPublic,
+    AdminTokenPublic,
     ClientPublic,
     EnrollmentPublic,
     EnrollmentTokenCreate,
@@ -71,6 +72,12 @@ def revoke_client(
 def rotate_key_epoch(authority: Authority, _: AdminAccess) -> KeyEpochPublic:
     epoch = authority.rotate_key_epoch()
     return KeyEpochPublic(key_epoch=epoch.epoch, profile=epoch.profile_name)
+
+
+@router.post("/v1/admin/token", tags=["admin"])
+def issue_admin_token(authority: Authority, _: AdminAccess, response: Response) -> AdminTokenPublic:
+    response.headers.update(_NO_STORE)
+    return AdminTokenPublic.of(authority.issue_admin_token())
 
 
 @router.post(

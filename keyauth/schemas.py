@@ -13,6 +13,7 @@ from keyauth.tokens import IssuedToken
 
 __all__ = [
     "AccessTokenPublic",
+    "AdminTokenPublic",
     "ClientPublic",
     "EnrollRequest",
     "EnrollmentPublic",
@@ -89,10 +90,13 @@ class TokenRequest(_Request):
     client_secret: str = _SECRET
 
 
-class AccessTokenPublic(BaseModel):
+class _BearerTokenPublic(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a password
     expires_in: int
+
+
+class AccessTokenPublic(_BearerTokenPublic):
     key_epoch: int
 
     @classmethod
@@ -102,6 +106,12 @@ class AccessTokenPublic(BaseModel):
             expires_in=issued.lifetime,
             key_epoch=issued.claims.key_epoch,
         )
+
+
+class AdminTokenPublic(_BearerTokenPublic):
+    @classmethod
+    def of(cls, issued: IssuedToken) -> AdminTokenPublic:
+        return cls(access_token=issued.token, expires_in=issued.lifetime)
 
 
 class ClientPublic(BaseModel):

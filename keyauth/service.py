@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import crypto
 from hefl_wire import (
+    ADMIN_ROLE,
+    ADMIN_SUBJECT,
     ALGORITHM,
     AUDIENCE,
     CLIENT_ROLE,
@@ -225,6 +227,23 @@ class KeyAuthority:
             raise PlaceholderAdminKeyError(
                 "the placeholder admin key is accepted on loopback only; set KEYAUTH_ADMIN_KEY"
             )
+
+    def issue_admin_token(self) -> IssuedToken:
+        """An administrator access token, for a caller ``authenticate_admin`` accepted.
+
+        One admin identity across services: fl_server verifies it with the key that
+        verifies client tokens, so the admin key never leaves keyauth.
+        """
+        issued = self._signer.issue(
+            client_id=ADMIN_SUBJECT,
+            client_name=ADMIN_SUBJECT,
+            key_epoch=self.current_epoch().epoch,
+            role=ADMIN_ROLE,
+            lifetime=self.settings.admin_token_ttl,
+        )
+        # An audit line for each: who holds the admin key can create and stop jobs.
+        logger.info("issued an administrator token, valid %d s", issued.lifetime)
+        return issued
 
     def issue_enrollment_token(
         self, client_name: str, expires_in: int | None = None

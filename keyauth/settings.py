@@ -38,6 +38,9 @@ class KeyauthSettings(BaseSettings):
     access_token_ttl
         Lifetime of client access tokens in seconds. It bounds how long a revoked client's
         tokens still work at the aggregation server.
+    admin_token_ttl
+        Lifetime of administrator access tokens in seconds. Nothing revokes one, so this
+        is how long a leaked one works; ``hefl-admin`` fetches one per command.
     enrollment_token_ttl
         Default lifetime of enrollment tokens in seconds.
     enrollment_token_max_ttl
@@ -63,6 +66,9 @@ class KeyauthSettings(BaseSettings):
     admin_key: SecretStr = SecretStr("change-me")
     profile: str = crypto.DEFAULT_PROFILE.name
     access_token_ttl: int = Field(default=300, ge=10, le=86_400)
+    # Apart from access_token_ttl: raising that for slow hospitals must not lengthen the
+    # life of the one credential that creates and stops jobs.
+    admin_token_ttl: int = Field(default=300, ge=10, le=3600)
     enrollment_token_ttl: int = Field(default=3600, ge=1)
     enrollment_token_max_ttl: int = Field(default=7 * 86_400, ge=1, le=366 * 86_400)
     enrollment_redelivery_window: int = Field(default=600, ge=0, le=86_400)

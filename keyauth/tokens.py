@@ -1,4 +1,4 @@
-"""Signed client access tokens (EdDSA JWTs): keyauth signs them with its private key.
+"""Signed access tokens (EdDSA JWTs) of clients and the administrator, signed by keyauth.
 
 Pure: no web framework, no network. The claims and their verification are the wire
 contract's (``hefl_wire.AccessClaims``, ``hefl_wire.TokenVerifier``), which fl_server and
@@ -113,19 +113,29 @@ class TokenSigner:
         return public_key_to_pem(self._key)
 
     def issue(
-        self, *, client_id: str, client_name: str, key_epoch: int, role: str = CLIENT_ROLE
+        self,
+        *,
+        client_id: str,
+        client_name: str,
+        key_epoch: int,
+        role: str = CLIENT_ROLE,
+        lifetime: int | None = None,
     ) -> IssuedToken:
+        """A token for ``client_id``, valid ``lifetime`` seconds (the signer's by default)."""
+        lifetime = self.lifetime if lifetime is None else lifetime
+        if lifetime <= 0:
+            raise ValueError(f"token lifetime must be positive, got {lifetime}")
         issued_at = int(self._clock())
         claims = AccessClaims(
             client_id=client_id,
             client_name=client_name,
             role=role,
             key_epoch=key_epoch,
-            expires_at=float(issued_at + self.lifetime),
+            expires_at=float(issued_at + lifetime),
             token_id=uuid.uuid4().hex,
         )
         payload = claims_to_payload(
             claims, issued_at=issued_at, issuer=self.issuer, audience=self.audience
         )
         token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
-        return IssuedToken(token=token, claims=claims, lifetime=self.lifetime)
+        return IssuedToken(token=token, claims=claims, lifetime=lifetime)

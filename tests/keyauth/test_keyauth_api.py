@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from fastapi import FastAPI
 from starlette.types import Message
 
 import crypto
-from hefl_wire import TokenVerifier
+from hefl_wire import ADMIN_ROLE, CLIENT_ROLE, TokenError, TokenVerifier
 from keyauth.app import BodySizeLimitMiddleware, create_app
 from keyauth.service import hash_secret
 from keyauth.store import EnrollmentTokenRecord
@@ -265,8 +266,76 @@ async def test_openapi_lists_exactly_the_contract(api: httpx.AsyncClient) -> Non
         ("/v1/clients", "get"),
         ("/v1/clients/{client_id}", "delete"),
         ("/v1/key-epochs", "post"),
+        ("/v1/admin/token", "post"),
         ("/v1/revocations", "get"),
     }
+
+
+# The administrator's access token
+
+
+async def verifier_of(api: httpx.AsyncClient) -> TokenVerifier:
+    return TokenVerifier((await api.get("/v1/keys/verification-key")).json()["public_key_pem"])
+
+
+def lifetime_of(token: str) -> int:
+    """``exp - iat`` of a token (read, not verified: the tests verify it apart)."""
+    payload = jwt.decode(token, options={"verify_signature": False})
+    return int(payload["exp"]) - int(payload["iat"])
+
+
+async def test_admin_token_is_a_bearer_token_of_the_admin_role(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/admin/token", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert (body["token_type"], body["expires_in"]) == ("bearer", 300)
+    assert response.headers["cache-control"] == "no-store"
+    claims = (await verifier_of(api)).verify(body["access_token"], role=ADMIN_ROLE)
+    assert (claims.client_id, claims.client_name, claims.role) == ("admin", "admin", "admin")
+    assert claims.key_epoch == 1
+    assert lifetime_of(body["access_token"]) == 300
+
+
+async def test_admin_token_lifetime_comes_from_the_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "state", admin_token_ttl=45)
+
+    async with started(create_app(settings)) as api:
+        body = (await api.post("/v1/admin/token", headers=ADMIN)).json()
+
+    assert body["expires_in"] == 45
+    assert lifetime_of(body["access_token"]) == 45
+
+
+async def test_admin_token_follows_the_key_epoch(api: httpx.AsyncClient) -> None:
+    await api.post("/v1/key-epochs", headers=ADMIN)
+
+    token = (await api.post("/v1/admin/token", headers=ADMIN)).json()["access_token"]
+
+    assert (await verifier_of(api)).verify(token, role=ADMIN_ROLE).key_epoch == 2
+
+
+async def test_admin_token_is_refused_as_a_client_token(api: httpx.AsyncClient) -> None:
+    token = (await api.post("/v1/admin/token", headers=ADMIN)).json()["access_token"]
+
+    download = await api.get("/v1/keys/secret-context", headers=bearer(token))
+
+    assert_problem(download, 403, "token_wrong_role")
+    with pytest.raises(TokenError) as caught:
+        (await verifier_of(api)).verify(token, role=CLIENT_ROLE)
+    assert caught.value.code == "token_wrong_role"
+
+
+async def test_a_client_token_is_no_admin_token(api: httpx.AsyncClient) -> None:
+    token = await access_token(api, await enroll(api))
+
+    with pytest.raises(TokenError) as caught:
+        (await verifier_of(api)).verify(token, role=ADMIN_ROLE)
+
+    assert (caught.value.code, caught.value.http_status) == ("token_wrong_role", 403)
+    refused = await api.post("/v1/admin/token", headers=bearer(token))
+    assert_problem(refused, 401, "admin_key_missing")
 
 
 # Enrollment tokens
@@ -390,6 +459,7 @@ async def test_bad_enrollment_token_requests(
         ("GET", "/v1/clients"),
         ("DELETE", "/v1/clients/some-id"),
         ("POST", "/v1/key-epochs"),
+        ("POST", "/v1/admin/token"),
     ],
 )
 @pytest.mark.parametrize(

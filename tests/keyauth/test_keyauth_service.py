@@ -11,7 +11,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 
 import crypto
-from hefl_wire import TokenVerifier
+from hefl_wire import ADMIN_ROLE, TokenVerifier
 from keyauth.errors import (
     AdminAuthError,
     ClientCredentialsError,
@@ -484,6 +484,44 @@ def test_secret_context_refuses_an_expired_token(authority: KeyAuthority, clock:
     assert caught.value.code == "token_expired"
 
 
+# The administrator's access token
+
+
+def test_admin_token_names_the_one_admin_identity(authority: KeyAuthority) -> None:
+    issued = authority.issue_admin_token()
+
+    claims = TokenVerifier(authority.verification_key().public_key_pem).verify(
+        issued.token, role=ADMIN_ROLE
+    )
+    assert (claims.client_id, claims.client_name, claims.role) == ("admin", "admin", "admin")
+    assert claims.key_epoch == 1
+
+
+def test_admin_token_lives_admin_token_ttl(tmp_path: Path, clock: FakeClock) -> None:
+    settings = make_settings(tmp_path / "state", access_token_ttl=600, admin_token_ttl=60)
+    authority = KeyAuthority(settings, InMemoryStore(), clock=clock)
+
+    issued = authority.issue_admin_token()
+
+    assert issued.lifetime == 60
+    assert issued.claims.expires_at == int(clock.now) + 60
+
+
+def test_admin_token_carries_the_current_key_epoch(authority: KeyAuthority) -> None:
+    authority.rotate_key_epoch()
+
+    assert authority.issue_admin_token().claims.key_epoch == 2
+
+
+def test_admin_token_gets_no_secret_context(authority: KeyAuthority) -> None:
+    token = authority.issue_admin_token().token
+
+    with pytest.raises(TokenError) as caught:
+        authority.secret_context(token)
+
+    assert (caught.value.code, caught.value.http_status) == ("token_wrong_role", 403)
+
+
 def test_rotation_creates_the_next_epoch_and_keeps_the_old_one(authority: KeyAuthority) -> None:
     client_id, secret = _enroll(authority)
     old = authority.current_epoch()
@@ -565,6 +603,7 @@ def test_logs_never_contain_secrets(
         authority.enroll(issued.token)
     authority.secret_context(access.token)
     authority.authenticate_admin(ADMIN_KEY, via_loopback=True)
+    admin_token = authority.issue_admin_token()
     with pytest.raises(AdminAuthError):
         authority.authenticate_admin(ADMIN_KEY + "x", via_loopback=True)
     authority.rotate_key_epoch()
@@ -577,7 +616,9 @@ def test_logs_never_contain_secrets(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "enrolled client" in logged
     assert f"re-delivered enrollment of client {enrollment.client_id}" in logged
-    for secret in [issued.token, enrollment.client_secret, access.token, ADMIN_KEY]:
+    assert "issued an administrator token" in logged
+    tokens = [issued.token, access.token, admin_token.token]
+    for secret in [*tokens, enrollment.client_secret, ADMIN_KEY]:
         assert secret not in logged
     pem = (settings.state_dir / "signing-key.pem").read_text()
     assert pem.splitlines()[1] not in logged

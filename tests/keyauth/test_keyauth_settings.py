@@ -27,6 +27,7 @@ def test_defaults_are_loopback_with_the_placeholder_key() -> None:
     assert settings.admin_key_is_placeholder
     assert settings.profile == "n4096-s40"
     assert settings.access_token_ttl == 300
+    assert settings.admin_token_ttl == 300
     assert settings.enrollment_redelivery_window == 600
     assert "change-me" not in repr(settings)
 
@@ -36,6 +37,7 @@ def test_settings_come_from_the_keyauth_environment(
 ) -> None:
     monkeypatch.setenv("KEYAUTH_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("KEYAUTH_ACCESS_TOKEN_TTL", "60")
+    monkeypatch.setenv("KEYAUTH_ADMIN_TOKEN_TTL", "30")
     monkeypatch.setenv("KEYAUTH_PROFILE", "n4096-s44")
     monkeypatch.setenv("KEYAUTH_HOST", "0.0.0.0")
     monkeypatch.setenv("KEYAUTH_ADMIN_KEY", "a-long-random-admin-key-1234")
@@ -45,6 +47,7 @@ def test_settings_come_from_the_keyauth_environment(
 
     assert settings.state_dir == tmp_path
     assert settings.access_token_ttl == 60
+    assert settings.admin_token_ttl == 30
     assert settings.enrollment_redelivery_window == 0
     assert settings.profile == "n4096-s44"
     assert not settings.admin_key_is_placeholder
@@ -80,6 +83,8 @@ def test_is_loopback_host(host: str, loopback: bool) -> None:
         {"admin_key": "   "},
         {"profile": "n1-s1"},
         {"access_token_ttl": 0},
+        {"admin_token_ttl": 9},
+        {"admin_token_ttl": 3601},
         {"enrollment_token_ttl": 10, "enrollment_token_max_ttl": 5},
         {"max_body_bytes": 10},
         {"enrollment_redelivery_window": -1},

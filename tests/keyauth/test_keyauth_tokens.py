@@ -17,7 +17,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hefl_wire import MAX_TOKEN_CHARS, AccessClaims, TokenError, TokenVerifier
+from hefl_wire import (
+    ADMIN_ROLE,
+    CLIENT_ROLE,
+    MAX_TOKEN_CHARS,
+    AccessClaims,
+    TokenError,
+    TokenVerifier,
+)
 from keyauth.tokens import (
     TokenSigner,
     generate_signing_key,
@@ -168,15 +175,51 @@ def test_wrong_issuer_or_audience_is_invalid(
     assert caught.value.code == "token_invalid"
 
 
-def test_wrong_role_is_forbidden(key: Ed25519PrivateKey, verifier: TokenVerifier) -> None:
-    token = _issue(key, role="observer")
+@pytest.mark.parametrize(
+    ("held", "needed"),
+    [(CLIENT_ROLE, ADMIN_ROLE), (ADMIN_ROLE, CLIENT_ROLE), ("observer", CLIENT_ROLE)],
+)
+def test_a_token_of_another_role_is_forbidden(
+    key: Ed25519PrivateKey, verifier: TokenVerifier, held: str, needed: str
+) -> None:
+    token = _issue(key, role=held)
 
     with pytest.raises(TokenError) as caught:
-        verifier.verify(token, role="client")
+        verifier.verify(token, role=needed)
 
     assert caught.value.code == "token_wrong_role"
     assert caught.value.http_status == 403
-    assert verifier.verify(token, role="observer").role == "observer"
+
+
+def test_the_client_role_is_what_verify_needs_by_default(
+    key: Ed25519PrivateKey, verifier: TokenVerifier
+) -> None:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(_issue(key, role=ADMIN_ROLE))
+
+    assert caught.value.code == "token_wrong_role"
+    assert verifier.verify(_issue(key)).role == CLIENT_ROLE
+
+
+def test_each_role_passes_where_it_is_needed(
+    key: Ed25519PrivateKey, verifier: TokenVerifier
+) -> None:
+    admin = _issue(key, client_id="admin", client_name="admin", role=ADMIN_ROLE)
+    client = _issue(key)
+
+    assert verifier.verify(admin, role=ADMIN_ROLE).client_id == "admin"
+    assert verifier.verify(client, role=CLIENT_ROLE).client_id == "c-1"
+    assert verifier.verify(admin, role=(CLIENT_ROLE, ADMIN_ROLE)).role == ADMIN_ROLE
+    assert verifier.verify(client, role=(CLIENT_ROLE, ADMIN_ROLE)).role == CLIENT_ROLE
+
+
+@pytest.mark.parametrize("role", ["observer", "", (), ("client", "server")])
+def test_verify_refuses_to_check_for_a_role_nobody_holds(
+    key: Ed25519PrivateKey, verifier: TokenVerifier, role: str | tuple[str, ...]
+) -> None:
+    # A caller's typo, not the token's fault: it must not look like a 403 to the client.
+    with pytest.raises(ValueError, match="role must be"):
+        verifier.verify(_issue(key, role="observer"), role=role)
 
 
 def test_unsigned_token_is_invalid(verifier: TokenVerifier) -> None:
@@ -283,6 +326,18 @@ def test_signing_key_from_pem_refuses_garbage_and_other_key_types() -> None:
 def test_signer_refuses_non_positive_lifetime(key: Ed25519PrivateKey) -> None:
     with pytest.raises(ValueError, match="positive"):
         TokenSigner(key, lifetime=0)
+    with pytest.raises(ValueError, match="positive"):
+        TokenSigner(key).issue(client_id="c", client_name="n", key_epoch=1, lifetime=0)
+
+
+def test_a_token_may_have_its_own_lifetime(key: Ed25519PrivateKey) -> None:
+    signer = TokenSigner(key, lifetime=300, clock=lambda: 1_700_000_000.0)
+
+    issued = signer.issue(client_id="c", client_name="n", key_epoch=1, lifetime=60)
+
+    assert issued.lifetime == 60
+    assert issued.claims.expires_at == 1_700_000_060.0
+    assert signer.issue(client_id="c", client_name="n", key_epoch=1).lifetime == 300
 
 
 def test_token_error_codes_are_closed() -> None:
