@@ -54,7 +54,7 @@ _CODES = (
     Problem("token_missing", 401, "no access token was presented"),
     Problem("token_invalid", 401, "the access token is malformed, forged or lacks a claim"),
     Problem("token_expired", 401, "the access token has expired"),
-    Problem("token_wrong_role", 403, "the access token is of a role the request does not take"),
+    Problem("token_wrong_role", 403, "the access token's role is not one the route takes"),
     Problem("client_revoked", 403, "the client was revoked"),
     # keyauth.
     Problem("keyauth_error", 400, "the base of keyauth's tree: no raise site answers it"),
