@@ -22,7 +22,6 @@ from keyauth.errors import (
     SettingsError,
     StateError,
     TokenError,
-    error_from_problem,
 )
 from keyauth.settings import KeyauthSettings
 from keyauth.tokens import TokenSigner
@@ -52,5 +51,4 @@ __all__ = [
     "TokenError",
     "TokenSigner",
     "TokenVerifier",
-    "error_from_problem",
 ]

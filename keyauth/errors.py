@@ -29,14 +29,11 @@
 Each class declares its stable machine-readable ``code``, the HTTP status hefl_wire's
 registry gives it and its title (``KeyauthError`` derives from ``hefl_wire.ProblemError``,
 the base fl_server's tree shares); the app turns them into ``application/problem+json``
-in one handler and ``error_from_problem`` turns such a response back into the matching
-class. Messages never contain a secret, a token or key material: they are returned to
+in one handler. Messages never contain a secret, a token or key material: they are returned to
 callers and logged.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from hefl_wire import (
     ProblemError,
@@ -72,7 +69,6 @@ __all__ = [
     "TokenInvalidError",
     "TokenMissingError",
     "TokenWrongRoleError",
-    "error_from_problem",
 ]
 
 
@@ -191,24 +187,3 @@ class SettingsError(KeyauthError):
     code = "settings_invalid"
     http_status = 500
     title = "Key authority settings refused"
-
-
-def _by_code(cls: type[ProblemError]) -> dict[str, type[ProblemError]]:
-    found = {cls.code: cls}
-    for sub in cls.__subclasses__():
-        found.update(_by_code(sub))
-    return found
-
-
-def error_from_problem(status: int, problem: dict[str, Any]) -> ProblemError:
-    """The typed error for an ``application/problem+json`` body keyauth answered with.
-
-    A ``KeyauthError``, or a ``TokenError`` for an access token; either keeps the status
-    and code it was given. A code keyauth does not define (a proxy's error, a newer server)
-    becomes the base ``KeyauthError``.
-    """
-    code = str(problem.get("code") or "http_error")
-    detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
-    known = _by_code(TokenError) | _by_code(KeyauthError)
-    cls = known.get(code, KeyauthError)
-    return cls.from_answer(detail, code=code, http_status=status)

@@ -18,6 +18,7 @@ PACKAGES = (
     "keyauth",
     "fl_server",
     "fl_client",
+    "hefl_admin",
     "harness",
 )
 

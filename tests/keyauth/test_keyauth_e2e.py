@@ -28,7 +28,7 @@ def keyauth_env(state_dir: Path, **extra: str) -> dict[str, str]:
 
 def hefl_admin(url: str, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "keyauth.cli", "--url", url, *args],
+        [sys.executable, "-m", "hefl_admin", "--url", url, *args],
         env=keyauth_env(Path("unused")),
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""``hefl-admin`` against a mock transport: the requests it sends and what it prints."""
+"""``hefl-admin``'s keyauth commands against a mock keyauth: the requests, the output, the exits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from keyauth.cli import AdminClient, main
-from keyauth.errors import AdminAuthError, ClientNotFoundError
+from hefl_admin import KeyauthAdmin, ServiceHttp, main
+from hefl_wire import ProblemError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 ENV = {"KEYAUTH_ADMIN_KEY": "the-admin-key-0123456789"}
@@ -243,19 +243,20 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ACTION" in capsys.readouterr().err
 
 
-def test_admin_client_raises_typed_errors() -> None:
+def test_keyauth_admin_raises_the_problem_keyauth_answered() -> None:
     def answer(request: httpx.Request) -> httpx.Response:
         return problem(404, "client_not_found", "no client with id 'x'")
 
     with httpx.Client(transport=httpx.MockTransport(answer), base_url="http://k") as http:
-        admin = AdminClient(http, "key")
-        with pytest.raises(ClientNotFoundError) as caught:
+        admin = KeyauthAdmin(ServiceHttp(http, service="keyauth", url="http://k"), "key")
+        with pytest.raises(ProblemError) as caught:
             admin.revoke_client("x")
 
-    assert caught.value.http_status == 404
+    assert (caught.value.code, caught.value.http_status) == ("client_not_found", 404)
+    assert str(caught.value) == "no client with id 'x'"
 
 
-def test_admin_client_without_key_raises_before_sending() -> None:
+def test_keyauth_admin_without_key_raises_before_sending() -> None:
     sent: list[Any] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -264,11 +265,12 @@ def test_admin_client_without_key_raises_before_sending() -> None:
 
     with (
         httpx.Client(transport=httpx.MockTransport(answer), base_url="http://k") as http,
-        pytest.raises(AdminAuthError),
+        pytest.raises(ProblemError) as caught,
     ):
-        AdminClient(http, None).list_clients()
+        KeyauthAdmin(ServiceHttp(http, service="keyauth", url="http://k"), None).list_clients()
 
     assert sent == []
+    assert caught.value.code == "admin_key_missing"
 
 
 def test_closed_output_pipe_exits_quietly() -> None:

@@ -1,0 +1,218 @@
+"""What ``hefl-admin`` prints: aligned fields, tables, a job, a job's status, or raw JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
+
+from hefl_study import METRIC_GOALS
+
+__all__ = [
+    "print_clients",
+    "print_fields",
+    "print_job",
+    "print_job_state",
+    "print_jobs",
+    "print_json",
+    "print_status",
+    "print_table",
+]
+
+# Metrics in the order a reader expects them (hefl_study's), others after by name.
+_METRIC_ORDER = {name: i for i, name in enumerate(METRIC_GOALS)}
+
+
+def print_json(value: Any, out: TextIO) -> None:
+    """The service's answer as it came, indented."""
+    print(json.dumps(value, indent=2), file=out)
+
+
+def print_fields(fields: Sequence[tuple[str, object]], out: TextIO, *, indent: str = "") -> None:
+    """``label: value`` lines with the values aligned one column after the longest label."""
+    width = max((len(label) for label, _ in fields), default=0) + 2
+    for label, value in fields:
+        print(f"{indent}{label + ':':<{width}}{_cell(value)}".rstrip(), file=out)
+
+
+def print_table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], out: TextIO, *, indent: str = ""
+) -> None:
+    """Columns two spaces apart, each as wide as its widest cell (the last one unpadded)."""
+    cells = [list(header), *([_cell(value) for value in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header) - 1)]
+    for row in cells:
+        padded = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print(indent + "  ".join([*padded, row[-1]]).rstrip(), file=out)
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# keyauth
+
+
+def print_clients(clients: list[dict[str, Any]], out: TextIO) -> None:
+    """keyauth's enrolled clients, one line each."""
+    rows = []
+    for client in clients:
+        if client["revoked"]:
+            status = f"revoked {client['revoked_at']}"
+        elif client.get("confirmed", True):
+            status = "active"
+        else:  # enrolled, but no access token yet: the answer may not have arrived
+            status = "active (no access token yet)"
+        rows.append((client["id"], client["name"], client["enrolled_at"], status))
+    print_table(("ID", "NAME", "ENROLLED_AT", "STATUS"), rows, out)
+
+
+# fl_server
+
+
+def _state(job: Mapping[str, Any]) -> str:
+    """``training``, or ``done (target_updates)``: the state and, once done, why."""
+    state = str(job.get("state"))
+    reason = job.get("stop_reason")
+    return f"{state} ({reason})" if reason else state
+
+
+def _updates(job: Mapping[str, Any]) -> str:
+    applied, target = job.get("updates_applied"), job.get("target_updates")
+    return f"{_cell(applied)}/{target}" if target is not None else _cell(applied)
+
+
+def print_job(job: Mapping[str, Any], out: TextIO) -> None:
+    """One job: what identifies it and where it stands."""
+    print_fields(
+        [
+            ("name", job.get("name")),
+            ("state", _state(job)),
+            ("version", job.get("version")),
+            ("updates", _updates(job)),
+            ("spec_sha256", job.get("spec_sha256")),
+            ("key_epoch", job.get("key_epoch")),
+            ("profile", job.get("profile")),
+        ],
+        out,
+    )
+
+
+def print_job_state(job: Mapping[str, Any], out: TextIO) -> None:
+    """``name: state``, as a pause, resume or stop leaves the job."""
+    print(f"{job.get('name')}: {_state(job)}", file=out)
+
+
+def print_jobs(jobs: list[dict[str, Any]], out: TextIO) -> None:
+    """The server's jobs, one line each."""
+    if not jobs:
+        print("no jobs", file=out)
+        return
+    rows = [
+        (
+            job.get("name"),
+            job.get("state"),
+            job.get("version"),
+            _updates(job),
+            job.get("stop_reason"),
+            job.get("created_at"),
+        )
+        for job in jobs
+    ]
+    print_table(("NAME", "STATE", "VERSION", "UPDATES", "STOP_REASON", "CREATED_AT"), rows, out)
+
+
+def print_status(status: Mapping[str, Any], out: TextIO) -> None:
+    """A job's status: the job, each hospital, the pooled metrics and the stop rules."""
+    job: Mapping[str, Any] = status.get("job") or status
+    rejected = status.get("updates_rejected") or {}
+    fields: list[tuple[str, object]] = [
+        ("name", job.get("name")),
+        ("description", job.get("description") or None),
+        ("state", _state(job)),
+        ("version", job.get("version")),
+        ("updates", _updates(job)),
+        ("rejected", ", ".join(f"{code} {n}" for code, n in sorted(rejected.items())) or 0),
+        ("spec_sha256", job.get("spec_sha256")),
+        ("key_epoch", job.get("key_epoch")),
+        ("profile", job.get("profile")),
+        ("created_at", job.get("created_at")),
+        ("training_seconds", _seconds(job.get("training_seconds"))),
+    ]
+    print_fields(fields, out)
+    _print_hospitals(status.get("clients") or {}, out)
+    _print_pooled(status.get("pooled_metrics") or {}, out)
+    _print_stop_rules(status.get("stop_rules") or [], out)
+
+
+def _seconds(value: object) -> str | None:
+    return f"{value:.0f} s" if isinstance(value, int | float) else None
+
+
+def _metric_names(names: Iterable[str]) -> list[str]:
+    return sorted(set(names), key=lambda n: (_METRIC_ORDER.get(n, len(_METRIC_ORDER)), n))
+
+
+def _print_hospitals(clients: Mapping[str, Any], out: TextIO) -> None:
+    print("\nhospitals:", file=out)
+    if not clients:
+        print("  none has been seen yet", file=out)
+        return
+    latest = {cid: (c.get("latest_metrics") or {}) for cid, c in clients.items()}
+    names = _metric_names(n for m in latest.values() for n in (m.get("values") or {}))
+    rows = []
+    for client_id, client in sorted(clients.items(), key=lambda i: str(i[1].get("client_name"))):
+        metrics = latest[client_id]
+        values = metrics.get("values") or {}
+        rows.append(
+            (
+                client.get("client_name") or client_id,
+                client.get("updates_applied"),
+                client.get("last_seen"),
+                metrics.get("version"),
+                metrics.get("n_samples"),
+                *(values.get(name) for name in names),
+            )
+        )
+    header = ("NAME", "UPDATES", "LAST_SEEN", "EVAL_VERSION", "ROWS", *(n.upper() for n in names))
+    print_table(header, rows, out, indent="  ")
+
+
+def _print_pooled(pooled: Mapping[str, Any], out: TextIO) -> None:
+    print("\npooled metrics (latest report of each hospital, weighted by its rows):", file=out)
+    if not pooled:
+        print("  none reported yet", file=out)
+        return
+    rows = [
+        (name, pooled[name].get("value"), pooled[name].get("sites"), pooled[name].get("n_samples"))
+        for name in _metric_names(pooled)
+    ]
+    print_table(("METRIC", "VALUE", "HOSPITALS", "ROWS"), rows, out, indent="  ")
+
+
+def _print_stop_rules(rules: Sequence[Mapping[str, Any]], out: TextIO) -> None:
+    print("\nstop rules (the first one met ends the job):", file=out)
+    if not rules:
+        print("  none: the job runs until it is stopped", file=out)
+        return
+    rows = []
+    for rule in rules:
+        progress, target = rule.get("progress"), rule.get("target")
+        metric = rule.get("metric")
+        if rule.get("rule") == "max_wall_seconds":
+            progress, target = _seconds(progress), _seconds(target)
+        elif metric:
+            goal = ">=" if METRIC_GOALS.get(metric, "max") == "max" else "<="
+            target = f"{metric} {goal} {_cell(target)}"
+            sites, needed = rule.get("sites"), rule.get("min_sites")
+            if isinstance(sites, int) and needed is not None:
+                hospitals = "hospital" if sites == 1 else "hospitals"
+                progress = f"{_cell(progress)} ({sites} {hospitals}, {needed} needed)"
+        rows.append((rule.get("rule"), progress, target, rule.get("met")))
+    print_table(("RULE", "PROGRESS", "TARGET", "MET"), rows, out, indent="  ")

@@ -1,0 +1,126 @@
+"""A fake keyauth and a fake fl_server for ``hefl-admin``'s tests, as ``httpx.MockTransport``
+handlers that keep state and follow docs/protocol.md (admin token, ``/v1/jobs``)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+
+from hefl_study import SpecError, spec_from_json
+
+ADMIN_KEY = "the-admin-key-0123456789"
+ENV = {"KEYAUTH_ADMIN_KEY": ADMIN_KEY}
+
+
+def problem(status: int, code: str, detail: str) -> httpx.Response:
+    body = {"type": "about:blank", "title": "t", "status": status, "detail": detail, "code": code}
+    return httpx.Response(status, json=body, headers={"Content-Type": "application/problem+json"})
+
+
+class FakeKeyauth:
+    """keyauth's admin token: ``POST /v1/admin/token`` against the admin key."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.issued: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if (request.method, request.url.path) != ("POST", "/v1/admin/token"):
+            return problem(404, "not_found", "no such path")
+        key = request.headers.get("X-Admin-Key")
+        if not key:
+            return problem(401, "admin_key_missing", "the X-Admin-Key header is required")
+        if key != ADMIN_KEY:
+            return problem(401, "admin_key_invalid", "the admin key is not valid")
+        token = f"admin-token-{len(self.issued) + 1}"
+        self.issued.append(token)
+        body = {"access_token": token, "token_type": "bearer", "expires_in": 300}
+        return httpx.Response(200, json=body, headers={"Cache-Control": "no-store"})
+
+
+def job_record(name: str, sha256: str, **changes: Any) -> dict[str, Any]:
+    job: dict[str, Any] = {
+        "name": name,
+        "description": "",
+        "state": "waiting_for_initial_model",
+        "stop_reason": None,
+        "version": 0,
+        "updates_applied": 0,
+        "target_updates": 10,
+        "spec_sha256": sha256,
+        "key_epoch": 1,
+        "profile": "n4096-s40",
+        "layout_fingerprint": None,
+        "created_at": "2030-01-01T00:00:00Z",
+        "training_seconds": 0.0,
+    }
+    job.update(changes)
+    return job
+
+
+class FakeServer:
+    """fl_server's job routes: admin tokens only (those ``keyauth`` issued), job states."""
+
+    def __init__(self, keyauth: FakeKeyauth) -> None:
+        self.keyauth = keyauth
+        self.requests: list[httpx.Request] = []
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.statuses: dict[str, dict[str, Any]] = {}
+        self._resumes_to: dict[str, str] = {}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        auth = request.headers.get("Authorization", "")
+        if not auth:
+            return problem(401, "token_missing", "no access token was presented")
+        if auth.removeprefix("Bearer ") not in self.keyauth.issued:
+            return problem(403, "token_wrong_role", "access token has role 'client'")
+        parts = [unquote(p) for p in request.url.raw_path.decode().split("/")[3:]]
+        if parts == [] and request.method == "POST":
+            return self._create(request.content)
+        if parts == []:
+            return httpx.Response(200, json=[self.jobs[n] for n in sorted(self.jobs)])
+        job = self.jobs.get(parts[0])
+        if job is None:
+            return problem(404, "job_not_found", f"no job named {parts[0]!r}")
+        action = parts[1] if len(parts) > 1 else ""
+        if action == "" and request.method == "GET":
+            return httpx.Response(200, json=job)
+        if action == "status":
+            return httpx.Response(200, json={**job, **self.statuses.get(job["name"], {})})
+        return self._change(job, action)
+
+    def _create(self, body: bytes) -> httpx.Response:
+        try:
+            spec = spec_from_json(body.decode("utf-8"))
+        except SpecError as exc:
+            return problem(422, "spec_invalid", "\n".join(str(p) for p in exc.problems))
+        existing = self.jobs.get(spec.name)
+        if existing is not None and existing["spec_sha256"] != spec.sha256:
+            return problem(409, "job_exists", f"job {spec.name!r} exists with another spec")
+        if existing is not None:
+            return httpx.Response(200, json=existing)
+        job = job_record(spec.name, spec.sha256, description=spec.description)
+        job["target_updates"] = spec.stop.target_updates
+        self.jobs[spec.name] = job
+        return httpx.Response(201, json=job)
+
+    def _change(self, job: dict[str, Any], action: str) -> httpx.Response:
+        state = job["state"]
+        if action == "pause":
+            if state == "done":
+                return problem(409, "job_not_training", "the job is done")
+            self._resumes_to.setdefault(job["name"], state)
+            job["state"] = "paused"
+        elif action == "resume":
+            if state != "paused":
+                return problem(409, "job_not_paused", f"the job is {state}")
+            job["state"] = self._resumes_to.pop(job["name"])
+        elif action == "stop":
+            job.update(state="done", stop_reason=job["stop_reason"] or "stopped")
+        else:
+            return problem(404, "not_found", "no such path")
+        return httpx.Response(200, json=job)
