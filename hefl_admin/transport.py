@@ -8,8 +8,12 @@ from typing import Any
 import httpx
 
 from hefl_admin.errors import UnreachableError, refusal
+from hefl_wire import ProblemError
 
 __all__ = ["Answer", "ServiceHttp"]
+
+# What a service (or a proxy) answers for a path it does not have.
+_NO_SUCH_PATH = frozenset({"not_found", "http_404"})
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class ServiceHttp:
         except httpx.TransportError as exc:
             raise UnreachableError(f"cannot reach {self.service} at {self.url}: {exc}") from exc
         if response.is_error:
-            raise _refusal_of(response)
+            raise self._refusal(response, f"{method} {path}")
         if response.status_code == 204 or not response.content:
             return Answer(self.service, response.status_code, None)
         try:
@@ -95,14 +99,21 @@ class ServiceHttp:
         except ValueError:
             raise _malformed(self.service, response.status_code, "JSON") from None
 
-
-def _refusal_of(response: httpx.Response) -> Exception:
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = None
-    if not isinstance(problem, dict):  # a proxy's page, not a service's problem
-        problem = {"code": f"http_{response.status_code}", "detail": response.reason_phrase}
-    code = str(problem.get("code") or "http_error")
-    detail = problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"
-    return refusal(str(detail), code=code, http_status=response.status_code)
+    def _refusal(self, response: httpx.Response, request: str) -> ProblemError:
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = None
+        if not isinstance(problem, dict):  # a proxy's page, not a service's problem
+            problem = {"code": f"http_{response.status_code}", "detail": response.reason_phrase}
+        code = str(problem.get("code") or "http_error")
+        detail = str(
+            problem.get("detail") or problem.get("title") or f"HTTP {response.status_code}"
+        )
+        if code in _NO_SUCH_PATH:
+            # No resource of the service: another service at this URL, or an older one.
+            detail = (
+                f"{self.service} at {self.url} has no {request} ({detail}): "
+                f"is that {self.service}, and as recent as hefl-admin?"
+            )
+        return refusal(detail, code=code, http_status=response.status_code)

@@ -541,6 +541,35 @@ def test_answers_that_are_not_the_contract_are_errors(
     assert err.startswith(f"hefl-admin: {says}")
 
 
+def test_a_keyauth_without_admin_tokens_is_named(server: FakeServer) -> None:
+    # An older keyauth, or --url naming another service: the path is unknown there.
+    status, _, err = run(
+        ["--url", "http://127.0.0.1:8800", "job", "list"],
+        lambda r: problem(404, "not_found", "Not Found"),
+        server,
+    )
+
+    assert status == 1
+    assert err == (
+        "hefl-admin: not_found: keyauth at http://127.0.0.1:8800 has no POST /v1/admin/token "
+        "(Not Found): is that keyauth, and as recent as hefl-admin?\n"
+    )
+    assert server.requests == []
+
+
+def test_a_server_without_jobs_is_named(keyauth: FakeKeyauth) -> None:
+    status, _, err = run(
+        ["--server-url", "http://127.0.0.1:8700", "job", "list"],
+        keyauth,
+        lambda r: httpx.Response(404, text="nothing here"),
+    )
+
+    assert status == 1
+    assert err.startswith(
+        "hefl-admin: http_404: fl_server at http://127.0.0.1:8700 has no GET /v1/jobs (Not Found)"
+    )
+
+
 def test_a_server_url_that_is_no_url_exits_2(keyauth: FakeKeyauth) -> None:
     out, err = io.StringIO(), io.StringIO()
     with httpx.Client(transport=httpx.MockTransport(keyauth), base_url="http://keyauth") as k:
