@@ -46,6 +46,31 @@ def _client(url: str, option: str, timeout: float, stack: ExitStack) -> httpx.Cl
     return stack.enter_context(client)
 
 
+def _services(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    stack: ExitStack,
+    *,
+    http: httpx.Client | None,
+    server_http: httpx.Client | None,
+) -> Services:
+    """keyauth's client now; fl_server's once a command asks for it, with a fresh token."""
+    url = args.url or env.get("KEYAUTH_URL") or DEFAULT_KEYAUTH_URL
+    server_url = args.server_url or env.get("HEFL_SERVER_URL") or DEFAULT_SERVER_URL
+    keyauth_http = http or _client(url, "--url", args.timeout, stack)
+    keyauth = KeyauthAdmin(
+        ServiceHttp(keyauth_http, service="keyauth", url=url), _admin_key(args, env)
+    )
+
+    def server() -> ServerAdmin:
+        # Each job command gets a fresh admin token first: nothing to keep or expire.
+        token = keyauth.admin_token()
+        client = server_http or _client(server_url, "--server-url", args.timeout, stack)
+        return ServerAdmin(ServiceHttp(client, service="fl_server", url=server_url), token)
+
+    return Services(keyauth=keyauth, server=server)
+
+
 def main(
     argv: Sequence[str] | None = None,
     *,
@@ -65,22 +90,9 @@ def main(
     err = err or sys.stderr
     env = os.environ if env is None else env
     args = build_parser().parse_args(argv)
-    url = args.url or env.get("KEYAUTH_URL") or DEFAULT_KEYAUTH_URL
-    server_url = args.server_url or env.get("HEFL_SERVER_URL") or DEFAULT_SERVER_URL
     with ExitStack() as stack:
         try:
-            keyauth_http = http or _client(url, "--url", args.timeout, stack)
-            keyauth = KeyauthAdmin(
-                ServiceHttp(keyauth_http, service="keyauth", url=url), _admin_key(args, env)
-            )
-
-            def server() -> ServerAdmin:
-                # Each job command gets a fresh admin token first: nothing to keep or expire.
-                token = keyauth.admin_token()
-                client = server_http or _client(server_url, "--server-url", args.timeout, stack)
-                return ServerAdmin(ServiceHttp(client, service="fl_server", url=server_url), token)
-
-            run(args, Services(keyauth=keyauth, server=server), out)
+            run(args, _services(args, env, stack, http=http, server_http=server_http), out)
         except ProblemError as exc:
             print(f"hefl-admin: {exc.code}: {exc}", file=err)
             return REFUSED
@@ -91,5 +103,5 @@ def main(
             # The reader (``| head``) went away: stop quietly, as other command-line tools do.
             if out is sys.stdout:
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return REFUSED
+            return 1
     return 0
