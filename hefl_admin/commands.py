@@ -228,11 +228,12 @@ def _job_exists(server: ServerAdmin, spec: hefl_study.StudySpec) -> ProblemError
 
 
 def _job_list(args: argparse.Namespace, services: Services, out: TextIO) -> None:
-    jobs = services.server().list_jobs()
+    server = services.server()
+    jobs = server.list_jobs()
     if args.json:
         print_json(jobs, out)
     else:
-        print_jobs(jobs, out)
+        print_jobs(jobs, server.failed_jobs(), out)
 
 
 def _job_show(args: argparse.Namespace, services: Services, out: TextIO) -> None:

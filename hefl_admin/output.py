@@ -109,23 +109,30 @@ def print_job_state(job: Mapping[str, Any], out: TextIO) -> None:
     print(f"{job.get('name')}: {_state(job)}", file=out)
 
 
-def print_jobs(jobs: list[dict[str, Any]], out: TextIO) -> None:
-    """The server's jobs, one line each."""
-    if not jobs:
+def print_jobs(jobs: list[dict[str, Any]], failed: list[dict[str, Any]], out: TextIO) -> None:
+    """The server's jobs, one line each, then those it could not open at startup."""
+    if not jobs and not failed:
         print("no jobs", file=out)
-        return
-    rows = [
-        (
-            job.get("name"),
-            job.get("state"),
-            job.get("version"),
-            _updates(job),
-            job.get("stop_reason"),
-            job.get("created_at"),
-        )
-        for job in jobs
-    ]
-    print_table(("NAME", "STATE", "VERSION", "UPDATES", "STOP_REASON", "CREATED_AT"), rows, out)
+    elif jobs:
+        rows = [
+            (
+                job.get("name"),
+                job.get("state"),
+                job.get("version"),
+                _updates(job),
+                job.get("stop_reason"),
+                job.get("created_at"),
+            )
+            for job in jobs
+        ]
+        header = ("NAME", "STATE", "VERSION", "UPDATES", "STOP_REASON", "CREATED_AT")
+        print_table(header, rows, out)
+    if failed:
+        if jobs:
+            print(file=out)
+        print("not opened at startup (each answers state_invalid; see its log):", file=out)
+        for job in failed:
+            print(f"  {job.get('name')}: {job.get('error')}", file=out)
 
 
 def print_status(status: Mapping[str, Any], out: TextIO) -> None:

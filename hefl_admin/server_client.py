@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from hefl_admin.errors import refusal
 from hefl_admin.transport import ServiceHttp
 
 __all__ = ["JobCreated", "ServerAdmin"]
@@ -51,6 +52,22 @@ class ServerAdmin:
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return self._http.request("GET", "/v1/jobs", headers=self._headers).objects()
+
+    def failed_jobs(self) -> list[dict[str, Any]]:
+        """The job directories the server could not open at startup: ``{"name", "error"}``.
+
+        ``GET /v1/jobs`` lists only the jobs the server serves; these answer
+        ``state_invalid`` to every call.
+        """
+        status = self._http.request("GET", "/v1/status", headers=self._headers)
+        failed = status.object().get("failed_jobs", [])
+        if not isinstance(failed, list) or not all(isinstance(f, dict) for f in failed):
+            raise refusal(
+                "fl_server's GET /v1/status has a failed_jobs that is not a list of objects",
+                code="response_malformed",
+                http_status=status.status,
+            )
+        return failed
 
     def job(self, name: str) -> dict[str, Any]:
         return self._call("GET", self._job_path(name))

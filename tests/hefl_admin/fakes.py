@@ -70,6 +70,7 @@ class FakeServer:
         self.jobs: dict[str, dict[str, Any]] = {}
         self.statuses: dict[str, dict[str, Any]] = {}
         self._resumes_to: dict[str, str] = {}
+        self.failed: list[dict[str, str]] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -78,6 +79,9 @@ class FakeServer:
             return problem(401, "token_missing", "no access token was presented")
         if auth.removeprefix("Bearer ") not in self.keyauth.issued:
             return problem(403, "token_wrong_role", "access token has role 'client'")
+        if request.url.path == "/v1/status":
+            jobs = [self.jobs[n] for n in sorted(self.jobs)]
+            return httpx.Response(200, json={"jobs": jobs, "failed_jobs": self.failed})
         parts = [unquote(p) for p in request.url.raw_path.decode().split("/")[3:]]
         if parts == [] and request.method == "POST":
             return self._create(request.content)

@@ -266,7 +266,7 @@ def test_list_prints_a_table_of_jobs(keyauth: FakeKeyauth, server: FakeServer) -
 
     lines = out.splitlines()
     assert status == 0, err
-    assert server.requests[0].url.path == "/v1/jobs"
+    assert [r.url.path for r in server.requests] == ["/v1/jobs", "/v1/status"]
     assert lines[0].split() == [
         "NAME", "STATE", "VERSION", "UPDATES", "STOP_REASON", "CREATED_AT"
     ]  # fmt: skip
@@ -280,6 +280,32 @@ def test_list_prints_a_table_of_jobs(keyauth: FakeKeyauth, server: FakeServer) -
         "2030-01-01T00:00:00Z",
     ]
     assert lines[1].index("done") == lines[2].index("training")
+
+
+def test_list_names_the_jobs_the_server_could_not_open(
+    keyauth: FakeKeyauth, server: FakeServer
+) -> None:
+    server.failed = [{"name": "heart", "error": "job.json: not JSON"}]
+
+    status, out, _ = run(["job", "list"], keyauth, server)
+
+    assert status == 0
+    assert out.splitlines() == [
+        "not opened at startup (each answers state_invalid; see its log):",
+        "  heart: job.json: not JSON",
+    ]
+
+
+def test_list_refuses_a_status_whose_failed_jobs_are_not_a_list(keyauth: FakeKeyauth) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/status":
+            return httpx.Response(200, json={"jobs": [], "failed_jobs": "heart"})
+        return httpx.Response(200, json=[])
+
+    status, out, err = run(["job", "list"], keyauth, answer)
+
+    assert (status, out) == (1, "")
+    assert err.startswith("hefl-admin: response_malformed: fl_server's GET /v1/status ")
 
 
 def test_list_json_and_an_empty_list(keyauth: FakeKeyauth, server: FakeServer) -> None:
@@ -456,8 +482,8 @@ def test_stop_json(keyauth: FakeKeyauth, server: FakeServer) -> None:
 def test_every_job_command_gets_a_fresh_admin_token(
     keyauth: FakeKeyauth, server: FakeServer
 ) -> None:
-    run(["job", "list"], keyauth, server)
-    run(["job", "list"], keyauth, server)
+    run(["job", "show", "icu-mortality"], keyauth, server)
+    run(["job", "show", "icu-mortality"], keyauth, server)
 
     assert [r.headers["Authorization"] for r in server.requests] == [
         "Bearer admin-token-1",
