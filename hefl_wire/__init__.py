@@ -16,6 +16,7 @@ from hefl_wire._errors import ProblemError, bearer_challenge
 from hefl_wire._hosts import is_loopback_host
 from hefl_wire._problems import PROBLEMS, Problem, ProblemCodeError, check_problem
 from hefl_wire._tokens import (
+    ADMIN_ROLE,
     ALGORITHM,
     AUDIENCE,
     CLAIMS,
@@ -34,6 +35,7 @@ from hefl_wire._tokens import (
 )
 
 __all__ = [
+    "ADMIN_ROLE",
     "ALGORITHM",
     "AUDIENCE",
     "CLAIMS",

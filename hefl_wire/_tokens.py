@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hefl_wire._errors import ProblemError, bearer_challenge
 
 __all__ = [
+    "ADMIN_ROLE",
     "ALGORITHM",
     "AUDIENCE",
     "CLAIMS",
@@ -33,6 +35,8 @@ ALGORITHM = "EdDSA"
 ISSUER = "hefl-keyauth"
 AUDIENCE = "hefl"
 CLIENT_ROLE = "client"
+# An administrator's token (keyauth's POST /v1/admin/token): sub and name are "admin".
+ADMIN_ROLE = "admin"
 # The claims every access token carries (docs/protocol.md).
 CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
 # A real token is about 400 characters; anything far larger is not worth parsing.
@@ -177,8 +181,8 @@ class TokenVerifier:
         self.audience = audience
         self.leeway = leeway
 
-    def verify(self, token: str, *, role: str = CLIENT_ROLE) -> AccessClaims:
-        """The claims of a valid token held by ``role``.
+    def verify(self, token: str, *, role: str | Collection[str] = CLIENT_ROLE) -> AccessClaims:
+        """The claims of a valid token held by ``role`` (or by any of several roles).
 
         Raises
         ------
@@ -207,8 +211,10 @@ class TokenVerifier:
             # PyJWT's messages name the failed check, never the token itself.
             raise TokenInvalidError(f"access token rejected: {exc}") from None
         claims = claims_from_payload(payload)
-        if claims.role != role:
+        roles = (role,) if isinstance(role, str) else tuple(role)
+        if claims.role not in roles:
+            wanted = " or ".join(repr(r) for r in roles)
             raise TokenWrongRoleError(
-                f"access token has role {claims.role!r}, this requires {role!r}"
+                f"access token has role {claims.role!r}, this requires {wanted}"
             )
         return claims
