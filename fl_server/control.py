@@ -106,10 +106,11 @@ class JobControl:
         """Done, for good: a done job never trains again."""
         return self._change(stop_reason=reason.value)
 
-    def tick(self) -> None:
+    def tick(self) -> Future[None] | None:
         """Save the training time now and then, so a crash keeps what was spent."""
         if self._since is not None and self._clock() - self._saved_at >= SAVE_TRAINING_TIME_EVERY:
-            self._save()
+            return self.save()
+        return None
 
     def _change(
         self, *, paused: bool | None = None, stop_reason: str | None = None
@@ -122,7 +123,7 @@ class JobControl:
             if stop_reason is not None:
                 self._record = replace(self._record, stop_reason=stop_reason)
         self.update_clock()
-        return self._save()
+        return self.save()
 
     def _fold_clock(self) -> None:
         now = self._clock()
@@ -132,7 +133,8 @@ class JobControl:
                 self._record = replace(self._record, training_seconds=spent)
                 self._since = now
 
-    def _save(self) -> Future[None]:
+    def save(self) -> Future[None]:
+        """Write the control record, with the training time so far."""
         record = replace(self._record, training_seconds=self.training_seconds())
         self._saved_at = self._clock()
         return self._journal.call(lambda: self._store.save_control(record))

@@ -11,6 +11,7 @@ ciphertext being changed. One job's load, failure or recovery touches no other j
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -21,7 +22,7 @@ from fl_server.admission import RateLimiter, SlotTable, UpdateQueue, UpdateTicke
 from fl_server.auth import Sightings
 from fl_server.domain import BodyReader, JobView, LayoutSet, ModelDownload, StatusView, UpdateAck
 from fl_server.downloads import ModelDownloads
-from fl_server.errors import StateError
+from fl_server.errors import ServerError, StateError
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal, running_future
@@ -121,7 +122,7 @@ class JobService:
         traffic = Traffic()
         self._journal = Journal(store)
         self._worker = ApplyWorker()
-        self._tick_pending = False
+        self._pending_tick: Future[None] | None = None
         self._lifecycle = JobLifecycle(
             settings,
             config,
@@ -184,8 +185,11 @@ class JobService:
         self._check_stop_rules()
 
     def close(self) -> None:
-        """Finish queued updates, checkpoint if worthwhile, and release the job's directory."""
+        """Finish queued updates, checkpoint if worthwhile, save the training time, and
+        release the job's directory."""
         self._worker.submit(self._publisher.final_checkpoint)
+        if self._lifecycle.failure is None:
+            self._worker.submit(self._lifecycle.control.save)
         self._worker.close()
         self._journal.close()
         self._updates.close()
@@ -249,18 +253,24 @@ class JobService:
         await asyncio.wrap_future(self._lifecycle.stop())
         return self.view()
 
-    def tick(self) -> None:
-        """Check the wall-time rule and save the training time (the server calls it often)."""
-        if self._tick_pending:
-            return  # the worker is busy: one tick waiting is enough
-        self._tick_pending = True
-        self._worker.submit(self._tick)
+    def tick(self) -> Future[None]:
+        """Check the wall-time rule and save the training time now and then (the server
+        calls it every ``stop_check_interval``); the future resolves once done."""
+        pending = self._pending_tick
+        if pending is not None and not pending.done():
+            return pending  # the worker is busy: one tick waiting is enough
+        self._pending_tick = self._worker.submit(self._tick)
+        return self._pending_tick
 
     def _tick(self) -> None:
-        self._tick_pending = False
-        if self._lifecycle.failure is None:
-            self._lifecycle.control.tick()
-            self._check_stop_rules()
+        if self._lifecycle.failure is not None:
+            return
+        saved = self._lifecycle.control.tick()
+        if saved is not None:
+            # A small atomic write every few seconds: waiting keeps it ordered and simple.
+            with contextlib.suppress(ServerError):
+                saved.result()
+        self._check_stop_rules()
 
     def _check_stop_rules(self) -> None:
         """On the worker: the job is done at the first stop rule met."""
