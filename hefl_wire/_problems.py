@@ -113,7 +113,7 @@ _CODES = (
         503,
         "keyauth gave no key material (at startup, or as a job is created)",
     ),
-    Problem("state_invalid", 500, "the server's state directory is unusable"),
+    Problem("state_invalid", 500, "the server's or a job's state directory is unusable"),
     # Input errors of crypto, answered by fl_server (fl_server.errors.InvalidInputError).
     Problem("crypto_error", 400, "a crypto error with no finer code (crypto raises none today)"),
     Problem("profile_invalid", 400, "an invalid CKKS parameter set"),

@@ -14,12 +14,14 @@ from hefl_wire._errors import ProblemError, bearer_challenge
 
 __all__ = [
     "ADMIN_ROLE",
+    "ADMIN_SUBJECT",
     "ALGORITHM",
     "AUDIENCE",
     "CLAIMS",
     "CLIENT_ROLE",
     "ISSUER",
     "MAX_TOKEN_CHARS",
+    "ROLES",
     "AccessClaims",
     "TokenError",
     "TokenExpiredError",
@@ -35,8 +37,12 @@ ALGORITHM = "EdDSA"
 ISSUER = "hefl-keyauth"
 AUDIENCE = "hefl"
 CLIENT_ROLE = "client"
-# An administrator's token (keyauth's POST /v1/admin/token): sub and name are "admin".
 ADMIN_ROLE = "admin"
+# Who holds access tokens: each hospital's client, and the one administrator. A route
+# takes one of them (or both): a token of the other role is refused, 403 token_wrong_role.
+ROLES = (CLIENT_ROLE, ADMIN_ROLE)
+# The subject and name of every administrator token: one admin identity for both services.
+ADMIN_SUBJECT = "admin"
 # The claims every access token carries (docs/protocol.md).
 CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
 # A real token is about 400 characters; anything far larger is not worth parsing.
@@ -182,14 +188,27 @@ class TokenVerifier:
         self.leeway = leeway
 
     def verify(self, token: str, *, role: str | Collection[str] = CLIENT_ROLE) -> AccessClaims:
-        """The claims of a valid token held by ``role`` (or by any of several roles).
+        """The claims of a valid token held by ``role``.
+
+        Parameters
+        ----------
+        token
+            The bearer token as presented.
+        role
+            The role the request needs (``CLIENT_ROLE`` or ``ADMIN_ROLE``), or several
+            roles, any of which will do (a path both clients and the administrator read).
 
         Raises
         ------
         TokenError
             ``TokenMissingError``, ``TokenInvalidError``, ``TokenExpiredError`` (401) or
-            ``TokenWrongRoleError`` (403).
+            ``TokenWrongRoleError`` (403): a valid token of another role.
+        ValueError
+            ``role`` names no role of ``ROLES``: a caller's bug, never the token's.
         """
+        roles = (role,) if isinstance(role, str) else tuple(role)
+        if not roles or not set(roles) <= set(ROLES):
+            raise ValueError(f"role must be one or more of {ROLES}, got {role!r}")
         if not token:
             raise TokenMissingError("no access token was presented")
         if len(token) > MAX_TOKEN_CHARS:
@@ -211,7 +230,6 @@ class TokenVerifier:
             # PyJWT's messages name the failed check, never the token itself.
             raise TokenInvalidError(f"access token rejected: {exc}") from None
         claims = claims_from_payload(payload)
-        roles = (role,) if isinstance(role, str) else tuple(role)
         if claims.role not in roles:
             wanted = " or ".join(repr(r) for r in roles)
             raise TokenWrongRoleError(

@@ -21,17 +21,13 @@ from fl_server.job_service import JobService
 from fl_server.material import EpochContext, KeyauthMaterial
 from fl_server.settings import ServerSettings
 from fl_server.store import FileStore, JobRecord, Store, read_job_file
+from harness.studies import SERVER_KEYS, STOP_KEYS, study_mapping
 from hefl_wire import AccessClaims, TokenVerifier
 
 PROFILE = "test-n2048"
 EPOCH = 1
 JOB = "study"
-# The spec's [server] and [stop] keys: what each job takes from its study, not the process.
-SERVER_KEYS = frozenset(
-    {"staleness", "staleness_a", "staleness_b", "mixing", "max_staleness", "buffer_size"}
-    | {"max_training"}
-)
-STOP_KEYS = frozenset({"target_updates", "max_wall_seconds", "metric", "value", "min_sites"})
+
 # 5 x 1000 + 5 = 5005 parameters: three blocks of 2048 values.
 LAYOUT_TENSORS: dict[str, Any] = {
     "fc.weight": np.zeros((5, 1000), np.float32),
@@ -62,18 +58,7 @@ def make_settings(state_dir: Path, **overrides: Any) -> ServerSettings:
 
 def spec_mapping(name: str = JOB, *, profile: str = PROFILE, **job: Any) -> dict[str, Any]:
     """A study spec as a mapping: ``job`` holds its ``[server]`` and ``[stop]`` keys."""
-    unknown = set(job) - SERVER_KEYS - STOP_KEYS
-    assert not unknown, f"not a [server] or [stop] key: {unknown}"
-    stop = {k: v for k, v in job.items() if k in STOP_KEYS}
-    return {
-        "name": name,
-        "description": f"the {name} study",
-        "profile": profile,
-        "model": {"name": "logistic"},
-        "data": {"task": "binary", "classes": [0, 1], "input_shape": [5]},
-        "server": {k: v for k, v in job.items() if k in SERVER_KEYS},
-        "stop": stop or {"target_updates": 1000},
-    }
+    return study_mapping(name, profile=profile, **job)
 
 
 def make_spec(name: str = JOB, *, profile: str = PROFILE, **job: Any) -> hefl_study.StudySpec:

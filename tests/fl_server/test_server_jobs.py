@@ -78,6 +78,7 @@ async def test_an_invalid_spec_is_422_with_every_problem_located_and_creates_not
         "problems": json.dumps(raw).encode(),
         "not json": b"{not json",
         "not utf-8": b"\xff\xfe",
+        "nested too deeply": b"[" * 100_000,
         "another profile": spec_body("elsewhere", profile="n4096-s40"),
     }
 
@@ -95,6 +96,9 @@ async def test_an_invalid_spec_is_422_with_every_problem_located_and_creates_not
         "JSON"
     )
     assert_problem(answers["not utf-8"], 422, "spec_invalid")
+    assert (
+        "too deeply" in assert_problem(answers["nested too deeply"], 422, "spec_invalid")["detail"]
+    )
     profile = assert_problem(answers["another profile"], 422, "spec_invalid")
     assert profile["problems"][0]["location"] == "profile"
     assert "key epoch 1 ('test-n2048')" in profile["detail"]
