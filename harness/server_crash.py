@@ -1,5 +1,4 @@
-"""kill -9 of fl_server under load on two jobs: every acknowledged update is applied exactly
-once, in its own job."""
+"""kill -9 of fl_server under load, two jobs: each acknowledged update applied once, in its job."""
 
 from __future__ import annotations
 

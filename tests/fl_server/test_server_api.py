@@ -23,14 +23,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-async def api(
-    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey
-) -> AsyncIterator[Api]:
-    async for opened in open_api(tmp_path, material, signing_key):
-        yield opened
-
-
-@pytest.fixture
 async def training(api: Api, hospital: Hospital) -> Api:
     await api.start_job(hospital, hospital.random_values(0, scale=0.1))
     return api

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +27,6 @@ from tests.fl_server.helpers import (
     Hospital,
     client_claims,
     crash_image,
-    open_job,
     wait_published,
 )
 
@@ -52,22 +51,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_job(tmp_path: Path, material: KeyauthMaterial, clock: Clock) -> Iterator[MakeJob]:
-    opened: list[JobService] = []
-
-    def make(state_dir: Path | None = None, **overrides: Any) -> JobService:
-        job = open_job(material, state_dir or tmp_path / "state", clock=clock, **overrides)
-        opened.append(job)
-        return job
-
-    yield make
-    for job in opened:
-        job.close()
-
-
-@pytest.fixture
-def client(material: KeyauthMaterial, signing_key: Ed25519PrivateKey) -> AccessClaims:
-    return client_claims(material, signing_key)
+def make_timed(make_job: MakeJob, clock: Clock) -> MakeJob:
+    """Job services on this test's clock."""
+    return partial(make_job, clock=clock)
 
 
 def start(job: JobService, hospital: Hospital) -> None:
@@ -85,10 +71,10 @@ def report(job: JobService, client: AccessClaims, **metrics: float) -> None:
 
 
 async def test_a_paused_job_refuses_slots_and_updates_but_serves_its_model(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     # Prepare
-    job = make_job()
+    job = make_timed()
     start(job, hospital)
     values = hospital.random_values(1)
     uid, envelope = hospital.update(values, base_version=0)
@@ -113,9 +99,9 @@ async def test_a_paused_job_refuses_slots_and_updates_but_serves_its_model(
 
 
 async def test_a_retry_of_an_applied_update_is_answered_while_paused(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job()
+    job = make_timed()
     start(job, hospital)
     _, envelope = hospital.update(hospital.random_values(1), base_version=0)
     first = push(job, client, envelope)
@@ -128,9 +114,9 @@ async def test_a_retry_of_an_applied_update_is_answered_while_paused(
 
 
 async def test_pause_and_resume_before_the_initial_model(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job()
+    job = make_timed()
     assert (await job.pause()).state is JobState.PAUSED
     job.set_layout(hospital.layout.to_json()).result()
     job.set_initial_model(hospital.initial_model(np.zeros(hospital.shape))).result()
@@ -143,9 +129,9 @@ async def test_pause_and_resume_before_the_initial_model(
 
 
 async def test_stop_is_final_and_keeps_its_reason(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job()
+    job = make_timed()
     start(job, hospital)
     await job.pause()
 
@@ -164,8 +150,8 @@ async def test_stop_is_final_and_keeps_its_reason(
         push(job, client, hospital.update(hospital.random_values(1), base_version=0)[1])
 
 
-async def test_pausing_a_done_job_is_refused(make_job: MakeJob, hospital: Hospital) -> None:
-    job = make_job()
+async def test_pausing_a_done_job_is_refused(make_timed: MakeJob, hospital: Hospital) -> None:
+    job = make_timed()
     await job.stop()
 
     with pytest.raises(JobNotTrainingError) as info:
@@ -177,16 +163,16 @@ async def test_pausing_a_done_job_is_refused(make_job: MakeJob, hospital: Hospit
 
 
 async def test_pause_resume_and_stop_survive_a_crash(
-    make_job: MakeJob, hospital: Hospital, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, tmp_path: Path
 ) -> None:
     live = tmp_path / "live"
-    job = make_job(live)
+    job = make_timed(live)
     start(job, hospital)
     await job.pause()
-    paused = make_job(crash_image(live, tmp_path / "paused"))
+    paused = make_timed(crash_image(live, tmp_path / "paused"))
     await job.resume()
     await job.stop()
-    stopped = make_job(crash_image(live, tmp_path / "stopped"))
+    stopped = make_timed(crash_image(live, tmp_path / "stopped"))
 
     assert paused.view().state is JobState.PAUSED
     assert (stopped.view().state, stopped.view().stop_reason) == (
@@ -196,9 +182,9 @@ async def test_pause_resume_and_stop_survive_a_crash(
 
 
 def test_the_target_number_of_updates_ends_the_job(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job(target_updates=2)
+    job = make_timed(target_updates=2)
     start(job, hospital)
     for k in range(2):
         push(job, client, hospital.update(hospital.random_values(k), base_version=k)[1])
@@ -214,11 +200,11 @@ def test_the_target_number_of_updates_ends_the_job(
 
 
 async def test_wall_time_counts_only_training_and_survives_a_crash(
-    make_job: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
 ) -> None:
     # Prepare: a 100 s budget; 30 s waiting for the initial model do not count.
     live = tmp_path / "live"
-    job = make_job(live, max_wall_seconds=100)
+    job = make_timed(live, max_wall_seconds=100)
     clock.now += 30
     start(job, hospital)
 
@@ -233,7 +219,7 @@ async def test_wall_time_counts_only_training_and_survives_a_crash(
     clock.now += 25
     job.tick().result()  # saves the time spent (at most every 10 s)
     clock.now += 5  # lost in the crash: not saved yet
-    recovered = make_job(crash_image(live, tmp_path / "image"), max_wall_seconds=100)
+    recovered = make_timed(crash_image(live, tmp_path / "image"), max_wall_seconds=100)
 
     # Assert: the budget kept what was spent before the crash, not the paused time.
     assert spent_paused == 60
@@ -252,24 +238,24 @@ async def test_wall_time_counts_only_training_and_survives_a_crash(
 
 
 async def test_a_clean_shutdown_keeps_the_training_time_to_the_second(
-    make_job: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
 ) -> None:
-    job = make_job(tmp_path / "state", max_wall_seconds=100)
+    job = make_timed(tmp_path / "state", max_wall_seconds=100)
     start(job, hospital)
     clock.now += 7
     job.close()
 
-    assert make_job(tmp_path / "state", max_wall_seconds=100).view().training_seconds == 7
+    assert make_timed(tmp_path / "state", max_wall_seconds=100).view().training_seconds == 7
 
 
 def test_the_metric_rule_counts_once_enough_sites_report(
-    make_job: MakeJob,
+    make_timed: MakeJob,
     hospital: Hospital,
     material: KeyauthMaterial,
     signing_key: Ed25519PrivateKey,
 ) -> None:
     # Prepare: done once the row-weighted AUROC of 2 sites' latest reports reaches 0.8.
-    job = make_job(metric="auroc", value=0.8, min_sites=2)
+    job = make_timed(metric="auroc", value=0.8, min_sites=2)
     start(job, hospital)
     a = client_claims(material, signing_key, "site-a")
     b = client_claims(material, signing_key, "site-b")
@@ -292,9 +278,9 @@ def test_the_metric_rule_counts_once_enough_sites_report(
 
 
 def test_a_loss_target_is_reached_at_or_below_it(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job(metric="loss", value=0.5, min_sites=1)
+    job = make_timed(metric="loss", value=0.5, min_sites=1)
     start(job, hospital)
 
     report(job, client, loss=0.6, n_samples=10)
@@ -305,11 +291,11 @@ def test_a_loss_target_is_reached_at_or_below_it(
 
 
 async def test_stopping_adds_a_partly_filled_buffer_and_a_restart_rebuilds_it(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
 ) -> None:
     # Prepare: two updates acknowledged into a buffer of three.
     live = tmp_path / "live"
-    job = make_job(live, buffer_size=3, staleness="constant")
+    job = make_timed(live, buffer_size=3, staleness="constant")
     start(job, hospital)
     updates = [hospital.random_values(k) for k in (1, 2)]
     envelopes = [hospital.update(u, base_version=0)[1] for u in updates]
@@ -320,7 +306,7 @@ async def test_stopping_adds_a_partly_filled_buffer_and_a_restart_rebuilds_it(
     await job.stop()
     wait_published(job)
     served = job.snapshot().to_bytes()
-    recovered = make_job(crash_image(live, tmp_path / "image"))
+    recovered = make_timed(crash_image(live, tmp_path / "image"))
 
     # Assert: every acknowledged update is in the model, before and after the restart.
     assert [a.receipt.version for a in acks] == [1, 1]
@@ -334,11 +320,11 @@ async def test_stopping_adds_a_partly_filled_buffer_and_a_restart_rebuilds_it(
 
 
 def test_a_stop_rule_met_before_a_crash_is_met_again_at_startup(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
 ) -> None:
     # The report is durable; the crash came before the job was marked done.
     live = tmp_path / "live"
-    job = make_job(live, metric="accuracy", value=0.7, min_sites=1)
+    job = make_timed(live, metric="accuracy", value=0.7, min_sites=1)
     start(job, hospital)
     job.close()
     store = FileStore(live / "jobs" / JOB)
@@ -353,16 +339,16 @@ def test_a_stop_rule_met_before_a_crash_is_met_again_at_startup(
     )
     store.close()
 
-    recovered = make_job(live)
+    recovered = make_timed(live)
 
     assert recovered.view().stop_reason is StopReason.TARGET_METRIC
     assert recovered.view().state is JobState.DONE
 
 
 async def test_a_stopped_job_still_refuses_an_update_id_reused_for_other_content(
-    make_job: MakeJob, hospital: Hospital, client: AccessClaims
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
-    job = make_job()
+    job = make_timed()
     start(job, hospital)
     uid = uuid.uuid4()
     push(job, client, hospital.update(hospital.random_values(1), base_version=0, update_id=uid)[1])

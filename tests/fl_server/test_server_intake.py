@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fl_server.domain import BodyReader
 from fl_server.downloads import etag_matches
@@ -21,7 +20,7 @@ from fl_server.material import KeyauthMaterial
 from fl_server.reports import parse_report
 from fl_server.store import MemoryStore
 from hefl_wire import AccessClaims
-from tests.fl_server.helpers import Hospital, client_claims, open_job
+from tests.fl_server.helpers import Hospital, open_job
 
 pytestmark = pytest.mark.anyio
 
@@ -37,11 +36,6 @@ def reader_of(body: bytes) -> tuple[BodyReader, list[int]]:
         return body
 
     return read, limits
-
-
-@pytest.fixture
-def client(material: KeyauthMaterial, signing_key: Ed25519PrivateKey) -> AccessClaims:
-    return client_claims(material, signing_key)
 
 
 @pytest.fixture

@@ -29,14 +29,6 @@ from tests.fl_server.helpers import (
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-async def api(
-    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey
-) -> AsyncIterator[Api]:
-    async for opened in open_api(tmp_path, material, signing_key):
-        yield opened
-
-
 async def reopen(
     tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, **kw: Any
 ) -> AsyncIterator[Api]:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +30,7 @@ from fl_server.errors import (
 )
 from fl_server.job_service import JobService
 from fl_server.material import EpochContext, KeyauthMaterial
-from fl_server.store import FileStore, MemoryStore, Store, UpdateRecord
+from fl_server.store import FileStore, MemoryStore, UpdateRecord
 from hefl_wire import AccessClaims
 from tests.fl_server.helpers import (
     JOB,
@@ -41,7 +40,6 @@ from tests.fl_server.helpers import (
     job_record,
     make_settings,
     make_spec,
-    open_job,
     wait_published,
 )
 
@@ -50,24 +48,8 @@ MakeService = Callable[..., JobService]
 
 
 @pytest.fixture
-def make_service(tmp_path: Path, material: KeyauthMaterial) -> Iterator[MakeService]:
-    opened: list[JobService] = []
-
-    def make(
-        store: Store | None = None, state_dir: Path | None = None, **overrides: Any
-    ) -> JobService:
-        service = open_job(material, state_dir or tmp_path / "state", store=store, **overrides)
-        opened.append(service)
-        return service
-
-    yield make
-    for service in opened:
-        service.close()
-
-
-@pytest.fixture
-def client(signing_key: Ed25519PrivateKey, material: KeyauthMaterial) -> AccessClaims:
-    return client_claims(material, signing_key)
+def make_service(make_job: MakeService) -> MakeService:
+    return make_job
 
 
 def start(service: JobService, hospital: Hospital, initial: Values) -> None:
