@@ -89,12 +89,11 @@ class JobControl:
         training = self._started() and not self._record.paused and not self._record.done
         now = self._clock()
         with self._lock:
-            if training and self._since is None:
-                self._since = now
-            elif not training and self._since is not None:
+            # What ran until now is in the record; the clock goes on from now, or stops.
+            if self._since is not None:
                 spent = self._record.training_seconds + max(0.0, now - self._since)
                 self._record = replace(self._record, training_seconds=spent)
-                self._since = None
+            self._since = now if training else None
 
     def pause(self) -> Future[None]:
         return self._change(paused=True)
@@ -115,23 +114,13 @@ class JobControl:
     def _change(
         self, *, paused: bool | None = None, stop_reason: str | None = None
     ) -> Future[None]:
-        # The time so far counts under the old state; the clock then runs or not under the new.
-        self._fold_clock()
         with self._lock:
             if paused is not None:
                 self._record = replace(self._record, paused=paused)
             if stop_reason is not None:
                 self._record = replace(self._record, stop_reason=stop_reason)
-        self.update_clock()
+        self.update_clock()  # the time until now counts; from now on, as the new state says
         return self.save()
-
-    def _fold_clock(self) -> None:
-        now = self._clock()
-        with self._lock:
-            if self._since is not None:
-                spent = self._record.training_seconds + max(0.0, now - self._since)
-                self._record = replace(self._record, training_seconds=spent)
-                self._since = now
 
     def save(self) -> Future[None]:
         """Write the control record, with the training time so far."""

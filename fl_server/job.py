@@ -263,22 +263,25 @@ class JobLifecycle:
     def stop(self) -> Future[None]:
         """Stop the job for good (a done job stays as it is); durable when it resolves."""
         self.require_writable()
-        return self._worker.submit(lambda: self.finish(StopReason.STOPPED).result())
+        return self._worker.submit(self._stop)
 
-    def finish(self, reason: StopReason) -> Future[None]:
-        """The job is done for ``reason`` (on the worker); a partly filled buffer is added.
+    def _stop(self) -> None:
+        written = self.finish(StopReason.STOPPED)
+        if written is not None:
+            written.result()
 
-        A job already done keeps its first reason.
+    def finish(self, reason: StopReason) -> Future[None] | None:
+        """On the worker: the job is done for ``reason``, its partly filled buffer added.
+
+        A job already done keeps its first reason (``None``: nothing to write).
         """
         if self.control.done:
-            return self._journal.call(lambda: None)
+            return None
         written = self.control.finish(reason)
         state = self._state
         if state is not None and state.flush_buffer():
             # Every acknowledged update ends up in the model, even one short of a buffer.
-            logger.info(
-                "job %s: buffer of a done job added at version %d", self.record.name, state.version
-            )
+            logger.info("job %s: its buffer added at version %d", self.record.name, state.version)
         logger.info("job %s: done (%s)", self.record.name, reason.value)
         return written
 

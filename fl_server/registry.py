@@ -126,8 +126,11 @@ class JobRegistry:
         with self._lock:
             self._jobs[record.name] = job
 
-    def fail(self, name: str, error: Exception | str) -> None:
-        """Leave job ``name`` out: its directory cannot be used (``error`` says why)."""
+    def fail(self, name: str, error: Exception | str) -> StateError:
+        """Leave job ``name`` out: its directory cannot be used (``error`` says why).
+
+        Returns the error every call to the job answers from now on.
+        """
         failure = StateError(
             f"job {name} could not be opened: {error}; repair or move away "
             f"{self._jobs_dir / name} and restart the server"
@@ -135,6 +138,7 @@ class JobRegistry:
         logger.error("%s", failure.detail)
         with self._lock:
             self._failed[name] = failure
+        return failure
 
     def _store(self, name: str) -> FileStore:
         return FileStore(
@@ -222,9 +226,17 @@ class JobRegistry:
                 created_at=self._clock(),
             )
             self._write(record)
-            job = JobService(
-                self._settings, record, context, store=self._store(record.name), clock=self._clock
-            )
+            try:
+                job = JobService(
+                    self._settings,
+                    record,
+                    context,
+                    store=self._store(record.name),
+                    clock=self._clock,
+                )
+            except (ServerError, crypto.CryptoError) as exc:
+                # The directory is there: the job exists, but cannot be used until restart.
+                raise self.fail(record.name, exc) from exc
             with self._lock:
                 self._jobs[record.name] = job
         logger.info(
