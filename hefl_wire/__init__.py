@@ -6,9 +6,9 @@ on byte for byte (docs/protocol.md):
 - the registry of every problem code a service answers, with its HTTP status
   (``PROBLEMS``), and ``ProblemError``, the base of both services' error trees, whose
   classes are checked against it when they are defined;
-- access tokens: their claims (``AccessClaims``, ``claims_to_payload`` /
-  ``claims_from_payload``), their verification (``TokenVerifier``) and its errors;
-  signing stays in keyauth;
+- access tokens: the roles that hold them (``CLIENT_ROLE``, ``ADMIN_ROLE``), their claims
+  (``AccessClaims``, ``claims_to_payload`` / ``claims_from_payload``), their verification
+  (``TokenVerifier``) and its errors; signing stays in keyauth;
 - the loopback-host rule (``is_loopback_host``).
 """
 
@@ -16,12 +16,15 @@ from hefl_wire._errors import ProblemError, bearer_challenge
 from hefl_wire._hosts import is_loopback_host
 from hefl_wire._problems import PROBLEMS, Problem, ProblemCodeError, check_problem
 from hefl_wire._tokens import (
+    ADMIN_ROLE,
+    ADMIN_SUBJECT,
     ALGORITHM,
     AUDIENCE,
     CLAIMS,
     CLIENT_ROLE,
     ISSUER,
     MAX_TOKEN_CHARS,
+    ROLES,
     AccessClaims,
     TokenError,
     TokenExpiredError,
@@ -34,6 +37,8 @@ from hefl_wire._tokens import (
 )
 
 __all__ = [
+    "ADMIN_ROLE",
+    "ADMIN_SUBJECT",
     "ALGORITHM",
     "AUDIENCE",
     "CLAIMS",
@@ -41,6 +46,7 @@ __all__ = [
     "ISSUER",
     "MAX_TOKEN_CHARS",
     "PROBLEMS",
+    "ROLES",
     "AccessClaims",
     "Problem",
     "ProblemCodeError",

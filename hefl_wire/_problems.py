@@ -54,7 +54,7 @@ _CODES = (
     Problem("token_missing", 401, "no access token was presented"),
     Problem("token_invalid", 401, "the access token is malformed, forged or lacks a claim"),
     Problem("token_expired", 401, "the access token has expired"),
-    Problem("token_wrong_role", 403, "the access token is not a client token"),
+    Problem("token_wrong_role", 403, "the access token's role is not one the route takes"),
     Problem("client_revoked", 403, "the client was revoked"),
     # keyauth.
     Problem("keyauth_error", 400, "the base of keyauth's tree: no raise site answers it"),
@@ -85,9 +85,14 @@ _CODES = (
     Problem(
         "no_layout",
         409,
-        "the job has no layout yet (404 from GET /v1/job/layout)",
+        "the job has no layout yet (404 from GET /v1/jobs/{job}/layout)",
         frozenset({404}),
     ),
+    Problem("job_not_found", 404, "no job of that name"),
+    Problem("job_exists", 409, "a job of that name exists, with another spec"),
+    Problem("spec_invalid", 422, "a study spec refused, or not of the key epoch's profile"),
+    Problem("job_paused", 409, "the job is paused: send the update again once it resumes"),
+    Problem("job_not_paused", 409, "the job is not paused, so it cannot resume"),
     Problem("job_not_started", 409, "the job has no initial model yet"),
     Problem("job_not_training", 409, "the job accepts no more updates (done)"),
     Problem("initial_model_exists", 409, "the job has its initial model already"),
@@ -105,10 +110,10 @@ _CODES = (
     Problem("startup_failed", 500, "the server cannot start (at startup: never an HTTP answer)"),
     Problem(
         "keyauth_unavailable",
-        500,
-        "keyauth gave no key material (at startup: never an HTTP answer)",
+        503,
+        "keyauth gave no key material (at startup, or as a job is created)",
     ),
-    Problem("state_invalid", 500, "the server's state directory is unusable"),
+    Problem("state_invalid", 500, "the server's or a job's state directory is unusable"),
     # Input errors of crypto, answered by fl_server (fl_server.errors.InvalidInputError).
     Problem("crypto_error", 400, "a crypto error with no finer code (crypto raises none today)"),
     Problem("profile_invalid", 400, "an invalid CKKS parameter set"),

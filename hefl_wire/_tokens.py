@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,12 +13,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hefl_wire._errors import ProblemError, bearer_challenge
 
 __all__ = [
+    "ADMIN_ROLE",
+    "ADMIN_SUBJECT",
     "ALGORITHM",
     "AUDIENCE",
     "CLAIMS",
     "CLIENT_ROLE",
     "ISSUER",
     "MAX_TOKEN_CHARS",
+    "ROLES",
     "AccessClaims",
     "TokenError",
     "TokenExpiredError",
@@ -33,6 +37,12 @@ ALGORITHM = "EdDSA"
 ISSUER = "hefl-keyauth"
 AUDIENCE = "hefl"
 CLIENT_ROLE = "client"
+ADMIN_ROLE = "admin"
+# Who holds access tokens: each hospital's client, and the one administrator. A route
+# takes one of them (or both): a token of the other role is refused, 403 token_wrong_role.
+ROLES = (CLIENT_ROLE, ADMIN_ROLE)
+# The subject and name of every administrator token: one admin identity for both services.
+ADMIN_SUBJECT = "admin"
 # The claims every access token carries (docs/protocol.md).
 CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
 # A real token is about 400 characters; anything far larger is not worth parsing.
@@ -177,15 +187,28 @@ class TokenVerifier:
         self.audience = audience
         self.leeway = leeway
 
-    def verify(self, token: str, *, role: str = CLIENT_ROLE) -> AccessClaims:
+    def verify(self, token: str, *, role: str | Collection[str] = CLIENT_ROLE) -> AccessClaims:
         """The claims of a valid token held by ``role``.
+
+        Parameters
+        ----------
+        token
+            The bearer token as presented.
+        role
+            The role the request needs (``CLIENT_ROLE`` or ``ADMIN_ROLE``), or several
+            roles, any of which will do (a path both clients and the administrator read).
 
         Raises
         ------
         TokenError
             ``TokenMissingError``, ``TokenInvalidError``, ``TokenExpiredError`` (401) or
-            ``TokenWrongRoleError`` (403).
+            ``TokenWrongRoleError`` (403): a valid token of another role.
+        ValueError
+            ``role`` names no role of ``ROLES``: a caller's bug, never the token's.
         """
+        roles = (role,) if isinstance(role, str) else tuple(role)
+        if not roles or not set(roles) <= set(ROLES):
+            raise ValueError(f"role must be one or more of {ROLES}, got {role!r}")
         if not token:
             raise TokenMissingError("no access token was presented")
         if len(token) > MAX_TOKEN_CHARS:
@@ -207,8 +230,9 @@ class TokenVerifier:
             # PyJWT's messages name the failed check, never the token itself.
             raise TokenInvalidError(f"access token rejected: {exc}") from None
         claims = claims_from_payload(payload)
-        if claims.role != role:
+        if claims.role not in roles:
+            wanted = " or ".join(repr(r) for r in roles)
             raise TokenWrongRoleError(
-                f"access token has role {claims.role!r}, this requires {role!r}"
+                f"access token has role {claims.role!r}, this requires {wanted}"
             )
         return claims
