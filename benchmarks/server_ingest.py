@@ -26,9 +26,13 @@ import numpy as np
 
 import crypto
 from benchmarks._report import best_of, format_table, write_json
+from harness.admin import admin_token, create_job
+from harness.parties import job_url
 from harness.services import keyauth_service, server_service
+from harness.studies import study_json
 
 ADMIN_KEY = "bench-admin-key-" + "b" * 24
+JOB = "ingest"
 # Logging every request would slow the server down and be timed with it.
 QUIET = ("--log-level", "warning", "--no-access-log")
 
@@ -158,14 +162,17 @@ def measure_http(
             barrier.wait()
             for envelope in batch:
                 start = time.perf_counter()
-                response = http.post("/v1/updates", content=envelope, headers=headers)
+                response = http.post(
+                    job_url("", JOB, "/updates"), content=envelope, headers=headers
+                )
                 latencies.append(time.perf_counter() - start)
                 if response.status_code != 202:
                     failures.append(f"{response.status_code} {response.text[:200]}")
 
     with httpx.Client(base_url=url, timeout=600) as http:
         headers = {"Authorization": f"Bearer {tokens[0]}"}
-        assert http.post("/v1/updates", content=warm, headers=headers).status_code == 202
+        warmed = http.post(job_url("", JOB, "/updates"), content=warm, headers=headers)
+        assert warmed.status_code == 202, warmed.text
     threads = [
         threading.Thread(target=upload, args=(t, b)) for t, b in zip(tokens, batches, strict=True)
     ]
@@ -180,7 +187,7 @@ def measure_http(
         raise RuntimeError(f"uploads refused: {failures[:3]}")
     count = n * per_uploader
     with httpx.Client(base_url=url, timeout=60) as http:
-        status = http.get("/v1/status").json()
+        status = http.get(job_url("", JOB, "/status")).json()
     return {
         "uploaders": n,
         "updates": count,
@@ -193,8 +200,22 @@ def measure_http(
 
 
 def _start_job(
-    url: str, token: str, layout: crypto.ModelLayout, key_epoch: int, model_blocks: list[bytes]
+    url: str,
+    admin: str,
+    token: str,
+    layout: crypto.ModelLayout,
+    key_epoch: int,
+    model_blocks: list[bytes],
 ) -> None:
+    # Constant staleness and a window past any run: every update counts the same.
+    spec = study_json(
+        JOB,
+        profile=crypto.DEFAULT_PROFILE.name,
+        staleness="constant",
+        max_staleness=1_000_000,
+        target_updates=1_000_000,
+    )
+    create_job(url, admin, spec)
     model = crypto.EncryptedModel(
         layout.fingerprint,
         0,
@@ -203,9 +224,10 @@ def _start_job(
     )
     with httpx.Client(base_url=url, timeout=600) as http:
         auth = {"Authorization": f"Bearer {token}"}
-        assert http.put("/v1/job/layout", content=layout.to_json(), headers=auth).is_success
+        put = http.put(job_url("", JOB, "/layout"), content=layout.to_json(), headers=auth)
+        assert put.is_success, put.text
         created = http.put(
-            "/v1/job/initial-model", content=crypto.model_to_bytes(model), headers=auth
+            job_url("", JOB, "/initial-model"), content=crypto.model_to_bytes(model), headers=auth
         )
         assert created.status_code == 201, created.text
 
@@ -258,14 +280,12 @@ def run(
                         tmp / f"server-{n}-{r}.log",
                         uvicorn_args=QUIET,
                         client_updates_per_minute="0",
-                        staleness="constant",
-                        max_staleness="1000000",
-                        target_updates="1000000",
                         max_queued_updates=str(max(16, 2 * n)),
                         revocation_refresh="0",
                     ) as server_process:
                         url = server_process.url
-                        _start_job(url, tokens[0], layout, key_epoch, model_blocks)
+                        admin = admin_token(keyauth, ADMIN_KEY, tmp / "keyauth")
+                        _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
                             measure_http(url, tokens[:n], layout, key_epoch, updates, per_uploader)
                         )
@@ -327,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for row in payload["http"]:
         table.append(
             [
-                "HTTP: POST /v1/updates until 202 (durable)",
+                "HTTP: POST /v1/jobs/{job}/updates until 202 (durable)",
                 row["uploaders"],
                 row["params_per_s"],
                 f"{row['params_per_s_min']:.3g}-{row['params_per_s_max']:.3g}",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import os
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -18,14 +20,13 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from fl_server.domain import StatusView
+from fl_server.domain import ServerStatusView, StatusView
 from fl_server.errors import ServerError, StartupError
-from fl_server.keyauth_client import KeyauthClient
-from fl_server.material import KeyauthMaterial
+from fl_server.keyauth_client import KeyauthClient, KeyauthMaterialSource
+from fl_server.material import MaterialSource
 from fl_server.routes import router
 from fl_server.service import ServerService
 from fl_server.settings import ServerSettings
-from fl_server.store import read_job_file
 from fl_server.telemetry import make_registry
 from hefl_http.problems import PROBLEM_MEDIA_TYPE, add_problem_handlers, problem_response
 from hefl_http.serving import HEFL_VERSION, configure_logging, lazy_app, settings_reasons
@@ -35,8 +36,20 @@ __all__ = ["PROBLEM_MEDIA_TYPE", "create_app", "problem_response", "settings_fro
 logger = logging.getLogger("fl_server")
 
 
+async def _every(interval: float, action: Callable[[], None]) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            action()
+        except Exception:
+            logger.exception("periodic task failed")
+
+
 def create_app(
-    settings: ServerSettings | None = None, *, keyauth_material: KeyauthMaterial | None = None
+    settings: ServerSettings | None = None,
+    *,
+    keyauth_material: MaterialSource | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The aggregation server app.
 
@@ -45,8 +58,11 @@ def create_app(
     settings
         ``None`` reads ``FLSERVER_*`` from the environment (what ``--factory`` does).
     keyauth_material
-        The public context and token key; ``None`` fetches them from keyauth at startup
-        (and then keeps keyauth's revocation list current).
+        The token key and each key epoch's keyless context (``KeyauthMaterial`` for one
+        fixed epoch); ``None`` fetches them from keyauth, and keeps keyauth's revocation
+        list current.
+    clock
+        Seconds since the epoch, for every job (wall-time budgets, slot leases).
     """
     if settings is None:
         settings = settings_from_env()
@@ -56,49 +72,38 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         material = keyauth_material
         keyauth: KeyauthClient | None = None
-        poller: asyncio.Task[None] | None = None
+        if material is None:
+            keyauth = KeyauthClient(config)
+            material = KeyauthMaterialSource(keyauth)
         try:
-            if material is None:
-                keyauth = KeyauthClient(config)
-                stored = read_job_file(config.state_dir)
-                material = await keyauth.fetch_material(stored.key_epoch if stored else None)
-            loaded = material
-            service = await anyio.to_thread.run_sync(lambda: ServerService(config, loaded))
+            service = await ServerService.start(config, material, clock=clock)
         except ServerError as exc:
-            if keyauth is not None:
-                await keyauth.aclose()
+            await material.aclose()
             logger.error("fl_server cannot start: %s", exc)
             raise
         app.state.service = service
+        tasks = [asyncio.create_task(_every(config.stop_check_interval, service.tick))]
         if keyauth is not None and config.revocation_refresh > 0:
-            poller = asyncio.create_task(
-                keyauth.poll_revocations(service.set_revoked, config.revocation_refresh)
+            tasks.append(
+                asyncio.create_task(
+                    keyauth.poll_revocations(service.set_revoked, config.revocation_refresh)
+                )
             )
-        job = service.job()
-        logger.info(
-            "serving key epoch %d (profile %s) from %s: job %s at version %d of %d",
-            job.key_epoch,
-            job.profile,
-            config.state_dir,
-            job.state.value,
-            job.version,
-            job.target_updates,
-        )
+        _log_jobs(service, config)
         try:
             yield
         finally:
-            if poller is not None:
-                poller.cancel()
+            for task in tasks:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await poller
-            if keyauth is not None:
-                await keyauth.aclose()
+                    await task
+            await material.aclose()
             app.state.service = None
             await anyio.to_thread.run_sync(service.close)
 
     app = FastAPI(
         title="hefl fl_server",
-        summary="Asynchronous federated learning on a CKKS-encrypted model",
+        summary="Asynchronous federated learning on a CKKS-encrypted model, one job per study",
         version=HEFL_VERSION,
         lifespan=lifespan,
     )
@@ -106,11 +111,15 @@ def create_app(
     app.state.settings = config
     app.include_router(router)
 
-    def current_status() -> StatusView | None:
+    def server_status() -> ServerStatusView | None:
         service: ServerService | None = app.state.service
         return service.status() if service is not None else None
 
-    registry = make_registry(current_status)
+    def job_statuses() -> list[StatusView]:
+        service: ServerService | None = app.state.service
+        return service.job_statuses() if service is not None else []
+
+    registry = make_registry(server_status, job_statuses)
 
     @app.get("/metrics", tags=["public"], include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -120,8 +129,57 @@ def create_app(
     return app
 
 
+def _log_jobs(service: ServerService, settings: ServerSettings) -> None:
+    status = service.status()
+    logger.info(
+        "serving %d job%s from %s%s",
+        len(status.jobs),
+        "" if len(status.jobs) == 1 else "s",
+        settings.state_dir,
+        f" ({len(status.failed_jobs)} left out: see GET /v1/status)" if status.failed_jobs else "",
+    )
+    for job in status.jobs:
+        target = job.target_updates if job.target_updates is not None else "-"
+        logger.info(
+            "job %s: %s at version %d (%d of %s updates), key epoch %d (profile %s)",
+            job.name,
+            job.state.value,
+            job.version,
+            job.updates_applied,
+            target,
+            job.key_epoch,
+            job.profile,
+        )
+
+
+# Job settings before jobs came from study specs: each is now its spec's [server] or [stop].
+_JOB_VARIABLES = frozenset(
+    f"FLSERVER_{name}"
+    for name in (
+        "TARGET_UPDATES",
+        "STALENESS",
+        "STALENESS_A",
+        "STALENESS_B",
+        "MIXING",
+        "MAX_STALENESS",
+        "BUFFER_SIZE",
+        "MAX_TRAINING",
+    )
+)
+
+
 def settings_from_env() -> ServerSettings:
-    """``ServerSettings`` from ``FLSERVER_*``, with a readable error (never echoing values)."""
+    """``ServerSettings`` from ``FLSERVER_*``, with a readable error (never echoing values).
+
+    A job setting of older servers is refused rather than silently ignored: its value
+    would otherwise seem to apply.
+    """
+    stale = sorted(_JOB_VARIABLES & set(os.environ))
+    if stale:
+        raise StartupError(
+            f"{', '.join(stale)}: each job takes these from its study spec ([server] and "
+            "[stop]) now; remove them from the environment"
+        )
     try:
         settings = ServerSettings()
     except ValidationError as exc:

@@ -1,4 +1,4 @@
-"""Client authentication: access-token verification, the revoked set, when each client was seen."""
+"""Access tokens: client and administrator tokens verified offline, the revoked set, sightings."""
 
 from __future__ import annotations
 
@@ -7,51 +7,76 @@ import time
 from collections.abc import Callable, Iterable
 
 from fl_server.errors import AuthError, ClientRevokedError
-from fl_server.material import KeyauthMaterial
-from hefl_wire import AccessClaims, TokenError, TokenVerifier
+from fl_server.material import TokenKey
+from hefl_wire import ADMIN_ROLE, CLIENT_ROLE, AccessClaims, TokenError, TokenVerifier
 
-__all__ = ["ClientAuth"]
+__all__ = ["Sightings", "TokenAuth"]
 
 
-class ClientAuth:
-    """Checks client access tokens offline with keyauth's verification key.
+class TokenAuth:
+    """Checks access tokens offline with keyauth's verification key, for every job alike.
+
+    A client token is refused once keyauth lists its client as revoked; an administrator
+    token (``role="admin"``, from keyauth's ``POST /v1/admin/token``) is verified by the
+    same key: the server holds no admin secret of its own.
 
     Parameters
     ----------
-    material
+    key
         The token verification key, issuer and audience.
-    clock
-        Seconds since the epoch, recorded as each client's last sighting.
     """
 
-    def __init__(
-        self, material: KeyauthMaterial, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, key: TokenKey) -> None:
         self._verifier = TokenVerifier(
-            material.verification_key_pem, issuer=material.issuer, audience=material.audience
+            key.verification_key_pem, issuer=key.issuer, audience=key.audience
         )
-        self._clock = clock
         self._revoked: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-        self._seen: dict[str, tuple[str, float]] = {}
 
-    def authenticate(self, token: str) -> AccessClaims:
+    def client(self, token: str) -> AccessClaims:
         """The claims of a valid client token whose client is not revoked."""
+        return self._verify(token, (CLIENT_ROLE,))
+
+    def admin(self, token: str) -> AccessClaims:
+        """The claims of a valid administrator token."""
+        return self._verify(token, (ADMIN_ROLE,))
+
+    def reader(self, token: str) -> AccessClaims:
+        """The claims of a valid client (not revoked) or administrator token."""
+        return self._verify(token, (CLIENT_ROLE, ADMIN_ROLE))
+
+    def _verify(self, token: str, roles: tuple[str, ...]) -> AccessClaims:
         try:
-            claims = self._verifier.verify(token)
+            claims = self._verifier.verify(token, role=roles)
         except TokenError as exc:
             raise AuthError.from_token(exc) from None
-        if claims.client_id in self._revoked:
+        if claims.role == CLIENT_ROLE and claims.client_id in self._revoked:
             raise ClientRevokedError(f"client {claims.client_id} has been revoked")
-        with self._lock:
-            self._seen[claims.client_id] = (claims.client_name, self._clock())
         return claims
 
     def set_revoked(self, client_ids: Iterable[str]) -> None:
         """Replace the set of revoked client ids (from keyauth's revocation list)."""
         self._revoked = frozenset(client_ids)
 
+
+class Sightings:
+    """When each client last acted on one job, and under which name, since the server started.
+
+    Parameters
+    ----------
+    clock
+        Seconds since the epoch.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[str, float]] = {}
+
+    def saw(self, client: AccessClaims) -> None:
+        with self._lock:
+            self._seen[client.client_id] = (client.client_name, self._clock())
+
     def last_seen(self) -> dict[str, tuple[str, float]]:
-        """Each client's name and when it last authenticated, since the server started."""
+        """Each client's name and when it last acted on the job."""
         with self._lock:
             return dict(self._seen)

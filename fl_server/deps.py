@@ -1,11 +1,11 @@
-"""Request dependencies: the service, the authenticated client, size-limited bodies."""
+"""Request dependencies: the service, the job, the authenticated caller, size-limited bodies."""
 
 from __future__ import annotations
 
 from functools import partial
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from fl_server.domain import BodyReader
@@ -15,14 +15,26 @@ from fl_server.errors import (
     EncodingUnsupportedError,
     ServerBusyError,
 )
+from fl_server.job_service import JobService
 from fl_server.service import ServerService
 from hefl_wire import AccessClaims
 
-__all__ = ["CurrentClient", "RequestBody", "Service", "read_body"]
+__all__ = [
+    "CurrentAdmin",
+    "CurrentClient",
+    "CurrentJob",
+    "CurrentReader",
+    "RequestBody",
+    "Service",
+    "read_body",
+]
 
 _bearer = HTTPBearer(
-    auto_error=False, description="a client access token from keyauth's POST /v1/token"
+    auto_error=False,
+    description="an access token from keyauth: a client's (POST /v1/token) or the "
+    "administrator's (POST /v1/admin/token), as each route says",
 )
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 async def get_service(request: Request) -> ServerService:
@@ -35,14 +47,34 @@ async def get_service(request: Request) -> ServerService:
 Service = Annotated[ServerService, Depends(get_service)]
 
 
-async def current_client(
-    service: Service,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> AccessClaims:
-    return service.authenticate(credentials.credentials if credentials is not None else "")
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    return credentials.credentials if credentials is not None else ""
+
+
+async def current_client(service: Service, credentials: Bearer) -> AccessClaims:
+    return service.authenticate_client(_token(credentials))
+
+
+async def current_admin(service: Service, credentials: Bearer) -> AccessClaims:
+    return service.authenticate_admin(_token(credentials))
+
+
+async def current_reader(service: Service, credentials: Bearer) -> AccessClaims:
+    return service.authenticate_reader(_token(credentials))
 
 
 CurrentClient = Annotated[AccessClaims, Depends(current_client)]
+CurrentAdmin = Annotated[AccessClaims, Depends(current_admin)]
+CurrentReader = Annotated[AccessClaims, Depends(current_reader)]
+
+
+async def current_job(
+    service: Service, job: Annotated[str, Path(description="the job's name (its spec's name)")]
+) -> JobService:
+    return service.job(job)
+
+
+CurrentJob = Annotated[JobService, Depends(current_job)]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -21,7 +21,8 @@
     │   │   ├── EnvelopeVersionError            envelope_version_unsupported (400)
     │   │   └── BlockIndexInvalidError          block_index_invalid (422)
     │   ├── IncompleteModelError      initial_model_incomplete (422)
-    │   └── MetricsInvalidError       metrics_invalid (422)
+    │   ├── MetricsInvalidError       metrics_invalid (422)
+    │   └── SpecInvalidError          spec_invalid (422), carries every located ``problems``
     ├── AuthError                     token_invalid (401): a ``hefl_wire.TokenError``
     │   │                             translated at the edge (``from_token``)
     │   ├── TokenMissingError         token_missing (401)
@@ -29,13 +30,17 @@
     │   ├── TokenWrongRoleError       token_wrong_role (403)
     │   └── ClientRevokedError        client_revoked (403)
     ├── NotFoundError                 not_found (404)
-    │   └── LayoutNotFoundError       no_layout (404): GET /v1/job/layout before one is set
+    │   ├── JobNotFoundError          job_not_found (404): no job of that name
+    │   └── LayoutNotFoundError       no_layout (404): GET /v1/jobs/{job}/layout before one is set
     ├── ConflictError                 conflict (409)
     │   ├── JobStateError             not possible in the job's state
     │   │   ├── NoLayoutError         no_layout
     │   │   ├── JobNotStartedError    job_not_started
     │   │   ├── JobNotTrainingError   job_not_training
+    │   │   ├── JobPausedError        job_paused
+    │   │   ├── JobNotPausedError     job_not_paused
     │   │   └── InitialModelExistsError  initial_model_exists
+    │   ├── JobExistsError            job_exists: the name is taken by another spec
     │   ├── LayoutConflictError       layout_mismatch
     │   ├── KeyEpochMismatchError     key_epoch_mismatch
     │   ├── UpdateIdReusedError       update_id_reused
@@ -45,13 +50,15 @@
     ├── RetryLaterError               retry_later (503), carries ``retry_after`` seconds
     │   ├── RateLimitedError          rate_limited (429)
     │   ├── SlotsFullError            slots_full (429)
-    │   └── ServerBusyError           server_busy (503)
-    ├── StorageError                  storage_failed (503): the write-ahead log could not be
-    │                                 written; the server refuses writes until restarted
+    │   ├── ServerBusyError           server_busy (503)
+    │   └── KeyauthUnavailableError   keyauth_unavailable (503): no key material from keyauth
+    │                                 (at startup the server does not start)
+    ├── StorageError                  storage_failed (503): a job's write-ahead log could not
+    │                                 be written; that job refuses writes until restarted
     └── StartupError                  startup_failed: the server cannot start (never an
         │                             HTTP answer)
-        ├── KeyauthUnavailableError   keyauth_unavailable
-        └── StateError                state_invalid: the state directory is unusable
+        └── StateError                state_invalid: a state directory is unusable (a job
+                                      whose directory is damaged answers it for every call)
 
 Each class declares its stable machine-readable ``code``, the HTTP status hefl_wire's
 registry gives it and its title (``ServerError`` derives from ``hefl_wire.ProblemError``,
@@ -63,6 +70,7 @@ Messages never contain a token or ciphertext bytes.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import crypto
@@ -86,8 +94,12 @@ __all__ = [
     "IncompleteModelError",
     "InitialModelExistsError",
     "InvalidInputError",
+    "JobExistsError",
+    "JobNotFoundError",
+    "JobNotPausedError",
     "JobNotStartedError",
     "JobNotTrainingError",
+    "JobPausedError",
     "JobStateError",
     "KeyEpochMismatchError",
     "KeyauthUnavailableError",
@@ -104,6 +116,7 @@ __all__ = [
     "ServerBusyError",
     "ServerError",
     "SlotsFullError",
+    "SpecInvalidError",
     "StartupError",
     "StateError",
     "StorageError",
@@ -241,6 +254,25 @@ class MetricsInvalidError(RequestError):
     title = "Invalid metrics"
 
 
+class SpecInvalidError(RequestError):
+    """A study spec hefl_study refuses, or one the job cannot take (another profile).
+
+    ``problems`` are ``(location, message)`` pairs; the detail has one line per problem.
+    """
+
+    code = "spec_invalid"
+    http_status = 422
+    title = "Invalid study spec"
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        super().__init__("\n".join(f"{where}: {what}" for where, what in problems))
+        self.problems = tuple(problems)
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return {"problems": [{"location": w, "message": m} for w, m in self.problems]}
+
+
 class AuthError(ServerError):
     """A refused access token or client; ``from_token`` translates the verifier's errors."""
 
@@ -286,6 +318,12 @@ class NotFoundError(ServerError):
     title = "Not found"
 
 
+class JobNotFoundError(NotFoundError):
+    code = "job_not_found"
+    http_status = 404
+    title = "No such job"
+
+
 class LayoutNotFoundError(NotFoundError):
     code = "no_layout"
     http_status = 404
@@ -316,9 +354,25 @@ class JobNotTrainingError(JobStateError):
     http_status = 409
 
 
+class JobPausedError(JobStateError):
+    code = "job_paused"
+    http_status = 409
+
+
+class JobNotPausedError(JobStateError):
+    code = "job_not_paused"
+    http_status = 409
+
+
 class InitialModelExistsError(JobStateError):
     code = "initial_model_exists"
     http_status = 409
+
+
+class JobExistsError(ConflictError):
+    code = "job_exists"
+    http_status = 409
+    title = "Job exists"
 
 
 class LayoutConflictError(ConflictError):
@@ -405,6 +459,12 @@ class ServerBusyError(RetryLaterError):
     title = "Server busy"
 
 
+class KeyauthUnavailableError(RetryLaterError):
+    code = "keyauth_unavailable"
+    http_status = 503
+    title = "Key authority unavailable"
+
+
 class StorageError(ServerError):
     code = "storage_failed"
     http_status = 503
@@ -415,11 +475,6 @@ class StartupError(ServerError):
     code = "startup_failed"
     http_status = 500
     title = "Server cannot start"
-
-
-class KeyauthUnavailableError(StartupError):
-    code = "keyauth_unavailable"
-    http_status = 500
 
 
 class StateError(StartupError):

@@ -1,4 +1,4 @@
-"""The job's lifecycle: layout, initial model, the live model state, waiting → training → done."""
+"""A job's lifecycle: layout, initial model, the live model; waiting → training ⇄ paused → done."""
 
 from __future__ import annotations
 
@@ -10,13 +10,16 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 import crypto
-from fl_server.domain import BodyReader, JobState, JobView, LayoutSet
+from fl_server.control import JobControl
+from fl_server.domain import BodyReader, JobState, JobView, LayoutSet, StopReason
 from fl_server.errors import (
     IncompleteModelError,
     InitialModelExistsError,
     InvalidInputError,
+    JobNotPausedError,
     JobNotStartedError,
     JobNotTrainingError,
+    JobPausedError,
     KeyEpochMismatchError,
     LayoutConflictError,
     LayoutInvalidError,
@@ -25,8 +28,9 @@ from fl_server.errors import (
     ServerError,
     StorageError,
 )
+from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
-from fl_server.recovery import OpenJob, open_job, recover
+from fl_server.recovery import OpenLayout, open_layout, recover
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
 from fl_server.state import ModelState
@@ -40,33 +44,33 @@ logger = logging.getLogger("fl_server")
 
 
 class JobLifecycle:
-    """The job and its model: set up, recovered, guarded, and viewed.
+    """One job and its model: set up, recovered, paused, resumed, stopped, guarded, viewed.
 
-    The job and the model state are set on the apply worker only; any thread may read
-    them (each is one reference, swapped whole).
+    The layout, the model state and the control state are changed on the apply worker
+    only; any thread may read them (each is one reference, swapped whole).
 
     Parameters
     ----------
     settings
-        ``target_updates``, ``max_params`` and the layout body limit.
-    key_epoch
-        The epoch keyauth serves: a new job is bound to it.
+        ``max_params`` and the layout body limit.
+    config
+        The job's settings from its spec (target updates, staleness bound).
+    record
+        The job as created: name, spec, key epoch, profile.
     cipher
-        The keyless context of that epoch (and its profile).
-    max_staleness
-        The staleness policy's: how long update receipts are kept.
+        The keyless context of the job's key epoch (and its profile).
     store, journal, worker, traffic, clock
-        Where the job goes, the thread that makes it durable, the thread that changes
-        the model, the byte counters, seconds since the epoch.
+        Where the job's state goes, the thread that makes it durable, the thread that
+        changes the model, the byte counters, seconds since the epoch.
     """
 
     def __init__(
         self,
         settings: ServerSettings,
+        config: JobConfig,
+        record: JobRecord,
         *,
-        key_epoch: int,
         cipher: crypto.ServerCipher,
-        max_staleness: int,
         store: Store,
         journal: Journal,
         worker: ApplyWorker,
@@ -74,30 +78,38 @@ class JobLifecycle:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._key_epoch = key_epoch
+        self._config = config
+        self.record = record
         self._cipher = cipher
         self._profile = cipher.profile
-        self._max_staleness = max_staleness
+        self._max_staleness = config.policy.max_staleness
         self._store = store
         self._journal = journal
         self._worker = worker
         self._traffic = traffic
         self._clock = clock
-        self._job: OpenJob | None = None
+        self._layout: OpenLayout | None = None
         self._state: ModelState | None = None
         self._failure: ServerError | None = None
         self._checkpoint_version = 0
+        self.control = JobControl(
+            store, journal, started=lambda: self._state is not None, clock=clock
+        )
 
     def recover(self) -> None:
         """Load the stored job and rebuild its model (on the worker: it touches ciphertexts)."""
         recovered = recover(
-            self._store, self._cipher, key_epoch=self._key_epoch, max_staleness=self._max_staleness
+            self._store, self._cipher, self.record, max_staleness=self._max_staleness
         )
-        self._job = recovered.job
-        if recovered.state is not None:
-            self._state = recovered.state
+        self._layout = recovered.layout
+        state = recovered.state
+        if state is not None:
+            self._state = state
             self._checkpoint_version = recovered.checkpoint_version
-            self._journal.mark_durable(recovered.state.seq)
+            self._journal.mark_durable(state.seq)
+        self.control.load()
+        if state is not None and self.control.done and state.flush_buffer():
+            state.publish()  # the buffer was flushed when the job was done: so again now
 
     # -- reading --------------------------------------------------------------------------
 
@@ -109,11 +121,11 @@ class JobLifecycle:
     @property
     def limits(self) -> crypto.EnvelopeLimits | None:
         """What an envelope of this job may hold; ``None`` until the layout is set."""
-        return self._job.limits if self._job is not None else None
+        return self._layout.limits if self._layout is not None else None
 
     @property
     def failure(self) -> ServerError | None:
-        """Why the server no longer writes (an update failed half-way, or the journal)."""
+        """Why the job no longer writes (an update failed half-way, or the journal)."""
         return self._failure if self._failure is not None else self._journal.failure
 
     def fail(self, error: ServerError) -> None:
@@ -130,33 +142,42 @@ class JobLifecycle:
         self._checkpoint_version = version
 
     def job_state(self) -> JobState:
-        state = self._state
-        if state is None:
-            return JobState.WAITING
-        return JobState.DONE if state.seq >= self._settings.target_updates else JobState.TRAINING
+        if self.control.done:
+            return JobState.DONE
+        if self.control.paused:
+            return JobState.PAUSED
+        return JobState.WAITING if self._state is None else JobState.TRAINING
 
     def view(self) -> JobView:
         state = self._state
-        job = self._job
+        layout = self._layout
+        record = self.record
         return JobView(
+            name=record.name,
+            description=self._config.spec.description,
             state=self.job_state(),
+            stop_reason=self.control.stop_reason,
             version=state.version if state is not None else 0,
-            target_updates=self._settings.target_updates,
-            layout_fingerprint=job.layout.fingerprint.hex() if job else None,
-            key_epoch=job.record.key_epoch if job else self._key_epoch,
-            profile=self._profile.name,
+            updates_applied=state.seq if state is not None else 0,
+            target_updates=self._config.target_updates,
+            spec_sha256=record.spec_sha256,
+            key_epoch=record.key_epoch,
+            profile=record.profile,
+            layout_fingerprint=layout.layout.fingerprint.hex() if layout else None,
+            created_at=record.created_at,
+            training_seconds=self.control.training_seconds(),
         )
 
     def layout_json(self) -> bytes:
-        if self._job is None:
+        if self._layout is None:
             raise LayoutNotFoundError("no model layout has been set yet")
-        return self._job.layout.to_json()
+        return self._layout.layout.to_json()
 
     def envelope_limit(self) -> int:
         """The largest model or update envelope this job's layout allows, in bytes."""
-        if self._job is None:
+        if self._layout is None:
             raise NoLayoutError("set the model layout first")
-        return self._job.limits.max_total_bytes
+        return self._layout.limits.max_total_bytes
 
     def snapshot(self) -> ModelSnapshot:
         """The published model; ``job_not_started`` before the initial model."""
@@ -179,24 +200,90 @@ class JobLifecycle:
             raise JobNotStartedError("the job has no initial model yet")
         return state
 
+    def require_not_done(self) -> None:
+        if self.control.done:
+            reason = self.control.stop_reason
+            raise JobNotTrainingError(f"the job is done ({reason.value if reason else 'done'})")
+
     def require_training(self, update_id: uuid.UUID | None = None) -> ModelState:
-        """The model state while training; once done, only to answer a retried update."""
-        state = self.require_started()
-        retry = update_id is not None and state.receipt(update_id) is not None
-        if self.job_state() is JobState.DONE and not retry:
-            raise JobNotTrainingError(
-                f"the job is done ({self._settings.target_updates} updates applied)"
+        """The model state while training; paused or done, only to answer a retried update.
+
+        Raises
+        ------
+        JobPausedError
+            The job is paused: the update is not applied, the client sends it again later.
+        JobNotTrainingError
+            The job is done.
+        JobNotStartedError
+            The job has no initial model yet.
+        """
+        self.require_writable()
+        state = self._state
+        if state is not None and update_id is not None and state.receipt(update_id) is not None:
+            return state
+        self.require_not_done()
+        if self.control.paused:
+            raise JobPausedError(
+                "the job is paused: keep the update and send it again once the job resumes"
             )
-        return state
+        return self.require_started()
 
     def check_epoch(self, key_epoch: int) -> None:
-        assert self._job is not None
-        job_epoch = self._job.record.key_epoch
+        job_epoch = self.record.key_epoch
         if key_epoch != job_epoch:
             raise KeyEpochMismatchError(
                 f"encrypted under key epoch {key_epoch}; this job uses epoch {job_epoch}",
                 key_epoch=job_epoch,
             )
+
+    # -- the administrator ----------------------------------------------------------------
+
+    def pause(self) -> Future[None]:
+        """Pause training (a paused job stays paused); durable when the future resolves."""
+        self.require_writable()
+        return self._worker.submit(self._pause)
+
+    def _pause(self) -> None:
+        self.require_not_done()
+        if not self.control.paused:
+            self.control.pause().result()
+            logger.info("job %s: paused", self.record.name)
+
+    def resume(self) -> Future[None]:
+        """Resume a paused job; durable when the future resolves."""
+        self.require_writable()
+        return self._worker.submit(self._resume)
+
+    def _resume(self) -> None:
+        if not self.control.paused or self.control.done:
+            raise JobNotPausedError(f"the job is {self.job_state().value}, not paused")
+        self.control.resume().result()
+        logger.info("job %s: resumed", self.record.name)
+
+    def stop(self) -> Future[None]:
+        """Stop the job for good (a done job stays as it is); durable when it resolves."""
+        self.require_writable()
+        return self._worker.submit(self._stop)
+
+    def _stop(self) -> None:
+        written = self.finish(StopReason.STOPPED)
+        if written is not None:
+            written.result()
+
+    def finish(self, reason: StopReason) -> Future[None] | None:
+        """On the worker: the job is done for ``reason``, its partly filled buffer added.
+
+        A job already done keeps its first reason (``None``: nothing to write).
+        """
+        if self.control.done:
+            return None
+        written = self.control.finish(reason)
+        state = self._state
+        if state is not None and state.flush_buffer():
+            # Every acknowledged update ends up in the model, even one short of a buffer.
+            logger.info("job %s: its buffer added at version %d", self.record.name, state.version)
+        logger.info("job %s: done (%s)", self.record.name, reason.value)
+        return written
 
     # -- the layout -----------------------------------------------------------------------
 
@@ -204,7 +291,8 @@ class JobLifecycle:
         """Read a layout body and set it; durable when this returns."""
         body = await read_body(self._settings.max_layout_bytes)
         created = await asyncio.wrap_future(self.set_layout(body))
-        return LayoutSet(fingerprint=self.view().layout_fingerprint or "", created=created)
+        assert self._layout is not None
+        return LayoutSet(fingerprint=self._layout.layout.fingerprint.hex(), created=created)
 
     def set_layout(self, body: bytes) -> Future[bool]:
         """Set the job's model layout; the future says whether it was new (else identical)."""
@@ -227,22 +315,17 @@ class JobLifecycle:
         return self._worker.submit(lambda: self._store_layout(layout))
 
     def _store_layout(self, layout: crypto.ModelLayout) -> bool:
-        if self._job is not None:
-            if self._job.layout.fingerprint == layout.fingerprint:
+        if self._layout is not None:
+            if self._layout.layout.fingerprint == layout.fingerprint:
                 return False
             raise LayoutConflictError(
-                f"the job already has layout {self._job.layout.fingerprint.hex()[:16]}…"
+                f"the job already has layout {self._layout.layout.fingerprint.hex()[:16]}…"
             )
-        record = JobRecord(
-            job_id=uuid.uuid4().hex,
-            key_epoch=self._key_epoch,
-            profile=self._profile.name,
-            layout_json=layout.to_json(),
-            created_at=self._clock(),
-        )
-        self._journal.call(lambda: self._store.save_job(record)).result()
-        self._job = open_job(record, self._profile)
-        logger.info("job %s: layout %s set", record.job_id, layout.fingerprint.hex()[:16])
+        self.require_not_done()
+        layout_json = layout.to_json()
+        self._journal.call(lambda: self._store.save_layout(layout_json)).result()
+        self._layout = open_layout(layout_json, self._profile)
+        logger.info("job %s: layout %s set", self.record.name, layout.fingerprint.hex()[:16])
         return True
 
     # -- the initial model ----------------------------------------------------------------
@@ -257,32 +340,33 @@ class JobLifecycle:
         """Start training from a client-encrypted model envelope (version 0, every block)."""
         self.require_writable()
         self._traffic.count_in(len(body))
-        job = self._job
-        if job is None:
+        layout = self._layout
+        if layout is None:
             raise NoLayoutError("set the model layout first")
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
+        self.require_not_done()
         try:
-            model = crypto.model_from_bytes(body, job.limits)
+            model = crypto.model_from_bytes(body, layout.limits)
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
         self.check_epoch(model.key_epoch)
         if model.version != 0:
             raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
-        if [b.index for b in model.blocks] != list(range(job.layout.n_blocks)):
+        n_blocks = layout.layout.n_blocks
+        if [b.index for b in model.blocks] != list(range(n_blocks)):
             raise IncompleteModelError(
-                f"the initial model must carry all {job.layout.n_blocks} blocks, in order"
+                f"the initial model must carry all {n_blocks} blocks, in order"
             )
         return self._worker.submit(lambda: self._store_initial_model(model))
 
     def _store_initial_model(self, model: crypto.EncryptedModel) -> None:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
-        assert self._job is not None
-        record = self._job.record
+        self.require_not_done()
         try:
             state = ModelState.initial(
-                self._cipher, record, model, max_staleness=self._max_staleness
+                self._cipher, self.record, model, max_staleness=self._max_staleness
             )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
@@ -290,4 +374,5 @@ class JobLifecycle:
         self._journal.call(lambda: self._store.write_checkpoint(checkpoint)).result()
         self._state = state
         self._checkpoint_version = 0
-        logger.info("job %s: initial model stored, training", record.job_id)
+        self.control.update_clock()
+        logger.info("job %s: initial model stored, %s", self.record.name, self.job_state().value)

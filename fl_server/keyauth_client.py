@@ -1,20 +1,23 @@
-"""What the server fetches from keyauth: the keyless context, the token key, revocations."""
+"""What the server fetches from keyauth: the token key, each epoch's context, revocations."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import httpx
 
 import crypto
 from fl_server.errors import KeyauthUnavailableError, StartupError
-from fl_server.material import KeyauthMaterial
+from fl_server.material import EpochContext, MaterialSource, TokenKey
 from fl_server.settings import ServerSettings
 
-__all__ = ["KeyauthClient"]
+__all__ = ["KeyauthClient", "KeyauthMaterialSource"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("fl_server.keyauth")
 
@@ -51,44 +54,57 @@ class KeyauthClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def fetch_material(self, key_epoch: int | None) -> KeyauthMaterial:
-        """The keyless context of ``key_epoch`` (the current one if ``None``) and the token key.
+    async def fetch_token_key(self, *, attempts: int | None = None) -> TokenKey:
+        """The token verification key, retried while keyauth is down (``_retrying``)."""
+        return await self._retrying(self._token_key_once, "verification key", attempts)
 
-        Retries while keyauth is unreachable or answers 5xx, with a doubling delay.
+    async def fetch_context(
+        self, key_epoch: int | None, *, attempts: int | None = None
+    ) -> EpochContext:
+        """The keyless context of ``key_epoch`` (the current one if ``None``), retried."""
+        what = "public context" if key_epoch is None else f"public context of key epoch {key_epoch}"
+        return await self._retrying(lambda: self._context_once(key_epoch), what, attempts)
+
+    async def _retrying(
+        self, fetch: Callable[[], Awaitable[T]], what: str, attempts: int | None
+    ) -> T:
+        """``fetch()``, retried while keyauth is unreachable or answers 5xx, the delay doubling.
 
         Raises
         ------
         KeyauthUnavailableError
-            keyauth did not answer usefully within ``keyauth_attempts`` attempts.
+            keyauth did not answer usefully within ``attempts`` (``keyauth_attempts``).
         StartupError
             keyauth answered with something the server cannot use (e.g. no such epoch).
         """
         settings = self._settings
+        attempts = attempts or settings.keyauth_attempts
         delay = settings.keyauth_retry_delay
         started = time.monotonic()
         last_error = ""
-        for attempt in range(1, settings.keyauth_attempts + 1):
+        for attempt in range(1, attempts + 1):
             try:
-                return await self._fetch_once(key_epoch)
+                return await fetch()
             except _Permanent as exc:
                 raise StartupError(f"keyauth at {settings.keyauth_url}: {exc}") from None
             except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
-            if attempt < settings.keyauth_attempts:
+            if attempt < attempts:
                 logger.warning(
                     "keyauth at %s not ready (attempt %d/%d: %s); retrying in %.1f s",
                     settings.keyauth_url,
                     attempt,
-                    settings.keyauth_attempts,
+                    attempts,
                     last_error,
                     delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, _MAX_RETRY_DELAY)
         raise KeyauthUnavailableError(
-            f"keyauth at {settings.keyauth_url} gave no public context and verification key "
-            f"after {settings.keyauth_attempts} attempts over {time.monotonic() - started:.0f} s "
-            f"(last: {last_error}); start keyauth first or set FLSERVER_KEYAUTH_URL"
+            f"keyauth at {settings.keyauth_url} gave no {what} after {attempts} attempt"
+            f"{'s' if attempts > 1 else ''} over {time.monotonic() - started:.0f} s "
+            f"(last: {last_error}); start keyauth first or set FLSERVER_KEYAUTH_URL",
+            retry_after=_MAX_RETRY_DELAY,
         )
 
     async def _get(self, path: str, params: dict[str, int] | None = None) -> httpx.Response:
@@ -101,30 +117,29 @@ class KeyauthClient:
             raise _Permanent(f"GET {path} answered {len(response.content)} bytes")
         return response
 
-    async def _fetch_once(self, key_epoch: int | None) -> KeyauthMaterial:
+    async def _context_once(self, key_epoch: int | None) -> EpochContext:
         params = {"epoch": key_epoch} if key_epoch is not None else None
         context = await self._get("/v1/keys/public-context", params)
-        key = await self._get("/v1/keys/verification-key")
         try:
             epoch = int(context.headers["X-Hefl-Key-Epoch"])
             profile = crypto.get_profile(context.headers["X-Hefl-Profile"]).name
+        except (KeyError, ValueError, crypto.ProfileError) as exc:
+            raise _Permanent(f"unexpected answer ({type(exc).__name__}: {exc})") from None
+        if key_epoch is not None and epoch != key_epoch:
+            raise _Permanent(f"asked for key epoch {key_epoch}, got {epoch}")
+        return EpochContext(key_epoch=epoch, profile=profile, public_context=context.content)
+
+    async def _token_key_once(self) -> TokenKey:
+        key = await self._get("/v1/keys/verification-key")
+        try:
             raw = key.json()
             algorithm, pem = raw["algorithm"], raw["public_key_pem"]
             issuer, audience = str(raw["issuer"]), str(raw["audience"])
-        except (KeyError, ValueError, TypeError, crypto.ProfileError) as exc:
+        except (KeyError, ValueError, TypeError) as exc:
             raise _Permanent(f"unexpected answer ({type(exc).__name__}: {exc})") from None
         if algorithm != "EdDSA" or not isinstance(pem, str):
             raise _Permanent(f"unsupported token algorithm {algorithm!r}")
-        if key_epoch is not None and epoch != key_epoch:
-            raise _Permanent(f"asked for key epoch {key_epoch}, got {epoch}")
-        return KeyauthMaterial(
-            public_context=context.content,
-            key_epoch=epoch,
-            profile=profile,
-            verification_key_pem=pem,
-            issuer=issuer,
-            audience=audience,
-        )
+        return TokenKey(verification_key_pem=pem, issuer=issuer, audience=audience)
 
     async def fetch_revoked(self) -> frozenset[str] | None:
         """Client ids keyauth has revoked; ``None`` if it publishes no revocation list."""
@@ -155,3 +170,38 @@ class KeyauthClient:
                     return
                 on_revoked(revoked)
             await asyncio.sleep(interval)
+
+
+class KeyauthMaterialSource(MaterialSource):
+    """The key material, fetched from keyauth and cached: the token key once, each epoch's
+    context once (an epoch's context never changes), the current epoch each time asked.
+
+    At startup every fetch is retried (``keyauth_attempts``); as a job is created, the
+    current epoch is asked for a few times only, so the administrator gets an answer
+    (503 ``keyauth_unavailable``) instead of a request that hangs for minutes.
+    """
+
+    def __init__(self, client: KeyauthClient, *, creation_attempts: int = 2) -> None:
+        self.client = client
+        self._creation_attempts = creation_attempts
+        self._token_key: TokenKey | None = None
+        self._contexts: dict[int, EpochContext] = {}
+
+    async def token_key(self) -> TokenKey:
+        if self._token_key is None:
+            self._token_key = await self.client.fetch_token_key()
+        return self._token_key
+
+    async def current_context(self) -> EpochContext:
+        context = await self.client.fetch_context(None, attempts=self._creation_attempts)
+        return self._contexts.setdefault(context.key_epoch, context)
+
+    async def epoch_context(self, key_epoch: int) -> EpochContext:
+        cached = self._contexts.get(key_epoch)
+        if cached is None:
+            cached = await self.client.fetch_context(key_epoch)
+            self._contexts[key_epoch] = cached
+        return cached
+
+    async def aclose(self) -> None:
+        await self.client.aclose()

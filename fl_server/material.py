@@ -1,18 +1,87 @@
-"""What the server needs from the key authority: the keyless context and the token key."""
+"""What the server needs from the key authority: the token key, a keyless context per epoch.
+
+``MaterialSource`` is where it comes from: keyauth over HTTP in production
+(``fl_server.keyauth_client.KeyauthMaterialSource``), fixed values in tests
+(``KeyauthMaterial``). All of it is public: the server never holds a secret key.
+"""
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
-__all__ = ["KeyauthMaterial"]
+from fl_server.errors import StartupError
+
+__all__ = ["EpochContext", "KeyauthMaterial", "MaterialSource", "TokenKey"]
 
 
 @dataclass(frozen=True)
-class KeyauthMaterial:
-    """What the server needs from the key authority: all of it public.
+class EpochContext:
+    """The keyless CKKS context of one key epoch, and that epoch's profile."""
 
-    ``public_context`` is the keyless CKKS context of ``key_epoch``;
-    ``verification_key_pem`` checks client access tokens offline.
+    key_epoch: int
+    profile: str
+    public_context: bytes
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    """What verifies access tokens offline: keyauth's public key, issuer and audience."""
+
+    verification_key_pem: str
+    issuer: str = "hefl-keyauth"
+    audience: str = "hefl"
+
+
+class MaterialSource(abc.ABC):
+    """Where the server gets the token key and the keyless context of each key epoch.
+
+    Jobs may sit on different epochs (keyauth rotates; a new job binds the current one),
+    so contexts are asked for by epoch; a source may cache them.
+    """
+
+    @abc.abstractmethod
+    async def token_key(self) -> TokenKey:
+        """The token verification key.
+
+        Raises
+        ------
+        KeyauthUnavailableError
+            The key authority gave none.
+        """
+
+    @abc.abstractmethod
+    async def current_context(self) -> EpochContext:
+        """The context of the key authority's current epoch (what a new job binds).
+
+        Raises
+        ------
+        KeyauthUnavailableError
+            The key authority gave none.
+        """
+
+    @abc.abstractmethod
+    async def epoch_context(self, key_epoch: int) -> EpochContext:
+        """The context of ``key_epoch`` (an existing job's).
+
+        Raises
+        ------
+        KeyauthUnavailableError
+            The key authority did not answer.
+        StartupError
+            It answered that it has no such epoch, or something unusable.
+        """
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what the source holds."""
+
+
+@dataclass(frozen=True)
+class KeyauthMaterial(MaterialSource):
+    """Fixed material of one key epoch: what tests and embedders pass to ``create_app``.
+
+    ``public_context`` is the keyless CKKS context of ``key_epoch``, which is then the
+    current epoch; ``verification_key_pem`` checks access tokens offline.
     """
 
     public_context: bytes
@@ -21,3 +90,14 @@ class KeyauthMaterial:
     verification_key_pem: str
     issuer: str = "hefl-keyauth"
     audience: str = "hefl"
+
+    async def token_key(self) -> TokenKey:
+        return TokenKey(self.verification_key_pem, self.issuer, self.audience)
+
+    async def current_context(self) -> EpochContext:
+        return EpochContext(self.key_epoch, self.profile, self.public_context)
+
+    async def epoch_context(self, key_epoch: int) -> EpochContext:
+        if key_epoch != self.key_epoch:
+            raise StartupError(f"no key material for key epoch {key_epoch}")
+        return await self.current_context()

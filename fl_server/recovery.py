@@ -1,4 +1,4 @@
-"""Opening a job record, and rebuilding the model at startup from its checkpoint and the log."""
+"""Opening a job's layout, and rebuilding its model at startup from the checkpoint and the log."""
 
 from __future__ import annotations
 
@@ -10,24 +10,23 @@ from fl_server.errors import StateError
 from fl_server.state import ModelState
 from fl_server.store import JobRecord, Store
 
-__all__ = ["OpenJob", "Recovered", "open_job", "recover"]
+__all__ = ["OpenLayout", "Recovered", "open_layout", "recover"]
 
 logger = logging.getLogger("fl_server")
 
 
 @dataclass(frozen=True)
-class OpenJob:
-    """A job record with its parsed layout and the envelope limits the layout implies."""
+class OpenLayout:
+    """A job's model layout, parsed, and the envelope limits it implies."""
 
-    record: JobRecord
     layout: crypto.ModelLayout
     limits: crypto.EnvelopeLimits
 
 
-def open_job(record: JobRecord, profile: crypto.CkksProfile) -> OpenJob:
-    """``record`` with its layout parsed; ``StateError`` if the layout is unreadable."""
+def open_layout(layout_json: bytes, profile: crypto.CkksProfile) -> OpenLayout:
+    """The layout of ``layout_json``; ``StateError`` if it is unreadable."""
     try:
-        layout = crypto.ModelLayout.from_json(record.layout_json)
+        layout = crypto.ModelLayout.from_json(layout_json)
     except crypto.LayoutError as exc:
         raise StateError(f"the stored layout is unreadable: {exc}") from exc
     limits = crypto.EnvelopeLimits(
@@ -35,54 +34,52 @@ def open_job(record: JobRecord, profile: crypto.CkksProfile) -> OpenJob:
         max_block_bytes=profile.max_block_bytes,
         expected_fingerprint=layout.fingerprint,
     )
-    return OpenJob(record, layout, limits)
+    return OpenLayout(layout, limits)
 
 
 @dataclass(frozen=True)
 class Recovered:
-    """What the state directory holds: no job, a job without a model, or both."""
+    """What a job's directory holds: no layout, a layout without a model, or both."""
 
-    job: OpenJob | None = None
+    layout: OpenLayout | None = None
     state: ModelState | None = None
     checkpoint_version: int = 0
 
 
 def recover(
-    store: Store,
-    cipher: crypto.ServerCipher,
-    *,
-    key_epoch: int,
-    max_staleness: int,
+    store: Store, cipher: crypto.ServerCipher, job: JobRecord, *, max_staleness: int
 ) -> Recovered:
-    """The job and the model the acknowledged updates built: the checkpoint, then the log.
+    """The layout and the model the acknowledged updates built: the checkpoint, then the log.
 
     Raises
     ------
     StateError
-        The stored state is damaged or belongs to another key epoch or profile.
+        The stored state is damaged, or ``cipher`` is not of the job's profile.
     """
     profile = cipher.profile
-    record = store.load_job()
-    if record is None:
-        return Recovered()
-    if record.profile != profile.name or record.key_epoch != key_epoch:
+    if job.profile != profile.name:
         raise StateError(
-            f"the stored job uses key epoch {record.key_epoch} / profile {record.profile!r} but "
-            f"keyauth gave epoch {key_epoch} / {profile.name!r}"
+            f"job {job.name} uses profile {job.profile!r} but keyauth gave {profile.name!r} "
+            f"for its key epoch {job.key_epoch}"
         )
-    job = open_job(record, profile)
+    layout_json = store.load_layout()
     checkpoint = store.load_checkpoint()
+    if layout_json is None:
+        if checkpoint is not None or next(store.read_updates(0), None) is not None:
+            raise StateError("the job has a model or logged updates but no layout")
+        return Recovered()
+    layout = open_layout(layout_json, profile)
     if checkpoint is None:
         if next(store.read_updates(0), None) is not None:
             raise StateError("the log holds updates but there is no model checkpoint")
-        return Recovered(job)
+        return Recovered(layout)
     state = ModelState.from_checkpoint(
-        cipher, record, job.layout.fingerprint, checkpoint, max_staleness=max_staleness
+        cipher, job, layout.layout.fingerprint, checkpoint, max_staleness=max_staleness
     )
     replayed = 0
     for logged in store.read_updates(checkpoint.seq):
         try:
-            update = crypto.update_from_bytes(logged.envelope, job.limits)
+            update = crypto.update_from_bytes(logged.envelope, layout.limits)
             blocks = [(b.index, cipher.load_update_block(b.data)) for b in update.blocks]
         except crypto.CryptoError as exc:
             raise StateError(f"logged update seq {logged.seq} is unreadable: {exc}") from exc
@@ -91,9 +88,9 @@ def recover(
     state.publish()
     logger.info(
         "recovered job %s at version %d (checkpoint %d + %d logged updates)",
-        record.job_id,
+        job.name,
         state.version,
         checkpoint.version,
         replayed,
     )
-    return Recovered(job, state, checkpoint.version)
+    return Recovered(layout, state, checkpoint.version)

@@ -1,19 +1,18 @@
-"""Clients' evaluation reports: validated, stored durably, summarized per model version."""
+"""Clients' evaluation reports: validated, stored durably, summarized per version and pooled."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
 from pydantic import ValidationError
 
-from fl_server.domain import BodyReader, VersionSummary
+from fl_server.domain import ClientMetrics, PooledMetric, VersionSummary
 from fl_server.errors import JobNotStartedError, MetricsInvalidError, VersionAheadError
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
@@ -21,7 +20,14 @@ from fl_server.schemas import MetricsReportCreate
 from fl_server.store import Store
 from hefl_wire import AccessClaims
 
-__all__ = ["MetricsReports", "check_metrics", "metrics_by_version", "parse_report"]
+__all__ = [
+    "MetricsReports",
+    "check_metrics",
+    "client_metrics",
+    "metrics_by_version",
+    "parse_report",
+    "pooled_metrics",
+]
 
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _MAX_METRICS_PER_REPORT = 32
@@ -32,7 +38,9 @@ _MAX_METRIC_MAGNITUDE = 1e12
 class MetricsReports:
     """The plaintext evaluation reports clients send on the models they pull.
 
-    Keeps the newest ``max_reports`` in memory; every kept report is also in the store.
+    Keeps the newest ``max_reports`` in memory, and each client's latest report (on the
+    newest model version it reported, the last received of those); every kept report is
+    also in the store.
 
     Parameters
     ----------
@@ -40,8 +48,8 @@ class MetricsReports:
         The job: a report is on a model version that exists.
     store, journal
         Where reports are kept, written after every log record before them.
-    max_reports, max_body_bytes
-        How many reports are kept, and the largest report body read.
+    max_reports
+        How many reports are kept.
     clock
         Seconds since the epoch.
     """
@@ -53,27 +61,28 @@ class MetricsReports:
         journal: Journal,
         *,
         max_reports: int,
-        max_body_bytes: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._lifecycle = lifecycle
         self._store = store
         self._journal = journal
-        self._max_body_bytes = max_body_bytes
         self._clock = clock
         self._lock = threading.Lock()
         self._reports: deque[dict[str, Any]] = deque(maxlen=max_reports)
+        self._latest: dict[str, dict[str, Any]] = {}
 
     def load(self) -> None:
         """Read the stored reports (at startup, before any is recorded)."""
         for report in self._store.load_metrics():
-            self._reports.append(report)
+            self._keep(report)
 
-    async def receive(self, client: AccessClaims, read_body: BodyReader) -> int:
-        """Read, check and keep ``client``'s report; the version it is on, once durable."""
-        version, metrics = parse_report(await read_body(self._max_body_bytes))
-        await asyncio.wrap_future(self.record(client, version, metrics))
-        return version
+    def _keep(self, report: dict[str, Any]) -> None:
+        with self._lock:
+            self._reports.append(report)
+            client_id = str(report["client_id"])
+            latest = self._latest.get(client_id)
+            if latest is None or int(report["version"]) >= int(latest["version"]):
+                self._latest[client_id] = report
 
     def record(
         self, client: AccessClaims, version: int, metrics: Mapping[str, float]
@@ -99,8 +108,7 @@ class MetricsReports:
 
         def store() -> None:
             self._store.append_metrics(report)
-            with self._lock:
-                self._reports.append(report)
+            self._keep(report)
 
         return self._journal.call(store)
 
@@ -108,6 +116,15 @@ class MetricsReports:
         """A copy of the kept reports, oldest first."""
         with self._lock:
             return list(self._reports)
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """Each client's latest report, by client id."""
+        with self._lock:
+            return dict(self._latest)
+
+    def pooled(self) -> dict[str, PooledMetric]:
+        """Each metric over the clients' latest reports (``pooled_metrics``)."""
+        return pooled_metrics(self.latest().values())
 
 
 def parse_report(body: bytes) -> tuple[int, dict[str, int | float]]:
@@ -149,6 +166,51 @@ def check_metrics(metrics: Mapping[str, float]) -> None:
         raise MetricsInvalidError("n_samples must be a non-negative integer")
 
 
+def _weight(metrics: Mapping[str, Any]) -> float:
+    n = metrics.get("n_samples")
+    return float(n) if isinstance(n, int) and n > 0 else 1.0
+
+
+def pooled_metrics(latest: Iterable[Mapping[str, Any]]) -> dict[str, PooledMetric]:
+    """Per metric, the mean of the reports that hold it, weighted by their ``n_samples``.
+
+    ``latest`` is one report per client; ``sites`` counts those holding the metric (a
+    metric undefined on a client's rows is left out of its report, and out of the pool).
+    """
+    sums: dict[str, float] = {}
+    weights: dict[str, float] = {}
+    sites: dict[str, int] = {}
+    samples: dict[str, int] = {}
+    for report in latest:
+        metrics = report["metrics"]
+        weight = _weight(metrics)
+        n = metrics.get("n_samples")
+        for name, value in metrics.items():
+            if name == "n_samples":
+                continue
+            sums[name] = sums.get(name, 0.0) + weight * float(value)
+            weights[name] = weights.get(name, 0.0) + weight
+            sites[name] = sites.get(name, 0) + 1
+            samples[name] = samples.get(name, 0) + (n if isinstance(n, int) else 0)
+    return {
+        name: PooledMetric(
+            value=sums[name] / weights[name], sites=sites[name], n_samples=samples[name]
+        )
+        for name in sorted(sums)
+    }
+
+
+def client_metrics(report: Mapping[str, Any]) -> ClientMetrics:
+    """A stored report as the status shows it: version, rows and values."""
+    metrics = report["metrics"]
+    n = metrics.get("n_samples")
+    return ClientMetrics(
+        version=int(report["version"]),
+        n_samples=n if isinstance(n, int) else None,
+        values={k: float(v) for k, v in sorted(metrics.items()) if k != "n_samples"},
+    )
+
+
 def metrics_by_version(reports: list[dict[str, Any]]) -> tuple[VersionSummary, ...]:
     """Per model version: how many reports, samples, and each metric's weighted mean."""
     by_version: dict[int, list[dict[str, Any]]] = {}
@@ -163,7 +225,7 @@ def metrics_by_version(reports: list[dict[str, Any]]) -> tuple[VersionSummary, .
         for report in group:
             metrics = report["metrics"]
             n = metrics.get("n_samples")
-            weight = float(n) if isinstance(n, int) and n > 0 else 1.0
+            weight = _weight(metrics)
             samples += n if isinstance(n, int) else 0
             for name, value in metrics.items():
                 if name == "n_samples":

@@ -6,17 +6,25 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from fl_server.deps import CurrentClient, RequestBody, Service
+from fl_server.deps import (
+    CurrentAdmin,
+    CurrentClient,
+    CurrentJob,
+    CurrentReader,
+    RequestBody,
+    Service,
+)
 from fl_server.domain import ModelDownload
 from fl_server.schemas import (
     HealthPublic,
     InitialModelAccepted,
     JobPublic,
+    JobStatusPublic,
     LayoutAccepted,
     MetricsAccepted,
     MetricsReportCreate,
+    ServerStatusPublic,
     SlotLease,
-    StatusPublic,
     UpdateAccepted,
     timestamp_to_datetime,
 )
@@ -25,6 +33,7 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+_JOB = "/v1/jobs/{job}"
 _OCTETS = "application/octet-stream"
 _ENVELOPE_BODY: dict[str, Any] = {
     "requestBody": {
@@ -54,51 +63,109 @@ async def healthz() -> HealthPublic:
     return HealthPublic()
 
 
-@router.get("/v1/job", tags=["job"])
-async def get_job(service: Service) -> JobPublic:
-    return JobPublic.of(service.job())
+# -- jobs: the administrator's, and what everyone may read ---------------------------------
+
+
+@router.get("/v1/jobs", tags=["jobs"])
+async def list_jobs(_: CurrentReader, service: Service) -> list[JobPublic]:
+    return [JobPublic.of(job) for job in service.jobs()]
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=status.HTTP_201_CREATED,
+    tags=["jobs"],
+    openapi_extra=_json_body(
+        {"type": "object", "description": "the study spec's canonical JSON (spec_to_json)"}
+    ),
+    responses={200: {"description": "the same spec was already a job"}},
+)
+async def create_job(
+    response: Response, _: CurrentAdmin, service: Service, body: RequestBody
+) -> JobPublic:
+    created = await service.create_job(body)
+    if not created.created:
+        response.status_code = status.HTTP_200_OK
+    return JobPublic.of(created.job)
+
+
+@router.get(_JOB, tags=["jobs"])
+async def get_job(_: CurrentReader, job: CurrentJob) -> JobPublic:
+    return JobPublic.of(job.view())
+
+
+@router.get(
+    f"{_JOB}/spec",
+    tags=["jobs"],
+    response_class=Response,
+    responses={200: {"content": {"application/json": {}}, "description": "canonical JSON"}},
+)
+async def get_spec(_: CurrentReader, job: CurrentJob) -> Response:
+    return Response(
+        job.spec_json(),
+        media_type="application/json",
+        headers={"X-Hefl-Spec-Sha256": job.record.spec_sha256},
+    )
+
+
+@router.post(f"{_JOB}/pause", tags=["jobs"])
+async def pause_job(_: CurrentAdmin, job: CurrentJob) -> JobPublic:
+    return JobPublic.of(await job.pause())
+
+
+@router.post(f"{_JOB}/resume", tags=["jobs"])
+async def resume_job(_: CurrentAdmin, job: CurrentJob) -> JobPublic:
+    return JobPublic.of(await job.resume())
+
+
+@router.post(f"{_JOB}/stop", tags=["jobs"])
+async def stop_job(_: CurrentAdmin, job: CurrentJob) -> JobPublic:
+    return JobPublic.of(await job.stop())
+
+
+# -- one job: what hospitals do ------------------------------------------------------------
 
 
 @router.put(
-    "/v1/job/layout",
+    f"{_JOB}/layout",
     status_code=status.HTTP_201_CREATED,
     tags=["job"],
     openapi_extra=_json_body({"type": "object", "description": "ModelLayout.to_json()"}),
     responses={200: {"description": "the same layout was already set"}},
 )
 async def put_layout(
-    response: Response, service: Service, _: CurrentClient, body: RequestBody
+    response: Response, client: CurrentClient, job: CurrentJob, body: RequestBody
 ) -> LayoutAccepted:
-    layout = await service.receive_layout(body)
+    layout = await job.receive_layout(client, body)
     if not layout.created:
         response.status_code = status.HTTP_200_OK
     return LayoutAccepted.of(layout)
 
 
 @router.get(
-    "/v1/job/layout",
+    f"{_JOB}/layout",
     tags=["job"],
     response_class=Response,
     responses={200: {"content": {"application/json": {}}}},
 )
-async def get_layout(service: Service) -> Response:
-    return Response(service.layout_json(), media_type="application/json")
+async def get_layout(client: CurrentClient, job: CurrentJob) -> Response:
+    return Response(job.layout_json(client), media_type="application/json")
 
 
 @router.put(
-    "/v1/job/initial-model",
+    f"{_JOB}/initial-model",
     status_code=status.HTTP_201_CREATED,
     tags=["job"],
     openapi_extra=_ENVELOPE_BODY,
 )
 async def put_initial_model(
-    service: Service, _: CurrentClient, body: RequestBody
+    client: CurrentClient, job: CurrentJob, body: RequestBody
 ) -> InitialModelAccepted:
-    return InitialModelAccepted.of(await service.receive_initial_model(body))
+    return InitialModelAccepted.of(await job.receive_initial_model(client, body))
 
 
 @router.get(
-    "/v1/model",
+    f"{_JOB}/model",
     tags=["model"],
     response_class=Response,
     responses={
@@ -107,49 +174,62 @@ async def put_initial_model(
     },
 )
 async def get_model(
-    service: Service,
+    client: CurrentClient,
+    job: CurrentJob,
     since: Annotated[
         int | None, Query(ge=0, description="only the blocks changed after this version")
     ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    return _model_response(service.download_model(since, if_none_match))
+    return _model_response(job.download_model(client, since, if_none_match))
 
 
-@router.post("/v1/slots", tags=["training"], responses={429: {"description": "all slots taken"}})
-async def acquire_slot(service: Service, client: CurrentClient) -> SlotLease:
-    return SlotLease(expires_at=timestamp_to_datetime(service.acquire_slot(client)))
+@router.post(
+    f"{_JOB}/slots",
+    tags=["training"],
+    responses={409: {"description": "paused, done or not started"}, 429: {}},
+)
+async def acquire_slot(client: CurrentClient, job: CurrentJob) -> SlotLease:
+    return SlotLease(expires_at=timestamp_to_datetime(job.acquire_slot(client)))
 
 
-@router.delete("/v1/slots", status_code=status.HTTP_204_NO_CONTENT, tags=["training"])
-async def release_slot(service: Service, client: CurrentClient) -> Response:
-    service.release_slot(client)
+@router.delete(f"{_JOB}/slots", status_code=status.HTTP_204_NO_CONTENT, tags=["training"])
+async def release_slot(client: CurrentClient, job: CurrentJob) -> Response:
+    job.release_slot(client)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post(
-    "/v1/updates",
+    f"{_JOB}/updates",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["training"],
     openapi_extra=_ENVELOPE_BODY,
-    responses={409: {"description": "too stale, or not training"}, 429: {}, 503: {}},
+    responses={409: {"description": "too stale, paused or done"}, 429: {}, 503: {}},
 )
-async def post_update(service: Service, client: CurrentClient, body: RequestBody) -> UpdateAccepted:
-    return UpdateAccepted.of(await service.receive_update(client, body))
+async def post_update(client: CurrentClient, job: CurrentJob, body: RequestBody) -> UpdateAccepted:
+    return UpdateAccepted.of(await job.receive_update(client, body))
 
 
 @router.post(
-    "/v1/metrics",
+    f"{_JOB}/metrics",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["training"],
     openapi_extra=_json_body(MetricsReportCreate.model_json_schema()),
 )
 async def post_metrics(
-    service: Service, client: CurrentClient, body: RequestBody
+    client: CurrentClient, job: CurrentJob, body: RequestBody
 ) -> MetricsAccepted:
-    return MetricsAccepted(version=await service.receive_metrics(client, body))
+    return MetricsAccepted(version=await job.receive_metrics(client, body))
+
+
+# -- status: public ------------------------------------------------------------------------
+
+
+@router.get(f"{_JOB}/status", tags=["public"])
+async def get_job_status(job: CurrentJob) -> JobStatusPublic:
+    return JobStatusPublic.of(job.status())
 
 
 @router.get("/v1/status", tags=["public"])
-async def get_status(service: Service) -> StatusPublic:
-    return StatusPublic.of(service.status())
+async def get_status(service: Service) -> ServerStatusPublic:
+    return ServerStatusPublic.of(service.status())

@@ -9,26 +9,38 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, StrictFloat, StrictInt
 
 from fl_server.domain import (
+    ClientMetrics,
     ClientView,
+    FailedJob,
     JobState,
     JobView,
     LayoutSet,
+    PooledMetric,
+    ServerStatusView,
     StatusView,
+    StopReason,
+    StopRuleView,
     UpdateAck,
     VersionSummary,
 )
 
 __all__ = [
+    "ClientMetricsPublic",
     "ClientStatus",
+    "FailedJobPublic",
     "HealthPublic",
     "InitialModelAccepted",
     "JobPublic",
     "JobState",
+    "JobStatusPublic",
     "LayoutAccepted",
     "MetricsAccepted",
     "MetricsReportCreate",
+    "PooledMetricPublic",
+    "ServerStatusPublic",
     "SlotLease",
-    "StatusPublic",
+    "StopReason",
+    "StopRulePublic",
     "UpdateAccepted",
     "VersionMetrics",
     "timestamp_to_datetime",
@@ -53,16 +65,27 @@ class HealthPublic(BaseModel):
 
 
 class JobPublic(BaseModel):
+    name: str
+    description: str
     state: JobState
+    stop_reason: StopReason | None = Field(description="why the job is done; null until it is")
     version: int
-    target_updates: int
-    layout_fingerprint: str | None
+    updates_applied: int
+    target_updates: int | None = Field(description="the spec's stop.target_updates, if set")
+    spec_sha256: str = Field(description="hex SHA-256 of the spec's canonical JSON")
     key_epoch: int
     profile: str
+    layout_fingerprint: str | None
+    created_at: datetime
+    training_seconds: float = Field(description="time spent in state training (not paused)")
 
     @classmethod
     def of(cls, job: JobView) -> JobPublic:
-        return cls(**_fields(job))
+        return cls(**_job_fields(job))
+
+
+def _job_fields(job: JobView) -> dict[str, Any]:
+    return {**_fields(job), "created_at": timestamp_to_datetime(job.created_at)}
 
 
 class LayoutAccepted(BaseModel):
@@ -116,6 +139,16 @@ class MetricsAccepted(BaseModel):
     version: int
 
 
+class ClientMetricsPublic(BaseModel):
+    version: int = Field(description="the model version the client evaluated")
+    n_samples: int | None = Field(description="its held-out rows")
+    values: dict[str, float]
+
+    @classmethod
+    def of(cls, metrics: ClientMetrics) -> ClientMetricsPublic:
+        return cls(**_fields(metrics))
+
+
 class ClientStatus(BaseModel):
     client_name: str | None
     updates_applied: int
@@ -123,16 +156,43 @@ class ClientStatus(BaseModel):
     metrics_reports: int
     last_seen: datetime | None
     last_update_at: datetime | None
+    latest_metrics: ClientMetricsPublic | None = Field(description="its latest report")
 
     @classmethod
     def of(cls, client: ClientView) -> ClientStatus:
+        latest = client.latest_metrics
         return cls(
             **{
                 **_fields(client),
                 "last_seen": _datetime_or_none(client.last_seen),
                 "last_update_at": _datetime_or_none(client.last_update_at),
+                "latest_metrics": ClientMetricsPublic.of(latest) if latest else None,
             }
         )
+
+
+class PooledMetricPublic(BaseModel):
+    value: float = Field(description="the mean of clients' latest values, weighted by n_samples")
+    sites: int = Field(description="clients whose latest report holds the metric")
+    n_samples: int
+
+    @classmethod
+    def of(cls, pooled: PooledMetric) -> PooledMetricPublic:
+        return cls(**_fields(pooled))
+
+
+class StopRulePublic(BaseModel):
+    rule: StopReason
+    target: float
+    progress: float | None = Field(description="updates, seconds, or the pooled metric value")
+    met: bool
+    metric: str | None = None
+    sites: int | None = None
+    min_sites: int | None = None
+
+    @classmethod
+    def of(cls, rule: StopRuleView) -> StopRulePublic:
+        return cls(**_fields(rule))
 
 
 class VersionMetrics(BaseModel):
@@ -146,17 +206,10 @@ class VersionMetrics(BaseModel):
         return cls(**_fields(summary))
 
 
-class StatusPublic(BaseModel):
-    state: JobState
-    version: int = Field(description="the version of the model as applied")
-    published_version: int = Field(description="the version GET /v1/model serves")
-    target_updates: int
-    key_epoch: int
-    profile: str
-    layout_fingerprint: str | None
+class JobStatusPublic(JobPublic):
+    published_version: int = Field(description="the version GET .../model serves")
     staleness_policy: dict[str, float | int | str]
     buffer_size: int
-    updates_applied: int = Field(description="accepted, durable updates (buffered ones included)")
     updates_buffered: int
     updates_rejected: dict[str, int] = Field(description="by problem code, since start")
     duplicates: int
@@ -172,14 +225,48 @@ class StatusPublic(BaseModel):
     slots_in_use: int
     max_training: int
     queued_updates: int
-    metrics: list[VersionMetrics]
+    metrics: list[VersionMetrics] = Field(description="clients' reports per model version")
+    pooled_metrics: dict[str, PooledMetricPublic] = Field(
+        description="each metric over clients' latest reports"
+    )
+    stop_rules: list[StopRulePublic]
 
     @classmethod
-    def of(cls, status: StatusView) -> StatusPublic:
+    def of(cls, status: StatusView) -> JobStatusPublic:  # type: ignore[override]
+        fields = _fields(status)
+        del fields["job"]
         return cls(
             **{
-                **_fields(status),
+                **_job_fields(status.job),
+                **fields,
                 "clients": {cid: ClientStatus.of(c) for cid, c in status.clients.items()},
                 "metrics": [VersionMetrics.of(m) for m in status.metrics],
+                "pooled_metrics": {
+                    name: PooledMetricPublic.of(p) for name, p in status.pooled_metrics.items()
+                },
+                "stop_rules": [StopRulePublic.of(r) for r in status.stop_rules],
             }
+        )
+
+
+class FailedJobPublic(BaseModel):
+    name: str
+    error: str = Field(description="why its directory could not be opened at startup")
+
+    @classmethod
+    def of(cls, failed: FailedJob) -> FailedJobPublic:
+        return cls(**_fields(failed))
+
+
+class ServerStatusPublic(BaseModel):
+    jobs: list[JobPublic]
+    failed_jobs: list[FailedJobPublic] = Field(
+        description="job directories left out at startup; each job's calls answer state_invalid"
+    )
+
+    @classmethod
+    def of(cls, status: ServerStatusView) -> ServerStatusPublic:
+        return cls(
+            jobs=[JobPublic.of(j) for j in status.jobs],
+            failed_jobs=[FailedJobPublic.of(f) for f in status.failed_jobs],
         )

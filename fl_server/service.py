@@ -1,254 +1,182 @@
-"""The aggregation service, free of HTTP: wires the job, updates, clients, reports and status.
+"""The aggregation server, free of HTTP: its jobs, access tokens, and each epoch's key material.
 
-Threads: the caller's (the event loop) parses and admits; one apply worker
-(``fl_server.worker``) runs every job change and every ciphertext operation in arrival
-order; the journal thread (``fl_server.journal``) makes them durable; a small pool hashes
-envelopes (``fl_server.updates``). Readers get the immutable ``ModelSnapshot`` the worker
-publishes (``fl_server.publishing``) and never touch a ciphertext being changed.
+Process-wide: token verification and the revoked set (``fl_server.auth``), the key
+material per epoch (``fl_server.material``), the jobs (``fl_server.registry``). Each job
+(``fl_server.job_service``) has its own directory, apply worker, journal, log, receipts,
+checkpoints, slots, queue and status.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable
 
-import crypto
-from fl_server.admission import RateLimiter, SlotTable, UpdateQueue, UpdateTicket
-from fl_server.auth import ClientAuth
-from fl_server.domain import BodyReader, JobView, LayoutSet, ModelDownload, StatusView, UpdateAck
-from fl_server.downloads import ModelDownloads
-from fl_server.job import JobLifecycle
-from fl_server.journal import Journal
-from fl_server.material import KeyauthMaterial
-from fl_server.publishing import Publisher
-from fl_server.reports import MetricsReports
+from fl_server.auth import TokenAuth
+from fl_server.domain import BodyReader, JobCreated, JobView, ServerStatusView, StatusView
+from fl_server.errors import SpecInvalidError, StartupError
+from fl_server.job_service import JobService
+from fl_server.jobspec import spec_from_body
+from fl_server.material import EpochContext, MaterialSource
+from fl_server.registry import JobRegistry
 from fl_server.settings import ServerSettings
-from fl_server.snapshot import ModelSnapshot
-from fl_server.status import StatusReader
-from fl_server.store import FileStore, Store
-from fl_server.traffic import Traffic
-from fl_server.updates import UpdatePipeline
-from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
 
-__all__ = ["KeyauthMaterial", "ServerService"]
+__all__ = ["ServerService"]
+
+logger = logging.getLogger("fl_server")
 
 
 class ServerService:
-    """The aggregation server's operations, each handed to the part that owns it.
+    """The server's operations: tokens, the jobs, creating one; each job's own are its own.
+
+    Build it with ``start`` (it fetches key material, opens and recovers every job).
 
     Parameters
     ----------
     settings
-        Job definition, staleness policy and admission limits.
+        The process's settings.
     material
-        The key authority's public context and token verification key.
-    store
-        Durable state; ``None`` opens a ``FileStore`` in ``settings.state_dir``.
-    clock
-        Seconds since the epoch; injectable for tests.
-
-    Raises
-    ------
-    StateError
-        The stored state is damaged or belongs to another key epoch or profile.
-    crypto.CryptoError
-        The public context does not fit the profile or holds a secret key.
+        Where the token key and each epoch's keyless context come from.
+    auth
+        Token verification with the key ``material`` gave.
+    registry
+        The jobs of ``settings.state_dir``.
     """
 
     def __init__(
         self,
         settings: ServerSettings,
-        material: KeyauthMaterial,
-        *,
-        store: Store | None = None,
-        clock: Callable[[], float] = time.time,
+        material: MaterialSource,
+        auth: TokenAuth,
+        registry: JobRegistry,
     ) -> None:
         self.settings = settings
-        self.material = material
-        self.profile = crypto.get_profile(material.profile)
-        # Refuses a context with a secret key: the server must never be able to decrypt.
-        cipher = crypto.ServerCipher(material.public_context, self.profile)
-        self._auth = ClientAuth(material, clock=clock)
-        self.policy = settings.staleness_policy()
-        self._store = (
-            store
-            if store is not None
-            else FileStore(settings.state_dir, max_metrics_reports=settings.max_metrics_reports)
-        )
-        self._slots = SlotTable(settings.max_training, settings.slot_ttl, clock=clock)
-        self._queue = UpdateQueue(
-            settings.max_queued_updates,
-            RateLimiter(settings.client_updates_per_minute, settings.client_update_burst),
-        )
-        traffic = Traffic()
-        self._journal = Journal(self._store)
-        self._worker = ApplyWorker()
-        self._lifecycle = JobLifecycle(
-            settings,
-            key_epoch=material.key_epoch,
-            cipher=cipher,
-            max_staleness=self.policy.max_staleness,
-            store=self._store,
-            journal=self._journal,
-            worker=self._worker,
-            traffic=traffic,
-            clock=clock,
-        )
-        self._updates = UpdatePipeline(
-            settings,
-            self.policy,
-            cipher,
-            self._lifecycle,
-            queue=self._queue,
-            slots=self._slots,
-            journal=self._journal,
-            worker=self._worker,
-            traffic=traffic,
-            clock=clock,
-        )
-        self._reports = MetricsReports(
-            self._lifecycle,
-            self._store,
-            self._journal,
-            max_reports=settings.max_metrics_reports,
-            max_body_bytes=settings.max_metrics_bytes,
-            clock=clock,
-        )
-        self._downloads = ModelDownloads(self._lifecycle, traffic)
-        self._status = StatusReader(
-            settings,
-            self.policy,
-            lifecycle=self._lifecycle,
-            updates=self._updates,
-            queue=self._queue,
-            slots=self._slots,
-            auth=self._auth,
-            reports=self._reports,
-            traffic=traffic,
-        )
-        self._publisher = Publisher(
-            settings, self._lifecycle, self._journal, self._store, interrupt=self._worker.has_work
-        )
-        self._worker.start(self._publisher.after_task)
-        try:
-            # Recovery touches ciphertexts, so it runs on the worker like every apply.
-            self._worker.submit(self._recover).result()
-        except BaseException:
-            self._worker.close()
-            self._journal.close()
-            self._updates.close()
-            self._store.close()
-            raise
+        self._material = material
+        self._auth = auth
+        self._registry = registry
 
-    def _recover(self) -> None:
-        self._reports.load()
-        self._lifecycle.recover()
+    @classmethod
+    async def start(
+        cls,
+        settings: ServerSettings,
+        material: MaterialSource,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> ServerService:
+        """Fetch the token key, open the state directory, and open and recover every job.
+
+        A job whose directory is damaged, or whose key epoch keyauth does not know, is
+        left out and reported (``status().failed_jobs``); the others serve.
+
+        Raises
+        ------
+        KeyauthUnavailableError
+            keyauth did not answer (the state directory is not touched before it does).
+        StateError
+            The state directory is unusable or in use.
+        """
+        auth = TokenAuth(await material.token_key())
+        registry = await asyncio.to_thread(JobRegistry, settings, clock=clock)
+        try:
+            records = await asyncio.to_thread(registry.stored)
+            contexts: dict[int, EpochContext] = {}
+            for epoch in sorted({r.key_epoch for r in records.values()}):
+                try:
+                    contexts[epoch] = await material.epoch_context(epoch)
+                except StartupError as exc:  # keyauth answered: it has no such epoch
+                    for name, record in records.items():
+                        if record.key_epoch == epoch:
+                            registry.fail(
+                                name, f"no key material for its key epoch {epoch} ({exc})"
+                            )
+            for record in records.values():
+                context = contexts.get(record.key_epoch)
+                if context is not None:
+                    await asyncio.to_thread(registry.open, record, context)
+        except BaseException:
+            await asyncio.to_thread(registry.close)
+            raise
+        return cls(settings, material, auth, registry)
 
     def close(self) -> None:
-        """Finish queued updates, checkpoint if worthwhile, and release the state directory."""
-        self._worker.submit(self._publisher.final_checkpoint)
-        self._worker.close()
-        self._journal.close()
-        self._updates.close()
-        self._store.close()
+        """Close every job (each finishes its queue and checkpoints) and the state directory."""
+        self._registry.close()
 
-    # -- the job --------------------------------------------------------------------------
+    # -- tokens ---------------------------------------------------------------------------
 
-    def job(self) -> JobView:
-        """The job's state, version and key epoch."""
-        return self._lifecycle.view()
-
-    def layout_json(self) -> bytes:
-        """The job's model layout as set (``ModelLayout.to_json()``); ``no_layout`` before."""
-        return self._lifecycle.layout_json()
-
-    def envelope_limit(self) -> int:
-        """The largest model or update envelope this job's layout allows, in bytes."""
-        return self._lifecycle.envelope_limit()
-
-    async def receive_layout(self, read_body: BodyReader) -> LayoutSet:
-        """Read a layout body and set it (``set_layout``); durable when this returns."""
-        return await self._lifecycle.receive_layout(read_body)
-
-    def set_layout(self, body: bytes) -> Future[bool]:
-        """Set the job's model layout; the future says whether it was new (else identical)."""
-        return self._lifecycle.set_layout(body)
-
-    async def receive_initial_model(self, read_body: BodyReader) -> JobView:
-        """Read an initial model envelope and start training (``set_initial_model``)."""
-        return await self._lifecycle.receive_initial_model(read_body)
-
-    def set_initial_model(self, body: bytes) -> Future[None]:
-        """Start training from a client-encrypted model envelope (version 0, every block)."""
-        return self._lifecycle.set_initial_model(body)
-
-    # -- the model ------------------------------------------------------------------------
-
-    def snapshot(self) -> ModelSnapshot:
-        """The published model; ``job_not_started`` before the initial model."""
-        return self._lifecycle.snapshot()
-
-    def download_model(self, since: int | None, if_none_match: str | None) -> ModelDownload:
-        """The published model (or its blocks changed after ``since``); no body if held."""
-        return self._downloads.download(since, if_none_match)
-
-    # -- clients --------------------------------------------------------------------------
-
-    def authenticate(self, token: str) -> AccessClaims:
+    def authenticate_client(self, token: str) -> AccessClaims:
         """The claims of a valid client token whose client is not revoked."""
-        return self._auth.authenticate(token)
+        return self._auth.client(token)
+
+    def authenticate_admin(self, token: str) -> AccessClaims:
+        """The claims of a valid administrator token."""
+        return self._auth.admin(token)
+
+    def authenticate_reader(self, token: str) -> AccessClaims:
+        """The claims of a valid client or administrator token."""
+        return self._auth.reader(token)
 
     def set_revoked(self, client_ids: Iterable[str]) -> None:
         """Replace the set of revoked client ids (from keyauth's revocation list)."""
         self._auth.set_revoked(client_ids)
 
-    def acquire_slot(self, client: AccessClaims) -> float:
-        """A training slot lease for ``client`` (renewed if held); its expiry."""
-        self._lifecycle.require_training()
-        return self._slots.acquire(client.client_id)
+    # -- jobs -----------------------------------------------------------------------------
 
-    def release_slot(self, client: AccessClaims) -> None:
-        """Give ``client``'s training slot back, if it holds one."""
-        self._slots.release(client.client_id)
+    def job(self, name: str) -> JobService:
+        """The job called ``name``: ``job_not_found`` if none; ``state_invalid`` if damaged."""
+        return self._registry.get(name)
 
-    # -- updates --------------------------------------------------------------------------
+    def jobs(self) -> list[JobView]:
+        """Every job, by name."""
+        return [job.view() for job in self._registry.jobs()]
 
-    async def receive_update(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
-        """Admit, read and apply ``client``'s update; its answer once durable."""
-        return await self._updates.receive(client, read_body)
+    async def create_job(self, read_body: BodyReader) -> JobCreated:
+        """Create the job a study spec describes, on keyauth's current key epoch.
 
-    def admit_update(self, client: AccessClaims) -> UpdateTicket:
-        """A queue place for ``client``'s update, taken before its body is read."""
-        return self._updates.admit(client)
+        The same spec again finds the job (``created`` false).
 
-    def submit_update(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
-        """Parse an admitted update and queue it; the future resolves once it is durable."""
-        return self._updates.submit(ticket, body)
+        Raises
+        ------
+        SpecInvalidError
+            The spec is refused by ``hefl_study`` (every problem, located), or its
+            profile is not the current key epoch's.
+        JobExistsError
+            The name is taken by another spec.
+        KeyauthUnavailableError
+            keyauth did not say which epoch is current.
+        """
+        spec = spec_from_body(await read_body(self.settings.max_spec_bytes))
+        existing = self._registry.existing(spec)
+        if existing is not None:
+            return JobCreated(existing.view(), created=False)
+        context = await self._material.current_context()
+        if spec.profile != context.profile:
+            raise SpecInvalidError(
+                [
+                    (
+                        "profile",
+                        f"{spec.profile!r} is not the profile of keyauth's current key epoch "
+                        f"{context.key_epoch} ({context.profile!r}): every hospital encrypts "
+                        f"with that epoch's key; set profile = {context.profile!r}",
+                    )
+                ]
+            )
+        job, created = await asyncio.to_thread(self._registry.create, spec, context)
+        return JobCreated(job.view(), created=created)
 
-    # -- metrics reports ------------------------------------------------------------------
-
-    async def receive_metrics(self, client: AccessClaims, read_body: BodyReader) -> int:
-        """Read, check and keep ``client``'s evaluation report; its model version."""
-        return await self._reports.receive(client, read_body)
-
-    def record_metrics(
-        self, client: AccessClaims, version: int, metrics: Mapping[str, float]
-    ) -> Future[None]:
-        """Keep a client's plaintext evaluation of model ``version``; durable when resolved."""
-        return self._reports.record(client, version, metrics)
+    def tick(self) -> None:
+        """Have every job check its wall-time rule and save its training time."""
+        for job in self._registry.jobs():
+            job.tick()
 
     # -- status ---------------------------------------------------------------------------
 
-    def queued_updates(self) -> int:
-        """Updates admitted and not yet answered."""
-        return self._queue.queued()
+    def status(self) -> ServerStatusView:
+        """The jobs, and the job directories left out at startup."""
+        return ServerStatusView(jobs=tuple(self.jobs()), failed_jobs=tuple(self._registry.failed()))
 
-    def slots_in_use(self) -> int:
-        """Training slots leased now."""
-        return self._slots.in_use()
-
-    def status(self) -> StatusView:
-        """Everything the status page and the Prometheus metrics show."""
-        return self._status.read()
+    def job_statuses(self) -> list[StatusView]:
+        """Every job's status (the Prometheus series)."""
+        return [job.status() for job in self._registry.jobs()]

@@ -1,4 +1,8 @@
-"""Aggregation server configuration, read from ``FLSERVER_*`` environment variables."""
+"""Aggregation server configuration, read from ``FLSERVER_*`` environment variables.
+
+These are the process's settings. What belongs to one job (its staleness policy, buffer,
+training slots and stop rules) comes from the job's study spec (``fl_server.jobspec``).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,7 @@ from typing import Literal, Self
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fl_server.staleness import StalenessKind, StalenessPolicy, make_staleness_policy
-
 __all__ = ["ServerSettings"]
-
-_DEFAULT_STALENESS_A = {"constant": 1.0, "polynomial": 0.5, "hinge": 10.0}
 
 
 class ServerSettings(BaseSettings):
@@ -34,35 +34,29 @@ class ServerSettings(BaseSettings):
     revocation_refresh
         Seconds between fetches of keyauth's revocation list (``0``: never fetch).
     state_dir
-        Where the job, the write-ahead log and model checkpoints live. One server per
-        directory (a lock file enforces it).
-    target_updates
-        The job is done once this many updates are applied.
+        Where the jobs live, one directory each (``jobs/<name>/``: the job, its
+        write-ahead log, checkpoints, metrics). One server per directory (a lock file
+        enforces it).
     max_params
         The largest model layout accepted (it sizes every body limit and the memory held).
-    staleness, staleness_a, staleness_b, mixing, max_staleness
-        The staleness policy (see ``fl_server.staleness``); ``staleness_a`` defaults to
-        0.5 for ``polynomial`` and 10 for ``hinge`` (Xie et al.).
-    buffer_size
-        FedBuff's K: weighted updates are summed in a buffer that is added to the model
-        every K updates (1: every update is applied on arrival).
-    max_training
-        Clients that may hold a training slot (``POST /v1/slots``) at once.
     slot_ttl
         Seconds a slot lease lasts unless renewed or released by an update.
     client_updates_per_minute, client_update_burst
-        Per-client token bucket on ``POST /v1/updates`` (``0``: no limit).
+        Per-client token bucket on each job's ``POST .../updates`` (``0``: no limit).
     max_queued_updates
-        Updates admitted but not yet applied, across all clients; more get 503.
+        Updates admitted but not yet applied, per job across its clients; more get 503.
     checkpoint_every
         A model checkpoint is written every this many versions (bounds the log to replay).
     publish_max_lag
         While updates are queued, downloads may lag the applied model by at most this
         many versions (re-serializing the model after every update would halve ingest).
-    max_layout_bytes, max_metrics_bytes
-        Size limits of the JSON bodies of ``PUT /v1/job/layout`` and ``POST /v1/metrics``.
+    max_layout_bytes, max_metrics_bytes, max_spec_bytes
+        Size limits of the JSON bodies of a layout, a metrics report and a study spec.
     max_metrics_reports
-        Evaluation reports kept for the status page (the oldest are dropped).
+        Evaluation reports kept per job for the status page (the oldest are dropped).
+    stop_check_interval
+        Seconds between checks of each job's training time against its wall-time budget
+        (the time spent is also saved then, at most every 10 s).
     log_level
         Level of fl_server's own log lines (uvicorn's access log is uvicorn's).
     """
@@ -81,17 +75,8 @@ class ServerSettings(BaseSettings):
     revocation_refresh: float = Field(default=15.0, ge=0)
 
     state_dir: Path = Path("fl-server-state")
-    target_updates: int = Field(default=1000, ge=1)
     max_params: int = Field(default=100_000_000, ge=1)
 
-    staleness: StalenessKind = "polynomial"
-    staleness_a: float | None = Field(default=None, gt=0)
-    staleness_b: int = Field(default=4, ge=0)
-    mixing: float = Field(default=1.0, gt=0, le=1)
-    max_staleness: int = Field(default=64, ge=0)
-    buffer_size: int = Field(default=1, ge=1, le=10_000)
-
-    max_training: int = Field(default=32, ge=1)
     slot_ttl: float = Field(default=900.0, gt=0)
     client_updates_per_minute: float = Field(default=60.0, ge=0)
     client_update_burst: int = Field(default=10, ge=1)
@@ -101,7 +86,9 @@ class ServerSettings(BaseSettings):
     publish_max_lag: int = Field(default=8, ge=1)
     max_layout_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_metrics_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_spec_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_metrics_reports: int = Field(default=10_000, ge=1)
+    stop_check_interval: float = Field(default=1.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -115,18 +102,3 @@ class ServerSettings(BaseSettings):
         if not self.keyauth_url.startswith(("http://", "https://")):
             raise ValueError(f"keyauth_url must be an http(s) URL, got {self.keyauth_url!r}")
         return self
-
-    def staleness_policy(self) -> StalenessPolicy:
-        """The configured staleness policy."""
-        a = (
-            self.staleness_a
-            if self.staleness_a is not None
-            else _DEFAULT_STALENESS_A[self.staleness]
-        )
-        return make_staleness_policy(
-            self.staleness,
-            a=a,
-            b=self.staleness_b,
-            mixing=self.mixing,
-            max_staleness=self.max_staleness,
-        )

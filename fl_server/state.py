@@ -209,11 +209,15 @@ class ModelState:
         digest: bytes,
         envelope: bytes,
         buffer_size: int,
-        target_updates: int,
+        target_updates: int | None,
     ) -> UpdateRecord:
-        """The log record for the next update: its ``seq``, version and whether it flushes."""
+        """The log record for the next update: its ``seq``, version and whether it flushes.
+
+        The update that reaches ``target_updates`` flushes the buffer: it is the job's last.
+        """
         seq = self.seq + 1
-        flush = self.buffered + 1 >= buffer_size or seq >= target_updates
+        last = target_updates is not None and seq >= target_updates
+        flush = self.buffered + 1 >= buffer_size or last
         return UpdateRecord(
             seq=seq,
             update_id=update.update_id,
@@ -252,8 +256,7 @@ class ModelState:
             else:
                 self._cipher.add_into(pending, weighted)
         if record.flush:
-            for index, pending in self._buffer.items():
-                self._cipher.add_into(self._blocks[index], pending)
+            self._add_buffer()
         receipt = UpdateReceipt(
             update_id=record.update_id,
             client_id=record.client_id,
@@ -268,17 +271,40 @@ class ModelState:
             self._ledger.add(receipt)
             self._tally.count(record)
             if record.flush:
-                for index in self._buffer:
-                    self._block_versions[index] = record.version
-                self._dirty.update(self._buffer)
-                self._buffer.clear()
-                self.buffered = 0
-                self.version = record.version
+                self._buffer_applied(record.version)
             else:
                 self.buffered += 1
         if record.flush:
             self._forget_old_receipts()
         return receipt
+
+    def flush_buffer(self) -> bool:
+        """Add a partly filled buffer to the model (the job is done); whether there was one.
+
+        The buffered updates' records name the version they make (``version + 1``): it is
+        reached now, as it would have been by the buffer's last update. Recovery does the
+        same for a done job, so a replay rebuilds this model.
+        """
+        if not self.buffered:
+            return False
+        self._add_buffer()
+        with self._lock:
+            self._buffer_applied(self.version + 1)
+        self._forget_old_receipts()
+        return True
+
+    def _add_buffer(self) -> None:
+        for index, pending in self._buffer.items():
+            self._cipher.add_into(self._blocks[index], pending)
+
+    def _buffer_applied(self, version: int) -> None:
+        # Under the lock: the buffer is in the model, which is now at ``version``.
+        for index in self._buffer:
+            self._block_versions[index] = version
+        self._dirty.update(self._buffer)
+        self._buffer.clear()
+        self.buffered = 0
+        self.version = version
 
     def _forget_old_receipts(self) -> None:
         """Forget receipts no resend needs: ``weigh`` refuses updates based this far back."""

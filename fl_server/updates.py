@@ -23,9 +23,8 @@ from fl_server.errors import (
     VersionAheadError,
 )
 from fl_server.job import JobLifecycle
+from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal, running_future
-from fl_server.settings import ServerSettings
-from fl_server.staleness import StalenessPolicy
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
@@ -59,10 +58,8 @@ class UpdatePipeline:
 
     Parameters
     ----------
-    settings
-        ``buffer_size`` and ``target_updates``.
-    policy
-        Weighs an update by its staleness.
+    config
+        The job's staleness policy, ``buffer_size`` and ``target_updates``.
     cipher
         Loads and validates update ciphertexts.
     lifecycle
@@ -71,12 +68,13 @@ class UpdatePipeline:
         Admission (queue places, rate limits) and the training slots an update releases.
     journal, worker, traffic, clock
         Durable log, the apply thread, byte counters, seconds since the epoch.
+    after_apply
+        Runs on the worker after each applied update (the stop rules).
     """
 
     def __init__(
         self,
-        settings: ServerSettings,
-        policy: StalenessPolicy,
+        config: JobConfig,
         cipher: crypto.ServerCipher,
         lifecycle: JobLifecycle,
         *,
@@ -86,9 +84,9 @@ class UpdatePipeline:
         worker: ApplyWorker,
         traffic: Traffic,
         clock: Callable[[], float] = time.time,
+        after_apply: Callable[[], None] = lambda: None,
     ) -> None:
-        self._settings = settings
-        self._policy = policy
+        self._config = config
         self._cipher = cipher
         self._lifecycle = lifecycle
         self._queue = queue
@@ -97,6 +95,7 @@ class UpdatePipeline:
         self._worker = worker
         self._traffic = traffic
         self._clock = clock
+        self._after_apply = after_apply
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
         # Process-lifetime counters (what the log does not hold).
         self._lock = threading.Lock()
@@ -124,7 +123,8 @@ class UpdatePipeline:
     def admit(self, client: AccessClaims) -> UpdateTicket:
         """Admit an update before its body is read: job started, queue room, rate limit.
 
-        A job that is done still admits: a retry of an applied update gets its answer.
+        A job that is paused or done still admits: a retry of an applied update gets its
+        answer (any other is refused once its id is known).
         """
         self._lifecycle.require_started()
         limits = self._lifecycle.limits
@@ -210,7 +210,7 @@ class UpdatePipeline:
                 )
             return UpdateAck(prior, duplicate=True), self._journal.durable(prior.seq)
         self._lifecycle.require_training()
-        staleness, weight = state.weigh(update.base_version, self._policy)
+        staleness, weight = state.weigh(update.base_version, self._config.policy)
         try:
             blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
         except crypto.CryptoError as exc:
@@ -224,9 +224,10 @@ class UpdatePipeline:
             received_at=arrival.received_at,
             digest=digest,
             envelope=arrival.envelope,
-            buffer_size=self._settings.buffer_size,
-            target_updates=self._settings.target_updates,
+            buffer_size=self._config.buffer_size,
+            target_updates=self._config.target_updates,
         )
         durable = self._journal.append(record)
         receipt = state.apply(record, blocks)
+        self._after_apply()
         return UpdateAck(receipt, duplicate=False), durable

@@ -77,7 +77,7 @@ def raw_update(
 
 @dataclass(frozen=True)
 class Hostile:
-    """One hostile request body for ``POST /v1/updates``."""
+    """One hostile request body for ``POST /v1/jobs/{job}/updates``."""
 
     name: str
     body: bytes
@@ -251,16 +251,16 @@ def corpus_live(work: Path, seed: int) -> dict[str, Any]:
     """The whole corpus (200 random bodies) against live services; the model must not move."""
     with live_job(work, "corpus", n_params=5000, seed=3) as job:
         party, server = job.party, job.server
-        before = httpx.get(f"{server.url}/v1/model", timeout=30)
+        before = httpx.get(job.url("/model"), headers=party.auth, timeout=30)
         corpus = envelope_corpus(party, job.layout, random_bodies=200, seed=seed)
-        with httpx.Client(base_url=server.url, timeout=60) as http:
+        with httpx.Client(timeout=60) as http:
             result = run_corpus(
                 lambda h: http.post(
-                    "/v1/updates", content=h.body, headers={**party.auth, **h.headers}
+                    job.url("/updates"), content=h.body, headers={**party.auth, **h.headers}
                 ),
                 corpus,
             )
-            after = http.get("/v1/model")
+            after = http.get(job.url("/model"), headers=party.auth)
         version, model = decrypt_model(party, job.layout, after.content)
         assert server.alive()
     return {

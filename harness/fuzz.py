@@ -59,17 +59,20 @@ def fuzz_live(work: Path, examples: int) -> dict[str, Any]:
 
     with live_job(work, "fuzz", n_params=3000, seed=0) as job:
         keyauth, server, party = job.keyauth, job.server, job.party
-        before = httpx.get(f"{server.url}/v1/model").content
+        before = httpx.get(job.url("/model"), headers=party.auth).content
         start = time.perf_counter()
         calls: dict[str, dict[str, int]] = {}
+        admin = {"Authorization": f"Bearer {job.admin_token}"}
         for name, url, headers in (
             ("keyauth", keyauth.url, {**party.auth, "X-Admin-Key": job.admin_key}),
             ("fl_server", server.url, party.auth),
+            ("fl_server as admin", server.url, admin),
         ):
             schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
             calls[f"{name} with credentials"] = fuzz_api(schema, headers, examples)
-            calls[f"{name} without"] = fuzz_api(schema, {}, examples)
-        unchanged = httpx.get(f"{server.url}/v1/model").content == before
+            if not name.endswith("as admin"):
+                calls[f"{name} without"] = fuzz_api(schema, {}, examples)
+        unchanged = httpx.get(job.url("/model"), headers=party.auth).content == before
         alive = server.alive() and keyauth.alive()
     return {
         "calls": {k: sum(v.values()) for k, v in calls.items()},

@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from harness.admin import admin_token, create_job
 from harness.parties import (
     Party,
     enroll,
+    job_url,
     make_layout,
     random_blocks,
     restamp,
@@ -22,6 +24,9 @@ from harness.parties import (
     update_envelope,
 )
 from harness.services import keyauth_service, new_admin_key, rss_bytes, server_service
+from harness.studies import study_json
+
+_JOB = "load"
 
 __all__ = ["LoadResult", "load"]
 
@@ -72,12 +77,15 @@ async def _load_clients(
                 k += 1
                 t0 = time.perf_counter()
                 try:
-                    if k % 5 == 0:  # a pull now and then, as clients do
-                        answer = await http.get("/v1/job")
-                        version[0] = max(version[0], int(answer.json()["version"]))
+                    if k % 5 == 0:  # a look at the job now and then, as clients do
+                        answer = await http.get(job_url("", _JOB), headers=party.auth)
+                        if answer.status_code == 200:
+                            version[0] = max(version[0], int(answer.json()["version"]))
                     else:
                         _, body = restamp(pool[k % len(pool)], version[0])
-                        answer = await http.post("/v1/updates", content=body, headers=party.auth)
+                        answer = await http.post(
+                            job_url("", _JOB, "/updates"), content=body, headers=party.auth
+                        )
                         if answer.status_code == 202:
                             version[0] = max(version[0], int(answer.json()["version"]))
                 except httpx.TransportError as exc:
@@ -124,13 +132,14 @@ def load(
             work / "server",
             work / "server.log",
             client_updates_per_minute="0",
-            target_updates="100000000",
-            # The default max_staleness (64): a post based too far back is a 409, and
-            # receipts older than the window are forgotten (memory stays flat).
             # Room in the apply queue for every client: admission never has to say 503.
             max_queued_updates=str(max(16, clients + 14)),
         ) as server:
-            start_job(server.url, parties[0], layout, random_blocks(layout, prof, 1))
+            # The default max_staleness (64): a post based too far back is a 409, and
+            # receipts older than the window are forgotten (memory stays flat).
+            spec = study_json(_JOB, profile=prof.name, target_updates=100_000_000)
+            create_job(server.url, admin_token(keyauth.url, admin, work / "keyauth"), spec)
+            start_job(server.url, _JOB, parties[0], layout, random_blocks(layout, prof, 1))
             assert server.process is not None
             pid = server.process.pid
             samples: list[float] = []
@@ -162,7 +171,8 @@ def load(
             elapsed = time.perf_counter() - t0
             done.set()
             sampler.join()
-            applied = httpx.get(f"{server.url}/v1/status", timeout=30).json()["updates_applied"]
+            status = httpx.get(job_url(server.url, _JOB, "/status"), timeout=30).json()
+            applied = status["updates_applied"]
     lat = np.asarray(latencies) * 1000
     return LoadResult(
         clients=clients,

@@ -19,6 +19,7 @@ __all__ = [
     "Values",
     "decrypt_model",
     "enroll",
+    "job_url",
     "make_layout",
     "model_envelope",
     "random_blocks",
@@ -120,13 +121,22 @@ def restamp(envelope: bytes, base_version: int) -> tuple[str, bytes]:
     return str(uid), bytes(data)
 
 
-def start_job(url: str, party: Party, layout: crypto.ModelLayout, initial: Values) -> None:
-    """Put the layout and the initial model: the job is in training."""
-    with httpx.Client(base_url=url, timeout=60) as http:
-        answer = http.put("/v1/job/layout", content=layout.to_json(), headers=party.auth)
+def job_url(url: str, job: str, suffix: str = "") -> str:
+    """The URL of job ``job`` at the server ``url``, then ``suffix`` (``/model``, ...)."""
+    return f"{url}/v1/jobs/{job}{suffix}"
+
+
+def start_job(
+    url: str, job: str, party: Party, layout: crypto.ModelLayout, initial: Values
+) -> None:
+    """Put the layout and the initial model of job ``job``: it is in training."""
+    with httpx.Client(timeout=60) as http:
+        answer = http.put(
+            job_url(url, job, "/layout"), content=layout.to_json(), headers=party.auth
+        )
         assert answer.status_code == 201, answer.text
         answer = http.put(
-            "/v1/job/initial-model",
+            job_url(url, job, "/initial-model"),
             content=model_envelope(party, layout, initial),
             headers=party.auth,
         )
@@ -141,11 +151,13 @@ def decrypt_model(party: Party, layout: crypto.ModelLayout, data: bytes) -> tupl
     return model.version, np.stack([party.cipher.decrypt_block(b.data) for b in model.blocks])
 
 
-def wait_published(url: str, version: int, timeout: float = 60) -> httpx.Response:
-    """The served model once it holds ``version`` (downloads may lag the applied model)."""
+def wait_published(
+    url: str, job: str, party: Party, version: int, timeout: float = 60
+) -> httpx.Response:
+    """Job ``job``'s served model once it holds ``version`` (downloads may lag the model)."""
     deadline = time.monotonic() + timeout
     while True:
-        answer = httpx.get(f"{url}/v1/model", timeout=30)
+        answer = httpx.get(job_url(url, job, "/model"), headers=party.auth, timeout=30)
         if int(answer.headers.get("X-Hefl-Model-Version", -1)) >= version:
             return answer
         if time.monotonic() > deadline:

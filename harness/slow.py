@@ -74,7 +74,7 @@ def slow_clients(
         assert target.process is not None
         pid = target.process.pid
         rss_before = rss_bytes(pid) / 2**20
-        path = b"/v1/enroll" if service == "keyauth" else b"/v1/updates"
+        path = b"/v1/enroll" if service == "keyauth" else b"/v1/jobs/slow/updates"
         socks: list[socket.socket] = []
         for k in range(connections):
             try:

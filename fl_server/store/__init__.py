@@ -1,4 +1,4 @@
-"""Durable server state behind a small interface: the job, a write-ahead update log, checkpoints.
+"""One job's durable state behind a small interface: the job, a write-ahead log, checkpoints.
 
 ``Store`` is the interface; ``FileStore`` the durable implementation (files fsync'd and
 renamed, see its docstring for the layout) and ``MemoryStore`` its twin for unit tests.
@@ -6,11 +6,14 @@ renamed, see its docstring for the layout) and ``MemoryStore`` its twin for unit
 
 from fl_server.store._base import Store
 from fl_server.store._file import FileStore, read_job_file
+from fl_server.store._lock import DirectoryLock
 from fl_server.store._memory import MemoryStore
-from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
 
 __all__ = [
     "Checkpoint",
+    "ControlRecord",
+    "DirectoryLock",
     "FileStore",
     "JobRecord",
     "MemoryStore",

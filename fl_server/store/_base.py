@@ -1,4 +1,4 @@
-"""``Store``: the interface of the server's durable state, implemented by both stores."""
+"""``Store``: the interface of one job's durable state, implemented by both stores."""
 
 from __future__ import annotations
 
@@ -6,19 +6,33 @@ import abc
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
 
 __all__ = ["Store"]
 
 
 class Store(abc.ABC):
-    """Where the server's durable state lives. Every write is durable when it returns."""
+    """Where one job's durable state lives. Every write is durable when it returns."""
 
     @abc.abstractmethod
     def load_job(self) -> JobRecord | None: ...
 
     @abc.abstractmethod
     def save_job(self, job: JobRecord) -> None: ...
+
+    @abc.abstractmethod
+    def load_layout(self) -> bytes | None:
+        """The model layout (``ModelLayout.to_json()``), ``None`` before one is set."""
+
+    @abc.abstractmethod
+    def save_layout(self, layout_json: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def load_control(self) -> ControlRecord | None: ...
+
+    @abc.abstractmethod
+    def save_control(self, control: ControlRecord) -> None:
+        """Replace the control record atomically."""
 
     @abc.abstractmethod
     def load_checkpoint(self) -> Checkpoint | None: ...

@@ -1,9 +1,7 @@
-"""``FileStore``: the server's durable state in files under one locked directory."""
+"""``FileStore``: one job's durable state in files under one locked directory."""
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,27 +10,37 @@ import hefl_durable
 from fl_server.errors import StateError
 from fl_server.store._base import Store
 from fl_server.store._checkpoint import checkpoint_from_bytes, checkpoint_to_parts
+from fl_server.store._lock import DirectoryLock
 from fl_server.store._metrics import MetricsFile
-from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
 from fl_server.store._wal import WriteAheadLog
 
 __all__ = ["FileStore", "read_job_file"]
 
 
-def read_job_file(state_dir: Path) -> JobRecord | None:
-    """The job stored in ``state_dir``, without opening (or creating) the store."""
+def read_job_file(job_dir: Path) -> JobRecord | None:
+    """The job stored in ``job_dir``, without opening (or creating) the store."""
     try:
-        data = (state_dir / "job.json").read_bytes()
+        data = (job_dir / "job.json").read_bytes()
     except FileNotFoundError:
         return None
     return JobRecord.from_json(data)
 
 
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 class FileStore(Store):
-    """State in files under ``state_dir``, fsync'd and renamed (``hefl_durable``)::
+    """One job's state in files under ``state_dir``, fsync'd and renamed (``hefl_durable``)::
 
         lock                 flock: one server per directory
-        job.json             the job: id, key epoch, profile, layout (written once, atomically)
+        job.json             the job: name, spec, key epoch, profile (written once, atomically)
+        layout.json          the model layout (written once, atomically)
+        control.json         paused, done and why, time spent training (replaced atomically)
         checkpoint.bin       the model at some version, all blocks (replaced atomically)
         wal/<seq>.log        accepted update envelopes after the checkpoint, in order
         metrics.jsonl        clients' evaluation reports
@@ -59,15 +67,7 @@ class FileStore(Store):
             hefl_durable.make_private_dir(wal_dir)
         except hefl_durable.UnsafePathError as exc:
             raise StateError(str(exc)) from exc
-        self._lock_fd = hefl_durable.open_private(state_dir / "lock", os.O_RDWR)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            raise StateError(
-                f"{state_dir} is in use by another fl_server process (one server per state "
-                "directory; uvicorn --workers must be 1)"
-            ) from None
+        self._lock = DirectoryLock(state_dir)
         self._wal = WriteAheadLog(wal_dir)
         self._metrics = MetricsFile(state_dir / "metrics.jsonl", max_metrics_reports)
 
@@ -77,13 +77,23 @@ class FileStore(Store):
     def save_job(self, job: JobRecord) -> None:
         hefl_durable.write_atomic(self.state_dir / "job.json", job.to_json())
 
+    def load_layout(self) -> bytes | None:
+        return _read(self.state_dir / "layout.json")
+
+    def save_layout(self, layout_json: bytes) -> None:
+        hefl_durable.write_atomic(self.state_dir / "layout.json", layout_json)
+
+    def load_control(self) -> ControlRecord | None:
+        data = _read(self.state_dir / "control.json")
+        return ControlRecord.from_json(data) if data is not None else None
+
+    def save_control(self, control: ControlRecord) -> None:
+        hefl_durable.write_atomic(self.state_dir / "control.json", control.to_json())
+
     def load_checkpoint(self) -> Checkpoint | None:
         path = self.state_dir / "checkpoint.bin"
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        return checkpoint_from_bytes(data, path)
+        data = _read(path)
+        return checkpoint_from_bytes(data, path) if data is not None else None
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         path = self.state_dir / "checkpoint.bin"
@@ -104,6 +114,4 @@ class FileStore(Store):
 
     def close(self) -> None:
         self._wal.close()
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = -1
+        self._lock.release()

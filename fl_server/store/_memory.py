@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fl_server.store._base import Store
-from fl_server.store._records import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
 
 __all__ = ["MemoryStore"]
 
@@ -16,6 +16,8 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._job: JobRecord | None = None
+        self._layout: bytes | None = None
+        self._control: ControlRecord | None = None
         self._checkpoint: Checkpoint | None = None
         self._updates: list[UpdateRecord] = []
         self._metrics: list[dict[str, Any]] = []
@@ -25,6 +27,18 @@ class MemoryStore(Store):
 
     def save_job(self, job: JobRecord) -> None:
         self._job = job
+
+    def load_layout(self) -> bytes | None:
+        return self._layout
+
+    def save_layout(self, layout_json: bytes) -> None:
+        self._layout = layout_json
+
+    def load_control(self) -> ControlRecord | None:
+        return self._control
+
+    def save_control(self, control: ControlRecord) -> None:
+        self._control = control
 
     def load_checkpoint(self) -> Checkpoint | None:
         return self._checkpoint

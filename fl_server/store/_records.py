@@ -1,7 +1,8 @@
-"""The records the server stores: the job, one accepted update, a model checkpoint."""
+"""The records a job stores: the job, its control state, one accepted update, a checkpoint."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
@@ -10,19 +11,27 @@ from typing import Any
 
 from fl_server.errors import StateError
 
-__all__ = ["Checkpoint", "JobRecord", "UpdateRecord"]
+__all__ = ["Checkpoint", "ControlRecord", "JobRecord", "UpdateRecord"]
 
-_JOB_FORMAT = 1
+_JOB_FORMAT = 2
+_CONTROL_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """The training job: what every stored ciphertext belongs to."""
+    """A job as created: its name, its study spec and the key epoch every ciphertext uses.
+
+    ``spec_json`` is the spec's canonical JSON (``hefl_study.spec_to_json``), kept as the
+    exact text its ``spec_sha256`` names; ``job_id`` is unique per creation, so a job
+    created again under the same name never matches another's cached model (ETag).
+    """
 
     job_id: str
+    name: str
+    spec_json: str = field(repr=False)
+    spec_sha256: str
     key_epoch: int
     profile: str
-    layout_json: bytes
     created_at: float
 
     def to_json(self) -> bytes:
@@ -30,9 +39,11 @@ class JobRecord:
             {
                 "format": _JOB_FORMAT,
                 "job_id": self.job_id,
+                "name": self.name,
+                "spec": self.spec_json,
+                "spec_sha256": self.spec_sha256,
                 "key_epoch": self.key_epoch,
                 "profile": self.profile,
-                "layout": json.loads(self.layout_json),
                 "created_at": self.created_at,
             },
             sort_keys=True,
@@ -44,16 +55,66 @@ class JobRecord:
             raw = json.loads(data)
             if raw["format"] != _JOB_FORMAT:
                 raise ValueError(f"unsupported job format {raw['format']!r}")
-            layout = json.dumps(raw["layout"], sort_keys=True, separators=(",", ":")).encode()
-            return cls(
+            record = cls(
                 job_id=str(raw["job_id"]),
+                name=str(raw["name"]),
+                spec_json=str(raw["spec"]),
+                spec_sha256=str(raw["spec_sha256"]),
                 key_epoch=int(raw["key_epoch"]),
                 profile=str(raw["profile"]),
-                layout_json=layout,
                 created_at=float(raw["created_at"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"job.json is unreadable: {exc!r}") from exc
+        if hashlib.sha256(record.spec_json.encode("utf-8")).hexdigest() != record.spec_sha256:
+            raise StateError("job.json: the spec does not match its SHA-256")
+        return record
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    """What the administrator and the stop rules decided: paused, done and why, time spent.
+
+    ``training_seconds`` is the time the job spent in ``training`` up to when the record
+    was written (a crash loses at most the time since then).
+    """
+
+    paused: bool = False
+    stop_reason: str | None = None
+    training_seconds: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.stop_reason is not None
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": _CONTROL_FORMAT,
+                "paused": self.paused,
+                "stop_reason": self.stop_reason,
+                "training_seconds": self.training_seconds,
+            },
+            sort_keys=True,
+        ).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ControlRecord:
+        try:
+            raw = json.loads(data)
+            if raw["format"] != _CONTROL_FORMAT:
+                raise ValueError(f"unsupported control format {raw['format']!r}")
+            reason = raw["stop_reason"]
+            seconds = float(raw["training_seconds"])
+            if not (seconds >= 0 and isinstance(raw["paused"], bool)):
+                raise ValueError("paused must be a bool and training_seconds >= 0")
+            return cls(
+                paused=raw["paused"],
+                stop_reason=None if reason is None else str(reason),
+                training_seconds=seconds,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"control.json is unreadable: {exc!r}") from exc
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The wire contract, frozen: both OpenAPI schemas and a set of problem answers, byte for byte.
 
-The golden files under ``golden/`` were recorded before the structure change of issue 11
+The golden files under ``golden/`` were recorded before the structure change of issue 11,
+and fl_server's again for issue 12, which moved its surface under ``/v1/jobs`` on purpose
 (``HEFL_UPDATE_GOLDEN=1 pytest tests/contract/test_golden.py`` rewrites them). A change
 that alters what either service says on the wire fails here; when the change is meant,
 record the files again and say so in the commit.
@@ -23,15 +24,18 @@ from pydantic import SecretStr
 
 import crypto
 from fl_server.app import create_app as create_server_app
-from fl_server.service import KeyauthMaterial
+from fl_server.material import KeyauthMaterial
 from fl_server.settings import ServerSettings
+from harness.studies import study_json, study_mapping
 from keyauth.app import create_app as create_keyauth_app
 from keyauth.settings import KeyauthSettings
+from keyauth.tokens import TokenSigner, signing_key_from_pem
 from tests.fl_server.helpers import Hospital
 
 GOLDEN = Path(__file__).parent / "golden"
 ADMIN_KEY = "golden-admin-key-0123456789abcdef"
 PROFILE = "test-n2048"
+JOB = "golden"
 # The response headers that belong to the contract (date and server vary per run).
 HEADERS = ("content-type", "www-authenticate", "retry-after", "cache-control", "allow")
 
@@ -74,10 +78,7 @@ def _keyauth_settings(tmp_path: Path) -> KeyauthSettings:
 
 def _server_settings(tmp_path: Path) -> ServerSettings:
     return ServerSettings(
-        state_dir=tmp_path / "server",
-        target_updates=1000,
-        client_updates_per_minute=0,
-        revocation_refresh=0,
+        state_dir=tmp_path / "server", client_updates_per_minute=0, revocation_refresh=0
     )
 
 
@@ -245,62 +246,118 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             audience=key["audience"],
         )
         bearer = {"Authorization": f"Bearer {access}"}
+        signer = TokenSigner(signing_key_from_pem(_signing_key(tmp_path)))
+        admin_token = signer.issue(
+            client_id="admin", client_name="admin", key_epoch=material.key_epoch, role="admin"
+        ).token
+        admin = {"Authorization": f"Bearer {admin_token}"}
+        spec = study_json(JOB, profile=PROFILE).encode()
+        job = f"/v1/jobs/{JOB}"
         server_app = create_server_app(_server_settings(tmp_path), keyauth_material=material)
         async with _running(server_app) as server:
+            # Execute: fl_server's refusals of jobs: who may create them, and which specs.
+            await ask("server jobs no token", await server.get("/v1/jobs"))
+            await ask(
+                "server create job client token",
+                await server.post("/v1/jobs", content=spec, headers=bearer),
+            )
+            invalid = study_mapping("Not A Name", profile=PROFILE, staleness_b=3)
+            await ask(
+                "server create job invalid spec",
+                await server.post("/v1/jobs", content=json.dumps(invalid), headers=admin),
+            )
+            await ask(
+                "server create job not json",
+                await server.post("/v1/jobs", content=b"{", headers=admin),
+            )
+            await ask(
+                "server create job another profile",
+                await server.post(
+                    "/v1/jobs",
+                    content=study_json("elsewhere", profile="n4096-s40").encode(),
+                    headers=admin,
+                ),
+            )
+            created = await server.post("/v1/jobs", content=spec, headers=admin)
+            assert created.status_code == 201, created.text
+            await ask(
+                "server create job exists",
+                await server.post(
+                    "/v1/jobs",
+                    content=study_json(JOB, profile=PROFILE, target_updates=5).encode(),
+                    headers=admin,
+                ),
+            )
+            await ask("server job unknown", await server.get("/v1/jobs/nobody", headers=bearer))
+            await ask(
+                "server model unknown job",
+                await server.get("/v1/jobs/nobody/model", headers=bearer),
+            )
+            await ask("server model admin token", await server.get(f"{job}/model", headers=admin))
+            await ask(
+                "server pause client token", await server.post(f"{job}/pause", headers=bearer)
+            )
+            await ask("server resume not paused", await server.post(f"{job}/resume", headers=admin))
+
             # Execute: fl_server's refusals, before and after the job has a layout.
-            await ask("server model before start", await server.get("/v1/model"))
-            await ask("server layout before set", await server.get("/v1/job/layout"))
-            await ask("server update no token", await server.post("/v1/updates", content=b"x"))
+            await ask("server model before start", await server.get(f"{job}/model", headers=bearer))
+            await ask("server layout before set", await server.get(f"{job}/layout", headers=bearer))
+            await ask("server update no token", await server.post(f"{job}/updates", content=b"x"))
             await ask(
                 "server update garbage token",
                 await server.post(
-                    "/v1/updates", content=b"x", headers={"Authorization": "Bearer garbage"}
+                    f"{job}/updates", content=b"x", headers={"Authorization": "Bearer garbage"}
                 ),
             )
             await ask(
                 "server update before start",
-                await server.post("/v1/updates", content=b"x", headers=bearer),
+                await server.post(f"{job}/updates", content=b"x", headers=bearer),
             )
-            await ask("server slot before start", await server.post("/v1/slots", headers=bearer))
+            await ask("server slot before start", await server.post(f"{job}/slots", headers=bearer))
             await ask(
                 "server initial model before layout",
-                await server.put("/v1/job/initial-model", content=b"x", headers=bearer),
+                await server.put(f"{job}/initial-model", content=b"x", headers=bearer),
             )
             await ask(
                 "server metrics before start",
                 await server.post(
-                    "/v1/metrics", json={"version": 0, "metrics": {"accuracy": 0.5}}, headers=bearer
+                    f"{job}/metrics",
+                    json={"version": 0, "metrics": {"accuracy": 0.5}},
+                    headers=bearer,
                 ),
             )
             await ask(
                 "server layout not json",
-                await server.put("/v1/job/layout", content=b"[[[", headers=bearer),
+                await server.put(f"{job}/layout", content=b"[[[", headers=bearer),
             )
             await ask(
                 "server layout wrong block size",
                 await server.put(
-                    "/v1/job/layout",
+                    f"{job}/layout",
                     headers=bearer,
                     content=crypto.build_layout({"w": _zeros(10)}, 4096).to_json(),
                 ),
             )
-            await ask("server model bad since", await server.get("/v1/model", params={"since": -1}))
+            await ask(
+                "server model bad since",
+                await server.get(f"{job}/model", params={"since": -1}, headers=bearer),
+            )
             await ask(
                 "server model form encoded",
                 await server.post(
-                    "/v1/updates", headers={**bearer, "Content-Encoding": "br"}, content=b"x"
+                    f"{job}/updates", headers={**bearer, "Content-Encoding": "br"}, content=b"x"
                 ),
             )
 
             layout = crypto.build_layout({"w": _zeros(10)}, crypto.get_profile(PROFILE).block_size)
             await ask(
                 "server layout set",
-                await server.put("/v1/job/layout", content=layout.to_json(), headers=bearer),
+                await server.put(f"{job}/layout", content=layout.to_json(), headers=bearer),
             )
             await ask(
                 "server layout conflict",
                 await server.put(
-                    "/v1/job/layout",
+                    f"{job}/layout",
                     headers=bearer,
                     content=crypto.build_layout({"v": _zeros(11)}, layout.block_size).to_json(),
                 ),
@@ -308,17 +365,17 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             await ask(
                 "server initial model garbage",
                 await server.put(
-                    "/v1/job/initial-model", content=b"not an envelope", headers=bearer
+                    f"{job}/initial-model", content=b"not an envelope", headers=bearer
                 ),
             )
             await ask(
                 "server update before initial model",
-                await server.post("/v1/updates", content=b"not an envelope", headers=bearer),
+                await server.post(f"{job}/updates", content=b"not an envelope", headers=bearer),
             )
             await ask(
                 "server metrics invalid",
                 await server.post(
-                    "/v1/metrics", json={"version": "x", "metrics": {}}, headers=bearer
+                    f"{job}/metrics", json={"version": "x", "metrics": {}}, headers=bearer
                 ),
             )
             await ask("server unknown path", await server.get("/v1/nothing"))
@@ -330,7 +387,7 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             await ask(
                 "server initial model version 1",
                 await server.put(
-                    "/v1/job/initial-model",
+                    f"{job}/initial-model",
                     content=hospital.initial_model(values, version=1),
                     headers=bearer,
                 ),
@@ -338,13 +395,13 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             await ask(
                 "server initial model",
                 await server.put(
-                    "/v1/job/initial-model", content=hospital.initial_model(values), headers=bearer
+                    f"{job}/initial-model", content=hospital.initial_model(values), headers=bearer
                 ),
             )
             await ask(
                 "server initial model again",
                 await server.put(
-                    "/v1/job/initial-model", content=hospital.initial_model(values), headers=bearer
+                    f"{job}/initial-model", content=hospital.initial_model(values), headers=bearer
                 ),
             )
             fixed = uuid.UUID(int=7)
@@ -356,7 +413,9 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
                 ("server update id reused", {"base_version": 0, "update_id": fixed}),
             ]:
                 _, envelope = hospital.update(values, **kwargs)  # type: ignore[arg-type]
-                await ask(name, await server.post("/v1/updates", content=envelope, headers=bearer))
+                await ask(
+                    name, await server.post(f"{job}/updates", content=envelope, headers=bearer)
+                )
             block = crypto.CipherBlock(3, cipher.encrypt_update_block(values[0]))
             outside = crypto.EncryptedUpdate(
                 layout.fingerprint, 0, material.key_epoch, uuid.UUID(int=8), (block,)
@@ -364,33 +423,60 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             await ask(
                 "server update block out of range",
                 await server.post(
-                    "/v1/updates", content=crypto.update_to_bytes(outside), headers=bearer
+                    f"{job}/updates", content=crypto.update_to_bytes(outside), headers=bearer
                 ),
             )
             await ask(
                 "server metrics version ahead",
                 await server.post(
-                    "/v1/metrics", json={"version": 5, "metrics": {"accuracy": 0.5}}, headers=bearer
+                    f"{job}/metrics",
+                    json={"version": 5, "metrics": {"accuracy": 0.5}},
+                    headers=bearer,
                 ),
             )
             await ask(
                 "server metrics bad name",
                 await server.post(
-                    "/v1/metrics", json={"version": 0, "metrics": {"a b": 0.5}}, headers=bearer
+                    f"{job}/metrics", json={"version": 0, "metrics": {"a b": 0.5}}, headers=bearer
                 ),
             )
             await ask(
                 "server metrics",
                 await server.post(
-                    "/v1/metrics", json={"version": 0, "metrics": {"accuracy": 0.5}}, headers=bearer
+                    f"{job}/metrics",
+                    json={"version": 0, "metrics": {"accuracy": 0.5}},
+                    headers=bearer,
                 ),
             )
             await ask(
-                "server model since ahead", await server.get("/v1/model", params={"since": 99})
+                "server model since ahead",
+                await server.get(f"{job}/model", params={"since": 99}, headers=bearer),
             )
+
+            # Execute: a paused job, then a done one.
+            assert (await server.post(f"{job}/pause", headers=admin)).status_code == 200
+            _, envelope = hospital.update(values, base_version=1, update_id=uuid.UUID(int=9))
+            await ask(
+                "server update paused",
+                await server.post(f"{job}/updates", content=envelope, headers=bearer),
+            )
+            await ask("server slot paused", await server.post(f"{job}/slots", headers=bearer))
+            assert (await server.post(f"{job}/stop", headers=admin)).status_code == 200
+            await ask(
+                "server update done",
+                await server.post(f"{job}/updates", content=envelope, headers=bearer),
+            )
+            await ask("server pause done", await server.post(f"{job}/pause", headers=admin))
+            await ask("server resume done", await server.post(f"{job}/resume", headers=admin))
 
     # Assert: every answer is what the recorded contract says.
     _compare("problem-answers.json", _dump(answers))
+
+
+def _signing_key(tmp_path: Path) -> bytes:
+    """keyauth's token-signing key (PEM), as its store keeps it: to sign an admin token the
+    way ``POST /v1/admin/token`` does (fl_server verifies it with the same public key)."""
+    return (tmp_path / "keyauth" / "signing-key.pem").read_bytes()
 
 
 def _zeros(n: int) -> Any:

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
+from fl_server.job_service import JobService
 from fl_server.material import KeyauthMaterial
+from hefl_wire import AccessClaims
 from keyauth.tokens import public_key_to_pem
-from tests.fl_server.helpers import EPOCH, LAYOUT_TENSORS, PROFILE, Hospital
+from tests.fl_server.api import Api, open_api
+from tests.fl_server.helpers import (
+    EPOCH,
+    LAYOUT_TENSORS,
+    PROFILE,
+    Hospital,
+    client_claims,
+    open_job,
+)
+
+MakeJob = Callable[..., JobService]
 
 
 @pytest.fixture(autouse=True)
@@ -61,3 +76,33 @@ def hospital(
     keys: crypto.KeyMaterial, profile: crypto.CkksProfile, layout: crypto.ModelLayout
 ) -> Hospital:
     return Hospital(crypto.ClientCipher(keys.secret_context, profile), layout)
+
+
+@pytest.fixture
+def make_job(tmp_path: Path, material: KeyauthMaterial) -> Iterator[MakeJob]:
+    """Opens job services (``open_job``: settings or spec keys); closes them at the end."""
+    opened: list[JobService] = []
+
+    def make(state_dir: Path | None = None, **overrides: Any) -> JobService:
+        job = open_job(material, state_dir or tmp_path / "state", **overrides)
+        opened.append(job)
+        return job
+
+    yield make
+    for job in opened:
+        job.close()
+
+
+@pytest.fixture
+def client(material: KeyauthMaterial, signing_key: Ed25519PrivateKey) -> AccessClaims:
+    """client-a's verified claims, as a route hands them to a job."""
+    return client_claims(material, signing_key)
+
+
+@pytest.fixture
+async def api(
+    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[Api]:
+    """The app with job ``JOB`` created, and an HTTP client on it."""
+    async for opened in open_api(tmp_path, material, signing_key):
+        yield opened

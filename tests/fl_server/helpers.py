@@ -1,11 +1,12 @@
-"""Helpers for the fl_server tests: a test hospital that encrypts and decrypts, token minting."""
+"""Helpers for the fl_server tests: specs, jobs, a test hospital that encrypts, token minting."""
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,18 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
-from fl_server.service import ServerService
+import hefl_study
+from fl_server.job_service import JobService
+from fl_server.material import EpochContext, KeyauthMaterial
 from fl_server.settings import ServerSettings
+from fl_server.store import FileStore, JobRecord, Store, read_job_file
+from harness.studies import SERVER_KEYS, STOP_KEYS, study_mapping
+from hefl_wire import AccessClaims, TokenVerifier
 
 PROFILE = "test-n2048"
 EPOCH = 1
+JOB = "study"
+
 # 5 x 1000 + 5 = 5005 parameters: three blocks of 2048 values.
 LAYOUT_TENSORS: dict[str, Any] = {
     "fc.weight": np.zeros((5, 1000), np.float32),
@@ -27,12 +35,12 @@ LAYOUT_TENSORS: dict[str, Any] = {
 }
 
 
-def wait_published(service: ServerService, timeout: float = 10.0) -> None:
+def wait_published(service: JobService, timeout: float = 10.0) -> None:
     """Wait until downloads serve every applied update (the worker publishes after a pause)."""
     deadline = time.monotonic() + timeout
     while True:
         status = service.status()
-        if status.queued_updates == 0 and status.published_version == status.version:
+        if status.queued_updates == 0 and status.published_version == status.job.version:
             return
         assert time.monotonic() < deadline, "the model was not published"
         time.sleep(0.01)
@@ -41,12 +49,93 @@ def wait_published(service: ServerService, timeout: float = 10.0) -> None:
 def make_settings(state_dir: Path, **overrides: Any) -> ServerSettings:
     values: dict[str, Any] = {
         "state_dir": state_dir,
-        "target_updates": 1000,
         "client_updates_per_minute": 0,
         "revocation_refresh": 0,
     }
     values.update(overrides)
     return ServerSettings(**values)
+
+
+def spec_mapping(name: str = JOB, *, profile: str = PROFILE, **job: Any) -> dict[str, Any]:
+    """A study spec as a mapping: ``job`` holds its ``[server]`` and ``[stop]`` keys."""
+    return study_mapping(name, profile=profile, **job)
+
+
+def make_spec(name: str = JOB, *, profile: str = PROFILE, **job: Any) -> hefl_study.StudySpec:
+    """A valid study spec; ``job`` sets its ``[server]`` and ``[stop]`` keys."""
+    return hefl_study.spec_from_mapping(spec_mapping(name, profile=profile, **job))
+
+
+def spec_body(name: str = JOB, *, profile: str = PROFILE, **job: Any) -> bytes:
+    """What ``POST /v1/jobs`` takes: the spec's canonical JSON."""
+    return hefl_study.spec_to_json(make_spec(name, profile=profile, **job)).encode()
+
+
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Process settings and the spec's keys, from one set of test overrides."""
+    job = {k: v for k, v in overrides.items() if k in SERVER_KEYS | STOP_KEYS}
+    settings = {k: v for k, v in overrides.items() if k not in job}
+    return settings, job
+
+
+def job_record(spec: hefl_study.StudySpec, material: KeyauthMaterial) -> JobRecord:
+    """What the registry records when it creates ``spec``'s job on ``material``'s epoch."""
+    return JobRecord(
+        job_id=uuid.uuid4().hex,
+        name=spec.name,
+        spec_json=hefl_study.spec_to_json(spec),
+        spec_sha256=spec.sha256,
+        key_epoch=material.key_epoch,
+        profile=material.profile,
+        created_at=time.time(),
+    )
+
+
+def open_job(
+    material: KeyauthMaterial,
+    state_dir: Path,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] = time.time,
+    **overrides: Any,
+) -> JobService:
+    """Job ``JOB``'s service on ``material``'s epoch; ``overrides`` are settings or spec keys.
+
+    Its directory is ``state_dir / "jobs" / JOB`` unless ``store`` is given. A directory
+    that holds the job already reopens it; spec keys given then stand for a changed spec
+    (something only a test does: a job's spec is fixed when it is created).
+    """
+    settings, job = split_overrides(overrides)
+    directory = state_dir / "jobs" / JOB
+    record = read_job_file(directory) if store is None else None
+    if record is None:
+        record = job_record(make_spec(**job), material)
+    elif job:
+        spec = make_spec(**job)
+        record = replace(record, spec_json=hefl_study.spec_to_json(spec), spec_sha256=spec.sha256)
+    store = store or FileStore(directory)
+    if store.load_job() is None:
+        store.save_job(record)
+    context = EpochContext(material.key_epoch, material.profile, material.public_context)
+    return JobService(
+        make_settings(state_dir, **settings), record, context, store=store, clock=clock
+    )
+
+
+def client_claims(
+    material: KeyauthMaterial, key: Ed25519PrivateKey, client_id: str = "client-a"
+) -> AccessClaims:
+    """The verified claims of a client token, as a route hands them to a job."""
+    verifier = TokenVerifier(material.verification_key_pem)
+    return verifier.verify(mint_token(key, client_id))
+
+
+def crash_image(state_dir: Path, into: Path) -> Path:
+    """What a kill -9 leaves: the files as they are on disk right now (locks released)."""
+    shutil.copytree(state_dir, into)
+    for lock in into.rglob("lock"):
+        lock.unlink()
+    return into
 
 
 def mint_token(
@@ -139,3 +228,8 @@ class Hospital:
         limits = crypto.EnvelopeLimits(self.layout.n_blocks, self.profile.max_block_bytes)
         model = crypto.model_from_bytes(data, limits)
         return model.version, {b.index: self.cipher.decrypt_block(b.data) for b in model.blocks}
+
+
+def admin_token(key: Ed25519PrivateKey, *, lifetime: float = 300) -> str:
+    """An administrator's access token, as keyauth's ``POST /v1/admin/token`` signs it."""
+    return mint_token(key, "admin", name="admin", role="admin", lifetime=lifetime)

@@ -2,74 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
-from fl_server.app import create_app
+from fl_server.errors import StartupError
 from fl_server.material import KeyauthMaterial
-from fl_server.service import ServerService
-from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published
+from tests.fl_server.api import Api, assert_problem, open_api
+from tests.fl_server.helpers import JOB, Hospital, mint_token, spec_body, wait_published
 
 pytestmark = pytest.mark.anyio
-
-PROBLEM = "application/problem+json"
-
-
-class Api:
-    """An HTTP client on a started app, with one hospital's token."""
-
-    def __init__(self, http: httpx.AsyncClient, token: str, service: ServerService) -> None:
-        self.http = http
-        self.token = token
-        self.service = service
-
-    def auth(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
-
-    async def start_job(self, hospital: Hospital, values: np.ndarray[Any, Any]) -> None:
-        response = await self.http.put(
-            "/v1/job/layout", content=hospital.layout.to_json(), headers=self.auth()
-        )
-        assert response.status_code == 201, response.text
-        response = await self.http.put(
-            "/v1/job/initial-model", content=hospital.initial_model(values), headers=self.auth()
-        )
-        assert response.status_code == 201, response.text
-
-    async def push(self, envelope: bytes, token: str | None = None) -> httpx.Response:
-        return await self.http.post(
-            "/v1/updates",
-            content=envelope,
-            headers={**self.auth(token), "Content-Type": "application/octet-stream"},
-        )
-
-
-async def open_api(
-    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, **overrides: Any
-) -> AsyncIterator[Api]:
-    app = create_app(make_settings(tmp_path / "state", **overrides), keyauth_material=material)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
-            yield Api(http, mint_token(signing_key), app.state.service)
-
-
-@pytest.fixture
-async def api(
-    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey
-) -> AsyncIterator[Api]:
-    async for opened in open_api(tmp_path, material, signing_key):
-        yield opened
 
 
 @pytest.fixture
@@ -78,48 +28,44 @@ async def training(api: Api, hospital: Hospital) -> Api:
     return api
 
 
-def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == PROBLEM
-    body: dict[str, Any] = response.json()
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["type"] == "about:blank"
-    assert body["title"]
-    assert body["detail"]
-    return body
-
-
 async def test_the_job_from_layout_to_training(api: Api, hospital: Hospital) -> None:
-    job = (await api.http.get("/v1/job")).json()
+    job = (await api.http.get(api.at(), headers=api.auth())).json()
+    created_at = job.pop("created_at")
     assert job == {
+        "name": JOB,
+        "description": f"the {JOB} study",
         "state": "waiting_for_initial_model",
+        "stop_reason": None,
         "version": 0,
+        "updates_applied": 0,
         "target_updates": 1000,
-        "layout_fingerprint": None,
+        "spec_sha256": hashlib.sha256(spec_body()).hexdigest(),
         "key_epoch": 1,
         "profile": "test-n2048",
+        "layout_fingerprint": None,
+        "training_seconds": 0.0,
     }
-    assert_problem(await api.http.get("/v1/job/layout"), 404, "no_layout")
-    assert_problem(await api.http.get("/v1/model"), 409, "job_not_started")
+    assert created_at.endswith("Z")
+    assert_problem(await api.http.get(api.at("/layout"), headers=api.auth()), 404, "no_layout")
+    assert_problem(await api.model(), 409, "job_not_started")
     body = hospital.layout.to_json()
 
-    first = await api.http.put("/v1/job/layout", content=body, headers=api.auth())
-    again = await api.http.put("/v1/job/layout", content=body, headers=api.auth())
+    first = await api.http.put(api.at("/layout"), content=body, headers=api.auth())
+    again = await api.http.put(api.at("/layout"), content=body, headers=api.auth())
     other = crypto.build_layout({"w": np.zeros(10, np.float32)}, 2048).to_json()
-    conflict = await api.http.put("/v1/job/layout", content=other, headers=api.auth())
+    conflict = await api.http.put(api.at("/layout"), content=other, headers=api.auth())
 
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json() == {"fingerprint": hospital.layout.fingerprint.hex()}
     assert_problem(conflict, 409, "layout_mismatch")
-    assert (await api.http.get("/v1/job/layout")).content == body
+    assert (await api.http.get(api.at("/layout"), headers=api.auth())).content == body
     model = hospital.initial_model(hospital.random_values(0))
-    created = await api.http.put("/v1/job/initial-model", content=model, headers=api.auth())
+    created = await api.http.put(api.at("/initial-model"), content=model, headers=api.auth())
     assert created.status_code == 201
     assert created.json() == {"version": 0, "state": "training"}
-    exists = await api.http.put("/v1/job/initial-model", content=model, headers=api.auth())
+    exists = await api.http.put(api.at("/initial-model"), content=model, headers=api.auth())
     assert_problem(exists, 409, "initial_model_exists")
-    job = (await api.http.get("/v1/job")).json()
+    job = (await api.http.get(api.at(), headers=api.auth())).json()
     assert job["state"] == "training"
     assert job["layout_fingerprint"] == hospital.layout.fingerprint.hex()
 
@@ -130,18 +76,20 @@ async def test_layouts_of_another_block_size_too_large_or_malformed_are_refused(
     huge = crypto.build_layout({"w": np.zeros(10, np.float32)}, 2048).to_dict()
     huge["tensors"][0]["shape"] = [10**9]
     assert_problem(
-        await api.http.put("/v1/job/layout", content=json.dumps(huge).encode(), headers=api.auth()),
+        await api.http.put(
+            api.at("/layout"), content=json.dumps(huge).encode(), headers=api.auth()
+        ),
         422,
         "layout_invalid",
     )
     wrong_size = crypto.build_layout({"w": np.zeros(10, np.float32)}, 4096).to_json()
     assert_problem(
-        await api.http.put("/v1/job/layout", content=wrong_size, headers=api.auth()),
+        await api.http.put(api.at("/layout"), content=wrong_size, headers=api.auth()),
         422,
         "layout_invalid",
     )
     assert_problem(
-        await api.http.put("/v1/job/layout", content=b"{not json", headers=api.auth()),
+        await api.http.put(api.at("/layout"), content=b"{not json", headers=api.auth()),
         422,
         "layout_invalid",
     )
@@ -151,33 +99,33 @@ async def test_model_download_with_etag_and_changed_blocks(
     training: Api, hospital: Hospital
 ) -> None:
     api = training
-    full = await api.http.get("/v1/model")
+    full = await api.model()
     assert full.status_code == 200
     assert full.headers["content-type"] == "application/octet-stream"
     assert full.headers["X-Hefl-Model-Version"] == "0"
     etag = full.headers["ETag"]
-    unchanged = await api.http.get("/v1/model", headers={"If-None-Match": etag})
+    unchanged = await api.model(headers={"If-None-Match": etag})
     assert unchanged.status_code == 304
     assert unchanged.content == b""
 
     values = hospital.random_values(5)
     pushed = await api.push(hospital.update(values, base_version=0, indices=[2])[1])
     assert pushed.status_code == 202
-    await api.http.get("/v1/status")  # the app answers while the worker publishes
+    await api.status()  # the app answers while the worker publishes
     wait_published(api.service)
 
-    changed = await api.http.get("/v1/model", headers={"If-None-Match": etag})
-    delta = await api.http.get("/v1/model", params={"since": 0})
+    changed = await api.model(headers={"If-None-Match": etag})
+    delta = await api.model(params={"since": 0})
     assert changed.status_code == 200
     assert changed.headers["ETag"] != etag
     assert changed.headers["X-Hefl-Model-Version"] == "1"
     version, blocks = hospital.decrypt_blocks(delta.content)
     assert (version, sorted(blocks)) == (1, [2])
-    none_changed = await api.http.get("/v1/model", params={"since": 1})
+    none_changed = await api.model(params={"since": 1})
     assert hospital.decrypt_blocks(none_changed.content) == (1, {})
-    ahead = await api.http.get("/v1/model", params={"since": 2})
+    ahead = await api.model(params={"since": 2})
     assert assert_problem(ahead, 409, "version_ahead")["current_version"] == 1
-    assert_problem(await api.http.get("/v1/model", params={"since": -1}), 422, "request_invalid")
+    assert_problem(await api.model(params={"since": -1}), 422, "request_invalid")
 
 
 async def test_an_update_is_acknowledged_then_retried_as_a_duplicate(
@@ -198,7 +146,7 @@ async def test_an_update_is_acknowledged_then_retried_as_a_duplicate(
         "duplicate": False,
     }
     assert again.json() == {**first.json(), "duplicate": True}
-    status = (await api.http.get("/v1/status")).json()
+    status = await api.status()
     assert status["updates_applied"] == 1
     assert status["duplicates"] == 1
     assert status["bytes_in"] >= 2 * len(envelope)
@@ -217,18 +165,18 @@ async def test_tokens_missing_forged_expired_or_revoked_are_refused(
         "token_wrong_role": (mint_token(signing_key, role="admin"), 403),
         "client_revoked": (mint_token(signing_key, "client-gone"), 403),
     }
-    api.service.set_revoked({"client-gone"})
+    api.app.state.service.set_revoked({"client-gone"})
     for code, (token, status) in cases.items():
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = await api.http.post("/v1/updates", content=envelope, headers=headers)
+        response = await api.http.post(api.at("/updates"), content=envelope, headers=headers)
         assert_problem(response, status, code)
         if status == 401:
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     garbage = await api.http.post(
-        "/v1/updates", content=envelope, headers={"Authorization": "Bearer not.a.jwt"}
+        api.at("/updates"), content=envelope, headers={"Authorization": "Bearer not.a.jwt"}
     )
     assert_problem(garbage, 401, "token_invalid")
-    assert (await api.http.get("/v1/job")).json()["version"] == 0
+    assert (await api.http.get(api.at(), headers=api.auth())).json()["version"] == 0
 
 
 def _raw_update(fingerprint: bytes, blocks: list[tuple[int, bytes]], base: int = 0) -> bytes:
@@ -243,7 +191,7 @@ async def test_every_bad_envelope_gets_a_precise_problem_and_changes_nothing(
 ) -> None:
     # Prepare
     api = training
-    before = await api.http.get("/v1/model")
+    before = await api.model()
     values = hospital.random_values(1)
     good = hospital.update(values, base_version=0)[1]
     block = hospital.cipher.encrypt_update_block(values[0])
@@ -296,10 +244,10 @@ async def test_every_bad_envelope_gets_a_precise_problem_and_changes_nothing(
     for what, (data, status, code) in cases.items():
         problem = assert_problem(await api.push(data), status, code)
         assert problem.get("current_version", 0) == 0, what
-    after = await api.http.get("/v1/model")
+    after = await api.model()
     assert after.content == before.content
     assert after.headers["X-Hefl-Model-Version"] == "0"
-    report = (await api.http.get("/v1/status")).json()
+    report = await api.status()
     assert report["updates_applied"] == 0
     assert sum(report["updates_rejected"].values()) == len(cases)
     assert report["updates_rejected"]["ciphertext_invalid"] == 3
@@ -313,7 +261,7 @@ async def test_bodies_beyond_the_limit_are_refused_before_being_read(
     api = training
     limit = api.service.envelope_limit()
     declared = await api.http.post(
-        "/v1/updates",
+        api.at("/updates"),
         content=b"x" * 10,
         headers={**api.auth(), "Content-Length": str(limit + 1)},
     )
@@ -326,7 +274,7 @@ async def test_bodies_beyond_the_limit_are_refused_before_being_read(
             sent += 65536
             yield b"\x00" * 65536
 
-    streamed = await api.http.post("/v1/updates", content=endless(), headers=api.auth())
+    streamed = await api.http.post(api.at("/updates"), content=endless(), headers=api.auth())
     assert_problem(streamed, 413, "body_too_large")
     assert sent < limit + 2 * 65536  # reading stopped at the limit
     assert api.service.queued_updates() == 0
@@ -357,13 +305,14 @@ async def test_slots_and_rate_limits_answer_429_with_retry_after(
         client_updates_per_minute=1,
         client_update_burst=1,
     ):
-        assert_problem(await api.http.post("/v1/slots", headers=api.auth()), 409, "job_not_started")
+        slots = api.at("/slots")
+        assert_problem(await api.http.post(slots, headers=api.auth()), 409, "job_not_started")
         await api.start_job(hospital, hospital.random_values(0))
         other = mint_token(signing_key, "client-b")
 
-        lease = await api.http.post("/v1/slots", headers=api.auth())
-        renewed = await api.http.post("/v1/slots", headers=api.auth())
-        full = await api.http.post("/v1/slots", headers=api.auth(other))
+        lease = await api.http.post(slots, headers=api.auth())
+        renewed = await api.http.post(slots, headers=api.auth())
+        full = await api.http.post(slots, headers=api.auth(other))
 
         assert lease.status_code == renewed.status_code == 200
         assert renewed.json()["expires_at"] >= lease.json()["expires_at"]
@@ -373,21 +322,22 @@ async def test_slots_and_rate_limits_answer_429_with_retry_after(
         assert (
             await api.push(hospital.update(hospital.random_values(1), base_version=0)[1])
         ).status_code == 202
-        assert (await api.http.post("/v1/slots", headers=api.auth(other))).status_code == 200
-        assert (await api.http.delete("/v1/slots", headers=api.auth(other))).status_code == 204
+        assert (await api.http.post(slots, headers=api.auth(other))).status_code == 200
+        assert (await api.http.delete(slots, headers=api.auth(other))).status_code == 204
 
         limited = await api.push(hospital.update(hospital.random_values(2), base_version=1)[1])
         assert_problem(limited, 429, "rate_limited")
         assert int(limited.headers["Retry-After"]) >= 59
-        assert (await api.http.get("/v1/job")).json()["version"] == 1
+        assert (await api.http.get(api.at(), headers=api.auth())).json()["version"] == 1
 
 
 async def test_metrics_reports_show_in_status(
     training: Api, signing_key: Ed25519PrivateKey
 ) -> None:
     api = training
+    metrics = api.at("/metrics")
     report = {"version": 0, "metrics": {"loss": 0.7, "accuracy": 0.6, "n_samples": 50}}
-    accepted = await api.http.post("/v1/metrics", json=report, headers=api.auth())
+    accepted = await api.http.post(metrics, json=report, headers=api.auth())
     assert accepted.status_code == 202
     assert accepted.json() == {"version": 0}
     bad = {
@@ -402,16 +352,16 @@ async def test_metrics_reports_show_in_status(
         "beyond the bound": b'{"version": 0, "metrics": {"loss": 1e13}}',
     }
     for what, body in bad.items():
-        response = await api.http.post("/v1/metrics", content=body, headers=api.auth())
+        response = await api.http.post(metrics, content=body, headers=api.auth())
         assert_problem(response, 422, "metrics_invalid"), what
     ahead = await api.http.post(
-        "/v1/metrics", json={"version": 3, "metrics": {"loss": 1}}, headers=api.auth()
+        metrics, json={"version": 3, "metrics": {"loss": 1}}, headers=api.auth()
     )
     assert_problem(ahead, 409, "version_ahead")
-    huge = await api.http.post("/v1/metrics", content=b" " * 100_000, headers=api.auth())
+    huge = await api.http.post(metrics, content=b" " * 100_000, headers=api.auth())
     assert_problem(huge, 413, "body_too_large")
 
-    status = (await api.http.get("/v1/status")).json()
+    status = await api.status()
     assert status["metrics"] == [
         {"version": 0, "reports": 1, "n_samples": 50, "mean": {"accuracy": 0.6, "loss": 0.7}}
     ]
@@ -419,6 +369,15 @@ async def test_metrics_reports_show_in_status(
     assert client["client_name"] == "hospital-client-a"
     assert client["metrics_reports"] == 1
     assert client["last_seen"] is not None
+    assert client["latest_metrics"] == {
+        "version": 0,
+        "n_samples": 50,
+        "values": {"accuracy": 0.6, "loss": 0.7},
+    }
+    assert status["pooled_metrics"] == {
+        "accuracy": {"value": 0.6, "sites": 1, "n_samples": 50},
+        "loss": {"value": 0.7, "sites": 1, "n_samples": 50},
+    }
 
 
 async def test_prometheus_metrics_come_from_this_app_only(
@@ -435,35 +394,45 @@ async def test_prometheus_metrics_come_from_this_app_only(
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
-    assert "hefl_server_model_version 1.0" in text
-    assert "hefl_server_updates_applied_total 1.0" in text
-    assert "hefl_server_receipts_kept 1.0" in text
-    assert 'hefl_server_updates_rejected_total{code="envelope_malformed"} 1.0' in text
-    assert 'hefl_server_update_staleness_bucket{le="0"} 1.0' in text
-    assert 'hefl_server_job_state{state="training"} 1.0' in text
+    assert 'hefl_server_model_version{job="study"} 1.0' in text
+    assert 'hefl_server_updates_applied_total{job="study"} 1.0' in text
+    assert 'hefl_server_receipts_kept{job="study"} 1.0' in text
+    assert 'hefl_server_updates_rejected_total{code="envelope_malformed",job="study"} 1.0' in text
+    assert 'hefl_server_update_staleness_bucket{job="study",le="0"} 1.0' in text
+    assert 'hefl_server_job_state{job="study",state="training"} 1.0' in text
+    assert "hefl_server_jobs_failed 0.0" in text
     # A second app in the same process has its own registry (no duplicate-metric errors).
     async for second in open_api(tmp_path / "second", material, signing_key):
-        assert "hefl_server_model_version 0.0" in (await second.http.get("/metrics")).text
+        second_text = (await second.http.get("/metrics")).text
+        assert 'hefl_server_model_version{job="study"} 0.0' in second_text
 
 
 async def test_openapi_lists_exactly_the_contract(api: Api) -> None:
     paths = (await api.http.get("/openapi.json")).json()["paths"]
+    job = "/v1/jobs/{job}"
     assert {(p, m) for p, ops in paths.items() for m in ops} == {
         ("/healthz", "get"),
-        ("/v1/job", "get"),
-        ("/v1/job/layout", "get"),
-        ("/v1/job/layout", "put"),
-        ("/v1/job/initial-model", "put"),
-        ("/v1/model", "get"),
-        ("/v1/slots", "post"),
-        ("/v1/slots", "delete"),
-        ("/v1/updates", "post"),
-        ("/v1/metrics", "post"),
+        ("/v1/jobs", "get"),
+        ("/v1/jobs", "post"),
+        (job, "get"),
+        (f"{job}/spec", "get"),
+        (f"{job}/pause", "post"),
+        (f"{job}/resume", "post"),
+        (f"{job}/stop", "post"),
+        (f"{job}/layout", "get"),
+        (f"{job}/layout", "put"),
+        (f"{job}/initial-model", "put"),
+        (f"{job}/model", "get"),
+        (f"{job}/slots", "post"),
+        (f"{job}/slots", "delete"),
+        (f"{job}/updates", "post"),
+        (f"{job}/metrics", "post"),
+        (f"{job}/status", "get"),
         ("/v1/status", "get"),
     }
     assert (await api.http.get("/healthz")).json() == {"status": "ok"}
     assert_problem(await api.http.get("/v1/nothing"), 404, "not_found")
-    assert_problem(await api.http.delete("/v1/model"), 405, "method_not_allowed")
+    assert_problem(await api.http.delete(api.at("/model")), 405, "method_not_allowed")
 
 
 def test_importing_the_app_module_does_nothing(
@@ -478,6 +447,22 @@ def test_importing_the_app_module_does_nothing(
     app = module.app  # what `uvicorn fl_server.app:app` looks up
     assert app.state.settings.state_dir == state_dir
     assert not state_dir.exists()
-    monkeypatch.setenv("FLSERVER_BUFFER_SIZE", "0")
+    monkeypatch.setenv("FLSERVER_MAX_QUEUED_UPDATES", "0")
     with pytest.raises(Exception, match="FLSERVER_"):
         module.create_app()
+
+
+def test_a_job_setting_in_the_environment_is_refused_with_where_it_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fl_server.app as module
+
+    monkeypatch.setenv("FLSERVER_TARGET_UPDATES", "500")
+    monkeypatch.setenv("FLSERVER_BUFFER_SIZE", "2")
+
+    with pytest.raises(StartupError) as info:
+        module.create_app()
+
+    detail = info.value.detail
+    assert "FLSERVER_BUFFER_SIZE, FLSERVER_TARGET_UPDATES" in detail
+    assert "[server] and [stop]" in detail

@@ -25,4 +25,4 @@ def test_quick_ingest_benchmark_writes_its_report(
         assert run["updates"] == 3 * row["uploaders"]
         assert run["version"] == run["updates"] + 1  # the warm-up update, then every one
         assert row["params_per_s"] > 0
-    assert "| HTTP: POST /v1/updates until 202 (durable) |" in capsys.readouterr().out
+    assert "| HTTP: POST /v1/jobs/{job}/updates until 202 (durable) |" in capsys.readouterr().out

@@ -11,10 +11,10 @@ from hefl_http.protocol import DeadlineH11Protocol
 def test_invalid_settings_exit_2_with_the_variable_named(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("FLSERVER_MAX_TRAINING", "0")
+    monkeypatch.setenv("FLSERVER_MAX_QUEUED_UPDATES", "0")
     assert main([]) == 2
     err = capsys.readouterr().err
-    assert "invalid FLSERVER_* settings: max_training" in err
+    assert "invalid FLSERVER_* settings: max_queued_updates" in err
 
 
 def test_help_names_the_environment_variables(capsys: pytest.CaptureFixture[str]) -> None:

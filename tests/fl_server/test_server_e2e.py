@@ -1,4 +1,4 @@
-"""fl_server under real uvicorn, with a real keyauth: concurrent hospitals, kill -9, restart."""
+"""fl_server under real uvicorn, with a real keyauth: two jobs, concurrent hospitals, kill -9."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ import numpy.typing as npt
 import pytest
 
 import crypto
+from harness.admin import admin_token, create_job
+from harness.parties import job_url
 from harness.services import ServiceProcess, free_port, keyauth_service, server_service
-from tests.fl_server.helpers import LAYOUT_TENSORS, Hospital
+from harness.studies import study_json
+from tests.fl_server.helpers import LAYOUT_TENSORS, PROFILE, Hospital
 
 pytestmark = pytest.mark.e2e
 
@@ -43,13 +46,27 @@ class Enrolled:
         return {"Authorization": f"Bearer {self.token}"}
 
 
+@dataclass(frozen=True)
+class Keyauth:
+    url: str
+    admin: str  # an administrator's access token
+
+
 @pytest.fixture(scope="module")
-def keyauth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def keyauth_service_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyauth]:
     root = tmp_path_factory.mktemp("keyauth")
-    with keyauth_service(
-        root / "state", ADMIN_KEY, root / "keyauth.log", profile="test-n2048"
-    ) as service:
-        yield service.url
+    with keyauth_service(root / "state", ADMIN_KEY, root / "keyauth.log", profile=PROFILE) as ka:
+        yield Keyauth(ka.url, admin_token(ka.url, ADMIN_KEY, root / "state"))
+
+
+@pytest.fixture(scope="module")
+def keyauth(keyauth_service_: Keyauth) -> str:
+    return keyauth_service_.url
+
+
+@pytest.fixture(scope="module")
+def admin(keyauth_service_: Keyauth) -> str:
+    return keyauth_service_.admin
 
 
 def enroll(keyauth: str, name: str) -> Enrolled:
@@ -91,24 +108,30 @@ def fl_server(keyauth: str, state_dir: Path, log: Path, **settings: str) -> Serv
     )
 
 
-def start_job(url: str, first: Enrolled, initial: Values) -> None:
+def start_job(url: str, admin: str, job: str, first: Enrolled, initial: Values) -> None:
+    """The administrator creates ``job``; ``first`` puts its layout and initial model."""
+    create_job(url, admin, study_json(job, profile=PROFILE))
     hospital = first.hospital
-    with httpx.Client(base_url=url, timeout=30) as http:
-        layout = http.put("/v1/job/layout", content=hospital.layout.to_json(), headers=first.auth)
+    with httpx.Client(timeout=30) as http:
+        layout = http.put(
+            job_url(url, job, "/layout"), content=hospital.layout.to_json(), headers=first.auth
+        )
         assert layout.status_code == 201, layout.text
         model = http.put(
-            "/v1/job/initial-model", content=hospital.initial_model(initial), headers=first.auth
+            job_url(url, job, "/initial-model"),
+            content=hospital.initial_model(initial),
+            headers=first.auth,
         )
         assert model.status_code == 201, model.text
 
 
-def pull(http: httpx.Client, hospital: Hospital, at_least: int = 0) -> tuple[int, Values]:
-    """The model, once the server serves version ``at_least`` or later."""
+def pull(http: httpx.Client, job: str, client: Enrolled, at_least: int = 0) -> tuple[int, Values]:
+    """Job ``job``'s model, once the server serves version ``at_least`` or later."""
     deadline = time.monotonic() + 10
     while True:
-        response = http.get("/v1/model")
+        response = http.get(job_url("", job, "/model"), headers=client.auth)
         assert response.status_code == 200, response.text
-        version, values = hospital.decrypt_model(response.content)
+        version, values = client.hospital.decrypt_model(response.content)
         if version >= at_least or time.monotonic() > deadline:
             return version, values
         time.sleep(0.02)
@@ -130,38 +153,44 @@ class Ledger:
         return initial + sum((w * v for w, v in self.acked.values()), np.zeros_like(initial))
 
 
-def test_concurrent_hospitals_build_the_plaintext_sum(
-    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+def test_concurrent_hospitals_build_each_jobs_plaintext_sum(
+    keyauth: str, admin: str, hospitals: list[Enrolled], tmp_path: Path
 ) -> None:
-    # Prepare
+    # Prepare: two jobs; every hospital trains in both at once.
     log = tmp_path / "server.log"
-    initial = hospitals[0].hospital.random_values(0, scale=0.5)
-    ledger = Ledger()
-    rounds = 6
+    jobs = ("alpha", "beta")
+    initial = {job: hospitals[0].hospital.random_values(k, scale=0.5) for k, job in enumerate(jobs)}
+    ledgers = {job: Ledger() for job in jobs}
+    rounds = 4
     errors: list[BaseException] = []
 
-    def train(index: int, client: Enrolled, url: str) -> None:
+    def train(index: int, client: Enrolled, job: str, url: str) -> None:
         try:
             with httpx.Client(base_url=url, timeout=30) as http:
                 for r in range(rounds):
-                    version, _ = pull(http, client.hospital)
+                    version, _ = pull(http, job, client)
                     values = client.hospital.random_values(1000 * (index + 1) + r)
                     uid, envelope = client.hospital.update(values, base_version=version)
-                    response = http.post("/v1/updates", content=envelope, headers=client.auth)
+                    response = http.post(
+                        job_url("", job, "/updates"), content=envelope, headers=client.auth
+                    )
                     assert response.status_code == 202, response.text
                     body = response.json()
                     assert body["update_id"] == str(uid)
                     assert body["staleness"] >= 0
-                    ledger.add(body["update_id"], body["weight"], values)
+                    ledgers[job].add(body["update_id"], body["weight"], values)
         except BaseException as exc:
             errors.append(exc)
 
     # Execute
     with fl_server(keyauth, tmp_path / "state", log) as server:
         url = server.url
-        start_job(url, hospitals[0], initial)
+        for job in jobs:
+            start_job(url, admin, job, hospitals[0], initial[job])
         threads = [
-            threading.Thread(target=train, args=(i, c, url)) for i, c in enumerate(hospitals)
+            threading.Thread(target=train, args=(i, c, job, url))
+            for i, c in enumerate(hospitals)
+            for job in jobs
         ]
         for thread in threads:
             thread.start()
@@ -170,25 +199,30 @@ def test_concurrent_hospitals_build_the_plaintext_sum(
         assert not errors, errors
         n = len(hospitals) * rounds
         with httpx.Client(base_url=url, timeout=30) as http:
-            version, model = pull(http, hospitals[0].hospital, at_least=n)
-            status = http.get("/v1/status").json()
+            models = {job: pull(http, job, hospitals[0], at_least=n) for job in jobs}
+            statuses = {job: http.get(job_url("", job, "/status")).json() for job in jobs}
             metrics = http.get("/metrics").text
 
-    # Assert
+    # Assert: each job is its initial model plus its own acknowledged updates.
     profile = hospitals[0].hospital.profile
-    assert version == n
-    assert len(ledger.acked) == n
-    assert np.max(np.abs(model - ledger.model(initial))) <= profile.error_bound(n + 1)
-    assert status["updates_applied"] == n
-    assert sum(status["staleness_histogram"].values()) == n
-    assert {c["updates_applied"] for c in status["clients"].values()} == {rounds}
-    assert f"hefl_server_updates_applied_total {float(n)}" in metrics
+    for job in jobs:
+        version, model = models[job]
+        status = statuses[job]
+        assert version == n
+        assert len(ledgers[job].acked) == n
+        bound = profile.error_bound(n + 1)
+        assert np.max(np.abs(model - ledgers[job].model(initial[job]))) <= bound
+        assert status["updates_applied"] == n
+        assert sum(status["staleness_histogram"].values()) == n
+        assert {c["updates_applied"] for c in status["clients"].values()} == {rounds}
+        assert f'hefl_server_updates_applied_total{{job="{job}"}} {float(n)}' in metrics
     logged = log.read_text()
     assert all(c.token not in logged for c in hospitals)
+    assert admin not in logged
 
 
 def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
-    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+    keyauth: str, admin: str, hospitals: list[Enrolled], tmp_path: Path
 ) -> None:
     # Prepare
     state_dir = tmp_path / "state"
@@ -198,14 +232,15 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
     initial = hospital.random_values(1, scale=0.5)
     ledger = Ledger()
     sent: list[tuple[str, bytes, Values]] = []
+    job = "crash"
 
     def push(http: httpx.Client, envelope: bytes) -> httpx.Response:
-        return http.post("/v1/updates", content=envelope, headers=client.auth)
+        return http.post(job_url("", job, "/updates"), content=envelope, headers=client.auth)
 
     # First life: four updates, then the served model; kill -9.
     with fl_server(keyauth, state_dir, log) as server:
         url = server.url
-        start_job(url, client, initial)
+        start_job(url, admin, job, client, initial)
         with httpx.Client(base_url=url, timeout=30) as http:
             for k in range(4):
                 values = hospital.random_values(100 + k)
@@ -213,8 +248,8 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
                 body = push(http, envelope).json()
                 ledger.add(body["update_id"], body["weight"], values)
                 sent.append((str(uid), envelope, values))
-            pull(http, hospital, at_least=4)
-            served = http.get("/v1/model")
+            pull(http, job, client, at_least=4)
+            served = http.get(job_url("", job, "/model"), headers=client.auth)
         server.kill()
 
     # Second life: the same model, byte for byte; then a stream killed mid-flight.
@@ -226,7 +261,8 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
             k = 0
             while not stop.is_set():
                 try:
-                    version = int(http.get("/v1/model").headers["X-Hefl-Model-Version"])
+                    model = http.get(job_url("", job, "/model"), headers=client.auth)
+                    version = int(model.headers["X-Hefl-Model-Version"])
                     values = hospital.random_values(200 + k)
                     uid, envelope = hospital.update(values, base_version=version)
                     in_flight[:] = [(str(uid), envelope, values)]
@@ -239,7 +275,7 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
 
     with fl_server(keyauth, state_dir, log) as server:
         url = server.url
-        again = httpx.get(f"{url}/v1/model")
+        again = httpx.get(job_url(url, job, "/model"), headers=client.auth)
         assert again.content == served.content
         assert again.headers["ETag"] == served.headers["ETag"]
         pusher = threading.Thread(target=stream, args=(url,))
@@ -255,7 +291,7 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
         fl_server(keyauth, state_dir, log) as server,
         httpx.Client(base_url=server.url, timeout=30) as http,
     ):
-        recovered = http.get("/v1/job").json()["version"]
+        recovered = http.get(job_url("", job), headers=client.auth).json()["version"]
         assert recovered in (len(ledger.acked), len(ledger.acked) + len(in_flight))
         for update_id, envelope, values in in_flight:  # the client retries what got no answer
             retried = push(http, envelope)
@@ -263,8 +299,8 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
             ledger.add(update_id, retried.json()["weight"], values)
         update_id, envelope, _ = sent[1]
         duplicate = push(http, envelope).json()
-        version, model = pull(http, hospital, at_least=len(ledger.acked))
-        status = http.get("/v1/status").json()
+        version, model = pull(http, job, client, at_least=len(ledger.acked))
+        status = http.get(job_url("", job, "/status")).json()
 
     assert duplicate["duplicate"] is True
     assert (duplicate["update_id"], duplicate["version"]) == (update_id, 2)
@@ -274,18 +310,19 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
 
 
 def test_a_client_revoked_at_keyauth_is_refused_within_the_refresh(
-    keyauth: str, hospitals: list[Enrolled], tmp_path: Path
+    keyauth: str, admin: str, hospitals: list[Enrolled], tmp_path: Path
 ) -> None:
     leaving = enroll(keyauth, "hospital-leaving")
+    job = "revoke"
     with fl_server(
         keyauth, tmp_path / "state", tmp_path / "server.log", revocation_refresh="0.2"
     ) as server:
         url = server.url
-        start_job(url, hospitals[0], hospitals[0].hospital.random_values(0))
+        start_job(url, admin, job, hospitals[0], hospitals[0].hospital.random_values(0))
         hospital = leaving.hospital
         with httpx.Client(base_url=url, timeout=30) as http:
             ok = http.post(
-                "/v1/updates",
+                job_url("", job, "/updates"),
                 content=hospital.update(hospital.random_values(1), base_version=0)[1],
                 headers=leaving.auth,
             )
@@ -296,15 +333,19 @@ def test_a_client_revoked_at_keyauth_is_refused_within_the_refresh(
             assert revoked.status_code == 204
             deadline = time.monotonic() + 10
             while True:
-                refused = http.post("/v1/slots", headers=leaving.auth)
+                refused = http.post(job_url("", job, "/slots"), headers=leaving.auth)
                 if refused.status_code != 200 or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
-            still = http.post("/v1/slots", headers=hospitals[0].auth)
+            still = http.post(job_url("", job, "/slots"), headers=hospitals[0].auth)
+            paused = http.post(
+                job_url("", job, "/pause"), headers={"Authorization": f"Bearer {admin}"}
+            )
 
     assert refused.status_code == 403
     assert refused.json()["code"] == "client_revoked"
     assert still.status_code == 200
+    assert paused.status_code == 200  # the administrator's token is not a client's
 
 
 def test_startup_without_keyauth_fails_with_a_clear_message(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The service's request handlers without HTTP: bodies come from a reader the test passes."""
+"""A job's request handlers without HTTP: bodies come from a reader the test passes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fl_server.domain import BodyReader
 from fl_server.downloads import etag_matches
@@ -16,12 +15,12 @@ from fl_server.errors import (
     MetricsInvalidError,
     VersionAheadError,
 )
+from fl_server.job_service import JobService
 from fl_server.material import KeyauthMaterial
 from fl_server.reports import parse_report
-from fl_server.service import ServerService
 from fl_server.store import MemoryStore
 from hefl_wire import AccessClaims
-from tests.fl_server.helpers import Hospital, make_settings, mint_token
+from tests.fl_server.helpers import Hospital, open_job
 
 pytestmark = pytest.mark.anyio
 
@@ -41,35 +40,30 @@ def reader_of(body: bytes) -> tuple[BodyReader, list[int]]:
 
 @pytest.fixture
 async def service(
-    tmp_path: Path, material: KeyauthMaterial, hospital: Hospital
-) -> AsyncIterator[ServerService]:
-    opened = ServerService(make_settings(tmp_path), material, store=MemoryStore())
+    tmp_path: Path, material: KeyauthMaterial, hospital: Hospital, client: AccessClaims
+) -> AsyncIterator[JobService]:
+    opened = open_job(material, tmp_path, store=MemoryStore())
     layout, _ = reader_of(hospital.layout.to_json())
-    assert (await opened.receive_layout(layout)).created
+    assert (await opened.receive_layout(client, layout)).created
     initial, _ = reader_of(hospital.initial_model(hospital.random_values(0)))
-    assert (await opened.receive_initial_model(initial)).state == "training"
+    assert (await opened.receive_initial_model(client, initial)).state == "training"
     yield opened
     opened.close()
 
 
-@pytest.fixture
-def client(service: ServerService, signing_key: Ed25519PrivateKey) -> AccessClaims:
-    return service.authenticate(mint_token(signing_key))
-
-
 async def test_the_same_layout_again_is_not_created(
-    service: ServerService, hospital: Hospital
+    service: JobService, hospital: Hospital, client: AccessClaims
 ) -> None:
     read, limits = reader_of(hospital.layout.to_json())
 
-    again = await service.receive_layout(read)
+    again = await service.receive_layout(client, read)
 
     assert (again.created, again.fingerprint) == (False, hospital.layout.fingerprint.hex())
     assert limits == [service.settings.max_layout_bytes]
 
 
 async def test_an_update_is_read_within_the_envelope_limit_after_admission(
-    service: ServerService, hospital: Hospital, client: AccessClaims
+    service: JobService, hospital: Hospital, client: AccessClaims
 ) -> None:
     read, limits = reader_of(hospital.update(hospital.random_values(1), base_version=0)[1])
 
@@ -81,7 +75,7 @@ async def test_an_update_is_read_within_the_envelope_limit_after_admission(
 
 
 async def test_every_refused_update_is_counted_by_code_and_frees_its_place(
-    service: ServerService, hospital: Hospital, client: AccessClaims
+    service: JobService, hospital: Hospital, client: AccessClaims
 ) -> None:
     # Prepare
     envelope = hospital.update(hospital.random_values(1), base_version=0)[1]
@@ -109,19 +103,19 @@ async def test_every_refused_update_is_counted_by_code_and_frees_its_place(
 
 
 async def test_a_download_the_client_holds_has_no_body_and_counts_no_bytes(
-    service: ServerService,
+    service: JobService, client: AccessClaims
 ) -> None:
-    full = service.download_model(None, None)
+    full = service.download_model(client, None, None)
     assert full.body is not None
     assert service.status().bytes_out == len(full.body)
 
     for if_none_match in (full.etag, f"W/{full.etag}", '"other", ' + full.etag, "*"):
-        held = service.download_model(None, if_none_match)
+        held = service.download_model(client, None, if_none_match)
         assert (held.body, held.etag, held.version) == (None, full.etag, 0)
     assert service.status().bytes_out == len(full.body)
     # A version from the future is refused, whether the client holds the model or not.
     with pytest.raises(VersionAheadError):
-        service.download_model(1, full.etag)
+        service.download_model(client, 1, full.etag)
 
 
 def test_etags_match_strongly_weakly_in_lists_and_by_star() -> None:
@@ -134,7 +128,7 @@ def test_etags_match_strongly_weakly_in_lists_and_by_star() -> None:
 
 
 async def test_a_metrics_report_is_read_checked_and_kept(
-    service: ServerService, client: AccessClaims
+    service: JobService, client: AccessClaims
 ) -> None:
     read, limits = reader_of(b'{"version": 0, "metrics": {"loss": 0.5, "n_samples": 10}}')
 

@@ -1,9 +1,12 @@
-"""Startup against keyauth: fetching the public material with retries, and revocations."""
+"""Key material from keyauth: the token key and each epoch's context, retried and cached;
+jobs bound to the epoch current at their creation; revocations."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -11,24 +14,28 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
 from fl_server.app import create_app
+from fl_server.auth import TokenAuth
 from fl_server.errors import KeyauthUnavailableError, StartupError
-from fl_server.keyauth_client import KeyauthClient
-from fl_server.material import KeyauthMaterial
-from fl_server.service import ServerService
-from fl_server.store import MemoryStore
+from fl_server.keyauth_client import KeyauthClient, KeyauthMaterialSource
+from fl_server.material import TokenKey
 from keyauth.tokens import public_key_to_pem
-from tests.fl_server.helpers import make_settings, mint_token
+from tests.fl_server.helpers import admin_token, make_settings, mint_token, spec_body
 
 pytestmark = pytest.mark.anyio
 
 
 class FakeKeyauth:
-    """keyauth's public endpoints, failing the first ``down`` requests."""
+    """keyauth's public endpoints, failing the first ``down`` requests.
+
+    ``epochs`` are the key epochs it knows; ``current`` is the one a new job binds.
+    """
 
     def __init__(self, keys: crypto.KeyMaterial, key: Ed25519PrivateKey, down: int = 0) -> None:
         self.keys = keys
         self.pem = public_key_to_pem(key)
         self.down = down
+        self.epochs = {1, 3}
+        self.current = 3
         self.revoked: list[str] | None = []
         self.requests: list[str] = []
 
@@ -39,8 +46,8 @@ class FakeKeyauth:
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
         if path == "/v1/keys/public-context":
-            epoch = int(request.url.params.get("epoch", "3"))
-            if epoch not in (1, 3):
+            epoch = int(request.url.params.get("epoch", str(self.current)))
+            if epoch not in self.epochs:
                 return httpx.Response(404, json={"code": "key_epoch_not_found"})
             headers = {"X-Hefl-Key-Epoch": str(epoch), "X-Hefl-Profile": "test-n2048"}
             return httpx.Response(200, content=self.keys.public_context, headers=headers)
@@ -52,13 +59,16 @@ class FakeKeyauth:
                     "issuer": "hefl-keyauth",
                     "audience": "hefl",
                     "public_key_pem": self.pem,
-                    "key_epoch": 3,
+                    "key_epoch": self.current,
                     "profile": "test-n2048",
                 },
             )
         if path == "/v1/revocations" and self.revoked is not None:
             return httpx.Response(200, json={"revoked": self.revoked})
         return httpx.Response(404, json={"code": "not_found"})
+
+    def context_fetches(self) -> list[str]:
+        return [url for url in self.requests if "/public-context" in url]
 
 
 @pytest.fixture
@@ -71,63 +81,78 @@ def client_for(fake: FakeKeyauth, tmp_path: Path, **overrides: object) -> Keyaut
     return KeyauthClient(settings, transport=httpx.MockTransport(fake))
 
 
-async def test_fetches_the_current_epoch_or_the_one_asked_for(
+async def test_fetches_the_token_key_and_the_current_epoch_or_the_one_asked_for(
     fake: FakeKeyauth, tmp_path: Path
 ) -> None:
     client = client_for(fake, tmp_path)
-    current = await client.fetch_material(None)
-    pinned = await client.fetch_material(1)
+    key = await client.fetch_token_key()
+    current = await client.fetch_context(None)
+    pinned = await client.fetch_context(1)
     await client.aclose()
     assert (current.key_epoch, pinned.key_epoch) == (3, 1)
     assert current.profile == "test-n2048"
     assert current.public_context == fake.keys.public_context
-    assert current.verification_key_pem == fake.pem
+    assert key == TokenKey(fake.pem, "hefl-keyauth", "hefl")
 
 
 async def test_retries_while_keyauth_is_down(fake: FakeKeyauth, tmp_path: Path) -> None:
     fake.down = 3
     client = client_for(fake, tmp_path, keyauth_attempts=5)
-    material = await client.fetch_material(None)
+    context = await client.fetch_context(None)
     await client.aclose()
-    assert material.key_epoch == 3
-    assert len(fake.requests) == 5
+    assert context.key_epoch == 3
+    assert len(fake.requests) == 4
 
 
 async def test_gives_up_with_a_clear_error(fake: FakeKeyauth, tmp_path: Path) -> None:
     fake.down = 100
     client = client_for(fake, tmp_path, keyauth_attempts=3)
     with pytest.raises(KeyauthUnavailableError, match=r"after 3 attempts.*FLSERVER_KEYAUTH_URL"):
-        await client.fetch_material(None)
+        await client.fetch_token_key()
     await client.aclose()
 
 
 async def test_an_unknown_epoch_fails_at_once(fake: FakeKeyauth, tmp_path: Path) -> None:
     client = client_for(fake, tmp_path, keyauth_attempts=5)
     with pytest.raises(StartupError, match="404"):
-        await client.fetch_material(7)
+        await client.fetch_context(7)
     await client.aclose()
     assert len(fake.requests) == 1
 
 
-async def test_revocations_are_polled_into_the_service(
-    fake: FakeKeyauth,
-    tmp_path: Path,
-    material: KeyauthMaterial,
-    signing_key: Ed25519PrivateKey,
+async def test_the_source_fetches_each_epoch_once_and_the_current_one_each_time(
+    fake: FakeKeyauth, tmp_path: Path
 ) -> None:
-    service = ServerService(make_settings(tmp_path), material, store=MemoryStore())
+    source = KeyauthMaterialSource(client_for(fake, tmp_path))
+
+    first = await source.epoch_context(1)
+    again = await source.epoch_context(1)
+    current = await source.current_context()
+    fake.current = 1
+    rotated = await source.current_context()
+    await source.aclose()
+
+    assert first is again
+    assert (current.key_epoch, rotated.key_epoch) == (3, 1)
+    assert len(fake.context_fetches()) == 3
+
+
+async def test_revocations_are_polled_into_token_checks(
+    fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    auth = TokenAuth(TokenKey(fake.pem))
     client = client_for(fake, tmp_path)
     fake.revoked = ["client-x"]
-    poller = asyncio.create_task(client.poll_revocations(service.set_revoked, 0.01))
+    poller = asyncio.create_task(client.poll_revocations(auth.set_revoked, 0.01))
     await asyncio.sleep(0.1)
     with pytest.raises(Exception, match="revoked") as info:
-        service.authenticate(mint_token(signing_key, "client-x"))
+        auth.client(mint_token(signing_key, "client-x"))
     assert getattr(info.value, "code", None) == "client_revoked"
+    assert auth.client(mint_token(signing_key, "client-y")).client_id == "client-y"
 
     fake.revoked = None  # keyauth without a revocation list: polling stops
     await asyncio.wait_for(poller, 1)
     await client.aclose()
-    service.close()
 
 
 async def test_startup_fails_clearly_when_keyauth_is_unreachable(tmp_path: Path) -> None:
@@ -142,3 +167,79 @@ async def test_startup_fails_clearly_when_keyauth_is_unreachable(tmp_path: Path)
         async with app.router.lifespan_context(app):
             pass
     assert not (tmp_path / "state").exists()
+
+
+async def _serving(
+    fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    settings = make_settings(tmp_path / "state", keyauth_retry_delay=0.01, keyauth_attempts=2)
+    source = KeyauthMaterialSource(KeyauthClient(settings, transport=httpx.MockTransport(fake)))
+    app = create_app(settings, keyauth_material=source)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+            yield http, {"Authorization": f"Bearer {admin_token(signing_key)}"}
+
+
+async def test_each_job_binds_the_epoch_current_at_its_creation_and_keeps_it(
+    fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    # Prepare: one job on epoch 3; keyauth rotates to 4; a second job.
+    async for http, admin in _serving(fake, tmp_path, signing_key):
+        first = await http.post("/v1/jobs", content=spec_body("first"), headers=admin)
+        fake.epochs.add(4)
+        fake.current = 4
+        second = await http.post("/v1/jobs", content=spec_body("second"), headers=admin)
+        assert (first.status_code, second.status_code) == (201, 201)
+        assert (first.json()["key_epoch"], second.json()["key_epoch"]) == (3, 4)
+
+    # Execute: a restart fetches each job's own epoch.
+    fake.requests.clear()
+    async for http, admin in _serving(fake, tmp_path, signing_key):
+        jobs: list[dict[str, Any]] = (await http.get("/v1/jobs", headers=admin)).json()
+
+    # Assert
+    assert [(j["name"], j["key_epoch"]) for j in jobs] == [("first", 3), ("second", 4)]
+    assert sorted(fake.context_fetches()) == [
+        "http://127.0.0.1:8700/v1/keys/public-context?epoch=3",
+        "http://127.0.0.1:8700/v1/keys/public-context?epoch=4",
+    ]
+
+
+async def test_a_job_whose_epoch_keyauth_no_longer_knows_is_left_out_and_reported(
+    fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    async for http, admin in _serving(fake, tmp_path, signing_key):
+        await http.post("/v1/jobs", content=spec_body("old"), headers=admin)
+        fake.epochs.add(4)
+        fake.current = 4
+        await http.post("/v1/jobs", content=spec_body("new"), headers=admin)
+    fake.epochs.discard(3)
+
+    async for http, admin in _serving(fake, tmp_path, signing_key):
+        status = (await http.get("/v1/status")).json()
+        old = await http.get("/v1/jobs/old", headers=admin)
+        again = await http.post("/v1/jobs", content=spec_body("old"), headers=admin)
+
+    assert [j["name"] for j in status["jobs"]] == ["new"]
+    (failed,) = status["failed_jobs"]
+    assert failed["name"] == "old"
+    assert "key epoch 3" in failed["error"]
+    assert "404" in failed["error"]
+    assert (old.status_code, old.json()["code"]) == (500, "state_invalid")
+    assert (again.status_code, again.json()["code"]) == (500, "state_invalid")
+
+
+async def test_creating_a_job_while_keyauth_is_down_is_503_and_creates_nothing(
+    fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
+) -> None:
+    async for http, admin in _serving(fake, tmp_path, signing_key):
+        fake.down = 100
+        answer = await http.post("/v1/jobs", content=spec_body(), headers=admin)
+        jobs = (await http.get("/v1/jobs", headers=admin)).json()
+
+    assert answer.status_code == 503
+    assert answer.json()["code"] == "keyauth_unavailable"
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert jobs == []
+    assert list((tmp_path / "state" / "jobs").iterdir()) == []

@@ -18,6 +18,11 @@ def test_every_public_name_exists_once() -> None:
     "module",
     [
         "service",
+        "job_service",
+        "registry",
+        "jobspec",
+        "control",
+        "stoprules",
         "job",
         "recovery",
         "updates",

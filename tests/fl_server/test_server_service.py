@@ -1,15 +1,14 @@
-"""The service without HTTP, against a plaintext reference (decrypted with a key it never sees)."""
+"""One job's service without HTTP, against a plaintext reference (decrypted with a key it never
+sees)."""
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -29,44 +28,36 @@ from fl_server.errors import (
     UpdateIdReusedError,
     VersionAheadError,
 )
-from fl_server.material import KeyauthMaterial
-from fl_server.service import ServerService
-from fl_server.store import FileStore, MemoryStore, Store, UpdateRecord
-from hefl_wire import AccessClaims, TokenVerifier
-from tests.fl_server.helpers import Hospital, make_settings, mint_token, wait_published
+from fl_server.job_service import JobService
+from fl_server.material import EpochContext, KeyauthMaterial
+from fl_server.store import FileStore, MemoryStore, UpdateRecord
+from hefl_wire import AccessClaims
+from tests.fl_server.helpers import (
+    JOB,
+    Hospital,
+    client_claims,
+    crash_image,
+    job_record,
+    make_settings,
+    make_spec,
+    wait_published,
+)
 
 Values = npt.NDArray[np.float64]
-MakeService = Callable[..., ServerService]
+MakeService = Callable[..., JobService]
 
 
 @pytest.fixture
-def make_service(tmp_path: Path, material: KeyauthMaterial) -> Iterator[MakeService]:
-    opened: list[ServerService] = []
-
-    def make(
-        store: Store | None = None, state_dir: Path | None = None, **overrides: Any
-    ) -> ServerService:
-        settings = make_settings(state_dir or tmp_path / "state", **overrides)
-        service = ServerService(settings, material, store=store)
-        opened.append(service)
-        return service
-
-    yield make
-    for service in opened:
-        service.close()
+def make_service(make_job: MakeService) -> MakeService:
+    return make_job
 
 
-@pytest.fixture
-def client(signing_key: Ed25519PrivateKey, material: KeyauthMaterial) -> AccessClaims:
-    return TokenVerifier(material.verification_key_pem).verify(mint_token(signing_key))
-
-
-def start(service: ServerService, hospital: Hospital, initial: Values) -> None:
+def start(service: JobService, hospital: Hospital, initial: Values) -> None:
     assert service.set_layout(hospital.layout.to_json()).result() is True
     service.set_initial_model(hospital.initial_model(initial)).result()
 
 
-def push(service: ServerService, client: AccessClaims, envelope: bytes) -> UpdateAck:
+def push(service: JobService, client: AccessClaims, envelope: bytes) -> UpdateAck:
     with service.admit_update(client) as ticket:
         return service.submit_update(ticket, envelope).result()
 
@@ -74,7 +65,7 @@ def push(service: ServerService, client: AccessClaims, envelope: bytes) -> Updat
 settle = wait_published
 
 
-def model_of(service: ServerService, hospital: Hospital) -> tuple[int, Values]:
+def model_of(service: JobService, hospital: Hospital) -> tuple[int, Values]:
     settle(service)
     return hospital.decrypt_model(service.snapshot().to_bytes())
 
@@ -107,7 +98,7 @@ def test_updates_are_added_with_their_staleness_weight(
     assert version == len(bases)
     assert_close(model, reference, hospital.profile, len(bases) + 1)
     status = service.status()
-    assert status.updates_applied == len(bases)
+    assert status.job.updates_applied == len(bases)
     assert status.staleness_histogram == {0: 1, 1: 2, 2: 1, 3: 1}
     assert status.clients["client-a"].updates_applied == len(bases)
 
@@ -173,7 +164,7 @@ def test_reaching_the_target_flushes_the_buffer_and_ends_the_job(
 
     version, model = model_of(service, hospital)
     assert version == 1
-    assert service.job().state == "done"
+    assert service.view().state == "done"
     assert_close(model, initial + sum(updates), hospital.profile, 3)
     with pytest.raises(JobStateError) as info:
         push(service, client, hospital.update(updates[0], base_version=1)[1])
@@ -209,12 +200,13 @@ def test_an_update_id_reused_for_other_content_is_refused(
     hospital: Hospital,
     client: AccessClaims,
     signing_key: Ed25519PrivateKey,
+    material: KeyauthMaterial,
 ) -> None:
     service = make_service()
     start(service, hospital, hospital.random_values(0))
     uid, envelope = hospital.update(hospital.random_values(1), base_version=0)
     push(service, client, envelope)
-    other = service.authenticate(mint_token(signing_key, "client-b"))
+    other = client_claims(material, signing_key, "client-b")
 
     with pytest.raises(UpdateIdReusedError):
         push(
@@ -224,7 +216,7 @@ def test_an_update_id_reused_for_other_content_is_refused(
         )
     with pytest.raises(UpdateIdReusedError):
         push(service, other, envelope)
-    assert service.job().version == 1
+    assert service.view().version == 1
 
 
 def test_too_stale_updates_are_refused_with_the_current_version(
@@ -305,7 +297,7 @@ def test_invalid_ciphertexts_leave_the_model_untouched(
 
     settle(service)
     assert service.snapshot() is before
-    assert service.job().version == 0
+    assert service.view().version == 0
 
 
 def test_envelope_checks_that_need_no_ciphertext(
@@ -388,13 +380,6 @@ def test_readers_only_ever_see_whole_versions(
         )
 
 
-def crash_image(state_dir: Path, into: Path) -> Path:
-    """What a kill -9 leaves: the files as they are on disk right now."""
-    shutil.copytree(state_dir, into)
-    (into / "lock").unlink()
-    return into
-
-
 def test_restart_replays_the_log_after_the_checkpoint(
     make_service: MakeService, hospital: Hospital, client: AccessClaims, tmp_path: Path
 ) -> None:
@@ -442,7 +427,7 @@ def test_restart_with_a_partly_filled_buffer(
     recovered = make_service(
         state_dir=crash_image(tmp_path / "live", tmp_path / "image"), buffer_size=2
     )
-    assert (recovered.job().version, recovered.status().updates_buffered) == (1, 1)
+    assert (recovered.view().version, recovered.status().updates_buffered) == (1, 1)
     push(recovered, client, hospital.update(updates[3], base_version=1)[1])
 
     version, model = model_of(recovered, hospital)
@@ -461,7 +446,7 @@ def test_close_checkpoints_so_the_next_start_replays_nothing(
     served = service.snapshot().to_bytes()
     service.close()
 
-    store = FileStore(state_dir)
+    store = FileStore(state_dir / "jobs" / JOB)
     assert list(store.read_updates(0)) == []
     assert store.load_checkpoint() is not None
     store.close()
@@ -495,22 +480,19 @@ def test_a_failed_log_write_is_never_acknowledged_or_served(
 def test_the_server_refuses_a_context_with_a_secret_key(
     material: KeyauthMaterial, keys: crypto.KeyMaterial, tmp_path: Path
 ) -> None:
+    record = job_record(make_spec(), material)
+    secret = EpochContext(material.key_epoch, material.profile, keys.secret_context)
     with pytest.raises(crypto.ContextError, match="secret key"):
-        ServerService(
-            make_settings(tmp_path),
-            replace(material, public_context=keys.secret_context),
-            store=MemoryStore(),
-        )
+        JobService(make_settings(tmp_path), record, secret, store=MemoryStore())
 
 
-def test_a_stored_job_of_another_key_epoch_is_refused(
-    make_service: MakeService, hospital: Hospital, material: KeyauthMaterial, tmp_path: Path
+def test_a_job_is_never_opened_with_another_key_epochs_context(
+    material: KeyauthMaterial, tmp_path: Path
 ) -> None:
-    service = make_service(state_dir=tmp_path / "state")
-    start(service, hospital, hospital.random_values(0))
-    service.close()
+    record = job_record(make_spec(), material)
+    other = EpochContext(2, material.profile, material.public_context)
     with pytest.raises(StateError, match="key epoch 1"):
-        ServerService(make_settings(tmp_path / "state"), replace(material, key_epoch=2))
+        JobService(make_settings(tmp_path), record, other, store=MemoryStore())
 
 
 def test_initial_model_must_be_whole_version_zero_at_model_scale(
@@ -544,9 +526,9 @@ def test_initial_model_must_be_whole_version_zero_at_model_scale(
         with pytest.raises((InvalidInputError, Exception)) as info:
             service.set_initial_model(data).result()
         assert getattr(info.value, "code", None) == code
-    assert service.job().state == "waiting_for_initial_model"
+    assert service.view().state == "waiting_for_initial_model"
     service.set_initial_model(whole).result()
-    assert service.job().state == "training"
+    assert service.view().state == "training"
 
 
 def test_metrics_reports_are_kept_per_version(
@@ -554,10 +536,11 @@ def test_metrics_reports_are_kept_per_version(
     hospital: Hospital,
     client: AccessClaims,
     signing_key: Ed25519PrivateKey,
+    material: KeyauthMaterial,
 ) -> None:
     service = make_service()
     start(service, hospital, hospital.random_values(0))
-    other = service.authenticate(mint_token(signing_key, "client-b"))
+    other = client_claims(material, signing_key, "client-b")
 
     service.record_metrics(client, 0, {"loss": 1.0, "accuracy": 0.5, "n_samples": 100}).result()
     service.record_metrics(other, 0, {"loss": 0.4, "accuracy": 0.8, "n_samples": 300}).result()
@@ -575,6 +558,7 @@ def test_a_forgotten_receipt_never_lets_an_update_apply_twice(
     client: AccessClaims,
     signing_key: Ed25519PrivateKey,
     tmp_path: Path,
+    material: KeyauthMaterial,
 ) -> None:
     # Prepare: client-a sends 9 updates (one more than it keeps receipts for), then
     # client-b moves the model far past their staleness window.
@@ -582,7 +566,7 @@ def test_a_forgotten_receipt_never_lets_an_update_apply_twice(
     service = make_service(state_dir=state_dir, max_staleness=2, staleness="constant")
     zero = np.zeros(hospital.shape)
     start(service, hospital, zero)
-    other = service.authenticate(mint_token(signing_key, "client-b"))
+    other = client_claims(material, signing_key, "client-b")
     sent = []
     for k in range(9):
         values = hospital.random_values(k + 1)
@@ -609,24 +593,25 @@ def test_a_forgotten_receipt_never_lets_an_update_apply_twice(
     version, model = model_of(restarted, hospital)
     assert version == 20
     assert_close(model, expected, hospital.profile, 21)
-    assert restarted.status().updates_applied == 20
+    assert restarted.status().job.updates_applied == 20
 
 
 def test_the_ledger_stays_bounded_under_a_stream_of_updates(
     make_service: MakeService,
     hospital: Hospital,
     signing_key: Ed25519PrivateKey,
+    material: KeyauthMaterial,
 ) -> None:
     service = make_service(max_staleness=4, staleness="constant", buffer_size=2)
     zero = np.zeros(hospital.shape)
     start(service, hospital, zero)
-    clients = [service.authenticate(mint_token(signing_key, f"client-{i}")) for i in range(3)]
+    clients = [client_claims(material, signing_key, f"client-{i}") for i in range(3)]
 
     for k in range(120):
-        version = service.job().version
+        version = service.view().version
         push(service, clients[k % 3], hospital.update(zero, base_version=version, indices=[0])[1])
 
     # Inside the window: (max_staleness + 2) versions of buffer_size updates; beyond it,
     # at most 8 per client.
     assert 8 * 3 <= service.status().receipts_kept <= (4 + 2) * 2 + 8 * 3
-    assert service.status().updates_applied == 120
+    assert service.status().job.updates_applied == 120

@@ -1,17 +1,17 @@
 import math
-from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fl_server.jobspec import JobConfig
 from fl_server.staleness import (
     ConstantStaleness,
     HingeStaleness,
     PolynomialStaleness,
     make_staleness_policy,
 )
-from tests.fl_server.helpers import make_settings
+from tests.fl_server.helpers import make_spec
 
 
 def test_constant_counts_every_update_fully_up_to_the_bound() -> None:
@@ -73,9 +73,10 @@ def test_negative_staleness_is_a_bug() -> None:
         ConstantStaleness().weight(-1)
 
 
-def test_settings_pick_fedasync_defaults_per_kind(tmp_path: Path) -> None:
-    poly = make_settings(tmp_path, staleness="polynomial").staleness_policy()
-    hinge = make_settings(tmp_path, staleness="hinge", staleness_b=2).staleness_policy()
+def test_a_jobs_spec_picks_fedasync_defaults_per_kind() -> None:
+    poly = JobConfig.from_spec(make_spec(staleness="polynomial")).policy
+    hinge = JobConfig.from_spec(make_spec(staleness="hinge", staleness_b=2)).policy
+    constant = JobConfig.from_spec(make_spec(staleness="constant", mixing=0.5)).policy
     assert isinstance(poly, PolynomialStaleness)
     assert poly.a == 0.5
     assert isinstance(hinge, HingeStaleness)
@@ -87,3 +88,4 @@ def test_settings_pick_fedasync_defaults_per_kind(tmp_path: Path) -> None:
         "a": 10.0,
         "b": 2,
     }
+    assert constant.describe() == {"kind": "constant", "mixing": 0.5, "max_staleness": 64}

@@ -1,5 +1,6 @@
 import ast
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -8,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from fl_server.errors import StateError
-from fl_server.store import Checkpoint, FileStore, JobRecord, MemoryStore, Store, UpdateRecord
+from fl_server.store import (
+    Checkpoint,
+    ControlRecord,
+    FileStore,
+    JobRecord,
+    MemoryStore,
+    Store,
+    UpdateRecord,
+)
 
 
 def record(seq: int, size: int = 300) -> UpdateRecord:
@@ -34,7 +43,11 @@ def checkpoint(version: int, seq: int) -> Checkpoint:
     )
 
 
-JOB = JobRecord("job1", 1, "test-n2048", b'{"format":1}', 2.0)
+SPEC = '{"name":"job1"}'
+JOB = JobRecord(
+    "a1b2", "job1", SPEC, hashlib.sha256(SPEC.encode()).hexdigest(), 1, "test-n2048", 2.0
+)
+LAYOUT = b'{"format":1}'
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -46,8 +59,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 def test_both_stores_keep_the_job_checkpoint_log_and_metrics(store: Store) -> None:
     assert store.load_job() is None
+    assert store.load_layout() is None
+    assert store.load_control() is None
     assert store.load_checkpoint() is None
     store.save_job(JOB)
+    store.save_layout(LAYOUT)
+    store.save_control(ControlRecord(paused=True, training_seconds=1.5))
+    store.save_control(ControlRecord(stop_reason="stopped", training_seconds=2.5))
     store.write_checkpoint(checkpoint(0, 0))
     records = [record(1), record(2), record(3)]
     store.append_updates(records[:2])
@@ -55,6 +73,8 @@ def test_both_stores_keep_the_job_checkpoint_log_and_metrics(store: Store) -> No
     store.append_metrics({"version": 1, "metrics": {"loss": 0.5}})
 
     assert store.load_job() == JOB
+    assert store.load_layout() == LAYOUT
+    assert store.load_control() == ControlRecord(stop_reason="stopped", training_seconds=2.5)
     assert store.load_checkpoint() == checkpoint(0, 0)
     assert list(store.read_updates(0)) == records
     assert list(store.read_updates(2)) == records[2:]
@@ -67,6 +87,8 @@ def test_both_stores_keep_the_job_checkpoint_log_and_metrics(store: Store) -> No
 def test_file_store_survives_reopening(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     store.save_job(JOB)
+    store.save_layout(LAYOUT)
+    store.save_control(ControlRecord(paused=True, training_seconds=7.0))
     store.write_checkpoint(checkpoint(3, 3))
     later = [record(4), record(5)]
     store.append_updates(later)
@@ -74,6 +96,8 @@ def test_file_store_survives_reopening(tmp_path: Path) -> None:
 
     reopened = FileStore(tmp_path)
     assert reopened.load_job() == JOB
+    assert reopened.load_layout() == LAYOUT
+    assert reopened.load_control() == ControlRecord(paused=True, training_seconds=7.0)
     assert reopened.load_checkpoint() == checkpoint(3, 3)
     assert list(reopened.read_updates(3)) == later
     reopened.close()
@@ -128,6 +152,28 @@ def test_a_damaged_record_before_good_ones_is_refused(tmp_path: Path) -> None:
     reopened.close()
 
 
+def test_a_job_file_whose_spec_does_not_match_its_hash_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.save_job(JOB)
+    store.close()
+    path = tmp_path / "job.json"
+    raw = json.loads(path.read_bytes())
+    raw["spec"] = raw["spec"].replace("job1", "job2")
+    path.write_text(json.dumps(raw))
+
+    with pytest.raises(StateError, match="does not match its SHA-256"):
+        FileStore(tmp_path).load_job()
+
+
+def test_a_damaged_control_record_is_refused(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    (tmp_path / "control.json").write_bytes(b'{"format": 1, "paused": "yes"}')
+
+    with pytest.raises(StateError, match=r"control\.json is unreadable"):
+        store.load_control()
+    store.close()
+
+
 def test_a_damaged_checkpoint_is_refused(tmp_path: Path) -> None:
     store = FileStore(tmp_path)
     store.write_checkpoint(checkpoint(1, 1))
@@ -151,12 +197,14 @@ def test_one_server_per_state_directory(tmp_path: Path) -> None:
 def test_state_directory_and_files_are_private(tmp_path: Path) -> None:
     store = FileStore(tmp_path / "state")
     store.save_job(JOB)
+    store.save_layout(LAYOUT)
+    store.save_control(ControlRecord())
     store.write_checkpoint(checkpoint(0, 0))
     store.append_updates([record(1)])
     store.append_metrics({"loss": 1.0})
     store.close()
     paths = [tmp_path / "state", *(tmp_path / "state").rglob("*")]
-    assert len(paths) == 7
+    assert len(paths) == 9
     for path in paths:
         assert path.stat().st_mode & 0o077 == 0, path
 
@@ -183,6 +231,8 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
 
     assert fl_server.store.__all__ == [
         "Checkpoint",
+        "ControlRecord",
+        "DirectoryLock",
         "FileStore",
         "JobRecord",
         "MemoryStore",

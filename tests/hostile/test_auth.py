@@ -16,8 +16,9 @@ from pydantic import SecretStr
 
 import crypto
 from fl_server.app import create_app as create_server
-from fl_server.service import KeyauthMaterial
+from fl_server.material import KeyauthMaterial
 from harness.parties import Party, make_layout, model_envelope, random_blocks, update_envelope
+from harness.studies import study_json
 from keyauth.app import create_app as create_keyauth
 from keyauth.settings import KeyauthSettings
 from keyauth.tokens import TokenSigner, generate_signing_key, signing_key_from_pem
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.anyio
 
 ADMIN_KEY = "hostile-admin-key-0123456789abcdef"
 PROBLEM = "application/problem+json"
+JOB = "hostile"
 
 
 @dataclass
@@ -38,6 +40,7 @@ class World:
     party: Party
     victim_id: str
     victim_token: str
+    admin_token: str
 
 
 async def _enroll(http: httpx.AsyncClient, name: str) -> tuple[str, str, str]:
@@ -82,11 +85,21 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 profile=key["profile"],
                 verification_key_pem=key["public_key_pem"],
             )
+            signer = TokenSigner(
+                signing_key_from_pem(kapp.state.authority.store.load_signing_key())
+            )
+            admin = signer.issue(client_id="admin", client_name="admin", key_epoch=1, role="admin")
             sapp = create_server(make_settings(tmp_path / "server"), keyauth_material=material)
             async with sapp.router.lifespan_context(sapp):
                 st = httpx.ASGITransport(app=sapp)
                 async with httpx.AsyncClient(transport=st, base_url="http://server") as fl:
-                    yield World(ka, fl, kapp, sapp, party, victim_id, victim_token)
+                    created = await fl.post(
+                        "/v1/jobs",
+                        content=study_json(JOB, profile=profile.name).encode(),
+                        headers={"Authorization": f"Bearer {admin.token}"},
+                    )
+                    assert created.status_code == 201, created.text
+                    yield World(ka, fl, kapp, sapp, party, victim_id, victim_token, admin.token)
 
 
 def _signer(world: World, issued_ago: float = 0) -> TokenSigner:
@@ -100,12 +113,16 @@ class _Claims(TypedDict):
     key_epoch: int
 
 
-def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]:
-    """Name -> (headers, status, acceptable codes)."""
+def _bad_tokens(world: World, takes: str) -> dict[str, tuple[dict[str, str], int, set[str]]]:
+    """Name -> (headers, status, acceptable codes), for a route that ``takes`` a client's
+    token, the administrator's, or either."""
     party = world.party
     claims = _Claims(client_id=party.client_id, client_name="hospital-a", key_epoch=1)
     expired = _signer(world, issued_ago=3600).issue(**claims).token
-    wrong_role = _signer(world).issue(**claims, role="admin").token
+    other_role = {"client": "admin", "admin": "client", "either": "auditor"}[takes]
+    wrong_role = _signer(world).issue(**claims, role=other_role).token
+    # A revoked client's token is refused for its role first where clients are not taken.
+    revoked = {"token_wrong_role"} if takes == "admin" else {"client_revoked"}
     forged = TokenSigner(generate_signing_key()).issue(**claims).token
     none_alg = jwt.encode(
         {
@@ -146,7 +163,7 @@ def _bad_tokens(world: World) -> dict[str, tuple[dict[str, str], int, set[str]]]
         "expired": (bearer(expired), 401, {"token_expired"}),
         "wrong signature": (bearer(forged), 401, invalid),
         "wrong role": (bearer(wrong_role), 403, {"token_wrong_role"}),
-        "revoked client": (bearer(world.victim_token), 403, {"client_revoked"}),
+        "revoked client": (bearer(world.victim_token), 403, revoked),
     }
 
 
@@ -167,54 +184,71 @@ async def test_every_bearer_endpoint_refuses_every_bad_token(world: World) -> No
     party = world.party
     layout = make_layout(3000, party.profile)
     values = random_blocks(layout, party.profile, 1)
-    endpoints: list[tuple[httpx.AsyncClient, str, str, dict[str, Any]]] = [
-        (world.keyauth, "GET", "/v1/keys/secret-context", {}),
-        (world.server, "PUT", "/v1/job/layout", {"content": layout.to_json()}),
+    job = f"/v1/jobs/{JOB}"
+    spec = study_json("another", profile=party.profile.name).encode()
+    endpoints: list[tuple[httpx.AsyncClient, str, str, str, dict[str, Any]]] = [
+        (world.keyauth, "client", "GET", "/v1/keys/secret-context", {}),
+        (world.server, "either", "GET", "/v1/jobs", {}),
+        (world.server, "admin", "POST", "/v1/jobs", {"content": spec}),
+        (world.server, "either", "GET", job, {}),
+        (world.server, "either", "GET", f"{job}/spec", {}),
+        (world.server, "admin", "POST", f"{job}/pause", {}),
+        (world.server, "admin", "POST", f"{job}/resume", {}),
+        (world.server, "admin", "POST", f"{job}/stop", {}),
+        (world.server, "client", "PUT", f"{job}/layout", {"content": layout.to_json()}),
+        (world.server, "client", "GET", f"{job}/layout", {}),
         (
             world.server,
+            "client",
             "PUT",
-            "/v1/job/initial-model",
+            f"{job}/initial-model",
             {"content": model_envelope(party, layout, values)},
         ),
-        (world.server, "POST", "/v1/slots", {}),
-        (world.server, "DELETE", "/v1/slots", {}),
+        (world.server, "client", "GET", f"{job}/model", {}),
+        (world.server, "client", "POST", f"{job}/slots", {}),
+        (world.server, "client", "DELETE", f"{job}/slots", {}),
         (
             world.server,
+            "client",
             "POST",
-            "/v1/updates",
+            f"{job}/updates",
             {"content": update_envelope(party, layout, values, 0)[1]},
         ),
         (
             world.server,
+            "client",
             "POST",
-            "/v1/metrics",
+            f"{job}/metrics",
             {"json": {"version": 0, "metrics": {"loss": 1.0, "accuracy": 0.5, "n_samples": 3}}},
         ),
     ]
 
     # Execute + Assert
     tried = 0
-    for http, method, path, body in endpoints:
-        for what, (headers, status, codes) in _bad_tokens(world).items():
+    for http, takes, method, path, body in endpoints:
+        for what, (headers, status, codes) in _bad_tokens(world, takes).items():
             answer = await http.request(method, path, headers=headers, **body)
             _assert_problem(f"{method} {path}: {what}", answer, status, codes)
             if status == 401:
                 assert answer.headers["WWW-Authenticate"].startswith("Bearer")
             tried += 1
     assert tried == len(endpoints) * 13
-    job = (await world.server.get("/v1/job")).json()
-    assert (job["state"], job["version"], job["layout_fingerprint"]) == (
+    admin = {"Authorization": f"Bearer {world.admin_token}"}
+    state = (await world.server.get(job, headers=admin)).json()
+    assert (state["state"], state["version"], state["layout_fingerprint"]) == (
         "waiting_for_initial_model",
         0,
         None,
     )
+    listed = (await world.server.get("/v1/jobs", headers=admin)).json()
+    assert [j["name"] for j in listed] == [JOB]
 
 
 async def test_a_valid_bearer_token_may_be_replayed_within_its_lifetime(world: World) -> None:
     # By design: bearer tokens are not single-use (confidential transport, 5 min lifetime).
     auth = {"Authorization": f"Bearer {world.party.token}"}
     answers = [await world.keyauth.get("/v1/keys/secret-context", headers=auth) for _ in range(3)]
-    answers += [await world.server.post("/v1/slots", headers=auth) for _ in range(3)]
+    answers += [await world.server.post(f"/v1/jobs/{JOB}/slots", headers=auth) for _ in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 200, 409, 409, 409]  # no job yet
     assert all(a.json()["code"] == "job_not_started" for a in answers[3:])
 

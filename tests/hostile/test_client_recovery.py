@@ -18,19 +18,25 @@ from typing import Any
 import httpx
 import pytest
 
+import crypto
+from harness.admin import admin_token, create_job
 from harness.enrollment import client_command, enroll_hospital
+from harness.parties import job_url
 from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
+from harness.studies import study_json
+from tests.hostile.jobclient import needs_job_client
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, needs_job_client]
 
 SITES = ("cleveland", "hungary", "switzerland")
 ROUNDS = 10
 KILL_AT = (4, 14)  # kill -9 once the server has applied this many updates
+JOB = "heart"
 
 
 def applied(server: ServiceProcess) -> int | None:
     try:
-        answer = httpx.get(f"{server.url}/v1/status", timeout=2)
+        answer = httpx.get(job_url(server.url, JOB, "/status"), timeout=2)
     except httpx.TransportError:
         return None
     count: int = answer.json()["updates_applied"]
@@ -50,25 +56,27 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
             keyauth.url,
             tmp_path / "server",
             tmp_path / "server.log",
-            target_updates="1000",
             client_updates_per_minute="0",
             checkpoint_every="3",
         ) as server,
     ):
+        # The bundled heart-disease hospitals: 13 encoded features from a data factory.
+        spec = study_json(JOB, profile=crypto.DEFAULT_PROFILE.name, inputs=13)
+        create_job(server.url, admin_token(keyauth.url, admin_key, tmp_path / "keyauth"), spec)
         for site in SITES:
             enroll_hospital(keyauth.url, admin_key, site, tmp_path / site)
         clients: dict[str, subprocess.Popen[bytes]] = {}
-        for seed, site in enumerate(SITES):
+        for site in SITES:
             command = client_command(
                 "train",
+                "--job",
+                JOB,
                 "--server",
                 server.url,
                 "--data",
                 "heart-disease",
                 "--site",
                 site,
-                "--seed",
-                str(seed),
                 "--state-dir",
                 str(tmp_path / site),
                 "--max-rounds",
@@ -99,7 +107,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
         returncodes = {}
         for site, process in clients.items():
             returncodes[site] = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-        final = httpx.get(f"{server.url}/v1/status", timeout=5).json()
+        final = httpx.get(job_url(server.url, JOB, "/status"), timeout=5).json()
 
     # Assert
     stderr = {site: (tmp_path / f"{site}.err").read_text()[-2000:] for site in SITES}

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
 from fl_server.app import create_app
-from fl_server.service import KeyauthMaterial
+from fl_server.material import KeyauthMaterial
 from harness.corpus import Hostile, check_answer, envelope_corpus
 from harness.parties import (
     Party,
@@ -23,7 +23,15 @@ from harness.parties import (
     update_envelope,
 )
 from keyauth.tokens import public_key_to_pem
-from tests.fl_server.helpers import EPOCH, PROFILE, make_settings, mint_token
+from tests.fl_server.helpers import (
+    EPOCH,
+    JOB,
+    PROFILE,
+    admin_token,
+    make_settings,
+    mint_token,
+    spec_body,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +67,12 @@ async def server(
     app = create_app(make_settings(tmp_path / "state"), keyauth_material=material)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://server") as http:
+        # Every path below is the job's: the client puts its own "/layout", "/updates", ...
+        base = f"http://server/v1/jobs/{JOB}"
+        async with httpx.AsyncClient(transport=transport, base_url=base) as http:
+            admin = {"Authorization": f"Bearer {admin_token(signing_key)}"}
+            created = await http.post("http://server/v1/jobs", content=spec_body(), headers=admin)
+            assert created.status_code == 201, created.text
             yield http
 
 
@@ -70,16 +83,16 @@ async def test_no_hostile_envelope_changes_the_model(
     layout = make_layout(5000, party.profile)
     initial = random_blocks(layout, party.profile, 3)
     assert (
-        await server.put("/v1/job/layout", content=layout.to_json(), headers=party.auth)
+        await server.put("/layout", content=layout.to_json(), headers=party.auth)
     ).status_code == 201
     assert (
         await server.put(
-            "/v1/job/initial-model",
+            "/initial-model",
             content=model_envelope(party, layout, initial),
             headers=party.auth,
         )
     ).status_code == 201
-    before = await server.get("/v1/model")
+    before = await server.get("/model", headers=party.auth)
     corpus = envelope_corpus(party, layout, random_bodies=20)
 
     # Execute
@@ -87,14 +100,14 @@ async def test_no_hostile_envelope_changes_the_model(
     codes: dict[str, str] = {}
     for item in corpus:
         answer = await server.post(
-            "/v1/updates", content=item.body, headers={**party.auth, **item.headers}
+            "/updates", content=item.body, headers={**party.auth, **item.headers}
         )
         problem = check_answer(item.name, answer)
         if problem:
             failures.append(problem)
         else:
             codes[item.name] = answer.json()["code"]
-    after = await server.get("/v1/model")
+    after = await server.get("/model", headers=party.auth)
 
     # Assert
     assert not failures, "\n".join(failures)
@@ -104,7 +117,7 @@ async def test_no_hostile_envelope_changes_the_model(
     version, model = decrypt_model(party, layout, after.content)
     assert version == 0
     assert np.max(np.abs(model - initial)) <= party.profile.error_bound(1)
-    status = (await server.get("/v1/status")).json()
+    status = (await server.get("/status")).json()
     assert status["updates_applied"] == 0
     # Stable codes for the named cases (protocol.md's list).
     assert codes["key epoch + 1"] == "key_epoch_mismatch"
@@ -122,7 +135,7 @@ async def test_no_hostile_envelope_changes_the_model(
             assert codes[name] == "encoding_unsupported", name
     # The server still takes a good update afterwards.
     _, good = update_envelope(party, layout, random_blocks(layout, party.profile, 4), 0)
-    assert (await server.post("/v1/updates", content=good, headers=party.auth)).status_code == 202
+    assert (await server.post("/updates", content=good, headers=party.auth)).status_code == 202
 
 
 async def test_a_replayed_update_id_is_applied_once(
@@ -130,19 +143,19 @@ async def test_a_replayed_update_id_is_applied_once(
 ) -> None:
     layout = make_layout(5000, party.profile)
     initial = random_blocks(layout, party.profile, 3)
-    await server.put("/v1/job/layout", content=layout.to_json(), headers=party.auth)
+    await server.put("/layout", content=layout.to_json(), headers=party.auth)
     await server.put(
-        "/v1/job/initial-model", content=model_envelope(party, layout, initial), headers=party.auth
+        "/initial-model", content=model_envelope(party, layout, initial), headers=party.auth
     )
     values = random_blocks(layout, party.profile, 5)
     uid, envelope = update_envelope(party, layout, values, 0)
     answers = [
-        await server.post("/v1/updates", content=envelope, headers=party.auth) for _ in range(5)
+        await server.post("/updates", content=envelope, headers=party.auth) for _ in range(5)
     ]
     assert [a.status_code for a in answers] == [202] * 5
     assert [a.json()["duplicate"] for a in answers] == [False, True, True, True, True]
     assert {a.json()["update_id"] for a in answers} == {uid}
-    assert (await server.get("/v1/status")).json()["updates_applied"] == 1
+    assert (await server.get("/status")).json()["updates_applied"] == 1
 
 
 def test_the_corpus_names_are_unique(party: Party) -> None:
@@ -156,17 +169,17 @@ async def test_a_body_in_a_content_coding_is_refused_not_inflated(
 ) -> None:
     # Found by the corpus: a gzip-labelled body used to be parsed as if it were plain.
     layout = make_layout(5000, party.profile)
-    await server.put("/v1/job/layout", content=layout.to_json(), headers=party.auth)
+    await server.put("/layout", content=layout.to_json(), headers=party.auth)
     for coding in ("gzip", "deflate", "br", "gzip, identity", "x-unknown"):
         answer = await server.put(
-            "/v1/job/initial-model",
+            "/initial-model",
             content=b"\x1f\x8b" + b"\x00" * 100,
             headers={**party.auth, "Content-Encoding": coding},
         )
         assert answer.status_code == 415, (coding, answer.text)
         assert answer.json()["code"] == "encoding_unsupported"
     plain = await server.put(
-        "/v1/job/initial-model",
+        "/initial-model",
         content=model_envelope(party, layout, random_blocks(layout, party.profile, 1)),
         headers={**party.auth, "Content-Encoding": "identity"},
     )

@@ -25,10 +25,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # A job in training, so the model and update routes do their real work.
     with live_job(root, "fuzz", n_params=3000, seed=0, admin_key=ADMIN_KEY) as job:
         keyauth, server = job.keyauth, job.server
-        before = httpx.get(f"{server.url}/v1/model").content
-        yield {"keyauth": keyauth.url, "server": server.url, "auth": job.party.auth}
+        before = httpx.get(job.url("/model"), headers=job.party.auth).content
+        yield {
+            "keyauth": keyauth.url,
+            "server": server.url,
+            "auth": job.party.auth,
+            "admin": {"Authorization": f"Bearer {job.admin_token}"},
+        }
         # Nothing the fuzzer sent changed the model (it never had a valid update).
-        assert httpx.get(f"{server.url}/v1/model").content == before
+        assert httpx.get(job.url("/model"), headers=job.party.auth).content == before
         assert server.alive()
         assert keyauth.alive()
 
@@ -53,6 +58,8 @@ def test_keyauth_never_answers_5xx(keyauth_schema: Any, world: dict[str, Any]) -
 
 def test_fl_server_never_answers_5xx(server_schema: Any, world: dict[str, Any]) -> None:
     with_credentials = fuzz_api(server_schema, world["auth"], EXAMPLES)
+    as_admin = fuzz_api(server_schema, world["admin"], EXAMPLES)
     without = fuzz_api(server_schema, {}, EXAMPLES)
     assert len(with_credentials) >= 10
+    assert len(as_admin) >= 10
     assert sum(with_credentials.values()) + sum(without.values()) >= 10 * EXAMPLES

@@ -13,10 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.admin import admin_token, create_job
 from harness.enrollment import enrollment_token
-from harness.parties import enroll
+from harness.parties import enroll, job_url
 from harness.secret_search import search_files, search_memory, secret_key_needles
 from harness.services import keyauth_service, new_admin_key, server_service
+from harness.studies import study_json
+from tests.hostile.jobclient import needs_job_client
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +43,7 @@ def _cli(args: list[str], state: Path, log: Path, stdin: str = "") -> None:
     assert done.returncode == 0, done.stderr
 
 
+@needs_job_client
 @pytest.mark.skipif(not os.access("/proc/self/mem", os.R_OK), reason="needs /proc/PID/mem")
 def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path) -> None:
     # Prepare: keyauth, a server, a hospital enrolled and trained through the CLI.
@@ -51,9 +55,16 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
     ) as keyauth:
         probe = enroll(keyauth.url, admin, "probe")  # holds the same epoch's secret key
         enrollment = enrollment_token(keyauth.url, admin, "switzerland")
-        with server_service(
-            keyauth.url, tmp_path / "server", tmp_path / "server.log", target_updates="3"
-        ) as server:
+        with server_service(keyauth.url, tmp_path / "server", tmp_path / "server.log") as server:
+            admin_access = admin_token(keyauth.url, admin, tmp_path / "keyauth")
+            spec = study_json(
+                "swiss",
+                profile="test-n2048",
+                inputs=13,
+                training={"local_steps": 4},
+                target_updates=3,
+            )
+            create_job(server.url, admin_access, spec)
             _cli(
                 ["enroll", "--keyauth", keyauth.url, "--token", "-", "--json"],
                 state,
@@ -63,20 +74,21 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
             _cli(
                 [
                     "train",
+                    "--job",
+                    "swiss",
                     "--server",
                     server.url,
                     "--data",
                     "heart-disease",
                     "--site",
                     "switzerland",
-                    "--local-steps",
-                    "4",
                     "--json",
                 ],
                 state,
                 client_log,
             )
-            assert httpx.get(f"{server.url}/v1/job").json()["state"] == "done"
+            status = httpx.get(job_url(server.url, "swiss", "/status")).json()
+            assert status["state"] == "done"
             needles = secret_key_needles(probe.secret_context, probe.profile)
 
             # Execute: the live processes' memory (the server after training; keyauth as
@@ -98,7 +110,14 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
 
     # Assert: no credential in the logs of the three roles.
     credential = json.loads((state / "credential.json").read_text())
-    secrets = [admin, enrollment, credential["client_secret"], probe.client_secret, probe.token]
+    secrets = [
+        admin,
+        admin_access,
+        enrollment,
+        credential["client_secret"],
+        probe.client_secret,
+        probe.token,
+    ]
     for log in (tmp_path / "keyauth.log", tmp_path / "server.log", client_log):
         text = log.read_bytes()
         assert text, log

@@ -17,7 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+import crypto
+from harness.admin import admin_token, create_job
 from harness.enrollment import client_command, enroll_hospital
+from harness.parties import job_url
 from harness.services import (
     ServiceProcess,
     Tls,
@@ -25,6 +28,8 @@ from harness.services import (
     new_admin_key,
     server_service,
 )
+from harness.studies import study_json
+from tests.hostile.jobclient import needs_job_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -32,6 +37,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
+JOB = "tls"
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +66,14 @@ def services(
             work / "server",
             work / "server.log",
             tls=tls,
-            target_updates="2",
         ) as server,
     ):
+        # The administrator's flow over https too: a token from keyauth, then the job.
+        verify = tls.client_context()
+        keyauth_url = keyauth.url.replace("127.0.0.1", "localhost")
+        token = admin_token(keyauth_url, admin_key, work / "keyauth", verify=verify)
+        spec = study_json(JOB, profile=crypto.DEFAULT_PROFILE.name, inputs=13, target_updates=2)
+        create_job(server.url.replace("127.0.0.1", "localhost"), token, spec, verify=verify)
         yield keyauth, server, admin_key
 
 
@@ -80,6 +91,7 @@ def client(*args: str, ca: Path | None) -> subprocess.CompletedProcess[str]:
     )
 
 
+@needs_job_client
 def test_the_whole_flow_runs_over_https_with_the_private_ca(
     services: tuple[ServiceProcess, ServiceProcess, str], tls: Tls, tmp_path: Path
 ) -> None:
@@ -90,13 +102,14 @@ def test_the_whole_flow_runs_over_https_with_the_private_ca(
 
     enroll_hospital(keyauth_url, admin_key, "h1", tmp_path / "h1", tls=tls)
     trained = client(
-        "train", "--server", server_url, "--data", "heart-disease", "--site", "cleveland",
-        "--state-dir", state, "--max-rounds", "2", "--json", ca=tls.cafile,
+        "train", "--job", JOB, "--server", server_url, "--data", "heart-disease",
+        "--site", "cleveland", "--state-dir", state, "--max-rounds", "2", "--json",
+        ca=tls.cafile,
     )  # fmt: skip
     assert trained.returncode == 0, trained.stderr
     updates = [e for e in map(json.loads, trained.stdout.splitlines()) if e["event"] == "update"]
     assert len(updates) == 2
-    status = httpx.get(f"{server_url}/v1/status", verify=tls.client_context()).json()
+    status = httpx.get(job_url(server_url, JOB, "/status"), verify=tls.client_context()).json()
     assert (status["state"], status["updates_applied"]) == ("done", 2)
 
 

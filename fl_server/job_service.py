@@ -1,0 +1,356 @@
+"""One job's service, free of HTTP: wires its lifecycle, updates, clients, reports and status.
+
+Threads, per job: the caller's (the event loop) parses and admits; one apply worker
+(``fl_server.worker``) runs every change of the job and every ciphertext operation in
+arrival order; the journal thread (``fl_server.journal``) makes them durable; a small
+pool hashes envelopes (``fl_server.updates``). Readers get the immutable
+``ModelSnapshot`` the worker publishes (``fl_server.publishing``) and never touch a
+ciphertext being changed. One job's load, failure or recovery touches no other job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+
+import crypto
+import hefl_study
+from fl_server.admission import RateLimiter, SlotTable, UpdateQueue, UpdateTicket
+from fl_server.auth import Sightings
+from fl_server.domain import BodyReader, JobView, LayoutSet, ModelDownload, StatusView, UpdateAck
+from fl_server.downloads import ModelDownloads
+from fl_server.errors import ServerError, StateError
+from fl_server.job import JobLifecycle
+from fl_server.jobspec import JobConfig
+from fl_server.journal import Journal, running_future
+from fl_server.material import EpochContext
+from fl_server.publishing import Publisher
+from fl_server.reports import MetricsReports, parse_report
+from fl_server.settings import ServerSettings
+from fl_server.snapshot import ModelSnapshot
+from fl_server.status import StatusReader
+from fl_server.stoprules import first_met
+from fl_server.store import JobRecord, Store
+from fl_server.traffic import Traffic
+from fl_server.updates import UpdatePipeline
+from fl_server.worker import ApplyWorker
+from hefl_wire import AccessClaims
+
+__all__ = ["JobService"]
+
+
+def _then(first: Future[None], then: Callable[[], Future[None]]) -> Future[None]:
+    """A future that resolves once ``first`` and then ``then()`` have (or the first fails)."""
+    done: Future[None] = running_future()
+
+    def settle(future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    def next_step(future: Future[None]) -> None:
+        if future.exception() is not None:
+            settle(future)
+        else:
+            then().add_done_callback(settle)
+
+    first.add_done_callback(next_step)
+    return done
+
+
+class JobService:
+    """One job's operations, each handed to the part that owns it.
+
+    Parameters
+    ----------
+    settings
+        The process's limits, slot lease time, rate limits, queue size and checkpoints.
+    record
+        The job as created: its spec (whose ``[server]`` and ``[stop]`` configure it),
+        key epoch and profile.
+    context
+        The keyless context of the job's key epoch.
+    store
+        The job's durable state (a ``FileStore`` on its directory).
+    clock
+        Seconds since the epoch; injectable for tests.
+
+    Raises
+    ------
+    StateError
+        The stored state is damaged, its spec no longer valid, or the context is not of
+        the job's epoch and profile.
+    crypto.CryptoError
+        The context does not fit the profile or holds a secret key.
+    """
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        record: JobRecord,
+        context: EpochContext,
+        *,
+        store: Store,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        try:
+            spec = hefl_study.spec_from_json(record.spec_json)
+        except hefl_study.SpecError as exc:
+            raise StateError(f"the stored spec is no longer valid: {exc}") from None
+        if (context.key_epoch, context.profile) != (record.key_epoch, record.profile):
+            raise StateError(
+                f"the job uses key epoch {record.key_epoch} / {record.profile!r}, but the "
+                f"context given is of epoch {context.key_epoch} / {context.profile!r}"
+            )
+        self.settings = settings
+        self.record = record
+        self.config = config = JobConfig.from_spec(spec)
+        # Refuses a context with a secret key: the server must never be able to decrypt.
+        cipher = crypto.ServerCipher(context.public_context, crypto.get_profile(record.profile))
+        self._store = store
+        self._sightings = Sightings(clock=clock)
+        self._slots = SlotTable(config.max_training, settings.slot_ttl, clock=clock)
+        self._queue = UpdateQueue(
+            settings.max_queued_updates,
+            RateLimiter(settings.client_updates_per_minute, settings.client_update_burst),
+        )
+        traffic = Traffic()
+        self._journal = Journal(store)
+        self._worker = ApplyWorker()
+        self._pending_tick: Future[None] | None = None
+        self._lifecycle = JobLifecycle(
+            settings,
+            config,
+            record,
+            cipher=cipher,
+            store=store,
+            journal=self._journal,
+            worker=self._worker,
+            traffic=traffic,
+            clock=clock,
+        )
+        self._updates = UpdatePipeline(
+            config,
+            cipher,
+            self._lifecycle,
+            queue=self._queue,
+            slots=self._slots,
+            journal=self._journal,
+            worker=self._worker,
+            traffic=traffic,
+            clock=clock,
+            after_apply=self._check_stop_rules,
+        )
+        self._reports = MetricsReports(
+            self._lifecycle,
+            store,
+            self._journal,
+            max_reports=settings.max_metrics_reports,
+            clock=clock,
+        )
+        self._downloads = ModelDownloads(self._lifecycle, traffic)
+        self._status = StatusReader(
+            config,
+            lifecycle=self._lifecycle,
+            updates=self._updates,
+            queue=self._queue,
+            slots=self._slots,
+            sightings=self._sightings,
+            reports=self._reports,
+            traffic=traffic,
+        )
+        self._publisher = Publisher(
+            settings, self._lifecycle, self._journal, store, interrupt=self._worker.has_work
+        )
+        self._worker.start(self._publisher.after_task)
+        try:
+            # Recovery touches ciphertexts, so it runs on the worker like every apply.
+            self._worker.submit(self._recover).result()
+        except BaseException:
+            self._worker.close()
+            self._journal.close()
+            self._updates.close()
+            self._store.close()
+            raise
+
+    def _recover(self) -> None:
+        self._reports.load()
+        self._lifecycle.recover()
+        # A rule met just before a crash (a report, the wall time) is met again now.
+        self._check_stop_rules()
+
+    def close(self) -> None:
+        """Finish queued updates, checkpoint if worthwhile, save the training time, and
+        release the job's directory."""
+        self._worker.submit(self._publisher.final_checkpoint)
+        if self._lifecycle.failure is None:
+            self._worker.submit(self._lifecycle.control.save)
+        self._worker.close()
+        self._journal.close()
+        self._updates.close()
+        self._store.close()
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    # -- the job --------------------------------------------------------------------------
+
+    def view(self) -> JobView:
+        """The job: its state, stop reason, version, spec hash and key epoch."""
+        return self._lifecycle.view()
+
+    def spec_json(self) -> str:
+        """The canonical JSON of the job's spec (its SHA-256 is ``record.spec_sha256``)."""
+        return self.record.spec_json
+
+    def layout_json(self, client: AccessClaims) -> bytes:
+        """The job's model layout as set (``ModelLayout.to_json()``); ``no_layout`` before."""
+        self._sightings.saw(client)
+        return self._lifecycle.layout_json()
+
+    def envelope_limit(self) -> int:
+        """The largest model or update envelope this job's layout allows, in bytes."""
+        return self._lifecycle.envelope_limit()
+
+    async def receive_layout(self, client: AccessClaims, read_body: BodyReader) -> LayoutSet:
+        """Read a layout body and set it (``set_layout``); durable when this returns."""
+        self._sightings.saw(client)
+        return await self._lifecycle.receive_layout(read_body)
+
+    def set_layout(self, body: bytes) -> Future[bool]:
+        """Set the job's model layout; the future says whether it was new (else identical)."""
+        return self._lifecycle.set_layout(body)
+
+    async def receive_initial_model(self, client: AccessClaims, read_body: BodyReader) -> JobView:
+        """Read an initial model envelope and start training (``set_initial_model``)."""
+        self._sightings.saw(client)
+        return await self._lifecycle.receive_initial_model(read_body)
+
+    def set_initial_model(self, body: bytes) -> Future[None]:
+        """Start training from a client-encrypted model envelope (version 0, every block)."""
+        return self._lifecycle.set_initial_model(body)
+
+    # -- the administrator ----------------------------------------------------------------
+
+    async def pause(self) -> JobView:
+        """Pause the job: slots and updates are refused with ``job_paused`` until resumed."""
+        await asyncio.wrap_future(self._lifecycle.pause())
+        return self.view()
+
+    async def resume(self) -> JobView:
+        """Resume a paused job; ``job_not_paused`` if it is not paused."""
+        await asyncio.wrap_future(self._lifecycle.resume())
+        return self.view()
+
+    async def stop(self) -> JobView:
+        """Stop the job for good (``stop_reason`` ``stopped``); a done job stays as it is."""
+        await asyncio.wrap_future(self._lifecycle.stop())
+        return self.view()
+
+    def tick(self) -> Future[None]:
+        """Check the wall-time rule and save the training time now and then (the server
+        calls it every ``stop_check_interval``); the future resolves once done."""
+        pending = self._pending_tick
+        if pending is not None and not pending.done():
+            return pending  # the worker is busy: one tick waiting is enough
+        self._pending_tick = self._worker.submit(self._tick)
+        return self._pending_tick
+
+    def _tick(self) -> None:
+        if self._lifecycle.failure is not None:
+            return
+        saved = self._lifecycle.control.tick()
+        if saved is not None:
+            # A small atomic write every few seconds: waiting keeps it ordered and simple.
+            with contextlib.suppress(ServerError):
+                saved.result()
+        self._check_stop_rules()
+
+    def _check_stop_rules(self) -> None:
+        """On the worker: the job is done at the first stop rule met."""
+        if self._lifecycle.control.done or self._lifecycle.state is None:
+            return
+        reason = first_met(self._status.stop_rules())
+        if reason is not None:
+            self._lifecycle.finish(reason)
+
+    # -- the model ------------------------------------------------------------------------
+
+    def snapshot(self) -> ModelSnapshot:
+        """The published model; ``job_not_started`` before the initial model."""
+        return self._lifecycle.snapshot()
+
+    def download_model(
+        self, client: AccessClaims, since: int | None, if_none_match: str | None
+    ) -> ModelDownload:
+        """The published model (or its blocks changed after ``since``); no body if held."""
+        self._sightings.saw(client)
+        return self._downloads.download(since, if_none_match)
+
+    # -- clients --------------------------------------------------------------------------
+
+    def acquire_slot(self, client: AccessClaims) -> float:
+        """A training slot lease for ``client`` (renewed if held); its expiry."""
+        self._sightings.saw(client)
+        self._lifecycle.require_training()
+        return self._slots.acquire(client.client_id)
+
+    def release_slot(self, client: AccessClaims) -> None:
+        """Give ``client``'s training slot back, if it holds one."""
+        self._sightings.saw(client)
+        self._slots.release(client.client_id)
+
+    # -- updates --------------------------------------------------------------------------
+
+    async def receive_update(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
+        """Admit, read and apply ``client``'s update; its answer once durable."""
+        self._sightings.saw(client)
+        return await self._updates.receive(client, read_body)
+
+    def admit_update(self, client: AccessClaims) -> UpdateTicket:
+        """A queue place for ``client``'s update, taken before its body is read."""
+        return self._updates.admit(client)
+
+    def submit_update(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
+        """Parse an admitted update and queue it; the future resolves once it is durable."""
+        return self._updates.submit(ticket, body)
+
+    # -- metrics reports ------------------------------------------------------------------
+
+    async def receive_metrics(self, client: AccessClaims, read_body: BodyReader) -> int:
+        """Read, check and keep ``client``'s evaluation report; its model version.
+
+        Answered once the report is durable and the metric stop rule has seen it.
+        """
+        self._sightings.saw(client)
+        version, metrics = parse_report(await read_body(self.settings.max_metrics_bytes))
+        await asyncio.wrap_future(self.record_metrics(client, version, metrics))
+        return version
+
+    def record_metrics(
+        self, client: AccessClaims, version: int, metrics: Mapping[str, float]
+    ) -> Future[None]:
+        """Keep a client's plaintext evaluation of model ``version``, then check the stop
+        rules; the future resolves once both are done."""
+        stored = self._reports.record(client, version, metrics)
+        return _then(stored, lambda: self._worker.submit(self._check_stop_rules))
+
+    # -- status ---------------------------------------------------------------------------
+
+    def queued_updates(self) -> int:
+        """Updates admitted and not yet answered."""
+        return self._queue.queued()
+
+    def slots_in_use(self) -> int:
+        """Training slots leased now."""
+        return self._slots.in_use()
+
+    def status(self) -> StatusView:
+        """Everything the job's status page and its Prometheus series show."""
+        return self._status.read()

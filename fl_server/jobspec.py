@@ -1,0 +1,68 @@
+"""What a job takes from its study spec: staleness policy, buffer, training slots, stop rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import hefl_study
+from fl_server.errors import SpecInvalidError
+from fl_server.staleness import StalenessPolicy, make_staleness_policy
+
+__all__ = ["JobConfig", "spec_from_body"]
+
+
+def spec_from_body(body: bytes) -> hefl_study.StudySpec:
+    """The study spec of a request body (its canonical JSON, or any JSON of a spec).
+
+    Raises
+    ------
+    SpecInvalidError
+        Not UTF-8, not JSON, or a spec ``hefl_study`` refuses: every problem, located.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecInvalidError([("spec", "the body is not UTF-8 text")]) from None
+    try:
+        return hefl_study.spec_from_json(text)
+    except hefl_study.SpecError as exc:
+        raise SpecInvalidError([(p.location, p.message) for p in exc.problems]) from None
+    except RecursionError:
+        # json.loads recurses per nesting level: a body of 10**5 "[" would be a 500.
+        raise SpecInvalidError([("JSON", "nested too deeply to be a study spec")]) from None
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A job's own settings, all from its spec (``[server]`` and ``[stop]``).
+
+    The process's settings (``ServerSettings``: limits, slot lease time, rate limits,
+    queue size, checkpoints) apply to every job alike.
+    """
+
+    spec: hefl_study.StudySpec
+    policy: StalenessPolicy
+    buffer_size: int
+    max_training: int
+
+    @classmethod
+    def from_spec(cls, spec: hefl_study.StudySpec) -> JobConfig:
+        server = spec.server
+        policy = make_staleness_policy(
+            server.staleness,
+            # hefl_study fills a and b for the kinds that have them; constant has neither.
+            a=server.staleness_a if server.staleness_a is not None else 1.0,
+            b=server.staleness_b if server.staleness_b is not None else 0,
+            mixing=server.mixing,
+            max_staleness=server.max_staleness,
+        )
+        return cls(spec, policy, server.buffer_size, server.max_training)
+
+    @property
+    def stop(self) -> hefl_study.StopSpec:
+        return self.spec.stop
+
+    @property
+    def target_updates(self) -> int | None:
+        """The job is done once this many updates are applied (``None``: no such rule)."""
+        return self.spec.stop.target_updates
