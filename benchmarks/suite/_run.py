@@ -31,9 +31,9 @@ from fl_client.data import (
     to_client_data,
 )
 from fl_client.models import MlpModel, build_model, resolve_model
-from fl_client.settings import Compression
 from fl_client.training import TrainConfig, evaluate, round_seed, train_local
 from fl_client.updates import CompressionConfig
+from hefl_study import Compression
 
 HEART = "heart-disease"
 DIGITS = "digits"
@@ -263,7 +263,7 @@ def _flamby_tables(
         n = sum(r.n_samples for r in results)
         return {
             "per_site": [r.accuracy for r in results],
-            "all": sum(r.n_correct for r in results) / n,
+            "all": sum(r.accuracy * r.n_samples for r in results) / n,
         }
 
     pooled = pool_sites(arrays)
