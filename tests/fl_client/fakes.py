@@ -37,7 +37,7 @@ def study(
         "stop": {"target_updates": 100},
     }
     for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value}
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
     return spec_from_mapping(raw)
 
 

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import uuid
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -31,6 +32,7 @@ from fl_client.updates import compress_delta
 from hefl_study import TASK_METRICS
 from tests.fl_client.conftest import MakeRunner, Sleeps
 from tests.fl_client.fakes import FakeKeyauth, FakeServer, digits_study, study
+from tests.fl_client.memory_port import RecordingSink
 
 
 def _cipher(keys: crypto.KeyMaterial) -> crypto.ClientCipher:
@@ -467,3 +469,44 @@ def test_step_delay_sleeps_after_every_local_step(make_runner: MakeRunner, sleep
     assert result is not None
     assert result.train_steps == 3
     assert sleeps.count(0.25) == 3
+
+
+def test_an_update_refused_while_paused_stays_journaled_and_is_sent_after_the_resume(
+    make_runner: MakeRunner, fake_server: FakeServer, sleeps: Sleeps
+) -> None:
+    # Prepare: the job is paused just as the client pushes its first update; the
+    # administrator resumes it after the client has looked three times
+    sink = RecordingSink()
+    runner = make_runner(reporter=sink, max_rounds=1)
+    push = fake_server.push_update
+    looks = {"n": 0}
+
+    def pause_then_push(envelope: bytes) -> dict[str, Any]:
+        if fake_server.applied == 0 and fake_server.paused_from is None and looks["n"] == 0:
+            fake_server.pause()
+        return push(envelope)
+
+    job = fake_server.job
+
+    def look() -> dict[str, Any]:
+        if fake_server.state == "paused":
+            looks["n"] += 1
+            if looks["n"] == 3:
+                fake_server.resume()
+        return job()
+
+    fake_server.push_update = pause_then_push  # type: ignore[method-assign]
+    fake_server.job = look  # type: ignore[method-assign]
+
+    # Execute
+    summary = runner.run()
+
+    # Assert: one update, the same bytes refused then applied; "paused" said once
+    assert summary.rounds == 1
+    assert fake_server.applied == 1
+    assert len(fake_server.uploads) == 2
+    assert fake_server.uploads[0] == fake_server.uploads[1]
+    assert sink.names.count("paused") == sink.names.count("resumed") == 1
+    assert sink.names.index("paused") < sink.names.index("update")
+    assert runner.context.state.load_pending() is None
+    assert len([s for s in sleeps if s > 0]) >= 2  # it waited with backoff
