@@ -6,8 +6,8 @@ import io
 import json
 import logging
 import uuid
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
