@@ -90,7 +90,7 @@ def evaluate_job(
     if settings.job is None or settings.data is None:
         raise ConfigError("evaluate needs --job NAME and --data PATH")
     data, how = _rows_to_score(settings, connection, settings.job, settings.data)
-    ctx = open_job(settings, connection, events=events, data=data)
+    *_, ctx = open_job(settings, connection, events=events, data=data)
     version = load_global(ctx)
     result = evaluate(ctx.model, data.test, ctx.train_config.task)
     return Evaluation(ctx.spec.name, version, settings.data, how, result.to_metrics())
@@ -117,7 +117,7 @@ def export_job(
         raise ConfigError("export needs --job NAME")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} is not empty: choose another --out, or pass --force")
-    ctx = open_job(settings, connection, events=events)
+    *_, ctx = open_job(settings, connection, events=events)
     record = ctx.state.load_preprocessing()
     if ctx.spec.data.is_table and record is None:
         raise ConfigError(

@@ -160,27 +160,13 @@ def open_session(
         clock=clock,
     )
     try:
-        port = connection.server.for_job(settings.job)
-        job, spec = fetch_spec(port)
-        if data is None:
-            if settings.data is None:
-                raise ConfigError("which data? give --data PATH (or a data factory)")
-            data = load_job_data(spec, settings.data, site=settings.site, args=settings.data_args)
-        context = round_context(
-            settings,
-            spec,
-            port,
-            connection.secret_contexts(),
-            events=events,
-            state=connection.state,
-            data=data,
-            sleep=sleep,
-            clock=clock,
+        job, spec, loaded, context = open_job(
+            settings, connection, events=events, data=data, load_data=True, sleep=sleep, clock=clock
         )
     except BaseException:
         connection.close()
         raise
-    joined = data if isinstance(data, JobData) else JobData(data, None, data.site)
+    joined = loaded if isinstance(loaded, JobData) else JobData(loaded, None, loaded.site)
     return Session(connection, job, spec, joined, context)
 
 
@@ -189,28 +175,38 @@ def open_job(
     connection: Connection,
     *,
     events: EventSink,
-    data: ClientData | None = None,
+    data: JobData | ClientData | None = None,
+    load_data: bool = False,
     sleep: Callable[[float], None] = time.sleep,
-) -> RoundContext:
-    """The rounds' context of ``settings.job`` for pulling its model, not for training.
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[JobInfo, StudySpec, JobData | ClientData, RoundContext]:
+    """The job ``settings.job``, its verified spec, the data and the rounds' context.
 
-    ``data`` is what the context scores on (its test split); without it, no rows.
+    ``data`` is what the context trains and scores on; without it, ``settings.data``
+    loaded and checked against the spec if ``load_data``, else no rows (to pull the
+    model only).
 
     Raises
     ------
     ConfigError
-        No job named, or a model that does not fit the study.
+        No job or data named, or a model that does not fit the study.
     SpecMismatchError
         The spec the server gave is not the job's.
+    DataError
+        The data does not fit the study.
     """
     if settings.job is None:
         raise ConfigError("which job? give --job NAME (hefl-client jobs lists them)")
     port = connection.server.for_job(settings.job)
-    _, spec = fetch_spec(port)
-    if data is None:
+    job, spec = fetch_spec(port)
+    if data is None and load_data:
+        if settings.data is None:
+            raise ConfigError("which data? give --data PATH (or a data factory)")
+        data = load_job_data(spec, settings.data, site=settings.site, args=settings.data_args)
+    elif data is None:
         nothing = TensorDataset(torch.zeros((0, *spec.data.example_shape)), torch.zeros(0))
         data = ClientData(nothing, nothing, spec.data.example_shape, spec.data.n_classes, "")
-    return round_context(
+    context = round_context(
         settings,
         spec,
         port,
@@ -219,7 +215,9 @@ def open_job(
         state=connection.state,
         data=data,
         sleep=sleep,
+        clock=clock,
     )
+    return job, spec, data, context
 
 
 def job_state(state: LocalState, spec: StudySpec) -> JobState:
