@@ -56,7 +56,7 @@ def heart_study(name: str, target_updates: int, **training: Any) -> StudySpec:
             "profile": "n4096-s40",
             "model": {"name": "logistic", "seed": 0},
             "data": {"task": "binary", "classes": [0, 1], "input_shape": [13]},
-            "training": {"lr": 0.05, "batch_size": 16, "local_epochs": 1, **training},
+            "training": {"lr": 0.05, "batch_size": 16, **training},
             "server": {"max_training": 32},
             "stop": {"target_updates": target_updates},
         }
@@ -255,7 +255,8 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         )
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
-        assert lines[0].split() == ["state", "done"]
+        assert lines[0].split() == ["name", "swiss"]
+        assert any(line.split() == ["state", "done"] for line in lines)
         assert any(line.split()[:2] == ["updates_applied", "3"] for line in lines)
         assert "clients:" in lines
 
