@@ -28,6 +28,7 @@ from fl_client.runner import Runner
 from fl_client.session import connect
 from fl_client.settings import ClientSettings
 from fl_client.transport import ClientOptions, ServerClient, require_secure_url
+from fl_client.transport.server import job_from_json
 
 __all__ = ["build_parser", "main"]
 
@@ -289,7 +290,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
             status = server.status(settings.job)
         finally:
             server.close()
-        _print(settings, stdout, status, render_status(status))
+        if settings.job is None:  # every job: the list, as `jobs` shows it
+            jobs = [job_from_json(job, "status") for job in status.get("jobs") or []]
+            _print(settings, stdout, status, render_jobs(jobs))
+        else:
+            _print(settings, stdout, status, render_status(status))
         return 0
     if args.command == "train":
         with Runner(settings, reporter=reporter) as runner:

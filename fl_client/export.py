@@ -28,9 +28,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+import hefl_durable
 from fl_client.errors import ConfigError, DataError
 from fl_client.models import model_from_spec
 from fl_client.table import EncodedRows, Preprocessing, Table, encode_rows, preprocessing_from_json
@@ -61,7 +62,13 @@ def _prepare_dir(out: Path, force: bool) -> None:
         raise ConfigError(f"{out} exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} is not empty: choose another --out, or pass --force")
-    out.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # private, like the state directory: the personal tensors and the preprocessing
+        # statistics describe this hospital's patients
+        hefl_durable.make_private_dir(out)
+    except hefl_durable.UnsafePathError as exc:
+        raise ConfigError(f"export directory {exc}") from None
 
 
 def write_export(
@@ -91,14 +98,16 @@ def write_export(
         "preprocessing": preprocessing_json is not None,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    weights = save(tensors, metadata={"job": spec.name, "version": str(version)})
     try:
-        save_file(tensors, str(out / _MODEL), metadata={"job": spec.name, "version": str(version)})
-        (out / _SPEC).write_text(spec_to_json(spec), encoding="utf-8")
+        hefl_durable.write_atomic(out / _MODEL, weights)
+        hefl_durable.write_atomic(out / _SPEC, spec_to_json(spec).encode("utf-8"))
         if preprocessing_json is not None:
-            (out / _PREPROCESSING).write_text(preprocessing_json, encoding="utf-8")
+            hefl_durable.write_atomic(out / _PREPROCESSING, preprocessing_json.encode("utf-8"))
         elif (out / _PREPROCESSING).exists():
-            (out / _PREPROCESSING).unlink()  # --force over an older export
-        (out / _META).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
+            hefl_durable.remove(out / _PREPROCESSING)  # --force over an older export
+        record = json.dumps(meta, indent=1, sort_keys=True).encode("utf-8")
+        hefl_durable.write_atomic(out / _META, record)
     except OSError as exc:
         raise ConfigError(f"cannot write the export to {out}: {exc}") from exc
     return meta

@@ -356,6 +356,9 @@ def test_evaluate_export_and_predict_reproduce_the_clients_own_model(
         "preprocessing.json",
         "spec.json",
     ]
+    # private, like the state directory: personal tensors and this hospital's statistics
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "out").iterdir()} == {0o600}
     meta = json.loads((tmp_path / "out" / "export.json").read_text())
     assert (meta["job"], meta["version"], meta["spec_sha256"]) == (
         "ward",
