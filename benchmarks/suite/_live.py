@@ -103,10 +103,13 @@ class LiveResult:
 class _Watcher(threading.Thread):
     """Downloads each new model version with its wall-clock time, as a hospital would."""
 
-    def __init__(self, url: str, tokens: TokenManager, started: float) -> None:
+    def __init__(self, url: str, keyauth_url: str, state_dir: Path, started: float) -> None:
         super().__init__(daemon=True)
         self.url = url
-        self.tokens = tokens
+        # the access tokens of the enrolled hospital whose state directory this is
+        credential = LocalState(state_dir).load_credential()
+        self.keyauth = KeyauthClient(ClientOptions(keyauth_url, timeout=10))
+        self.tokens = TokenManager(self.keyauth, credential.client_id, credential.client_secret)
         self.started = started
         self.snapshots: list[tuple[float, int, bytes]] = []
         self.stop = threading.Event()
@@ -128,6 +131,7 @@ class _Watcher(threading.Thread):
                     now = time.monotonic() - self.started
                     self.snapshots.append((now, version, answer.content))
                 self.stop.wait(0.2)
+        self.keyauth.close()
 
 
 def run_live(
@@ -164,7 +168,7 @@ def run_live(
                 )
             started = time.monotonic()
             watcher = _Watcher(
-                f"{job_url}/model", _tokens(ka.url, root / "hospitals" / spec.sites[0]), started
+                f"{job_url}/model", ka.url, root / "hospitals" / spec.sites[0], started
             )
             watcher.start()
             for site, delay in zip(spec.sites, spec.step_delays, strict=True):
@@ -246,13 +250,6 @@ def run_live(
     )
     result.all_active = all_active
     return result
-
-
-def _tokens(keyauth_url: str, state_dir: Path) -> TokenManager:
-    """Access tokens of the enrolled hospital whose state directory this is."""
-    credential = LocalState(state_dir).load_credential()
-    keyauth = KeyauthClient(ClientOptions(keyauth_url, timeout=10))
-    return TokenManager(keyauth, credential.client_id, credential.client_secret)
 
 
 def _evaluate_snapshots(
