@@ -29,7 +29,9 @@ class RoundContext:
     ``compression`` follow from it, and the model was built from it. ``settings`` holds
     only this hospital's own choices (when to stop, retries, step delay). ``cache`` is
     the last pulled model (decrypted); the next pull asks only for what changed since.
-    ``sleep`` and ``clock`` are injectable so tests wait for nothing.
+    ``sleep`` and ``clock`` are injectable so tests wait for nothing. ``stop_requested``
+    says whether this hospital wants to stop taking part (a signal, ``max_duration``):
+    waiting for a paused job ends then.
     """
 
     settings: ClientSettings
@@ -46,3 +48,4 @@ class RoundContext:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     cache: ModelCache | None = None
+    stop_requested: Callable[[], bool] = lambda: False

@@ -24,13 +24,16 @@ _KNOWN_STATES = ("training", "done", "waiting_for_initial_model", "paused")
 
 def current_job(ctx: RoundContext) -> JobInfo:
     """The job once it is training or done: started first with the spec's initial model
-    if it had none, waited for while it is paused."""
+    if it had none, waited for while it is paused (still paused only if the client was
+    asked to stop meanwhile)."""
     job = ctx.server.job()
     while True:
         if job.state not in _KNOWN_STATES:
             raise ProtocolError(f"job state {job.state!r} is not one protocol.md defines")
         if job.state == "paused":
             job = wait_while_paused(ctx)
+            if job.state == "paused":
+                return job
         elif job.state == "waiting_for_initial_model":
             with contextlib.suppress(JobPausedError):  # paused meanwhile: the next look waits
                 start_job(ctx, job)
@@ -40,7 +43,8 @@ def current_job(ctx: RoundContext) -> JobInfo:
 
 
 def wait_while_paused(ctx: RoundContext) -> JobInfo:
-    """Poll the job with a growing delay until it is no longer paused; say so once.
+    """Poll the job with a growing delay until it is no longer paused, or the client is
+    asked to stop (``ctx.stop_requested``); say so once.
 
     A journaled update stays journaled meanwhile: the caller sends it after the resume.
     """
@@ -51,6 +55,8 @@ def wait_while_paused(ctx: RoundContext) -> JobInfo:
     ctx.events.emit(Paused(job=job.name, version=job.version))
     attempt = 0
     while job.state == "paused":
+        if ctx.stop_requested():
+            return job
         attempt += 1
         ctx.sleep(
             min(settings.backoff_max, max(settings.backoff_base, 0.1) * 2 ** min(attempt, 16))

@@ -60,6 +60,7 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
     """
     started = ctx.clock()
     results: list[RoundResult] = []
+    ctx.stop_requested = lambda: bool(_stop_reason(ctx, stop_requested(), len(results), started))
     stale_in_row = 0
     reason = ""
     while not reason:
@@ -131,6 +132,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     job = current_job(ctx)
     if job.state == "done":
         return None
+    if job.state == "paused":  # and this client was asked to stop while it waited
+        raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     layout = check_layout(ctx, job)
     cipher = ctx.keys.cipher(job.key_epoch)
     progress = ctx.state.load_progress()

@@ -510,3 +510,22 @@ def test_an_update_refused_while_paused_stays_journaled_and_is_sent_after_the_re
     assert sink.names.index("paused") < sink.names.index("update")
     assert runner.context.state.load_pending() is None
     assert len([s for s in sleeps if s > 0]) >= 2  # it waited with backoff
+
+
+def test_a_client_waiting_for_a_paused_job_still_stops_at_its_max_duration(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    # Prepare: a job paused for good; a client that takes part for 60 s at most
+    sink = RecordingSink()
+    runner = make_runner(reporter=sink, max_duration=60)
+    ticks = iter(range(0, 10_000, 7))
+    runner.context.clock = lambda: float(next(ticks))  # 7 s per look at the clock
+    fake_server.pause()
+
+    # Execute
+    summary = runner.run()
+
+    # Assert
+    assert summary.stop_reason == "max_duration"
+    assert sink.names[-2:] == ["paused", "stopped"]
+    assert fake_server.writes() == []
