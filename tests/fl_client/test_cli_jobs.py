@@ -415,3 +415,46 @@ def test_evaluate_without_a_training_record_fits_the_table_and_says_so(
     assert "statistics were fitted on" in err
     assert out.startswith("job ward version 1 on ")
     assert "auroc=" in out
+
+
+def test_a_factory_study_trains_evaluates_and_exports_from_a_bundled_dataset(
+    cli: Cli, fake_server: FakeServer, tmp_path: Path
+) -> None:
+    # Prepare: the default study takes breast cancer's 30 features from a data factory
+    fake_server.target_updates = 2
+    site = ["--data", "breast-cancer", "--site", "0", "--data-arg", "n_sites=3"]
+
+    # Execute
+    trained = cli("train", "--job", "cancer", *site, "--quiet")
+    evaluated = cli(
+        "evaluate",
+        "--job",
+        "cancer",
+        "--data",
+        "breast-cancer",
+        "--site",
+        "1",
+        "--data-arg",
+        "n_sites=3",
+        "--json",
+    )
+    exported = cli("export", "--job", "cancer", "--out", str(tmp_path / "out"))
+    predicted = cli("predict", "--model", str(tmp_path / "out"), "--data", "x.csv")
+
+    # Assert
+    assert trained[0] == 0, trained[2]
+    assert evaluated[0] == 0, evaluated[2]
+    report = json.loads(evaluated[1])
+    assert report["preprocessing"] is None
+    assert {"auroc", "n_samples"} <= set(report["metrics"])
+    assert exported[0] == 0, exported[2]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "export.json",
+        "model.safetensors",
+        "spec.json",
+    ]
+    loaded = load_exported(tmp_path / "out")
+    assert loaded.preprocessing is None
+    assert loaded.outputs(np.zeros((3, 30))).shape == (3, 1)
+    assert predicted[0] == 2
+    assert "takes its data from a factory" in predicted[2]
