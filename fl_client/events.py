@@ -20,10 +20,13 @@ __all__ = [
     "Event",
     "EventSink",
     "InitialModelPut",
+    "JobJoined",
     "KeyEpochFetched",
+    "Paused",
     "ProgressBar",
     "Rejected",
     "Resent",
+    "Resumed",
     "RoundResult",
     "Stopped",
     "WaitingForSlot",
@@ -90,6 +93,39 @@ class InitialModelPut(Event):
 
 
 @dataclass(frozen=True)
+class JobJoined(Event):
+    """The job and its spec were checked, and this hospital's data against them."""
+
+    name: ClassVar[str] = "job"
+    job: str
+    spec_sha256: str
+    task: str
+    model: str
+    train_rows: int
+    test_rows: int
+    state: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Paused(Event):
+    """The job is paused: the client waits (a journaled update is kept) until it resumes."""
+
+    name: ClassVar[str] = "paused"
+    job: str
+    version: int
+
+
+@dataclass(frozen=True)
+class Resumed(Event):
+    """The job is no longer paused."""
+
+    name: ClassVar[str] = "resumed"
+    job: str
+    state: str
+
+
+@dataclass(frozen=True)
 class WaitingForSlot(Event):
     name: ClassVar[str] = "waiting_for_slot"
     retry_after: float
@@ -149,8 +185,8 @@ class RoundResult(Event):
             **self.wire,
         }
         if self.eval_before is not None:
-            out["accuracy"] = self.eval_before.accuracy
-            out["loss"] = self.eval_before.loss
+            # the pulled model's metrics on this hospital's held-out rows
+            out.update(self.eval_before.metrics)
         return out
 
     def fields(self) -> dict[str, Any]:
@@ -159,21 +195,19 @@ class RoundResult(Event):
 
 @dataclass(frozen=True)
 class Stopped(Event):
-    """The run ended; the final model's numbers when the job was done."""
+    """The run ended; when the job was done, why, and the final model's metrics on this
+    hospital's held-out rows."""
 
     name: ClassVar[str] = "stopped"
     reason: str
     rounds: int
+    job_stop_reason: str | None = None
     final_version: int | None = None
-    final_accuracy: float | None = None
-    final_loss: float | None = None
+    final_metrics: dict[str, float | int] | None = None
 
     def fields(self) -> dict[str, Any]:
         out = super().fields()
-        if self.final_version is None:
-            for key in ("final_version", "final_accuracy", "final_loss"):
-                del out[key]
-        return out
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass(frozen=True)

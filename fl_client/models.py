@@ -1,9 +1,9 @@
-"""Built-in models and resolution of a user's model factory.
+"""Built-in models, a user's model factory, and the model a study's spec describes.
 
-Every factory is called as ``factory(input_shape=..., n_classes=...)`` and returns a
-``torch.nn.Module`` mapping a batch of inputs to logits: one logit for two classes,
-``n_classes`` otherwise. The built-ins name their last layer ``head`` so that
-``--personal 'head.*'`` keeps it local (FedPer).
+Every factory is called as ``factory(input_shape=..., n_classes=..., **args)`` and returns
+a ``torch.nn.Module`` mapping a batch of inputs to outputs: one logit for two classes (or
+one value for regression), ``n_classes`` otherwise. The built-ins name their last layer
+``head`` so that the spec's ``personal = ["head.*"]`` keeps it local (FedPer).
 """
 
 from __future__ import annotations
@@ -15,10 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from fl_client._imports import import_object, is_import_path
+from fl_client._imports import call_factory, import_object, is_import_path
 from fl_client.errors import ConfigError
+from hefl_study import StudySpec
 
-__all__ = ["MODELS", "ModelFactory", "build_model", "output_size", "resolve_model"]
+__all__ = [
+    "MODELS",
+    "ModelFactory",
+    "build_model",
+    "check_model_outputs",
+    "model_from_spec",
+    "output_size",
+    "resolve_model",
+]
 
 ModelFactory = Callable[..., Any]
 
@@ -107,14 +116,94 @@ def resolve_model(spec: str) -> ModelFactory:
 
 
 def build_model(
-    factory: ModelFactory, input_shape: tuple[int, ...], n_classes: int, seed: int
+    factory: ModelFactory,
+    input_shape: tuple[int, ...],
+    n_classes: int,
+    seed: int,
+    *,
+    name: str = "model factory",
+    **args: Any,
 ) -> nn.Module:
-    """Call the factory with torch's generator seeded, so every init is reproducible."""
+    """Call the factory with torch's generator seeded, so every init is reproducible.
+
+    Floating-point parameters and buffers are cast to float32 (a factory may build in
+    float64): every hospital holds, trains and shares the same float32 model.
+
+    Raises
+    ------
+    ConfigError
+        Naming the factory: it raised, or returned something else than a ``torch.nn.Module``.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = factory(input_shape=tuple(input_shape), n_classes=n_classes)
+        model = call_factory(
+            factory,
+            name,
+            "model factory",
+            input_shape=tuple(input_shape),
+            n_classes=n_classes,
+            **args,
+        )
     if not isinstance(model, nn.Module):
         raise ConfigError(
-            f"the model factory returned {type(model).__name__}, not a torch.nn.Module"
+            f"the model factory {name!r} returned {type(model).__name__}, not a torch.nn.Module"
         )
+    return model.float()
+
+
+def check_model_outputs(
+    model: nn.Module, input_shape: tuple[int, ...], n_outputs: int, name: str
+) -> None:
+    """Refuse a model that does not map a batch of ``input_shape`` to ``(batch, n_outputs)``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the model and both shapes, or what its forward pass raised.
+    """
+    batch = torch.zeros((2, *input_shape), dtype=torch.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(batch)
+    except Exception as exc:  # the user's model: any error is a message
+        raise ConfigError(
+            f"model {name!r} cannot take the study's input of shape {tuple(input_shape)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape != (2, n_outputs):
+        got = f"outputs of shape {shape[1:]}" if shape else f"a {type(out).__name__}"
+        raise ConfigError(
+            f"model {name!r} maps an input of shape {tuple(input_shape)} to {got} per "
+            f"example; the study needs ({n_outputs},)"
+        )
+
+
+def model_from_spec(spec: StudySpec) -> nn.Module:
+    """The study's initial model: the same weights at every hospital.
+
+    Built from ``[model]`` (a built-in or a factory, its ``args``, seeded with its
+    ``seed``) for the input shape and outputs ``[data]`` gives, then checked: a batch of
+    examples of the study's shape must give ``(batch, outputs)``.
+
+    Raises
+    ------
+    ConfigError
+        The factory cannot be imported or called, or the model does not fit the study.
+    """
+    name = spec.model.name or spec.model.factory or ""
+    factory = resolve_model(name)
+    model = build_model(
+        factory,
+        spec.data.example_shape,
+        spec.data.n_classes,
+        spec.model.seed,
+        name=name,
+        **spec.model.args,
+    )
+    check_model_outputs(model, spec.data.example_shape, spec.data.n_outputs, name)
     return model

@@ -9,6 +9,7 @@ Events carry numbers and identifiers only; never a token, secret or key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,9 +19,10 @@ from typing import Any, TextIO
 from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
 
 from fl_client.events import ClientWarning, Event, ProgressBar
+from fl_client.rounds.port import JobInfo
 from fl_client.settings import OutputMode
 
-__all__ = ["ProgressBar", "Reporter", "render_status"]
+__all__ = ["ProgressBar", "Reporter", "job_to_dict", "render_jobs", "render_status"]
 
 
 class _NoBar:
@@ -186,3 +188,27 @@ def render_status(status: Mapping[str, Any], *, last: int = 10) -> str:
         elif isinstance(value, dict | list):
             lines += ["", f"{key}: (none)"]
     return "\n".join(lines)
+
+
+def job_to_dict(job: JobInfo) -> dict[str, Any]:
+    """A job as JSON values (the fingerprint in hex)."""
+    out = dataclasses.asdict(job)
+    fingerprint = job.layout_fingerprint
+    out["layout_fingerprint"] = fingerprint.hex() if fingerprint is not None else None
+    return out
+
+
+def render_jobs(jobs: Sequence[JobInfo]) -> str:
+    """The server's jobs as a table: name, state, version of target, description."""
+    if not jobs:
+        return "no jobs"
+    rows = [
+        [
+            job.name,
+            job.state if job.stop_reason is None else f"{job.state} ({job.stop_reason})",
+            f"{job.version}/{job.target_updates if job.target_updates is not None else '-'}",
+            job.description,
+        ]
+        for job in jobs
+    ]
+    return "\n".join(_table(rows, ["name", "state", "version", "description"]))

@@ -68,11 +68,17 @@ class FederatedResult:
 
 
 def pooled_eval(results: Sequence[EvalResult]) -> EvalResult:
-    """Accuracy and loss over the union of several held-out sets."""
+    """Each metric over several held-out sets, weighted by their rows (as fl_server pools
+    reports): accuracy and loss are exactly those of the union of the sets."""
     n = sum(r.n_samples for r in results)
-    correct = sum(r.n_correct for r in results)
-    loss = sum(r.loss * r.n_samples for r in results) / n
-    return EvalResult(loss=loss, accuracy=correct / n, n_samples=n, n_correct=correct)
+    names = [k for k in results[0].metrics if k != "n_samples"]
+    pooled: dict[str, float | int] = {"n_samples": n}
+    for name in names:
+        having = [r for r in results if name in r.metrics]
+        rows = sum(r.n_samples for r in having)
+        if rows:
+            pooled[name] = sum(float(r.metrics[name]) * r.n_samples for r in having) / rows
+    return EvalResult(results[0].task, pooled)
 
 
 def evaluate_federation(

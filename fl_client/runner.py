@@ -1,4 +1,4 @@
-"""``Runner``: one hospital's client as a library object (a session, its rounds, a stop flag)."""
+"""``Runner``: one hospital's client of one job as a library object (session, rounds, stop)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Callable
 import httpx
 
 from fl_client.data import ClientData
-from fl_client.events import EventSink, RoundResult
-from fl_client.models import ModelFactory
+from fl_client.events import EventSink, JobJoined, RoundResult
+from fl_client.hospital_data import JobData
 from fl_client.output import Reporter
 from fl_client.rounds import loop
 from fl_client.rounds.context import RoundContext
@@ -23,16 +23,17 @@ __all__ = ["Runner"]
 
 
 class Runner:
-    """One hospital's training loop against keyauth and fl_server.
+    """One hospital's training loop on one job (``settings.job``) of fl_server.
+
+    The model, training and wire settings come from the job's spec, verified against
+    its hash; the data is checked against the spec before anything is sent.
 
     Parameters
     ----------
     settings
-        Everything configurable (``FLCLIENT_*``).
+        This hospital's own settings (``FLCLIENT_*``).
     data
-        This client's data; by default loaded from ``settings.data`` and ``settings.site``.
-    model_factory
-        By default resolved from ``settings.model``.
+        This client's data; by default loaded from ``settings.data`` and checked.
     keyauth_transport, server_transport
         httpx transports to use instead of the network (tests).
     reporter
@@ -43,29 +44,41 @@ class Runner:
         self,
         settings: ClientSettings,
         *,
-        data: ClientData | None = None,
-        model_factory: ModelFactory | None = None,
+        data: JobData | ClientData | None = None,
         keyauth_transport: httpx.BaseTransport | None = None,
         server_transport: httpx.BaseTransport | None = None,
         reporter: EventSink | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        events = reporter or Reporter(settings.output)
         self.session: Session = open_session(
             settings,
-            events=reporter or Reporter(settings.output),
+            events=events,
             data=data,
-            model_factory=model_factory,
             keyauth_transport=keyauth_transport,
             server_transport=server_transport,
             sleep=sleep,
             clock=clock,
         )
         self._stop = False
+        session = self.session
+        events.emit(
+            JobJoined(
+                job=session.job.name,
+                spec_sha256=session.job.spec_sha256,
+                task=session.spec.data.task,
+                model=session.spec.model.name or session.spec.model.factory or "",
+                train_rows=len(session.context.data.train),
+                test_rows=len(session.context.data.test),
+                state=session.job.state,
+                version=session.job.version,
+            )
+        )
 
     @property
     def context(self) -> RoundContext:
-        """What the rounds work with: settings, server port, caches, state, model, data."""
+        """What the rounds work with: spec, server port, caches, state, model, data."""
         return self.session.context
 
     def close(self) -> None:
@@ -82,7 +95,7 @@ class Runner:
         self._stop = True
 
     def resume(self) -> RoundResult | None:
-        """Resend a journaled update left by a crash, with its original id."""
+        """Resend a journaled update left by a crash or a pause, with its original id."""
         return resume(self.context)
 
     def run_round(self) -> RoundResult | None:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from hefl_study import Task
 
-__all__ = ["Metrics", "score", "score_model"]
+__all__ = ["Metrics", "model_outputs", "score", "score_model"]
 
 Metrics = dict[str, float | int]
 Floats = npt.NDArray[np.float64]
@@ -127,10 +127,10 @@ def score(task: Task, outputs: npt.ArrayLike, labels: npt.ArrayLike) -> Metrics:
     return {**result, "n_samples": len(y)}
 
 
-def score_model(
-    model: nn.Module, dataset: Dataset[Any], task: Task, batch_size: int = 512
-) -> Metrics:
-    """``score`` of ``model`` on every row of ``dataset`` (``(features, label)`` pairs)."""
+def model_outputs(
+    model: nn.Module, dataset: Dataset[Any], batch_size: int = 512
+) -> tuple[Floats, npt.NDArray[Any]]:
+    """``model``'s raw outputs (float64) on every row of ``dataset`` and the rows' labels."""
     model.eval()
     outputs, labels = [], []
     with torch.no_grad():
@@ -139,4 +139,11 @@ def score_model(
             labels.append(batch_labels.numpy())
     if not outputs:
         raise ValueError("no rows to score")
-    return score(task, np.concatenate(outputs), np.concatenate(labels))
+    return np.concatenate(outputs), np.concatenate(labels)
+
+
+def score_model(
+    model: nn.Module, dataset: Dataset[Any], task: Task, batch_size: int = 512
+) -> Metrics:
+    """``score`` of ``model`` on every row of ``dataset`` (``(features, label)`` pairs)."""
+    return score(task, *model_outputs(model, dataset, batch_size))

@@ -27,10 +27,12 @@ __all__ = [
     "Table",
     "TableData",
     "encode_rows",
+    "fit_rows",
     "load_table",
     "preprocessing_from_json",
     "preprocessing_to_json",
     "read_table",
+    "rows_dataset",
     "table_from_columns",
 ]
 
@@ -197,9 +199,10 @@ def _split(n: int, test_fraction: float, seed: int, source: str) -> tuple[Ints, 
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
-def _dataset(rows: EncodedRows) -> TensorDataset:
+def rows_dataset(rows: EncodedRows) -> TensorDataset:
+    """Encoded rows with their labels as a dataset of ``(features, label)`` pairs."""
     if rows.labels is None:
-        raise DataError("training needs labels")
+        raise DataError("training and scoring need labels")
     return TensorDataset(torch.from_numpy(rows.features), torch.from_numpy(rows.labels))
 
 
@@ -241,8 +244,8 @@ def load_table(path: str | Path, data: DataSpec, *, site: str | None = None) -> 
     pre = Preprocessing.fit(data, train)
     name = site if site is not None else Path(path).stem
     client_data = ClientData(
-        train=_dataset(_encode(pre, train)),
-        test=_dataset(_encode(pre, test)),
+        train=rows_dataset(_encode(pre, train)),
+        test=rows_dataset(_encode(pre, test)),
         input_shape=(data.input_width,),
         n_classes=data.n_classes,
         site=name,
@@ -272,6 +275,26 @@ def encode_rows(
     if not isinstance(table, Table):
         table = read_table(table)
     return _encode(preprocessing, parse_table(table, preprocessing.data, labels=labels))
+
+
+def fit_rows(
+    data: DataSpec, table: Table | str | Path, *, labels: bool = True
+) -> tuple[Preprocessing, EncodedRows]:
+    """Fit the preprocessing on every row of a table, then encode them with it.
+
+    For a table a hospital never trained on (so it has no record of its own): the
+    statistics are this table's, not a training split's.
+
+    Raises
+    ------
+    DataError
+        The table does not fit the schema (as for ``load_table``, with no row minimum).
+    """
+    if not isinstance(table, Table):
+        table = read_table(table)
+    parsed = parse_table(table, data, labels=labels)
+    pre = Preprocessing.fit(data, parsed)
+    return pre, _encode(pre, parsed)
 
 
 def preprocessing_to_json(preprocessing: Preprocessing) -> str:

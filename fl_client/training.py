@@ -18,6 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from crypto import ModelLayout, tensor_to_numpy
+from fl_client.errors import TrainingError
+from fl_client.scoring import Metrics, model_outputs, score
+from hefl_study import Task
 
 __all__ = [
     "EvalResult",
@@ -40,7 +43,12 @@ Blocks = npt.NDArray[np.float64]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One round of local training: ``steps`` optimizer steps if set, else ``epochs``."""
+    """One round of local training: ``steps`` optimizer steps if set, else ``epochs``.
+
+    ``task`` picks the loss: binary cross-entropy on one logit, cross-entropy over the
+    classes, or mean squared error on one output. ``None`` (plain classification, as
+    the benchmarks use it) takes binary for one output and multiclass otherwise.
+    """
 
     epochs: int = 1
     steps: int | None = None
@@ -48,6 +56,7 @@ class TrainConfig:
     lr: float = 0.05
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = 0.0
+    task: Task | None = None
 
 
 @dataclass(frozen=True)
@@ -59,13 +68,31 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class EvalResult:
-    loss: float
-    accuracy: float
-    n_samples: int
-    n_correct: int
+    """A model's metrics on some rows: those of its task (``fl_client.scoring``).
 
-    def to_metrics(self) -> dict[str, float | int]:
-        return {"loss": self.loss, "accuracy": self.accuracy, "n_samples": self.n_samples}
+    ``metrics`` holds ``n_samples``, ``loss`` and the task's others; a metric that is
+    undefined on these rows (AUROC with one class) is absent.
+    """
+
+    task: Task
+    metrics: Metrics
+
+    @property
+    def loss(self) -> float:
+        return float(self.metrics["loss"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.metrics["n_samples"])
+
+    @property
+    def accuracy(self) -> float:
+        """Accuracy (classification), NaN for regression."""
+        return float(self.metrics.get("accuracy", math.nan))
+
+    def to_metrics(self) -> Metrics:
+        """What the client reports to the server: ``n_samples`` and the task's metrics."""
+        return dict(self.metrics)
 
 
 def round_seed(seed: int, round_: int) -> int:
@@ -74,18 +101,22 @@ def round_seed(seed: int, round_: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])
 
 
-def _loss(logits: Any, labels: Any) -> Any:
-    if logits.shape[-1] == 1:
+def task_of(outputs: int, task: Task | None) -> Task:
+    """``task``, or for ``None`` binary with one output and multiclass otherwise."""
+    if task is not None:
+        return task
+    return "binary" if outputs == 1 else "multiclass"
+
+
+def _loss(outputs: Any, labels: Any, task: Task | None) -> Any:
+    kind = task_of(outputs.shape[-1], task)
+    if kind == "binary":
         return nn.functional.binary_cross_entropy_with_logits(
-            logits.squeeze(-1), labels.to(logits.dtype)
+            outputs.squeeze(-1), labels.to(outputs.dtype)
         )
-    return nn.functional.cross_entropy(logits, labels)
-
-
-def _predict(logits: Any) -> Any:
-    if logits.shape[-1] == 1:
-        return (logits.squeeze(-1) > 0).long()
-    return logits.argmax(dim=-1)
+    if kind == "regression":
+        return nn.functional.mse_loss(outputs.squeeze(-1), labels.to(outputs.dtype))
+    return nn.functional.cross_entropy(outputs, labels)
 
 
 def planned_steps(dataset: Dataset[Any], config: TrainConfig) -> int:
@@ -122,7 +153,7 @@ def train_local(
     while steps < total:
         for features, labels in loader:
             optimizer.zero_grad()
-            loss = _loss(model(features), labels)
+            loss = _loss(model(features), labels, config.task)
             loss.backward()
             optimizer.step()
             steps += 1
@@ -136,19 +167,23 @@ def train_local(
     return TrainResult(steps=steps, mean_loss=loss_sum / steps, n_samples=n)
 
 
-def evaluate(model: nn.Module, dataset: Dataset[Any], batch_size: int = 512) -> EvalResult:
-    """Mean loss and accuracy of ``model`` on ``dataset``."""
-    model.eval()
-    loss_sum, correct, n = 0.0, 0, 0
-    with torch.no_grad():
-        for features, labels in DataLoader(dataset, batch_size=batch_size):
-            logits = model(features)
-            loss_sum += float(_loss(logits, labels)) * len(labels)
-            correct += int((_predict(logits) == labels).sum())
-            n += len(labels)
-    if n == 0:
-        raise ValueError("no evaluation data")
-    return EvalResult(loss=loss_sum / n, accuracy=correct / n, n_samples=n, n_correct=correct)
+def evaluate(
+    model: nn.Module, dataset: Dataset[Any], task: Task | None = None, batch_size: int = 512
+) -> EvalResult:
+    """The metrics of ``task`` for ``model`` on ``dataset`` (``None``: see ``TrainConfig``).
+
+    Raises
+    ------
+    TrainingError
+        The model's outputs hold NaN or infinity (it diverged).
+    ValueError
+        ``dataset`` is empty.
+    """
+    outputs, labels = model_outputs(model, dataset, batch_size)
+    if not np.isfinite(outputs).all():
+        raise TrainingError("the model's outputs hold NaN or infinity: it has diverged")
+    kind = task_of(outputs.shape[-1] if outputs.ndim == 2 else 1, task)
+    return EvalResult(kind, score(kind, outputs, labels))
 
 
 def shared_blocks(model: nn.Module, layout: ModelLayout) -> Blocks:
@@ -229,7 +264,7 @@ def local_round(
     """
     load_shared(model, layout, pulled)
     load_personal(model, personal)
-    before = evaluate(model, test_set)
+    before = evaluate(model, test_set, config.task)
     baseline = shared_blocks(model, layout)
     result = train_local(model, train_set, config, seed, on_step)
     delta = shared_blocks(model, layout) - baseline

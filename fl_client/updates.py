@@ -30,7 +30,7 @@ from crypto import (
     top_k_blocks,
     update_to_bytes,
 )
-from fl_client.settings import Compression
+from hefl_study import Compression
 
 __all__ = [
     "CompressionConfig",

@@ -21,6 +21,7 @@ from hefl_study._spec import (
     StopSpec,
     StudySpec,
     TrainingSpec,
+    is_job_name,
     spec_to_json,
 )
 from hefl_study._tasks import METRIC_GOALS, TASK_METRICS, Task, metric_reached
@@ -45,6 +46,7 @@ __all__ = [
     "StudySpec",
     "Task",
     "TrainingSpec",
+    "is_job_name",
     "load_spec",
     "metric_reached",
     "spec_from_json",

@@ -39,6 +39,7 @@ __all__ = [
     "StopSpec",
     "StudySpec",
     "TrainingSpec",
+    "is_job_name",
     "spec_to_json",
 ]
 
@@ -69,6 +70,11 @@ _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z
 # fl_server.settings' defaults of `a` per staleness kind (Xie et al.); only hinge has `b`.
 _STALENESS_A = {"polynomial": 0.5, "hinge": 10.0}
 _STALENESS_B = 4
+
+
+def is_job_name(name: str) -> bool:
+    """Whether ``name`` can name a study and its job: 1-63 of ``[a-z0-9-]``, not ``-`` first."""
+    return _NAME.fullmatch(name) is not None
 
 
 class _Section(BaseModel):

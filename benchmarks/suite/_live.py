@@ -1,10 +1,12 @@
-"""A live asynchronous hefl run: keyauth and fl_server under uvicorn on loopback, one
-``python -m fl_client train`` process per hospital, the slowness set with ``--step-delay``.
+"""A live asynchronous hefl run: keyauth and fl_server under uvicorn on loopback, a job
+the administrator creates from a spec built here, one ``python -m fl_client train --job``
+process per hospital, the slowness set with ``--step-delay``.
 
-While it runs, a watcher downloads the encrypted model (``GET /v1/model``, which needs no
-credential) whenever its version changes and stamps it with the wall clock. After the run
-the snapshots are decrypted with one hospital's secret context (the benchmark borrows that
-hospital's state directory, as the demo does) and evaluated on every hospital's test split.
+While it runs, a watcher downloads the encrypted model (``GET /v1/jobs/{job}/model``, with
+one hospital's access token) whenever its version changes and stamps it with the wall
+clock. After the run the snapshots are decrypted with that hospital's secret context (the
+benchmark borrows its state directory, as the demo does) and evaluated on every
+hospital's test split.
 """
 
 from __future__ import annotations
@@ -24,24 +26,67 @@ import httpx
 import crypto
 from benchmarks.suite._sim import Curve
 from fl_client.data import ClientData
+from fl_client.errors import ClientError
 from fl_client.models import ModelFactory, build_model
 from fl_client.reference import evaluate_federation, pooled_eval
 from fl_client.state import LocalState
 from fl_client.training import TrainConfig
+from fl_client.transport import ClientOptions, KeyauthClient, TokenManager
 from fl_client.updates import decrypt_model, model_limits
+from harness.admin import admin_token, create_job
 from harness.enrollment import client_command, enroll_hospital
 from harness.services import ServiceError, keyauth_service, new_admin_key, server_service
+from hefl_study import StudySpec, spec_from_mapping, spec_to_json
 
 
 @dataclass(frozen=True)
 class LiveSpec:
+    """One live configuration: a job of a bundled dataset, its model and local training.
+
+    The bundled dataset is the job's data factory (``data.input_shape``), so every
+    hospital's rows are exactly those of the in-process runs it is compared with.
+    """
+
     data: str
     sites: Sequence[str]
     model: str
     step_delays: Sequence[float]
     target_updates: int
     config: TrainConfig
+    input_shape: tuple[int, ...]
+    classes: Sequence[int]
+    seed: int = 0
     timeout: float = 600.0
+    job: str = "live"
+
+    def study(self) -> StudySpec:
+        """The job's spec: the model, its seed, the local training and the stop rule."""
+        task = "binary" if len(self.classes) == 2 else "multiclass"
+        training: dict[str, Any] = {
+            "optimizer": self.config.optimizer,
+            "lr": self.config.lr,
+            "momentum": self.config.momentum,
+            "batch_size": self.config.batch_size,
+        }
+        if self.config.steps is not None:
+            training["local_steps"] = self.config.steps
+        else:
+            training["local_epochs"] = self.config.epochs
+        return spec_from_mapping(
+            {
+                "name": self.job,
+                "description": f"benchmark: {self.data}, {self.model}",
+                "model": {"name": self.model, "seed": self.seed},
+                "data": {
+                    "task": task,
+                    "classes": list(self.classes),
+                    "input_shape": list(self.input_shape),
+                },
+                "training": training,
+                "server": {"max_training": 32},
+                "stop": {"target_updates": self.target_updates},
+            }
+        )
 
 
 @dataclass
@@ -56,11 +101,15 @@ class LiveResult:
 
 
 class _Watcher(threading.Thread):
-    """Downloads each new model version with its wall-clock time."""
+    """Downloads each new model version with its wall-clock time, as a hospital would."""
 
-    def __init__(self, url: str, started: float) -> None:
+    def __init__(self, url: str, keyauth_url: str, state_dir: Path, started: float) -> None:
         super().__init__(daemon=True)
         self.url = url
+        # the access tokens of the enrolled hospital whose state directory this is
+        credential = LocalState(state_dir).load_credential()
+        self.keyauth = KeyauthClient(ClientOptions(keyauth_url, timeout=10))
+        self.tokens = TokenManager(self.keyauth, credential.client_id, credential.client_secret)
         self.started = started
         self.snapshots: list[tuple[float, int, bytes]] = []
         self.stop = threading.Event()
@@ -70,9 +119,11 @@ class _Watcher(threading.Thread):
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set():
                 try:
-                    headers = {"If-None-Match": etag} if etag else {}
-                    answer = http.get(f"{self.url}/v1/model", headers=headers)
-                except httpx.TransportError:
+                    headers = {"Authorization": f"Bearer {self.tokens.get()}"}
+                    if etag:
+                        headers["If-None-Match"] = etag
+                    answer = http.get(self.url, headers=headers)
+                except (httpx.TransportError, ClientError):
                     answer = None
                 if answer is not None and answer.status_code == 200:
                     etag = answer.headers.get("ETag")
@@ -80,6 +131,7 @@ class _Watcher(threading.Thread):
                     now = time.monotonic() - self.started
                     self.snapshots.append((now, version, answer.content))
                 self.stop.wait(0.2)
+        self.keyauth.close()
 
 
 def run_live(
@@ -97,14 +149,13 @@ def run_live(
         with (
             keyauth_service(root / "keyauth", admin_key, logs / "keyauth.log") as ka,
             server_service(
-                ka.url,
-                root / "server",
-                logs / "fl_server.log",
-                target_updates=str(spec.target_updates),
-                client_updates_per_minute="0",
+                ka.url, root / "server", logs / "fl_server.log", client_updates_per_minute="0"
             ) as server,
         ):
             progress(f"live: keyauth {ka.url}, fl_server {server.url}")
+            token = admin_token(ka.url, admin_key, root / "keyauth")
+            create_job(server.url, token, spec_to_json(spec.study()))
+            job_url = f"{server.url}/v1/jobs/{spec.job}"
             # the hospitals enroll at once (each is a process that imports torch)
             with ThreadPoolExecutor(len(spec.sites)) as pool:
                 list(
@@ -116,29 +167,23 @@ def run_live(
                     )
                 )
             started = time.monotonic()
-            watcher = _Watcher(server.url, started)
+            watcher = _Watcher(
+                f"{job_url}/model", ka.url, root / "hospitals" / spec.sites[0], started
+            )
             watcher.start()
-            for i, (site, delay) in enumerate(zip(spec.sites, spec.step_delays, strict=True)):
+            for site, delay in zip(spec.sites, spec.step_delays, strict=True):
                 command = client_command(
                     "train",
                     "--server",
                     server.url,
+                    "--job",
+                    spec.job,
                     "--data",
                     spec.data,
                     "--site",
                     site,
-                    "--model",
-                    spec.model,
-                    "--seed",
-                    str(i),
                     "--state-dir",
                     str(root / "hospitals" / site),
-                    "--local-steps",
-                    str(spec.config.steps),
-                    "--batch-size",
-                    str(spec.config.batch_size),
-                    "--lr",
-                    str(spec.config.lr),
                     "--step-delay",
                     str(delay),
                     "--json",
@@ -161,7 +206,7 @@ def run_live(
                 if not server.alive():
                     raise ServiceError(f"fl_server died:\n{server.tail()}")
                 with contextlib.suppress(httpx.TransportError, ValueError):
-                    status = httpx.get(f"{server.url}/v1/status", timeout=5).json()
+                    status = httpx.get(f"{job_url}/status", timeout=5).json()
                 version = int(status.get("version", 0))
                 if version // 10 != last // 10:
                     elapsed = time.monotonic() - started
@@ -188,7 +233,7 @@ def run_live(
             time.sleep(0.5)  # let the watcher fetch the final publication
             watcher.stop.set()
             watcher.join(timeout=15)
-            status = httpx.get(f"{server.url}/v1/status", timeout=5).json()
+            status = httpx.get(f"{job_url}/status", timeout=5).json()
     finally:
         for p in procs:
             if p.poll() is None:

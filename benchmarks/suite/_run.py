@@ -31,9 +31,9 @@ from fl_client.data import (
     to_client_data,
 )
 from fl_client.models import MlpModel, build_model, resolve_model
-from fl_client.settings import Compression
 from fl_client.training import TrainConfig, evaluate, round_seed, train_local
 from fl_client.updates import CompressionConfig
+from hefl_study import Compression
 
 HEART = "heart-disease"
 DIGITS = "digits"
@@ -263,7 +263,7 @@ def _flamby_tables(
         n = sum(r.n_samples for r in results)
         return {
             "per_site": [r.accuracy for r in results],
-            "all": sum(r.n_correct for r in results) / n,
+            "all": sum(r.accuracy * r.n_samples for r in results) / n,
         }
 
     pooled = pool_sites(arrays)
@@ -342,22 +342,29 @@ def _he_seconds_per_update(n_params: int, repeats: int = 20) -> float:
 
 def section_time(plan: Plan, work: Path) -> dict[str, Any]:
     from benchmarks.suite._live import LiveSpec, run_live
-    from fl_server.settings import ServerSettings
+    from fl_server.staleness import make_staleness_policy
 
     _say("== 2/3. time to target, async vs sync, HE on vs off: heart-disease, logistic ==")
     sites = dataset_sites(HEART)
     datas = [load_client_data(HEART, s) for s in sites]
     factory = resolve_model("logistic")
     delays = [FAST_DELAY] * (len(sites) - 1) + [FAST_DELAY * SLOW_FACTOR]
-    policy = ServerSettings(state_dir=work / "unused").staleness_policy()
-    live = run_live(
-        LiveSpec(HEART, sites, "logistic", delays, plan.live_updates, HEART_TRAIN),
-        work / "live",
-        datas,
-        factory,
-        _say,
+    live_spec = LiveSpec(
+        HEART, sites, "logistic", delays, plan.live_updates, HEART_TRAIN, (13,), (0, 1)
     )
-    seeds = list(range(len(sites)))
+    # the job's server policy, for the simulations that run without a server
+    server = live_spec.study().server
+    policy = make_staleness_policy(
+        server.staleness,
+        a=server.staleness_a or 0.0,
+        b=server.staleness_b or 0,
+        mixing=server.mixing,
+        max_staleness=server.max_staleness,
+    )
+    live = run_live(live_spec, work / "live", datas, factory, _say)
+    # the job's hospitals share one seed (the initial model, the batch order): so do the
+    # simulations they are compared with
+    seeds = [live_spec.seed] * len(sites)
     sync = sync_fedavg(
         datas,
         plan.sync_rounds,

@@ -13,26 +13,33 @@ from fl_client.events import EventSink
 from fl_client.rounds.keys import KeyCache, LayoutCache
 from fl_client.rounds.port import ServerPort
 from fl_client.settings import ClientSettings
-from fl_client.state import LocalState, ModelCache
+from fl_client.state import JobState, ModelCache
 from fl_client.training import TrainConfig
 from fl_client.updates import CompressionConfig
+from hefl_study import StudySpec
 
 __all__ = ["RoundContext"]
 
 
 @dataclass
 class RoundContext:
-    """One client's rounds: the server port, its caches and files, its model and data.
+    """One client's rounds of one job: the port, its caches and files, its model and data.
 
-    ``cache`` is the last pulled model (decrypted); the next pull asks only for what
-    changed since. ``sleep`` and ``clock`` are injectable so tests wait for nothing.
+    ``spec`` is the job's study (verified against its hash): ``train_config`` and
+    ``compression`` follow from it, and the model was built from it. ``settings`` holds
+    only this hospital's own choices (when to stop, retries, step delay). ``cache`` is
+    the last pulled model (decrypted); the next pull asks only for what changed since.
+    ``sleep`` and ``clock`` are injectable so tests wait for nothing. ``stop_requested``
+    says whether this hospital wants to stop taking part (a signal, ``max_duration``):
+    waiting for a paused job ends then.
     """
 
     settings: ClientSettings
+    spec: StudySpec
     server: ServerPort
     keys: KeyCache
     layouts: LayoutCache
-    state: LocalState
+    state: JobState
     events: EventSink
     model: nn.Module
     data: ClientData
@@ -41,3 +48,4 @@ class RoundContext:
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     cache: ModelCache | None = None
+    stop_requested: Callable[[], bool] = lambda: False

@@ -23,7 +23,8 @@ class LayoutCache:
         The model's ``state_dict`` as initialized from the seed: what the layout is built
         from, the initial model a job may start with, and the first personal values.
     personal
-        fnmatch patterns of the tensors that never leave the hospital.
+        fnmatch patterns of the tensors that never leave the hospital (the spec's
+        ``communication.personal``).
     """
 
     def __init__(self, initial_state: Mapping[str, Any], personal: Sequence[str]) -> None:

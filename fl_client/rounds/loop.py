@@ -12,6 +12,7 @@ from crypto import ClientCipher, ModelLayout
 from fl_client.errors import (
     AuthError,
     JobNotTrainingError,
+    JobPausedError,
     ProtocolError,
     RateLimitedError,
     RetrainError,
@@ -20,7 +21,7 @@ from fl_client.errors import (
 )
 from fl_client.events import ClientWarning, ProgressBar, RoundResult, Stopped, WaitingForSlot
 from fl_client.rounds.context import RoundContext
-from fl_client.rounds.job import check_layout, current_job
+from fl_client.rounds.job import check_layout, current_job, wait_while_paused
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
 from fl_client.state import PendingUpdate, Progress
@@ -36,7 +37,7 @@ from fl_client.training import (
 )
 from fl_client.updates import prepare_update
 
-__all__ = ["RunSummary", "evaluate_global", "run", "run_round"]
+__all__ = ["RunSummary", "evaluate_global", "load_global", "run", "run_round"]
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,15 @@ class RunSummary:
 
 
 def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False) -> RunSummary:
-    """Rounds until the job is done or a stop condition (max rounds, duration, request)."""
+    """Rounds until the job is done or a stop condition (max rounds, duration, request).
+
+    A journaled update left by a crash is sent first. While the job is paused the client
+    waits (the update it could not send stays journaled and is sent after the resume); a
+    job that is done, for whatever reason, ends the run cleanly.
+    """
     started = ctx.clock()
     results: list[RoundResult] = []
-    resumed = resume(ctx)
-    if resumed is not None:
-        results.append(resumed)
+    ctx.stop_requested = lambda: bool(_stop_reason(ctx, stop_requested(), len(results), started))
     stale_in_row = 0
     reason = ""
     while not reason:
@@ -64,11 +68,14 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
         if reason:
             break
         try:
-            result = run_round(ctx)
+            result = resume(ctx) or run_round(ctx)
         except RetrainError:
             stale_in_row += 1
             if stale_in_row >= ctx.settings.max_consecutive_stale:
                 raise
+            continue
+        except JobPausedError:
+            wait_while_paused(ctx)
             continue
         except JobNotTrainingError:
             result = None
@@ -77,18 +84,19 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
             reason = "job_done"
         else:
             results.append(result)
+    stopped = Stopped(reason=reason, rounds=len(results))
     final_version, final_eval = None, None
     if reason == "job_done":
-        final_version, final_eval = evaluate_global(ctx)
-        report_metrics(ctx, final_version, final_eval, {})
-    stopped = Stopped(reason=reason, rounds=len(results))
-    if final_eval is not None and final_version is not None:
+        job = ctx.server.job()
+        if job.layout_fingerprint is not None and job.state != "waiting_for_initial_model":
+            final_version, final_eval = evaluate_global(ctx)
+            report_metrics(ctx, final_version, final_eval)
         stopped = Stopped(
             reason=reason,
             rounds=len(results),
+            job_stop_reason=job.stop_reason,
             final_version=final_version,
-            final_accuracy=final_eval.accuracy,
-            final_loss=final_eval.loss,
+            final_metrics=final_eval.to_metrics() if final_eval is not None else None,
         )
     ctx.events.emit(stopped)
     return RunSummary(
@@ -124,6 +132,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     job = current_job(ctx)
     if job.state == "done":
         return None
+    if job.state == "paused":  # and this client was asked to stop while it waited
+        raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     layout = check_layout(ctx, job)
     cipher = ctx.keys.cipher(job.key_epoch)
     progress = ctx.state.load_progress()
@@ -135,22 +145,25 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         pending = _encrypt(ctx, cipher, layout, pulled, progress, trained)
         ctx.state.write_pending(pending)
         result = send(ctx, pending, trained.before)
-    report_metrics(
-        ctx, pulled.cache.version, trained.before, {"train_loss": trained.train.mean_loss}
-    )
+    report_metrics(ctx, pulled.cache.version, trained.before)
     return result
 
 
-def evaluate_global(ctx: RoundContext, publish_wait: float = 30.0) -> tuple[int, EvalResult]:
-    """Pull the current global model and evaluate it (with this client's personal
-    tensors) on the held-out split.
+def load_global(ctx: RoundContext, publish_wait: float = 30.0) -> int:
+    """Pull the current global model into ``ctx.model``, with this client's personal
+    tensors; its version.
 
-    The server may serve a model a few versions behind the one it has applied
-    (``/v1/job``'s version); this waits up to ``publish_wait`` seconds for it.
+    The server may serve a model a few versions behind the one it has applied (the
+    job's version); this waits up to ``publish_wait`` seconds for it.
+
+    Raises
+    ------
+    ProtocolError
+        The job has no model yet.
     """
     job = ctx.server.job()
-    if job.state == "waiting_for_initial_model":
-        raise ProtocolError("the job has no model yet")
+    if job.state == "waiting_for_initial_model" or job.layout_fingerprint is None:
+        raise ProtocolError(f"job {job.name!r} has no model yet")
     layout = check_layout(ctx, job)
     pulled = pull_model(ctx, layout, job)
     deadline = ctx.clock() + publish_wait
@@ -159,7 +172,14 @@ def evaluate_global(ctx: RoundContext, publish_wait: float = 30.0) -> tuple[int,
         pulled = pull_model(ctx, layout, job)
     load_shared(ctx.model, layout, pulled.cache.blocks)
     load_personal(ctx.model, personal_values(ctx, ctx.state.load_progress(), layout))
-    return pulled.cache.version, evaluate(ctx.model, ctx.data.test)
+    return pulled.cache.version
+
+
+def evaluate_global(ctx: RoundContext, publish_wait: float = 30.0) -> tuple[int, EvalResult]:
+    """The current global model (``load_global``) on the held-out split, with the
+    metrics of the study's task."""
+    version = load_global(ctx, publish_wait)
+    return version, evaluate(ctx.model, ctx.data.test, ctx.train_config.task)
 
 
 @contextmanager
@@ -191,11 +211,10 @@ def training_slot(ctx: RoundContext) -> Iterator[None]:
             log.info("could not give the training slot back: %s", exc)
 
 
-def report_metrics(
-    ctx: RoundContext, version: int, evaluation: EvalResult, extra: dict[str, Any]
-) -> None:
-    """Post a model version's evaluation; a failure is a warning, except a refused login."""
-    metrics: dict[str, float | int] = {**evaluation.to_metrics(), **extra}
+def report_metrics(ctx: RoundContext, version: int, evaluation: EvalResult) -> None:
+    """Post a model version's metrics on the held-out rows (``n_samples`` of them);
+    a failure is a warning, except a refused login."""
+    metrics = evaluation.to_metrics()
     try:
         ctx.server.post_metrics(version, metrics)
     except (ServiceError, TransportError) as exc:
@@ -224,7 +243,7 @@ def _train(ctx: RoundContext, layout: ModelLayout, pulled: Pull, progress: Progr
             ctx.data.train,
             ctx.data.test,
             ctx.train_config,
-            round_seed(ctx.settings.seed, progress.rounds),
+            round_seed(ctx.spec.model.seed, progress.rounds),
             on_step=_on_step(ctx, bar),
         )
 
@@ -258,7 +277,7 @@ def _encrypt(
             trained.delta,
             residual,
             ctx.compression,
-            step=ctx.settings.client_step,
+            step=ctx.spec.training.client_step,
             round_=progress.rounds,
             base_version=pulled.cache.version,
             key_epoch=key_epoch,

@@ -26,12 +26,19 @@ OnChunk = Callable[[int, int | None], object]
 
 @dataclass(frozen=True)
 class JobInfo:
+    """A job as fl_server describes it (``Job`` in docs/protocol.md)."""
+
+    name: str
     state: str
     version: int
     target_updates: int | None
     layout_fingerprint: bytes | None
     key_epoch: int
     profile: str
+    spec_sha256: str
+    description: str = ""
+    stop_reason: str | None = None
+    updates_applied: int = 0
 
 
 @dataclass(frozen=True)
@@ -67,9 +74,13 @@ SecretContextSource = Callable[[int], SecretContext]
 
 
 class ServerPort(Protocol):
-    """fl_server as one client's rounds see it (docs/protocol.md)."""
+    """One job of fl_server (``/v1/jobs/{job}/...``) as a client's rounds see it."""
 
     def job(self) -> JobInfo: ...
+
+    def spec(self) -> bytes:
+        """The job's spec as the server stores it (canonical JSON), to check against its hash."""
+        ...
 
     def put_layout(self, layout_json: bytes) -> bool:
         """Set the job's layout; ``True`` if this call created it, ``False`` if it was equal."""

@@ -5,6 +5,7 @@
 # is sent; the progress is committed only when the server acknowledges it. After a crash the
 # journaled bytes are resent with the same id, which the server acknowledges as a duplicate
 # instead of applying twice. A rejected update (too stale) leaves the progress untouched.
+# An update refused because the job is paused stays journaled: it is sent after the resume.
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fl_client.errors import (
     ConflictError,
     InvalidRequestError,
     JobNotTrainingError,
+    JobPausedError,
     ProtocolError,
     RetrainError,
 )
@@ -25,7 +27,13 @@ __all__ = ["resume", "send"]
 
 
 def resume(ctx: RoundContext) -> RoundResult | None:
-    """Resend a journaled update left by a crash, with its original id."""
+    """Resend a journaled update left by a crash or a pause, with its original id.
+
+    Raises
+    ------
+    JobPausedError
+        The job is still paused; the update stays journaled.
+    """
     pending = ctx.state.load_pending()
     if pending is None:
         return None
@@ -47,10 +55,14 @@ def send(ctx: RoundContext, pending: PendingUpdate, eval_before: EvalResult | No
     ------
     RetrainError, JobNotTrainingError
         The server refused the update; the journal entry is dropped, nothing committed.
+    JobPausedError
+        The job is paused; the journal entry is kept, to be sent after the resume.
     """
     with ctx.events.bar(len(pending.envelope), "push", "B", unit_scale=True) as bar:
         try:
             ack = ctx.server.push_update(pending.envelope)
+        except JobPausedError:
+            raise
         except (RetrainError, JobNotTrainingError) as exc:
             ctx.state.clear_pending()
             ctx.events.emit(

@@ -1,4 +1,4 @@
-"""The client's local directory: credential, secret contexts, model cache, update journal.
+"""The client's local directory: credential, secret contexts, and per job its journal and cache.
 
 Every file is written atomically (temporary file, fsync, rename, fsync of the directory)
 with mode 0600 in a directory of mode 0700, through ``hefl_durable``. Arrays are stored
@@ -6,7 +6,7 @@ with ``numpy.savez`` and read back with ``allow_pickle=False``: nothing here can
 code when loaded.
 """
 
-from fl_client.state._local import LocalState
+from fl_client.state._local import JobState, LocalState
 from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
 
-__all__ = ["Credential", "LocalState", "ModelCache", "PendingUpdate", "Progress"]
+__all__ = ["Credential", "JobState", "LocalState", "ModelCache", "PendingUpdate", "Progress"]

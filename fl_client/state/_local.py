@@ -1,4 +1,8 @@
-"""``LocalState``: the client's state directory, one private file per thing it remembers."""
+"""``LocalState``: the client's state directory, one private file per thing it remembers.
+
+The credential and the secret contexts are the client's, shared by every job; what one
+job's rounds remember lives in ``jobs/<job>/`` (``JobState``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import hefl_durable
-from fl_client.errors import LocalStateError, NotEnrolledError
+from fl_client.errors import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state._codec import (
     credential_from_bytes,
     credential_to_bytes,
@@ -19,23 +23,21 @@ from fl_client.state._codec import (
     progress_to_bytes,
 )
 from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
+from hefl_study import is_job_name
 
-__all__ = ["LocalState"]
+__all__ = ["JobState", "LocalState"]
 
 _CREDENTIAL = "credential.json"
 _MODEL_CACHE = "model-cache.npz"
 _PROGRESS = "progress.npz"
 _PENDING = "pending-update.npz"
+_SPEC = "spec.json"
+_PREPROCESSING = "preprocessing.json"
 
 
-class LocalState:
-    """The state directory of one client.
-
-    Parameters
-    ----------
-    root
-        The directory; created with mode 0700 if missing, tightened to 0700 if others may
-        read it.
+class _PrivateDir:
+    """A private directory: created with mode 0700 if missing, tightened to 0700 if others
+    may read it; files written atomically, 0600.
 
     Raises
     ------
@@ -78,6 +80,29 @@ class LocalState:
         except OSError as exc:
             raise LocalStateError(f"could not delete {self.root / name}: {exc}") from exc
 
+
+class LocalState(_PrivateDir):
+    """The state directory of one client: its credential, secret contexts and jobs.
+
+    Parameters
+    ----------
+    root
+        The directory (``--state-dir``).
+    """
+
+    def job(self, name: str) -> JobState:
+        """The directory of one job's rounds, ``jobs/<name>/``.
+
+        Raises
+        ------
+        ConfigError
+            ``name`` cannot name a job (it would not stay inside ``jobs/``).
+        """
+        if not is_job_name(name):
+            raise ConfigError(f"{name!r} is not a job name: 1-63 lowercase letters, digits and '-'")
+        _PrivateDir(self.root / "jobs")
+        return JobState(self.root / "jobs" / name)
+
     # -- credential and keys -----------------------------------------------------------
 
     def save_credential(self, credential: Credential) -> None:
@@ -106,6 +131,31 @@ class LocalState:
         except (ValueError, KeyError, TypeError) as exc:
             raise LocalStateError(f"secret context metadata of epoch {key_epoch}: {exc!r}") from exc
         return profile, data
+
+
+class JobState(_PrivateDir):
+    """What one job's rounds remember: progress, the pending-update journal, the model
+    cache, the spec trained and this hospital's preprocessing record."""
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    # -- the spec and the preprocessing record (text) ------------------------------------
+
+    def save_spec(self, canonical_json: str) -> None:
+        self._write(_SPEC, canonical_json.encode("utf-8"))
+
+    def load_spec(self) -> str | None:
+        raw = self._read(_SPEC)
+        return None if raw is None else raw.decode("utf-8")
+
+    def save_preprocessing(self, record_json: str) -> None:
+        self._write(_PREPROCESSING, record_json.encode("utf-8"))
+
+    def load_preprocessing(self) -> str | None:
+        raw = self._read(_PREPROCESSING)
+        return None if raw is None else raw.decode("utf-8")
 
     # -- model cache -------------------------------------------------------------------
 

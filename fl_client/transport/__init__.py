@@ -6,12 +6,13 @@
 
 from fl_client.transport.edge import ClientOptions, RetryPolicy, require_secure_url
 from fl_client.transport.keyauth import AccessToken, Enrollment, KeyauthClient, TokenManager
-from fl_client.transport.server import ServerClient, TokenSource
+from fl_client.transport.server import JobClient, ServerClient, TokenSource
 
 __all__ = [
     "AccessToken",
     "ClientOptions",
     "Enrollment",
+    "JobClient",
     "KeyauthClient",
     "RetryPolicy",
     "ServerClient",

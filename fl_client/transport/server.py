@@ -1,4 +1,4 @@
-"""The client side of fl_server's REST surface: the HTTP implementation of ``ServerPort``."""
+"""The client side of fl_server's REST surface: its jobs, and ``ServerPort`` for one of them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk, SlotLease, Up
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
 
-__all__ = ["ServerClient", "TokenSource"]
+__all__ = ["JobClient", "ServerClient", "TokenSource", "job_from_json"]
 
 log = logging.getLogger(__name__)
 
@@ -63,29 +63,99 @@ class ServerClient:
                 self._tokens.invalidate()
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def job(self) -> JobInfo:
-        what = "job"
-        body = json_object(self._edge.request("GET", "/v1/job", what=what), what)
-        fingerprint = body.get("layout_fingerprint")
-        target = body.get("target_updates")
+    def jobs(self) -> list[JobInfo]:
+        """Every job of the server, by name (``GET /v1/jobs``)."""
+        what = "jobs"
         try:
-            fp = bytes.fromhex(fingerprint) if fingerprint is not None else None
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"{what}: layout_fingerprint is not hex") from exc
-        return JobInfo(
-            state=json_field(body, "state", str, what),
-            version=json_field(body, "version", int, what),
-            target_updates=target if isinstance(target, int) else None,
-            layout_fingerprint=fp,
-            key_epoch=json_field(body, "key_epoch", int, what),
-            profile=json_field(body, "profile", str, what),
+            body = self._authed("GET", "/v1/jobs", what=what).json()
+        except ValueError as exc:
+            raise ProtocolError(f"{what}: answer is not JSON") from exc
+        if not isinstance(body, list):
+            raise ProtocolError(f"{what}: answer is not a JSON list")
+        return [job_from_json(item, what) for item in body]
+
+    def job(self, name: str) -> JobInfo:
+        """One job (``GET /v1/jobs/{job}``); ``JobNotFoundError`` if there is none."""
+        what = f"job {name}"
+        return job_from_json(
+            json_object(self._authed("GET", _job_path(name), what=what), what), what
         )
+
+    def spec(self, name: str) -> bytes:
+        """The job's spec, canonical JSON (``GET /v1/jobs/{job}/spec``)."""
+        return self._authed("GET", _job_path(name, "spec"), what=f"spec of job {name}").content
+
+    def status(self, name: str | None = None) -> dict[str, Any]:
+        """The status of one job, or ``{"jobs": [...]}`` for every job (no credential)."""
+        path = _job_path(name, "status") if name is not None else "/v1/status"
+        return json_object(self._edge.request("GET", path, what="status"), "status")
+
+    def for_job(self, name: str) -> JobClient:
+        """The rounds' port onto one job of this server."""
+        return JobClient(self, name)
+
+
+def _job_path(name: str, *rest: str) -> str:
+    # job names are [a-z0-9-] (hefl_study): safe in a path as they are
+    return "/".join(("/v1/jobs", name, *rest))
+
+
+def job_from_json(body: object, what: str) -> JobInfo:
+    """A ``Job`` of docs/protocol.md, its fields checked."""
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{what}: a job is not a JSON object")
+    fingerprint = body.get("layout_fingerprint")
+    target = body.get("target_updates")
+    try:
+        fp = bytes.fromhex(fingerprint) if fingerprint is not None else None
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{what}: layout_fingerprint is not hex") from exc
+    stop_reason = body.get("stop_reason")
+    applied = body.get("updates_applied")
+    return JobInfo(
+        name=json_field(body, "name", str, what),
+        state=json_field(body, "state", str, what),
+        version=json_field(body, "version", int, what),
+        target_updates=target if isinstance(target, int) else None,
+        layout_fingerprint=fp,
+        key_epoch=json_field(body, "key_epoch", int, what),
+        profile=json_field(body, "profile", str, what),
+        spec_sha256=json_field(body, "spec_sha256", str, what),
+        description=str(body.get("description") or ""),
+        stop_reason=stop_reason if isinstance(stop_reason, str) else None,
+        updates_applied=applied if isinstance(applied, int) else 0,
+    )
+
+
+class JobClient:
+    """``ServerPort`` over HTTP: one job's paths, ``/v1/jobs/{job}/...``, with the client token.
+
+    Parameters
+    ----------
+    server
+        The server client whose connection, retries and tokens it uses.
+    name
+        The job.
+    """
+
+    def __init__(self, server: ServerClient, name: str) -> None:
+        self._server = server
+        self.name = name
+
+    def _authed(self, method: str, path: str, *, what: str, **kwargs: Any) -> httpx.Response:
+        return self._server._authed(method, _job_path(self.name, path), what=what, **kwargs)
+
+    def job(self) -> JobInfo:
+        return self._server.job(self.name)
+
+    def spec(self) -> bytes:
+        return self._server.spec(self.name)
 
     def put_layout(self, layout_json: bytes) -> bool:
         """Set the job's layout; ``True`` if this call created it, ``False`` if it was equal."""
         response = self._authed(
             "PUT",
-            "/v1/job/layout",
+            "layout",
             what="put layout",
             content=layout_json,
             headers={"Content-Type": "application/json"},
@@ -93,12 +163,12 @@ class ServerClient:
         return response.status_code == 201
 
     def get_layout(self) -> bytes:
-        return self._edge.request("GET", "/v1/job/layout", what="get layout").content
+        return self._authed("GET", "layout", what="get layout").content
 
     def put_initial_model(self, envelope: bytes) -> None:
         self._authed(
             "PUT",
-            "/v1/job/initial-model",
+            "initial-model",
             what="put initial model",
             content=envelope,
             headers={"Content-Type": OCTET_STREAM},
@@ -116,9 +186,9 @@ class ServerClient:
         headers = {"Accept": OCTET_STREAM}
         if etag is not None:
             headers["If-None-Match"] = etag
-        response = self._edge.request(
+        response = self._authed(
             "GET",
-            "/v1/model",
+            "model",
             what=what,
             params={"since": since} if since is not None else None,
             headers=headers,
@@ -137,21 +207,19 @@ class ServerClient:
     def request_slot(self) -> SlotLease:
         """Ask for a training slot; a busy server raises ``RateLimitedError`` (not retried)."""
         what = "training slot"
-        response = self._authed(
-            "POST", "/v1/slots", what=what, retry_statuses=RETRY_STATUSES - {429}
-        )
+        response = self._authed("POST", "slots", what=what, retry_statuses=RETRY_STATUSES - {429})
         body = json_object(response, what)
         return SlotLease(expires_at=str(body.get("expires_at", "")))
 
     def release_slot(self) -> None:
-        self._authed("DELETE", "/v1/slots", what="release slot")
+        self._authed("DELETE", "slots", what="release slot")
 
     def push_update(self, envelope: bytes) -> UpdateAck:
         """Send an update; retried freely: the server acknowledges a resent update id."""
         what = "push update"
         response = self._authed(
             "POST",
-            "/v1/updates",
+            "updates",
             what=what,
             content=envelope,
             headers={"Content-Type": OCTET_STREAM},
@@ -171,10 +239,7 @@ class ServerClient:
     def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
         self._authed(
             "POST",
-            "/v1/metrics",
+            "metrics",
             what="post metrics",
             json={"version": version, "metrics": dict(metrics)},
         )
-
-    def status(self) -> dict[str, Any]:
-        return json_object(self._edge.request("GET", "/v1/status", what="status"), "status")

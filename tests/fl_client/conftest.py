@@ -14,6 +14,7 @@ from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.output import Reporter
+from hefl_study import StudySpec
 from tests.fl_client.fakes import FakeKeyauth, FakeServer
 
 
@@ -73,15 +74,17 @@ def make_runner(
         name: str = "a",
         *,
         data: ClientData | None = None,
+        spec: StudySpec | None = None,
         enrolled: bool = True,
         reporter: EventSink | None = None,
         **overrides: Any,
     ) -> Runner:
+        if spec is not None:  # the job's study (every runner of a test shares it)
+            fake_server.spec = spec
         values: dict[str, Any] = {
             "state_dir": tmp_path / f"state-{name}",
+            "job": fake_server.name,
             "output": "quiet",
-            "lr": 0.1,
-            "batch_size": 32,
             "backoff_base": 0.0,
         }
         values.update(overrides)

@@ -16,6 +16,39 @@ from typing import Any
 import httpx
 
 import crypto
+from hefl_study import StudySpec, spec_from_mapping, spec_to_json
+
+
+def study(
+    name: str = "cancer",
+    *,
+    data: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
+    **sections: Any,
+) -> StudySpec:
+    """A study spec for the tests: breast cancer's 30 features from the bundled factory,
+    logistic, binary, SGD at lr 0.1 in batches of 32, 100 updates."""
+    raw: dict[str, Any] = {
+        "name": name,
+        "profile": "test-n2048",
+        "model": model or {"name": "logistic", "seed": 0},
+        "data": data or {"task": "binary", "classes": [0, 1], "input_shape": [30]},
+        "training": {"lr": 0.1, "batch_size": 32},
+        "stop": {"target_updates": 100},
+    }
+    for key, value in sections.items():
+        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
+    return spec_from_mapping(raw)
+
+
+def digits_study(name: str = "digits", **sections: Any) -> StudySpec:
+    """``study`` for sklearn's digits (1x8x8 images, 10 classes) with an MLP."""
+    return study(
+        name,
+        data={"task": "multiclass", "classes": list(range(10)), "input_shape": [1, 8, 8]},
+        model={"name": "mlp", "seed": 0},
+        **sections,
+    )
 
 
 def problem(
@@ -124,14 +157,21 @@ class Refusal(Exception):
 
 @dataclass
 class FakeServer:
-    """A protocol-following aggregation server holding the model as ciphertexts.
+    """A protocol-following aggregation server with one job, holding its model as
+    ciphertexts.
 
     Its handlers (``job`` ... ``post_metrics``) know nothing of HTTP, like fl_server's
-    service: calling the fake is the HTTP edge, ``MemoryPort`` the rounds' port onto them.
+    service: calling the fake is the HTTP edge (``/v1/jobs/{job}/...``), ``MemoryPort``
+    the rounds' port onto them. ``pause()`` / ``resume()`` / ``stop()`` act as the
+    administrator would.
     """
 
     keys: crypto.KeyMaterial
     keyauth: FakeKeyauth
+    spec: StudySpec = field(default_factory=study)
+    spec_body: bytes | None = None  # what GET .../spec answers instead of the spec (tests)
+    stop_reason: str | None = None
+    paused_from: str | None = None
     key_epoch: int = 1
     target_updates: int = 100
     max_staleness: int = 10
@@ -161,17 +201,50 @@ class FakeServer:
         self.profile = crypto.get_profile(self.keys.profile_name)
         self.cipher = crypto.ServerCipher(self.keys.public_context, self.profile)
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    # -- the administrator -----------------------------------------------------------------
+
+    def pause(self) -> None:
+        if self.state != "paused":
+            self.paused_from, self.state = self.state, "paused"
+
+    def resume(self) -> None:
+        assert self.paused_from is not None
+        self.state, self.paused_from = self.paused_from, None
+
+    def stop(self) -> None:
+        self.state, self.stop_reason = "done", "stopped"
+
     # -- the handlers ----------------------------------------------------------------------
 
     def job(self) -> dict[str, Any]:
         return {
+            "name": self.name,
+            "description": self.spec.description,
             "state": self.state,
+            "stop_reason": self.stop_reason,
             "version": self.version,
+            "updates_applied": self.applied,
             "target_updates": self.target_updates,
-            "layout_fingerprint": self.layout.fingerprint.hex() if self.layout else None,
+            "spec_sha256": self.spec.sha256,
             "key_epoch": self.key_epoch,
             "profile": self.profile.name,
+            "layout_fingerprint": self.layout.fingerprint.hex() if self.layout else None,
+            "created_at": "2026-11-30T00:00:00Z",
+            "training_seconds": 0.0,
         }
+
+    def spec_bytes(self) -> bytes:
+        if self.spec_body is not None:
+            return self.spec_body
+        return spec_to_json(self.spec).encode("utf-8")
+
+    def _refuse_if_paused(self) -> None:
+        if self.state == "paused":
+            raise Refusal(409, "job_paused")
 
     def put_layout(self, raw: bytes) -> bool:
         self.layouts_put.append(raw)
@@ -197,7 +270,8 @@ class FakeServer:
         assert len(model.blocks) == self.layout.n_blocks
         self.blocks = {b.index: self.cipher.load_model_block(b.data) for b in model.blocks}
         self.published[0] = self.model_bytes()
-        self.state = "training"
+        if self.state == "waiting_for_initial_model":
+            self.state = "training"
 
     def get_model(
         self, since: int | None, etag: str | None
@@ -215,6 +289,7 @@ class FakeServer:
         return self.model_bytes(since), self.version, current
 
     def request_slot(self) -> str:
+        self._refuse_if_paused()
         if self.slots_busy:
             self.slots_busy -= 1
             raise Refusal(429, "slots_full", retry_after=7)
@@ -226,6 +301,7 @@ class FakeServer:
         update_id = str(update.update_id)
         if update_id in self.acks:
             return {**self.acks[update_id], "duplicate": True}
+        self._refuse_if_paused()
         if self.state != "training":
             raise Refusal(409, "job_not_training")
         tau = self.version - update.base_version
@@ -244,7 +320,7 @@ class FakeServer:
             self.changed_at[block.index] = self.version
         self.published[self.version] = self.model_bytes()
         if self.version >= self.target_updates:
-            self.state = "done"
+            self.state, self.stop_reason = "done", "target_updates"
         ack = {
             "update_id": update_id,
             "version": self.version,
@@ -290,13 +366,16 @@ class FakeServer:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path, method = request.url.path, request.method
-        if self.fail_with_503 and path != "/v1/job":
+        if path in ("/v1/status", f"/v1/jobs/{self.name}/status") and method == "GET":
+            body = {"jobs": [self.job()]} if path == "/v1/status" else self.job()
+            return httpx.Response(200, json=body)
+        # the job's own GET always answers: the failures meet the paths below it
+        if self.fail_with_503 and path.startswith(f"/v1/jobs/{self.name}/"):
             self.fail_with_503 -= 1
             return problem(503, "server_busy", headers={"Retry-After": "0"})
-        needs_auth = method != "GET"
-        if needs_auth and not self._authorized(request):
+        if not self._authorized(request):
             return problem(401, "token_invalid")
-        if needs_auth and self.reject_token_once:
+        if method != "GET" and self.reject_token_once:
             self.reject_token_once = False
             return problem(401, "token_expired")
         try:
@@ -308,19 +387,31 @@ class FakeServer:
             return problem(refusal.status, refusal.code, headers=headers, **refusal.extra)
 
     def _route(self, request: httpx.Request, method: str, path: str) -> httpx.Response:
-        if (method, path) == ("GET", "/v1/job"):
+        if (method, path) == ("GET", "/v1/jobs"):
+            return httpx.Response(200, json=[self.job()])
+        prefix = f"/v1/jobs/{self.name}"
+        if not (path == prefix or path.startswith(prefix + "/")):
+            if path.startswith("/v1/jobs/"):
+                return problem(404, "job_not_found")
+            return problem(404, "not_found")
+        route = (method, path.removeprefix(prefix))
+        if route == ("GET", ""):
             return httpx.Response(200, json=self.job())
-        if (method, path) == ("PUT", "/v1/job/layout"):
+        if route == ("GET", "/spec"):
+            return httpx.Response(
+                200, content=self.spec_bytes(), headers={"X-Hefl-Spec-Sha256": self.spec.sha256}
+            )
+        if route == ("PUT", "/layout"):
             created = self.put_layout(request.content)
             assert self.layout is not None
             body = {"fingerprint": self.layout.fingerprint.hex()}
             return httpx.Response(201 if created else 200, json=body)
-        if (method, path) == ("GET", "/v1/job/layout"):
+        if route == ("GET", "/layout"):
             return httpx.Response(200, content=self.get_layout())
-        if (method, path) == ("PUT", "/v1/job/initial-model"):
+        if route == ("PUT", "/initial-model"):
             self.put_initial_model(request.content)
             return httpx.Response(201, json={"version": 0, "state": "training"})
-        if (method, path) == ("GET", "/v1/model"):
+        if route == ("GET", "/model"):
             self.pulls.append(request)
             since = request.url.params.get("since")
             model = self.get_model(
@@ -333,22 +424,24 @@ class FakeServer:
             if etag is not None:
                 headers |= {"ETag": etag, "Content-Type": "application/octet-stream"}
             return httpx.Response(200, content=content, headers=headers)
-        if path == "/v1/slots":
+        if route[1] == "/slots":
             if method == "DELETE":
                 return httpx.Response(204)
             return httpx.Response(200, json={"expires_at": self.request_slot()})
-        if (method, path) == ("POST", "/v1/updates"):
+        if route == ("POST", "/updates"):
             ack = self.push_update(request.content)
             if self.drop_answer_after_apply and not ack["duplicate"]:
                 self.drop_answer_after_apply -= 1
                 raise httpx.ReadError("connection reset after the update was applied")
             return httpx.Response(202, json=ack)
-        if (method, path) == ("POST", "/v1/metrics"):
+        if route == ("POST", "/metrics"):
             self.post_metrics(json.loads(request.content))
             return httpx.Response(202, json={"version": self.version})
-        if (method, path) == ("GET", "/v1/status"):
-            return httpx.Response(200, json={"state": self.state, "version": self.version})
         return problem(404, "not_found")
+
+    def writes(self) -> list[str]:
+        """Every request that is not a read: a layout, a model, a slot, an update, metrics."""
+        return [f"{r.method} {r.url.path}" for r in self.requests if r.method != "GET"]
 
     def decrypt(self, client: crypto.ClientCipher) -> Any:
         """The model as the server holds it, decrypted with a client's key (tests only)."""

@@ -10,6 +10,7 @@ from fl_client.errors import error_from_problem
 from fl_client.events import Event
 from fl_client.output import Reporter
 from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk, SlotLease, UpdateAck
+from fl_client.transport.server import job_from_json
 from tests.fl_client.fakes import FakeServer, Refusal
 
 T = TypeVar("T")
@@ -17,7 +18,7 @@ T = TypeVar("T")
 
 @dataclass
 class MemoryPort:
-    """The rounds' ``ServerPort`` onto a ``FakeServer``'s handlers: no HTTP, no tokens.
+    """The rounds' ``ServerPort`` onto a ``FakeServer``'s job: no HTTP, no tokens.
 
     ``calls`` names every call in order, ``since`` the ``since`` of every model pull;
     ``faults[name]`` lists errors the next calls of ``name`` raise instead of answering.
@@ -41,16 +42,10 @@ class MemoryPort:
             ) from None
 
     def job(self) -> JobInfo:
-        body = self._call("job", self.server.job)
-        fingerprint = body["layout_fingerprint"]
-        return JobInfo(
-            state=body["state"],
-            version=body["version"],
-            target_updates=body["target_updates"],
-            layout_fingerprint=bytes.fromhex(fingerprint) if fingerprint else None,
-            key_epoch=body["key_epoch"],
-            profile=body["profile"],
-        )
+        return job_from_json(self._call("job", self.server.job), "job")
+
+    def spec(self) -> bytes:
+        return self._call("spec", self.server.spec_bytes)
 
     def put_layout(self, layout_json: bytes) -> bool:
         return self._call("put_layout", self.server.put_layout, layout_json)

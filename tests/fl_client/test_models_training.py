@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 import crypto
-from fl_client import ClientData, ConfigError
+from fl_client import ClientData, ConfigError, TrainingError
 from fl_client.models import MODELS, build_model, resolve_model
 from fl_client.training import (
     TrainConfig,
@@ -22,6 +23,7 @@ from fl_client.training import (
     shared_blocks,
     train_local,
 )
+from hefl_study import TASK_METRICS, Task
 
 
 def _params(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -138,3 +140,50 @@ def test_local_round_delta_covers_shared_tensors_and_keeps_personal_ones_apart(
     assert np.array_equal(pulled + result.delta, shared_blocks(model, layout))
     assert np.abs(result.delta).max() > 0
     assert not np.array_equal(result.personal["head.weight"], personal["head.weight"])
+
+
+@pytest.mark.parametrize(
+    ("task", "outputs", "labels", "metrics"),
+    [
+        (
+            "binary",
+            1,
+            torch.tensor([0, 1] * 20),
+            {"accuracy", "balanced_accuracy", "auroc", "auprc"},
+        ),
+        ("multiclass", 3, torch.arange(40) % 3, {"accuracy", "macro_f1"}),
+        ("regression", 1, torch.linspace(-1, 1, 40, dtype=torch.float32), {"mae", "rmse"}),
+    ],
+)
+def test_each_task_trains_on_its_loss_and_reports_its_metrics(
+    task: Task, outputs: int, labels: torch.Tensor, metrics: set[str]
+) -> None:
+    # Prepare: a feature that carries the label
+    x = torch.stack([labels.float(), torch.ones(40)], dim=1)
+    data = TensorDataset(x, labels)
+    model = torch.nn.Linear(2, outputs)
+    config = TrainConfig(steps=60, batch_size=8, lr=0.1, task=task)
+    before = evaluate(model, data, task)
+
+    # Execute
+    train_local(model, data, config, seed=0)
+    after = evaluate(model, data, task)
+
+    # Assert
+    assert (
+        set(after.metrics)
+        == {"n_samples", "loss", *metrics}
+        == set(TASK_METRICS[task]) | {"n_samples"}
+    )
+    assert after.n_samples == 40
+    assert after.loss < before.loss
+
+
+def test_a_diverged_model_is_a_training_error_not_a_traceback() -> None:
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.fill_(float("nan"))
+    data = TensorDataset(torch.ones(4, 2), torch.tensor([0, 1, 0, 1]))
+
+    with pytest.raises(TrainingError, match="diverged"):
+        evaluate(model, data, "binary")

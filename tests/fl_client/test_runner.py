@@ -7,6 +7,7 @@ import json
 import logging
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,14 +22,17 @@ from fl_client import (
     TooStaleError,
     TransportError,
     enroll,
+    load_client_data,
 )
 from fl_client.events import Event, RoundResult
 from fl_client.output import Reporter
 from fl_client.state import LocalState
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
+from hefl_study import TASK_METRICS
 from tests.fl_client.conftest import MakeRunner, Sleeps
-from tests.fl_client.fakes import FakeKeyauth, FakeServer
+from tests.fl_client.fakes import FakeKeyauth, FakeServer, digits_study, study
+from tests.fl_client.memory_port import RecordingSink
 
 
 def _cipher(keys: crypto.KeyMaterial) -> crypto.ClientCipher:
@@ -46,14 +50,9 @@ def _uploaded(server: FakeServer, index: int = -1) -> crypto.EncryptedUpdate:
 def _replay_delta(runner: Runner, pulled: np.ndarray, round_: int) -> np.ndarray:
     """The delta the client must have computed, recomputed from scratch (training is
     deterministic given the pulled values and the round seed)."""
-    from fl_client.models import build_model, resolve_model
+    from fl_client.models import model_from_spec
 
-    model = build_model(
-        resolve_model(runner.context.settings.model),
-        runner.context.data.input_shape,
-        runner.context.data.n_classes,
-        runner.context.settings.seed,
-    )
+    model = model_from_spec(runner.context.spec)
     layout = runner.context.layouts.get(pulled.shape[1])
     shared = set(layout.names)
     personal = {k: v.numpy() for k, v in model.state_dict().items() if k not in shared}
@@ -65,7 +64,7 @@ def _replay_delta(runner: Runner, pulled: np.ndarray, round_: int) -> np.ndarray
         runner.context.data.train,
         runner.context.data.test,
         runner.context.train_config,
-        round_seed(runner.context.settings.seed, round_),
+        round_seed(runner.context.spec.model.seed, round_),
     )
     return result.delta
 
@@ -78,7 +77,11 @@ def test_update_applied_by_the_server_is_pulled_plus_step_times_compressed_delta
 ) -> None:
     # Prepare: an MLP of many blocks, top-k 25 %, client step 0.5
     runner = make_runner(
-        data=digits_site, model="mlp", compression="top-k", block_fraction=0.25, client_step=0.5
+        data=digits_site,
+        spec=digits_study(
+            communication={"compression": "top-k", "block_fraction": 0.25},
+            training={"client_step": 0.5},
+        ),
     )
     profile = crypto.get_profile(small_keys.profile_name)
     cipher = _cipher(small_keys)
@@ -119,7 +122,8 @@ def test_the_next_pull_asks_only_for_blocks_changed_since_the_cached_version(
     small_keys: crypto.KeyMaterial,
     digits_site: ClientData,
 ) -> None:
-    runner = make_runner(data=digits_site, model="mlp", compression="top-k", block_fraction=0.1)
+    spec = digits_study(communication={"compression": "top-k", "block_fraction": 0.1})
+    runner = make_runner(data=digits_site, spec=spec)
     first = runner.run_round()
     assert first is not None
 
@@ -151,8 +155,9 @@ def test_personal_layers_never_leave_and_each_client_keeps_its_own(
     digits_site: ClientData,
 ) -> None:
     # Prepare: two clients whose heads are personal
-    a = make_runner("a", data=digits_site, model="mlp", personal=["head.*"], seed=1)
-    b = make_runner("b", data=digits_site, model="mlp", personal=["head.*"], seed=2)
+    spec = digits_study(communication={"personal": ["head.*"]})
+    a = make_runner("a", data=digits_site, spec=spec)
+    b = make_runner("b", data=load_client_data("digits", "1", n_sites=3))
     whole = crypto.build_layout(
         a.context.layouts.initial_state, crypto.get_profile("test-n2048").block_size
     )
@@ -253,7 +258,8 @@ def test_a_crash_before_sending_resends_on_restart(
 def test_too_stale_rejection_commits_nothing_and_the_client_retrains(
     make_runner: MakeRunner, fake_server: FakeServer, cancer_sites: list[ClientData]
 ) -> None:
-    runner = make_runner(compression="top-k", block_fraction=0.5, max_rounds=1)
+    spec = study(communication={"compression": "top-k", "block_fraction": 0.5})
+    runner = make_runner(spec=spec, max_rounds=1)
     fake_server.too_stale_next = 1
     with pytest.raises(TooStaleError):
         runner.run_round()
@@ -308,23 +314,28 @@ def test_the_run_stops_when_the_job_is_done_and_reports_final_metrics(
     assert summary.final_version == 3
     assert summary.final_eval is not None
     versions = [m["version"] for m in fake_server.metrics]
-    assert versions == [0, 1, 2, 3]
-    assert "train_loss" not in fake_server.metrics[-1]["metrics"]  # the final evaluation
-    assert "train_loss" in fake_server.metrics[0]["metrics"]
+    assert versions == [0, 1, 2, 3]  # after each round, and the final evaluation
     for report in fake_server.metrics:
-        assert 0 <= report["metrics"]["accuracy"] <= 1
+        # the binary task's metrics, on the held-out rows
+        assert set(report["metrics"]) == {"n_samples", *TASK_METRICS["binary"]}
+        assert 0 <= report["metrics"]["auroc"] <= 1
         assert report["metrics"]["n_samples"] == len(runner.context.data.test)
+    assert summary.final_eval.to_metrics() == fake_server.metrics[-1]["metrics"]
 
 
 def test_a_client_with_another_layout_is_refused_with_a_clear_message(
-    make_runner: MakeRunner,
+    make_runner: MakeRunner, fake_server: FakeServer
 ) -> None:
-    first = make_runner("a")
-    assert first.run_round() is not None
-    other = make_runner("b", personal=["head.bias"])
+    # Prepare: the job's layout keeps the head's bias personal; this client's spec does not
+    runner = make_runner("a")
+    fake_server.layout = crypto.build_layout(
+        runner.context.layouts.initial_state,
+        fake_server.profile.block_size,
+        personal=["head.bias"],
+    )
 
     with pytest.raises(LayoutConflictError, match="personal"):
-        other.run_round()
+        runner.run_round()
 
 
 def test_tokens_and_secrets_never_reach_logs_or_output(
@@ -341,9 +352,11 @@ def test_tokens_and_secrets_never_reach_logs_or_output(
 
     runner.run()
 
-    text = caplog.text + out.getvalue() + err.getvalue() + repr(runner.session.credential)
+    text = (
+        caplog.text + out.getvalue() + err.getvalue() + repr(runner.session.connection.credential)
+    )
     secrets = [*fake_keyauth.clients.values(), *fake_keyauth.valid_tokens, "enroll-"]
-    assert runner.session.credential.client_secret in fake_keyauth.clients.values()
+    assert runner.session.connection.credential.client_secret in fake_keyauth.clients.values()
     for secret in secrets:
         assert secret not in text
     events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
@@ -412,9 +425,9 @@ def test_train_uses_the_enrolling_keyauth_unless_told_otherwise(
     make_runner: MakeRunner, fake_keyauth: FakeKeyauth
 ) -> None:
     first = make_runner("a")
-    assert first.session.keyauth.base_url == "http://127.0.0.1:8700"
+    assert first.session.connection.keyauth.base_url == "http://127.0.0.1:8700"
     moved = make_runner("a", keyauth_url="https://keyauth.example.org")
-    assert moved.session.keyauth.base_url == "https://keyauth.example.org"
+    assert moved.session.connection.keyauth.base_url == "https://keyauth.example.org"
 
 
 def test_the_final_evaluation_waits_for_the_last_applied_version(
@@ -437,22 +450,82 @@ def test_a_new_key_epoch_is_fetched_once_and_used(
     make_runner: MakeRunner, fake_server: FakeServer, fake_keyauth: FakeKeyauth
 ) -> None:
     runner = make_runner()
-    assert runner.session.credential.key_epoch == 1
+    assert runner.session.connection.credential.key_epoch == 1
     # keyauth rotated and the job was set up under epoch 2
     fake_keyauth.key_epoch = fake_server.key_epoch = 2
 
     result = runner.run_round()
 
     assert result is not None
-    assert runner.context.state.load_secret_context(2) is not None
+    assert runner.session.connection.state.load_secret_context(2) is not None
     fetched = [r for r in fake_keyauth.requests if r.url.path == "/v1/keys/secret-context"]
     assert [r.url.params.get("epoch") for r in fetched] == ["1", "2"]
     assert _uploaded(fake_server).key_epoch == 2
 
 
 def test_step_delay_sleeps_after_every_local_step(make_runner: MakeRunner, sleeps: Sleeps) -> None:
-    runner = make_runner(step_delay=0.25, local_steps=3)
+    runner = make_runner(step_delay=0.25, spec=study(training={"local_steps": 3}))
     result = runner.run_round()
     assert result is not None
     assert result.train_steps == 3
     assert sleeps.count(0.25) == 3
+
+
+def test_an_update_refused_while_paused_stays_journaled_and_is_sent_after_the_resume(
+    make_runner: MakeRunner, fake_server: FakeServer, sleeps: Sleeps
+) -> None:
+    # Prepare: the job is paused just as the client pushes its first update; the
+    # administrator resumes it after the client has looked three times
+    sink = RecordingSink()
+    runner = make_runner(reporter=sink, max_rounds=1)
+    push = fake_server.push_update
+    looks = {"n": 0}
+
+    def pause_then_push(envelope: bytes) -> dict[str, Any]:
+        if fake_server.applied == 0 and fake_server.paused_from is None and looks["n"] == 0:
+            fake_server.pause()
+        return push(envelope)
+
+    job = fake_server.job
+
+    def look() -> dict[str, Any]:
+        if fake_server.state == "paused":
+            looks["n"] += 1
+            if looks["n"] == 3:
+                fake_server.resume()
+        return job()
+
+    fake_server.push_update = pause_then_push  # type: ignore[method-assign]
+    fake_server.job = look  # type: ignore[method-assign]
+
+    # Execute
+    summary = runner.run()
+
+    # Assert: one update, the same bytes refused then applied; "paused" said once
+    assert summary.rounds == 1
+    assert fake_server.applied == 1
+    assert len(fake_server.uploads) == 2
+    assert fake_server.uploads[0] == fake_server.uploads[1]
+    assert sink.names.count("paused") == sink.names.count("resumed") == 1
+    assert sink.names.index("paused") < sink.names.index("update")
+    assert runner.context.state.load_pending() is None
+    assert len([s for s in sleeps if s > 0]) >= 2  # it waited with backoff
+
+
+def test_a_client_waiting_for_a_paused_job_still_stops_at_its_max_duration(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    # Prepare: a job paused for good; a client that takes part for 60 s at most
+    sink = RecordingSink()
+    runner = make_runner(reporter=sink, max_duration=60)
+    ticks = iter(range(0, 10_000, 7))
+    runner.context.clock = lambda: float(next(ticks))  # 7 s per look at the clock
+    fake_server.pause()
+
+    # Execute
+    summary = runner.run()
+
+    # Assert
+    assert summary.stop_reason == "max_duration"
+    assert sink.names[-2:] == ["paused", "stopped"]
+    assert fake_server.writes() == []

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fl_client import LocalStateError, NotEnrolledError
+from fl_client import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state import Credential, LocalState, ModelCache, PendingUpdate, Progress
 
 
@@ -31,11 +31,12 @@ def test_directory_is_0700_and_every_file_0600(tmp_path: Path) -> None:
     state = LocalState(root)
     state.save_credential(_credential())
     state.save_secret_context(1, "test-n2048", b"context")
-    state.commit_progress(Progress(rounds=2))
+    state.job("icu").commit_progress(Progress(rounds=2))
 
     assert _mode(root) == 0o700
-    for path in root.iterdir():
-        assert _mode(path) == 0o600, path
+    for path in root.rglob("*"):
+        assert _mode(path) == (0o700 if path.is_dir() else 0o600), path
+    assert (root / "jobs" / "icu" / "progress.npz").is_file()
     assert state.load_credential() == _credential()
     assert state.load_secret_context(1) == ("test-n2048", b"context")
     assert state.load_secret_context(2) is None
@@ -59,7 +60,7 @@ def test_missing_credential_says_how_to_enroll(tmp_path: Path) -> None:
 def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
     tmp_path: Path,
 ) -> None:
-    state = LocalState(tmp_path / "s")
+    state = LocalState(tmp_path / "s").job("icu")
     update_id = uuid.uuid4()
     residual = np.arange(8.0).reshape(2, 4)
     personal: dict[str, npt.NDArray[Any]] = {
@@ -99,7 +100,7 @@ def test_pending_update_round_trips_and_acknowledging_commits_its_progress(
 
 
 def test_model_cache_round_trips(tmp_path: Path) -> None:
-    state = LocalState(tmp_path / "s")
+    state = LocalState(tmp_path / "s").job("icu")
     cache = ModelCache(5, 1, b"x" * 32, np.random.default_rng(0).normal(size=(3, 4)), '"v5"')
     state.save_model_cache(cache)
     loaded = state.load_model_cache()
@@ -114,10 +115,10 @@ def test_model_cache_round_trips(tmp_path: Path) -> None:
 
 
 def test_pickled_content_in_a_state_file_is_never_unpickled(tmp_path: Path) -> None:
-    state = LocalState(tmp_path / "s")
+    state = LocalState(tmp_path / "s").job("icu")
     buf = io.BytesIO()
     np.savez(buf, __meta__=np.array([{"evil": 1}], dtype=object), allow_pickle=True)
-    path = tmp_path / "s" / "progress.npz"
+    path = state.root / "progress.npz"
     path.write_bytes(buf.getvalue())
     path.chmod(0o600)
 
@@ -126,10 +127,10 @@ def test_pickled_content_in_a_state_file_is_never_unpickled(tmp_path: Path) -> N
 
 
 def test_writes_are_atomic_no_temporary_file_is_left(tmp_path: Path) -> None:
-    state = LocalState(tmp_path / "s")
+    state = LocalState(tmp_path / "s").job("icu")
     for i in range(3):
         state.commit_progress(Progress(rounds=i))
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["progress.npz"]
+    assert sorted(p.name for p in state.root.iterdir()) == ["progress.npz"]
     assert state.load_progress().rounds == 2
 
 
@@ -138,6 +139,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
 
     assert fl_client.state.__all__ == [
         "Credential",
+        "JobState",
         "LocalState",
         "ModelCache",
         "PendingUpdate",
@@ -171,7 +173,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Prepare
-    state = LocalState(tmp_path / "s")
+    state = LocalState(tmp_path / "s").job("icu")
     state.commit_progress(Progress(rounds=1))
 
     def disk_full(fd: int) -> None:
@@ -185,5 +187,24 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(
     monkeypatch.undo()
 
     # Assert
-    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["progress.npz"]
+    assert sorted(p.name for p in state.root.iterdir()) == ["progress.npz"]
     assert state.load_progress().rounds == 1
+
+
+@pytest.mark.parametrize("name", ["../escape", "", "UPPER", "a/b", "-x", "."])
+def test_a_job_name_that_could_leave_jobs_is_refused(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ConfigError, match="not a job name"):
+        LocalState(tmp_path / "s").job(name)
+
+    assert not (tmp_path / "s" / "jobs").exists() or not any((tmp_path / "s" / "jobs").iterdir())
+
+
+def test_each_job_keeps_its_own_progress_journal_and_cache(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "s")
+
+    state.job("icu").commit_progress(Progress(rounds=4))
+    state.job("heart").commit_progress(Progress(rounds=1))
+
+    assert state.job("icu").load_progress().rounds == 4
+    assert state.job("heart").load_progress().rounds == 1
+    assert state.job("other").load_model_cache() is None

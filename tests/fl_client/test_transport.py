@@ -17,18 +17,23 @@ from fl_client import (
     ConfigError,
     EnrollmentTokenError,
     InsecureTransportError,
+    JobExistsError,
+    JobNotFoundError,
+    JobNotPausedError,
+    JobPausedError,
     KeyauthClient,
     ProtocolError,
     RateLimitedError,
     RetryPolicy,
     ServerClient,
     ServerError,
+    SpecInvalidError,
     TokenManager,
     TooStaleError,
     TransportError,
     require_secure_url,
 )
-from fl_client.transport import TokenSource
+from fl_client.transport import JobClient, TokenSource
 from tests.fl_client.conftest import Sleeps
 from tests.fl_client.fakes import problem
 
@@ -73,7 +78,7 @@ def test_clients_refuse_insecure_urls_at_construction() -> None:
         ServerClient(ClientOptions("ftp://127.0.0.1"))
 
 
-def _server(
+def _client(
     handler: httpx.MockTransport, sleeps: Sleeps, tokens: TokenSource | None = None
 ) -> ServerClient:
     options = ClientOptions(
@@ -83,11 +88,25 @@ def _server(
         rng=random.Random(0),
         retry=RetryPolicy(max_attempts=4, backoff_base=0.5, backoff_max=4.0),
     )
-    return ServerClient(options, tokens=tokens)
+    return ServerClient(options, tokens=tokens or _StaticTokens())
+
+
+def _server(
+    handler: httpx.MockTransport, sleeps: Sleeps, tokens: TokenSource | None = None
+) -> JobClient:
+    """The port onto job "icu"."""
+    return _client(handler, sleeps, tokens).for_job("icu")
 
 
 def _job() -> dict[str, object]:
     return {
+        "name": "icu",
+        "description": "ICU mortality",
+        "stop_reason": None,
+        "updates_applied": 3,
+        "spec_sha256": "cd" * 32,
+        "created_at": "2026-11-30T00:00:00Z",
+        "training_seconds": 1.5,
         "state": "training",
         "version": 3,
         "target_updates": 10,
@@ -375,3 +394,78 @@ def test_metrics_are_posted_as_the_protocol_says(sleeps: Sleeps) -> None:
         4, {"loss": 0.5, "accuracy": 0.75, "n_samples": 80}
     )
     assert bodies == [{"version": 4, "metrics": {"loss": 0.5, "accuracy": 0.75, "n_samples": 80}}]
+
+
+def test_a_job_port_speaks_the_job_paths_and_sends_the_token_on_every_request(
+    sleeps: Sleeps,
+) -> None:
+    # Prepare
+    seen: list[tuple[str, str, str | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append((request.method, request.url.path, request.headers.get("Authorization")))
+        path = request.url.path
+        if path.endswith("/model"):
+            return httpx.Response(200, content=b"m", headers={"X-Hefl-Model-Version": "3"})
+        if path.endswith(("/layout", "/spec")):
+            return httpx.Response(200, content=b"{}")
+        if path.endswith("/updates"):
+            ack = {"update_id": "u", "version": 4, "staleness": 0, "weight": 1.0}
+            return httpx.Response(202, json=ack)
+        if path.endswith("/slots") and request.method == "POST":
+            return httpx.Response(200, json={"expires_at": "x"})
+        if path == "/v1/jobs":
+            return httpx.Response(200, json=[_job()])
+        return httpx.Response(200, json=_job())
+
+    port = _server(httpx.MockTransport(handler), sleeps)
+
+    # Execute
+    port.job()
+    port.spec()
+    port.get_layout()
+    port.get_model()
+    port.request_slot()
+    port.push_update(b"u")
+    port.release_slot()
+    port.post_metrics(3, {"n_samples": 1, "loss": 0.5})
+    jobs = _client(httpx.MockTransport(handler), sleeps).jobs()
+
+    # Assert
+    assert [(m, p) for m, p, _ in seen] == [
+        ("GET", "/v1/jobs/icu"),
+        ("GET", "/v1/jobs/icu/spec"),
+        ("GET", "/v1/jobs/icu/layout"),
+        ("GET", "/v1/jobs/icu/model"),
+        ("POST", "/v1/jobs/icu/slots"),
+        ("POST", "/v1/jobs/icu/updates"),
+        ("DELETE", "/v1/jobs/icu/slots"),
+        ("POST", "/v1/jobs/icu/metrics"),
+        ("GET", "/v1/jobs"),
+    ]
+    assert {auth for _, _, auth in seen} == {"Bearer token-0"}
+    assert [(j.name, j.description, j.spec_sha256) for j in jobs] == [
+        ("icu", "ICU mortality", "cd" * 32)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (404, "job_not_found", JobNotFoundError),
+        (409, "job_paused", JobPausedError),
+        (409, "job_not_paused", JobNotPausedError),
+        (409, "job_exists", JobExistsError),
+        (422, "spec_invalid", SpecInvalidError),
+    ],
+)
+def test_the_jobs_problem_codes_have_their_classes(
+    sleeps: Sleeps, status: int, code: str, cls: type[Exception]
+) -> None:
+    port = _server(httpx.MockTransport(lambda r: problem(status, code)), sleeps)
+
+    with pytest.raises(cls) as info:
+        port.push_update(b"u")
+
+    assert info.value.code == code  # type: ignore[attr-defined]
+    assert sleeps == []
