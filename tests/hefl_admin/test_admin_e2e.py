@@ -1,0 +1,211 @@
+"""``hefl-admin`` against real keyauth and fl_server under uvicorn: a job's whole life."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.services import keyauth_service, new_admin_key, server_service
+from hefl_study import load_spec
+
+pytestmark = pytest.mark.e2e
+
+PROFILE = "test-n2048"
+SPEC = f"""
+name = "icu-mortality"
+description = "Who dies in the ICU?"
+profile = "{PROFILE}"
+
+[model]
+name = "logistic"
+
+[data]
+label = "died"
+task = "binary"
+classes = [0, 1]
+
+[[data.features]]
+name = "age"
+type = "numeric"
+
+[stop]
+target_updates = 40
+metric = "auroc"
+value = 0.9
+"""
+
+
+@dataclass
+class Deployment:
+    keyauth_url: str
+    server_url: str
+    admin_key: str
+    spec: Path
+
+    def admin(self, *args: str, admin_key: str | None = None) -> subprocess.CompletedProcess[str]:
+        """``python -m hefl_admin ARGS``, as the administrator runs it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTH_")}
+        env["KEYAUTH_ADMIN_KEY"] = admin_key or self.admin_key
+        command = ["--url", self.keyauth_url, "--server-url", self.server_url, *args]
+        return subprocess.run(
+            [sys.executable, "-m", "hefl_admin", *command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.admin(*args)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        return result.stdout
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    root = tmp_path_factory.mktemp("admin-e2e")
+    admin_key = new_admin_key()
+    spec = root / "icu.toml"
+    spec.write_text(SPEC, encoding="utf-8")
+    with (
+        keyauth_service(root / "keyauth", admin_key, root / "keyauth.log", profile=PROFILE) as ka,
+        server_service(ka.url, root / "server", root / "server.log") as server,
+    ):
+        yield Deployment(ka.url, server.url, admin_key, spec)
+
+
+def test_a_job_from_creation_to_stop(deployment: Deployment) -> None:
+    sha256 = load_spec(deployment.spec).sha256
+
+    # Create, and create the same study again.
+    created = deployment.ok("job", "create", str(deployment.spec))
+    again = deployment.ok("job", "create", str(deployment.spec))
+    # List and show.
+    listed = deployment.ok("job", "list").splitlines()
+    shown = deployment.ok("job", "show", "icu-mortality")
+    status = json.loads(deployment.ok("job", "show", "icu-mortality", "--json"))
+    # Pause, resume, stop; resuming a done job is refused.
+    paused = deployment.ok("job", "pause", "icu-mortality")
+    resumed = deployment.ok("job", "resume", "icu-mortality")
+    stopped = deployment.ok("job", "stop", "icu-mortality")
+    refused = deployment.admin("job", "resume", "icu-mortality")
+    final = json.loads(deployment.ok("job", "list", "--json"))
+
+    assert created.splitlines()[0] == "created job icu-mortality"
+    assert f"spec_sha256: {sha256}" in created
+    assert "state:       waiting_for_initial_model" in created
+    assert f"profile:     {PROFILE}" in created
+    assert (
+        again.splitlines()[0] == "job icu-mortality exists already with this spec: nothing changed"
+    )
+    assert listed[0].split() == ["NAME", "STATE", "VERSION", "UPDATES", "STOP_REASON", "CREATED_AT"]
+    assert listed[1].split()[:5] == ["icu-mortality", "waiting_for_initial_model", "0", "0/40", "-"]
+    assert "hospitals:\n  none has been seen yet" in shown
+    rules = shown[shown.index("stop rules") :].splitlines()[2:]
+    assert rules[0].split() == ["target_updates", "0", "40", "no"]
+    assert rules[1].split() == [
+        "target_metric", "-", "(0", "hospitals,", "2", "needed)", "auroc", ">=", "0.9", "no"
+    ]  # fmt: skip
+    assert (status["name"], status["spec_sha256"], status["key_epoch"]) == (
+        "icu-mortality",
+        sha256,
+        1,
+    )
+    assert [rule["rule"] for rule in status["stop_rules"]] == ["target_updates", "target_metric"]
+    assert paused == "icu-mortality: paused\n"
+    assert resumed == "icu-mortality: waiting_for_initial_model\n"
+    assert stopped == "icu-mortality: done (stopped)\n"
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr.startswith("hefl-admin: job_not_paused: ")
+    assert [(j["name"], j["state"], j["stop_reason"]) for j in final] == [
+        ("icu-mortality", "done", "stopped")
+    ]
+
+
+def test_another_spec_under_a_taken_name_is_refused(deployment: Deployment, tmp_path: Path) -> None:
+    deployment.ok("job", "create", str(deployment.spec))
+    other = tmp_path / "other.toml"
+    other.write_text(SPEC.replace("value = 0.9", "value = 0.8"), encoding="utf-8")
+
+    result = deployment.admin("job", "create", str(other))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("hefl-admin: job_exists: a job named 'icu-mortality' exists")
+    assert load_spec(other).sha256 in result.stderr
+
+
+def test_errors_are_one_line_and_an_exit_status(deployment: Deployment, tmp_path: Path) -> None:
+    missing = deployment.admin("job", "show", "no-such-job")
+    wrong_key = deployment.admin("job", "list", admin_key="not-the-admin-key-0123456789")
+    bad_spec = tmp_path / "bad.toml"
+    bad_spec.write_text(SPEC.replace(f'"{PROFILE}"', '"n1-s1"'), encoding="utf-8")
+    invalid = deployment.admin("job", "create", str(bad_spec))
+
+    assert (missing.returncode, missing.stderr.split(":")[:2]) == (
+        1,
+        ["hefl-admin", " job_not_found"],
+    )
+    assert wrong_key.returncode == 1
+    assert wrong_key.stderr.startswith("hefl-admin: admin_key_invalid: ")
+    assert invalid.returncode == 2
+    assert invalid.stderr.startswith(f"hefl-admin: {bad_spec} has 1 problem; nothing was sent:")
+    assert "  profile: " in invalid.stderr
+    for result in (missing, wrong_key, invalid):
+        assert "Traceback" not in result.stderr
+
+
+def test_a_profile_other_than_the_key_epochs_is_refused_by_the_server(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    spec = tmp_path / "other-profile.toml"
+    spec.write_text(
+        SPEC.replace(f'"{PROFILE}"', '"n4096-s40"').replace("icu-mortality", "icu-2"),
+        encoding="utf-8",
+    )
+
+    result = deployment.admin("job", "create", str(spec))
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("hefl-admin: spec_invalid: ")
+
+
+def test_each_role_is_refused_on_the_others_routes(deployment: Deployment) -> None:
+    # Prepare: a job, a hospital's client token, and an administrator token.
+    deployment.ok("job", "create", str(deployment.spec))
+    token = deployment.ok("token", "create", "hospital-a", "--quiet").strip()
+    with httpx.Client(timeout=10) as http:
+        enrolled = http.post(f"{deployment.keyauth_url}/v1/enroll", json={"token": token}).json()
+        credentials = {k: enrolled[k] for k in ("client_id", "client_secret")}
+        client = http.post(f"{deployment.keyauth_url}/v1/token", json=credentials).json()
+        admin = http.post(
+            f"{deployment.keyauth_url}/v1/admin/token",
+            headers={"X-Admin-Key": deployment.admin_key},
+        ).json()
+
+        # Execute: the client pauses a job, the administrator asks for a training slot.
+        job = f"{deployment.server_url}/v1/jobs/icu-mortality"
+        client_pauses = http.post(
+            f"{job}/pause", headers={"Authorization": f"Bearer {client['access_token']}"}
+        )
+        admin_trains = http.post(
+            f"{job}/slots", headers={"Authorization": f"Bearer {admin['access_token']}"}
+        )
+        admin_secret = http.get(
+            f"{deployment.keyauth_url}/v1/keys/secret-context",
+            headers={"Authorization": f"Bearer {admin['access_token']}"},
+        )
+
+    # Assert
+    for refused in (client_pauses, admin_trains, admin_secret):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "token_wrong_role"
