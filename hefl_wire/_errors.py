@@ -42,7 +42,7 @@ class ProblemError(Exception):
     def from_answer(cls, detail: str, *, code: str, http_status: int) -> Self:
         """The error as another party answered it, its ``code`` and status kept unchecked.
 
-        For a client rebuilding an answer (``keyauth.errors.error_from_problem``): a proxy's
+        For a client rebuilding an answer (``hefl-admin``'s refusals): a proxy's
         502 or a newer service's code is what was said, not what this side raises.
         """
         error = cls(detail)
