@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,25 @@ _SECTIONS: dict[str, tuple[type[BaseModel], Callable[[Any], list[Problem]]]] = {
     "stop": (StopSpec, lambda s: check_stop(s, None)),
 }
 
+# Reported for the document as a whole: the place where nesting went too deep is a path
+# of hundreds of levels, no help to anyone.
+_TOO_DEEP = Problem("spec", "nested too deeply to be a study spec")
+# pydantic's own limit, below Python's, and its cycle check (a mapping can hold itself)
+_PYDANTIC_TOO_DEEP = frozenset({"recursion_depth_exceeded", "recursion_loop"})
+
+
+@contextmanager
+def _nesting_checked(source: str) -> Iterator[None]:
+    """A ``SpecError`` for a document nested too deeply for Python's stack.
+
+    ``json``, ``tomllib`` and validation recurse once per level of nesting: ``[`` written
+    10**5 times would otherwise end in a ``RecursionError``.
+    """
+    try:
+        yield
+    except RecursionError:
+        raise SpecError([_TOO_DEEP], source) from None
+
 
 def _section_problems(raw: Mapping[str, Any], broken: set[str]) -> list[Problem]:
     problems = []
@@ -65,9 +85,16 @@ def spec_from_mapping(raw: Mapping[str, Any], source: str = "study spec") -> Stu
     SpecError
         Listing every problem found, each with its location.
     """
+    with _nesting_checked(source):
+        return _validate(raw, source)
+
+
+def _validate(raw: Mapping[str, Any], source: str) -> StudySpec:
     try:
         return StudySpec.model_validate(raw)
     except ValidationError as exc:
+        if any(error["type"] in _PYDANTIC_TOO_DEEP for error in exc.errors()):
+            raise SpecError([_TOO_DEEP], source) from None
         problems = problems_from_validation(exc, StudySpec)
         broken = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
         raise SpecError([*problems, *_section_problems(raw, broken)], source) from None
@@ -84,7 +111,8 @@ def spec_from_toml(text: str, source: str = "study spec") -> StudySpec:
         A TOML syntax error (located by line), or every problem of the spec.
     """
     try:
-        raw = tomllib.loads(text)
+        with _nesting_checked(source):
+            raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError([Problem("TOML", str(exc))], source) from None
     return spec_from_mapping(raw, source)
@@ -117,7 +145,8 @@ def spec_from_json(text: str) -> StudySpec:
         The text is not a JSON object, or the spec in it has problems.
     """
     try:
-        raw = json.loads(text)
+        with _nesting_checked("study spec"):
+            raw = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SpecError([Problem("JSON", str(exc))]) from None
     if not isinstance(raw, dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -535,6 +536,55 @@ def test_bad_json_is_a_spec_error() -> None:
         spec_from_json("[1, 2]")
     with pytest.raises(SpecError):
         spec_from_json("{")
+
+
+def nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def with_args(depth: int) -> Raw:
+    return edit(lambda r: r["model"].update(name="mlp", args={"hidden": nested(depth)}))
+
+
+DEEP: list[tuple[str, Callable[[], object]]] = [
+    ("JSON arrays", lambda: spec_from_json("[" * 100_000)),
+    ("JSON objects", lambda: spec_from_json('{"a":' * 100_000)),
+    ("TOML arrays", lambda: spec_from_toml("a = " + "[" * 100_000)),
+    ("TOML inline tables", lambda: spec_from_toml("a = " + "{b = " * 100_000)),
+    ("a mapping's model args", lambda: spec_from_mapping(with_args(10_000))),
+    # within json's reach, beyond pydantic's
+    ("JSON model args", lambda: spec_from_json(json.dumps(with_args(500)))),
+]
+
+
+@pytest.mark.parametrize(("case", "parse"), DEEP, ids=[case for case, _ in DEEP])
+def test_a_document_nested_too_deeply_is_one_plain_problem(
+    case: str, parse: Callable[[], object]
+) -> None:
+    with pytest.raises(SpecError) as info:
+        parse()
+    # not a RecursionError, nor a location hundreds of levels long
+    assert [(p.location, p.message) for p in info.value.problems] == [
+        ("spec", "nested too deeply to be a study spec")
+    ]
+
+
+def test_a_spec_file_nested_too_deeply_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "deep.toml"
+    path.write_text("a = " + "[" * 100_000, encoding="utf-8")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path} has 1 problem:\n  spec: nested too deeply to be a study spec"
+
+
+def test_a_mapping_that_holds_itself_is_refused_too() -> None:
+    args: dict[str, Any] = {}
+    args["hidden"] = args
+    with pytest.raises(SpecError, match="nested too deeply"):
+        spec_from_mapping(edit(lambda r: r["model"].update(name="mlp", args=args)))
 
 
 def test_a_spec_built_in_python_is_checked_too() -> None:
