@@ -284,7 +284,7 @@ def run(
                         revocation_refresh="0",
                     ) as server_process:
                         url = server_process.url
-                        admin = admin_token(keyauth, ADMIN_KEY, tmp / "keyauth")
+                        admin = admin_token(keyauth, ADMIN_KEY)
                         _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
                             measure_http(url, tokens[:n], layout, key_epoch, updates, per_uploader)

@@ -66,7 +66,7 @@ def live_job(
             keyauth.url, work / "server", work / "server.log", client_updates_per_minute="0"
         ) as server,
     ):
-        token = admin_token(keyauth.url, admin, work / "keyauth")
+        token = admin_token(keyauth.url, admin)
         create_job(server.url, token, study_json(job, profile=TEST_PROFILE))
         party = enroll(keyauth.url, admin, name)
         layout = make_layout(n_params, party.profile)

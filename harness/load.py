@@ -138,7 +138,7 @@ def load(
             # The default max_staleness (64): a post based too far back is a 409, and
             # receipts older than the window are forgotten (memory stays flat).
             spec = study_json(_JOB, profile=prof.name, target_updates=100_000_000)
-            create_job(server.url, admin_token(keyauth.url, admin, work / "keyauth"), spec)
+            create_job(server.url, admin_token(keyauth.url, admin), spec)
             start_job(server.url, _JOB, parties[0], layout, random_blocks(layout, prof, 1))
             assert server.process is not None
             pid = server.process.pid

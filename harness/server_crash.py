@@ -140,7 +140,7 @@ def crash_server(
             checkpoint_every="3",
         )
         server.start()
-        token = admin_token(keyauth.url, admin, work / "keyauth")
+        token = admin_token(keyauth.url, admin)
         for job in JOBS:
             create_job(server.url, token, study_json(job, profile=profile.name))
             start_job(server.url, job, parties[0], layout, initial[job])

@@ -153,7 +153,7 @@ def run_live(
             ) as server,
         ):
             progress(f"live: keyauth {ka.url}, fl_server {server.url}")
-            token = admin_token(ka.url, admin_key, root / "keyauth")
+            token = admin_token(ka.url, admin_key)
             create_job(server.url, token, spec_to_json(spec.study()))
             job_url = f"{server.url}/v1/jobs/{spec.job}"
             # the hospitals enroll at once (each is a process that imports torch)

@@ -30,9 +30,10 @@ from fl_client.output import Reporter
 from fl_client.reference import plaintext_federated, pooled_eval
 from fl_client.training import TrainConfig, local_round, round_seed
 from fl_client.updates import CompressionConfig
+from harness.admin import admin_token, create_job
 from harness.enrollment import enrollment_token
 from harness.services import keyauth_service, server_service
-from hefl_study import StudySpec, spec_from_mapping, spec_to_json
+from harness.studies import study_json
 
 pytestmark = pytest.mark.e2e
 
@@ -48,35 +49,16 @@ def keyauth_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield keyauth.url
 
 
-def heart_study(name: str, target_updates: int, **training: Any) -> StudySpec:
-    """The bundled heart-disease hospitals (13 encoded features) as a factory's data."""
-    return spec_from_mapping(
-        {
-            "name": name,
-            "profile": "n4096-s40",
-            "model": {"name": "logistic", "seed": 0},
-            "data": {"task": "binary", "classes": [0, 1], "input_shape": [13]},
-            "training": {"lr": 0.05, "batch_size": 16, **training},
-            "server": {"max_training": 32},
-            "stop": {"target_updates": target_updates},
-        }
+def heart_study(name: str, target_updates: int, **training: Any) -> str:
+    """The bundled heart-disease hospitals (13 encoded features) as a factory's data: the
+    spec's canonical JSON, as ``POST /v1/jobs`` takes it."""
+    return study_json(
+        name,
+        profile=crypto.DEFAULT_PROFILE.name,
+        inputs=13,
+        training={"lr": 0.05, "batch_size": 16, **training},
+        target_updates=target_updates,
     )
-
-
-def create_job(keyauth: str, server: str, spec: StudySpec) -> dict[str, Any]:
-    """The administrator's step: an admin token from keyauth, then ``POST /v1/jobs``."""
-    token = httpx.post(
-        f"{keyauth}/v1/admin/token", headers={"X-Admin-Key": ADMIN_KEY}, timeout=10
-    ).json()["access_token"]
-    answer = httpx.post(
-        f"{server}/v1/jobs",
-        content=spec_to_json(spec).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        timeout=10,
-    )
-    assert answer.status_code in (200, 201), answer.text
-    job: dict[str, Any] = answer.json()
-    return job
 
 
 @contextmanager
@@ -119,7 +101,7 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
     # Prepare: three enrolled hospitals, a job of 3 x ROUNDS updates
     schedule = [i for _ in range(ROUNDS) for i in range(len(HOSPITALS))]
     with _fl_server(keyauth_url, tmp_path) as server:
-        create_job(keyauth_url, server, heart_study("heart", len(schedule)))
+        create_job(server, admin_token(keyauth_url, ADMIN_KEY), heart_study("heart", len(schedule)))
         runners = []
         for name in HOSPITALS:
             settings = _settings(tmp_path, name, keyauth_url, server, "heart")
@@ -183,7 +165,9 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
 
 def test_cli_enrolls_trains_to_the_end_and_shows_status(keyauth_url: str, tmp_path: Path) -> None:
     with _fl_server(keyauth_url, tmp_path) as server:
-        create_job(keyauth_url, server, heart_study("swiss", 3, local_steps=4))
+        create_job(
+            server, admin_token(keyauth_url, ADMIN_KEY), heart_study("swiss", 3, local_steps=4)
+        )
         state = tmp_path / "cli-state"
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLCLIENT_")}
         env["FLCLIENT_STATE_DIR"] = str(state)
@@ -265,7 +249,9 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
     keyauth_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with _fl_server(keyauth_url, tmp_path) as server:
-        create_job(keyauth_url, server, heart_study("restart", 10, client_step=0.5))
+        create_job(
+            server, admin_token(keyauth_url, ADMIN_KEY), heart_study("restart", 10, client_step=0.5)
+        )
         settings = _settings(tmp_path, "hungary", keyauth_url, server, "restart")
         enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, "hungary-restart"))
         runner = Runner(settings, reporter=Reporter("quiet"))

@@ -56,7 +56,7 @@ class Keyauth:
 def keyauth_service_(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keyauth]:
     root = tmp_path_factory.mktemp("keyauth")
     with keyauth_service(root / "state", ADMIN_KEY, root / "keyauth.log", profile=PROFILE) as ka:
-        yield Keyauth(ka.url, admin_token(ka.url, ADMIN_KEY, root / "state"))
+        yield Keyauth(ka.url, admin_token(ka.url, ADMIN_KEY))
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
     ):
         # The bundled heart-disease hospitals: 13 encoded features from a data factory.
         spec = study_json(JOB, profile=crypto.DEFAULT_PROFILE.name, inputs=13)
-        create_job(server.url, admin_token(keyauth.url, admin_key, tmp_path / "keyauth"), spec)
+        create_job(server.url, admin_token(keyauth.url, admin_key), spec)
         for site in SITES:
             enroll_hospital(keyauth.url, admin_key, site, tmp_path / site)
         clients: dict[str, subprocess.Popen[bytes]] = {}

@@ -56,7 +56,7 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
         probe = enroll(keyauth.url, admin, "probe")  # holds the same epoch's secret key
         enrollment = enrollment_token(keyauth.url, admin, "switzerland")
         with server_service(keyauth.url, tmp_path / "server", tmp_path / "server.log") as server:
-            admin_access = admin_token(keyauth.url, admin, tmp_path / "keyauth")
+            admin_access = admin_token(keyauth.url, admin)
             spec = study_json(
                 "swiss",
                 profile="test-n2048",

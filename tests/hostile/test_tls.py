@@ -71,7 +71,7 @@ def services(
         # The administrator's flow over https too: a token from keyauth, then the job.
         verify = tls.client_context()
         keyauth_url = keyauth.url.replace("127.0.0.1", "localhost")
-        token = admin_token(keyauth_url, admin_key, work / "keyauth", verify=verify)
+        token = admin_token(keyauth_url, admin_key, verify=verify)
         spec = study_json(JOB, profile=crypto.DEFAULT_PROFILE.name, inputs=13, target_updates=2)
         create_job(server.url.replace("127.0.0.1", "localhost"), token, spec, verify=verify)
         yield keyauth, server, admin_key
