@@ -13,19 +13,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future
 
 import crypto
 import hefl_study
-from fl_server.admission import RateLimiter, SlotTable, UpdateQueue, UpdateTicket
+from fl_server.admission import RateLimiter, SlotTable, UpdateQueue
 from fl_server.auth import Sightings
 from fl_server.domain import BodyReader, JobView, LayoutSet, ModelDownload, StatusView, UpdateAck
 from fl_server.downloads import ModelDownloads
 from fl_server.errors import ServerError, StateError
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
-from fl_server.journal import Journal, running_future
+from fl_server.journal import Journal
 from fl_server.material import EpochContext
 from fl_server.publishing import Publisher
 from fl_server.reports import MetricsReports, parse_report
@@ -40,27 +40,6 @@ from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
 
 __all__ = ["JobService"]
-
-
-def _then(first: Future[None], then: Callable[[], Future[None]]) -> Future[None]:
-    """A future that resolves once ``first`` and then ``then()`` have (or the first fails)."""
-    done: Future[None] = running_future()
-
-    def settle(future: Future[None]) -> None:
-        error = future.exception()
-        if error is not None:
-            done.set_exception(error)
-        else:
-            done.set_result(None)
-
-    def next_step(future: Future[None]) -> None:
-        if future.exception() is not None:
-            settle(future)
-        else:
-            then().add_done_callback(settle)
-
-    first.add_done_callback(next_step)
-    return done
 
 
 class JobService:
@@ -219,22 +198,16 @@ class JobService:
         return self._lifecycle.envelope_limit()
 
     async def receive_layout(self, client: AccessClaims, read_body: BodyReader) -> LayoutSet:
-        """Read a layout body and set it (``set_layout``); durable when this returns."""
+        """Read a layout body and set it; durable when this returns. ``created`` is false
+        for the job's layout sent again."""
         self._sightings.saw(client)
         return await self._lifecycle.receive_layout(read_body)
 
-    def set_layout(self, body: bytes) -> Future[bool]:
-        """Set the job's model layout; the future says whether it was new (else identical)."""
-        return self._lifecycle.set_layout(body)
-
     async def receive_initial_model(self, client: AccessClaims, read_body: BodyReader) -> JobView:
-        """Read an initial model envelope and start training (``set_initial_model``)."""
+        """Read a client-encrypted initial model envelope (version 0, every block) and
+        start training from it; durable when this returns."""
         self._sightings.saw(client)
         return await self._lifecycle.receive_initial_model(read_body)
-
-    def set_initial_model(self, body: bytes) -> Future[None]:
-        """Start training from a client-encrypted model envelope (version 0, every block)."""
-        return self._lifecycle.set_initial_model(body)
 
     # -- the administrator ----------------------------------------------------------------
 
@@ -313,14 +286,6 @@ class JobService:
         self._sightings.saw(client)
         return await self._updates.receive(client, read_body)
 
-    def admit_update(self, client: AccessClaims) -> UpdateTicket:
-        """A queue place for ``client``'s update, taken before its body is read."""
-        return self._updates.admit(client)
-
-    def submit_update(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
-        """Parse an admitted update and queue it; the future resolves once it is durable."""
-        return self._updates.submit(ticket, body)
-
     # -- metrics reports ------------------------------------------------------------------
 
     async def receive_metrics(self, client: AccessClaims, read_body: BodyReader) -> int:
@@ -330,26 +295,11 @@ class JobService:
         """
         self._sightings.saw(client)
         version, metrics = parse_report(await read_body(self.settings.max_metrics_bytes))
-        await asyncio.wrap_future(self.record_metrics(client, version, metrics))
+        await asyncio.wrap_future(self._reports.record(client, version, metrics))
+        await asyncio.wrap_future(self._worker.submit(self._check_stop_rules))
         return version
 
-    def record_metrics(
-        self, client: AccessClaims, version: int, metrics: Mapping[str, float]
-    ) -> Future[None]:
-        """Keep a client's plaintext evaluation of model ``version``, then check the stop
-        rules; the future resolves once both are done."""
-        stored = self._reports.record(client, version, metrics)
-        return _then(stored, lambda: self._worker.submit(self._check_stop_rules))
-
     # -- status ---------------------------------------------------------------------------
-
-    def queued_updates(self) -> int:
-        """Updates admitted and not yet answered."""
-        return self._queue.queued()
-
-    def slots_in_use(self) -> int:
-        """Training slots leased now."""
-        return self._slots.in_use()
 
     def status(self) -> StatusView:
         """Everything the job's status page and its Prometheus series show."""

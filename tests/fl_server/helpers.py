@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
 import hefl_study
+from fl_server.domain import BodyReader, UpdateAck
+from fl_server.errors import BodyTooLargeError
 from fl_server.job_service import JobService
 from fl_server.material import EpochContext, KeyauthMaterial
 from fl_server.settings import ServerSettings
@@ -44,6 +47,46 @@ def wait_published(service: JobService, timeout: float = 10.0) -> None:
             return
         assert time.monotonic() < deadline, "the model was not published"
         time.sleep(0.01)
+
+
+def body_reader(body: bytes, limits: list[int] | None = None) -> BodyReader:
+    """A request body as the routes hand it to a job: ``body``, refused past the limit the
+    job asks for (as ``deps.read_body`` does); each limit asked is added to ``limits``."""
+
+    async def read(limit: int) -> bytes:
+        if limits is not None:
+            limits.append(limit)
+        if len(body) > limit:
+            raise BodyTooLargeError(f"body of {len(body)} bytes exceeds the {limit} allowed")
+        return body
+
+    return read
+
+
+async def start_job(
+    job: JobService,
+    client: AccessClaims,
+    hospital: Hospital,
+    initial: npt.NDArray[np.float64] | None = None,
+) -> None:
+    """What the first hospital does: put the layout, then the initial model (zeros unless
+    ``initial`` is given)."""
+    values = np.zeros(hospital.shape) if initial is None else initial
+    assert (await job.receive_layout(client, body_reader(hospital.layout.to_json()))).created
+    await job.receive_initial_model(client, body_reader(hospital.initial_model(values)))
+
+
+async def push_update(job: JobService, client: AccessClaims, envelope: bytes) -> UpdateAck:
+    """``POST .../updates``: the update's answer once it is durable."""
+    return await job.receive_update(client, body_reader(envelope))
+
+
+async def report_metrics(
+    job: JobService, client: AccessClaims, version: int, metrics: Mapping[str, float]
+) -> int:
+    """``POST .../metrics``: a client's evaluation of model ``version``."""
+    body = json.dumps({"version": version, "metrics": dict(metrics)}).encode()
+    return await job.receive_metrics(client, body_reader(body))
 
 
 def make_settings(state_dir: Path, **overrides: Any) -> ServerSettings:

@@ -277,7 +277,7 @@ async def test_bodies_beyond_the_limit_are_refused_before_being_read(
     streamed = await api.http.post(api.at("/updates"), content=endless(), headers=api.auth())
     assert_problem(streamed, 413, "body_too_large")
     assert sent < limit + 2 * 65536  # reading stopped at the limit
-    assert api.service.queued_updates() == 0
+    assert api.service.status().queued_updates == 0
 
 
 async def test_too_stale_is_409_with_the_current_version(

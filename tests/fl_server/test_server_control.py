@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fl_server.domain import JobState, StopReason, UpdateAck
+from fl_server.domain import JobState, StopReason
 from fl_server.errors import (
     JobNotPausedError,
     JobNotTrainingError,
@@ -25,8 +25,12 @@ from hefl_wire import AccessClaims
 from tests.fl_server.helpers import (
     JOB,
     Hospital,
+    body_reader,
     client_claims,
     crash_image,
+    push_update,
+    report_metrics,
+    start_job,
     wait_published,
 )
 
@@ -56,18 +60,8 @@ def make_timed(make_job: MakeJob, clock: Clock) -> MakeJob:
     return partial(make_job, clock=clock)
 
 
-def start(job: JobService, hospital: Hospital) -> None:
-    job.set_layout(hospital.layout.to_json()).result()
-    job.set_initial_model(hospital.initial_model(np.zeros(hospital.shape))).result()
-
-
-def push(job: JobService, client: AccessClaims, envelope: bytes) -> UpdateAck:
-    with job.admit_update(client) as ticket:
-        return job.submit_update(ticket, envelope).result()
-
-
-def report(job: JobService, client: AccessClaims, **metrics: float) -> None:
-    job.record_metrics(client, job.view().version, metrics).result()
+async def report(job: JobService, client: AccessClaims, **metrics: float) -> None:
+    await report_metrics(job, client, job.view().version, metrics)
 
 
 async def test_a_paused_job_refuses_slots_and_updates_but_serves_its_model(
@@ -75,7 +69,7 @@ async def test_a_paused_job_refuses_slots_and_updates_but_serves_its_model(
 ) -> None:
     # Prepare
     job = make_timed()
-    start(job, hospital)
+    await start_job(job, client, hospital)
     values = hospital.random_values(1)
     uid, envelope = hospital.update(values, base_version=0)
 
@@ -89,12 +83,12 @@ async def test_a_paused_job_refuses_slots_and_updates_but_serves_its_model(
         job.acquire_slot(client)
     assert (info.value.code, info.value.http_status) == ("job_paused", 409)
     with pytest.raises(JobPausedError):
-        push(job, client, envelope)
+        await push_update(job, client, envelope)
     assert job.view().updates_applied == 0
     assert job.download_model(client, None, None).version == 0
     resumed = await job.resume()
     assert resumed.state is JobState.TRAINING
-    ack = push(job, client, envelope)  # the client sends the same update again
+    ack = await push_update(job, client, envelope)  # the client sends the same update again
     assert (ack.receipt.update_id, ack.receipt.version, ack.duplicate) == (uid, 1, False)
 
 
@@ -102,13 +96,13 @@ async def test_a_retry_of_an_applied_update_is_answered_while_paused(
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     job = make_timed()
-    start(job, hospital)
+    await start_job(job, client, hospital)
     _, envelope = hospital.update(hospital.random_values(1), base_version=0)
-    first = push(job, client, envelope)
+    first = await push_update(job, client, envelope)
 
     await job.pause()
 
-    again = push(job, client, envelope)
+    again = await push_update(job, client, envelope)
     assert again.duplicate
     assert again.receipt == first.receipt
 
@@ -118,8 +112,7 @@ async def test_pause_and_resume_before_the_initial_model(
 ) -> None:
     job = make_timed()
     assert (await job.pause()).state is JobState.PAUSED
-    job.set_layout(hospital.layout.to_json()).result()
-    job.set_initial_model(hospital.initial_model(np.zeros(hospital.shape))).result()
+    await start_job(job, client, hospital)
     assert job.view().state is JobState.PAUSED
     assert (await job.resume()).state is JobState.TRAINING
 
@@ -132,7 +125,7 @@ async def test_stop_is_final_and_keeps_its_reason(
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     job = make_timed()
-    start(job, hospital)
+    await start_job(job, client, hospital)
     await job.pause()
 
     stopped = await job.stop()
@@ -147,10 +140,14 @@ async def test_stop_is_final_and_keeps_its_reason(
         job.acquire_slot(client)
     assert "stopped" in info.value.detail
     with pytest.raises(JobNotTrainingError):
-        push(job, client, hospital.update(hospital.random_values(1), base_version=0)[1])
+        await push_update(
+            job, client, hospital.update(hospital.random_values(1), base_version=0)[1]
+        )
 
 
-async def test_pausing_a_done_job_is_refused(make_timed: MakeJob, hospital: Hospital) -> None:
+async def test_pausing_a_done_job_is_refused(
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims
+) -> None:
     job = make_timed()
     await job.stop()
 
@@ -159,15 +156,15 @@ async def test_pausing_a_done_job_is_refused(make_timed: MakeJob, hospital: Hosp
 
     assert (info.value.code, info.value.http_status) == ("job_not_training", 409)
     with pytest.raises(JobNotTrainingError):
-        job.set_layout(hospital.layout.to_json()).result()
+        await job.receive_layout(client, body_reader(hospital.layout.to_json()))
 
 
 async def test_pause_resume_and_stop_survive_a_crash(
-    make_timed: MakeJob, hospital: Hospital, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
 ) -> None:
     live = tmp_path / "live"
     job = make_timed(live)
-    start(job, hospital)
+    await start_job(job, client, hospital)
     await job.pause()
     paused = make_timed(crash_image(live, tmp_path / "paused"))
     await job.resume()
@@ -181,13 +178,15 @@ async def test_pause_resume_and_stop_survive_a_crash(
     )
 
 
-def test_the_target_number_of_updates_ends_the_job(
+async def test_the_target_number_of_updates_ends_the_job(
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     job = make_timed(target_updates=2)
-    start(job, hospital)
+    await start_job(job, client, hospital)
     for k in range(2):
-        push(job, client, hospital.update(hospital.random_values(k), base_version=k)[1])
+        await push_update(
+            job, client, hospital.update(hospital.random_values(k), base_version=k)[1]
+        )
 
     view = job.view()
     assert (view.state, view.stop_reason, view.updates_applied) == (
@@ -200,13 +199,13 @@ def test_the_target_number_of_updates_ends_the_job(
 
 
 async def test_wall_time_counts_only_training_and_survives_a_crash(
-    make_timed: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims, clock: Clock, tmp_path: Path
 ) -> None:
     # Prepare: a 100 s budget; 30 s waiting for the initial model do not count.
     live = tmp_path / "live"
     job = make_timed(live, max_wall_seconds=100)
     clock.now += 30
-    start(job, hospital)
+    await start_job(job, client, hospital)
 
     # Execute: 60 s training, 500 s paused, then a crash after 25 s more training.
     clock.now += 60
@@ -238,17 +237,17 @@ async def test_wall_time_counts_only_training_and_survives_a_crash(
 
 
 async def test_a_clean_shutdown_keeps_the_training_time_to_the_second(
-    make_timed: MakeJob, hospital: Hospital, clock: Clock, tmp_path: Path
+    make_timed: MakeJob, hospital: Hospital, client: AccessClaims, clock: Clock, tmp_path: Path
 ) -> None:
     job = make_timed(tmp_path / "state", max_wall_seconds=100)
-    start(job, hospital)
+    await start_job(job, client, hospital)
     clock.now += 7
     job.close()
 
     assert make_timed(tmp_path / "state", max_wall_seconds=100).view().training_seconds == 7
 
 
-def test_the_metric_rule_counts_once_enough_sites_report(
+async def test_the_metric_rule_counts_once_enough_sites_report(
     make_timed: MakeJob,
     hospital: Hospital,
     material: KeyauthMaterial,
@@ -256,19 +255,19 @@ def test_the_metric_rule_counts_once_enough_sites_report(
 ) -> None:
     # Prepare: done once the row-weighted AUROC of 2 sites' latest reports reaches 0.8.
     job = make_timed(metric="auroc", value=0.8, min_sites=2)
-    start(job, hospital)
     a = client_claims(material, signing_key, "site-a")
     b = client_claims(material, signing_key, "site-b")
+    await start_job(job, a, hospital)
 
     # Execute + Assert
-    report(job, a, auroc=0.95, n_samples=100)
+    await report(job, a, auroc=0.95, n_samples=100)
     (rule,) = job.status().stop_rules
     assert (rule.progress, rule.sites, rule.min_sites, rule.met) == (0.95, 1, 2, False)
     assert job.view().state is JobState.TRAINING  # above the target, but one site only
-    report(job, b, auroc=0.6, n_samples=300)
+    await report(job, b, auroc=0.6, n_samples=300)
     assert job.status().pooled_metrics["auroc"].value == pytest.approx(0.6875)
     assert job.view().state is JobState.TRAINING
-    report(job, b, auroc=0.85, n_samples=300)  # b's latest report replaces its first
+    await report(job, b, auroc=0.85, n_samples=300)  # b's latest report replaces its first
     status = job.status()
     assert status.pooled_metrics["auroc"].value == pytest.approx(0.875)
     assert status.pooled_metrics["auroc"].sites == 2
@@ -277,15 +276,15 @@ def test_the_metric_rule_counts_once_enough_sites_report(
     assert status.clients["site-b"].latest_metrics.values == {"auroc": 0.85}
 
 
-def test_a_loss_target_is_reached_at_or_below_it(
+async def test_a_loss_target_is_reached_at_or_below_it(
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     job = make_timed(metric="loss", value=0.5, min_sites=1)
-    start(job, hospital)
+    await start_job(job, client, hospital)
 
-    report(job, client, loss=0.6, n_samples=10)
+    await report(job, client, loss=0.6, n_samples=10)
     assert job.view().state is JobState.TRAINING
-    report(job, client, loss=0.5, n_samples=10)
+    await report(job, client, loss=0.5, n_samples=10)
 
     assert job.view().stop_reason is StopReason.TARGET_METRIC
 
@@ -296,10 +295,10 @@ async def test_stopping_adds_a_partly_filled_buffer_and_a_restart_rebuilds_it(
     # Prepare: two updates acknowledged into a buffer of three.
     live = tmp_path / "live"
     job = make_timed(live, buffer_size=3, staleness="constant")
-    start(job, hospital)
+    await start_job(job, client, hospital)
     updates = [hospital.random_values(k) for k in (1, 2)]
     envelopes = [hospital.update(u, base_version=0)[1] for u in updates]
-    acks = [push(job, client, e) for e in envelopes]
+    acks = [await push_update(job, client, e) for e in envelopes]
     assert (job.view().version, job.status().updates_buffered) == (0, 2)
 
     # Execute
@@ -316,16 +315,16 @@ async def test_stopping_adds_a_partly_filled_buffer_and_a_restart_rebuilds_it(
     assert np.max(np.abs(model - sum(updates))) <= hospital.profile.error_bound(3)
     wait_published(recovered)
     assert recovered.snapshot().to_bytes() == served
-    assert push(recovered, client, envelopes[0]).receipt == acks[0].receipt
+    assert (await push_update(recovered, client, envelopes[0])).receipt == acks[0].receipt
 
 
-def test_a_stop_rule_met_before_a_crash_is_met_again_at_startup(
+async def test_a_stop_rule_met_before_a_crash_is_met_again_at_startup(
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims, tmp_path: Path
 ) -> None:
     # The report is durable; the crash came before the job was marked done.
     live = tmp_path / "live"
     job = make_timed(live, metric="accuracy", value=0.7, min_sites=1)
-    start(job, hospital)
+    await start_job(job, client, hospital)
     job.close()
     store = FileStore(live / "jobs" / JOB)
     store.append_metrics(
@@ -349,12 +348,14 @@ async def test_a_stopped_job_still_refuses_an_update_id_reused_for_other_content
     make_timed: MakeJob, hospital: Hospital, client: AccessClaims
 ) -> None:
     job = make_timed()
-    start(job, hospital)
+    await start_job(job, client, hospital)
     uid = uuid.uuid4()
-    push(job, client, hospital.update(hospital.random_values(1), base_version=0, update_id=uid)[1])
+    await push_update(
+        job, client, hospital.update(hospital.random_values(1), base_version=0, update_id=uid)[1]
+    )
     await job.stop()
 
     other = hospital.update(hospital.random_values(2), base_version=0, update_id=uid)[1]
     with pytest.raises(UpdateIdReusedError):
-        push(job, client, other)
+        await push_update(job, client, other)
     assert job.view().updates_applied == 1

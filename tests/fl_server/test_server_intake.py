@@ -20,7 +20,7 @@ from fl_server.material import KeyauthMaterial
 from fl_server.reports import parse_report
 from fl_server.store import MemoryStore
 from hefl_wire import AccessClaims
-from tests.fl_server.helpers import Hospital, open_job
+from tests.fl_server.helpers import Hospital, body_reader, open_job
 
 pytestmark = pytest.mark.anyio
 
@@ -28,14 +28,7 @@ pytestmark = pytest.mark.anyio
 def reader_of(body: bytes) -> tuple[BodyReader, list[int]]:
     """A body reader that hands out ``body`` and records the limits it was asked for."""
     limits: list[int] = []
-
-    async def read(limit: int) -> bytes:
-        limits.append(limit)
-        if len(body) > limit:
-            raise BodyTooLargeError(f"body of {len(body)} bytes exceeds the {limit} allowed")
-        return body
-
-    return read, limits
+    return body_reader(body, limits), limits
 
 
 @pytest.fixture
@@ -71,7 +64,7 @@ async def test_an_update_is_read_within_the_envelope_limit_after_admission(
 
     assert (ack.receipt.version, ack.duplicate) == (1, False)
     assert limits == [service.envelope_limit()]
-    assert service.queued_updates() == 0
+    assert service.status().queued_updates == 0
 
 
 async def test_every_refused_update_is_counted_by_code_and_frees_its_place(
