@@ -50,31 +50,24 @@ def _literal(node: ast.expr | None) -> str | int | None:
     return None
 
 
-def _literal_codes(package: str) -> Iterator[Answer]:
-    """The codes written as literals at call sites of ``package``: ``problem_response(status,
-    "code", ...)`` and the ``code="..."`` a raise site passes (fl_server's, until each
-    names its own class)."""
+def _calls(package: str) -> Iterator[tuple[ast.Call, str]]:
+    """Every call in ``package``'s modules, with where it is (``path:line``)."""
     module = importlib.import_module(package)
-    errors = getattr(module, "errors", None)
     for path in sorted(Path(str(module.__file__)).parent.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not isinstance(node, ast.Call):
-                continue
-            where = f"{path.relative_to(ROOT)}:{node.lineno}"
-            name = _called_name(node.func)
-            if name == "problem_response" and len(node.args) >= 2:
-                status, code = _literal(node.args[0]), _literal(node.args[1])
-                if isinstance(code, str) and isinstance(status, int):
-                    yield code, status, where
-            keywords = {k.arg: k.value for k in node.keywords}
-            code = _literal(keywords.get("code"))
-            # from_answer keeps what another party said: it is no answer of this side.
-            if name == "from_answer" or not isinstance(code, str):
-                continue
-            status = _literal(keywords.get("http_status"))
-            if not isinstance(status, int):
-                status = int(getattr(errors, name).http_status)
-            yield code, status, where
+            if isinstance(node, ast.Call):
+                yield node, f"{path.relative_to(ROOT)}:{node.lineno}"
+
+
+def _literal_codes(package: str) -> Iterator[Answer]:
+    """The codes a service writes as literals: ``problem_response(status, "code", ...)``.
+
+    Everywhere else a service answers with an error class, whose code is its own."""
+    for node, where in _calls(package):
+        if _called_name(node.func) == "problem_response" and len(node.args) >= 2:
+            status, code = _literal(node.args[0]), _literal(node.args[1])
+            if isinstance(code, str) and isinstance(status, int):
+                yield code, status, where
 
 
 def _answers() -> list[Answer]:
@@ -141,6 +134,48 @@ def test_the_client_maps_a_code_by_the_registry_not_by_the_status() -> None:
     error = client_errors.error_from_problem(400, {"code": "storage_failed"})
 
     assert type(error) is client_errors.ServerError
+
+
+# (code, status or None, the error class called, where)
+ClientLiteral = tuple[str, int | None, str, str]
+
+
+def _client_literal_codes() -> list[ClientLiteral]:
+    """The codes fl_client writes itself, as a service would have answered: each call that
+    passes ``code="..."``, with its ``status=`` if that is a literal too."""
+    found = []
+    for node, where in _calls("fl_client"):
+        keywords = {k.arg: k.value for k in node.keywords}
+        code = _literal(keywords.get("code"))
+        if isinstance(code, str):
+            status = _literal(keywords.get("status"))
+            found.append(
+                (code, status if isinstance(status, int) else None, _called_name(node.func), where)
+            )
+    return found
+
+
+CLIENT_LITERALS = _client_literal_codes()
+
+
+@pytest.mark.parametrize(("code", "status", "cls", "where"), CLIENT_LITERALS)
+def test_every_code_the_client_writes_is_registered_and_has_its_class(
+    code: str, status: int | None, cls: str, where: str
+) -> None:
+    # The error the client raises itself is the one the service's answer would become.
+    assert code in PROBLEMS, f"{where}: {code!r} is not in hefl_wire.PROBLEMS"
+    statuses = PROBLEMS[code].statuses if status is None else {status}
+    assert status is None or status in PROBLEMS[code].statuses, f"{where}: {code!r} as {status}"
+    for answered in statuses:
+        error = client_errors.error_from_problem(answered, {"code": code})
+        assert type(error).__name__ == cls, f"{where}: {code!r} is a {type(error).__name__}"
+
+
+def test_the_walk_finds_the_codes_the_client_writes() -> None:
+    wheres = {code: where for code, _, _, where in CLIENT_LITERALS}
+
+    assert wheres["layout_mismatch"].startswith("fl_client/rounds/job.py")
+    assert wheres["job_paused"].startswith("fl_client/rounds/loop.py")
 
 
 @pytest.mark.parametrize("cls", list(_tree(crypto.CryptoError)))
