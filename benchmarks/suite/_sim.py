@@ -24,7 +24,6 @@ from fl_client.training import (
     TrainConfig,
     local_round,
     personal_tensors,
-    planned_steps,
     round_seed,
 )
 from fl_client.updates import CompressionConfig, compress_delta, decrypt_model, prepare_update
@@ -354,7 +353,3 @@ def async_events(
                 )
         start(i, now, version)
     return curve
-
-
-def steps_per_round(datas: Sequence[ClientData], config: TrainConfig) -> list[int]:
-    return [planned_steps(d.train, config) for d in datas]
