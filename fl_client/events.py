@@ -169,7 +169,8 @@ class RoundResult(Event):
     train_loss: float
     eval_before: EvalResult | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, Any]:
+        """Flat: the wire report's figures and the pulled model's metrics inline."""
         out: dict[str, Any] = {
             "round": self.round,
             "update_id": self.update_id,
@@ -188,9 +189,6 @@ class RoundResult(Event):
             # the pulled model's metrics on this hospital's held-out rows
             out.update(self.eval_before.metrics)
         return out
-
-    def fields(self) -> dict[str, Any]:
-        return self.to_dict()
 
 
 @dataclass(frozen=True)

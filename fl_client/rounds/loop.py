@@ -84,21 +84,22 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
             reason = "job_done"
         else:
             results.append(result)
-    stopped = Stopped(reason=reason, rounds=len(results))
-    final_version, final_eval = None, None
+    job_stop_reason, final_version, final_eval = None, None, None
     if reason == "job_done":
         job = ctx.server.job()
+        job_stop_reason = job.stop_reason
         if job.layout_fingerprint is not None and job.state != "waiting_for_initial_model":
             final_version, final_eval = evaluate_global(ctx)
             report_metrics(ctx, final_version, final_eval)
-        stopped = Stopped(
+    ctx.events.emit(
+        Stopped(
             reason=reason,
             rounds=len(results),
-            job_stop_reason=job.stop_reason,
+            job_stop_reason=job_stop_reason,
             final_version=final_version,
             final_metrics=final_eval.to_metrics() if final_eval is not None else None,
         )
-    ctx.events.emit(stopped)
+    )
     return RunSummary(
         rounds=len(results),
         stop_reason=reason,
