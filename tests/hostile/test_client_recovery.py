@@ -24,9 +24,8 @@ from harness.enrollment import client_command, enroll_hospital
 from harness.parties import job_url
 from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
 from harness.studies import study_json
-from tests.hostile.jobclient import needs_job_client
 
-pytestmark = [pytest.mark.e2e, needs_job_client]
+pytestmark = pytest.mark.e2e
 
 SITES = ("cleveland", "hungary", "switzerland")
 ROUNDS = 10

@@ -19,7 +19,6 @@ from harness.parties import enroll, job_url
 from harness.secret_search import search_files, search_memory, secret_key_needles
 from harness.services import keyauth_service, new_admin_key, server_service
 from harness.studies import study_json
-from tests.hostile.jobclient import needs_job_client
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +42,6 @@ def _cli(args: list[str], state: Path, log: Path, stdin: str = "") -> None:
     assert done.returncode == 0, done.stderr
 
 
-@needs_job_client
 @pytest.mark.skipif(not os.access("/proc/self/mem", os.R_OK), reason="needs /proc/PID/mem")
 def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path) -> None:
     # Prepare: keyauth, a server, a hospital enrolled and trained through the CLI.

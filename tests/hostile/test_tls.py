@@ -29,7 +29,6 @@ from harness.services import (
     server_service,
 )
 from harness.studies import study_json
-from tests.hostile.jobclient import needs_job_client
 
 pytestmark = [
     pytest.mark.e2e,
@@ -91,7 +90,6 @@ def client(*args: str, ca: Path | None) -> subprocess.CompletedProcess[str]:
     )
 
 
-@needs_job_client
 def test_the_whole_flow_runs_over_https_with_the_private_ca(
     services: tuple[ServiceProcess, ServiceProcess, str], tls: Tls, tmp_path: Path
 ) -> None:
