@@ -155,6 +155,9 @@ def crash_server(
                         seen = httpx.get(job_url(url, job), headers=party.auth, timeout=10)
                         version = int(seen.json()["version"])
                     except (httpx.TransportError, ValueError, KeyError):
+                        # The server is down or starting: asked again, like a push.
+                        with ledgers[job].lock:
+                            ledgers[job].retries += 1
                         time.sleep(0.05)
                         continue
                     values = random_blocks(layout, profile, 1000 * (index + 1) + k)
