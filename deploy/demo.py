@@ -93,6 +93,26 @@ def _prepare_state_dir(path: Path) -> None:
     (path / _MARKER).write_text("made by python -m deploy.demo; safe to delete\n")
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _stop_rules(spec: StudySpec) -> str:
+    stop = spec.stop
+    rules = []
+    if stop.target_updates is not None:
+        rules.append(f"{stop.target_updates} updates")
+    if stop.max_wall_seconds is not None:
+        rules.append(f"{stop.max_wall_seconds:g} s of training")
+    if stop.metric is not None:
+        rules.append(f"pooled {stop.metric} {stop.value:g}")
+    return " or ".join(rules)
+
+
 def _create_job(ka: str, server: str, key_file: Path, spec_path: Path) -> dict[str, Any]:
     """``hefl-admin job create SPEC``, as the administrator runs it."""
     command = [sys.executable, "-m", "hefl_admin", "--url", ka, "--server-url", server]
@@ -185,11 +205,8 @@ def _watch(
 def _hospitals(root: Path, spec: StudySpec, out: TextIO) -> list[Hospital]:
     tables = write_hospital_csvs(root / "data", list(_STEP_DELAYS))
     counts = {s: len(p.read_text(encoding="utf-8").splitlines()) - 1 for s, p in tables.items()}
-    _say(
-        out,
-        f"hospital tables (python -m deploy.heart_disease_csv) in {root / 'data'}: "
-        + ", ".join(f"{p.name} {counts[s]} rows" for s, p in tables.items()),
-    )
+    _say(out, f"hospital tables in {root / 'data'} (python -m deploy.heart_disease_csv):")
+    _say(out, "  " + ", ".join(f"{p.name} {counts[s]} rows" for s, p in tables.items()))
     return [
         Hospital(
             site=site,
@@ -221,12 +238,8 @@ def _run(
             ) as server:
                 _say(out, f"aggregation server up at {server.url} (uvicorn fl_server.app:app)")
                 job = _create_job(ka.url, server.url, key_file, spec_path)
-                _say(
-                    out,
-                    f"job {job['name']} created: hefl-admin job create {spec_path.name} "
-                    f"(spec_sha256 {job['spec_sha256'][:12]}…, stop at "
-                    f"{job['target_updates']} updates)",
-                )
+                _say(out, f"job {job['name']} created: hefl-admin job create {_shown(spec_path)}")
+                _say(out, f"  spec_sha256 {job['spec_sha256']}, stop: {_stop_rules(spec)}")
                 for h in hospitals:
                     enroll_hospital(ka.url, admin_key, h.site, h.state_dir)
                 _say(out, "enrolled with one-time tokens: " + ", ".join(h.site for h in hospitals))
@@ -234,8 +247,13 @@ def _run(
                     _start_training(h, server.url, spec.name)
                 _say(
                     out,
-                    f"training: hefl-client train --job {spec.name} --data data/<hospital>.csv: "
-                    + ", ".join(f"{h.site} ({h.step_delay * 1e3:.0f} ms/step)" for h in hospitals),
+                    f"training: hefl-client train --job {spec.name} --data data/<hospital>.csv "
+                    "--step-delay <seconds>",
+                )
+                _say(
+                    out,
+                    "  "
+                    + ", ".join(f"{h.site} {h.step_delay * 1e3:.0f} ms/step" for h in hospitals),
                 )
                 _say(out, f"status: curl {server.url}/v1/jobs/{spec.name}/status")
                 status = _watch(server, spec.name, hospitals, timeout, out)

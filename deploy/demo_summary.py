@@ -201,7 +201,10 @@ def print_summary(summary: Mapping[str, Any], out: TextIO) -> None:
         say(
             f"HE cost per update: encrypt {he['encrypt_ms']:.1f} ms, decrypt the model "
             f"{he['decrypt_ms']:.1f} ms; {per_update / 1e3:.1f} kB on the wire for {shared} "
-            f"shared parameters ({4 * shared} bytes as float32): a CKKS block holds "
+            f"shared parameters"
+        )
+        say(
+            f"({4 * shared} bytes as float32): a CKKS block holds "
             f"{crypto.get_profile(summary['profile']).block_size} values, so a model this "
             "small pays for a whole block."
         )
