@@ -24,3 +24,12 @@ def test_the_demo_study_is_the_example_but_for_name_description_and_stop() -> No
 
     assert differ == ["description", "name", "stop"]
     assert demo["stop"]["target_updates"] == 60
+
+
+def test_the_walk_through_shows_the_example_study_as_it_is() -> None:
+    doc = (STUDIES.parents[1] / "docs" / "studies.md").read_text(encoding="utf-8")
+    spec = (STUDIES / "heart-disease.toml").read_text(encoding="utf-8")
+
+    shown = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+
+    assert shown == spec
