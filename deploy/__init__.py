@@ -1,1 +1,1 @@
-"""How hefl runs: the one-command local demo (its service launcher is ``harness.services``)."""
+"""How hefl runs: the one-command demo, the example hospitals' CSVs and study specs, containers."""

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -210,7 +211,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_unknown_environment(environ: Mapping[str, str]) -> None:
+    # pydantic-settings ignores an FLCLIENT_ variable it does not know; an old env file's
+    # FLCLIENT_LR would then seem to apply. Refuse it, saying where the spec sets it now.
+    known = {f"FLCLIENT_{name.upper()}" for name in ClientSettings.model_fields}
+    lines = []
+    for name in sorted(n for n in environ if n.startswith("FLCLIENT_") and n not in known):
+        option = "--" + name.removeprefix("FLCLIENT_").lower().replace("_", "-")
+        where = _SHARED.get(option)
+        lines.append(
+            f"{name} is not a hospital's to set: the job's spec decides it ({where})"
+            if where is not None
+            else f"{name} is not a setting of hefl-client (unset it)"
+        )
+    if lines:
+        raise ConfigError("\n".join(lines))
+
+
 def _settings(args: argparse.Namespace) -> ClientSettings:
+    _refuse_unknown_environment(os.environ)
     values: dict[str, Any] = {
         _FIELD.get(name, name): value
         for name, value in vars(args).items()

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from torch import nn
 
 from crypto import ModelLayout, build_layout
 from fl_client.data import ClientData, pool_sites
@@ -33,11 +34,13 @@ from fl_client.training import (
     train_local,
 )
 from fl_client.updates import CompressionConfig, compress_delta
+from hefl_study import Task
 
 __all__ = [
     "FederatedResult",
     "SimulatedClient",
     "centralized",
+    "centralized_model",
     "evaluate_federation",
     "plaintext_federated",
     "pooled_eval",
@@ -86,14 +89,16 @@ def evaluate_federation(
     layout: ModelLayout,
     global_blocks: Blocks,
     clients: Sequence[tuple[ClientData, Mapping[str, npt.NDArray[Any]]]],
+    task: Task | None = None,
 ) -> list[EvalResult]:
-    """The global model, with each client's personal tensors, on each client's test split."""
+    """The global model, with each client's personal tensors, on each client's test split,
+    scored for ``task`` (``None``: binary for one output, else multiclass)."""
     out = []
     for data, personal in clients:
         model = build_model(factory, data.input_shape, data.n_classes, 0)
         load_shared(model, layout, global_blocks)
         load_personal(model, personal)
-        out.append(evaluate(model, data.test))
+        out.append(evaluate(model, data.test, task))
     return out
 
 
@@ -148,7 +153,11 @@ def plaintext_federated(
         global_blocks[compressed.indices] += weight(0) * step * compressed.blocks
         version += 1
     per_client = evaluate_federation(
-        factory, layout, global_blocks, [(c.data, c.personal) for c in clients]
+        factory,
+        layout,
+        global_blocks,
+        [(c.data, c.personal) for c in clients],
+        train_config.task,
     )
     return FederatedResult(
         layout=layout,
@@ -160,13 +169,22 @@ def plaintext_federated(
     )
 
 
+def centralized_model(
+    data: ClientData, *, factory: ModelFactory, seed: int, train_config: TrainConfig
+) -> nn.Module:
+    """One model trained on pooled data (its ``train`` split), from the seeded initial one."""
+    model = build_model(factory, data.input_shape, data.n_classes, seed)
+    train_local(model, data.train, train_config, round_seed(seed, 0))
+    return model
+
+
 def centralized(
     data: ClientData, *, factory: ModelFactory, seed: int, train_config: TrainConfig
 ) -> EvalResult:
-    """Train one model on pooled data (``data`` from ``to_client_data(pool_sites(...))``)."""
-    model = build_model(factory, data.input_shape, data.n_classes, seed)
-    train_local(model, data.train, train_config, round_seed(seed, 0))
-    return evaluate(model, data.test)
+    """Train one model on pooled data (``data`` from ``to_client_data(pool_sites(...))``)
+    and score it on the pooled test rows."""
+    model = centralized_model(data, factory=factory, seed=seed, train_config=train_config)
+    return evaluate(model, data.test, train_config.task)
 
 
 def _wire_table(

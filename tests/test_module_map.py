@@ -20,6 +20,7 @@ PACKAGES = (
     "fl_client",
     "hefl_admin",
     "harness",
+    "deploy",
 )
 
 

@@ -66,6 +66,24 @@ def test_a_shared_setting_is_refused_with_where_the_spec_sets_it(
     assert not (tmp_path / "s").exists()
 
 
+def test_an_unknown_or_shared_environment_variable_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An old env file: its model and learning rate must not seem to apply.
+    monkeypatch.setenv("FLCLIENT_LR", "0.1")
+    monkeypatch.setenv("FLCLIENT_SERVR_URL", "http://127.0.0.1:1")
+
+    code = main(["train", "--job", "icu", "--state-dir", str(tmp_path / "s")])
+
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "hefl-client: FLCLIENT_LR is not a hospital's to set: the job's spec decides it "
+        "(training.lr)",
+        "hefl-client: FLCLIENT_SERVR_URL is not a setting of hefl-client (unset it)",
+    ]
+    assert not (tmp_path / "s").exists()
+
+
 def test_insecure_server_is_refused_before_anything_else(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
