@@ -9,11 +9,23 @@ on byte for byte (docs/protocol.md):
 - access tokens: the roles that hold them (``CLIENT_ROLE``, ``ADMIN_ROLE``), their claims
   (``AccessClaims``, ``claims_to_payload`` / ``claims_from_payload``), their verification
   (``TokenVerifier``) and its errors; signing stays in keyauth;
+- key ids: the id of a key epoch's keys (``key_id_of``, the SHA-256 of its secret
+  context) and the verification of keyauth's signed statement of it (``KeyIdVerifier``);
 - the loopback-host rule (``is_loopback_host``).
 """
 
 from hefl_wire._errors import ProblemError, bearer_challenge
 from hefl_wire._hosts import is_loopback_host
+from hefl_wire._keyids import (
+    KEY_ID_PURPOSE,
+    KEY_ID_TYPE,
+    KeyIdStatement,
+    KeyIdVerifier,
+    KeyStatementError,
+    key_id_of,
+    statement_from_payload,
+    statement_to_payload,
+)
 from hefl_wire._problems import PROBLEMS, Problem, ProblemCodeError, check_problem
 from hefl_wire._tokens import (
     ADMIN_ROLE,
@@ -24,6 +36,7 @@ from hefl_wire._tokens import (
     CLIENT_ROLE,
     ISSUER,
     MAX_TOKEN_CHARS,
+    PURPOSE_CLAIM,
     ROLES,
     AccessClaims,
     TokenError,
@@ -34,6 +47,7 @@ from hefl_wire._tokens import (
     TokenWrongRoleError,
     claims_from_payload,
     claims_to_payload,
+    load_verification_key,
 )
 
 __all__ = [
@@ -44,10 +58,16 @@ __all__ = [
     "CLAIMS",
     "CLIENT_ROLE",
     "ISSUER",
+    "KEY_ID_PURPOSE",
+    "KEY_ID_TYPE",
     "MAX_TOKEN_CHARS",
     "PROBLEMS",
+    "PURPOSE_CLAIM",
     "ROLES",
     "AccessClaims",
+    "KeyIdStatement",
+    "KeyIdVerifier",
+    "KeyStatementError",
     "Problem",
     "ProblemCodeError",
     "ProblemError",
@@ -62,4 +82,8 @@ __all__ = [
     "claims_from_payload",
     "claims_to_payload",
     "is_loopback_host",
+    "key_id_of",
+    "load_verification_key",
+    "statement_from_payload",
+    "statement_to_payload",
 ]

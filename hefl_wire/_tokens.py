@@ -21,6 +21,7 @@ __all__ = [
     "CLIENT_ROLE",
     "ISSUER",
     "MAX_TOKEN_CHARS",
+    "PURPOSE_CLAIM",
     "ROLES",
     "AccessClaims",
     "TokenError",
@@ -31,6 +32,7 @@ __all__ = [
     "TokenWrongRoleError",
     "claims_from_payload",
     "claims_to_payload",
+    "load_verification_key",
 ]
 
 ALGORITHM = "EdDSA"
@@ -47,6 +49,8 @@ ADMIN_SUBJECT = "admin"
 CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
 # A real token is about 400 characters; anything far larger is not worth parsing.
 MAX_TOKEN_CHARS = 4096
+# The claim that tells keyauth's other signed statements from access tokens (which lack it).
+PURPOSE_CLAIM = "purpose"
 # What PyJWT itself must find; the rest is checked by claims_from_payload.
 _REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "jti"]
 
@@ -150,6 +154,23 @@ def claims_from_payload(payload: dict[str, Any]) -> AccessClaims:
     )
 
 
+def load_verification_key(public_key_pem: str) -> Ed25519PublicKey:
+    """keyauth's Ed25519 public key from its PEM (``GET /v1/keys/verification-key``).
+
+    Raises
+    ------
+    ValueError
+        If ``public_key_pem`` is not an Ed25519 public key.
+    """
+    try:
+        key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise ValueError(f"not a PEM public key: {type(exc).__name__}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"verification key must be Ed25519, got {type(key).__name__}")
+    return key
+
+
 class TokenVerifier:
     """Checks an access token offline against keyauth's public verification key.
 
@@ -176,13 +197,7 @@ class TokenVerifier:
         audience: str = AUDIENCE,
         leeway: float = 5.0,
     ) -> None:
-        try:
-            key = serialization.load_pem_public_key(public_key_pem.encode("ascii"))
-        except (ValueError, TypeError, UnicodeEncodeError) as exc:
-            raise ValueError(f"not a PEM public key: {type(exc).__name__}") from None
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError(f"verification key must be Ed25519, got {type(key).__name__}")
-        self._key = key
+        self._key = load_verification_key(public_key_pem)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
@@ -229,6 +244,10 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             # PyJWT's messages name the failed check, never the token itself.
             raise TokenInvalidError(f"access token rejected: {exc}") from None
+        if PURPOSE_CLAIM in payload:
+            # keyauth signs other statements with the same key (a key epoch's key id): they
+            # carry a purpose, access tokens never do, so none can pass for a token.
+            raise TokenInvalidError("a signed key statement is not an access token")
         claims = claims_from_payload(payload)
         if claims.role not in roles:
             wanted = " or ".join(repr(r) for r in roles)
