@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
+from hefl_http.conditional import etag_matches
 from keyauth.deps import AdminAccess, Authority, BearerToken
 from keyauth.schemas import (
     AccessTokenPublic,
@@ -17,6 +18,7 @@ from keyauth.schemas import (
     EnrollRequest,
     HealthPublic,
     KeyEpochPublic,
+    KeyIdPublic,
     RevocationsPublic,
     TokenRequest,
     VerificationKeyPublic,
@@ -37,6 +39,8 @@ _NO_STORE = {"Cache-Control": "no-store"}
 def _context_response(epoch: KeyEpoch, payload: bytes, *, private: bool) -> Response:
     headers = {"X-Hefl-Key-Epoch": str(epoch.epoch), "X-Hefl-Profile": epoch.profile_name}
     if private:
+        # The id of the keys in the body: a hospital checks it against its job's key_id.
+        headers["X-Hefl-Key-Id"] = epoch.key_id
         headers.update(_NO_STORE)
     return Response(payload, media_type="application/octet-stream", headers=headers)
 
@@ -131,15 +135,30 @@ def public_context(authority: Authority, epoch: EpochQuery = None) -> Response:
     return _context_response(key_epoch, key_epoch.material.public_context, private=False)
 
 
-@router.get("/v1/revocations", tags=["public"])
-def revocations(authority: Authority) -> RevocationsPublic:
+@router.get(
+    "/v1/revocations",
+    tags=["public"],
+    response_model=RevocationsPublic,
+    responses={304: {"description": "the list is still the one named by If-None-Match"}},
+)
+def revocations(
+    authority: Authority,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Response:
     # Public like a certificate revocation list: client ids are random and reveal nothing.
-    # The server polls it so a revoked client is refused before its token expires.
-    revoked = sorted(
-        (c for c in authority.list_clients() if c.revoked_at is not None),
-        key=lambda c: c.revoked_at or 0.0,
-    )
-    return RevocationsPublic(revoked=[c.client_id for c in revoked])
+    # fl_server asks twice a second with the ETag, so a revoked client is refused within
+    # a second; the unchanged list costs it a 304 and no body.
+    listed = authority.revocations()
+    headers = {"ETag": listed.etag, "Cache-Control": "no-cache"}
+    if etag_matches(if_none_match, listed.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    body = RevocationsPublic(revoked=list(listed.client_ids)).model_dump_json()
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.get("/v1/keys/key-id", tags=["public"])
+def key_id(authority: Authority, epoch: EpochQuery = None) -> KeyIdPublic:
+    return KeyIdPublic.of(authority.key_id(epoch))
 
 
 @router.get("/v1/keys/verification-key", tags=["public"])

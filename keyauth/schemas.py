@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from keyauth.service import CLIENT_NAME_PATTERN, Enrollment, IssuedEnrollmentToken
+from keyauth.service import CLIENT_NAME_PATTERN, Enrollment, IssuedEnrollmentToken, SignedKeyId
 from keyauth.store import ClientRecord
 from keyauth.tokens import IssuedToken
 
@@ -21,6 +21,8 @@ __all__ = [
     "EnrollmentTokenPublic",
     "HealthPublic",
     "KeyEpochPublic",
+    "KeyIdPublic",
+    "RevocationsPublic",
     "TokenRequest",
     "VerificationKeyPublic",
     "timestamp_to_datetime",
@@ -146,6 +148,26 @@ class RevocationsPublic(BaseModel):
 class KeyEpochPublic(BaseModel):
     key_epoch: int
     profile: str
+
+
+class KeyIdPublic(BaseModel):
+    key_epoch: int
+    profile: str
+    key_id: str = Field(description="hex SHA-256 of the epoch's secret context, as served")
+    statement: str = Field(
+        description="an EdDSA JWT of keyauth's token key holding key_epoch, profile and "
+        "key_id (purpose 'key-id'; hefl_wire.KeyIdVerifier checks it)"
+    )
+
+    @classmethod
+    def of(cls, signed: SignedKeyId) -> KeyIdPublic:
+        stated = signed.statement
+        return cls(
+            key_epoch=stated.key_epoch,
+            profile=stated.profile,
+            key_id=stated.key_id,
+            statement=signed.signed,
+        )
 
 
 class HealthPublic(BaseModel):

@@ -26,6 +26,7 @@ from hefl_wire import (
     CLIENT_ROLE,
     ISSUER,
     AccessClaims,
+    KeyIdStatement,
     TokenInvalidError,
     TokenVerifier,
 )
@@ -57,6 +58,8 @@ __all__ = [
     "Enrollment",
     "IssuedEnrollmentToken",
     "KeyAuthority",
+    "RevocationList",
+    "SignedKeyId",
     "VerificationKey",
     "hash_secret",
     "seal_client_secret",
@@ -140,6 +143,29 @@ class VerificationKey:
     public_key_pem: str
     key_epoch: int
     profile_name: str
+
+
+@dataclass(frozen=True)
+class SignedKeyId:
+    """A key epoch's key id, and keyauth's statement of it signed with the token key."""
+
+    statement: KeyIdStatement
+    signed: str
+
+
+@dataclass(frozen=True)
+class RevocationList:
+    """The revoked clients' ids, oldest revocation first, and the ETag that names the list."""
+
+    client_ids: tuple[str, ...]
+    etag: str
+
+    @classmethod
+    def of(cls, client_ids: list[str]) -> RevocationList:
+        # Named by its content: every keyauth process over the same state gives the same
+        # ETag, so a server's conditional poll gets 304 whichever one answers.
+        digest = hashlib.sha256("\n".join(client_ids).encode("utf-8")).hexdigest()
+        return cls(tuple(client_ids), f'"{digest[:32]}"')
 
 
 class KeyAuthority:
@@ -280,6 +306,10 @@ class KeyAuthority:
         client = self.store.revoke_client(client_id, now=self._clock())
         logger.info("revoked client %s (%s)", client.client_id, client.client_name)
         return client
+
+    def revocations(self) -> RevocationList:
+        """The revoked clients, public like a certificate revocation list (ids are random)."""
+        return RevocationList.of(self.store.revoked_client_ids())
 
     def rotate_key_epoch(self) -> KeyEpoch:
         """Generate the keys of epoch N+1 with the configured profile; N stays downloadable."""
@@ -423,6 +453,17 @@ class KeyAuthority:
         if found is None:
             raise KeyEpochNotFoundError(f"key epoch {epoch} does not exist")
         return found
+
+    def key_id(self, epoch: int | None = None) -> SignedKeyId:
+        """Epoch ``epoch``'s key id (the current epoch's for ``None``), signed.
+
+        fl_server verifies the statement with the key that verifies access tokens, and
+        binds each job to the key id of its epoch: keys generated again under the same
+        epoch number (a lost state directory) get another id.
+        """
+        key_epoch = self.key_epoch(epoch)
+        statement = KeyIdStatement(key_epoch.epoch, key_epoch.profile_name, key_epoch.key_id)
+        return SignedKeyId(statement, self._signer.sign_statement(statement))
 
     def verification_key(self) -> VerificationKey:
         current = self.current_epoch()

@@ -2,7 +2,8 @@
 
 Pure: no web framework, no network. The claims and their verification are the wire
 contract's (``hefl_wire.AccessClaims``, ``hefl_wire.TokenVerifier``), which fl_server and
-fl_client use without importing keyauth.
+fl_client use without importing keyauth. The same key signs keyauth's statements of each
+key epoch's key id (``hefl_wire.KeyIdVerifier`` checks them).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from hefl_wire import (
     AUDIENCE,
     CLIENT_ROLE,
     ISSUER,
+    KEY_ID_TYPE,
     AccessClaims,
+    KeyIdStatement,
     claims_to_payload,
+    statement_to_payload,
 )
 
 __all__ = [
@@ -78,7 +82,7 @@ def public_key_to_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
 
 
 class TokenSigner:
-    """Issues access tokens signed with keyauth's Ed25519 key.
+    """Issues access tokens, and statements of key ids, signed with keyauth's Ed25519 key.
 
     Parameters
     ----------
@@ -139,3 +143,10 @@ class TokenSigner:
         )
         token = jwt.encode(payload, self._key, algorithm=ALGORITHM)
         return IssuedToken(token=token, claims=claims, lifetime=lifetime)
+
+    def sign_statement(self, statement: KeyIdStatement) -> str:
+        """``statement`` as an EdDSA JWT of type ``hefl_wire.KEY_ID_TYPE`` (never a token)."""
+        payload = statement_to_payload(
+            statement, issued_at=int(self._clock()), issuer=self.issuer, audience=self.audience
+        )
+        return jwt.encode(payload, self._key, algorithm=ALGORITHM, headers={"typ": KEY_ID_TYPE})

@@ -90,6 +90,10 @@ class KeyauthStore(abc.ABC):
         """Every client ever enrolled, oldest first."""
 
     @abc.abstractmethod
+    def revoked_client_ids(self) -> list[str]:
+        """The ids of every revoked client, oldest revocation first (ties by id)."""
+
+    @abc.abstractmethod
     def revoke_client(self, client_id: str, *, now: float) -> ClientRecord:
         """Revoke a client (idempotent: the first revocation time stays); 404 if unknown.
 

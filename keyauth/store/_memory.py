@@ -126,6 +126,11 @@ class InMemoryStore(KeyauthStore):
         with self._lock:
             return sorted(self._clients.values(), key=lambda c: (c.enrolled_at, c.client_id))
 
+    def revoked_client_ids(self) -> list[str]:
+        with self._lock:
+            revoked = [(c.revoked_at, c.client_id) for c in self._clients.values() if c.revoked]
+        return [client_id for _, client_id in sorted(revoked)]
+
     def revoke_client(self, client_id: str, *, now: float) -> ClientRecord:
         with self._lock:
             client = self._clients.get(client_id)

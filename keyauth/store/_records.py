@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import crypto
+from hefl_wire import key_id_of
 
 __all__ = ["ClientRecord", "EnrollmentTokenRecord", "KeyEpoch", "PendingEnrollment"]
 
@@ -65,3 +67,12 @@ class KeyEpoch:
     @property
     def profile_name(self) -> str:
         return self.material.profile_name
+
+    @functools.cached_property
+    def key_id(self) -> str:
+        """The hex SHA-256 of the secret context as served (``hefl_wire.key_id_of``).
+
+        Derived, not stored: ``SqliteStore`` checks the stored bytes against the hash it
+        recorded for them, so the id of an epoch from before key ids is its bytes' too.
+        """
+        return key_id_of(self.material.secret_context)

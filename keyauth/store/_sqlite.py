@@ -309,6 +309,13 @@ class SqliteStore(KeyauthStore):
         rows = self._query(_SELECT_CLIENT + " ORDER BY enrolled_at, client_id")
         return [_client_from_row(row) for row in rows]
 
+    def revoked_client_ids(self) -> list[str]:
+        rows = self._query(
+            "SELECT client_id FROM clients WHERE revoked_at IS NOT NULL "
+            "ORDER BY revoked_at, client_id"
+        )
+        return [str(row[0]) for row in rows]
+
     def revoke_client(self, client_id: str, *, now: float) -> ClientRecord:
         with self._transaction() as db:
             db.execute(

@@ -263,6 +263,7 @@ async def test_openapi_lists_exactly_the_contract(api: httpx.AsyncClient) -> Non
         ("/v1/keys/secret-context", "get"),
         ("/v1/keys/public-context", "get"),
         ("/v1/keys/verification-key", "get"),
+        ("/v1/keys/key-id", "get"),
         ("/v1/clients", "get"),
         ("/v1/clients/{client_id}", "delete"),
         ("/v1/key-epochs", "post"),
@@ -613,9 +614,11 @@ async def test_bad_epoch_query(api: httpx.AsyncClient, epoch: str, status: int, 
 
     secret = await api.get(f"/v1/keys/secret-context?epoch={epoch}", headers=bearer(token))
     public = await api.get(f"/v1/keys/public-context?epoch={epoch}")
+    key_id = await api.get(f"/v1/keys/key-id?epoch={epoch}")
 
     assert_problem(secret, status, code)
     assert_problem(public, status, code)
+    assert_problem(key_id, status, code)
 
 
 # Bodies: size, syntax, media type
