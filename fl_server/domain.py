@@ -64,6 +64,7 @@ class JobView:
     layout_fingerprint: str | None
     created_at: float
     training_seconds: float
+    key_id: str | None = None
 
 
 @dataclass(frozen=True)

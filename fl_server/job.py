@@ -166,6 +166,7 @@ class JobLifecycle:
             layout_fingerprint=layout.layout.fingerprint.hex() if layout else None,
             created_at=record.created_at,
             training_seconds=self.control.training_seconds(),
+            key_id=record.key_id,
         )
 
     def layout_json(self) -> bytes:

@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import crypto
@@ -37,6 +38,19 @@ __all__ = ["JobRegistry"]
 logger = logging.getLogger("fl_server")
 
 _CREATING = ".new-"
+
+
+def keys_replaced_message(record: JobRecord, key_id: str, job_dir: Path) -> str:
+    """What happened to a job whose epoch's keys keyauth replaced, and what can be done."""
+    return (
+        f"job {record.name} is not opened: keyauth's keys for key epoch {record.key_epoch} "
+        f"were replaced: key id {key_id}, this job was created under {record.key_id}. "
+        "Its model is encrypted under keys keyauth no longer has, so no hospital could "
+        "train it. To continue this job, restore keyauth's state directory from its backup "
+        f"(the one whose key epoch {record.key_epoch} has key id {record.key_id}) and "
+        "restart keyauth, then fl_server; or give it up: create a new job under another "
+        f"name (to free this name, move {job_dir} away and restart fl_server)"
+    )
 
 
 class JobRegistry:
@@ -115,26 +129,73 @@ class JobRegistry:
         return records
 
     def open(self, record: JobRecord, context: EpochContext) -> None:
-        """Open a stored job and recover it (checkpoint and log); a failure is recorded."""
+        """Open a stored job and recover it (checkpoint and log); a failure is recorded.
+
+        A job whose epoch's key id at keyauth (``context.key_id``) is not the one it was
+        created under is not opened (``keys_replaced``). A job from before key ids records
+        the key id it meets now: trust on first use.
+        """
+        if self._keys_replaced(record, context):
+            return
         try:
-            job = JobService(
-                self._settings, record, context, store=self._store(record.name), clock=self._clock
-            )
-        except (ServerError, crypto.CryptoError) as exc:
+            store = self._store(record.name)
+            if record.key_id is None and context.key_id is not None:
+                record = replace(record, key_id=context.key_id)
+                store.save_job(record)
+                logger.warning(
+                    "job %s was created before jobs recorded their key id: it is bound from "
+                    "now on to key id %s, keyauth's for key epoch %d (trusted on first use)",
+                    record.name,
+                    record.key_id,
+                    record.key_epoch,
+                )
+            job = JobService(self._settings, record, context, store=store, clock=self._clock)
+        except (ServerError, crypto.CryptoError, OSError) as exc:
             self.fail(record.name, exc)
             return
         with self._lock:
             self._jobs[record.name] = job
+
+    def _keys_replaced(self, record: JobRecord, context: EpochContext) -> bool:
+        """Fail the job of ``record`` if keyauth's key id of its epoch is not the job's."""
+        if record.key_id is None or context.key_id in (None, record.key_id):
+            return False
+        self._failed_with(
+            record.name,
+            keys_replaced_message(record, context.key_id, self._jobs_dir / record.name),
+        )
+        return True
+
+    def refuse_replaced_keys(self, context: EpochContext) -> list[JobService]:
+        """Take out every open job of ``context``'s epoch whose key id is not its.
+
+        For a server that meets keyauth's new keys while running: each such job fails as
+        it would at startup. Returns the jobs taken out, for the caller to close.
+        """
+        replaced = [
+            job
+            for job in self.jobs()
+            if job.record.key_epoch == context.key_epoch
+            and self._keys_replaced(job.record, context)
+        ]
+        with self._lock:
+            for job in replaced:
+                self._jobs.pop(job.name, None)
+        return replaced
 
     def fail(self, name: str, error: Exception | str) -> StateError:
         """Leave job ``name`` out: its directory cannot be used (``error`` says why).
 
         Returns the error every call to the job answers from now on.
         """
-        failure = StateError(
+        return self._failed_with(
+            name,
             f"job {name} could not be opened: {error}; repair or move away "
-            f"{self._jobs_dir / name} and restart the server"
+            f"{self._jobs_dir / name} and restart the server",
         )
+
+    def _failed_with(self, name: str, detail: str) -> StateError:
+        failure = StateError(detail)
         logger.error("%s", failure.detail)
         with self._lock:
             self._failed[name] = failure
@@ -224,6 +285,7 @@ class JobRegistry:
                 key_epoch=context.key_epoch,
                 profile=context.profile,
                 created_at=self._clock(),
+                key_id=context.key_id,
             )
             self._write(record)
             try:
@@ -240,9 +302,10 @@ class JobRegistry:
             with self._lock:
                 self._jobs[record.name] = job
         logger.info(
-            "job %s created on key epoch %d (profile %s, spec sha256 %s)",
+            "job %s created on key epoch %d (key id %s, profile %s, spec sha256 %s)",
             record.name,
             record.key_epoch,
+            record.key_id,
             record.profile,
             sha256[:16],
         )

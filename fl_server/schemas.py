@@ -78,6 +78,11 @@ class JobPublic(BaseModel):
     layout_fingerprint: str | None
     created_at: datetime
     training_seconds: float = Field(description="time spent in state training (not paused)")
+    key_id: str | None = Field(
+        description="hex SHA-256 of the key epoch's secret context when the job was created "
+        "(keyauth's signed GET /v1/keys/key-id); a hospital trains only with a context of "
+        "this id. null only on a server given fixed key material without one (tests)"
+    )
 
     @classmethod
     def of(cls, job: JobView) -> JobPublic:

@@ -67,8 +67,9 @@ class ServerService:
     ) -> ServerService:
         """Fetch the token key, open the state directory, and open and recover every job.
 
-        A job whose directory is damaged, or whose key epoch keyauth does not know, is
-        left out and reported (``status().failed_jobs``); the others serve.
+        A job whose directory is damaged, whose key epoch keyauth does not know, or whose
+        epoch's key id at keyauth is not the one it was created under (keyauth's keys were
+        replaced), is left out and reported (``status().failed_jobs``); the others serve.
 
         Raises
         ------
@@ -85,11 +86,13 @@ class ServerService:
             for epoch in sorted({r.key_epoch for r in records.values()}):
                 try:
                     contexts[epoch] = await material.epoch_context(epoch)
-                except StartupError as exc:  # keyauth answered: it has no such epoch
+                except StartupError as exc:  # keyauth answered: no such epoch, or unusable
                     for name, record in records.items():
                         if record.key_epoch == epoch:
                             registry.fail(
-                                name, f"no key material for its key epoch {epoch} ({exc})"
+                                name,
+                                f"keyauth gave no usable key material for its key epoch "
+                                f"{epoch} ({exc.detail})",
                             )
             for record in records.values():
                 context = contexts.get(record.key_epoch)
@@ -133,9 +136,11 @@ class ServerService:
         return [job.view() for job in self._registry.jobs()]
 
     async def create_job(self, read_body: BodyReader) -> JobCreated:
-        """Create the job a study spec describes, on keyauth's current key epoch.
+        """Create the job a study spec describes, on keyauth's current key epoch and its key id.
 
-        The same spec again finds the job (``created`` false).
+        The same spec again finds the job (``created`` false). Open jobs of the current
+        epoch whose key id keyauth no longer states are taken out first, as at startup
+        (keyauth's keys were replaced while this server ran).
 
         Raises
         ------
@@ -146,12 +151,17 @@ class ServerService:
             The name is taken by another spec.
         KeyauthUnavailableError
             keyauth did not say which epoch is current.
+        StartupError
+            keyauth's statement of the epoch's key id does not verify (its token key
+            changed since the server started: the server must be restarted).
         """
         spec = spec_from_body(await read_body(self.settings.max_spec_bytes))
         existing = self._registry.existing(spec)
         if existing is not None:
             return JobCreated(existing.view(), created=False)
         context = await self._material.current_context()
+        for replaced in self._registry.refuse_replaced_keys(context):
+            await asyncio.to_thread(replaced.close)
         if spec.profile != context.profile:
             raise SpecInvalidError(
                 [

@@ -32,7 +32,9 @@ class ServerSettings(BaseSettings):
         Startup fetch: attempts, first delay between them in seconds (doubling, at most
         10 s) and per-request timeout.
     revocation_refresh
-        Seconds between fetches of keyauth's revocation list (``0``: never fetch).
+        Seconds between fetches of keyauth's revocation list (``0``: never fetch). Each
+        fetch is conditional (``If-None-Match``): an unchanged list is a bodiless 304, so
+        the default half second refuses a revoked client within a second at little cost.
     state_dir
         Where the jobs live, one directory each (``jobs/<name>/``: the job, its
         write-ahead log, checkpoints, metrics). One server per directory (a lock file
@@ -72,7 +74,7 @@ class ServerSettings(BaseSettings):
     keyauth_attempts: int = Field(default=30, ge=1)
     keyauth_retry_delay: float = Field(default=0.5, gt=0)
     keyauth_timeout: float = Field(default=5.0, gt=0)
-    revocation_refresh: float = Field(default=15.0, ge=0)
+    revocation_refresh: float = Field(default=0.5, ge=0)
 
     state_dir: Path = Path("fl-server-state")
     max_params: int = Field(default=100_000_000, ge=1)

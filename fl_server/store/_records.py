@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,17 +14,24 @@ from fl_server.errors import StateError
 
 __all__ = ["Checkpoint", "ControlRecord", "JobRecord", "UpdateRecord"]
 
-_JOB_FORMAT = 2
+# 2: jobs created from study specs. 3: the key id of the job's epoch (``key_id``); a
+# format-2 job reads with none and records the key id keyauth states on its first open.
+_JOB_FORMAT = 3
+_JOB_FORMATS = (2, 3)
 _CONTROL_FORMAT = 1
+_KEY_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """A job as created: its name, its study spec and the key epoch every ciphertext uses.
+    """A job as created: its name, its study spec and the keys every ciphertext uses.
 
     ``spec_json`` is the spec's canonical JSON (``hefl_study.spec_to_json``), kept as the
     exact text its ``spec_sha256`` names; ``job_id`` is unique per creation, so a job
     created again under the same name never matches another's cached model (ETag).
+    ``key_id`` is the key id of ``key_epoch`` (hex SHA-256 of its secret context) when
+    the job was created; ``None`` for a job from before key ids (format 2) until it is
+    opened, and for a job created on key material that states none (tests).
     """
 
     job_id: str
@@ -33,6 +41,7 @@ class JobRecord:
     key_epoch: int
     profile: str
     created_at: float
+    key_id: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -43,6 +52,7 @@ class JobRecord:
                 "spec": self.spec_json,
                 "spec_sha256": self.spec_sha256,
                 "key_epoch": self.key_epoch,
+                "key_id": self.key_id,
                 "profile": self.profile,
                 "created_at": self.created_at,
             },
@@ -53,8 +63,11 @@ class JobRecord:
     def from_json(cls, data: bytes) -> JobRecord:
         try:
             raw = json.loads(data)
-            if raw["format"] != _JOB_FORMAT:
+            if raw["format"] not in _JOB_FORMATS:
                 raise ValueError(f"unsupported job format {raw['format']!r}")
+            key_id = raw["key_id"] if raw["format"] >= 3 else None
+            if key_id is not None and not (isinstance(key_id, str) and _KEY_ID.match(key_id)):
+                raise ValueError(f"key_id is not 64 hex digits: {key_id!r}")
             record = cls(
                 job_id=str(raw["job_id"]),
                 name=str(raw["name"]),
@@ -63,6 +76,7 @@ class JobRecord:
                 key_epoch=int(raw["key_epoch"]),
                 profile=str(raw["profile"]),
                 created_at=float(raw["created_at"]),
+                key_id=key_id,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"job.json is unreadable: {exc!r}") from exc

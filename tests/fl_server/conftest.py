@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import crypto
 from fl_server.job_service import JobService
 from fl_server.material import KeyauthMaterial
-from hefl_wire import AccessClaims
+from hefl_wire import AccessClaims, key_id_of
 from keyauth.tokens import public_key_to_pem
 from tests.fl_server.api import Api, open_api
 from tests.fl_server.helpers import (
@@ -63,6 +63,7 @@ def material(keys: crypto.KeyMaterial, signing_key: Ed25519PrivateKey) -> Keyaut
         key_epoch=EPOCH,
         profile=PROFILE,
         verification_key_pem=public_key_to_pem(signing_key),
+        key_id=key_id_of(keys.secret_context),
     )
 
 

@@ -28,7 +28,9 @@ async def training(api: Api, hospital: Hospital) -> Api:
     return api
 
 
-async def test_the_job_from_layout_to_training(api: Api, hospital: Hospital) -> None:
+async def test_the_job_from_layout_to_training(
+    api: Api, hospital: Hospital, keys: crypto.KeyMaterial
+) -> None:
     job = (await api.http.get(api.at(), headers=api.auth())).json()
     created_at = job.pop("created_at")
     assert job == {
@@ -44,6 +46,7 @@ async def test_the_job_from_layout_to_training(api: Api, hospital: Hospital) -> 
         "profile": "test-n2048",
         "layout_fingerprint": None,
         "training_seconds": 0.0,
+        "key_id": hashlib.sha256(keys.secret_context).hexdigest(),
     }
     assert created_at.endswith("Z")
     assert_problem(await api.http.get(api.at("/layout"), headers=api.auth()), 404, "no_layout")

@@ -4,7 +4,9 @@ jobs bound to the epoch current at their creation; revocations."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,9 @@ from fl_server.auth import TokenAuth
 from fl_server.errors import KeyauthUnavailableError, StartupError
 from fl_server.keyauth_client import KeyauthClient, KeyauthMaterialSource
 from fl_server.material import TokenKey
-from keyauth.tokens import public_key_to_pem
+from fl_server.settings import ServerSettings
+from hefl_wire import KeyIdStatement
+from keyauth.tokens import TokenSigner, public_key_to_pem
 from tests.fl_server.helpers import admin_token, make_settings, mint_token, spec_body
 
 pytestmark = pytest.mark.anyio
@@ -27,28 +31,39 @@ pytestmark = pytest.mark.anyio
 class FakeKeyauth:
     """keyauth's public endpoints, failing the first ``down`` requests.
 
-    ``epochs`` are the key epochs it knows; ``current`` is the one a new job binds.
+    ``epochs`` are the key epochs it knows; ``current`` is the one a new job binds;
+    ``key_ids`` the key id it states for each (``key_id_for``), signed by ``signer``
+    (keyauth's token key unless a test swaps it).
     """
 
     def __init__(self, keys: crypto.KeyMaterial, key: Ed25519PrivateKey, down: int = 0) -> None:
         self.keys = keys
         self.pem = public_key_to_pem(key)
+        self.signer = TokenSigner(key)
         self.down = down
         self.epochs = {1, 3}
         self.current = 3
+        self.key_ids: dict[int, str] = {}
         self.revoked: list[str] | None = []
-        self.requests: list[str] = []
+        self.requests: list[httpx.Request] = []
+
+    def key_id_for(self, epoch: int) -> str:
+        return self.key_ids.get(epoch, f"{epoch:064x}")
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(str(request.url))
+        self.requests.append(request)
         if self.down:
             self.down -= 1
             raise httpx.ConnectError("connection refused", request=request)
         path = request.url.path
-        if path == "/v1/keys/public-context":
+        if path in ("/v1/keys/public-context", "/v1/keys/key-id"):
             epoch = int(request.url.params.get("epoch", str(self.current)))
             if epoch not in self.epochs:
                 return httpx.Response(404, json={"code": "key_epoch_not_found"})
+            if path == "/v1/keys/key-id":
+                stated = KeyIdStatement(epoch, "test-n2048", self.key_id_for(epoch))
+                body = {**asdict(stated), "statement": self.signer.sign_statement(stated)}
+                return httpx.Response(200, json=body)
             headers = {"X-Hefl-Key-Epoch": str(epoch), "X-Hefl-Profile": "test-n2048"}
             return httpx.Response(200, content=self.keys.public_context, headers=headers)
         if path == "/v1/keys/verification-key":
@@ -64,11 +79,17 @@ class FakeKeyauth:
                 },
             )
         if path == "/v1/revocations" and self.revoked is not None:
-            return httpx.Response(200, json={"revoked": self.revoked})
+            etag = f'"{len(self.revoked)}-{hash(tuple(self.revoked))}"'
+            if request.headers.get("If-None-Match") == etag:
+                return httpx.Response(304, headers={"ETag": etag})
+            return httpx.Response(200, json={"revoked": self.revoked}, headers={"ETag": etag})
         return httpx.Response(404, json={"code": "not_found"})
 
+    def fetches(self, path: str) -> list[str]:
+        return [str(r.url) for r in self.requests if r.url.path == path]
+
     def context_fetches(self) -> list[str]:
-        return [url for url in self.requests if "/public-context" in url]
+        return self.fetches("/v1/keys/public-context")
 
 
 @pytest.fixture
@@ -155,6 +176,71 @@ async def test_revocations_are_polled_into_token_checks(
     await client.aclose()
 
 
+async def test_revocations_are_asked_for_with_the_etag_and_304_changes_nothing(
+    fake: FakeKeyauth, tmp_path: Path
+) -> None:
+    # Prepare
+    seen: list[frozenset[str]] = []
+    client = client_for(fake, tmp_path)
+    fake.revoked = ["client-x"]
+
+    # Execute: a few polls of an unchanged list, then a revocation, then a few more.
+    poller = asyncio.create_task(client.poll_revocations(seen.append, 0.01))
+    await asyncio.sleep(0.1)
+    fake.revoked = ["client-x", "client-y"]
+    await asyncio.sleep(0.1)
+    poller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await poller
+    await client.aclose()
+
+    # Assert: the list is handed on when it changes only; every later ask names it.
+    polls = [r for r in fake.requests if r.url.path == "/v1/revocations"]
+    assert seen == [frozenset({"client-x"}), frozenset({"client-x", "client-y"})]
+    assert len(polls) > 4
+    assert "If-None-Match" not in polls[0].headers
+    assert all("If-None-Match" in r.headers for r in polls[1:])
+
+
+async def test_keyauth_down_is_logged_once_and_the_revoked_set_stays(
+    fake: FakeKeyauth,
+    tmp_path: Path,
+    signing_key: Ed25519PrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    auth = TokenAuth(TokenKey(fake.pem))
+    client = client_for(fake, tmp_path)
+    fake.revoked = ["client-x"]
+
+    async def until(condition: Callable[[], bool]) -> None:
+        async with asyncio.timeout(10):
+            while not condition():
+                await asyncio.sleep(0.01)
+
+    with caplog.at_level(logging.INFO, logger="fl_server.keyauth"):
+        poller = asyncio.create_task(client.poll_revocations(auth.set_revoked, 0.01))
+        await until(lambda: len(fake.requests) > 0)
+        fake.down = 10
+        await until(lambda: fake.down == 5)
+        with pytest.raises(Exception, match="revoked") as info:
+            auth.client(mint_token(signing_key, "client-x"))
+        await until(lambda: any("refreshed again" in r.getMessage() for r in caplog.records))
+        poller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await poller
+    await client.aclose()
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert getattr(info.value, "code", None) == "client_revoked"
+    assert fake.down == 0
+    assert sum("could not refresh revocations" in m for m in messages) == 1
+    assert sum("refreshed again" in m for m in messages) == 1
+
+
+def test_revocations_are_refreshed_twice_a_second_by_default(tmp_path: Path) -> None:
+    assert ServerSettings(state_dir=tmp_path).revocation_refresh == 0.5
+
+
 async def test_startup_fails_clearly_when_keyauth_is_unreachable(tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path / "state",
@@ -169,9 +255,10 @@ async def test_startup_fails_clearly_when_keyauth_is_unreachable(tmp_path: Path)
     assert not (tmp_path / "state").exists()
 
 
-async def _serving(
+async def serving(
     fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """fl_server on ``tmp_path / "state"`` with ``fake`` as keyauth: a client, admin headers."""
     settings = make_settings(tmp_path / "state", keyauth_retry_delay=0.01, keyauth_attempts=2)
     source = KeyauthMaterialSource(KeyauthClient(settings, transport=httpx.MockTransport(fake)))
     app = create_app(settings, keyauth_material=source)
@@ -185,7 +272,7 @@ async def test_each_job_binds_the_epoch_current_at_its_creation_and_keeps_it(
     fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
     # Prepare: one job on epoch 3; keyauth rotates to 4; a second job.
-    async for http, admin in _serving(fake, tmp_path, signing_key):
+    async for http, admin in serving(fake, tmp_path, signing_key):
         first = await http.post("/v1/jobs", content=spec_body("first"), headers=admin)
         fake.epochs.add(4)
         fake.current = 4
@@ -195,7 +282,7 @@ async def test_each_job_binds_the_epoch_current_at_its_creation_and_keeps_it(
 
     # Execute: a restart fetches each job's own epoch.
     fake.requests.clear()
-    async for http, admin in _serving(fake, tmp_path, signing_key):
+    async for http, admin in serving(fake, tmp_path, signing_key):
         jobs: list[dict[str, Any]] = (await http.get("/v1/jobs", headers=admin)).json()
 
     # Assert
@@ -209,14 +296,14 @@ async def test_each_job_binds_the_epoch_current_at_its_creation_and_keeps_it(
 async def test_a_job_whose_epoch_keyauth_no_longer_knows_is_left_out_and_reported(
     fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
-    async for http, admin in _serving(fake, tmp_path, signing_key):
+    async for http, admin in serving(fake, tmp_path, signing_key):
         await http.post("/v1/jobs", content=spec_body("old"), headers=admin)
         fake.epochs.add(4)
         fake.current = 4
         await http.post("/v1/jobs", content=spec_body("new"), headers=admin)
     fake.epochs.discard(3)
 
-    async for http, admin in _serving(fake, tmp_path, signing_key):
+    async for http, admin in serving(fake, tmp_path, signing_key):
         status = (await http.get("/v1/status")).json()
         old = await http.get("/v1/jobs/old", headers=admin)
         again = await http.post("/v1/jobs", content=spec_body("old"), headers=admin)
@@ -233,7 +320,7 @@ async def test_a_job_whose_epoch_keyauth_no_longer_knows_is_left_out_and_reporte
 async def test_creating_a_job_while_keyauth_is_down_is_503_and_creates_nothing(
     fake: FakeKeyauth, tmp_path: Path, signing_key: Ed25519PrivateKey
 ) -> None:
-    async for http, admin in _serving(fake, tmp_path, signing_key):
+    async for http, admin in serving(fake, tmp_path, signing_key):
         fake.down = 100
         answer = await http.post("/v1/jobs", content=spec_body(), headers=admin)
         jobs = (await http.get("/v1/jobs", headers=admin)).json()

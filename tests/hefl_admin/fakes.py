@@ -41,6 +41,9 @@ class FakeKeyauth:
         return httpx.Response(200, json=body, headers={"Cache-Control": "no-store"})
 
 
+KEY_ID = "5e" * 32
+
+
 def job_record(name: str, sha256: str, **changes: Any) -> dict[str, Any]:
     job: dict[str, Any] = {
         "name": name,
@@ -52,6 +55,7 @@ def job_record(name: str, sha256: str, **changes: Any) -> dict[str, Any]:
         "target_updates": 10,
         "spec_sha256": sha256,
         "key_epoch": 1,
+        "key_id": KEY_ID,
         "profile": "n4096-s40",
         "layout_fingerprint": None,
         "created_at": "2030-01-01T00:00:00Z",

@@ -100,8 +100,11 @@ def test_a_job_from_creation_to_stop(deployment: Deployment) -> None:
     stopped = deployment.ok("job", "stop", "icu-mortality")
     refused = deployment.admin("job", "resume", "icu-mortality")
     final = json.loads(deployment.ok("job", "list", "--json"))
+    key_id = httpx.get(f"{deployment.keyauth_url}/v1/keys/key-id").json()["key_id"]
 
     assert created.splitlines()[0] == "created job icu-mortality"
+    assert f"key_id: {key_id}" in " ".join(created.split())
+    assert f"key_id: {key_id}" in " ".join(shown.split())
     assert f"spec_sha256: {sha256}" in created
     assert "state:       waiting_for_initial_model" in created
     assert f"profile:     {PROFILE}" in created
@@ -116,10 +119,11 @@ def test_a_job_from_creation_to_stop(deployment: Deployment) -> None:
     assert rules[1].split() == [
         "target_metric", "-", "(0", "hospitals,", "2", "needed)", "auroc", ">=", "0.9", "no"
     ]  # fmt: skip
-    assert (status["name"], status["spec_sha256"], status["key_epoch"]) == (
+    assert (status["name"], status["spec_sha256"], status["key_epoch"], status["key_id"]) == (
         "icu-mortality",
         sha256,
         1,
+        key_id,
     )
     assert [rule["rule"] for rule in status["stop_rules"]] == ["target_updates", "target_metric"]
     assert paused == "icu-mortality: paused\n"

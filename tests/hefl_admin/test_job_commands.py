@@ -13,7 +13,7 @@ import pytest
 
 from hefl_admin import main
 from hefl_study import load_spec, spec_to_json
-from tests.hefl_admin.fakes import ENV, FakeKeyauth, FakeServer, job_record, problem
+from tests.hefl_admin.fakes import ENV, KEY_ID, FakeKeyauth, FakeServer, job_record, problem
 
 SPEC = """
 name = "icu-mortality"
@@ -128,6 +128,7 @@ def test_create_gets_an_admin_token_then_posts_the_canonical_spec(
         "updates": "0/40",
         "spec_sha256": spec.sha256,
         "key_epoch": "1",
+        "key_id": KEY_ID,
         "profile": "n4096-s40",
     }
 
