@@ -353,6 +353,7 @@ class JobIntegrity:
         return Evidence(
             version=state.version,
             floor=floor,
+            window=state.history.window,
             since=since,
             good=frozenset(self._checks.good),
             bad=dict(self._checks.bad),
@@ -453,7 +454,7 @@ class JobIntegrity:
         if len(state.history.made(step.hi)) > 1:
             if step.culprits:
                 names = ", ".join(_who(r) for r in step.culprits)
-                parts.append(f"its own sender found each removed update bad ({names})")
+                parts.append(f"its sender found it bad on version {step.lo}: {names}")
             if step.unanswered:
                 names = ", ".join(_who(r) for r in step.unanswered)
                 parts.append(

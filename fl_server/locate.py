@@ -37,7 +37,9 @@ class Evidence:
     version
         The model's version now.
     floor
-        The oldest version the log can rebuild (``FLSERVER_REPAIR_WINDOW`` back).
+        The oldest version the log can rebuild (``window`` versions back).
+    window
+        ``FLSERVER_REPAIR_WINDOW``.
     since
         The version the newest repair made (0: none). Versions before it held removed
         updates: what clients said of them no longer counts.
@@ -55,6 +57,7 @@ class Evidence:
 
     version: int
     floor: int
+    window: int
     since: int
     good: Set[int]
     bad: Mapping[int, str]
@@ -150,6 +153,11 @@ def plan(evidence: Evidence, made: Callable[[int], Sequence[UpdateRecord]]) -> P
 
 
 def _beyond_reach(e: Evidence, hi: int, start: int) -> str:
+    if hi == 0:
+        return (
+            "the initial model (version 0) is reported bad: no update can be removed to "
+            "repair it; stop the job and start the study again"
+        )
     if e.since and start == e.since and hi == e.since:
         return (
             f"version {hi}, made by the last repair, is reported bad too, and no version "
@@ -157,7 +165,8 @@ def _beyond_reach(e: Evidence, hi: int, start: int) -> str:
             f"(hefl-admin job repair)"
         )
     return (
-        f"version {hi} is reported bad and no version before it within the repair window "
-        f"(versions {start} to {e.version}) is known good: the bad update is older than "
-        f"FLSERVER_REPAIR_WINDOW and cannot be removed; stop the job and start it again"
+        f"version {hi} is reported bad and the versions before it are older than the repair "
+        f"window (FLSERVER_REPAIR_WINDOW={e.window}: versions {e.floor} to {e.version} can "
+        f"be rebuilt), so the bad update cannot be found or removed; stop the job and start "
+        f"the study again"
     )
