@@ -34,7 +34,8 @@
     ├── NotFoundError                 not_found (404)
     │   ├── JobNotFoundError          job_not_found (404): no job of that name
     │   ├── LayoutNotFoundError       no_layout (404): GET /v1/jobs/{job}/layout before one is set
-    │   └── UpdateNotFoundError       update_not_found (404): no applied update of that id
+    │   ├── UpdateNotFoundError       update_not_found (404): no applied update of that id
+    │   └── ClientNotQuarantinedError client_not_quarantined (404): nothing to release
     ├── ConflictError                 conflict (409)
     │   ├── JobStateError             not possible in the job's state
     │   │   ├── NoLayoutError         no_layout
@@ -86,6 +87,7 @@ __all__ = [
     "BlockIndexInvalidError",
     "BodyTooLargeError",
     "CiphertextInvalidError",
+    "ClientNotQuarantinedError",
     "ClientQuarantinedError",
     "ClientRevokedError",
     "ConflictError",
@@ -348,6 +350,12 @@ class UpdateNotFoundError(NotFoundError):
     code = "update_not_found"
     http_status = 404
     title = "No such update"
+
+
+class ClientNotQuarantinedError(NotFoundError):
+    code = "client_not_quarantined"
+    http_status = 404
+    title = "Client not quarantined"
 
 
 class ConflictError(ServerError):

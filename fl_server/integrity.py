@@ -34,8 +34,8 @@ from fl_server.domain import (
     RepairView,
 )
 from fl_server.errors import (
+    ClientNotQuarantinedError,
     ClientQuarantinedError,
-    NotFoundError,
     ProbeNotOfferedError,
     RepairWindowExceededError,
     RequestError,
@@ -272,7 +272,9 @@ class JobIntegrity:
         """The administrator lets ``client_id`` send updates to the job again."""
         state = self._lifecycle.require_started()
         if not state.is_quarantined(client_id):
-            raise NotFoundError(f"client {client_id} is not quarantined in job {self._name}")
+            raise ClientNotQuarantinedError(
+                f"client {client_id} is not quarantined in job {self._name}: nothing to release"
+            )
         record = ReleaseRecord(
             entry=state.entries + 1, after_seq=state.seq, client_id=client_id, at=self._clock()
         )

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import crypto
 from fl_server.domain import IntegrityState, ProbeOutcome
 from fl_server.errors import (
+    ClientNotQuarantinedError,
     ClientQuarantinedError,
-    NotFoundError,
     ProbeNotOfferedError,
     RepairWindowExceededError,
     StorageError,
@@ -243,7 +243,7 @@ async def test_a_quarantined_client_is_refused_until_released_and_its_removed_up
     with pytest.raises(ClientQuarantinedError):
         study.job.acquire_slot(study.client("b"))
     await study.job.release("client-b")
-    with pytest.raises(NotFoundError):
+    with pytest.raises(ClientNotQuarantinedError):
         await study.job.release("client-b")
     resent = await push_update(study.job, study.client("b"), removed)
     assert resent.duplicate  # its first answer, never applied again

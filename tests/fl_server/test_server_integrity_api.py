@@ -154,7 +154,7 @@ async def test_the_administrator_repairs_and_releases_by_hand(
     )
     assert [r["update_id"] for r in body["removed"]] == [update_id]
     assert_problem(again, 404, "update_not_found")
-    assert_problem(not_quarantined, 404, "not_found")
+    assert_problem(not_quarantined, 404, "client_not_quarantined")
     second = await api.push(hospital.update(hospital.model_values(2), base_version=2)[1], b)
     quarantining = await api.http.post(
         repairs, json={"update_ids": [second.json()["update_id"]]}, headers=api.as_admin()
