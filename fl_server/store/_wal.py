@@ -101,15 +101,18 @@ class WriteAheadLog:
         return sorted(out)
 
     def drop_through(self, seq: int) -> None:
-        """Delete the segments holding only records with ``seq`` or less."""
-        if self._segment is not None and self._last_seq is not None and self._last_seq <= seq:
-            self.close()
-        open_path = self._segment_path
+        """Delete the segments holding only records with ``seq`` or less.
+
+        The open segment is closed first, so the next record starts a new one: the log
+        kept for repairs trails the checkpoint, and a segment that never closed would
+        never be dropped.
+        """
+        self.close()
         segments = self._segments()
         for i, (_, path) in enumerate(segments):
             # A segment ends where the next begins; the newest ends at the last record seen.
             last = segments[i + 1][0] - 1 if i + 1 < len(segments) else self._last_seq
-            if path != open_path and last is not None and last <= seq:
+            if last is not None and last <= seq:
                 path.unlink()
         hefl_durable.fsync_dir(self.directory)
 

@@ -424,7 +424,7 @@ async def test_an_update_older_than_the_repair_window_cannot_be_removed(
             body_reader(json.dumps({"update_ids": [str(uuid.uuid4())]}).encode())
         )
     wal = FileStore(crash_image(state_dir, tmp_path / "image") / "jobs" / JOB)
-    assert [r.version for r in wal.read_updates(0)][-2:] == [4, 5]
+    assert [r.version for r in wal.read_updates(0)] == [4, 5]  # the window, and no more
     wal.close()
     # The search: version 5 reported bad, nothing known good within the window.
     await check_served(study, "c")
@@ -434,3 +434,28 @@ async def test_an_update_older_than_the_repair_window_cannot_be_removed(
     assert status.probe is None
     assert "FLSERVER_REPAIR_WINDOW" in (status.detail or "")
     assert status.repairs == ()
+
+
+async def test_the_log_keeps_the_repair_window_and_no_more(
+    make_job: MakeJob, hospital: Hospital, clients: dict[str, AccessClaims], tmp_path: Path
+) -> None:
+    # Prepare: a window of 3 versions, a checkpoint every 4.
+    state_dir = tmp_path / "state"
+    study = await start_study(
+        make_job, hospital, clients, state_dir=state_dir, repair_window=3, checkpoint_every=4
+    )
+
+    # Execute: 20 versions, each published (so checkpointed when due).
+    for seed in range(1, 21):
+        await study.honest_update("a", seed, base_version=seed - 1)
+        wait_published(study.job)
+
+    # Assert: the versions the window needs are logged, and at most a checkpoint's more.
+    store = FileStore(crash_image(state_dir, tmp_path / "image") / "jobs" / JOB)
+    checkpoint = store.load_checkpoint()
+    logged = [r.version for r in store.read_updates(0)]
+    store.close()
+    assert checkpoint is not None
+    assert logged == list(range(logged[0], 21))
+    assert logged[0] <= checkpoint.version - 3 + 1
+    assert len(logged) <= 3 + 4 + 4
