@@ -444,18 +444,27 @@ async def test_the_log_keeps_the_repair_window_and_no_more(
     study = await start_study(
         make_job, hospital, clients, state_dir=state_dir, repair_window=3, checkpoint_every=4
     )
+    kept = []
 
-    # Execute: 20 versions, each published (so checkpointed when due).
-    for seed in range(1, 21):
-        await study.honest_update("a", seed, base_version=seed - 1)
+    # Execute: 20 versions, each published (so checkpointed when due), the log read after each.
+    for version in range(1, 21):
+        await study.honest_update("a", version, base_version=version - 1)
         wait_published(study.job)
+        image = crash_image(state_dir, tmp_path / f"image-{version}")
+        store = FileStore(image / "jobs" / JOB)
+        checkpoint = store.load_checkpoint()
+        kept.append(
+            (
+                version,
+                checkpoint.version if checkpoint else 0,
+                [r.version for r in store.read_updates(0)],
+            )
+        )
+        store.close()
 
-    # Assert: the versions the window needs are logged, and at most a checkpoint's more.
-    store = FileStore(crash_image(state_dir, tmp_path / "image") / "jobs" / JOB)
-    checkpoint = store.load_checkpoint()
-    logged = [r.version for r in store.read_updates(0)]
-    store.close()
-    assert checkpoint is not None
-    assert logged == list(range(logged[0], 21))
-    assert logged[0] <= checkpoint.version - 3 + 1
-    assert len(logged) <= 3 + 4 + 4
+    # Assert: the log holds every version the window reaches back to from the checkpoint,
+    # and, dropped a segment (a checkpoint's interval) at a time, at most 4 × (1 + 1).
+    for version, checkpointed, logged in kept:
+        assert logged == list(range(logged[0], version + 1))
+        assert logged[0] <= max(1, checkpointed - 3 + 1)
+        assert len(logged) <= 4 * 2
