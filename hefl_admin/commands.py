@@ -111,7 +111,9 @@ def _add_job_commands(commands: Any) -> None:
     listing.add_argument("--json", **as_json)
 
     show = job_commands.add_parser(
-        "show", help="a job's status: each hospital, pooled metrics, stop rules"
+        "show",
+        help="a job's status: each hospital, pooled metrics, stop rules, integrity (the "
+        "search for a bad update, repairs, quarantined hospitals)",
     )
     show.add_argument("name", help="the job's name (its spec's name)")
     show.add_argument("--json", **as_json)

@@ -256,15 +256,15 @@ def print_repair(job: str, repair: Mapping[str, Any], out: TextIO) -> None:
         file=out,
     )
     print_table(_REMOVED_HEADER, _removed_rows(repair), out, indent="  ")
+    names = {r.get("client_id"): r.get("client_name") for r in repair.get("removed") or ()}
     quarantined = repair.get("quarantined") or []
-    if quarantined:
-        for client_id in quarantined:
-            print(
-                f"quarantined {client_id}: release it with "
-                f"hefl-admin job release {job} {client_id}",
-                file=out,
-            )
-    else:
+    for client_id in quarantined:
+        who = f"{names[client_id]} ({client_id})" if names.get(client_id) else client_id
+        print(
+            f"quarantined {who}: release it with hefl-admin job release {job} {client_id}",
+            file=out,
+        )
+    if not quarantined:
         print("quarantined: nobody", file=out)
 
 
