@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from fl_server.domain import IntegrityReportView
 from fl_server.errors import RequestError
-from fl_server.parsing import client_input
+from fl_server.parsing import client_input, validation_detail
 from fl_server.schemas import IntegrityReportCreate
 
 __all__ = [
@@ -58,10 +58,7 @@ def parse_integrity_report(body: bytes) -> IntegrityReport:
         try:
             report = IntegrityReportCreate.model_validate_json(body)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
+            detail = validation_detail(exc)
             raise RequestError(f"invalid integrity report: {detail}") from None
     if report.ok and report.check is not None:
         raise RequestError("invalid integrity report: an ok report names no failed check")

@@ -56,7 +56,7 @@ from fl_server.locate import (
     Stuck,
     plan,
 )
-from fl_server.parsing import client_input
+from fl_server.parsing import client_input, validation_detail
 from fl_server.probes import ProbeModel, build_probe_model, needed_seqs
 from fl_server.recovery import load_update_blocks
 from fl_server.repairs import RepairSummary
@@ -518,24 +518,25 @@ class JobIntegrity:
             raise failure from None
         self._timed_out.clear()
         self._end_probe(ProbeOutcome.WITHDRAWN)
-        for removed in summary.removed:
+        for removed in record.removed:
             logger.warning(
                 "job %s: repair %d removed update %s of %s (version %d, weight %g)",
                 self._name,
-                summary.entry,
+                record.entry,
                 removed.update_id,
                 removed.client_name or removed.client_id,
                 removed.version,
                 removed.weight,
             )
-        quarantined = ", ".join(n or c for c, n in summary.quarantined.items()) or "nobody"
+        quarantined = ", ".join(n or c for c, n in record.quarantine.items()) or "nobody"
+        lost = summary.versions_lost
         logger.warning(
             "job %s: repair %d done: model at version %d, %d version%s lost, quarantined: %s (%s)",
             self._name,
-            summary.entry,
-            summary.version,
-            summary.versions_lost,
-            "" if summary.versions_lost == 1 else "s",
+            record.entry,
+            record.version,
+            lost,
+            "" if lost == 1 else "s",
             quarantined,
             reason,
         )
@@ -590,28 +591,26 @@ def parse_repair_request(body: bytes) -> tuple[list[uuid.UUID], bool]:
         try:
             request = RepairCreate.model_validate_json(body)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-                for e in exc.errors(include_input=False)
-            )
+            detail = validation_detail(exc)
             raise RequestError(f"invalid repair request: {detail}") from None
     return request.update_ids, request.quarantine
 
 
 def repair_view(summary: RepairSummary) -> RepairView:
     """A repair as the status and the administrator see it."""
+    record = summary.record
     return RepairView(
-        entry=summary.entry,
-        version=summary.version,
-        at=summary.at,
-        reason=summary.reason,
-        first_bad_version=summary.first_bad_version,
+        entry=record.entry,
+        version=record.version,
+        at=record.at,
+        reason=record.reason,
+        first_bad_version=record.first_bad_version,
         versions_lost=summary.versions_lost,
         removed=tuple(
             RemovedUpdateView(str(r.update_id), r.client_id, r.client_name, r.version, r.weight)
-            for r in summary.removed
+            for r in record.removed
         ),
-        quarantined=tuple(summary.quarantined),
+        quarantined=tuple(record.quarantine),
     )
 
 

@@ -6,10 +6,12 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from pydantic import ValidationError
+
 import crypto
 from fl_server.errors import ServerError
 
-__all__ = ["client_input"]
+__all__ = ["client_input", "validation_detail"]
 
 logger = logging.getLogger("fl_server")
 
@@ -34,3 +36,11 @@ def client_input(what: str, error: Callable[[str], ServerError]) -> Iterator[Non
         # The type says enough to find the parser's gap; the message may quote the input.
         logger.warning("%s could not be parsed: %s", what, type(exc).__name__)
         raise error(f"{what} could not be parsed ({type(exc).__name__})") from None
+
+
+def validation_detail(exc: ValidationError) -> str:
+    """Each field pydantic refused and why, ``; ``-joined; never the input."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_input=False)
+    )

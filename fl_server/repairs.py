@@ -47,48 +47,19 @@ class QuarantinedClient:
 
 @dataclass(frozen=True)
 class RepairSummary:
-    """One repair as the status shows it (its record without the envelopes).
+    """One repair as the status shows it: its record (without the envelopes), and
+    ``versions_lost``, the versions the model held a removed update in before the repair
+    (from the first of them to the version the repair found)."""
 
-    ``versions_lost`` counts the versions the model held a removed update in before the
-    repair (from the first of them to the version the repair found).
-    """
-
-    entry: int
-    version: int
-    at: float
-    reason: str
-    removed: tuple[RemovedUpdate, ...]
-    quarantined: Mapping[str, str | None]
-    first_bad_version: int | None
+    record: RepairRecord
     versions_lost: int
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "entry": self.entry,
-            "version": self.version,
-            "at": self.at,
-            "reason": self.reason,
-            "removed": [r.to_json() for r in self.removed],
-            "quarantined": dict(self.quarantined),
-            "first_bad_version": self.first_bad_version,
-            "versions_lost": self.versions_lost,
-        }
+        return {**self.record.header(), "versions_lost": self.versions_lost}
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RepairSummary:
-        first_bad = raw.get("first_bad_version")
-        return cls(
-            entry=int(raw["entry"]),
-            version=int(raw["version"]),
-            at=float(raw["at"]),
-            reason=str(raw["reason"]),
-            removed=tuple(RemovedUpdate.from_json(r) for r in raw["removed"]),
-            quarantined={
-                str(k): None if v is None else str(v) for k, v in raw["quarantined"].items()
-            },
-            first_bad_version=None if first_bad is None else int(first_bad),
-            versions_lost=int(raw["versions_lost"]),
-        )
+        return cls(RepairRecord.from_header(raw, b""), int(raw["versions_lost"]))
 
 
 class RepairBook:
@@ -109,16 +80,7 @@ class RepairBook:
     def apply_repair(self, record: RepairRecord, version_before: int) -> RepairSummary:
         """Count ``record`` in (the model was at ``version_before``); its summary."""
         first = min((r.version for r in record.removed), default=version_before + 1)
-        summary = RepairSummary(
-            entry=record.entry,
-            version=record.version,
-            at=record.at,
-            reason=record.reason,
-            removed=record.removed,
-            quarantined=dict(record.quarantine),
-            first_bad_version=record.first_bad_version,
-            versions_lost=max(0, version_before - first + 1),
-        )
+        summary = RepairSummary(record.without_envelopes(), max(0, version_before - first + 1))
         self.entries = record.entry
         self.last_repair_version = record.version
         self.repairs.append(summary)
@@ -176,7 +138,7 @@ class RepairBook:
         book.last_repair_version = int(raw["last_repair_version"])
         book.repairs = [RepairSummary.from_json(r) for r in raw["repairs"]]
         for summary in book.repairs:
-            for removed in summary.removed:
+            for removed in summary.record.removed:
                 book.removed[removed.update_id] = removed
         for client in raw["quarantined"]:
             quarantined = QuarantinedClient.from_json(client)

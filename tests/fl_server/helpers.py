@@ -174,8 +174,20 @@ def client_claims(
 
 
 def crash_image(state_dir: Path, into: Path) -> Path:
-    """What a kill -9 leaves: the files as they are on disk right now (locks released)."""
-    shutil.copytree(state_dir, into)
+    """What a kill -9 leaves: the files as they are on disk right now (locks released).
+
+    A file the server's journal thread removes while the copy runs (a checkpoint's
+    temporary file, renamed into place) is one a kill -9 at that moment would not leave
+    either: it is skipped.
+    """
+
+    def copy(src: str, dst: str) -> None:
+        try:
+            shutil.copy2(src, dst)
+        except FileNotFoundError:
+            pass
+
+    shutil.copytree(state_dir, into, copy_function=copy)
     for lock in into.rglob("lock"):
         lock.unlink()
     return into

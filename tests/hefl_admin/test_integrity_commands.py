@@ -54,10 +54,8 @@ def test_repair_removes_the_updates_and_names_whom_it_quarantined(
     )
     assert lines[1].split() == ["UPDATE", "HOSPITAL", "IN_VERSION", "WEIGHT", "QUARANTINED"]
     assert lines[2].split() == [BAD, "hospital-b", "4", "0.5", "yes"]
-    assert (
-        lines[3]
-        == f"quarantined hospital-b (client-b): release it with hefl-admin job release {JOB} client-b"
-    )
+    release = f"hefl-admin job release {JOB} client-b"
+    assert lines[3] == f"quarantined hospital-b (client-b): release it with {release}"
 
 
 def test_repair_of_several_updates_without_quarantine(
