@@ -305,6 +305,19 @@ class ServerCipher:
         """``model += weight * update``; ``update`` is consumed."""
         self.add_into(model, self.weight_update(update, weight))
 
+    def subtract_weighted(
+        self, model: EncryptedBlock, update: EncryptedBlock, weight: float
+    ) -> None:
+        """``model -= weight * update``: the exact inverse of ``add_weighted``.
+
+        Ciphertext addition is exact in the ring, so subtracting the same update at the
+        same weight gives back the model's ciphertext bit for bit. ``update`` is consumed.
+        """
+        weighted = self.weight_update(update, weight)
+        if model._ct.scale != self.profile.model_scale:
+            raise CiphertextError("both blocks must be at the model scale")
+        self._evaluator.sub_inplace(model._ct, weighted._ct)
+
     def block_to_bytes(self, block: EncryptedBlock) -> bytes:
         """Serialize a block for storage or download (16 bytes per value once added to)."""
         return _channel().dump(block._ct)

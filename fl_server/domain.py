@@ -13,12 +13,22 @@ __all__ = [
     "ClientMetrics",
     "ClientView",
     "FailedJob",
+    "IntegrityReportView",
+    "IntegrityState",
+    "IntegrityStatus",
+    "IntegrityView",
     "JobCreated",
     "JobState",
     "JobView",
     "LayoutSet",
     "ModelDownload",
     "PooledMetric",
+    "ProbeOutcome",
+    "ProbeRecordView",
+    "ProbeView",
+    "QuarantineView",
+    "RemovedUpdateView",
+    "RepairView",
     "ServerStatusView",
     "StatusView",
     "StopReason",
@@ -47,6 +57,32 @@ class StopReason(StrEnum):
     STOPPED = "stopped"
 
 
+class IntegrityState(StrEnum):
+    """Where a job stands with the integrity of its model (docs/design.md, "Integrity")."""
+
+    HEALTHY = "healthy"
+    LOCATING = "locating"
+    REPAIRING = "repairing"
+
+
+@dataclass(frozen=True)
+class ProbeView:
+    """What the server asks clients to check: version ``version`` as rebuilt, or (with
+    ``update_id``) that version plus one update, for its sender ``client_id`` only."""
+
+    version: int
+    update_id: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IntegrityView:
+    """A job's integrity as ``Job`` shows it: its state and the probe it offers."""
+
+    state: IntegrityState = IntegrityState.HEALTHY
+    probe: ProbeView | None = None
+
+
 @dataclass(frozen=True)
 class JobView:
     """A job as the administrator and clients see it; ``created_at`` in seconds since the epoch."""
@@ -65,6 +101,7 @@ class JobView:
     created_at: float
     training_seconds: float
     key_id: str | None = None
+    integrity: IntegrityView = field(default_factory=IntegrityView)
 
 
 @dataclass(frozen=True)
@@ -167,6 +204,98 @@ class VersionSummary:
 
 
 @dataclass(frozen=True)
+class IntegrityReportView:
+    """One client's check of a model it decrypted; ``update_id`` answers a probe of it."""
+
+    client_id: str
+    client_name: str | None
+    version: int
+    ok: bool
+    check: str | None
+    blocks: tuple[int, ...]
+    max_abs: float | None
+    update_id: str | None
+    received_at: float
+
+
+class ProbeOutcome(StrEnum):
+    """How a probe ended: its answer, no answer in time, or no longer needed."""
+
+    PENDING = "pending"
+    OK = "ok"
+    BAD = "bad"
+    TIMEOUT = "timeout"
+    WITHDRAWN = "withdrawn"
+
+
+@dataclass(frozen=True)
+class ProbeRecordView:
+    """A probe the server offered, and how it ended (``pending`` while it is offered)."""
+
+    probe: ProbeView
+    started_at: float
+    outcome: ProbeOutcome
+    ended_at: float | None
+
+
+@dataclass(frozen=True)
+class RemovedUpdateView:
+    """An update a repair took out: the version it was part of and its applied weight."""
+
+    update_id: str
+    client_id: str
+    client_name: str | None
+    version: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class RepairView:
+    """A repair: what it removed, whom it quarantined, the version it made, versions lost."""
+
+    entry: int
+    version: int
+    at: float
+    reason: str
+    first_bad_version: int | None
+    versions_lost: int
+    removed: tuple[RemovedUpdateView, ...]
+    quarantined: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QuarantineView:
+    """A quarantined client: its updates are refused until an administrator releases it."""
+
+    client_id: str
+    client_name: str | None
+    since: float
+    repair: int
+
+
+@dataclass(frozen=True)
+class IntegrityStatus:
+    """A job's integrity in its status: the search, the reports, probes, repairs, quarantine.
+
+    ``detail`` says in one line what is going on (or what stops the search); ``good`` and
+    ``bad`` are the bounds of the search (the newest version known good, the first
+    reported bad). The counters are since the job began (reports: those kept).
+    """
+
+    state: IntegrityState
+    probe: ProbeView | None
+    detail: str | None
+    good: int | None
+    bad: int | None
+    reports: tuple[IntegrityReportView, ...]
+    probes: tuple[ProbeRecordView, ...]
+    repairs: tuple[RepairView, ...]
+    quarantined: tuple[QuarantineView, ...]
+    reports_total: int
+    updates_removed: int
+
+
+@dataclass(frozen=True)
 class StatusView:
     """Everything a job's status page and its Prometheus series show."""
 
@@ -189,6 +318,7 @@ class StatusView:
     metrics: tuple[VersionSummary, ...]
     pooled_metrics: dict[str, PooledMetric]
     stop_rules: tuple[StopRuleView, ...]
+    integrity: IntegrityStatus
 
 
 @dataclass(frozen=True)

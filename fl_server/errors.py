@@ -29,9 +29,13 @@
     │   ├── TokenExpiredError         token_expired (401)
     │   ├── TokenWrongRoleError       token_wrong_role (403)
     │   └── ClientRevokedError        client_revoked (403)
+    ├── ClientQuarantinedError        client_quarantined (403): a repair removed the client's
+    │                                 update; its updates are refused until released
     ├── NotFoundError                 not_found (404)
     │   ├── JobNotFoundError          job_not_found (404): no job of that name
-    │   └── LayoutNotFoundError       no_layout (404): GET /v1/jobs/{job}/layout before one is set
+    │   ├── LayoutNotFoundError       no_layout (404): GET /v1/jobs/{job}/layout before one is set
+    │   ├── UpdateNotFoundError       update_not_found (404): no applied update of that id
+    │   └── ClientNotQuarantinedError client_not_quarantined (404): nothing to release
     ├── ConflictError                 conflict (409)
     │   ├── JobStateError             not possible in the job's state
     │   │   ├── NoLayoutError         no_layout
@@ -44,6 +48,8 @@
     │   ├── LayoutConflictError       layout_mismatch
     │   ├── KeyEpochMismatchError     key_epoch_mismatch
     │   ├── UpdateIdReusedError       update_id_reused
+    │   ├── ProbeNotOfferedError      probe_not_offered: no such integrity probe (for you)
+    │   ├── RepairWindowExceededError repair_window_exceeded: older than FLSERVER_REPAIR_WINDOW
     │   └── VersionError              carries ``current_version``
     │       ├── TooStaleError         too_stale
     │       └── VersionAheadError     version_ahead: a base or ``since`` version from the future
@@ -81,6 +87,8 @@ __all__ = [
     "BlockIndexInvalidError",
     "BodyTooLargeError",
     "CiphertextInvalidError",
+    "ClientNotQuarantinedError",
+    "ClientQuarantinedError",
     "ClientRevokedError",
     "ConflictError",
     "ContentLengthInvalidError",
@@ -109,8 +117,10 @@ __all__ = [
     "MetricsInvalidError",
     "NoLayoutError",
     "NotFoundError",
+    "ProbeNotOfferedError",
     "ProfileInvalidError",
     "RateLimitedError",
+    "RepairWindowExceededError",
     "RequestError",
     "RetryLaterError",
     "ServerBusyError",
@@ -125,6 +135,7 @@ __all__ = [
     "TokenWrongRoleError",
     "TooStaleError",
     "UpdateIdReusedError",
+    "UpdateNotFoundError",
     "ValueOutOfRangeError",
     "VersionAheadError",
     "VersionError",
@@ -312,6 +323,12 @@ class ClientRevokedError(AuthError):
     title = "Client revoked"
 
 
+class ClientQuarantinedError(ServerError):
+    code = "client_quarantined"
+    http_status = 403
+    title = "Client quarantined"
+
+
 class NotFoundError(ServerError):
     code = "not_found"
     http_status = 404
@@ -327,6 +344,18 @@ class JobNotFoundError(NotFoundError):
 class LayoutNotFoundError(NotFoundError):
     code = "no_layout"
     http_status = 404
+
+
+class UpdateNotFoundError(NotFoundError):
+    code = "update_not_found"
+    http_status = 404
+    title = "No such update"
+
+
+class ClientNotQuarantinedError(NotFoundError):
+    code = "client_not_quarantined"
+    http_status = 404
+    title = "Client not quarantined"
 
 
 class ConflictError(ServerError):
@@ -399,6 +428,18 @@ class UpdateIdReusedError(ConflictError):
     code = "update_id_reused"
     http_status = 409
     title = "Update id reused"
+
+
+class ProbeNotOfferedError(ConflictError):
+    code = "probe_not_offered"
+    http_status = 409
+    title = "Probe not offered"
+
+
+class RepairWindowExceededError(ConflictError):
+    code = "repair_window_exceeded"
+    http_status = 409
+    title = "Beyond the repair window"
 
 
 class VersionError(ConflictError):

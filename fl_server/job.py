@@ -11,8 +11,9 @@ from concurrent.futures import Future
 
 import crypto
 from fl_server.control import JobControl
-from fl_server.domain import BodyReader, JobState, JobView, LayoutSet, StopReason
+from fl_server.domain import BodyReader, IntegrityView, JobState, JobView, LayoutSet, StopReason
 from fl_server.errors import (
+    EnvelopeMalformedError,
     IncompleteModelError,
     InitialModelExistsError,
     InvalidInputError,
@@ -30,6 +31,7 @@ from fl_server.errors import (
 )
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
+from fl_server.parsing import client_input
 from fl_server.recovery import OpenLayout, open_layout, recover
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
@@ -92,6 +94,8 @@ class JobLifecycle:
         self._state: ModelState | None = None
         self._failure: ServerError | None = None
         self._checkpoint_version = 0
+        # The job's integrity as ``Job`` shows it (``JobService`` hands its own in).
+        self.integrity_view: Callable[[], IntegrityView] = IntegrityView
         self.control = JobControl(
             store, journal, started=lambda: self._state is not None, clock=clock
         )
@@ -99,7 +103,11 @@ class JobLifecycle:
     def recover(self) -> None:
         """Load the stored job and rebuild its model (on the worker: it touches ciphertexts)."""
         recovered = recover(
-            self._store, self._cipher, self.record, max_staleness=self._max_staleness
+            self._store,
+            self._cipher,
+            self.record,
+            max_staleness=self._max_staleness,
+            repair_window=self._settings.repair_window,
         )
         self._layout = recovered.layout
         state = recovered.state
@@ -117,6 +125,11 @@ class JobLifecycle:
     def state(self) -> ModelState | None:
         """The live model; ``None`` until the initial model is stored."""
         return self._state
+
+    @property
+    def cipher(self) -> crypto.ServerCipher:
+        """The keyless context of the job's key epoch."""
+        return self._cipher
 
     @property
     def limits(self) -> crypto.EnvelopeLimits | None:
@@ -167,6 +180,7 @@ class JobLifecycle:
             created_at=record.created_at,
             training_seconds=self.control.training_seconds(),
             key_id=record.key_id,
+            integrity=self.integrity_view(),
         )
 
     def layout_json(self) -> bytes:
@@ -299,10 +313,11 @@ class JobLifecycle:
         """Set the job's model layout; the future says whether it was new (else identical)."""
         self.require_writable()
         self._traffic.count_in(len(body))
-        try:
-            layout = crypto.ModelLayout.from_json(body)
-        except crypto.LayoutError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
+        with client_input("the layout", LayoutInvalidError):
+            try:
+                layout = crypto.ModelLayout.from_json(body)
+            except crypto.LayoutError as exc:
+                raise InvalidInputError.from_crypto(exc) from exc
         if layout.total_params > self._settings.max_params:
             raise LayoutInvalidError(
                 f"layout of {layout.total_params} parameters exceeds FLSERVER_MAX_PARAMS "
@@ -347,10 +362,11 @@ class JobLifecycle:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
-        try:
-            model = crypto.model_from_bytes(body, layout.limits)
-        except crypto.CryptoError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
+        with client_input("the model envelope", EnvelopeMalformedError):
+            try:
+                model = crypto.model_from_bytes(body, layout.limits)
+            except crypto.CryptoError as exc:
+                raise InvalidInputError.from_crypto(exc) from exc
         self.check_epoch(model.key_epoch)
         if model.version != 0:
             raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
@@ -367,7 +383,11 @@ class JobLifecycle:
         self.require_not_done()
         try:
             state = ModelState.initial(
-                self._cipher, self.record, model, max_staleness=self._max_staleness
+                self._cipher,
+                self.record,
+                model,
+                max_staleness=self._max_staleness,
+                repair_window=self._settings.repair_window,
             )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc

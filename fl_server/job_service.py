@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 
@@ -20,9 +21,20 @@ import crypto
 import hefl_study
 from fl_server.admission import RateLimiter, SlotTable, UpdateQueue
 from fl_server.auth import Sightings
-from fl_server.domain import BodyReader, JobView, LayoutSet, ModelDownload, StatusView, UpdateAck
+from fl_server.checks import parse_integrity_report
+from fl_server.domain import (
+    BodyReader,
+    IntegrityState,
+    JobView,
+    LayoutSet,
+    ModelDownload,
+    RepairView,
+    StatusView,
+    UpdateAck,
+)
 from fl_server.downloads import ModelDownloads
-from fl_server.errors import ServerError, StateError
+from fl_server.errors import RequestError, ServerError, StateError
+from fl_server.integrity import JobIntegrity, parse_repair_request
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
@@ -113,6 +125,16 @@ class JobService:
             traffic=traffic,
             clock=clock,
         )
+        self._integrity = JobIntegrity(
+            settings,
+            self._lifecycle,
+            store=store,
+            journal=self._journal,
+            worker=self._worker,
+            traffic=traffic,
+            clock=clock,
+        )
+        self._lifecycle.integrity_view = self._integrity.view
         self._updates = UpdatePipeline(
             config,
             cipher,
@@ -123,7 +145,8 @@ class JobService:
             worker=self._worker,
             traffic=traffic,
             clock=clock,
-            after_apply=self._check_stop_rules,
+            after_apply=self._after_apply,
+            check_client=self._integrity.require_not_quarantined,
         )
         self._reports = MetricsReports(
             self._lifecycle,
@@ -142,6 +165,7 @@ class JobService:
             sightings=self._sightings,
             reports=self._reports,
             traffic=traffic,
+            integrity=self._integrity,
         )
         self._publisher = Publisher(
             settings, self._lifecycle, self._journal, store, interrupt=self._worker.has_work
@@ -160,6 +184,8 @@ class JobService:
     def _recover(self) -> None:
         self._reports.load()
         self._lifecycle.recover()
+        # The search for a bad update follows from the durable reports: it goes on.
+        self._integrity.load(int(r["version"]) for r in self._reports.reports())
         # A rule met just before a crash (a report, the wall time) is met again now.
         self._check_stop_rules()
 
@@ -244,6 +270,12 @@ class JobService:
             with contextlib.suppress(ServerError):
                 saved.result()
         self._check_stop_rules()
+        self._integrity.tick()
+
+    def _after_apply(self) -> None:
+        """On the worker, after each applied update."""
+        self._check_stop_rules()
+        self._integrity.after_apply()
 
     def _check_stop_rules(self) -> None:
         """On the worker: the job is done at the first stop rule met."""
@@ -260,11 +292,26 @@ class JobService:
         return self._lifecycle.snapshot()
 
     def download_model(
-        self, client: AccessClaims, since: int | None, if_none_match: str | None
+        self,
+        client: AccessClaims,
+        since: int | None,
+        if_none_match: str | None,
+        *,
+        version: int | None = None,
+        update_id: uuid.UUID | None = None,
     ) -> ModelDownload:
-        """The published model (or its blocks changed after ``since``); no body if held."""
+        """The published model (or its blocks changed after ``since``); no body if held.
+
+        With ``version`` (and ``update_id``): the integrity probe on offer, rebuilt; any
+        other is refused with ``probe_not_offered``.
+        """
         self._sightings.saw(client)
-        return self._downloads.download(since, if_none_match)
+        if version is None and update_id is None:
+            return self._downloads.download(since, if_none_match)
+        if version is None or since is not None:
+            raise RequestError("a probe is asked for with version= (and update=), without since=")
+        self._lifecycle.require_started()
+        return self._integrity.download(client, version, update_id)
 
     # -- clients --------------------------------------------------------------------------
 
@@ -272,6 +319,7 @@ class JobService:
         """A training slot lease for ``client`` (renewed if held); its expiry."""
         self._sightings.saw(client)
         self._lifecycle.require_training()
+        self._integrity.require_not_quarantined(client)
         return self._slots.acquire(client.client_id)
 
     def release_slot(self, client: AccessClaims) -> None:
@@ -296,8 +344,45 @@ class JobService:
         self._sightings.saw(client)
         version, metrics = parse_report(await read_body(self.settings.max_metrics_bytes))
         await asyncio.wrap_future(self._reports.record(client, version, metrics))
-        await asyncio.wrap_future(self._worker.submit(self._check_stop_rules))
+        await asyncio.wrap_future(self._worker.submit(lambda: self._after_metrics(version)))
         return version
+
+    def _after_metrics(self, version: int) -> None:
+        self._check_stop_rules()
+        # The client trained on ``version`` after checking it: it counts as checked good.
+        self._integrity.saw_metrics(version)
+
+    # -- integrity ------------------------------------------------------------------------
+
+    async def receive_integrity(
+        self, client: AccessClaims, read_body: BodyReader
+    ) -> IntegrityState:
+        """Read ``client``'s check of a model version and move the search; answered once
+        the report is durable, with the job's integrity state after it."""
+        self._sightings.saw(client)
+        report = parse_integrity_report(await read_body(self.settings.max_metrics_bytes))
+        limits = self._lifecycle.limits
+        if limits is not None and any(b >= limits.n_blocks for b in report.blocks):
+            raise RequestError(f"blocks are indices below {limits.n_blocks}")
+        self._lifecycle.require_writable()
+        return await asyncio.wrap_future(
+            self._worker.submit(lambda: self._integrity.receive(client, report))
+        )
+
+    async def repair(self, read_body: BodyReader) -> RepairView:
+        """The administrator removes updates by hand (``{"update_ids", "quarantine"}``)."""
+        update_ids, quarantine = parse_repair_request(
+            await read_body(self.settings.max_metrics_bytes)
+        )
+        self._lifecycle.require_writable()
+        return await asyncio.wrap_future(
+            self._worker.submit(lambda: self._integrity.repair(update_ids, quarantine=quarantine))
+        )
+
+    async def release(self, client_id: str) -> None:
+        """The administrator releases a quarantined client; durable when this returns."""
+        self._lifecycle.require_writable()
+        await asyncio.wrap_future(self._worker.submit(lambda: self._integrity.release(client_id)))
 
     # -- status ---------------------------------------------------------------------------
 

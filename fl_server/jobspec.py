@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import hefl_study
 from fl_server.errors import SpecInvalidError
+from fl_server.parsing import client_input
 from fl_server.staleness import StalenessPolicy, make_staleness_policy
 
 __all__ = ["JobConfig", "spec_from_body"]
@@ -23,10 +24,11 @@ def spec_from_body(body: bytes) -> hefl_study.StudySpec:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecInvalidError([("spec", "the body is not UTF-8 text")]) from None
-    try:
-        return hefl_study.spec_from_json(text)
-    except hefl_study.SpecError as exc:
-        raise SpecInvalidError([(p.location, p.message) for p in exc.problems]) from None
+    with client_input("the spec", lambda why: SpecInvalidError([("spec", why)])):
+        try:
+            return hefl_study.spec_from_json(text)
+        except hefl_study.SpecError as exc:
+            raise SpecInvalidError([(p.location, p.message) for p in exc.problems]) from None
 
 
 @dataclass(frozen=True)

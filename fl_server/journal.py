@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fl_server.errors import StorageError
-from fl_server.store import Store, UpdateRecord
+from fl_server.store import LogRecord, Store
 
 __all__ = ["Journal", "running_future"]
 
@@ -34,7 +34,7 @@ def running_future() -> Future[T]:
 
 @dataclass
 class _Append:
-    record: UpdateRecord
+    record: LogRecord
     future: Future[None]
 
 
@@ -75,8 +75,9 @@ class Journal:
     def failure(self) -> StorageError | None:
         return self._failure
 
-    def append(self, record: UpdateRecord) -> Future[None]:
-        """Log ``record``; the future resolves once it is durable."""
+    def append(self, record: LogRecord) -> Future[None]:
+        """Log ``record`` (an update, a repair, a release); the future resolves once it is
+        durable."""
         future: Future[None] = running_future()
         self._queue.put(_Append(record, future))
         return future
@@ -140,7 +141,8 @@ class Journal:
         records = [a.record for a in group]
         if self._write(lambda: self._store.append_updates(records), [a.future for a in group]):
             with self._lock:
-                self._durable_seq = records[-1].seq
+                # A repair or release carries the seq of the update it follows.
+                self._durable_seq = max(self._durable_seq, records[-1].seq)
         self._settle_waiters()
 
     def _write(self, action: Callable[[], None], futures: list[Future[None]]) -> bool:

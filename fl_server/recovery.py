@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import crypto
 from fl_server.errors import StateError
 from fl_server.state import ModelState
-from fl_server.store import JobRecord, Store
+from fl_server.store import JobRecord, ReleaseRecord, RepairRecord, Store, UpdateRecord
 
-__all__ = ["OpenLayout", "Recovered", "open_layout", "recover"]
+__all__ = ["OpenLayout", "Recovered", "load_update_blocks", "open_layout", "recover"]
 
 logger = logging.getLogger("fl_server")
 
@@ -37,6 +37,17 @@ def open_layout(layout_json: bytes, profile: crypto.CkksProfile) -> OpenLayout:
     return OpenLayout(layout, limits)
 
 
+def load_update_blocks(
+    cipher: crypto.ServerCipher, envelope: bytes, limits: crypto.EnvelopeLimits
+) -> list[tuple[int, crypto.EncryptedBlock]]:
+    """The blocks of a logged update envelope, loaded; ``StateError`` if unreadable."""
+    try:
+        update = crypto.update_from_bytes(envelope, limits)
+        return [(b.index, cipher.load_update_block(b.data)) for b in update.blocks]
+    except crypto.CryptoError as exc:
+        raise StateError(f"a logged update envelope is unreadable: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Recovered:
     """What a job's directory holds: no layout, a layout without a model, or both."""
@@ -47,9 +58,17 @@ class Recovered:
 
 
 def recover(
-    store: Store, cipher: crypto.ServerCipher, job: JobRecord, *, max_staleness: int
+    store: Store,
+    cipher: crypto.ServerCipher,
+    job: JobRecord,
+    *,
+    max_staleness: int,
+    repair_window: int = 16,
 ) -> Recovered:
     """The layout and the model the acknowledged updates built: the checkpoint, then the log.
+
+    The log's repairs and releases are replayed in their place among the updates; the
+    updates the checkpoint holds already are only remembered (a repair may need them).
 
     Raises
     ------
@@ -74,23 +93,36 @@ def recover(
             raise StateError("the log holds updates but there is no model checkpoint")
         return Recovered(layout)
     state = ModelState.from_checkpoint(
-        cipher, job, layout.layout.fingerprint, checkpoint, max_staleness=max_staleness
+        cipher,
+        job,
+        layout.layout.fingerprint,
+        checkpoint,
+        max_staleness=max_staleness,
+        repair_window=repair_window,
     )
-    replayed = 0
-    for logged in store.read_updates(checkpoint.seq):
-        try:
-            update = crypto.update_from_bytes(logged.envelope, layout.limits)
-            blocks = [(b.index, cipher.load_update_block(b.data)) for b in update.blocks]
-        except crypto.CryptoError as exc:
-            raise StateError(f"logged update seq {logged.seq} is unreadable: {exc}") from exc
-        state.apply(logged, blocks)
-        replayed += 1
+    replayed = repairs = 0
+    for logged in store.read_log():
+        if isinstance(logged, UpdateRecord):
+            if logged.seq <= checkpoint.seq:
+                state.remember(logged)
+                continue
+            state.apply(logged, load_update_blocks(cipher, logged.envelope, layout.limits))
+            replayed += 1
+        elif logged.entry <= state.entries:
+            continue  # the checkpoint holds it already
+        elif isinstance(logged, RepairRecord):
+            removed = [load_update_blocks(cipher, e, layout.limits) for e in logged.envelopes]
+            state.repair(logged, removed)
+            repairs += 1
+        elif isinstance(logged, ReleaseRecord):
+            state.release(logged)
     state.publish()
     logger.info(
-        "recovered job %s at version %d (checkpoint %d + %d logged updates)",
+        "recovered job %s at version %d (checkpoint %d + %d logged updates%s)",
         job.name,
         state.version,
         checkpoint.version,
         replayed,
+        f", {repairs} repair{'s' if repairs != 1 else ''}" if repairs else "",
     )
     return Recovered(layout, state, checkpoint.version)

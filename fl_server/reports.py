@@ -16,6 +16,7 @@ from fl_server.domain import ClientMetrics, PooledMetric, VersionSummary
 from fl_server.errors import JobNotStartedError, MetricsInvalidError, VersionAheadError
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
+from fl_server.parsing import client_input, validation_detail
 from fl_server.schemas import MetricsReportCreate
 from fl_server.store import Store
 from hefl_wire import AccessClaims
@@ -135,14 +136,12 @@ def parse_report(body: bytes) -> tuple[int, dict[str, int | float]]:
     MetricsInvalidError
         Not such a body; the detail names each field at fault and never echoes input.
     """
-    try:
-        report = MetricsReportCreate.model_validate_json(body)
-    except ValidationError as exc:
-        detail = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-            for e in exc.errors(include_input=False)
-        )
-        raise MetricsInvalidError(detail) from None
+    with client_input("the metrics report", MetricsInvalidError):
+        try:
+            report = MetricsReportCreate.model_validate_json(body)
+        except ValidationError as exc:
+            detail = validation_detail(exc)
+            raise MetricsInvalidError(detail) from None
     return report.version, report.metrics
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from fl_server.deps import (
     CurrentAdmin,
@@ -18,11 +19,15 @@ from fl_server.domain import ModelDownload
 from fl_server.schemas import (
     HealthPublic,
     InitialModelAccepted,
+    IntegrityAccepted,
+    IntegrityReportCreate,
     JobPublic,
     JobStatusPublic,
     LayoutAccepted,
     MetricsAccepted,
     MetricsReportCreate,
+    RepairCreate,
+    RepairPublic,
     ServerStatusPublic,
     SlotLease,
     UpdateAccepted,
@@ -179,9 +184,18 @@ async def get_model(
     since: Annotated[
         int | None, Query(ge=0, description="only the blocks changed after this version")
     ] = None,
+    version: Annotated[
+        int | None,
+        Query(ge=0, description="the integrity probe on offer: this version, rebuilt"),
+    ] = None,
+    update: Annotated[
+        uuid.UUID | None,
+        Query(description="the probe of the version plus this update, for its sender"),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    return _model_response(job.download_model(client, since, if_none_match))
+    download = job.download_model(client, since, if_none_match, version=version, update_id=update)
+    return _model_response(download)
 
 
 @router.post(
@@ -220,6 +234,47 @@ async def post_metrics(
     client: CurrentClient, job: CurrentJob, body: RequestBody
 ) -> MetricsAccepted:
     return MetricsAccepted(version=await job.receive_metrics(client, body))
+
+
+# -- integrity: clients' checks, and the administrator's repairs ---------------------------
+
+
+@router.post(
+    f"{_JOB}/integrity",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["integrity"],
+    openapi_extra=_json_body(IntegrityReportCreate.model_json_schema()),
+    responses={409: {"description": "a version ahead, or an update not offered to you"}},
+)
+async def post_integrity(
+    client: CurrentClient, job: CurrentJob, body: RequestBody
+) -> IntegrityAccepted:
+    return IntegrityAccepted(state=await job.receive_integrity(client, body))
+
+
+@router.post(
+    f"{_JOB}/repairs",
+    tags=["integrity"],
+    openapi_extra=_json_body(RepairCreate.model_json_schema()),
+    responses={404: {"description": "no such update"}, 409: {"description": "too old"}},
+)
+async def post_repair(_: CurrentAdmin, job: CurrentJob, body: RequestBody) -> RepairPublic:
+    return RepairPublic.of(await job.repair(body))
+
+
+@router.delete(
+    f"{_JOB}/quarantine/{{client_id}}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["integrity"],
+    responses={404: {"description": "the client is not quarantined"}},
+)
+async def release_client(
+    _: CurrentAdmin,
+    job: CurrentJob,
+    client_id: Annotated[str, Path(description="the quarantined client's id")],
+) -> Response:
+    await job.release(client_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 # -- status: public ------------------------------------------------------------------------

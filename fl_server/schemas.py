@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from fl_server.domain import (
     ClientMetrics,
     ClientView,
     FailedJob,
+    IntegrityReportView,
+    IntegrityState,
+    IntegrityStatus,
+    IntegrityView,
     JobState,
     JobView,
     LayoutSet,
     PooledMetric,
+    ProbeOutcome,
+    ProbeRecordView,
+    ProbeView,
+    QuarantineView,
+    RemovedUpdateView,
+    RepairView,
     ServerStatusView,
     StatusView,
     StopReason,
@@ -30,6 +41,11 @@ __all__ = [
     "FailedJobPublic",
     "HealthPublic",
     "InitialModelAccepted",
+    "IntegrityAccepted",
+    "IntegrityPublic",
+    "IntegrityReportCreate",
+    "IntegrityReportPublic",
+    "IntegrityStatusPublic",
     "JobPublic",
     "JobState",
     "JobStatusPublic",
@@ -37,6 +53,12 @@ __all__ = [
     "MetricsAccepted",
     "MetricsReportCreate",
     "PooledMetricPublic",
+    "ProbePublic",
+    "ProbeRecordPublic",
+    "QuarantinedPublic",
+    "RemovedUpdatePublic",
+    "RepairCreate",
+    "RepairPublic",
     "ServerStatusPublic",
     "SlotLease",
     "StopReason",
@@ -64,6 +86,31 @@ class HealthPublic(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class ProbePublic(BaseModel):
+    version: int = Field(description="the version to check, rebuilt by the server")
+    update_id: str | None = Field(
+        description="with it: that version plus this update, for its sender only"
+    )
+    client_id: str | None = Field(description="the sender of update_id, who alone may check it")
+
+    @classmethod
+    def of(cls, probe: ProbeView) -> ProbePublic:
+        return cls(**_fields(probe))
+
+
+def _probe_or_none(probe: ProbeView | None) -> ProbePublic | None:
+    return ProbePublic.of(probe) if probe is not None else None
+
+
+class IntegrityPublic(BaseModel):
+    state: IntegrityState
+    probe: ProbePublic | None = Field(description="what clients are asked to check, if any")
+
+    @classmethod
+    def of(cls, integrity: IntegrityView) -> IntegrityPublic:
+        return cls(state=integrity.state, probe=_probe_or_none(integrity.probe))
+
+
 class JobPublic(BaseModel):
     name: str
     description: str
@@ -83,6 +130,7 @@ class JobPublic(BaseModel):
         "(keyauth's signed GET /v1/keys/key-id); a hospital trains only with a context of "
         "this id. null only on a server given fixed key material without one (tests)"
     )
+    integrity: IntegrityPublic
 
     @classmethod
     def of(cls, job: JobView) -> JobPublic:
@@ -90,7 +138,11 @@ class JobPublic(BaseModel):
 
 
 def _job_fields(job: JobView) -> dict[str, Any]:
-    return {**_fields(job), "created_at": timestamp_to_datetime(job.created_at)}
+    return {
+        **_fields(job),
+        "created_at": timestamp_to_datetime(job.created_at),
+        "integrity": IntegrityPublic.of(job.integrity),
+    }
 
 
 class LayoutAccepted(BaseModel):
@@ -142,6 +194,40 @@ class MetricsReportCreate(BaseModel):
 
 class MetricsAccepted(BaseModel):
     version: int
+
+
+class IntegrityReportCreate(BaseModel):
+    """``POST /v1/jobs/{job}/integrity``: a client's check of a model version it decrypted."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    version: StrictInt = Field(ge=0, description="the model version checked")
+    ok: StrictBool = Field(description="whether every check passed")
+    check: Literal["finite", "range", "canary"] | None = Field(
+        default=None, description="the check that failed (null when ok)"
+    )
+    blocks: list[StrictInt] = Field(
+        default_factory=list, max_length=100_000, description="the blocks that failed"
+    )
+    max_abs: float | None = Field(
+        default=None, ge=0, le=1e300, description="the largest magnitude seen, if finite"
+    )
+    update_id: uuid.UUID | None = Field(
+        default=None, description="the answer to a probe of this update (version + update)"
+    )
+
+
+class IntegrityAccepted(BaseModel):
+    state: IntegrityState = Field(description="the job's integrity state after the report")
+
+
+class RepairCreate(BaseModel):
+    """``POST /v1/jobs/{job}/repairs``: the administrator removes updates by hand."""
+
+    update_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+    quarantine: StrictBool = Field(
+        default=True, description="quarantine the senders of the removed updates"
+    )
 
 
 class ClientMetricsPublic(BaseModel):
@@ -211,6 +297,116 @@ class VersionMetrics(BaseModel):
         return cls(**_fields(summary))
 
 
+class IntegrityReportPublic(BaseModel):
+    client_id: str
+    client_name: str | None
+    version: int
+    ok: bool
+    check: str | None
+    blocks: list[int]
+    max_abs: float | None
+    update_id: str | None = Field(description="the update this report checked (a probe)")
+    received_at: datetime
+
+    @classmethod
+    def of(cls, report: IntegrityReportView) -> IntegrityReportPublic:
+        return cls(
+            **{
+                **_fields(report),
+                "blocks": list(report.blocks),
+                "received_at": timestamp_to_datetime(report.received_at),
+            }
+        )
+
+
+class ProbeRecordPublic(BaseModel):
+    probe: ProbePublic
+    started_at: datetime
+    outcome: ProbeOutcome
+    ended_at: datetime | None
+
+    @classmethod
+    def of(cls, record: ProbeRecordView) -> ProbeRecordPublic:
+        return cls(
+            probe=ProbePublic.of(record.probe),
+            started_at=timestamp_to_datetime(record.started_at),
+            outcome=record.outcome,
+            ended_at=_datetime_or_none(record.ended_at),
+        )
+
+
+class RemovedUpdatePublic(BaseModel):
+    update_id: str
+    client_id: str
+    client_name: str | None
+    version: int = Field(description="the version the update was part of")
+    weight: float = Field(description="the weight it was applied at, and subtracted at")
+
+    @classmethod
+    def of(cls, removed: RemovedUpdateView) -> RemovedUpdatePublic:
+        return cls(**_fields(removed))
+
+
+class RepairPublic(BaseModel):
+    entry: int = Field(description="numbers the job's repairs and releases together")
+    version: int = Field(description="the version the repaired model is at")
+    at: datetime
+    reason: str
+    first_bad_version: int | None
+    versions_lost: int = Field(description="versions that held a removed update")
+    removed: list[RemovedUpdatePublic]
+    quarantined: list[str] = Field(description="the client ids it quarantined")
+
+    @classmethod
+    def of(cls, repair: RepairView) -> RepairPublic:
+        return cls(
+            **{
+                **_fields(repair),
+                "at": timestamp_to_datetime(repair.at),
+                "removed": [RemovedUpdatePublic.of(r) for r in repair.removed],
+                "quarantined": list(repair.quarantined),
+            }
+        )
+
+
+class QuarantinedPublic(BaseModel):
+    client_id: str
+    client_name: str | None
+    since: datetime
+    repair: int = Field(description="the repair that quarantined it")
+
+    @classmethod
+    def of(cls, client: QuarantineView) -> QuarantinedPublic:
+        return cls(**{**_fields(client), "since": timestamp_to_datetime(client.since)})
+
+
+class IntegrityStatusPublic(IntegrityPublic):
+    """A job's integrity in its status: ``Job``'s, and the search, reports, repairs."""
+
+    detail: str | None = Field(description="what the search is doing, or what stops it")
+    good: int | None = Field(description="the search's newest version known good")
+    bad: int | None = Field(description="the search's first version reported bad")
+    reports: list[IntegrityReportPublic] = Field(description="the newest integrity reports")
+    probes: list[ProbeRecordPublic] = Field(description="the newest probes, the current last")
+    repairs: list[RepairPublic]
+    quarantined: list[QuarantinedPublic]
+    reports_total: int = Field(description="integrity reports kept")
+    updates_removed: int
+
+    @classmethod
+    def of(cls, status: IntegrityStatus) -> IntegrityStatusPublic:  # type: ignore[override]
+        return cls(
+            **{
+                **_fields(status),
+                "probe": _probe_or_none(status.probe),
+                "reports": [IntegrityReportPublic.of(r) for r in status.reports],
+                "probes": [ProbeRecordPublic.of(p) for p in status.probes],
+                "repairs": [RepairPublic.of(r) for r in status.repairs],
+                "quarantined": [QuarantinedPublic.of(q) for q in status.quarantined],
+            }
+        )
+
+
 class JobStatusPublic(JobPublic):
     published_version: int = Field(description="the version GET .../model serves")
     staleness_policy: dict[str, float | int | str]
@@ -235,6 +431,9 @@ class JobStatusPublic(JobPublic):
         description="each metric over clients' latest reports"
     )
     stop_rules: list[StopRulePublic]
+    integrity: IntegrityStatusPublic = Field(
+        description="the state and probe, and the reports, probes, repairs, quarantined clients"
+    )
 
     @classmethod
     def of(cls, status: StatusView) -> JobStatusPublic:  # type: ignore[override]
@@ -250,6 +449,7 @@ class JobStatusPublic(JobPublic):
                     name: PooledMetricPublic.of(p) for name, p in status.pooled_metrics.items()
                 },
                 "stop_rules": [StopRulePublic.of(r) for r in status.stop_rules],
+                "integrity": IntegrityStatusPublic.of(status.integrity),
             }
         )
 

@@ -58,7 +58,15 @@ class ServerSettings(BaseSettings):
         Evaluation reports kept per job for the status page (the oldest are dropped).
     stop_check_interval
         Seconds between checks of each job's training time against its wall-time budget
-        (the time spent is also saved then, at most every 10 s).
+        (the time spent is also saved then, at most every 10 s), and of integrity probes
+        past their deadline.
+    repair_window
+        How many versions back a job can rebuild a version and remove an update: the log
+        keeps the updates of that many versions beyond the checkpoint (about 8 bytes per
+        parameter per full update on ``n4096-s40``, docs/fl_server.md "Integrity").
+    probe_timeout
+        Seconds the sender of a suspect update has to check its own update (an integrity
+        probe); one that does not answer has its update removed, but is not quarantined.
     log_level
         Level of fl_server's own log lines (uvicorn's access log is uvicorn's).
     """
@@ -91,6 +99,8 @@ class ServerSettings(BaseSettings):
     max_spec_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_metrics_reports: int = Field(default=10_000, ge=1)
     stop_check_interval: float = Field(default=1.0, gt=0)
+    repair_window: int = Field(default=16, ge=1)
+    probe_timeout: float = Field(default=120.0, gt=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

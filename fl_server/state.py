@@ -1,9 +1,10 @@
-"""The encrypted global model and what the update log implies: versions, buffer, receipts, counts.
+"""The encrypted global model and what the log implies: versions, buffer, receipts, repairs.
 
-``ModelState`` is the one place that changes ciphertexts. The live server and recovery
-both drive it with the same ``UpdateRecord``s, so a replayed log rebuilds the model
-that was acknowledged. Only the apply worker calls its mutating methods; other threads
-read the immutable ``ModelSnapshot`` it publishes and copies of its counters.
+``ModelState`` is the one place that changes the model's ciphertexts. The live server
+and recovery both drive it with the same log records (updates, repairs, releases), so a
+replayed log rebuilds the model that was acknowledged, repairs included. Only the apply
+worker calls its mutating methods; other threads read the immutable ``ModelSnapshot`` it
+publishes and copies of its counters.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from collections.abc import Callable, Sequence
 
 import crypto
 from fl_server.errors import StateError, TooStaleError, VersionAheadError
+from fl_server.history import UpdateHistory
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
+from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.snapshot import ModelSnapshot
 from fl_server.staleness import StalenessPolicy
-from fl_server.store import Checkpoint, JobRecord, UpdateRecord
+from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
+
+# The blocks of each removed update, loaded: (block index, block) pairs.
+RemovedBlocks = Sequence[Sequence[tuple[int, crypto.EncryptedBlock]]]
 
 __all__ = ["ModelState"]
 
@@ -30,7 +36,8 @@ class ModelState:
     thread (the apply worker) calls ``apply``/``publish``/``checkpoint``; ``snapshot``,
     ``version`` and ``tally`` may be read from any thread. ``max_staleness`` is the
     staleness policy's: receipts of updates that could no longer be applied are forgotten
-    (see ``ReceiptLedger``).
+    (see ``ReceiptLedger``). ``repair_window`` is how many versions back an update may be
+    removed (``UpdateHistory``).
     """
 
     def __init__(
@@ -44,6 +51,8 @@ class ModelState:
         ledger: ReceiptLedger,
         tally: UpdateTally,
         max_staleness: int,
+        book: RepairBook | None = None,
+        repair_window: int = 16,
     ) -> None:
         self._cipher = cipher
         self.job = job
@@ -61,6 +70,8 @@ class ModelState:
         self._ledger = ledger
         self._tally = tally
         self._max_staleness = max_staleness
+        self._book = book or RepairBook()
+        self.history = UpdateHistory(repair_window)
 
     @classmethod
     def initial(
@@ -70,6 +81,7 @@ class ModelState:
         model: crypto.EncryptedModel,
         *,
         max_staleness: int,
+        repair_window: int = 16,
     ) -> ModelState:
         """Version 0 from a client's initial model envelope (every block, model scale).
 
@@ -92,6 +104,7 @@ class ModelState:
             ledger=ReceiptLedger(),
             tally=UpdateTally(),
             max_staleness=max_staleness,
+            repair_window=repair_window,
         )
 
     @classmethod
@@ -103,6 +116,7 @@ class ModelState:
         checkpoint: Checkpoint,
         *,
         max_staleness: int,
+        repair_window: int = 16,
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
@@ -114,6 +128,7 @@ class ModelState:
                 raw_ledger = {"receipts": raw_ledger, "forgotten_below": 0}
             ledger = ReceiptLedger.from_json(raw_ledger)
             tally = UpdateTally.from_json(raw["tally"])
+            book = RepairBook.from_json(raw.get("integrity"))
         except (crypto.CryptoError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the checkpoint does not fit this job: {exc}") from exc
         if len(block_versions) != len(blocks):
@@ -135,6 +150,8 @@ class ModelState:
             ledger=ledger,
             tally=tally,
             max_staleness=max_staleness,
+            book=book,
+            repair_window=repair_window,
         )
         state._forget_old_receipts()
         return state
@@ -146,8 +163,29 @@ class ModelState:
         return len(self._blocks)
 
     def receipt(self, update_id: uuid.UUID) -> UpdateReceipt | None:
+        """The first answer to an applied update, or to one a repair removed since."""
         with self._lock:
-            return self._ledger.get(update_id)
+            found = self._ledger.get(update_id)
+            return found if found is not None else self._book.receipt(update_id)
+
+    def book(self) -> RepairBook:
+        """A copy of what repairs did: removed updates, quarantined clients."""
+        with self._lock:
+            return self._book.copy()
+
+    def is_quarantined(self, client_id: str) -> bool:
+        with self._lock:
+            return client_id in self._book.quarantined
+
+    @property
+    def entries(self) -> int:
+        """How many repairs and releases the model has seen (numbers the next one)."""
+        return self._book.entries
+
+    @property
+    def last_repair_version(self) -> int:
+        """The version the newest repair made (0: none)."""
+        return self._book.last_repair_version
 
     def receipts_kept(self) -> int:
         with self._lock:
@@ -274,9 +312,69 @@ class ModelState:
                 self._buffer_applied(record.version)
             else:
                 self.buffered += 1
+        self.history.add(record)
         if record.flush:
+            self.history.trim(self.version)
             self._forget_old_receipts()
         return receipt
+
+    def remember(self, record: UpdateRecord) -> None:
+        """Recovery: an update the checkpoint holds, still in the log for repairs."""
+        self.history.add(record)
+        self.history.trim(self.version)
+
+    def repair(self, record: RepairRecord, removed: RemovedBlocks) -> RepairSummary:
+        """Subtract each removed update at the weight it was applied at; the version moves on.
+
+        A partly filled buffer is added to the model first (its updates name the version
+        it makes), so the repaired model is ``record.version``. ``removed`` holds the
+        blocks of each of ``record.removed``, loaded (and so validated); they are consumed.
+        """
+        if record.entry != self._book.entries + 1 or record.after_seq != self.seq:
+            raise StateError(
+                f"repair entry {record.entry} after seq {record.after_seq} does not follow "
+                f"entry {self._book.entries} at seq {self.seq}: the log is out of order"
+            )
+        version_before = self.version
+        version = self.version + (2 if self.buffered else 1)
+        if record.version != version or len(removed) != len(record.removed):
+            raise StateError(
+                f"repair entry {record.entry} makes version {record.version} of "
+                f"{len(record.removed)} updates, not version {version}"
+            )
+        self.flush_buffer()
+        changed: set[int] = set()
+        for update, blocks in zip(record.removed, removed, strict=True):
+            for index, block in blocks:
+                self._cipher.subtract_weighted(self._blocks[index], block, update.weight)
+                changed.add(index)
+        with self._lock:
+            for index in changed:
+                self._block_versions[index] = version
+            self._dirty.update(changed)
+            self.version = version
+            summary = self._book.apply_repair(record, version_before)
+        self.history.trim(version)
+        self._forget_old_receipts()
+        return summary
+
+    def release(self, record: ReleaseRecord) -> None:
+        """The client of ``record`` is no longer quarantined."""
+        if record.entry != self._book.entries + 1 or record.after_seq != self.seq:
+            raise StateError(
+                f"release entry {record.entry} after seq {record.after_seq} does not follow "
+                f"entry {self._book.entries} at seq {self.seq}: the log is out of order"
+            )
+        with self._lock:
+            self._book.apply_release(record)
+
+    def copy_blocks(self) -> list[crypto.EncryptedBlock]:
+        """Fresh copies of the model's blocks (serialized and loaded again: a keyless
+        context cannot copy a ciphertext otherwise)."""
+        return [
+            self._cipher.load_model_block(self._cipher.block_to_bytes(block))
+            for block in self._blocks
+        ]
 
     def flush_buffer(self) -> bool:
         """Add a partly filled buffer to the model (the job is done); whether there was one.
@@ -290,6 +388,7 @@ class ModelState:
         self._add_buffer()
         with self._lock:
             self._buffer_applied(self.version + 1)
+        self.history.trim(self.version)
         self._forget_old_receipts()
         return True
 
@@ -349,7 +448,14 @@ class ModelState:
                 "block_versions": list(self._block_versions),
                 "ledger": self._ledger.to_json(),
                 "tally": self._tally.to_json(),
+                "integrity": self._book.to_json(),
             }
+        oldest = self.history.oldest_seq()
         return Checkpoint(
-            version=self.version, seq=self.seq, blocks=self.snapshot.blocks, state=state
+            version=self.version,
+            seq=self.seq,
+            blocks=self.snapshot.blocks,
+            state=state,
+            # The log keeps the updates of the repair window, even those this checkpoint holds.
+            drop_through=None if oldest is None else oldest - 1,
         )

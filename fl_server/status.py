@@ -7,6 +7,7 @@ from collections import Counter
 from fl_server.admission import SlotTable, UpdateQueue
 from fl_server.auth import Sightings
 from fl_server.domain import ClientView, StatusView, StopRuleView
+from fl_server.integrity import JobIntegrity
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.reports import MetricsReports, client_metrics, metrics_by_version
@@ -31,6 +32,7 @@ class StatusReader:
         sightings: Sightings,
         reports: MetricsReports,
         traffic: Traffic,
+        integrity: JobIntegrity,
     ) -> None:
         self._config = config
         self._lifecycle = lifecycle
@@ -40,6 +42,7 @@ class StatusReader:
         self._sightings = sightings
         self._reports = reports
         self._traffic = traffic
+        self._integrity = integrity
 
     def stop_rules(self) -> tuple[StopRuleView, ...]:
         """Each of the job's stop rules and how far it is."""
@@ -102,4 +105,5 @@ class StatusReader:
             metrics=metrics_by_version(reports),
             pooled_metrics=self._reports.pooled(),
             stop_rules=self.stop_rules(),
+            integrity=self._integrity.status(),
         )

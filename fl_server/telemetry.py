@@ -12,7 +12,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from fl_server.domain import JobState, ServerStatusView, StatusView
+from fl_server.domain import IntegrityState, JobState, ServerStatusView, StatusView
 
 __all__ = ["STALENESS_BUCKETS", "ServiceCollector", "make_registry"]
 
@@ -45,6 +45,16 @@ _SERIES: tuple[tuple[str, _Family, str, Callable[[StatusView], float]], ...] = (
      lambda s: len(s.clients)),
     ("hefl_server_training_seconds", CounterMetricFamily, "time spent in state training",
      lambda s: s.job.training_seconds),
+    ("hefl_server_integrity_reports", CounterMetricFamily,
+     "clients' integrity reports kept (checks of the models they decrypt)",
+     lambda s: s.integrity.reports_total),
+    ("hefl_server_repairs", CounterMetricFamily, "repairs: updates removed from the model",
+     lambda s: len(s.integrity.repairs)),
+    ("hefl_server_updates_removed", CounterMetricFamily, "updates removed by repairs",
+     lambda s: s.integrity.updates_removed),
+    ("hefl_server_clients_quarantined", GaugeMetricFamily,
+     "clients whose updates are refused until an administrator releases them",
+     lambda s: len(s.integrity.quarantined)),
 )  # fmt: skip
 
 
@@ -85,6 +95,16 @@ class ServiceCollector(Collector):
                 held = 1.0 if status.job.state is job_state else 0.0
                 state.add_metric([status.job.name, job_state.value], held)
         yield state
+        integrity = GaugeMetricFamily(
+            "hefl_server_integrity_state",
+            "1 for the job's integrity state (healthy, locating, repairing)",
+            labels=["job", "state"],
+        )
+        for status in statuses:
+            for integrity_state in IntegrityState:
+                held = 1.0 if status.integrity.state is integrity_state else 0.0
+                integrity.add_metric([status.job.name, integrity_state.value], held)
+        yield integrity
         for name, kind, doc, read in _SERIES:
             family = kind(name, doc, labels=["job"])
             for status in statuses:

@@ -16,6 +16,7 @@ import crypto
 from fl_server.admission import SlotTable, UpdateQueue, UpdateTicket
 from fl_server.domain import BodyReader, UpdateAck
 from fl_server.errors import (
+    EnvelopeMalformedError,
     InvalidInputError,
     ServerError,
     StorageError,
@@ -25,6 +26,7 @@ from fl_server.errors import (
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal, running_future
+from fl_server.parsing import client_input
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
@@ -69,7 +71,10 @@ class UpdatePipeline:
     journal, worker, traffic, clock
         Durable log, the apply thread, byte counters, seconds since the epoch.
     after_apply
-        Runs on the worker after each applied update (the stop rules).
+        Runs on the worker after each applied update (the stop rules, the integrity search).
+    check_client
+        Refuses a client whose updates the job does not take (quarantined), before its
+        body is read and again before its update is applied.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class UpdatePipeline:
         traffic: Traffic,
         clock: Callable[[], float] = time.time,
         after_apply: Callable[[], None] = lambda: None,
+        check_client: Callable[[AccessClaims], None] = lambda client: None,
     ) -> None:
         self._config = config
         self._cipher = cipher
@@ -96,6 +102,7 @@ class UpdatePipeline:
         self._traffic = traffic
         self._clock = clock
         self._after_apply = after_apply
+        self._check_client = check_client
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
         # Process-lifetime counters (what the log does not hold).
         self._lock = threading.Lock()
@@ -127,6 +134,7 @@ class UpdatePipeline:
         answer (any other is refused once its id is known).
         """
         self._lifecycle.require_started()
+        self._check_client(client)
         limits = self._lifecycle.limits
         assert limits is not None
         return self._queue.admit(client, limits.max_total_bytes)
@@ -137,10 +145,11 @@ class UpdatePipeline:
         state = self._lifecycle.require_started()
         limits = self._lifecycle.limits
         assert limits is not None
-        try:
-            update = crypto.update_from_bytes(body, limits)
-        except crypto.CryptoError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
+        with client_input("the update envelope", EnvelopeMalformedError):
+            try:
+                update = crypto.update_from_bytes(body, limits)
+            except crypto.CryptoError as exc:
+                raise InvalidInputError.from_crypto(exc) from exc
         self._lifecycle.require_training(update.update_id)
         self._lifecycle.check_epoch(update.key_epoch)
         if update.base_version > state.version:
@@ -200,6 +209,7 @@ class UpdatePipeline:
     def _apply_one(self, arrival: _Arrival) -> tuple[UpdateAck, Future[None]]:
         client, update = arrival.client, arrival.update
         state = self._lifecycle.require_started()
+        self._check_client(client)  # quarantined while its update was queued
         digest = arrival.digest.result()
         # A retry is answered even once the job is done.
         prior = state.receipt(update.update_id)

@@ -18,6 +18,7 @@ from hefl_admin.output import (
     print_job_state,
     print_jobs,
     print_json,
+    print_repair,
     print_status,
 )
 from hefl_admin.server_client import ServerAdmin
@@ -110,7 +111,9 @@ def _add_job_commands(commands: Any) -> None:
     listing.add_argument("--json", **as_json)
 
     show = job_commands.add_parser(
-        "show", help="a job's status: each hospital, pooled metrics, stop rules"
+        "show",
+        help="a job's status: each hospital, pooled metrics, stop rules, integrity (the "
+        "search for a bad update, repairs, quarantined hospitals)",
     )
     show.add_argument("name", help="the job's name (its spec's name)")
     show.add_argument("--json", **as_json)
@@ -123,6 +126,34 @@ def _add_job_commands(commands: Any) -> None:
         command = job_commands.add_parser(action, help=says)
         command.add_argument("name", help="the job's name")
         command.add_argument("--json", **as_json)
+
+    repair = job_commands.add_parser(
+        "repair",
+        help="remove updates from a job's model exactly (each at the weight it was applied "
+        "at) and quarantine their senders",
+    )
+    repair.add_argument("name", help="the job's name")
+    repair.add_argument(
+        "--update",
+        dest="updates",
+        action="append",
+        required=True,
+        metavar="ID",
+        help="an update id to remove (job show lists them); give it once per update",
+    )
+    repair.add_argument(
+        "--no-quarantine",
+        dest="quarantine",
+        action="store_false",
+        help="remove the updates but keep taking their senders' updates",
+    )
+    repair.add_argument("--json", **as_json)
+
+    release = job_commands.add_parser(
+        "release", help="let a quarantined hospital send updates to a job again"
+    )
+    release.add_argument("name", help="the job's name")
+    release.add_argument("client_id", help="the quarantined client's id (job show lists it)")
 
 
 def run(args: argparse.Namespace, services: Services, out: TextIO) -> None:
@@ -257,6 +288,19 @@ def _job_change(
     return command
 
 
+def _job_repair(args: argparse.Namespace, services: Services, out: TextIO) -> None:
+    repair = services.server().repair(args.name, args.updates, quarantine=args.quarantine)
+    if args.json:
+        print_json(repair, out)
+    else:
+        print_repair(args.name, repair, out)
+
+
+def _job_release(args: argparse.Namespace, services: Services, out: TextIO) -> None:
+    services.server().release(args.name, args.client_id)
+    print(f"released {args.client_id}: job {args.name} takes its updates again", file=out)
+
+
 _JOB_COMMANDS: dict[str, Callable[[argparse.Namespace, Services, TextIO], None]] = {
     "create": _job_create,
     "list": _job_list,
@@ -264,4 +308,6 @@ _JOB_COMMANDS: dict[str, Callable[[argparse.Namespace, Services, TextIO], None]]
     "pause": _job_change(ServerAdmin.pause),
     "resume": _job_change(ServerAdmin.resume),
     "stop": _job_change(ServerAdmin.stop),
+    "repair": _job_repair,
+    "release": _job_release,
 }

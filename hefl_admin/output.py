@@ -15,6 +15,7 @@ __all__ = [
     "print_job_state",
     "print_jobs",
     "print_json",
+    "print_repair",
     "print_status",
     "print_table",
 ]
@@ -158,6 +159,9 @@ def print_status(status: Mapping[str, Any], out: TextIO) -> None:
     _print_hospitals(status.get("clients") or {}, out)
     _print_pooled(status.get("pooled_metrics") or {}, out)
     _print_stop_rules(status.get("stop_rules") or [], out)
+    integrity = status.get("integrity")
+    if isinstance(integrity, Mapping):  # a server from before issue 13 has none
+        _print_integrity(integrity, str(job.get("name")), out)
 
 
 def _seconds(value: object) -> str | None:
@@ -225,3 +229,83 @@ def _print_stop_rules(rules: Sequence[Mapping[str, Any]], out: TextIO) -> None:
                 progress = f"{_cell(progress)} ({sites} {hospitals}, {needed} needed)"
         rows.append((rule.get("rule"), progress, target, rule.get("met")))
     print_table(("RULE", "PROGRESS", "TARGET", "MET"), rows, out, indent="  ")
+
+
+def _removed_rows(repair: Mapping[str, Any]) -> list[tuple[object, ...]]:
+    quarantined = set(repair.get("quarantined") or ())
+    return [
+        (
+            removed.get("update_id"),
+            removed.get("client_name") or removed.get("client_id"),
+            removed.get("version"),
+            removed.get("weight"),
+            removed.get("client_id") in quarantined,
+        )
+        for removed in repair.get("removed") or ()
+    ]
+
+
+_REMOVED_HEADER = ("UPDATE", "HOSPITAL", "IN_VERSION", "WEIGHT", "QUARANTINED")
+
+
+def print_repair(job: str, repair: Mapping[str, Any], out: TextIO) -> None:
+    """A repair as ``job repair`` made it: the version, each removed update, the quarantine."""
+    lost = repair.get("versions_lost")
+    print(
+        f"repair {repair.get('entry')} of job {job}: the model is at version "
+        f"{repair.get('version')} ({lost} version{'' if lost == 1 else 's'} held the removed "
+        "updates)",
+        file=out,
+    )
+    print_table(_REMOVED_HEADER, _removed_rows(repair), out, indent="  ")
+    names = {r.get("client_id"): r.get("client_name") for r in repair.get("removed") or ()}
+    quarantined = repair.get("quarantined") or []
+    for client_id in quarantined:
+        who = f"{names[client_id]} ({client_id})" if names.get(client_id) else client_id
+        print(
+            f"quarantined {who}: release it with hefl-admin job release {job} {client_id}",
+            file=out,
+        )
+    if not quarantined:
+        print("quarantined: nobody", file=out)
+
+
+def _print_integrity(integrity: Mapping[str, Any], job: str, out: TextIO) -> None:
+    state = integrity.get("state")
+    reports = integrity.get("reports_total")
+    print(f"\nintegrity: {state} ({reports} report{'' if reports == 1 else 's'} kept)", file=out)
+    if integrity.get("detail"):
+        print(f"  {integrity['detail']}", file=out)
+    probe = integrity.get("probe")
+    if isinstance(probe, Mapping):
+        if probe.get("update_id"):
+            asked = (
+                f"version {probe.get('version')} plus update {probe.get('update_id')}, for "
+                f"its sender {probe.get('client_id')}"
+            )
+        else:
+            asked = f"version {probe.get('version')}, rebuilt, for any hospital"
+        print(f"  probe: {asked}", file=out)
+    repairs = integrity.get("repairs") or []
+    if repairs:
+        print("\nrepairs (each removed update subtracted at its weight):", file=out)
+        for repair in repairs:
+            lost = repair.get("versions_lost")
+            print(
+                f"  repair {repair.get('entry')} at {repair.get('at')}: version "
+                f"{repair.get('version')}, {lost} version{'' if lost == 1 else 's'} lost: "
+                f"{repair.get('reason')}",
+                file=out,
+            )
+            print_table(_REMOVED_HEADER, _removed_rows(repair), out, indent="    ")
+    quarantined = integrity.get("quarantined") or []
+    if quarantined:
+        print(
+            f"\nquarantined (updates refused; hefl-admin job release {job} CLIENT_ID):",
+            file=out,
+        )
+        rows = [
+            (q.get("client_name") or "-", q.get("client_id"), q.get("since"), q.get("repair"))
+            for q in quarantined
+        ]
+        print_table(("HOSPITAL", "CLIENT_ID", "SINCE", "REPAIR"), rows, out, indent="  ")

@@ -84,3 +84,16 @@ class ServerAdmin:
 
     def stop(self, name: str) -> dict[str, Any]:
         return self._call("POST", self._job_path(name, "/stop"))
+
+    def repair(self, name: str, update_ids: list[str], *, quarantine: bool) -> dict[str, Any]:
+        """Remove updates from the job's model exactly (``POST .../repairs``); the repair."""
+        body = {"update_ids": update_ids, "quarantine": quarantine}
+        answer = self._http.request(
+            "POST", self._job_path(name, "/repairs"), headers=self._headers, json=body
+        )
+        return answer.object()
+
+    def release(self, name: str, client_id: str) -> None:
+        """Let a quarantined client send updates to the job again."""
+        path = self._job_path(name, f"/quarantine/{quote(client_id, safe='')}")
+        self._http.request("DELETE", path, headers=self._headers)

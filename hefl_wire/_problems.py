@@ -114,6 +114,13 @@ _CODES = (
         "keyauth gave no key material (at startup, or as a job is created)",
     ),
     Problem("state_invalid", 500, "the server's or a job's state directory is unusable"),
+    Problem(
+        "client_quarantined", 403, "a repair removed this client's update: refused until released"
+    ),
+    Problem("probe_not_offered", 409, "no such integrity probe is offered (to this client)"),
+    Problem("repair_window_exceeded", 409, "the update is older than the repair window"),
+    Problem("update_not_found", 404, "no applied update of that id"),
+    Problem("client_not_quarantined", 404, "the client is not quarantined in that job"),
     # Input errors of crypto, answered by fl_server (fl_server.errors.InvalidInputError).
     Problem("crypto_error", 400, "a crypto error with no finer code (crypto raises none today)"),
     Problem("profile_invalid", 400, "an invalid CKKS parameter set"),

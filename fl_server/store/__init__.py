@@ -8,7 +8,16 @@ from fl_server.store._base import Store
 from fl_server.store._file import FileStore, read_job_file
 from fl_server.store._lock import DirectoryLock
 from fl_server.store._memory import MemoryStore
-from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
+from fl_server.store._records import (
+    Checkpoint,
+    ControlRecord,
+    JobRecord,
+    LogRecord,
+    ReleaseRecord,
+    RemovedUpdate,
+    RepairRecord,
+    UpdateRecord,
+)
 
 __all__ = [
     "Checkpoint",
@@ -16,7 +25,11 @@ __all__ = [
     "DirectoryLock",
     "FileStore",
     "JobRecord",
+    "LogRecord",
     "MemoryStore",
+    "ReleaseRecord",
+    "RemovedUpdate",
+    "RepairRecord",
     "Store",
     "UpdateRecord",
     "read_job_file",

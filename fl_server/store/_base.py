@@ -6,7 +6,7 @@ import abc
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord, UpdateRecord
 
 __all__ = ["Store"]
 
@@ -39,21 +39,36 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
-        """Replace the checkpoint atomically and forget the log up to ``checkpoint.seq``."""
+        """Replace the checkpoint atomically and forget the log up to
+        ``checkpoint.log_kept_after``."""
 
     @abc.abstractmethod
-    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
-        """Append records (consecutive ``seq``) to the log; durable when this returns."""
+    def append_updates(self, records: Sequence[LogRecord]) -> None:
+        """Append records (in ``seq`` order) to the log; durable when this returns."""
 
     @abc.abstractmethod
+    def read_log(self) -> Iterator[LogRecord]:
+        """Every record the log keeps, in order: updates, repairs and releases."""
+
     def read_updates(self, after_seq: int) -> Iterator[UpdateRecord]:
-        """The logged records with ``seq > after_seq``, in order."""
+        """The logged updates with ``seq > after_seq``, in order."""
+        for record in self.read_log():
+            if isinstance(record, UpdateRecord) and record.seq > after_seq:
+                yield record
 
     @abc.abstractmethod
     def load_metrics(self) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
     def append_metrics(self, report: Mapping[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def load_integrity(self) -> list[dict[str, Any]]:
+        """Clients' integrity reports (the newest kept), oldest first."""
+
+    @abc.abstractmethod
+    def append_integrity(self, report: Mapping[str, Any]) -> None:
+        """Keep one integrity report; durable when this returns."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release the store."""

@@ -12,7 +12,7 @@ from fl_server.store._base import Store
 from fl_server.store._checkpoint import checkpoint_from_bytes, checkpoint_to_parts
 from fl_server.store._lock import DirectoryLock
 from fl_server.store._metrics import MetricsFile
-from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord
 from fl_server.store._wal import WriteAheadLog
 
 __all__ = ["FileStore", "read_job_file"]
@@ -42,15 +42,18 @@ class FileStore(Store):
         layout.json          the model layout (written once, atomically)
         control.json         paused, done and why, time spent training (replaced atomically)
         checkpoint.bin       the model at some version, all blocks (replaced atomically)
-        wal/<seq>.log        accepted update envelopes after the checkpoint, in order
+        wal/<seq>.log        accepted updates (and repairs) after the checkpoint, and those of
+                             the repair window before it, in order
         metrics.jsonl        clients' evaluation reports
+        integrity.jsonl      clients' integrity reports (checks of the models they decrypt)
 
     Parameters
     ----------
     state_dir
         Created (mode 0700) if missing. Locked for the lifetime of the store.
     max_metrics_reports
-        The metrics file is compacted to the newest this many reports when it doubles.
+        The metrics and integrity files are compacted to the newest this many reports
+        when they double.
 
     Raises
     ------
@@ -70,6 +73,7 @@ class FileStore(Store):
         self._lock = DirectoryLock(state_dir)
         self._wal = WriteAheadLog(wal_dir)
         self._metrics = MetricsFile(state_dir / "metrics.jsonl", max_metrics_reports)
+        self._integrity = MetricsFile(state_dir / "integrity.jsonl", max_metrics_reports)
 
     def load_job(self) -> JobRecord | None:
         return read_job_file(self.state_dir)
@@ -98,19 +102,25 @@ class FileStore(Store):
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         path = self.state_dir / "checkpoint.bin"
         hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
-        self._wal.drop_through(checkpoint.seq)
+        self._wal.drop_through(checkpoint.log_kept_after)
 
-    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
+    def append_updates(self, records: Sequence[LogRecord]) -> None:
         self._wal.append(records)
 
-    def read_updates(self, after_seq: int) -> Iterator[UpdateRecord]:
-        return self._wal.read(after_seq)
+    def read_log(self) -> Iterator[LogRecord]:
+        return self._wal.read(-1)
 
     def load_metrics(self) -> list[dict[str, Any]]:
         return self._metrics.load()
 
     def append_metrics(self, report: Mapping[str, Any]) -> None:
         self._metrics.append(report)
+
+    def load_integrity(self) -> list[dict[str, Any]]:
+        return self._integrity.load()
+
+    def append_integrity(self, report: Mapping[str, Any]) -> None:
+        self._integrity.append(report)
 
     def close(self) -> None:
         self._wal.close()

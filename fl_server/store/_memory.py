@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fl_server.store._base import Store
-from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, UpdateRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord
 
 __all__ = ["MemoryStore"]
 
@@ -19,8 +19,9 @@ class MemoryStore(Store):
         self._layout: bytes | None = None
         self._control: ControlRecord | None = None
         self._checkpoint: Checkpoint | None = None
-        self._updates: list[UpdateRecord] = []
+        self._log: list[LogRecord] = []
         self._metrics: list[dict[str, Any]] = []
+        self._integrity: list[dict[str, Any]] = []
 
     def load_job(self) -> JobRecord | None:
         return self._job
@@ -45,16 +46,23 @@ class MemoryStore(Store):
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._checkpoint = checkpoint
-        self._updates = [r for r in self._updates if r.seq > checkpoint.seq]
+        kept_after = checkpoint.log_kept_after
+        self._log = [r for r in self._log if r.seq > kept_after]
 
-    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
-        self._updates.extend(records)
+    def append_updates(self, records: Sequence[LogRecord]) -> None:
+        self._log.extend(records)
 
-    def read_updates(self, after_seq: int) -> Iterator[UpdateRecord]:
-        return iter([r for r in self._updates if r.seq > after_seq])
+    def read_log(self) -> Iterator[LogRecord]:
+        return iter(list(self._log))
 
     def load_metrics(self) -> list[dict[str, Any]]:
         return list(self._metrics)
 
     def append_metrics(self, report: Mapping[str, Any]) -> None:
         self._metrics.append(dict(report))
+
+    def load_integrity(self) -> list[dict[str, Any]]:
+        return list(self._integrity)
+
+    def append_integrity(self, report: Mapping[str, Any]) -> None:
+        self._integrity.append(dict(report))

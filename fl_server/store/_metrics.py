@@ -1,4 +1,4 @@
-"""The metrics file: clients' evaluation reports, one JSON line each, compacted when it doubles."""
+"""The report files: clients' evaluation (or integrity) reports, one JSON line each, compacted."""
 
 from __future__ import annotations
 

@@ -1,4 +1,10 @@
-"""The records a job stores: the job, its control state, one accepted update, a checkpoint."""
+"""The records a job stores: the job, its control state, its log records, a checkpoint.
+
+The write-ahead log holds three kinds of record (``LogRecord``), told apart by the
+header's ``kind`` (a log written before repairs existed has none: every record is an
+update): an accepted update, a repair that removes updates from the model, and the
+release of a quarantined client.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,22 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fl_server.errors import StateError
 
-__all__ = ["Checkpoint", "ControlRecord", "JobRecord", "UpdateRecord"]
+__all__ = [
+    "Checkpoint",
+    "ControlRecord",
+    "JobRecord",
+    "LogRecord",
+    "ReleaseRecord",
+    "RemovedUpdate",
+    "RepairRecord",
+    "UpdateRecord",
+    "log_record_from_header",
+]
 
 # 2: jobs created from study specs. 3: the key id of the job's epoch (``key_id``); a
 # format-2 job reads with none and records the key id keyauth states on its first open.
@@ -185,16 +201,229 @@ class UpdateRecord:
             client_name=None if header.get("client_name") is None else str(header["client_name"]),
         )
 
+    @property
+    def payload(self) -> bytes:
+        """What follows the header in the log: the envelope as received."""
+        return self.envelope
+
+    def without_envelope(self) -> UpdateRecord:
+        """The same record without its envelope bytes (what is kept in memory)."""
+        return replace(self, envelope=b"")
+
+
+@dataclass(frozen=True)
+class RemovedUpdate:
+    """One update a repair took out of the model, and what its receipt said.
+
+    ``weight`` is the weight it was applied at (and is subtracted at); ``version`` the
+    version it was part of.
+    """
+
+    update_id: uuid.UUID
+    client_id: str
+    client_name: str | None
+    seq: int
+    version: int
+    staleness: int
+    weight: float
+    digest: bytes = field(repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "update_id": str(self.update_id),
+            "client_id": self.client_id,
+            "client_name": self.client_name,
+            "seq": self.seq,
+            "version": self.version,
+            "staleness": self.staleness,
+            "weight": self.weight,
+            "sha256": self.digest.hex(),
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RemovedUpdate:
+        name = raw.get("client_name")
+        return cls(
+            update_id=uuid.UUID(str(raw["update_id"])),
+            client_id=str(raw["client_id"]),
+            client_name=None if name is None else str(name),
+            seq=int(raw["seq"]),
+            version=int(raw["version"]),
+            staleness=int(raw["staleness"]),
+            weight=float(raw["weight"]),
+            digest=bytes.fromhex(str(raw["sha256"])),
+        )
+
+    @classmethod
+    def of(cls, record: UpdateRecord) -> RemovedUpdate:
+        return cls(
+            update_id=record.update_id,
+            client_id=record.client_id,
+            client_name=record.client_name,
+            seq=record.seq,
+            version=record.version,
+            staleness=record.staleness,
+            weight=record.weight,
+            digest=record.digest,
+        )
+
+
+@dataclass(frozen=True)
+class RepairRecord:
+    """A repair: the updates it subtracts from the model, logged before it is applied.
+
+    It follows the update ``after_seq`` in the log and is the job's integrity entry
+    ``entry`` (repairs and releases are numbered together, so a checkpoint says which it
+    holds). Self-contained: ``envelopes`` are the removed updates' envelopes as received,
+    so a replay needs no older record. Applying it adds a partly filled buffer to the
+    model first, then subtracts each removed update at its weight; the model is then at
+    ``version``. ``quarantine`` maps each client it quarantines to its name.
+    """
+
+    entry: int
+    after_seq: int
+    version: int
+    removed: tuple[RemovedUpdate, ...]
+    quarantine: Mapping[str, str | None]
+    reason: str
+    at: float
+    first_bad_version: int | None = None
+    envelopes: tuple[bytes, ...] = field(default=(), repr=False)
+
+    @property
+    def seq(self) -> int:
+        """Where it stands in the log: after the update of this ``seq``."""
+        return self.after_seq
+
+    @property
+    def payload(self) -> bytes:
+        return b"".join(self.envelopes)
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.payload).digest()
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "kind": "repair",
+            "entry": self.entry,
+            "after_seq": self.after_seq,
+            "version": self.version,
+            "removed": [r.to_json() for r in self.removed],
+            "quarantine": dict(self.quarantine),
+            "reason": self.reason,
+            "at": self.at,
+            "first_bad_version": self.first_bad_version,
+            "envelope_sizes": [len(e) for e in self.envelopes],
+            "sha256": self.digest.hex(),
+        }
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], payload: bytes) -> RepairRecord:
+        sizes = [int(s) for s in header["envelope_sizes"]]
+        if sum(sizes) != len(payload) or any(s < 0 for s in sizes):
+            raise ValueError("the repair's envelope sizes do not add up to its payload")
+        envelopes, offset = [], 0
+        for size in sizes:
+            envelopes.append(payload[offset : offset + size])
+            offset += size
+        first_bad = header.get("first_bad_version")
+        return cls(
+            entry=int(header["entry"]),
+            after_seq=int(header["after_seq"]),
+            version=int(header["version"]),
+            removed=tuple(RemovedUpdate.from_json(r) for r in header["removed"]),
+            quarantine={
+                str(k): None if v is None else str(v) for k, v in header["quarantine"].items()
+            },
+            reason=str(header["reason"]),
+            at=float(header["at"]),
+            first_bad_version=None if first_bad is None else int(first_bad),
+            envelopes=tuple(envelopes),
+        )
+
+    def without_envelopes(self) -> RepairRecord:
+        return replace(self, envelopes=())
+
+
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """The administrator released ``client_id`` from quarantine (integrity entry ``entry``)."""
+
+    entry: int
+    after_seq: int
+    client_id: str
+    at: float
+
+    @property
+    def seq(self) -> int:
+        return self.after_seq
+
+    @property
+    def payload(self) -> bytes:
+        return b""
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(b"").digest()
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "kind": "release",
+            "entry": self.entry,
+            "after_seq": self.after_seq,
+            "client_id": self.client_id,
+            "at": self.at,
+            "sha256": self.digest.hex(),
+        }
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any], payload: bytes) -> ReleaseRecord:
+        if payload:
+            raise ValueError("a release record has no payload")
+        return cls(
+            entry=int(header["entry"]),
+            after_seq=int(header["after_seq"]),
+            client_id=str(header["client_id"]),
+            at=float(header["at"]),
+        )
+
+
+LogRecord = UpdateRecord | RepairRecord | ReleaseRecord
+"""One record of the write-ahead log; ``seq`` orders it (a repair or release: the update
+it follows)."""
+
+
+def log_record_from_header(header: Mapping[str, Any], payload: bytes) -> LogRecord:
+    """The record a log header and its payload hold (no ``kind``: an update)."""
+    kind = header.get("kind", "update")
+    if kind == "update":
+        return UpdateRecord.from_header(header, payload)
+    if kind == "repair":
+        return RepairRecord.from_header(header, payload)
+    if kind == "release":
+        return ReleaseRecord.from_header(header, payload)
+    raise ValueError(f"unknown log record kind {kind!r}")
+
 
 @dataclass(frozen=True)
 class Checkpoint:
     """The model at ``version`` with every update up to ``seq`` in it and none buffered.
 
     ``blocks`` are the serialized model blocks; ``state`` is the bookkeeping that goes with
-    them (block versions, the update ledger, counters), opaque to the store.
+    them (block versions, the update ledger, counters, repairs), opaque to the store.
+    ``drop_through`` is the ``seq`` through which the log may be forgotten once the
+    checkpoint is written (``None``: ``seq``); it trails ``seq`` so that the log keeps the
+    updates a repair may still need (``FLSERVER_REPAIR_WINDOW``).
     """
 
     version: int
     seq: int
     blocks: tuple[bytes, ...] = field(repr=False)
     state: Mapping[str, Any] = field(repr=False)
+    drop_through: int | None = None
+
+    @property
+    def log_kept_after(self) -> int:
+        """The log keeps the records after this ``seq``."""
+        return self.seq if self.drop_through is None else min(self.drop_through, self.seq)

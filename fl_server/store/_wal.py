@@ -1,9 +1,12 @@
-"""The write-ahead log of accepted updates: checksummed records in ``<seq>.log`` segments.
+"""The write-ahead log: checksummed records in ``<seq>.log`` segments.
 
 A record is ``magic "HWAL" | header length u32 | payload length u64 | header crc32 u32 |
-header JSON | payload``; the header carries the payload's SHA-256. Only the tail of the
-last segment may be torn (a crash inside ``append``, before it returned): it is cut off
-when the log is read. Anything else that fails its checksum is refused as corruption.
+header JSON | payload``; the header carries the payload's SHA-256 and its ``kind``
+(``LogRecord``: an accepted update, whose payload is its envelope; a repair, whose
+payload is the envelopes of the updates it removes; a release, with none). Only the
+tail of the last segment may be torn (a crash inside ``append``, before it returned): it
+is cut off when the log is read. Anything else that fails its checksum is refused as
+corruption.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import BinaryIO
 
 import hefl_durable
 from fl_server.errors import StateError
-from fl_server.store._records import UpdateRecord
+from fl_server.store._records import LogRecord, UpdateRecord, log_record_from_header
 
 __all__ = ["WriteAheadLog"]
 
@@ -35,7 +38,7 @@ class _TornRecordError(Exception):
     """A log record that is incomplete or fails its checksum."""
 
 
-def _read_record(f: BinaryIO) -> UpdateRecord | None:
+def _read_record(f: BinaryIO) -> LogRecord | None:
     """The next record, ``None`` at a clean end of file; ``_TornRecordError`` otherwise."""
     head = f.read(_WAL_HEAD.size)
     if not head:
@@ -52,7 +55,7 @@ def _read_record(f: BinaryIO) -> UpdateRecord | None:
     if len(payload) < payload_len:
         raise _TornRecordError("record payload cut short")
     try:
-        record = UpdateRecord.from_header(json.loads(header_bytes), payload)
+        record = log_record_from_header(json.loads(header_bytes), payload)
     except (ValueError, KeyError, TypeError) as exc:
         raise _TornRecordError(f"record header unreadable: {exc!r}") from exc
     if hashlib.sha256(payload).digest() != record.digest:
@@ -98,40 +101,49 @@ class WriteAheadLog:
         return sorted(out)
 
     def drop_through(self, seq: int) -> None:
-        """Delete the segments holding only records with ``seq`` or less."""
-        if self._segment is not None and self._last_seq is not None and self._last_seq <= seq:
-            self.close()
-        open_path = self._segment_path
+        """Delete the segments holding only records with ``seq`` or less.
+
+        The open segment is closed first, so the next record starts a new one: the log
+        kept for repairs trails the checkpoint, and a segment that never closed would
+        never be dropped.
+        """
+        self.close()
         segments = self._segments()
         for i, (_, path) in enumerate(segments):
             # A segment ends where the next begins; the newest ends at the last record seen.
             last = segments[i + 1][0] - 1 if i + 1 < len(segments) else self._last_seq
-            if path != open_path and last is not None and last <= seq:
+            if last is not None and last <= seq:
                 path.unlink()
         hefl_durable.fsync_dir(self.directory)
 
-    def append(self, records: Sequence[UpdateRecord]) -> None:
-        """Append records (consecutive ``seq``); durable when this returns."""
+    def append(self, records: Sequence[LogRecord]) -> None:
+        """Append records (in ``seq`` order); durable when this returns."""
         if not records:
             return
         if self._segment is None:
-            path = self.directory / f"{records[0].seq:020d}.log"
+            # A repair or release is named after the update it follows, plus one: the
+            # segment of that name, if any, is the newest, and appending to it keeps order.
+            first = records[0]
+            start = first.seq if isinstance(first, UpdateRecord) else first.seq + 1
+            path = self.directory / f"{start:020d}.log"
             self._segment = hefl_durable.open_append(path)
             self._segment_path = path
         f = self._segment
         for record in records:
             header = json.dumps(record.header()).encode()
-            f.write(
-                _WAL_HEAD.pack(_WAL_MAGIC, len(header), len(record.envelope), zlib.crc32(header))
-            )
+            payload = record.payload
+            f.write(_WAL_HEAD.pack(_WAL_MAGIC, len(header), len(payload), zlib.crc32(header)))
             f.write(header)
-            f.write(record.envelope)
+            f.write(payload)
         f.flush()
         os.fsync(f.fileno())
-        self._last_seq = records[-1].seq
+        self._last_seq = max(self._last_seq or 0, records[-1].seq)
 
-    def read(self, after_seq: int) -> Iterator[UpdateRecord]:
-        """The records with ``seq > after_seq``, in order; a torn tail is cut off on the way."""
+    def read(self, after_seq: int) -> Iterator[LogRecord]:
+        """The records with ``seq > after_seq``, in order; a torn tail is cut off on the way.
+
+        ``read(-1)`` is every record kept, repairs and releases included.
+        """
         segments = self._segments()
         for i, (_, path) in enumerate(segments):
             last_segment = i == len(segments) - 1
@@ -145,7 +157,7 @@ class WriteAheadLog:
                         break
                     if record is None:
                         break
-                    self._last_seq = record.seq
+                    self._last_seq = max(self._last_seq or 0, record.seq)
                     if record.seq > after_seq:
                         yield record
 

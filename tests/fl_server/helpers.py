@@ -174,8 +174,20 @@ def client_claims(
 
 
 def crash_image(state_dir: Path, into: Path) -> Path:
-    """What a kill -9 leaves: the files as they are on disk right now (locks released)."""
-    shutil.copytree(state_dir, into)
+    """What a kill -9 leaves: the files as they are on disk right now (locks released).
+
+    A file the server's journal thread removes while the copy runs (a checkpoint's
+    temporary file, renamed into place) is one a kill -9 at that moment would not leave
+    either: it is skipped.
+    """
+
+    def copy(src: str, dst: str) -> None:
+        try:
+            shutil.copy2(src, dst)
+        except FileNotFoundError:
+            pass
+
+    shutil.copytree(state_dir, into, copy_function=copy)
     for lock in into.rglob("lock"):
         lock.unlink()
     return into
@@ -227,6 +239,12 @@ class Hospital:
     def random_values(self, seed: int, scale: float = 0.01) -> npt.NDArray[np.float64]:
         return np.random.default_rng(seed).normal(0.0, scale, self.shape)
 
+    def model_values(self, seed: int, scale: float = 0.01) -> npt.NDArray[np.float64]:
+        """Random values in the layout's parameters, 0 in its padding (as a client sends)."""
+        values = self.random_values(seed, scale)
+        values.reshape(-1)[self.layout.total_params :] = 0.0
+        return values
+
     def initial_model(self, values: npt.NDArray[np.float64], *, version: int = 0) -> bytes:
         blocks = tuple(
             crypto.CipherBlock(i, self.cipher.encrypt_model_block(v)) for i, v in enumerate(values)
@@ -259,6 +277,50 @@ class Hospital:
         )
         return uid, crypto.update_to_bytes(update)
 
+    def corrupted_update(
+        self,
+        values: npt.NDArray[np.float64],
+        *,
+        base_version: int,
+        corruption: str,
+        server: crypto.ServerCipher,
+        other: crypto.ClientCipher | None = None,
+        block: int = 0,
+    ) -> tuple[uuid.UUID, bytes]:
+        """An update the server accepts but that corrupts the model, in block ``block``.
+
+        ``corruption`` is ``"flip"`` (one bit of the ciphertext flipped, where ``server``
+        still loads it) or ``"other_key"`` (the block encrypted under ``other``, a key of
+        the same profile from another key authority).
+        """
+        blocks = []
+        for i in range(len(values)):
+            data = self.cipher.encrypt_update_block(values[i])
+            if i == block and corruption == "flip":
+                data = flip_bit(data, server)
+            elif i == block and corruption == "other_key":
+                assert other is not None
+                data = other.encrypt_update_block(values[i])
+            elif i == block:
+                raise ValueError(f"unknown corruption {corruption!r}")
+            blocks.append(crypto.CipherBlock(i, data))
+        uid = uuid.uuid4()
+        update = crypto.EncryptedUpdate(
+            self.layout.fingerprint, base_version, self.key_epoch, uid, tuple(blocks)
+        )
+        return uid, crypto.update_to_bytes(update)
+
+    def check(self, values: npt.NDArray[np.float64]) -> tuple[bool, str | None]:
+        """A client's check of a decrypted model: finite, in range, the padding near 0."""
+        if not np.all(np.isfinite(values)):
+            return False, "finite"
+        if np.max(np.abs(values)) > self.profile.max_magnitude:
+            return False, "range"
+        padding = values.reshape(-1)[self.layout.total_params :]
+        if padding.size and np.max(np.abs(padding)) > 1e-2:
+            return False, "canary"
+        return True, None
+
     def decrypt_model(self, data: bytes) -> tuple[int, npt.NDArray[np.float64]]:
         """Version and ``(n_blocks, block_size)`` values of a full model envelope."""
         limits = crypto.EnvelopeLimits(self.layout.n_blocks, self.profile.max_block_bytes)
@@ -271,6 +333,20 @@ class Hospital:
         limits = crypto.EnvelopeLimits(self.layout.n_blocks, self.profile.max_block_bytes)
         model = crypto.model_from_bytes(data, limits)
         return model.version, {b.index: self.cipher.decrypt_block(b.data) for b in model.blocks}
+
+
+def flip_bit(block: bytes, server: crypto.ServerCipher) -> bytes:
+    """``block`` with one bit of its ciphertext body flipped, where ``server`` still loads it
+    (a flip the server cannot notice: most are, issue 13)."""
+    for position in range(len(block) // 2, len(block)):
+        flipped = bytearray(block)
+        flipped[position] ^= 0x10
+        try:
+            server.load_update_block(bytes(flipped))
+        except crypto.CryptoError:
+            continue
+        return bytes(flipped)
+    raise AssertionError("no bit flip the server accepts")
 
 
 def admin_token(key: Ed25519PrivateKey, *, lifetime: float = 300) -> str:

@@ -47,6 +47,7 @@ async def test_the_job_from_layout_to_training(
         "layout_fingerprint": None,
         "training_seconds": 0.0,
         "key_id": hashlib.sha256(keys.secret_context).hexdigest(),
+        "integrity": {"state": "healthy", "probe": None},
     }
     assert created_at.endswith("Z")
     assert_problem(await api.http.get(api.at("/layout"), headers=api.auth()), 404, "no_layout")
@@ -430,6 +431,9 @@ async def test_openapi_lists_exactly_the_contract(api: Api) -> None:
         (f"{job}/slots", "delete"),
         (f"{job}/updates", "post"),
         (f"{job}/metrics", "post"),
+        (f"{job}/integrity", "post"),
+        (f"{job}/repairs", "post"),
+        (f"{job}/quarantine/{{client_id}}", "delete"),
         (f"{job}/status", "get"),
         ("/v1/status", "get"),
     }

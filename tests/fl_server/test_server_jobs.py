@@ -257,10 +257,14 @@ async def test_every_job_path_answers_job_not_found_for_an_unknown_job(api: Api)
         ("DELETE", "/slots"),
         ("POST", "/updates"),
         ("POST", "/metrics"),
+        ("POST", "/integrity"),
+        ("POST", "/repairs"),
+        ("DELETE", "/quarantine/client-b"),
         ("GET", "/status"),
     ]
+    admin_paths = ("/pause", "/resume", "/stop", "/repairs", "/quarantine/client-b")
     for method, suffix in paths:
-        token = api.admin if suffix in ("/pause", "/resume", "/stop") else api.token
+        token = api.admin if suffix in admin_paths else api.token
         answer = await api.http.request(
             method, api.at(suffix, "nobody"), content=b"{}", headers=api.auth(token)
         )

@@ -30,7 +30,7 @@ from fl_server.errors import (
 )
 from fl_server.job_service import JobService
 from fl_server.material import EpochContext, KeyauthMaterial
-from fl_server.store import FileStore, MemoryStore, UpdateRecord
+from fl_server.store import FileStore, LogRecord, MemoryStore
 from hefl_wire import AccessClaims
 from tests.fl_server.helpers import (
     JOB,
@@ -469,8 +469,10 @@ async def test_close_checkpoints_so_the_next_start_replays_nothing(
     service.close()
 
     store = FileStore(state_dir / "jobs" / JOB)
-    assert list(store.read_updates(0)) == []
-    assert store.load_checkpoint() is not None
+    checkpoint = store.load_checkpoint()
+    assert checkpoint is not None
+    assert checkpoint.seq == 1
+    assert list(store.read_updates(checkpoint.seq)) == []  # the log beyond it: kept for repairs
     store.close()
     restarted = make_service(state_dir=state_dir)
     assert restarted.snapshot().to_bytes() == served
@@ -478,7 +480,7 @@ async def test_close_checkpoints_so_the_next_start_replays_nothing(
 
 
 class FailingStore(MemoryStore):
-    def append_updates(self, records: Sequence[UpdateRecord]) -> None:
+    def append_updates(self, records: Sequence[LogRecord]) -> None:
         raise OSError(28, "No space left on device")
 
 

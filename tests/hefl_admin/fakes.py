@@ -3,6 +3,7 @@ handlers that keep state and follow docs/protocol.md (admin token, ``/v1/jobs``)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import unquote
 
@@ -75,6 +76,9 @@ class FakeServer:
         self.statuses: dict[str, dict[str, Any]] = {}
         self._resumes_to: dict[str, str] = {}
         self.failed: list[dict[str, str]] = []
+        # Per job: the updates a repair may remove (id -> removed update), the quarantined.
+        self.updates: dict[str, dict[str, dict[str, Any]]] = {}
+        self.quarantined: dict[str, set[str]] = {}
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -99,7 +103,39 @@ class FakeServer:
             return httpx.Response(200, json=job)
         if action == "status":
             return httpx.Response(200, json={**job, **self.statuses.get(job["name"], {})})
+        if action == "repairs" and request.method == "POST":
+            return self._repair(job, json.loads(request.content))
+        if action == "quarantine" and request.method == "DELETE" and len(parts) == 3:
+            return self._release(job, parts[2])
         return self._change(job, action)
+
+    def _repair(self, job: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
+        updates = self.updates.setdefault(job["name"], {})
+        missing = [u for u in body["update_ids"] if u not in updates]
+        if missing:
+            return problem(404, "update_not_found", f"no applied update {missing[0]}")
+        removed = [updates.pop(u) for u in body["update_ids"]]
+        quarantined = sorted({r["client_id"] for r in removed}) if body["quarantine"] else []
+        self.quarantined.setdefault(job["name"], set()).update(quarantined)
+        job["version"] += 1
+        repair = {
+            "entry": 1,
+            "version": job["version"],
+            "at": "2030-01-01T00:10:00Z",
+            "reason": "removed by the administrator",
+            "first_bad_version": None,
+            "versions_lost": job["version"] - min(r["version"] for r in removed),
+            "removed": removed,
+            "quarantined": quarantined,
+        }
+        return httpx.Response(200, json=repair)
+
+    def _release(self, job: dict[str, Any], client_id: str) -> httpx.Response:
+        quarantined = self.quarantined.setdefault(job["name"], set())
+        if client_id not in quarantined:
+            return problem(404, "client_not_quarantined", f"client {client_id} is not quarantined")
+        quarantined.discard(client_id)
+        return httpx.Response(204)
 
     def _create(self, body: bytes) -> httpx.Response:
         try:

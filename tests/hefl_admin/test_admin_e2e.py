@@ -11,10 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
+import crypto
 from harness.services import keyauth_service, new_admin_key, server_service
 from hefl_study import load_spec
+from tests.fl_server.helpers import LAYOUT_TENSORS, Hospital
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +216,57 @@ def test_each_role_is_refused_on_the_others_routes(deployment: Deployment) -> No
     for refused in (client_pauses, admin_trains, admin_secret):
         assert refused.status_code == 403, refused.text
         assert refused.json()["code"] == "token_wrong_role"
+
+
+def test_a_repair_by_hand_removes_an_update_and_quarantines_until_released(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # Prepare: a job of its own, and one enrolled hospital that sends an update.
+    spec = tmp_path / "repair.toml"
+    spec.write_text(SPEC.replace("icu-mortality", "icu-repair"), encoding="utf-8")
+    deployment.ok("job", "create", str(spec))
+    token = deployment.ok("token", "create", "hospital-r", "--quiet").strip()
+    with httpx.Client(timeout=30) as http:
+        enrolled = http.post(f"{deployment.keyauth_url}/v1/enroll", json={"token": token}).json()
+        credentials = {k: enrolled[k] for k in ("client_id", "client_secret")}
+        access = http.post(f"{deployment.keyauth_url}/v1/token", json=credentials).json()
+        auth = {"Authorization": f"Bearer {access['access_token']}"}
+        secret = http.get(f"{deployment.keyauth_url}/v1/keys/secret-context", headers=auth)
+        profile = crypto.get_profile(PROFILE)
+        layout = crypto.build_layout(LAYOUT_TENSORS, profile.block_size)
+        hospital = Hospital(crypto.ClientCipher(secret.content, profile), layout)
+        job = f"{deployment.server_url}/v1/jobs/icu-repair"
+        http.put(f"{job}/layout", content=layout.to_json(), headers=auth).raise_for_status()
+        initial = hospital.initial_model(hospital.model_values(0))
+        http.put(f"{job}/initial-model", content=initial, headers=auth).raise_for_status()
+        update_id, update = hospital.update(hospital.model_values(1), base_version=0)
+        assert http.post(f"{job}/updates", content=update, headers=auth).status_code == 202
+
+        # Execute
+        repaired = deployment.ok("job", "repair", "icu-repair", "--update", str(update_id))
+        refused = http.post(
+            f"{job}/updates",
+            content=hospital.update(hospital.model_values(2), base_version=2)[1],
+            headers=auth,
+        )
+        shown = deployment.ok("job", "show", "icu-repair")
+        released = deployment.ok("job", "release", "icu-repair", enrolled["client_id"])
+        twice = deployment.admin("job", "release", "icu-repair", enrolled["client_id"])
+        model = http.get(f"{job}/model", headers=auth)
+
+    # Assert: version 2 is the initial model again, bit for bit.
+    client_id = enrolled["client_id"]
+    assert repaired.splitlines()[0] == (
+        "repair 1 of job icu-repair: the model is at version 2 (1 version held the removed updates)"
+    )
+    assert repaired.splitlines()[2].split() == [str(update_id), "hospital-r", "1", "1", "yes"]
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "client_quarantined"
+    assert "\nrepairs (each removed update subtracted at its weight):\n" in shown
+    assert f"  hospital-r  {client_id}" in shown
+    assert released == f"released {client_id}: job icu-repair takes its updates again\n"
+    assert twice.returncode == 1
+    assert twice.stderr.startswith("hefl-admin: client_not_quarantined: ")
+    version, values = hospital.decrypt_model(model.content)
+    assert version == 2
+    assert np.max(np.abs(values - hospital.model_values(0))) < 1e-4
