@@ -20,9 +20,12 @@ __all__ = [
     "Event",
     "EventSink",
     "InitialModelPut",
+    "IntegrityFailed",
+    "IntegrityRestored",
     "JobJoined",
     "KeyEpochFetched",
     "Paused",
+    "ProbeAnswered",
     "ProgressBar",
     "Rejected",
     "Resent",
@@ -42,6 +45,10 @@ class Event:
     def fields(self) -> dict[str, Any]:
         """The event's payload, in the order the CLI prints it."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def text(self) -> str | None:
+        """A sentence the CLI prints instead of the fields (human output), if any."""
+        return None
 
 
 class ProgressBar(Protocol):
@@ -123,6 +130,50 @@ class Resumed(Event):
     name: ClassVar[str] = "resumed"
     job: str
     state: str
+
+
+@dataclass(frozen=True)
+class IntegrityFailed(Event):
+    """A decrypted model failed an integrity check: reported, nothing trained on it."""
+
+    name: ClassVar[str] = "integrity"
+    job: str
+    version: int
+    check: str
+    blocks: list[int]
+    max_abs: float | None
+
+    def text(self) -> str:
+        shown = ", ".join(str(b) for b in self.blocks[:8])
+        more = f" and {len(self.blocks) - 8} more" if len(self.blocks) > 8 else ""
+        largest = f"; largest |value| {self.max_abs:.3g}" if self.max_abs is not None else ""
+        return (
+            f"model version {self.version} of job {self.job} failed the {self.check} check "
+            f"in block{'s' if len(self.blocks) != 1 else ''} {shown}{more}{largest}: "
+            "reported to the server; nothing is trained on it"
+        )
+
+
+@dataclass(frozen=True)
+class ProbeAnswered(Event):
+    """A version the server probes (or a good version plus this hospital's own update,
+    ``update_id``) was checked and the result reported."""
+
+    name: ClassVar[str] = "probe"
+    version: int
+    update_id: str | None
+    ok: bool
+    check: str | None
+
+
+@dataclass(frozen=True)
+class IntegrityRestored(Event):
+    """The job is healthy again past the version that failed: training goes on."""
+
+    name: ClassVar[str] = "repaired"
+    job: str
+    failed_version: int
+    version: int
 
 
 @dataclass(frozen=True)

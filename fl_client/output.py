@@ -96,6 +96,11 @@ class Reporter:
         """Render a typed event (``fl_client.events``)."""
         if isinstance(event, ClientWarning):
             self.warn(event.message)
+            return
+        text = event.text()
+        if text is not None and self.mode == "human":
+            self._out.write(f"[{event.name}] {text}\n")
+            self._out.flush()
         else:
             self.event(event.name, **event.fields())
 
