@@ -52,7 +52,7 @@ printed and logged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hefl_wire import PROBLEMS
@@ -137,6 +137,8 @@ class IntegrityError(ClientError):
         The blocks that failed any check.
     max_abs
         The largest finite magnitude in the model, if any value is finite.
+    reported
+        Whether the server took the report.
     """
 
     def __init__(
@@ -146,22 +148,30 @@ class IntegrityError(ClientError):
         check: str,
         blocks: tuple[int, ...],
         max_abs: float | None,
+        *,
+        reported: bool = True,
     ) -> None:
         self.job = job
         self.version = version
         self.check = check
         self.blocks = blocks
         self.max_abs = max_abs
+        self.reported = reported
         largest = f", largest magnitude {max_abs:.3g}" if max_abs is not None else ""
+        told = (
+            "was reported to the server, which locates and removes the update that corrupted it"
+            if reported
+            else "could not be reported to the server (see the warning above)"
+        )
         super().__init__(
             f"the model of job {job!r} at version {version} failed its integrity check "
-            f"({check} in {_blocks_text(blocks)}{largest}): it is corrupted and was reported "
-            "to the server, which locates and removes the update that corrupted it; try "
-            "again once the job is healthy (hefl-client jobs)"
+            f"({check} in {describe_blocks(blocks)}{largest}): it is corrupted and {told}; "
+            "try again once the job is healthy (hefl-client jobs)"
         )
 
 
-def _blocks_text(blocks: tuple[int, ...]) -> str:
+def describe_blocks(blocks: Sequence[int]) -> str:
+    """Blocks as a message names them: ``block 0``, ``blocks 0, 3``, at most eight."""
     shown = ", ".join(str(b) for b in blocks[:8])
     more = f" and {len(blocks) - 8} more" if len(blocks) > 8 else ""
     return f"block{'s' if len(blocks) != 1 else ''} {shown}{more}"

@@ -11,6 +11,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from fl_client.errors import describe_blocks
+
 if TYPE_CHECKING:
     from fl_client.training import EvalResult
 
@@ -142,15 +144,15 @@ class IntegrityFailed(Event):
     check: str
     blocks: list[int]
     max_abs: float | None
+    reported: bool = True
 
     def text(self) -> str:
-        shown = ", ".join(str(b) for b in self.blocks[:8])
-        more = f" and {len(self.blocks) - 8} more" if len(self.blocks) > 8 else ""
         largest = f"; largest |value| {self.max_abs:.3g}" if self.max_abs is not None else ""
+        told = "reported to the server" if self.reported else "NOT reported (see the warning)"
         return (
             f"model version {self.version} of job {self.job} failed the {self.check} check "
-            f"in block{'s' if len(self.blocks) != 1 else ''} {shown}{more}{largest}: "
-            "reported to the server; nothing is trained on it"
+            f"in {describe_blocks(self.blocks)}{largest}: "
+            f"{told}; nothing is trained on it"
         )
 
 

@@ -59,12 +59,13 @@ def require_intact(
     Raises
     ------
     IntegrityError
-        The model failed a check (it was reported, unless the report could not be sent).
+        The model failed a check (``reported`` says whether the server took the report).
     """
     result = check_model(layout, profile, blocks)
     if result.ok:
         return
     assert result.check is not None
+    reported = send_report(ctx, report_of(version, result))
     ctx.events.emit(
         IntegrityFailed(
             job=job,
@@ -72,7 +73,9 @@ def require_intact(
             check=result.check,
             blocks=list(result.blocks),
             max_abs=result.max_abs,
+            reported=reported,
         )
     )
-    send_report(ctx, report_of(version, result))
-    raise IntegrityError(job, version, result.check, result.blocks, result.max_abs)
+    raise IntegrityError(
+        job, version, result.check, result.blocks, result.max_abs, reported=reported
+    )

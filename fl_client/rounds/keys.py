@@ -95,7 +95,7 @@ class KeyCache:
             return self._cipher(epoch, expected)
         except KeyIdMismatchError as exc:
             raise KeyIdMismatchError(
-                f"job {job.name!r} was created under key id {job.key_id} of key epoch "
+                f"job {job.name!r} was created under key id {_short(job.key_id)} of key epoch "
                 f"{epoch}, but {exc}: keyauth's keys were replaced (its state lost or "
                 "generated again) since the job was created, and the job cannot continue "
                 "under other keys. Nothing was trained. Ask the operator: the job must be "
@@ -111,7 +111,8 @@ class KeyCache:
             served = key_id(context.data)
             if served != expected:
                 raise KeyIdMismatchError(
-                    f"this hospital holds key id {cached[1]} and keyauth serves {served}"
+                    f"this hospital holds key id {_short(cached[1])} and keyauth serves "
+                    f"{_short(served)}"
                 )
             self._keep(context)
             self._ciphers.pop(key_epoch, None)
@@ -138,3 +139,8 @@ class KeyCache:
     def _keep(self, context: SecretContext) -> None:
         self._state.save_secret_context(context.key_epoch, context.profile, context.data)
         self._events.emit(KeyEpochFetched(key_epoch=context.key_epoch, profile=context.profile))
+
+
+def _short(key_id: str | None) -> str:
+    # 64 bits of a SHA-256 tell two keys apart in a message
+    return f"{key_id[:16]}…" if key_id else "(none)"

@@ -247,3 +247,12 @@ def test_values_of_another_shape_are_a_layout_error(
         crypto.check_model(layout, small_profile, np.zeros((1, layout.block_size)))
     with pytest.raises(crypto.LayoutError, match="profile"):
         crypto.check_model(layout, crypto.DEFAULT_PROFILE, np.zeros((2, layout.block_size)))
+
+
+def test_a_block_seal_cannot_decode_is_a_ciphertext_error(
+    small_client: ClientCipher, small_keys: KeyMaterial
+) -> None:
+    data = _with_scale(small_keys.secret_context, small_client.encrypt_model_block([0.5]), np.nan)
+
+    with pytest.raises(crypto.CiphertextError, match="could not be decrypted"):
+        small_client.decrypt_block(data)

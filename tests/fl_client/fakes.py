@@ -92,10 +92,11 @@ def corrupt_update(server: FakeServer, client: crypto.ClientCipher, how: str) ->
     return str(server.push_update(crypto.update_to_bytes(update))["update_id"])
 
 
-def forge_nan(server: FakeServer, keys: crypto.KeyMaterial) -> None:
-    """Serve block 0 of the model with a scale that makes it decrypt to NaN and inf."""
+def forge_scale(server: FakeServer, keys: crypto.KeyMaterial, scale: float) -> None:
+    """Serve block 0 of the model with another scale: 1e-300 decrypts to NaN and inf,
+    NaN cannot be decrypted at all."""
     served = server.cipher.block_to_bytes(server.blocks[0])
-    server.forged_blocks[0] = _with_scale(keys.secret_context, served, 1e-300)
+    server.forged_blocks[0] = _with_scale(keys.secret_context, served, scale)
 
 
 def problem(

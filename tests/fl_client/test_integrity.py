@@ -9,14 +9,14 @@ import crypto
 from fl_client import ClientSettings, IntegrityError
 from fl_client.errors import ClientQuarantinedError, KeyIdMismatchError, ProbeNotOfferedError
 from fl_client.events import IntegrityFailed, IntegrityRestored, ProbeAnswered, Stopped
-from fl_client.output import Reporter
+from fl_client.output import Reporter, render_jobs
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.loop import load_global, run, run_round
 from fl_client.rounds.port import Probe
 from fl_client.rounds.repair import answer_probe, wait_for_repair
 from fl_client.state import LocalState
 from tests.fl_client.conftest import MakeContext, Script
-from tests.fl_client.fakes import FakeServer, corrupt_update, forge_nan
+from tests.fl_client.fakes import FakeServer, corrupt_update, forge_scale
 from tests.fl_client.memory_port import MemoryPort
 
 
@@ -30,7 +30,12 @@ def _trained(make_context: MakeContext, rounds: int) -> RoundContext:
 
 @pytest.mark.parametrize(
     ("how", "check"),
-    [("flipped bit", "range"), ("another key", "range"), ("NaN", "finite")],
+    [
+        ("flipped bit", "range"),
+        ("another key", "range"),
+        ("NaN", "finite"),
+        ("undecryptable", "finite"),
+    ],
 )
 def test_a_corrupted_model_is_reported_at_its_first_pull_and_nothing_is_trained_on_it(
     make_context: MakeContext,
@@ -43,8 +48,8 @@ def test_a_corrupted_model_is_reported_at_its_first_pull_and_nothing_is_trained_
 ) -> None:
     # Prepare: two clean versions, then the corruption
     ctx = _trained(make_context, 2)
-    if how == "NaN":
-        forge_nan(server, small_keys)
+    if how in ("NaN", "undecryptable"):
+        forge_scale(server, small_keys, 1e-300 if how == "NaN" else float("nan"))
     else:
         corrupt_update(server, small_client, how)
     bad_version = server.version
@@ -307,3 +312,14 @@ def test_the_failure_is_one_plain_line_of_progress_output() -> None:
         "[integrity] model version 12 of job cancer failed the canary check in blocks 0, 3; "
         "largest |value| 0.9: reported to the server; nothing is trained on it\n"
     )
+
+
+def test_the_jobs_list_says_when_the_server_locates_or_repairs_a_bad_update(
+    port: MemoryPort, server: FakeServer
+) -> None:
+    server.state = "training"
+    server.locate(3)
+
+    table = render_jobs([port.job()])
+
+    assert "training, locating a bad update" in table.splitlines()[2]
