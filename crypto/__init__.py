@@ -1,4 +1,4 @@
-"""hefl crypto: CKKS profiles, model layout, compact ciphertexts, wire envelope, compression.
+"""hefl crypto: CKKS profiles, model layout, ciphertexts, wire envelope, compression, checks.
 
 Pure: bytes and arrays in, bytes and arrays out. TenSEAL is imported only in ``_seal``
 and no TenSEAL type leaves this package.
@@ -40,7 +40,14 @@ from crypto._errors import (
     ProfileError,
     ValueRangeError,
 )
-from crypto._layout import ModelLayout, TensorSpec, build_layout, tensor_to_numpy
+from crypto._integrity import INTEGRITY_CHECKS, IntegrityCheck, IntegrityCheckName, check_model
+from crypto._layout import (
+    DEFAULT_CANARIES,
+    ModelLayout,
+    TensorSpec,
+    build_layout,
+    tensor_to_numpy,
+)
 from crypto._profiles import DEFAULT_PROFILE, PROFILES, CkksProfile, get_profile
 from crypto._seal import (
     ClientCipher,
@@ -48,12 +55,15 @@ from crypto._seal import (
     KeyMaterial,
     ServerCipher,
     generate_key_material,
+    key_id,
 )
 
 __all__ = [
+    "DEFAULT_CANARIES",
     "DEFAULT_PROFILE",
     "ENVELOPE_HEADERS",
     "FORMAT_VERSION",
+    "INTEGRITY_CHECKS",
     "PROFILES",
     "BlockIndexError",
     "CipherBlock",
@@ -73,6 +83,8 @@ __all__ = [
     "EnvelopeTooLargeError",
     "EnvelopeTruncatedError",
     "EnvelopeVersionError",
+    "IntegrityCheck",
+    "IntegrityCheckName",
     "KeyMaterial",
     "LayoutError",
     "LayoutMismatchError",
@@ -84,8 +96,10 @@ __all__ = [
     "all_blocks",
     "blocks_for_fraction",
     "build_layout",
+    "check_model",
     "generate_key_material",
     "get_profile",
+    "key_id",
     "model_from_bytes",
     "model_to_bytes",
     "random_block_indices",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,10 +15,17 @@ import numpy.typing as npt
 
 from crypto._errors import LayoutError
 
-__all__ = ["ModelLayout", "TensorSpec", "build_layout", "tensor_to_numpy"]
+__all__ = ["DEFAULT_CANARIES", "ModelLayout", "TensorSpec", "build_layout", "tensor_to_numpy"]
 
 _FLOAT_DTYPES = ("float16", "float32", "float64")
-_LAYOUT_FORMAT = 1
+# Format 2 added the canary slots. Format 1 is refused, not read as "no canaries": no
+# deployment outlives the change, and a job without canaries could not be checked.
+_LAYOUT_FORMAT = 2
+
+DEFAULT_CANARIES = 4
+"""Canary slots per block. A corrupted ciphertext (a flipped bit, another key) decrypts
+to values of about 1e4 in every slot of its block, so one canary would almost always
+catch it; four make a miss need four slots near 0 at once, for 4 of 4096 slots (0.1%)."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +39,8 @@ class TensorSpec:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        # Python integers: a hostile shape must not wrap around int64 into a small count
+        return math.prod(self.shape)
 
 
 def tensor_to_numpy(value: Any) -> npt.NDArray[Any]:
@@ -44,6 +53,12 @@ def tensor_to_numpy(value: Any) -> npt.NDArray[Any]:
     return np.asarray(value)
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
 def _is_personal(name: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
@@ -52,18 +67,29 @@ def _is_personal(name: str, patterns: Sequence[str]) -> bool:
 class ModelLayout:
     """Where every shared tensor lives in a sequence of blocks of ``block_size`` values.
 
-    Tensors are laid end to end in order; the last block is zero-padded. Tensors whose
-    names match a ``personal`` pattern (``fnmatch`` globs) stay on the client and are
-    left out. The layout is plain data with a stable ``fingerprint``.
+    Tensors are laid end to end in order in the first ``param_slots`` slots of each
+    block; the last ``canaries`` slots of every block are canaries, and the last block's
+    unused parameter slots are padding. Canaries and padding hold 0 in the initial model
+    and in every honest update, so they decrypt to about 0 in every honest version
+    (``zero_mask``): a block whose ciphertext was corrupted decrypts to garbage there.
+    Tensors whose names match a ``personal`` pattern (``fnmatch`` globs) stay on the
+    client and are left out. The layout is plain data with a stable ``fingerprint``,
+    which covers the canary count.
     """
 
     tensors: tuple[TensorSpec, ...]
     block_size: int
     personal: tuple[str, ...] = ()
+    canaries: int = DEFAULT_CANARIES
 
     def __post_init__(self) -> None:
         if self.block_size <= 0:
             raise LayoutError("block_size must be positive")
+        if not 0 <= self.canaries < self.block_size:
+            raise LayoutError(
+                f"canaries must be in 0..{self.block_size - 1} (a block of {self.block_size} "
+                f"slots needs one for a parameter), got {self.canaries}"
+            )
         offset = 0
         seen: set[str] = set()
         for spec in self.tensors:
@@ -88,8 +114,23 @@ class ModelLayout:
         return last.offset + last.numel
 
     @property
+    def param_slots(self) -> int:
+        """Slots per block that hold parameters: ``block_size - canaries``."""
+        return self.block_size - self.canaries
+
+    @property
     def n_blocks(self) -> int:
-        return -(-self.total_params // self.block_size)
+        return -(-self.total_params // self.param_slots)
+
+    @property
+    def zero_mask(self) -> npt.NDArray[np.bool_]:
+        """``(n_blocks, block_size)``: ``True`` at every slot that holds no parameter (the
+        canaries of each block and the last block's padding), which must decrypt to ~0."""
+        padding = np.ones(self.n_blocks * self.param_slots, dtype=np.bool_)
+        padding[: self.total_params] = False
+        mask = np.ones((self.n_blocks, self.block_size), dtype=np.bool_)
+        mask[:, : self.param_slots] = padding.reshape(self.n_blocks, self.param_slots)
+        return mask
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -99,6 +140,7 @@ class ModelLayout:
         return {
             "format": _LAYOUT_FORMAT,
             "block_size": self.block_size,
+            "canaries": self.canaries,
             "personal": list(self.personal),
             "tensors": [
                 {"name": s.name, "shape": list(s.shape), "dtype": s.dtype, "offset": s.offset}
@@ -109,13 +151,18 @@ class ModelLayout:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelLayout:
         try:
+            if data["format"] == 1:
+                raise LayoutError(
+                    "layout format 1 (without canary slots) is no longer supported: build "
+                    f"the layout again with this version of hefl (format {_LAYOUT_FORMAT})"
+                )
             if data["format"] != _LAYOUT_FORMAT:
                 raise LayoutError(f"unsupported layout format {data['format']!r}")
             tensors = tuple(
                 TensorSpec(
-                    name=str(t["name"]),
+                    name=_text(t["name"]),
                     shape=tuple(int(d) for d in t["shape"]),
-                    dtype=str(t["dtype"]),
+                    dtype=_text(t["dtype"]),
                     offset=int(t["offset"]),
                 )
                 for t in data["tensors"]
@@ -123,10 +170,14 @@ class ModelLayout:
             return cls(
                 tensors=tensors,
                 block_size=int(data["block_size"]),
-                personal=tuple(str(p) for p in data["personal"]),
+                personal=tuple(_text(p) for p in data["personal"]),
+                canaries=int(data["canaries"]),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LayoutError(f"malformed layout: {exc!r}") from exc
+        except LayoutError:
+            raise
+        # RecursionError: str() of a deeply nested name; OverflowError: int() of Infinity
+        except (KeyError, TypeError, ValueError, RecursionError, OverflowError) as exc:
+            raise LayoutError(f"malformed layout: {repr(exc)[:200]}") from None
 
     def to_json(self) -> bytes:
         """Canonical JSON: the bytes the fingerprint is computed over."""
@@ -134,10 +185,15 @@ class ModelLayout:
 
     @classmethod
     def from_json(cls, data: bytes | str) -> ModelLayout:
+        """Parse ``to_json``'s output; anything else is a ``LayoutError``, never another
+        exception (a body of a thousand nested arrays raises ``RecursionError`` inside
+        ``json``, which must become a 4xx, not a 500)."""
         try:
             parsed = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise LayoutError(f"layout is not valid JSON: {exc}") from exc
+            raise LayoutError(f"layout is not valid JSON: {exc}") from None
+        except Exception as exc:  # RecursionError, MemoryError's kin: no parser crash escapes
+            raise LayoutError(f"layout JSON could not be parsed: {type(exc).__name__}") from None
         if not isinstance(parsed, dict):
             raise LayoutError("layout JSON must be an object")
         return cls.from_dict(parsed)
@@ -150,14 +206,15 @@ class ModelLayout:
     def flatten(self, tensors: Mapping[str, Any]) -> npt.NDArray[np.float64]:
         """Pack the shared tensors into an ``(n_blocks, block_size)`` float64 array.
 
-        Personal tensors in ``tensors`` are ignored; a missing, unknown or misshapen
-        tensor is a ``LayoutError``. Exact: every supported dtype fits in float64.
+        Canaries and padding are 0. Personal tensors in ``tensors`` are ignored; a
+        missing, unknown or misshapen tensor is a ``LayoutError``. Exact: every supported
+        dtype fits in float64.
         """
         known = set(self.names)
         unknown = [n for n in tensors if n not in known and not _is_personal(n, self.personal)]
         if unknown:
             raise LayoutError(f"tensors not in the layout: {unknown[:5]}")
-        flat = np.zeros(self.n_blocks * self.block_size, dtype=np.float64)
+        flat = np.zeros(self.n_blocks * self.param_slots, dtype=np.float64)
         for spec in self.tensors:
             if spec.name not in tensors:
                 raise LayoutError(f"tensor {spec.name!r} is missing")
@@ -167,14 +224,17 @@ class ModelLayout:
                     f"tensor {spec.name!r} has shape {tuple(arr.shape)}, layout says {spec.shape}"
                 )
             flat[spec.offset : spec.offset + spec.numel] = arr.reshape(-1)
-        return flat.reshape(self.n_blocks, self.block_size)
+        blocks = np.zeros((self.n_blocks, self.block_size), dtype=np.float64)
+        blocks[:, : self.param_slots] = flat.reshape(self.n_blocks, self.param_slots)
+        return blocks
 
     def unflatten(self, blocks: npt.ArrayLike) -> dict[str, npt.NDArray[Any]]:
-        """The inverse of ``flatten``: tensors with their layout shape and dtype."""
+        """The inverse of ``flatten``: tensors with their layout shape and dtype (the
+        canaries and padding are ignored)."""
         arr = np.asarray(blocks, dtype=np.float64)
         if arr.size != self.n_blocks * self.block_size:
             raise LayoutError(f"expected {self.n_blocks}x{self.block_size} values, got {arr.size}")
-        flat = arr.reshape(-1)
+        flat = arr.reshape(self.n_blocks, self.block_size)[:, : self.param_slots].reshape(-1)
         return {
             spec.name: flat[spec.offset : spec.offset + spec.numel]
             .astype(spec.dtype)
@@ -184,7 +244,11 @@ class ModelLayout:
 
 
 def build_layout(
-    tensors: Mapping[str, Any], block_size: int, personal: Sequence[str] = ()
+    tensors: Mapping[str, Any],
+    block_size: int,
+    personal: Sequence[str] = (),
+    *,
+    canaries: int = DEFAULT_CANARIES,
 ) -> ModelLayout:
     """Lay out a ``state_dict`` (or a dict of numpy arrays) in blocks of ``block_size`` values.
 
@@ -196,6 +260,9 @@ def build_layout(
         Values per block: ``CkksProfile.block_size``.
     personal
         ``fnmatch`` patterns of tensor names that never leave the client (FedPer-style).
+    canaries
+        Canary slots at the end of every block (``DEFAULT_CANARIES``); fl_server refuses
+        a layout without any.
 
     Raises
     ------
@@ -220,4 +287,6 @@ def build_layout(
         offset += spec.numel
     if not specs:
         raise LayoutError("every tensor is personal: nothing left to share")
-    return ModelLayout(tensors=tuple(specs), block_size=block_size, personal=patterns)
+    return ModelLayout(
+        tensors=tuple(specs), block_size=block_size, personal=patterns, canaries=canaries
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import struct
 import tempfile
@@ -24,6 +25,7 @@ __all__ = [
     "KeyMaterial",
     "ServerCipher",
     "generate_key_material",
+    "key_id",
 ]
 
 _SEAL_MAGIC = 0xA15E
@@ -83,6 +85,21 @@ class KeyMaterial:
     profile_name: str
     secret_context: bytes
     public_context: bytes
+
+    @property
+    def key_id(self) -> str:
+        """The key id of this epoch's keys (``key_id`` of the secret context)."""
+        return key_id(self.secret_context)
+
+
+def key_id(secret_context: bytes) -> str:
+    """The key id of a secret context: the hex SHA-256 of its bytes as keyauth serves them.
+
+    The keyless context is byte-identical for every key of a profile, so only the secret
+    context tells two key epochs of the same number apart (keyauth's state lost and its
+    keys generated again). Hashing it reveals nothing of the key.
+    """
+    return hashlib.sha256(secret_context).hexdigest()
 
 
 def generate_key_material(profile: CkksProfile) -> KeyMaterial:
@@ -195,11 +212,19 @@ class ClientCipher:
         return self._encrypt(values, self.profile.model_scale)
 
     def decrypt_block(self, data: bytes) -> npt.NDArray[np.float64]:
-        """Decrypt a model or update block into ``block_size`` float64 values."""
+        """Decrypt a model or update block into ``block_size`` float64 values.
+
+        The values are not checked: a corrupted block decrypts to garbage, which
+        ``check_model`` finds. A block SEAL cannot decode at all (a scale of NaN) is a
+        ``CiphertextError``.
+        """
         ct = _load_ciphertext(self._sc, data, self.profile)
         plain = sealapi.Plaintext()
-        self._decryptor.decrypt(ct, plain)
-        slots = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        try:
+            self._decryptor.decrypt(ct, plain)
+            slots = np.asarray(self._encoder.decode_complex(plain), dtype=np.complex128)
+        except (RuntimeError, ValueError) as exc:
+            raise CiphertextError(f"ciphertext could not be decrypted: {exc}") from exc
         return slots.view(np.float64).copy()
 
 
@@ -305,18 +330,28 @@ class ServerCipher:
         """``model += weight * update``; ``update`` is consumed."""
         self.add_into(model, self.weight_update(update, weight))
 
+    def subtract_from(self, model: EncryptedBlock, block: EncryptedBlock) -> None:
+        """``model -= block`` for two model-scale blocks: the exact inverse of ``add_into``.
+
+        Addition and subtraction are exact in the ring (every coefficient modulo the data
+        prime), so ``add_into(m, b)`` then ``subtract_from(m, b)`` gives ``m`` back bit for
+        bit, however many other blocks were added in between.
+        """
+        if model._ct.scale != self.profile.model_scale or block._ct.scale != model._ct.scale:
+            raise CiphertextError("both blocks must be at the model scale")
+        self._evaluator.sub_inplace(model._ct, block._ct)
+
     def subtract_weighted(
         self, model: EncryptedBlock, update: EncryptedBlock, weight: float
     ) -> None:
-        """``model -= weight * update``: the exact inverse of ``add_weighted``.
+        """``model -= weight * update``: removes exactly what ``add_weighted`` added.
 
-        Ciphertext addition is exact in the ring, so subtracting the same update at the
-        same weight gives back the model's ciphertext bit for bit. ``update`` is consumed.
+        ``update`` is the same update block, loaded again from the same bytes, and
+        ``weight`` the weight it was added with: both go through ``weight_update``'s
+        integer quantization, so the weighted block is bit for bit the one that was
+        added. ``update`` is consumed.
         """
-        weighted = self.weight_update(update, weight)
-        if model._ct.scale != self.profile.model_scale:
-            raise CiphertextError("both blocks must be at the model scale")
-        self._evaluator.sub_inplace(model._ct, weighted._ct)
+        self.subtract_from(model, self.weight_update(update, weight))
 
     def block_to_bytes(self, block: EncryptedBlock) -> bytes:
         """Serialize a block for storage or download (16 bytes per value once added to)."""

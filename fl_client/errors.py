@@ -7,6 +7,8 @@
     │   └── InsecureTransportError    plain http:// to a non-loopback host, not allowed
     ├── DataError                     a dataset that cannot be loaded or split
     ├── TrainingError                 the model's outputs are unusable (it diverged)
+    ├── IntegrityError                a decrypted model failed a check: nothing trains on it
+    ├── KeyIdMismatchError            the job's key id is not this hospital's secret context's
     ├── LocalStateError               the local state directory is unusable
     │   └── NotEnrolledError          no credential stored yet: run ``hefl-client enroll``
     ├── TransportError                no answer after every retry (connection, timeout)
@@ -16,9 +18,11 @@
         ├── AuthError                 401/403
         │   ├── EnrollmentTokenError  enrollment token unknown, expired or already used
         │   ├── CredentialsError      client id/secret refused or the client was revoked
-        │   └── AccessTokenError      access token missing, invalid, expired, wrong role
+        │   ├── AccessTokenError      access token missing, invalid, expired, wrong role
+        │   └── ClientQuarantinedError  this hospital's updates are refused until released
         ├── NotFoundError             404
-        │   └── JobNotFoundError      no such job on the server
+        │   ├── JobNotFoundError      no such job on the server
+        │   └── UpdateNotFoundError   no applied update of that id (a repair)
         ├── ConflictError             409
         │   ├── RetrainError          the update no longer fits the model: re-pull, retrain
         │   │   ├── TooStaleError     base version too old (``current_version``)
@@ -30,7 +34,9 @@
         │   ├── JobNotPausedError     resume of a job that is not paused
         │   ├── JobExistsError        another spec holds the job's name
         │   ├── LayoutConflictError   this client's model layout is not the job's
-        │   └── InitialModelExistsError
+        │   ├── InitialModelExistsError
+        │   ├── ProbeNotOfferedError  the server no longer offers that probe of a version
+        │   └── RepairWindowExceededError  the update is older than the repair window
         ├── RateLimitedError          429 (``retry_after`` seconds, if the service said)
         ├── InvalidRequestError       any other 4xx
         │   └── SpecInvalidError      a spec the server refuses
@@ -46,7 +52,7 @@ printed and logged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hefl_wire import PROBLEMS
@@ -55,6 +61,7 @@ __all__ = [
     "AccessTokenError",
     "AuthError",
     "ClientError",
+    "ClientQuarantinedError",
     "ConfigError",
     "ConflictError",
     "CredentialsError",
@@ -62,6 +69,7 @@ __all__ = [
     "EnrollmentTokenError",
     "InitialModelExistsError",
     "InsecureTransportError",
+    "IntegrityError",
     "InvalidRequestError",
     "JobExistsError",
     "JobNotFoundError",
@@ -70,12 +78,15 @@ __all__ = [
     "JobNotTrainingError",
     "JobPausedError",
     "KeyEpochMismatchError",
+    "KeyIdMismatchError",
     "LayoutConflictError",
     "LocalStateError",
     "NotEnrolledError",
     "NotFoundError",
+    "ProbeNotOfferedError",
     "ProtocolError",
     "RateLimitedError",
+    "RepairWindowExceededError",
     "RetrainError",
     "ServerError",
     "ServiceError",
@@ -84,6 +95,7 @@ __all__ = [
     "TooStaleError",
     "TrainingError",
     "TransportError",
+    "UpdateNotFoundError",
     "VersionAheadError",
     "error_from_problem",
 ]
@@ -107,6 +119,68 @@ class DataError(ClientError):
 
 class TrainingError(ClientError):
     """Training or evaluation gave unusable outputs (NaN or infinity: the model diverged)."""
+
+
+class IntegrityError(ClientError):
+    """A decrypted model failed an integrity check (``crypto.check_model``): it is
+    corrupted, and nothing is trained, evaluated or exported on it.
+
+    Attributes
+    ----------
+    job
+        The job.
+    version
+        The model version that failed.
+    check
+        The first check that failed: ``finite``, ``range`` or ``canary``.
+    blocks
+        The blocks that failed any check.
+    max_abs
+        The largest finite magnitude in the model, if any value is finite.
+    reported
+        Whether the server took the report.
+    """
+
+    def __init__(
+        self,
+        job: str,
+        version: int,
+        check: str,
+        blocks: tuple[int, ...],
+        max_abs: float | None,
+        *,
+        reported: bool = True,
+    ) -> None:
+        self.job = job
+        self.version = version
+        self.check = check
+        self.blocks = blocks
+        self.max_abs = max_abs
+        self.reported = reported
+        largest = f", largest magnitude {max_abs:.3g}" if max_abs is not None else ""
+        told = (
+            "was reported to the server, which locates and removes the update that corrupted it"
+            if reported
+            else "could not be reported to the server (see the warning above)"
+        )
+        super().__init__(
+            f"the model of job {job!r} at version {version} failed its integrity check "
+            f"({check} in {describe_blocks(blocks)}{largest}): it is corrupted and {told}; "
+            "try again once the job is healthy (hefl-client jobs)"
+        )
+
+
+def describe_blocks(blocks: Sequence[int]) -> str:
+    """Blocks as a message names them: ``block 0``, ``blocks 0, 3``, at most eight."""
+    shown = ", ".join(str(b) for b in blocks[:8])
+    more = f" and {len(blocks) - 8} more" if len(blocks) > 8 else ""
+    return f"block{'s' if len(blocks) != 1 else ''} {shown}{more}"
+
+
+class KeyIdMismatchError(ClientError):
+    """The job was created under other keys than the secret context this hospital holds
+    for its key epoch, and keyauth serves no context of the job's key id either: keyauth's
+    keys were replaced (its state lost) since the job was created."""
 
 
 class LocalStateError(ClientError):
@@ -175,6 +249,11 @@ class AccessTokenError(AuthError):
     """The access token was refused (the client fetches a new one once)."""
 
 
+class ClientQuarantinedError(AuthError):
+    """One of this hospital's updates corrupted the job's model and was removed: the
+    server refuses its updates to that job until an administrator releases it."""
+
+
 class NotFoundError(ServiceError):
     """404."""
 
@@ -206,6 +285,19 @@ class KeyEpochMismatchError(RetrainError):
 
 class JobNotFoundError(NotFoundError):
     """The server has no job of that name."""
+
+
+class UpdateNotFoundError(NotFoundError):
+    """No applied update of that id in the job (a repair by hand)."""
+
+
+class ProbeNotOfferedError(ConflictError):
+    """The server does not offer that version (or that update) for probing now: the
+    search moved on, or the job is not locating a bad update."""
+
+
+class RepairWindowExceededError(ConflictError):
+    """The update is older than the server's repair window: it can no longer be removed."""
 
 
 class JobPausedError(ConflictError):
@@ -287,6 +379,10 @@ _ACTED_ON: dict[str, type[ServiceError]] = {
     "spec_invalid": SpecInvalidError,
     "layout_mismatch": LayoutConflictError,
     "initial_model_exists": InitialModelExistsError,
+    "client_quarantined": ClientQuarantinedError,
+    "probe_not_offered": ProbeNotOfferedError,
+    "repair_window_exceeded": RepairWindowExceededError,
+    "update_not_found": UpdateNotFoundError,
 }
 
 

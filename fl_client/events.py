@@ -11,6 +11,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from fl_client.errors import describe_blocks
+
 if TYPE_CHECKING:
     from fl_client.training import EvalResult
 
@@ -20,9 +22,12 @@ __all__ = [
     "Event",
     "EventSink",
     "InitialModelPut",
+    "IntegrityFailed",
+    "IntegrityRestored",
     "JobJoined",
     "KeyEpochFetched",
     "Paused",
+    "ProbeAnswered",
     "ProgressBar",
     "Rejected",
     "Resent",
@@ -42,6 +47,10 @@ class Event:
     def fields(self) -> dict[str, Any]:
         """The event's payload, in the order the CLI prints it."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def text(self) -> str | None:
+        """A sentence the CLI prints instead of the fields (human output), if any."""
+        return None
 
 
 class ProgressBar(Protocol):
@@ -123,6 +132,50 @@ class Resumed(Event):
     name: ClassVar[str] = "resumed"
     job: str
     state: str
+
+
+@dataclass(frozen=True)
+class IntegrityFailed(Event):
+    """A decrypted model failed an integrity check: reported, nothing trained on it."""
+
+    name: ClassVar[str] = "integrity"
+    job: str
+    version: int
+    check: str
+    blocks: list[int]
+    max_abs: float | None
+    reported: bool = True
+
+    def text(self) -> str:
+        largest = f"; largest |value| {self.max_abs:.3g}" if self.max_abs is not None else ""
+        told = "reported to the server" if self.reported else "NOT reported (see the warning)"
+        return (
+            f"model version {self.version} of job {self.job} failed the {self.check} check "
+            f"in {describe_blocks(self.blocks)}{largest}: "
+            f"{told}; nothing is trained on it"
+        )
+
+
+@dataclass(frozen=True)
+class ProbeAnswered(Event):
+    """A version the server probes (or a good version plus this hospital's own update,
+    ``update_id``) was checked and the result reported."""
+
+    name: ClassVar[str] = "probe"
+    version: int
+    update_id: str | None
+    ok: bool
+    check: str | None
+
+
+@dataclass(frozen=True)
+class IntegrityRestored(Event):
+    """The job is healthy again past the version that failed: training goes on."""
+
+    name: ClassVar[str] = "repaired"
+    job: str
+    failed_version: int
+    version: int
 
 
 @dataclass(frozen=True)

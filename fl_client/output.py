@@ -96,6 +96,11 @@ class Reporter:
         """Render a typed event (``fl_client.events``)."""
         if isinstance(event, ClientWarning):
             self.warn(event.message)
+            return
+        text = event.text()
+        if text is not None and self.mode == "human":
+            self._out.write(f"[{event.name}] {text}\n")
+            self._out.flush()
         else:
             self.event(event.name, **event.fields())
 
@@ -198,14 +203,22 @@ def job_to_dict(job: JobInfo) -> dict[str, Any]:
     return out
 
 
+def _job_state(job: JobInfo) -> str:
+    # why a done job is done; what the server does about a corrupted model meanwhile
+    state = job.state if job.stop_reason is None else f"{job.state} ({job.stop_reason})"
+    integrity = job.integrity.state
+    return state if integrity == "healthy" else f"{state}, {integrity} a bad update"
+
+
 def render_jobs(jobs: Sequence[JobInfo]) -> str:
-    """The server's jobs as a table: name, state, version of target, description."""
+    """The server's jobs as a table: name, state (and integrity when not healthy),
+    version of target, description."""
     if not jobs:
         return "no jobs"
     rows = [
         [
             job.name,
-            job.state if job.stop_reason is None else f"{job.state} ({job.stop_reason})",
+            _job_state(job),
             f"{job.version}/{job.target_updates if job.target_updates is not None else '-'}",
             job.description,
         ]

@@ -217,6 +217,7 @@ def open_job(
         sleep=sleep,
         clock=clock,
     )
+    context.client_id = connection.credential.client_id
     return job, spec, data, context
 
 

@@ -87,6 +87,13 @@ class ClientSettings(BaseSettings):
     slot_wait_max: float | None = Field(
         default=None, gt=0, description="Give up waiting for a training slot after N seconds."
     )
+    integrity_poll: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Seconds between looks at a job whose model failed a check, while the "
+        "server locates and removes the bad update (and probes this hospital).",
+    )
     max_consecutive_stale: int = Field(
         default=20, ge=1, description="Give up after N too_stale rejections in a row."
     )

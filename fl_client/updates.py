@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from crypto import (
     CipherBlock,
+    CiphertextError,
     ClientCipher,
     CompressedUpdate,
     EncryptedModel,
@@ -254,10 +255,14 @@ def decrypt_model(
     layout: ModelLayout,
     base: Blocks | None = None,
     on_block: Callable[[], object] | None = None,
+    *,
+    undecryptable: float | None = None,
 ) -> Blocks:
     """Decrypt the blocks ``model`` carries over ``base`` (a copy is returned).
 
-    Without ``base`` the envelope must carry every block.
+    Without ``base`` the envelope must carry every block. A block that cannot be
+    decrypted (``CiphertextError``) raises, or with ``undecryptable`` set holds that
+    value in every slot (NaN: the integrity check reports the block as not finite).
     """
     shape = (layout.n_blocks, layout.block_size)
     if base is None:
@@ -269,7 +274,12 @@ def decrypt_model(
             raise ValueError(f"base has shape {base.shape}, layout needs {shape}")
         out = base.copy()
     for block in model.blocks:
-        out[block.index] = cipher.decrypt_block(block.data)
+        try:
+            out[block.index] = cipher.decrypt_block(block.data)
+        except CiphertextError:
+            if undecryptable is None:
+                raise
+            out[block.index] = undecryptable
         if on_block is not None:
             on_block()
     return out

@@ -85,9 +85,12 @@ def make_layout(n_params: int, profile: crypto.CkksProfile) -> crypto.ModelLayou
 
 
 def random_blocks(layout: crypto.ModelLayout, profile: crypto.CkksProfile, seed: int) -> Values:
-    """Small random values, one row per block of ``layout`` (seeded)."""
+    """Small random values, one row per block of ``layout`` (seeded); 0 in the canary and
+    padding slots, as an honest model or update holds there."""
     rng = np.random.default_rng(seed)
-    return rng.normal(0.0, 0.01, (layout.n_blocks, profile.block_size))
+    values = rng.normal(0.0, 0.01, (layout.n_blocks, profile.block_size))
+    values[layout.zero_mask] = 0.0
+    return values
 
 
 def model_envelope(party: Party, layout: crypto.ModelLayout, values: Values) -> bytes:

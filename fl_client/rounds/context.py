@@ -31,7 +31,8 @@ class RoundContext:
     the last pulled model (decrypted); the next pull asks only for what changed since.
     ``sleep`` and ``clock`` are injectable so tests wait for nothing. ``stop_requested``
     says whether this hospital wants to stop taking part (a signal, ``max_duration``):
-    waiting for a paused job ends then.
+    waiting for a paused job, or for a repair, ends then. ``client_id`` is this
+    hospital's (the server probes a client's own update with it).
     """
 
     settings: ClientSettings
@@ -49,3 +50,4 @@ class RoundContext:
     clock: Callable[[], float] = time.monotonic
     cache: ModelCache | None = None
     stop_requested: Callable[[], bool] = lambda: False
+    client_id: str | None = None

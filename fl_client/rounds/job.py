@@ -85,13 +85,13 @@ def start_job(ctx: RoundContext, job: JobInfo) -> bool:
     which one's arrives first.
     """
     layout = ctx.layouts.get(get_profile(job.profile).block_size)
+    cipher = ctx.keys.for_job(job)  # keys the job was not created under: nothing is sent
     try:
         ctx.server.put_layout(layout.to_json())
     except LayoutConflictError as exc:
         raise LayoutConflictError(
             layout_mismatch(layout, _job_layout(ctx.server)), status=exc.status, code=exc.code
         ) from exc
-    cipher = ctx.keys.cipher(job.key_epoch)
     blocks = layout.flatten(ctx.layouts.initial_state)
     with ctx.events.bar(layout.n_blocks, "encrypt initial model", "block") as bar:
         envelope = encrypt_initial_model(

@@ -6,11 +6,13 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from crypto import ClientCipher, ModelLayout
 from fl_client.errors import (
     AuthError,
+    ClientQuarantinedError,
+    IntegrityError,
     JobNotTrainingError,
     JobPausedError,
     ProtocolError,
@@ -24,6 +26,7 @@ from fl_client.rounds.context import RoundContext
 from fl_client.rounds.job import check_layout, current_job, wait_while_paused
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
+from fl_client.rounds.repair import wait_for_repair
 from fl_client.state import PendingUpdate, Progress
 from fl_client.training import (
     EvalResult,
@@ -56,7 +59,16 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
 
     A journaled update left by a crash is sent first. While the job is paused the client
     waits (the update it could not send stays journaled and is sent after the resume); a
-    job that is done, for whatever reason, ends the run cleanly.
+    job that is done, for whatever reason, ends the run cleanly. A model that fails an
+    integrity check is reported and never trained on: the client answers the server's
+    probes until the job is repaired, then trains on.
+
+    Raises
+    ------
+    ClientQuarantinedError
+        The server refuses this hospital's updates until an administrator releases it.
+    KeyIdMismatchError
+        The job's keys are not the ones keyauth serves for its epoch any more.
     """
     started = ctx.clock()
     results: list[RoundResult] = []
@@ -77,6 +89,11 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
         except JobPausedError:
             wait_while_paused(ctx)
             continue
+        except IntegrityError as failure:
+            wait_for_repair(ctx, failure)
+            continue
+        except ClientQuarantinedError as exc:
+            _quarantined(ctx, exc, len(results))
         except JobNotTrainingError:
             result = None
         stale_in_row = 0
@@ -86,11 +103,7 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
             results.append(result)
     job_stop_reason, final_version, final_eval = None, None, None
     if reason == "job_done":
-        job = ctx.server.job()
-        job_stop_reason = job.stop_reason
-        if job.layout_fingerprint is not None and job.state != "waiting_for_initial_model":
-            final_version, final_eval = evaluate_global(ctx)
-            report_metrics(ctx, final_version, final_eval)
+        job_stop_reason, final_version, final_eval = _final_evaluation(ctx)
     ctx.events.emit(
         Stopped(
             reason=reason,
@@ -107,6 +120,36 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
         final_eval=final_eval,
         results=results,
     )
+
+
+def _final_evaluation(ctx: RoundContext) -> tuple[str | None, int | None, EvalResult | None]:
+    """Why the job is done, and its final model's version and metrics here (reported);
+    no metrics for a final model that fails a check."""
+    job = ctx.server.job()
+    if job.layout_fingerprint is None or job.state == "waiting_for_initial_model":
+        return job.stop_reason, None, None
+    try:
+        version, evaluation = evaluate_global(ctx)
+    except IntegrityError as exc:
+        ctx.events.emit(ClientWarning(f"the final model was not evaluated: {exc}"))
+        return job.stop_reason, None, None
+    report_metrics(ctx, version, evaluation)
+    return job.stop_reason, version, evaluation
+
+
+def _quarantined(ctx: RoundContext, exc: ClientQuarantinedError, rounds: int) -> NoReturn:
+    # the journaled update would be refused too, and may be what was corrupt: drop it
+    ctx.state.clear_pending()
+    ctx.events.emit(Stopped(reason="quarantined", rounds=rounds))
+    raise ClientQuarantinedError(
+        f"this hospital is quarantined on job {ctx.spec.name!r}: an update it sent "
+        "corrupted the model and was removed, and the server refuses its updates to this "
+        "job until an administrator releases it. Nothing more is sent; ask the study's "
+        f"administrator, then start again (the server said: {exc.detail})",
+        status=exc.status,
+        code=exc.code,
+        problem=exc.problem,
+    ) from None
 
 
 def _stop_reason(ctx: RoundContext, requested: bool, rounds: int, started: float) -> str:
@@ -128,6 +171,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     RetrainError
         The server rejected the update as too stale, or for another key epoch or
         version (nothing was committed): call again to re-pull and retrain.
+    IntegrityError
+        The pulled model failed a check: it was reported, nothing was trained.
     """
     resume(ctx)
     job = current_job(ctx)
@@ -136,12 +181,12 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     if job.state == "paused":  # and this client was asked to stop while it waited
         raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     layout = check_layout(ctx, job)
-    cipher = ctx.keys.cipher(job.key_epoch)
+    cipher = ctx.keys.for_job(job)
     progress = ctx.state.load_progress()
     with training_slot(ctx):
         pulled = pull_model(ctx, layout, job)
         if pulled.cache.key_epoch != job.key_epoch:
-            cipher = ctx.keys.cipher(pulled.cache.key_epoch)
+            cipher = ctx.keys.for_job(job, pulled.cache.key_epoch)
         trained = _train(ctx, layout, pulled, progress)
         pending = _encrypt(ctx, cipher, layout, pulled, progress, trained)
         ctx.state.write_pending(pending)
@@ -161,6 +206,8 @@ def load_global(ctx: RoundContext, publish_wait: float = 30.0) -> int:
     ------
     ProtocolError
         The job has no model yet.
+    IntegrityError
+        The model failed a check (it was reported): it is not loaded.
     """
     job = ctx.server.job()
     if job.state == "waiting_for_initial_model" or job.layout_fingerprint is None:

@@ -10,9 +10,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 __all__ = [
+    "IntegrityReport",
     "JobInfo",
+    "JobIntegrity",
     "ModelDownload",
     "OnChunk",
+    "Probe",
     "SecretContext",
     "SecretContextSource",
     "ServerPort",
@@ -25,8 +28,53 @@ OnChunk = Callable[[int, int | None], object]
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A version the server asks the clients to check while it locates a bad update:
+    rebuilt as it was, or (``update_id``, for its sender ``client_id`` only) a good
+    version plus that one update."""
+
+    version: int
+    update_id: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class JobIntegrity:
+    """The job's ``integrity``: ``healthy``, ``locating`` or ``repairing``, and the probe."""
+
+    state: str = "healthy"
+    probe: Probe | None = None
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """What a client found in one model version (``POST /v1/jobs/{job}/integrity``)."""
+
+    version: int
+    ok: bool
+    check: str | None = None
+    blocks: tuple[int, ...] = ()
+    max_abs: float | None = None
+    update_id: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "ok": self.ok,
+            "check": self.check,
+            "blocks": list(self.blocks),
+            "max_abs": self.max_abs,
+            "update_id": self.update_id,
+        }
+
+
+@dataclass(frozen=True)
 class JobInfo:
-    """A job as fl_server describes it (``Job`` in docs/protocol.md)."""
+    """A job as fl_server describes it (``Job`` in docs/protocol.md).
+
+    ``key_id`` is the job's key id (``None`` from a server that does not say it: not
+    checked); ``integrity`` is healthy from a server that does not say it.
+    """
 
     name: str
     state: str
@@ -39,6 +87,8 @@ class JobInfo:
     description: str = ""
     stop_reason: str | None = None
     updates_applied: int = 0
+    key_id: str | None = None
+    integrity: JobIntegrity = field(default_factory=JobIntegrity)
 
 
 @dataclass(frozen=True)
@@ -109,3 +159,13 @@ class ServerPort(Protocol):
     def push_update(self, envelope: bytes) -> UpdateAck: ...
 
     def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None: ...
+
+    def get_probe_model(
+        self, version: int, update_id: str | None = None, *, on_chunk: OnChunk | None = None
+    ) -> ModelDownload:
+        """A probed version, whole (``GET …/model?version=V[&update=ID]``)."""
+        ...
+
+    def post_integrity(self, report: IntegrityReport) -> str:
+        """Report a model version's checks; the job's integrity state after it."""
+        ...

@@ -7,10 +7,12 @@ job's rounds remember lives in ``jobs/<job>/`` (``JobState``).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 import hefl_durable
+from crypto import key_id
 from fl_client.errors import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state._codec import (
     credential_from_bytes,
@@ -33,6 +35,8 @@ _PROGRESS = "progress.npz"
 _PENDING = "pending-update.npz"
 _SPEC = "spec.json"
 _PREPROCESSING = "preprocessing.json"
+
+log = logging.getLogger(__name__)
 
 
 class _PrivateDir:
@@ -117,19 +121,30 @@ class LocalState(_PrivateDir):
         return credential_from_bytes(raw, str(self.root / _CREDENTIAL))
 
     def save_secret_context(self, key_epoch: int, profile: str, data: bytes) -> None:
+        """Keep a key epoch's secret context, with its key id (``crypto.key_id``)."""
+        meta = {"profile": profile, "key_id": key_id(data)}
         self._write(f"secret-context-{key_epoch}.bin", data)
-        self._write(f"secret-context-{key_epoch}.json", json.dumps({"profile": profile}).encode())
+        self._write(f"secret-context-{key_epoch}.json", json.dumps(meta).encode())
 
     def load_secret_context(self, key_epoch: int) -> tuple[str, bytes] | None:
-        """``(profile name, context bytes)`` of a key epoch, or ``None`` if not stored."""
+        """``(profile name, context bytes)`` of a key epoch, or ``None`` if not stored.
+
+        A context whose bytes are not those of the key id stored with it (a crash while
+        it was being replaced) counts as not stored: it is fetched again.
+        """
         data = self._read(f"secret-context-{key_epoch}.bin")
         meta = self._read(f"secret-context-{key_epoch}.json")
         if data is None or meta is None:
             return None
         try:
-            profile = str(json.loads(meta)["profile"])
-        except (ValueError, KeyError, TypeError) as exc:
+            fields = json.loads(meta)
+            profile = str(fields["profile"])
+            stored_id = fields.get("key_id")  # absent: stored before key ids existed
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise LocalStateError(f"secret context metadata of epoch {key_epoch}: {exc!r}") from exc
+        if stored_id is not None and stored_id != key_id(data):
+            log.info("secret context of key epoch %d half replaced; fetching it again", key_epoch)
+            return None
         return profile, data
 
 

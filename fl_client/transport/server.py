@@ -9,7 +9,16 @@ from typing import Any, Protocol
 import httpx
 
 from fl_client.errors import AccessTokenError, ConfigError, ProtocolError
-from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk, SlotLease, UpdateAck
+from fl_client.rounds.port import (
+    IntegrityReport,
+    JobInfo,
+    JobIntegrity,
+    ModelDownload,
+    OnChunk,
+    Probe,
+    SlotLease,
+    UpdateAck,
+)
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
 
@@ -112,6 +121,9 @@ def job_from_json(body: object, what: str) -> JobInfo:
         raise ProtocolError(f"{what}: layout_fingerprint is not hex") from exc
     stop_reason = body.get("stop_reason")
     applied = body.get("updates_applied")
+    key_id = body.get("key_id")
+    if key_id is not None and not isinstance(key_id, str):
+        raise ProtocolError(f"{what}: key_id is not a string")
     return JobInfo(
         name=json_field(body, "name", str, what),
         state=json_field(body, "state", str, what),
@@ -124,7 +136,28 @@ def job_from_json(body: object, what: str) -> JobInfo:
         description=str(body.get("description") or ""),
         stop_reason=stop_reason if isinstance(stop_reason, str) else None,
         updates_applied=applied if isinstance(applied, int) else 0,
+        key_id=key_id,
+        integrity=_integrity(body.get("integrity"), what),
     )
+
+
+def _integrity(body: object, what: str) -> JobIntegrity:
+    """A job's ``integrity``; a server that does not say it has a healthy job."""
+    if body is None:
+        return JobIntegrity()
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{what}: integrity is not a JSON object")
+    probe = body.get("probe")
+    if probe is not None:
+        if not isinstance(probe, dict):
+            raise ProtocolError(f"{what}: integrity.probe is not a JSON object")
+        update_id, client_id = probe.get("update_id"), probe.get("client_id")
+        if not isinstance(update_id, str | None) or not isinstance(client_id, str | None):
+            raise ProtocolError(f"{what}: integrity.probe ids are not strings")
+        probe = Probe(
+            json_field(probe, "version", int, f"{what}: integrity.probe"), update_id, client_id
+        )
+    return JobIntegrity(state=json_field(body, "state", str, f"{what}: integrity"), probe=probe)
 
 
 class JobClient:
@@ -196,13 +229,25 @@ class JobClient:
         )
         if response.status_code == 304:
             return None
-        try:
-            version = int(response.headers["X-Hefl-Model-Version"])
-        except (KeyError, ValueError) as exc:
-            raise ProtocolError(f"{what}: X-Hefl-Model-Version header missing") from exc
-        return ModelDownload(
-            data=response.content, version=version, etag=response.headers.get("ETag")
+        return _download(response, what)
+
+    def get_probe_model(
+        self, version: int, update_id: str | None = None, *, on_chunk: OnChunk | None = None
+    ) -> ModelDownload:
+        """A version the server probes, whole; ``ProbeNotOfferedError`` if it no longer does."""
+        what = f"probe of version {version}"
+        params: dict[str, str | int] = {"version": version}
+        if update_id is not None:
+            params["update"] = update_id
+        response = self._authed(
+            "GET",
+            "model",
+            what=what,
+            params=params,
+            headers={"Accept": OCTET_STREAM},
+            on_chunk=on_chunk,
         )
+        return _download(response, what)
 
     def request_slot(self) -> SlotLease:
         """Ask for a training slot; a busy server raises ``RateLimitedError`` (not retried)."""
@@ -243,3 +288,17 @@ class JobClient:
             what="post metrics",
             json={"version": version, "metrics": dict(metrics)},
         )
+
+    def post_integrity(self, report: IntegrityReport) -> str:
+        """Report a model version's checks; the job's integrity state after it."""
+        what = "integrity report"
+        response = self._authed("POST", "integrity", what=what, json=report.to_json())
+        return str(json_object(response, what).get("state", ""))
+
+
+def _download(response: httpx.Response, what: str) -> ModelDownload:
+    try:
+        version = int(response.headers["X-Hefl-Model-Version"])
+    except (KeyError, ValueError) as exc:
+        raise ProtocolError(f"{what}: X-Hefl-Model-Version header missing") from exc
+    return ModelDownload(data=response.content, version=version, etag=response.headers.get("ETag"))

@@ -197,3 +197,113 @@ def test_ten_thousand_additions_stay_within_one_millionth(default_keys: KeyMater
         expected += update
     out = client.decrypt_block(server.block_to_bytes(model))
     assert np.max(np.abs(out - expected)) < 1e-6
+
+
+def _weighted_history(
+    client: ClientCipher, server: ServerCipher, profile: crypto.CkksProfile, n: int, seed: int
+) -> tuple[crypto.EncryptedBlock, list[bytes], list[tuple[bytes, float]]]:
+    """A model block and ``n`` weighted updates added to it: the model, the serialized
+    model after each version (0..n), and each update's bytes with its weight."""
+    rng = np.random.default_rng(seed)
+    model = server.load_model_block(
+        client.encrypt_model_block(rng.normal(0, 0.4, profile.block_size))
+    )
+    versions = [server.block_to_bytes(model)]
+    updates = []
+    for _ in range(n):
+        data = client.encrypt_update_block(rng.normal(0, 0.01, profile.block_size))
+        weight = float(rng.uniform(0.05, 1.0))
+        server.add_weighted(model, server.load_update_block(data), weight)
+        versions.append(server.block_to_bytes(model))
+        updates.append((data, weight))
+    return model, versions, updates
+
+
+def test_subtracting_an_added_update_gives_the_ciphertext_back_bit_for_bit(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # Prepare
+    model, versions, [(data, weight)] = _weighted_history(
+        small_client, small_server, small_profile, 1, seed=5
+    )
+
+    # Execute: the same bytes loaded again, the same weight
+    small_server.subtract_weighted(model, small_server.load_update_block(data), weight)
+
+    # Assert
+    assert small_server.block_to_bytes(model) == versions[0]
+
+
+def test_subtracting_later_updates_rebuilds_an_older_version_exactly(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # Prepare: versions 0..6
+    model, versions, updates = _weighted_history(
+        small_client, small_server, small_profile, 6, seed=6
+    )
+
+    # Execute: remove the updates of versions 6, 5, 4 and 3
+    for data, weight in reversed(updates[2:]):
+        small_server.subtract_weighted(model, small_server.load_update_block(data), weight)
+
+    # Assert
+    assert small_server.block_to_bytes(model) == versions[2]
+
+
+def test_removing_one_update_from_the_middle_keeps_the_others_exactly(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # Prepare: versions 0..4, and the same history without update 2 (index 1)
+    model, _, updates = _weighted_history(small_client, small_server, small_profile, 4, seed=7)
+    rng = np.random.default_rng(7)
+    clean = small_server.load_model_block(
+        small_client.encrypt_model_block(rng.normal(0, 0.4, small_profile.block_size))
+    )
+    for i, (data, weight) in enumerate(updates):
+        if i != 1:
+            small_server.add_weighted(clean, small_server.load_update_block(data), weight)
+
+    # Execute
+    data, weight = updates[1]
+    small_server.subtract_weighted(model, small_server.load_update_block(data), weight)
+
+    # Assert: the same plaintext within the noise of one fresh model encryption (the two
+    # initial models are two encryptions of the same values, so not the same bytes)
+    out = small_client.decrypt_block(small_server.block_to_bytes(model))
+    expected = small_client.decrypt_block(small_server.block_to_bytes(clean))
+    assert np.max(np.abs(out - expected)) < small_profile.error_bound(8)
+
+
+def test_subtracting_at_another_weight_does_not_restore_the_model(
+    small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
+) -> None:
+    model, versions, [(data, weight)] = _weighted_history(
+        small_client, small_server, small_profile, 1, seed=8
+    )
+    other = weight / 2 if weight > 0.2 else weight * 2
+    assert small_profile.quantize_weight(other) != small_profile.quantize_weight(weight)
+
+    small_server.subtract_weighted(model, small_server.load_update_block(data), other)
+
+    assert small_server.block_to_bytes(model) != versions[0]
+
+
+def test_subtraction_takes_model_scale_blocks_only(
+    small_client: ClientCipher, small_server: ServerCipher
+) -> None:
+    model = small_server.load_model_block(small_client.encrypt_model_block([0.1]))
+    update = small_server.load_update_block(small_client.encrypt_update_block([0.1]))
+    with pytest.raises(CiphertextError, match="model scale"):
+        small_server.subtract_from(model, update)
+
+
+def test_the_key_id_is_the_sha256_of_the_secret_context(small_keys: KeyMaterial) -> None:
+    import hashlib
+
+    other = crypto.generate_key_material(crypto.get_profile(small_keys.profile_name))
+
+    assert crypto.key_id(small_keys.secret_context) == small_keys.key_id
+    assert small_keys.key_id == hashlib.sha256(small_keys.secret_context).hexdigest()
+    # the keyless contexts of two keys are the same bytes; their key ids differ
+    assert other.public_context == small_keys.public_context
+    assert other.key_id != small_keys.key_id

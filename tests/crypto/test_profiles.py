@@ -67,3 +67,12 @@ def test_error_bound_grows_like_the_square_root() -> None:
     p = crypto.DEFAULT_PROFILE
     assert p.error_bound(400) == pytest.approx(2 * p.error_bound(100))
     assert p.error_bound(0) == p.error_bound(1)
+
+
+@pytest.mark.parametrize("profile", list(crypto.PROFILES.values()), ids=lambda p: p.name)
+def test_the_canary_tolerance_sits_between_honest_noise_and_garbage(
+    profile: crypto.CkksProfile,
+) -> None:
+    # honest: the stated bound after a million additions; garbage: about 1e4 and more
+    assert profile.error_bound(10**6) < profile.canary_tolerance < 10
+    assert profile.canary_tolerance < profile.max_magnitude

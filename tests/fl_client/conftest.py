@@ -14,8 +14,12 @@ from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.output import Reporter
+from fl_client.rounds.context import RoundContext
+from fl_client.rounds.port import SecretContext
+from fl_client.session import round_context
 from hefl_study import StudySpec
 from tests.fl_client.fakes import FakeKeyauth, FakeServer
+from tests.fl_client.memory_port import MemoryPort, RecordingSink
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +49,20 @@ def cancer_sites() -> list[ClientData]:
 @pytest.fixture(scope="session")
 def digits_site() -> ClientData:
     return load_client_data("digits", "0", n_sites=3)
+
+
+class Script:
+    """A ``sleep`` that acts as the server's integrity machinery would between two looks
+    of the client: each call runs the next step, if any."""
+
+    def __init__(self, *steps: Callable[[], object]) -> None:
+        self.steps = list(steps)
+        self.calls = 0
+
+    def __call__(self, _seconds: float) -> None:
+        self.calls += 1
+        if self.steps:
+            self.steps.pop(0)()
 
 
 class Sleeps(list[float]):
@@ -109,3 +127,58 @@ def make_runner(
     yield make
     for runner in runners:
         runner.close()
+
+
+MakeContext = Callable[..., tuple[RoundContext, RecordingSink]]
+
+
+@pytest.fixture
+def server(small_keys: crypto.KeyMaterial) -> FakeServer:
+    """The fake server of the rounds' tests (``MemoryPort``); its ``keyauth`` serves the
+    secret contexts ``make_context``'s clients fetch."""
+    return FakeServer(keys=small_keys, keyauth=FakeKeyauth(keys=small_keys))
+
+
+@pytest.fixture
+def port(server: FakeServer) -> MemoryPort:
+    return MemoryPort(server)
+
+
+@pytest.fixture
+def fetched() -> list[int]:
+    return []
+
+
+@pytest.fixture
+def make_context(
+    tmp_path: Path,
+    port: MemoryPort,
+    cancer_sites: list[ClientData],
+    sleeps: Sleeps,
+    fetched: list[int],
+) -> MakeContext:
+    """A client's rounds on ``port``: ``make_context(name, **settings)``; its client id is
+    ``client-<name>``."""
+
+    def secret_context(key_epoch: int) -> SecretContext:
+        fetched.append(key_epoch)
+        keys = port.server.keyauth.keys
+        return SecretContext(keys.secret_context, key_epoch, keys.profile_name)
+
+    def make(name: str = "a", **overrides: Any) -> tuple[RoundContext, RecordingSink]:
+        values: dict[str, Any] = {"state_dir": tmp_path / name, "job": port.server.name}
+        settings = ClientSettings(**(values | overrides))
+        sink = RecordingSink()
+        context = round_context(
+            settings,
+            port.server.spec,
+            port,
+            secret_context,
+            events=sink,
+            data=cancer_sites[0],
+            sleep=sleeps,
+        )
+        context.client_id = f"client-{name}"
+        return context, sink
+
+    return make

@@ -9,13 +9,16 @@ holds is exactly what a real server would have. Fault injection is explicit per 
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import numpy as np
 
 import crypto
+from harness.corpus import _with_scale  # forges a ciphertext scale crypto/ would never write
 from hefl_study import StudySpec, spec_from_mapping, spec_to_json
 
 
@@ -49,6 +52,51 @@ def digits_study(name: str = "digits", **sections: Any) -> StudySpec:
         model={"name": "mlp", "seed": 0},
         **sections,
     )
+
+
+def _accepted_flip(server: FakeServer, data: bytes) -> bytes:
+    """``data`` with one bit flipped where SEAL's parser (and so the server) still takes it."""
+    rng = random.Random(0)
+    while True:
+        raw = bytearray(data)
+        raw[rng.randrange(16, len(raw))] ^= 1 << rng.randrange(8)
+        try:
+            server.cipher.load_update_block(bytes(raw))
+        except crypto.CiphertextError:
+            continue
+        return bytes(raw)
+
+
+def corrupt_update(server: FakeServer, client: crypto.ClientCipher, how: str) -> str:
+    """An update that corrupts block 0 of the model, applied as the server applies any
+    update (``flipped bit``: one bit of its ciphertext; ``another key``: encrypted under
+    another key authority's key of the same profile); its id."""
+    layout = server.layout
+    assert layout is not None
+    values = np.where(layout.zero_mask, 0.0, 1e-3)
+    blocks = [client.encrypt_update_block(row) for row in values]
+    if how == "flipped bit":
+        blocks[0] = _accepted_flip(server, blocks[0])
+    else:
+        other = crypto.generate_key_material(client.profile)
+        blocks[0] = crypto.ClientCipher(other.secret_context, client.profile).encrypt_update_block(
+            values[0]
+        )
+    update = crypto.EncryptedUpdate(
+        layout.fingerprint,
+        server.version,
+        server.key_epoch,
+        uuid.uuid4(),
+        tuple(crypto.CipherBlock(i, b) for i, b in enumerate(blocks)),
+    )
+    return str(server.push_update(crypto.update_to_bytes(update))["update_id"])
+
+
+def forge_scale(server: FakeServer, keys: crypto.KeyMaterial, scale: float) -> None:
+    """Serve block 0 of the model with another scale: 1e-300 decrypts to NaN and inf,
+    NaN cannot be decrypted at all."""
+    served = server.cipher.block_to_bytes(server.blocks[0])
+    server.forged_blocks[0] = _with_scale(keys.secret_context, served, scale)
 
 
 def problem(
@@ -163,7 +211,8 @@ class FakeServer:
     Its handlers (``job`` ... ``post_metrics``) know nothing of HTTP, like fl_server's
     service: calling the fake is the HTTP edge (``/v1/jobs/{job}/...``), ``MemoryPort``
     the rounds' port onto them. ``pause()`` / ``resume()`` / ``stop()`` act as the
-    administrator would.
+    administrator would; ``locate()`` and ``repair()`` as the server's integrity machinery
+    (docs/protocol.md, "Integrity"), which the tests drive step by step.
     """
 
     keys: crypto.KeyMaterial
@@ -196,10 +245,21 @@ class FakeServer:
     lagging_pulls: int = 0
     published: dict[int, bytes] = field(default_factory=dict)
     applied: int = 0
+    # integrity: the update that made each version (id, envelope, weight), the reports,
+    # the search's state and probe, a quarantine of every client's updates
+    key_id: str | None = None
+    made: dict[int, tuple[str, bytes, float]] = field(default_factory=dict)
+    integrity_reports: list[dict[str, Any]] = field(default_factory=list)
+    integrity_state: str = "healthy"
+    probe: dict[str, Any] | None = None
+    quarantined: bool = False
+    forged_blocks: dict[int, bytes] = field(default_factory=dict)  # served instead (tests)
 
     def __post_init__(self) -> None:
         self.profile = crypto.get_profile(self.keys.profile_name)
         self.cipher = crypto.ServerCipher(self.keys.public_context, self.profile)
+        if self.key_id is None:
+            self.key_id = self.keys.key_id
 
     @property
     def name(self) -> str:
@@ -235,6 +295,8 @@ class FakeServer:
             "layout_fingerprint": self.layout.fingerprint.hex() if self.layout else None,
             "created_at": "2026-11-30T00:00:00Z",
             "training_seconds": 0.0,
+            "key_id": self.key_id,
+            "integrity": {"state": self.integrity_state, "probe": self.probe},
         }
 
     def spec_bytes(self) -> bytes:
@@ -304,6 +366,8 @@ class FakeServer:
         self._refuse_if_paused()
         if self.state != "training":
             raise Refusal(409, "job_not_training")
+        if self.quarantined:
+            raise Refusal(403, "client_quarantined")
         tau = self.version - update.base_version
         if self.too_stale_next:
             self.too_stale_next -= 1
@@ -316,6 +380,7 @@ class FakeServer:
             )
         self.version += 1
         self.applied += 1
+        self.made[self.version] = (update_id, envelope, self.weight)
         for block in update.blocks:
             self.changed_at[block.index] = self.version
         self.published[self.version] = self.model_bytes()
@@ -334,19 +399,78 @@ class FakeServer:
     def post_metrics(self, body: dict[str, Any]) -> None:
         self.metrics.append(body)
 
+    # -- integrity -------------------------------------------------------------------------
+
+    def post_integrity(self, body: dict[str, Any]) -> str:
+        if body["version"] > self.version:
+            raise Refusal(409, "version_ahead", current_version=self.version)
+        self.integrity_reports.append(body)
+        return self.integrity_state
+
+    def locate(
+        self, version: int, update_id: str | None = None, client_id: str | None = None
+    ) -> None:
+        """Probe ``version`` (or ``version`` plus update ``update_id`` of ``client_id``)."""
+        self.integrity_state = "locating"
+        self.probe = {"version": version, "update_id": update_id, "client_id": client_id}
+
+    def get_probe_model(self, version: int, update_id: str | None) -> tuple[bytes, int]:
+        """The probed version, rebuilt by exact subtraction of the updates after it (or
+        a version plus one update): the envelope and its version."""
+        probe = self.probe or {}
+        if (probe.get("version"), probe.get("update_id")) != (version, update_id):
+            raise Refusal(409, "probe_not_offered")
+        blocks = self._rebuilt(version)
+        if update_id is not None:
+            [(envelope, weight)] = [(e, w) for u, e, w in self.made.values() if u == update_id]
+            for block in crypto.update_from_bytes(envelope, self._limits()).blocks:
+                update = self.cipher.load_update_block(block.data)
+                self.cipher.add_weighted(blocks[block.index], update, weight)
+        return self._envelope(blocks, version), version
+
+    def _rebuilt(self, version: int) -> dict[int, crypto.EncryptedBlock]:
+        blocks = {i: self._copy(b) for i, b in self.blocks.items()}
+        for later in range(self.version, version, -1):
+            _, envelope, weight = self.made[later]
+            for block in crypto.update_from_bytes(envelope, self._limits()).blocks:
+                update = self.cipher.load_update_block(block.data)
+                self.cipher.subtract_weighted(blocks[block.index], update, weight)
+        return blocks
+
+    def _copy(self, block: crypto.EncryptedBlock) -> crypto.EncryptedBlock:
+        return self.cipher.load_model_block(self.cipher.block_to_bytes(block))
+
+    def repair(self, version: int, *, quarantine: bool = False) -> None:
+        """Remove the update that made ``version`` exactly; a new version; healthy; with
+        ``quarantine``, every update refused after (the fake knows no client apart)."""
+        _, envelope, weight = self.made.pop(version)
+        self.version += 1
+        for block in crypto.update_from_bytes(envelope, self._limits()).blocks:
+            update = self.cipher.load_update_block(block.data)
+            self.cipher.subtract_weighted(self.blocks[block.index], update, weight)
+            self.changed_at[block.index] = self.version
+        self.published[self.version] = self.model_bytes()
+        self.integrity_state, self.probe = "healthy", None
+        self.quarantined = self.quarantined or quarantine
+
     def model_bytes(self, since: int | None = None) -> bytes:
-        assert self.layout is not None
         indices = sorted(
             i for i in self.blocks if since is None or self.changed_at.get(i, 0) > since
         )
+        return self._envelope({i: self.blocks[i] for i in indices}, self.version)
+
+    def _envelope(self, blocks: dict[int, crypto.EncryptedBlock], version: int) -> bytes:
+        assert self.layout is not None
         return crypto.model_to_bytes(
             crypto.EncryptedModel(
                 fingerprint=self.layout.fingerprint,
-                version=self.version,
+                version=version,
                 key_epoch=self.key_epoch,
                 blocks=tuple(
-                    crypto.CipherBlock(i, self.cipher.block_to_bytes(self.blocks[i]))
-                    for i in indices
+                    crypto.CipherBlock(
+                        i, self.forged_blocks.get(i) or self.cipher.block_to_bytes(blocks[i])
+                    )
+                    for i in sorted(blocks)
                 ),
             )
         )
@@ -411,6 +535,12 @@ class FakeServer:
         if route == ("PUT", "/initial-model"):
             self.put_initial_model(request.content)
             return httpx.Response(201, json={"version": 0, "state": "training"})
+        if route == ("GET", "/model") and "version" in request.url.params:
+            params = request.url.params
+            content, version = self.get_probe_model(int(params["version"]), params.get("update"))
+            return httpx.Response(
+                200, content=content, headers={"X-Hefl-Model-Version": str(version)}
+            )
         if route == ("GET", "/model"):
             self.pulls.append(request)
             since = request.url.params.get("since")
@@ -437,6 +567,9 @@ class FakeServer:
         if route == ("POST", "/metrics"):
             self.post_metrics(json.loads(request.content))
             return httpx.Response(202, json={"version": self.version})
+        if route == ("POST", "/integrity"):
+            state = self.post_integrity(json.loads(request.content))
+            return httpx.Response(202, json={"state": state})
         return problem(404, "not_found")
 
     def writes(self) -> list[str]:

@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 from fl_client.errors import error_from_problem
 from fl_client.events import Event
 from fl_client.output import Reporter
-from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk, SlotLease, UpdateAck
+from fl_client.rounds.port import (
+    IntegrityReport,
+    JobInfo,
+    ModelDownload,
+    OnChunk,
+    SlotLease,
+    UpdateAck,
+)
 from fl_client.transport.server import job_from_json
 from tests.fl_client.fakes import FakeServer, Refusal
 
@@ -80,6 +87,17 @@ class MemoryPort:
     def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
         body = {"version": version, "metrics": dict(metrics)}
         self._call("post_metrics", self.server.post_metrics, body)
+
+    def get_probe_model(
+        self, version: int, update_id: str | None = None, *, on_chunk: OnChunk | None = None
+    ) -> ModelDownload:
+        data, served = self._call(
+            "get_probe_model", self.server.get_probe_model, version, update_id
+        )
+        return ModelDownload(data=data, version=served, etag=None)
+
+    def post_integrity(self, report: IntegrityReport) -> str:
+        return self._call("post_integrity", self.server.post_integrity, report.to_json())
 
 
 class RecordingSink(Reporter):

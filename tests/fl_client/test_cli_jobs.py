@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import crypto
 import fl_client.cli
 import fl_client.session
 from fl_client import ClientSettings, Runner, enroll
@@ -25,7 +26,7 @@ from fl_client.hospital_data import load_job_data
 from fl_client.output import Reporter
 from fl_client.table import encode_rows
 from hefl_study import StudySpec
-from tests.fl_client.fakes import FakeKeyauth, FakeServer, study
+from tests.fl_client.fakes import FakeKeyauth, FakeServer, corrupt_update, study
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -458,3 +459,29 @@ def test_a_factory_study_trains_evaluates_and_exports_from_a_bundled_dataset(
     assert loaded.outputs(np.zeros((3, 30))).shape == (3, 1)
     assert predicted[0] == 2
     assert "takes its data from a factory" in predicted[2]
+
+
+def test_evaluate_and_export_refuse_a_corrupted_model_with_a_clear_message(
+    cli: Cli, fake_server: FakeServer, tmp_path: Path, small_keys: crypto.KeyMaterial
+) -> None:
+    # Prepare: one round trained, then an update with a flipped bit made version 2
+    site = ["--data", "breast-cancer", "--site", "0", "--data-arg", "n_sites=3"]
+    assert cli("train", "--job", "cancer", *site, "--max-rounds", "1", "--quiet")[0] == 0
+    cipher = crypto.ClientCipher(small_keys.secret_context, fake_server.profile)
+    corrupt_update(fake_server, cipher, "flipped bit")
+
+    # Execute
+    evaluated = cli("evaluate", "--job", "cancer", *site, "--quiet")
+    exported = cli("export", "--job", "cancer", "--out", str(tmp_path / "out"), "--quiet")
+
+    # Assert: exit 1, one line saying what failed and what to do; nothing written
+    for code, _, err in (evaluated, exported):
+        assert code == 1
+        assert err.startswith(
+            "hefl-client: IntegrityError: the model of job 'cancer' at version 2 failed its "
+            "integrity check (range in block 0, largest magnitude "
+        )
+        assert "try again once the job is healthy" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert [r["version"] for r in fake_server.integrity_reports] == [2, 2]

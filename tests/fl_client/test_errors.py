@@ -31,6 +31,10 @@ from fl_client import errors
         (503, "storage_failed", errors.ServerError),
         (502, "", errors.ServerError),
         (403, "admin_key_invalid", errors.AuthError),
+        (403, "client_quarantined", errors.ClientQuarantinedError),
+        (409, "probe_not_offered", errors.ProbeNotOfferedError),
+        (409, "repair_window_exceeded", errors.RepairWindowExceededError),
+        (404, "update_not_found", errors.UpdateNotFoundError),
     ],
 )
 def test_codes_and_statuses_map_to_typed_errors(status: int, code: str, cls: type) -> None:

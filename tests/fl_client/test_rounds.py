@@ -5,9 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import itertools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -16,8 +14,6 @@ import crypto
 import fl_client
 from fl_client import (
     AccessTokenError,
-    ClientData,
-    ClientSettings,
     LayoutConflictError,
     RateLimitedError,
     ServerError,
@@ -25,64 +21,13 @@ from fl_client import (
     VersionAheadError,
 )
 from fl_client.events import ClientWarning, InitialModelPut, RoundResult
-from fl_client.rounds.context import RoundContext
 from fl_client.rounds.job import check_layout, layout_mismatch, start_job
 from fl_client.rounds.keys import LayoutCache
 from fl_client.rounds.loop import run, run_round
-from fl_client.rounds.port import SecretContext
 from fl_client.rounds.pull import pull_model
-from fl_client.session import round_context
-from tests.fl_client.conftest import Sleeps
-from tests.fl_client.fakes import FakeKeyauth, FakeServer
-from tests.fl_client.memory_port import MemoryPort, RecordingSink
-
-MakeContext = Callable[..., tuple[RoundContext, RecordingSink]]
-
-
-@pytest.fixture
-def server(small_keys: crypto.KeyMaterial) -> FakeServer:
-    return FakeServer(keys=small_keys, keyauth=FakeKeyauth(keys=small_keys))
-
-
-@pytest.fixture
-def port(server: FakeServer) -> MemoryPort:
-    return MemoryPort(server)
-
-
-@pytest.fixture
-def fetched() -> list[int]:
-    return []
-
-
-@pytest.fixture
-def make_context(
-    tmp_path: Path,
-    port: MemoryPort,
-    small_keys: crypto.KeyMaterial,
-    cancer_sites: list[ClientData],
-    sleeps: Sleeps,
-    fetched: list[int],
-) -> MakeContext:
-    def secret_context(key_epoch: int) -> SecretContext:
-        fetched.append(key_epoch)
-        return SecretContext(small_keys.secret_context, key_epoch, small_keys.profile_name)
-
-    def make(name: str = "a", **overrides: Any) -> tuple[RoundContext, RecordingSink]:
-        values: dict[str, Any] = {"state_dir": tmp_path / name, "job": port.server.name}
-        settings = ClientSettings(**(values | overrides))
-        sink = RecordingSink()
-        context = round_context(
-            settings,
-            port.server.spec,
-            port,
-            secret_context,
-            events=sink,
-            data=cancer_sites[0],
-            sleep=sleeps,
-        )
-        return context, sink
-
-    return make
+from tests.fl_client.conftest import MakeContext, Sleeps
+from tests.fl_client.fakes import FakeServer
+from tests.fl_client.memory_port import MemoryPort
 
 
 def test_the_first_client_starts_the_job_then_trains_and_pushes_one_update(

@@ -30,8 +30,8 @@ from fl_client.state import LocalState
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
 from hefl_study import TASK_METRICS
-from tests.fl_client.conftest import MakeRunner, Sleeps
-from tests.fl_client.fakes import FakeKeyauth, FakeServer, digits_study, study
+from tests.fl_client.conftest import MakeRunner, Script, Sleeps
+from tests.fl_client.fakes import FakeKeyauth, FakeServer, corrupt_update, digits_study, study
 from tests.fl_client.memory_port import RecordingSink
 
 
@@ -529,3 +529,35 @@ def test_a_client_waiting_for_a_paused_job_still_stops_at_its_max_duration(
     assert summary.stop_reason == "max_duration"
     assert sink.names[-2:] == ["paused", "stopped"]
     assert fake_server.writes() == []
+
+
+def test_over_http_a_corrupted_model_is_reported_probed_and_repaired_then_training_goes_on(
+    make_runner: MakeRunner, fake_server: FakeServer, small_keys: crypto.KeyMaterial
+) -> None:
+    # Prepare: two clean rounds, then an update under another key makes version 3
+    out = io.StringIO()
+    runner = make_runner(max_rounds=1, reporter=Reporter("human", out=out, err=io.StringIO()))
+    runner.run_round()
+    runner.run_round()
+    corrupt_update(fake_server, _cipher(small_keys), "another key")
+    runner.context.sleep = Script(
+        lambda: fake_server.locate(3), lambda: fake_server.repair(3, quarantine=False)
+    )
+
+    # Execute: one more acknowledged round to go
+    summary = runner.run()
+
+    # Assert: reported, probed over the job's paths, repaired, trained on version 4
+    paths = [f"{r.method} {r.url.path}?{r.url.query.decode()}" for r in fake_server.requests]
+    assert f"GET /v1/jobs/{fake_server.name}/model?version=3" in paths
+    assert [(r["version"], r["ok"]) for r in fake_server.integrity_reports] == [
+        (3, False),
+        (3, False),
+    ]
+    assert summary.rounds == 1
+    assert summary.results[0].base_version == 4
+    lines = out.getvalue().splitlines()
+    [failed] = [line for line in lines if line.startswith("[integrity]")]
+    assert "model version 3 of job cancer failed the range check in block 0" in failed
+    assert any(line.startswith("[probe] version=3") for line in lines)
+    assert any(line.startswith("[repaired]") for line in lines)

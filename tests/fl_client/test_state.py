@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+import hefl_durable
 from fl_client import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state import Credential, LocalState, ModelCache, PendingUpdate, Progress
 
@@ -208,3 +209,31 @@ def test_each_job_keeps_its_own_progress_journal_and_cache(tmp_path: Path) -> No
     assert state.job("icu").load_progress().rounds == 4
     assert state.job("heart").load_progress().rounds == 1
     assert state.job("other").load_model_cache() is None
+
+
+def test_a_secret_context_is_kept_with_its_key_id(tmp_path: Path) -> None:
+    # Prepare
+    import hashlib
+    import json
+
+    state = LocalState(tmp_path / "state")
+
+    # Execute
+    state.save_secret_context(1, "test-n2048", b"context")
+
+    # Assert
+    meta = json.loads((tmp_path / "state" / "secret-context-1.json").read_text())
+    assert meta == {"profile": "test-n2048", "key_id": hashlib.sha256(b"context").hexdigest()}
+
+
+def test_a_secret_context_half_replaced_by_a_crash_counts_as_not_stored(tmp_path: Path) -> None:
+    # Prepare: the new bytes were written, the crash came before their key id
+    state = LocalState(tmp_path / "state")
+    state.save_secret_context(1, "test-n2048", b"old context")
+    hefl_durable.write_atomic(tmp_path / "state" / "secret-context-1.bin", b"new context")
+
+    # Execute
+    loaded = state.load_secret_context(1)
+
+    # Assert: fetched again by the next round
+    assert loaded is None

@@ -14,6 +14,7 @@ import pytest
 from fl_client import (
     AccessTokenError,
     ClientOptions,
+    ClientQuarantinedError,
     ConfigError,
     EnrollmentTokenError,
     InsecureTransportError,
@@ -22,8 +23,10 @@ from fl_client import (
     JobNotPausedError,
     JobPausedError,
     KeyauthClient,
+    ProbeNotOfferedError,
     ProtocolError,
     RateLimitedError,
+    RepairWindowExceededError,
     RetryPolicy,
     ServerClient,
     ServerError,
@@ -31,8 +34,10 @@ from fl_client import (
     TokenManager,
     TooStaleError,
     TransportError,
+    UpdateNotFoundError,
     require_secure_url,
 )
+from fl_client.rounds.port import IntegrityReport, Probe
 from fl_client.transport import JobClient, TokenSource
 from tests.fl_client.conftest import Sleeps
 from tests.fl_client.fakes import problem
@@ -466,6 +471,105 @@ def test_the_jobs_problem_codes_have_their_classes(
 
     with pytest.raises(cls) as info:
         port.push_update(b"u")
+
+    assert info.value.code == code  # type: ignore[attr-defined]
+    assert sleeps == []
+
+
+def test_a_job_says_its_key_id_and_integrity_and_an_older_server_says_neither(
+    sleeps: Sleeps,
+) -> None:
+    # Prepare
+    locating = {
+        **_job(),
+        "key_id": "ef" * 32,
+        "integrity": {
+            "state": "locating",
+            "probe": {"version": 2, "update_id": "u-1", "client_id": "c-7"},
+        },
+    }
+    answers = iter([locating, _job()])
+    port = _server(httpx.MockTransport(lambda r: httpx.Response(200, json=next(answers))), sleeps)
+
+    # Execute
+    new, old = port.job(), port.job()
+
+    # Assert
+    assert new.key_id == "ef" * 32
+    assert (new.integrity.state, new.integrity.probe) == ("locating", Probe(2, "u-1", "c-7"))
+    assert (old.key_id, old.integrity.state, old.integrity.probe) == (None, "healthy", None)
+
+
+@pytest.mark.parametrize(
+    "integrity",
+    [[], {"state": 3}, {"state": "locating", "probe": 2}, {"state": "x", "probe": {}}],
+    ids=["a list", "a number state", "a number probe", "a probe without version"],
+)
+def test_a_malformed_integrity_is_a_protocol_error(sleeps: Sleeps, integrity: object) -> None:
+    body = {**_job(), "integrity": integrity}
+    port = _server(httpx.MockTransport(lambda r: httpx.Response(200, json=body)), sleeps)
+
+    with pytest.raises(ProtocolError, match="integrity"):
+        port.job()
+
+
+def test_a_probe_and_an_integrity_report_speak_the_protocols_paths(sleeps: Sleeps) -> None:
+    # Prepare
+    seen: list[tuple[str, str, dict[str, str], object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.method, request.url.path, dict(request.url.params), body))
+        if request.url.path.endswith("/integrity"):
+            return httpx.Response(202, json={"state": "locating"})
+        return httpx.Response(200, content=b"m", headers={"X-Hefl-Model-Version": "4"})
+
+    port = _server(httpx.MockTransport(handler), sleeps)
+    report = IntegrityReport(4, False, "canary", (0, 2), 3.5e4, None)
+
+    # Execute
+    plain = port.get_probe_model(4)
+    own = port.get_probe_model(3, "u-9")
+    state = port.post_integrity(report)
+
+    # Assert
+    assert (plain.version, plain.data, own.version) == (4, b"m", 4)
+    assert state == "locating"
+    assert seen == [
+        ("GET", "/v1/jobs/icu/model", {"version": "4"}, None),
+        ("GET", "/v1/jobs/icu/model", {"version": "3", "update": "u-9"}, None),
+        (
+            "POST",
+            "/v1/jobs/icu/integrity",
+            {},
+            {
+                "version": 4,
+                "ok": False,
+                "check": "canary",
+                "blocks": [0, 2],
+                "max_abs": 3.5e4,
+                "update_id": None,
+            },
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [
+        (403, "client_quarantined", ClientQuarantinedError),
+        (409, "probe_not_offered", ProbeNotOfferedError),
+        (409, "repair_window_exceeded", RepairWindowExceededError),
+        (404, "update_not_found", UpdateNotFoundError),
+    ],
+)
+def test_the_integrity_problem_codes_have_their_classes(
+    sleeps: Sleeps, status: int, code: str, cls: type[Exception]
+) -> None:
+    port = _server(httpx.MockTransport(lambda r: problem(status, code)), sleeps)
+
+    with pytest.raises(cls) as info:
+        port.get_probe_model(1)
 
     assert info.value.code == code  # type: ignore[attr-defined]
     assert sleeps == []

@@ -18,7 +18,8 @@ from fl_client.updates import (
 
 
 def _layout(n_blocks: int, block_size: int) -> crypto.ModelLayout:
-    return crypto.build_layout({"w": np.zeros(n_blocks * block_size - 3)}, block_size)
+    params = n_blocks * (block_size - crypto.DEFAULT_CANARIES) - 3
+    return crypto.build_layout({"w": np.zeros(params)}, block_size)
 
 
 @settings(max_examples=40, deadline=None)
