@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -182,10 +183,8 @@ def crash_image(state_dir: Path, into: Path) -> Path:
     """
 
     def copy(src: str, dst: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             shutil.copy2(src, dst)
-        except FileNotFoundError:
-            pass
 
     shutil.copytree(state_dir, into, copy_function=copy)
     for lock in into.rglob("lock"):
