@@ -57,7 +57,7 @@ class Run:
 
 
 def _post_update(server: str, party: Party, layout: Any, base: int, seed: int) -> None:
-    values = [v * 1e-3 for v in random_blocks(layout, party.profile, seed)]
+    values = random_blocks(layout, party.profile, seed) * 1e-3
     _, body = update_envelope(party, layout, values, base)
     answer = httpx.post(
         job_url(server, TRAINING, "/updates"), content=body, headers=party.auth, timeout=30
