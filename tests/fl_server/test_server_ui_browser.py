@@ -216,8 +216,7 @@ def test_page_shows_the_status_and_recovers_from_a_restart(run: Run, tmp_path: P
         assert "connection lost" in _text(page, "#connection")
 
         # then a new server on the same port and state: the page recovers by itself
-        run.server = dataclasses.replace(run.server, process=None)
-        run.server.start()
+        run.server.start()  # the same process object: the fixture stops it at the end
         page.wait_for_selector("body[data-connection=ok]", timeout=TIMEOUT_MS)
         assert "reconnected" in _text(page, "#connection")
         page.wait_for_selector(f"#jobs tr[data-job={TRAINING}]", timeout=TIMEOUT_MS)
