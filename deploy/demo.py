@@ -256,6 +256,7 @@ def _run(
                     + ", ".join(f"{h.site} {h.step_delay * 1e3:.0f} ms/step" for h in hospitals),
                 )
                 _say(out, f"status: curl {server.url}/v1/jobs/{spec.name}/status")
+                _say(out, f"operator page: {server.url}/ui (open it in a browser)")
                 status = _watch(server, spec.name, hospitals, timeout, out)
                 status = _status(server.url, spec.name) or status
                 _say(

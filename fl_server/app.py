@@ -28,6 +28,7 @@ from fl_server.routes import router
 from fl_server.service import ServerService
 from fl_server.settings import ServerSettings
 from fl_server.telemetry import make_registry
+from fl_server.ui import router as ui_router
 from hefl_http.problems import PROBLEM_MEDIA_TYPE, add_problem_handlers, problem_response
 from hefl_http.serving import HEFL_VERSION, configure_logging, lazy_app, settings_reasons
 
@@ -110,6 +111,7 @@ def create_app(
     app.state.service = None
     app.state.settings = config
     app.include_router(router)
+    app.include_router(ui_router)  # the operator page, /ui
 
     def server_status() -> ServerStatusView | None:
         service: ServerService | None = app.state.service

@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterable
 
 from fl_server.errors import AuthError, ClientRevokedError
 from fl_server.material import TokenKey
-from hefl_wire import ADMIN_ROLE, CLIENT_ROLE, AccessClaims, TokenError, TokenVerifier
+from hefl_wire import (
+    ADMIN_ROLE,
+    CLIENT_ROLE,
+    VIEWER_ROLE,
+    AccessClaims,
+    TokenError,
+    TokenVerifier,
+)
 
 __all__ = ["Sightings", "TokenAuth"]
 
@@ -43,6 +50,10 @@ class TokenAuth:
     def reader(self, token: str) -> AccessClaims:
         """The claims of a valid client (not revoked) or administrator token."""
         return self._verify(token, (CLIENT_ROLE, ADMIN_ROLE))
+
+    def status_reader(self, token: str) -> AccessClaims:
+        """The claims of a valid viewer, administrator or client (not revoked) token."""
+        return self._verify(token, (VIEWER_ROLE, ADMIN_ROLE, CLIENT_ROLE))
 
     def _verify(self, token: str, roles: tuple[str, ...]) -> AccessClaims:
         try:

@@ -26,6 +26,7 @@ __all__ = [
     "CurrentReader",
     "RequestBody",
     "Service",
+    "StatusAccess",
     "read_body",
 ]
 
@@ -63,9 +64,20 @@ async def current_reader(service: Service, credentials: Bearer) -> AccessClaims:
     return service.authenticate_reader(_token(credentials))
 
 
+async def status_access(
+    request: Request, service: Service, credentials: Bearer
+) -> AccessClaims | None:
+    # The status names the hospitals and their activity: FLSERVER_STATUS_ACCESS=token keeps
+    # it from anyone without a token from keyauth (docs/fl_server.md, "The operator page").
+    if request.app.state.settings.status_access == "public":
+        return None
+    return service.authenticate_status_reader(_token(credentials))
+
+
 CurrentClient = Annotated[AccessClaims, Depends(current_client)]
 CurrentAdmin = Annotated[AccessClaims, Depends(current_admin)]
 CurrentReader = Annotated[AccessClaims, Depends(current_reader)]
+StatusAccess = Annotated[AccessClaims | None, Depends(status_access)]
 
 
 async def current_job(

@@ -165,6 +165,8 @@ class ClientView:
     last_seen: float | None
     last_update_at: float | None
     latest_metrics: ClientMetrics | None
+    mean_staleness: float | None = None
+    mean_weight: float | None = None
 
 
 @dataclass(frozen=True)
@@ -195,12 +197,18 @@ class StopRuleView:
 
 @dataclass(frozen=True)
 class VersionSummary:
-    """The evaluation reports on one model version; ``mean`` weighted by ``n_samples``."""
+    """The evaluation reports on one model version; ``mean`` weighted by ``n_samples``.
+
+    ``received_at`` is when the last of them arrived; ``clients`` each client's values
+    (its last report on the version), by client id: the learning curves of the page.
+    """
 
     version: int
     reports: int
     n_samples: int
     mean: dict[str, float]
+    received_at: float | None = None
+    clients: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,21 @@ def metrics_by_version(reports: list[dict[str, Any]]) -> tuple[VersionSummary, .
                 sums[name] = sums.get(name, 0.0) + weight * float(value)
                 weights[name] = weights.get(name, 0.0) + weight
         mean = {name: sums[name] / weights[name] for name in sorted(sums)}
+        received = [float(r["received_at"]) for r in group if r.get("received_at") is not None]
+        clients = {
+            str(r["client_id"]): {
+                k: float(v) for k, v in sorted(r["metrics"].items()) if k != "n_samples"
+            }
+            for r in group
+        }
         out.append(
-            VersionSummary(version=version, reports=len(group), n_samples=samples, mean=mean)
+            VersionSummary(
+                version=version,
+                reports=len(group),
+                n_samples=samples,
+                mean=mean,
+                received_at=max(received, default=None),
+                clients=dict(sorted(clients.items())),
+            )
         )
     return tuple(out)

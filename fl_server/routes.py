@@ -14,6 +14,7 @@ from fl_server.deps import (
     CurrentReader,
     RequestBody,
     Service,
+    StatusAccess,
 )
 from fl_server.domain import ModelDownload
 from fl_server.schemas import (
@@ -277,14 +278,14 @@ async def release_client(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# -- status: public ------------------------------------------------------------------------
+# -- status: public, or for token holders (FLSERVER_STATUS_ACCESS) ------------------------
 
 
 @router.get(f"{_JOB}/status", tags=["public"])
-async def get_job_status(job: CurrentJob) -> JobStatusPublic:
+async def get_job_status(_: StatusAccess, job: CurrentJob) -> JobStatusPublic:
     return JobStatusPublic.of(job.status())
 
 
 @router.get("/v1/status", tags=["public"])
-async def get_status(service: Service) -> ServerStatusPublic:
+async def get_status(_: StatusAccess, service: Service) -> ServerStatusPublic:
     return ServerStatusPublic.of(service.status())

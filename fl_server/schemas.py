@@ -248,6 +248,12 @@ class ClientStatus(BaseModel):
     last_seen: datetime | None
     last_update_at: datetime | None
     latest_metrics: ClientMetricsPublic | None = Field(description="its latest report")
+    mean_staleness: float | None = Field(
+        default=None, description="mean staleness of its applied updates (versions)"
+    )
+    mean_weight: float | None = Field(
+        default=None, description="mean staleness weight applied to its updates"
+    )
 
     @classmethod
     def of(cls, client: ClientView) -> ClientStatus:
@@ -291,10 +297,17 @@ class VersionMetrics(BaseModel):
     reports: int
     n_samples: int
     mean: dict[str, float] = Field(description="per metric, weighted by n_samples when given")
+    received_at: datetime | None = Field(
+        default=None, description="when the last report on this version arrived"
+    )
+    clients: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="by client id, its values on this version (its last report on it)",
+    )
 
     @classmethod
     def of(cls, summary: VersionSummary) -> VersionMetrics:
-        return cls(**_fields(summary))
+        return cls(**{**_fields(summary), "received_at": _datetime_or_none(summary.received_at)})
 
 
 class IntegrityReportPublic(BaseModel):

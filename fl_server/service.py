@@ -121,6 +121,10 @@ class ServerService:
         """The claims of a valid client or administrator token."""
         return self._auth.reader(token)
 
+    def authenticate_status_reader(self, token: str) -> AccessClaims:
+        """The claims of a valid viewer, administrator or client token."""
+        return self._auth.status_reader(token)
+
     def set_revoked(self, client_ids: Iterable[str]) -> None:
         """Replace the set of revoked client ids (from keyauth's revocation list)."""
         self._auth.set_revoked(client_ids)

@@ -82,6 +82,8 @@ class StatusReader:
                 last_seen=last_seen,
                 last_update_at=(applied.last_update_at or None) if applied else None,
                 latest_metrics=client_metrics(report) if report is not None else None,
+                mean_staleness=applied.mean_staleness() if applied else None,
+                mean_weight=applied.mean_weight() if applied else None,
             )
         job = self._lifecycle.view()
         seq = state.seq if state is not None else 0

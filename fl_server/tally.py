@@ -16,6 +16,20 @@ class ClientTally:
     updates_applied: int = 0
     last_update_at: float | None = None
     client_name: str | None = None
+    # Sums over the client's applied updates; None when a checkpoint older than these
+    # sums left some of them uncounted (a mean over part of them would mislead).
+    staleness_sum: int | None = 0
+    weight_sum: float | None = 0.0
+
+    def mean_staleness(self) -> float | None:
+        if self.staleness_sum is None or not self.updates_applied:
+            return None
+        return self.staleness_sum / self.updates_applied
+
+    def mean_weight(self) -> float | None:
+        if self.weight_sum is None or not self.updates_applied:
+            return None
+        return self.weight_sum / self.updates_applied
 
 
 @dataclass
@@ -31,13 +45,23 @@ class UpdateTally:
         client.updates_applied += 1
         client.last_update_at = record.received_at
         client.client_name = record.client_name or client.client_name
+        if client.staleness_sum is not None:
+            client.staleness_sum += record.staleness
+        if client.weight_sum is not None:
+            client.weight_sum += record.weight
         self.staleness[record.staleness] = self.staleness.get(record.staleness, 0) + 1
         self.weight_sum += record.weight
 
     def copy(self) -> UpdateTally:
         return UpdateTally(
             clients={
-                k: ClientTally(v.updates_applied, v.last_update_at, v.client_name)
+                k: ClientTally(
+                    v.updates_applied,
+                    v.last_update_at,
+                    v.client_name,
+                    v.staleness_sum,
+                    v.weight_sum,
+                )
                 for k, v in self.clients.items()
             },
             staleness=dict(self.staleness),
@@ -51,6 +75,8 @@ class UpdateTally:
                     "updates_applied": v.updates_applied,
                     "last_update_at": v.last_update_at,
                     "client_name": v.client_name,
+                    "staleness_sum": v.staleness_sum,
+                    "weight_sum": v.weight_sum,
                 }
                 for k, v in self.clients.items()
             },
@@ -63,7 +89,11 @@ class UpdateTally:
         return cls(
             clients={
                 str(k): ClientTally(
-                    int(v["updates_applied"]), v["last_update_at"], v.get("client_name")
+                    int(v["updates_applied"]),
+                    v["last_update_at"],
+                    v.get("client_name"),
+                    v.get("staleness_sum"),
+                    v.get("weight_sum"),
                 )
                 for k, v in raw["clients"].items()
             },

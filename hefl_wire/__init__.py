@@ -6,9 +6,10 @@ on byte for byte (docs/protocol.md):
 - the registry of every problem code a service answers, with its HTTP status
   (``PROBLEMS``), and ``ProblemError``, the base of both services' error trees, whose
   classes are checked against it when they are defined;
-- access tokens: the roles that hold them (``CLIENT_ROLE``, ``ADMIN_ROLE``), their claims
-  (``AccessClaims``, ``claims_to_payload`` / ``claims_from_payload``), their verification
-  (``TokenVerifier``) and its errors; signing stays in keyauth;
+- access tokens: the roles that hold them (``CLIENT_ROLE``, ``ADMIN_ROLE``,
+  ``VIEWER_ROLE``), their claims (``AccessClaims``, ``claims_to_payload`` /
+  ``claims_from_payload``), their verification (``TokenVerifier``) and its errors;
+  signing stays in keyauth;
 - key ids: the id of a key epoch's keys (``key_id_of``, the SHA-256 of its secret
   context) and the verification of keyauth's signed statement of it (``KeyIdVerifier``);
 - the loopback-host rule (``is_loopback_host``).
@@ -38,6 +39,8 @@ from hefl_wire._tokens import (
     MAX_TOKEN_CHARS,
     PURPOSE_CLAIM,
     ROLES,
+    VIEWER_ROLE,
+    VIEWER_SUBJECT,
     AccessClaims,
     TokenError,
     TokenExpiredError,
@@ -64,6 +67,8 @@ __all__ = [
     "PROBLEMS",
     "PURPOSE_CLAIM",
     "ROLES",
+    "VIEWER_ROLE",
+    "VIEWER_SUBJECT",
     "AccessClaims",
     "KeyIdStatement",
     "KeyIdVerifier",

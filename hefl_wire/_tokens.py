@@ -23,6 +23,8 @@ __all__ = [
     "MAX_TOKEN_CHARS",
     "PURPOSE_CLAIM",
     "ROLES",
+    "VIEWER_ROLE",
+    "VIEWER_SUBJECT",
     "AccessClaims",
     "TokenError",
     "TokenExpiredError",
@@ -40,11 +42,15 @@ ISSUER = "hefl-keyauth"
 AUDIENCE = "hefl"
 CLIENT_ROLE = "client"
 ADMIN_ROLE = "admin"
-# Who holds access tokens: each hospital's client, and the one administrator. A route
-# takes one of them (or both): a token of the other role is refused, 403 token_wrong_role.
-ROLES = (CLIENT_ROLE, ADMIN_ROLE)
+VIEWER_ROLE = "viewer"
+# Who holds access tokens: each hospital's client, the one administrator, and viewers the
+# administrator lets read the status (the operator page) and nothing else. A route takes
+# one of them (or several): a token of another role is refused, 403 token_wrong_role.
+ROLES = (CLIENT_ROLE, ADMIN_ROLE, VIEWER_ROLE)
 # The subject and name of every administrator token: one admin identity for both services.
 ADMIN_SUBJECT = "admin"
+# The subject and name of every viewer token: read-only, so viewers need no identities.
+VIEWER_SUBJECT = "viewer"
 # The claims every access token carries (docs/protocol.md).
 CLAIMS = ("iss", "aud", "sub", "name", "role", "epoch", "iat", "exp", "jti")
 # A real token is about 400 characters; anything far larger is not worth parsing.

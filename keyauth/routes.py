@@ -84,6 +84,14 @@ def issue_admin_token(authority: Authority, _: AdminAccess, response: Response) 
     return AdminTokenPublic.of(authority.issue_admin_token())
 
 
+@router.post("/v1/viewer/token", tags=["admin"])
+def issue_viewer_token(
+    authority: Authority, _: AdminAccess, response: Response
+) -> AdminTokenPublic:
+    response.headers.update(_NO_STORE)
+    return AdminTokenPublic.of(authority.issue_viewer_token())
+
+
 @router.post(
     "/v1/enroll",
     status_code=status.HTTP_201_CREATED,

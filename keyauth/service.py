@@ -25,6 +25,8 @@ from hefl_wire import (
     AUDIENCE,
     CLIENT_ROLE,
     ISSUER,
+    VIEWER_ROLE,
+    VIEWER_SUBJECT,
     AccessClaims,
     KeyIdStatement,
     TokenInvalidError,
@@ -269,6 +271,22 @@ class KeyAuthority:
         )
         # An audit line for each: who holds the admin key can create and stop jobs.
         logger.info("issued an administrator token, valid %d s", issued.lifetime)
+        return issued
+
+    def issue_viewer_token(self) -> IssuedToken:
+        """A viewer access token, for a caller ``authenticate_admin`` accepted.
+
+        A viewer reads fl_server's status (the operator page: hospital names and their
+        activity) and nothing else; every viewer is the same ``viewer`` identity.
+        """
+        issued = self._signer.issue(
+            client_id=VIEWER_SUBJECT,
+            client_name=VIEWER_SUBJECT,
+            key_epoch=self.current_epoch().epoch,
+            role=VIEWER_ROLE,
+            lifetime=self.settings.viewer_token_ttl,
+        )
+        logger.info("issued a viewer token, valid %d s", issued.lifetime)
         return issued
 
     def issue_enrollment_token(

@@ -41,6 +41,9 @@ class KeyauthSettings(BaseSettings):
     admin_token_ttl
         Lifetime of administrator access tokens in seconds. Nothing revokes one, so this
         is how long a leaked one works; ``hefl-admin`` fetches one per command.
+    viewer_token_ttl
+        Lifetime of viewer access tokens in seconds: they read fl_server's status (the
+        operator page) and nothing else, so they may last a working day.
     enrollment_token_ttl
         Default lifetime of enrollment tokens in seconds.
     enrollment_token_max_ttl
@@ -69,6 +72,7 @@ class KeyauthSettings(BaseSettings):
     # Apart from access_token_ttl: raising that for slow hospitals must not lengthen the
     # life of the one credential that creates and stops jobs.
     admin_token_ttl: int = Field(default=300, ge=10, le=3600)
+    viewer_token_ttl: int = Field(default=12 * 3600, ge=10, le=7 * 86_400)
     enrollment_token_ttl: int = Field(default=3600, ge=1)
     enrollment_token_max_ttl: int = Field(default=7 * 86_400, ge=1, le=366 * 86_400)
     enrollment_redelivery_window: int = Field(default=600, ge=0, le=86_400)

@@ -366,9 +366,17 @@ async def test_metrics_reports_show_in_status(
     assert_problem(huge, 413, "body_too_large")
 
     status = await api.status()
+    received_at = status["metrics"][0].pop("received_at")
     assert status["metrics"] == [
-        {"version": 0, "reports": 1, "n_samples": 50, "mean": {"accuracy": 0.6, "loss": 0.7}}
+        {
+            "version": 0,
+            "reports": 1,
+            "n_samples": 50,
+            "mean": {"accuracy": 0.6, "loss": 0.7},
+            "clients": {"client-a": {"accuracy": 0.6, "loss": 0.7}},
+        }
     ]
+    assert received_at is not None
     client = status["clients"]["client-a"]
     assert client["client_name"] == "hospital-client-a"
     assert client["metrics_reports"] == 1
