@@ -160,7 +160,12 @@ class SeenRepair:
 
 @dataclass
 class Mirror:
-    """What the hospitals' transports share: A and B, one lock for writes, and records."""
+    """What the hospitals' transports share: A and B, one lock for writes, and records.
+
+    ``checks`` are the versions hospitals said they checked, in order: a metrics report
+    (checked good) or an integrity report on a version (good or not; not the probes of
+    one sender's own update).
+    """
 
     server_url: str
     twin_url: str
@@ -173,6 +178,7 @@ class Mirror:
     bad: Posted | None = None
     metrics: list[tuple[str, int]] = field(default_factory=list)
     reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    checks: list[tuple[str, int, bool]] = field(default_factory=list)
     twin_models: dict[int, bytes] = field(default_factory=dict)
     repairs: list[SeenRepair] = field(default_factory=list)
     twin_version: int = 0
@@ -221,9 +227,16 @@ class Mirror:
                 return
             self._mirror_update(request, receipt, sender, auth)
         elif path.endswith("/metrics") and response.status_code == 202:
-            self.metrics.append((sender, int(json.loads(request.content)["version"])))
+            version = int(json.loads(request.content)["version"])
+            self.metrics.append((sender, version))
+            self.checks.append((sender, version, True))
+            # A metrics report vouches for its version: it may complete the search.
+            self._look_for_repair(auth)
         elif path.endswith("/integrity") and response.status_code == 202:
-            self.reports.append((sender, json.loads(request.content)))
+            report = json.loads(request.content)
+            self.reports.append((sender, report))
+            if report["update_id"] is None:
+                self.checks.append((sender, int(report["version"]), bool(report["ok"])))
             self._look_for_repair(auth)
 
     def _mirror_update(
@@ -250,9 +263,19 @@ class Mirror:
                 self.twin_version,
             )
         )
-        if self.inject is not None and self.bad is None and len(self.honest) == self.inject_after:
-            self.bad = self.inject(int(receipt["version"]))
-            self.updates.append(self.bad)
+
+    def pulled(self, request: httpx.Request, response: httpx.Response) -> None:
+        """Called under the lock with each model a hospital pulled to train on: once
+        ``inject_after`` honest updates are in, the bad update follows this pull, so this
+        hospital trains on a good version and its update lands after the bad one."""
+        ready = self.inject is not None and self.inject_after is not None
+        if not ready or self.bad is not None or len(self.honest) < (self.inject_after or 0):
+            return
+        if response.status_code not in (200, 304) or "version" in request.url.params:
+            return  # a probe: not a model to train on
+        assert self.inject is not None
+        self.bad = self.inject(int(response.headers["X-Hefl-Model-Version"]))
+        self.updates.append(self.bad)
 
     def _look_for_repair(self, auth: str) -> None:
         repairs = self.status()["integrity"]["repairs"]
@@ -274,7 +297,13 @@ class MirrorTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
-            return self._inner.handle_request(request)
+            if not request.url.path.endswith("/model"):
+                return self._inner.handle_request(request)
+            with self._mirror.lock:
+                response = self._inner.handle_request(request)
+                response.read()
+                self._mirror.pulled(request, response)
+            return response
         request.read()
         with self._mirror.lock:
             response = self._inner.handle_request(request)
@@ -390,10 +419,11 @@ class IntegrityRun:
         failed = [r for _, r in self.mirror.reports if not r["ok"] and r["update_id"] is None]
         kept = []
         if bad is not None and repair is not None:
+            after = self.mirror.updates[self.mirror.updates.index(bad) + 1 :]
             kept = [
                 p
-                for p in self.mirror.honest
-                if bad.version <= p.version < int(repair.record["version"])
+                for p in after
+                if p.twin_version is not None and p.version < int(repair.record["version"])
             ]
         return {
             "kind": self.kind,
@@ -572,6 +602,7 @@ def run_study(
             final = mirror._served(server.url, f"Bearer {attacker.token}", int(status["version"]))
             honest = len(mirror.honest)
             twin_final = mirror.twin_models[honest]
+        layout()  # fetched while the server is up
     final_max_abs, final_identical = _compare(attacker, layout(), final, twin_final)
     repaired_max_abs = repaired_identical = None
     if mirror.repairs:
