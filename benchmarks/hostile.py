@@ -1,4 +1,5 @@
-"""Hostile runs against keyauth and fl_server under real uvicorn: bad input, kill -9, load, secrets.
+"""Hostile runs against keyauth and fl_server under real uvicorn: bad input, kill -9, load, secrets,
+corrupted updates.
 
 ``python -m benchmarks.hostile [--quick]`` prints a table per part and writes
 ``benchmarks/results/hostile.json``. The drivers live in ``harness/``; their short forms
@@ -18,6 +19,7 @@ from typing import Any
 from benchmarks._report import RESULTS_DIR, format_table, write_json
 from harness.corpus import corpus_live
 from harness.fuzz import fuzz_live
+from harness.integrity import CORRUPTIONS, run_study
 from harness.keyauth_crash import crash_keyauth
 from harness.load import load
 from harness.server_crash import crash_server
@@ -185,6 +187,61 @@ def _slow(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
     return [r.__dict__ for r in slow]
 
 
+def _detected(row: dict[str, Any]) -> str:
+    """Whether a hospital reported the corruption, and how many versions after the bad one."""
+    if not row["detected"]:
+        return "0"
+    return f"{row['detected']} (+{row['first_failed_version'] - row['bad_version']})"
+
+
+def _integrity(work: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    target = 16 if args.quick else 24
+    rows = [
+        run_study(
+            work / f"integrity-{kind}-k{k}", kind, buffer_size=k, target_updates=target
+        ).figures()
+        for k in (1, 3)
+        for kind in CORRUPTIONS
+    ]
+    print("\n## Corrupted updates: found, removed exactly, attacker quarantined\n")
+    print(
+        format_table(
+            [
+                "case",
+                "K",
+                "injected",
+                "detected (first failed - bad version)",
+                "repaired",
+                "removed",
+                "quarantined",
+                "versions lost",
+                "kept after the bad one",
+                "injection to repaired model s",
+                "max abs error vs twin (repaired / final)",
+                "state",
+            ],
+            [
+                [
+                    CORRUPTIONS[r["kind"]],
+                    r["buffer_size"],
+                    r["injected"],
+                    _detected(r),
+                    r["repaired"],
+                    r["removed"],
+                    ", ".join(r["quarantined"]),
+                    r["versions_lost"],
+                    r["kept_after_bad"],
+                    r["injection_to_repair_s"],
+                    f"{r['repaired_max_abs']} / {r['final_max_abs']}",
+                    f"{r['state']} at {r['final_version']}",
+                ]
+                for r in rows
+            ],
+        )
+    )
+    return rows
+
+
 # Each part, in the order they run: (--parts name, key in the JSON, run and print it).
 _RUNS: tuple[tuple[str, str, Callable[[Path, argparse.Namespace], Any]], ...] = (
     ("corpus", "corpus", _corpus),
@@ -193,6 +250,7 @@ _RUNS: tuple[tuple[str, str, Callable[[Path, argparse.Namespace], Any]], ...] = 
     ("kcrash", "crash_keyauth", _kcrash),
     ("load", "load", _load),
     ("slow", "slow", _slow),
+    ("integrity", "integrity", _integrity),
 )
 PARTS = tuple(part for part, _, _ in _RUNS)
 
