@@ -32,10 +32,11 @@ TARGET, INJECT_AFTER = 16, 4
 REPAIR_BOUND = 1e-6
 # The final AUROC of each hospital on its held-out rows, attacked run against a clean
 # one. Which update lands on which version differs from run to run (two asynchronous
-# hospitals), and that alone moved it by up to 0.005 in 8 runs (Cleveland 0.911-0.913,
-# Hungary 0.828-0.833); a model the bad update still sat in scores nothing (its check
-# fails, so nobody trains on or evaluates it).
-AUROC_TOLERANCE = 0.02
+# hospitals), and that alone moves it: three clean runs of this study (16 updates) gave
+# Cleveland 0.911-0.918 and Hungary 0.833-0.842, the six benchmark runs (24 updates,
+# attacked) 0.912-0.917 and 0.832-0.838. The tolerance is three times the widest spread
+# (0.009); a study the bad update ruined ends nowhere near (it stops, or scores ~0.5).
+AUROC_TOLERANCE = 0.03
 
 
 @pytest.fixture(scope="module")
