@@ -271,8 +271,8 @@ class Mirror:
         ready = self.inject is not None and self.inject_after is not None
         if not ready or self.bad is not None or len(self.honest) < (self.inject_after or 0):
             return
-        if response.status_code not in (200, 304) or "version" in request.url.params:
-            return  # a probe: not a model to train on
+        if response.status_code != 200 or "version" in request.url.params:
+            return  # a probe, or a model the hospital holds already (304)
         assert self.inject is not None
         self.bad = self.inject(int(response.headers["X-Hefl-Model-Version"]))
         self.updates.append(self.bad)
