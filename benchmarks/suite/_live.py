@@ -140,7 +140,11 @@ def run_live(
     datas: Sequence[ClientData],
     factory: ModelFactory,
     progress: Callable[[str], None],
+    client_server_url: Callable[[str, str], str] | None = None,
 ) -> LiveResult:
+    """Run ``spec`` to its stop rule; ``client_server_url(site, url)`` is the fl_server URL
+    that hospital's client is given (the benchmark of Flower puts a byte-counting relay
+    there), the server's own by default."""
     root.mkdir(parents=True, exist_ok=True)
     admin_key = new_admin_key()
     logs = root / "logs"
@@ -172,10 +176,11 @@ def run_live(
             )
             watcher.start()
             for site, delay in zip(spec.sites, spec.step_delays, strict=True):
+                url = client_server_url(site, server.url) if client_server_url else server.url
                 command = client_command(
                     "train",
                     "--server",
-                    server.url,
+                    url,
                     "--job",
                     spec.job,
                     "--data",
