@@ -17,14 +17,14 @@ from fl_client.data import ClientData, dataset_sites, load_client_data, site_arr
 from fl_client.data import pool_sites as _pool
 
 HEART = "heart-disease"
-BIG = "cleveland+hungary"
+BIG = "cleveland-hungary"  # a hospital name keyauth accepts
 BIG_SLOW = "benchmarks.flower._data:big_slow_hospitals"
 _MERGED = ("cleveland", "hungary")
 
 
 def big_slow_hospitals(site: str | None = None) -> ClientData:
     """A data factory (``--data benchmarks.flower._data:big_slow_hospitals --site S``):
-    ``cleveland+hungary``, ``switzerland`` or ``va-long-beach``."""
+    ``cleveland-hungary``, ``switzerland`` or ``va-long-beach``."""
     if site == BIG:
         merged = _pool([site_arrays(HEART, s) for s in _MERGED])
         return to_client_data(replace(merged, site=BIG))
