@@ -60,12 +60,28 @@ class FlowerRun:
     train_metrics: dict[str, Any] = field(default_factory=dict)
 
 
+SETUP_HINT = (
+    "create it with benchmarks/flower/setup.sh (a venv of its own at benchmarks/flower/.venv: "
+    "flwr 1.42.0, torch 2.13.0 CPU and hefl's client side, from PyPI)"
+)
+
+
+def venv_problem() -> str | None:
+    """Why the Flower venv cannot run the benchmark, or None when it can."""
+    missing = [
+        n
+        for n in ("flower-superlink", "flower-supernode", "flwr")
+        if not (VENV / "bin" / n).exists()
+    ]
+    if missing:
+        return f"the Flower venv has no {', '.join(missing)} in {VENV / 'bin'}: {SETUP_HINT}"
+    return None
+
+
 def flower_bin(name: str) -> Path:
     path = VENV / "bin" / name
     if not path.exists():
-        raise FlowerError(
-            f"{path} not found: create the Flower venv first with benchmarks/flower/setup.sh"
-        )
+        raise FlowerError(f"{path} not found: {SETUP_HINT}")
     return path
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.flower._compare import compare, rerender
+from benchmarks.flower._deploy import venv_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -35,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rerender:
         rerender(args.out_dir)
         return 0
+    problem = None if args.kept else venv_problem()
+    if problem:
+        print(f"python -m benchmarks.flower: {problem}", file=sys.stderr)
+        return 2
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     report = compare(mode, args.out_dir, fresh=args.fresh, kept_only=args.kept)
     print((args.out_dir / "flower.md").read_text())

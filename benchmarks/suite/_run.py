@@ -887,17 +887,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/suite/results"))
     parser.add_argument(
-        "--flower",
+        "--no-flower",
         action="store_true",
-        help="also section 6: hefl's live run and a deployed Flower FedAvg run side by side "
-        "(python -m benchmarks.flower; needs the Flower venv of benchmarks/flower/setup.sh)",
+        help="skip section 6 (hefl's live run and a deployed Flower FedAvg run side by side, "
+        "python -m benchmarks.flower), which needs the Flower venv of benchmarks/flower/setup.sh",
     )
     args = parser.parse_args(argv)
     if args.rerender:
         rerender(args.out_dir)
         return 0
+    if not args.no_flower:
+        from benchmarks.flower import venv_problem
+
+        # said before the first section, not after it: the suite runs for minutes
+        problem = venv_problem()
+        if problem:
+            print(
+                f"python -m benchmarks.suite: section 6 (Flower side by side): {problem}; "
+                "or pass --no-flower to skip that section",
+                file=sys.stderr,
+            )
+            return 2
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    run(mode, args.out_dir, flower=args.flower)
+    run(mode, args.out_dir, flower=not args.no_flower)
     return 0
 
 
