@@ -1,6 +1,8 @@
-"""A live asynchronous hefl run: keyauth and fl_server under uvicorn on loopback, a job
-the administrator creates from a spec built here, one ``python -m fl_client train --job``
-process per hospital, the slowness set with ``--step-delay``.
+"""A live asynchronous hefl run: the services on loopback, a job, one client per hospital.
+
+keyauth and fl_server run under uvicorn on loopback, the administrator creates a job from
+a spec built here, and one ``python -m fl_client train --job`` process per hospital
+trains, the slowness set with ``--step-delay``.
 
 While it runs, a watcher downloads the encrypted model (``GET /v1/jobs/{job}/model``, with
 one hospital's access token) whenever its version changes and stamps it with the wall
