@@ -11,6 +11,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -321,6 +322,12 @@ def _spread(values: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
+def _median_step(seconds: Sequence[float]) -> float | None:
+    """The median time between consecutive points of a curve (a sync run's round)."""
+    steps = [b - a for a, b in itertools.pairwise(seconds)]
+    return statistics.median(steps) if steps else None
+
+
 def summarize(runs: Sequence[dict[str, Any]], pooled: float) -> dict[str, Any]:
     """Per scenario and system: final accuracy, time to each target, bytes per update."""
     levels = [(f, round(f * pooled, 3)) for f in TARGET_FACTORS]
@@ -349,6 +356,13 @@ def summarize(runs: Sequence[dict[str, Any]], pooled: float) -> dict[str, Any]:
                         "strict_s": _spread(list(strict)),
                         "after_all_active_s": _spread(list(warm)),
                     }
+                )
+            if system == "flower":
+                # a round's cost: the seconds between two global models, and how much of
+                # it each ClientApp process spent importing hefl's code
+                entry["round_s"] = _spread([_median_step(r["seconds"]) for r in rs])
+                entry["clientapp_import_hefl_s"] = _spread(
+                    [r.get("clientapp_import_hefl_s_median") for r in rs]
                 )
             if rs[0].get("bytes_up") is not None:
                 per_up = [sum(r["bytes_up"]) / r["client_updates"] for r in rs]

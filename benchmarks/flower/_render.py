@@ -40,6 +40,23 @@ def _met(flag: bool) -> str:
     return "**met**" if flag else "**not met**"
 
 
+def _round_note(summary: dict[str, Any]) -> list[str]:
+    flower = summary.get("flower", {})
+    if "round_s" not in flower:
+        return []
+    text = (
+        f"A Flower round took {_spread(flower['round_s'])} s (median time between two global "
+        "models)"
+    )
+    if flower["clientapp_import_hefl_s"]["median"] is not None:
+        text += (
+            f", of which each ClientApp process spent {_spread(flower['clientapp_import_hefl_s'])}"
+            " s importing hefl's data loader and training code (fl_client's package, crypto's "
+            "TenSEAL among it) after torch and flwr"
+        )
+    return [text + ".", ""]
+
+
 def _scenario_tables(report: dict[str, Any], key: str) -> list[str]:
     summary = report["summary"].get(key, {})
     if not summary:
@@ -82,6 +99,7 @@ def _scenario_tables(report: dict[str, Any], key: str) -> list[str]:
             ],
         ),
         "",
+        *_round_note(summary),
         "Time to target (s): strict clock / after every client was active.",
         "",
         format_table(

@@ -162,6 +162,8 @@ def test_the_summary_gives_medians_spreads_and_bytes_per_update() -> None:
     flower = summary["straggler"]["flower"]
     assert flower["targets"][0]["strict_s"]["median"] == 20.0
     assert flower["targets"][0]["after_all_active_s"]["median"] == 0.0
+    assert flower["round_s"]["median"] == 10.0  # 10 s between two global models
+    assert "round_s" not in hefl
 
 
 def test_the_goals_compare_medians() -> None:
@@ -210,6 +212,7 @@ def test_the_report_renders_every_scenario_system_and_goal() -> None:
     assert "hefl async final accuracy ≥ Flower FedAvg's, straggler: **met**" in text
     assert "own-row accuracy no worse than training alone: **not met**" in text
     assert "cleveland-hungary alone" in text
+    assert "A Flower round took 10.0 [10.0-10.0] s" in text
 
 
 def test_the_report_is_written_and_rerendered_from_its_json(tmp_path: Path) -> None:
