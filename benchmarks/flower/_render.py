@@ -36,6 +36,12 @@ def _spread(s: dict[str, Any] | None, fmt: str = "{:.1f}", scale: float = 1.0) -
     return text
 
 
+def _training(config: dict[str, Any]) -> str:
+    """``10 steps of sgd (lr 0.01, batch 16)`` from a TrainConfig's fields."""
+    amount = f"{config['steps']} steps" if config.get("steps") else f"{config['epochs']} epochs"
+    return f"{amount} of {config['optimizer']} (lr {config['lr']}, batch {config['batch_size']})"
+
+
 def _met(flag: bool) -> str:
     return "**met**" if flag else "**not met**"
 
@@ -132,7 +138,7 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
         f"Run {report['when']} ({report['mode']} mode, {report['elapsed_s']:.0f} s), "
         f"flwr {report['flwr']}. {st['repetitions']} repetition(s): seed r gives both "
         "systems the same initial model and batch orders; same hospitals and split, model "
-        f"({st['model']}), local training {st['local_training']}. Pooled (centralized) "
+        f"({st['model']}), local training {_training(st['local_training'])}. Pooled (centralized) "
         f"accuracy {_pct(report['pooled_accuracy'])}%. Cells: median [min-max] over the "
         "repetitions.",
         "",
@@ -152,7 +158,9 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
         "the TCP payload both ways (HTTP headers, polling and heartbeats included), divided "
         "by the client updates applied. hefl's token requests to keyauth are not counted; "
         "its CKKS update is one 4,096-slot block for this 14-parameter model.",
-        f"- **Flower settings.** FedAvg, {fl['rounds']} rounds, all hospitals every round "
+        "- **Flower settings.** FedAvg, "
+        + ", ".join(f"{n} rounds ({key})" for key, n in fl["rounds"].items())
+        + ", all hospitals every round "
         f"(fraction_train {fl['fraction_train']}, min_train_nodes = min_available_nodes = "
         f"the number of hospitals), no client-side evaluation (fraction_evaluate "
         f"{fl['fraction_evaluate']}), {fl['transport']}, isolation {fl['isolation']}. "
