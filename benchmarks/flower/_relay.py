@@ -65,12 +65,13 @@ class ByteRelay:
     def _pump(self, src: socket.socket, dst: socket.socket, up: bool) -> None:
         try:
             while chunk := src.recv(_CHUNK):
-                dst.sendall(chunk)
+                # counted before it is forwarded: once the other side has it, it is counted
                 with self._lock:
                     if up:
                         self.up += len(chunk)
                     else:
                         self.down += len(chunk)
+                dst.sendall(chunk)
         except OSError:
             pass
         finally:
