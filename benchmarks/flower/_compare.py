@@ -211,6 +211,11 @@ def _run_hefl(
         "bytes_down": [c[1] for c in counts],
         "clock_origin": "client processes launched (services up, job created, hospitals enrolled)",
         "initial_model_s": live.curve.seconds[0] if live.curve.seconds else None,
+        # how many of the updates were each hospital's (the server's status names them)
+        "updates_per_site": {
+            c.get("client_name"): c.get("updates_applied")
+            for c in live.status.get("clients", {}).values()
+        },
         "status": {
             k: live.status.get(k)
             for k in ("version", "updates_applied", "updates_rejected", "bytes_in", "bytes_out")
