@@ -252,6 +252,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for level in targets:
             ax.axhline(100 * level, color="black", linewidth=0.5, linestyle=":")
         ax.set_xscale("symlog", linthresh=10)
+        ax.set_xlim(left=0)
         ax.set_xlabel("wall clock (s, strict; symlog)")
         ax.set_ylabel("pooled test accuracy (%)")
         ax.set_title(next(s["title"] for s in report["scenarios"] if s["key"] == key), fontsize=9)
