@@ -474,6 +474,8 @@ def compare(
             "mode": mode,
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "elapsed_s": time.monotonic() - started,
+            # the kept runs' own wall clock (a resumed or --kept report ran only part of it)
+            "runs_wall_s": sum(float(r.get("wall_s", 0.0)) for r in runs),
             "flwr": FLWR_VERSION,
             "settings": settings(plan),
             "scenarios": [vars(s) for s in chosen],

@@ -135,7 +135,8 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
     out = [
         "### Flower side by side (issue 14, item 2)",
         "",
-        f"Run {report['when']} ({report['mode']} mode, {report['elapsed_s']:.0f} s), "
+        f"Reported {report['when']} ({report['mode']} mode; the runs took "
+        f"{report.get('runs_wall_s', report['elapsed_s']) / 60:.0f} minutes), "
         f"flwr {report['flwr']}. {st['repetitions']} repetition(s): seed r gives both "
         "systems the same initial model and batch orders; same hospitals and split, model "
         f"({st['model']}), local training {_training(st['local_training'])}. Pooled (centralized) "
