@@ -17,7 +17,18 @@ from hefl_study import TASK_METRICS, StudySpec, Task
 if TYPE_CHECKING:
     from deploy.demo import Hospital
 
-__all__ = ["build_summary", "he_cost", "print_summary", "shown_metrics"]
+__all__ = [
+    "BASELINE_TURNS",
+    "baseline_counts",
+    "build_summary",
+    "he_cost",
+    "print_summary",
+    "shown_metrics",
+]
+
+# Turns per hospital of the plaintext federated baseline when the spec's stop rule gives no
+# update count (a wall-clock or metric rule only).
+BASELINE_TURNS = 15
 
 # The metrics the printed tables show (summary.json holds every one the task reports).
 _SHOWN: dict[Task, tuple[str, ...]] = {"binary": ("accuracy", "auroc")}
@@ -53,6 +64,20 @@ def he_cost(shared_params: int, profile_name: str) -> dict[str, float]:
     return {"encrypt_ms": encrypt * 1e3, "decrypt_ms": decrypt * 1e3}
 
 
+def baseline_counts(spec: StudySpec, n_hospitals: int) -> list[int]:
+    """Updates of each hospital in the plaintext federated baseline: a fixed schedule.
+
+    The hospitals take turns in the demo's order until the spec's ``stop.target_updates``
+    updates are made (the first ``target % n`` get one more), or ``BASELINE_TURNS`` turns
+    each without that rule. It depends on the spec only, never on the live run's arrival
+    order, so the baseline is the same in every run of the same command.
+    """
+    total = spec.stop.target_updates or BASELINE_TURNS * n_hospitals
+    return [
+        total // n_hospitals + (1 if i < total % n_hospitals else 0) for i in range(n_hospitals)
+    ]
+
+
 def _hospital(h: Hospital) -> dict[str, Any]:
     ups = h.of("update")
     update_bytes = sum(int(e["envelope_bytes"]) for e in ups)
@@ -84,9 +109,8 @@ def build_summary(
     """Everything the demo reports, as JSON-ready values (``summary.json``)."""
     clients = [_hospital(h) for h in hospitals]
     finals = [EvalResult(spec.data.task, c["final_metrics"]) for c in clients if c["final_metrics"]]
-    baselines = study_baselines(
-        spec, {h.site: h.table for h in hospitals}, [c["updates"] for c in clients]
-    )
+    counts = baseline_counts(spec, len(hospitals))
+    baselines = study_baselines(spec, {h.site: h.table for h in hospitals}, counts)
     histogram = {int(k): v for k, v in status.get("staleness_histogram", {}).items()}
     applied = sum(histogram.values())
     shared = max((c["shared_params"] for c in clients), default=0)
@@ -107,6 +131,11 @@ def build_summary(
         "hefl": _metrics(pooled_eval(finals)) if finals else {},
         "hospitals_scored": len(finals),
         "plaintext_federated": _metrics(baselines.federated),
+        "plaintext_federated_schedule": {
+            "kind": "hospitals in turns, a fixed schedule (deploy.demo_summary.baseline_counts)",
+            "updates": baselines.updates,
+            "per_hospital": {h.site: n for h, n in zip(hospitals, counts, strict=True)},
+        },
         "centralized": _metrics(baselines.centralized),
         "centralized_training": baselines.centralized_training,
         "baselines_per_hospital": {
@@ -136,12 +165,18 @@ def _value(metrics: Mapping[str, Any] | None, name: str) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _baseline_name(summary: Mapping[str, Any]) -> str:
+    counts = set(summary["plaintext_federated_schedule"]["per_hospital"].values())
+    each = f"{counts.pop()} each" if len(counts) == 1 else f"{min(counts)}-{max(counts)} each"
+    return f"plaintext federated (fixed: hospitals in turns, {each})"
+
+
 def _results_table(summary: Mapping[str, Any], shown: Sequence[str], names: list[str]) -> str:
     rows = summary["hefl"].get("n_samples", summary["centralized"]["n_samples"])
     trained = summary["centralized_training"]
     runs = [
         (f"centralized (every hospital's rows, {trained})", summary["centralized"]),
-        ("plaintext federated (hospitals in turns)", summary["plaintext_federated"]),
+        (_baseline_name(summary), summary["plaintext_federated"]),
         ("hefl (encrypted, asynchronous)", summary["hefl"]),
     ]
     title = f"training (pooled over {len(summary['clients'])} hospitals' {rows} held-out rows)"
@@ -183,6 +218,12 @@ def print_summary(summary: Mapping[str, Any], out: TextIO) -> None:
         f"inputs, CKKS profile {summary['profile']} =="
     )
     say(_results_table(summary, shown, names))
+    schedule = summary["plaintext_federated_schedule"]
+    say(
+        f"plaintext federated: the hospitals in turns, {schedule['updates']} updates in all "
+        "(the job's stop rule), each pulling its predecessor's model: a fixed schedule, not "
+        "this run's arrival order, so it is the same in every run"
+    )
     say()
     say(_hospital_table(summary, shown, names))
     rejected = summary["updates_rejected"]

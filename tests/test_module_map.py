@@ -21,6 +21,7 @@ PACKAGES = (
     "hefl_admin",
     "harness",
     "deploy",
+    "benchmarks",
 )
 
 
@@ -42,7 +43,8 @@ def _modules() -> dict[str, str]:
     found = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
-            if path.name == "__main__.py":
+            # benchmarks/flower/.venv is the Flower benchmark's own venv (setup.sh)
+            if path.name == "__main__.py" or ".venv" in path.relative_to(ROOT).parts:
                 continue
             doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
             found[str(path.relative_to(ROOT))] = doc.strip().split("\n")[0]

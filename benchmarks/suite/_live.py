@@ -1,6 +1,8 @@
-"""A live asynchronous hefl run: keyauth and fl_server under uvicorn on loopback, a job
-the administrator creates from a spec built here, one ``python -m fl_client train --job``
-process per hospital, the slowness set with ``--step-delay``.
+"""A live asynchronous hefl run: the services on loopback, a job, one client per hospital.
+
+keyauth and fl_server run under uvicorn on loopback, the administrator creates a job from
+a spec built here, and one ``python -m fl_client train --job`` process per hospital
+trains, the slowness set with ``--step-delay``.
 
 While it runs, a watcher downloads the encrypted model (``GET /v1/jobs/{job}/model``, with
 one hospital's access token) whenever its version changes and stamps it with the wall
@@ -140,7 +142,11 @@ def run_live(
     datas: Sequence[ClientData],
     factory: ModelFactory,
     progress: Callable[[str], None],
+    client_server_url: Callable[[str, str], str] | None = None,
 ) -> LiveResult:
+    """Run ``spec`` to its stop rule; ``client_server_url(site, url)`` is the fl_server URL
+    that hospital's client is given (the benchmark of Flower puts a byte-counting relay
+    there), the server's own by default."""
     root.mkdir(parents=True, exist_ok=True)
     admin_key = new_admin_key()
     logs = root / "logs"
@@ -172,10 +178,11 @@ def run_live(
             )
             watcher.start()
             for site, delay in zip(spec.sites, spec.step_delays, strict=True):
+                url = client_server_url(site, server.url) if client_server_url else server.url
                 command = client_command(
                     "train",
                     "--server",
-                    server.url,
+                    url,
                     "--job",
                     spec.job,
                     "--data",

@@ -802,18 +802,18 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     return ["accuracy_vs_bytes.png", "accuracy_vs_time.png"]
 
 
-def run(mode: str, out_dir: Path) -> dict[str, Any]:
+def run(mode: str, out_dir: Path, flower: bool = False) -> dict[str, Any]:
     plan = PLANS[mode]
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the client processes of the live run need the other cores
     try:
-        return _run(plan, mode, out_dir)
+        return _run(plan, mode, out_dir, flower)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(plan: Plan, mode: str, out_dir: Path) -> dict[str, Any]:
+def _run(plan: Plan, mode: str, out_dir: Path, flower: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     _say(f"hefl benchmark suite, {mode} mode, writing to {out_dir}")
     report: dict[str, Any] = {
@@ -825,10 +825,15 @@ def _run(plan: Plan, mode: str, out_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hefl-suite-") as work:
         report["time"] = section_time(plan, Path(work))
     report["scale"] = section_scale(plan)
+    if flower:
+        from benchmarks.flower import compare
+
+        _say("== 6. hefl and Flower side by side (benchmarks.flower) ==")
+        report["flower"] = compare(mode, out_dir / "flower")
     report["elapsed_s"] = time.monotonic() - started
     report["plots"] = plots(report, out_dir)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (out_dir / "report.md").write_text(render(report) + "\n")
+    (out_dir / "report.md").write_text(_render_all(report) + "\n")
     _say(f"done in {report['elapsed_s']:.0f} s: {out_dir / 'report.md'}")
     return report
 
@@ -839,8 +844,24 @@ def rerender(out_dir: Path) -> None:
     level = report["bytes"]["goals"]["fewer_bytes_than_fedavg_at_equal_accuracy"]["accuracy_level"]
     report["bytes"]["goals"] = bytes_goals(report["bytes"]["rows"], level)
     plots(report, out_dir)
+    if "flower" in report:
+        from benchmarks.flower import write
+
+        write(report["flower"], out_dir / "flower")
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
-    (out_dir / "report.md").write_text(render(report) + "\n")
+    (out_dir / "report.md").write_text(_render_all(report) + "\n")
+
+
+def _render_all(report: dict[str, Any]) -> str:
+    """The report, with section 6 (hefl and Flower side by side) when it ran."""
+    text = render(report)
+    if "flower" in report:
+        from benchmarks.flower import render as render_flower
+
+        text += "\n## 6. hefl and Flower side by side\n\n" + render_flower(
+            report["flower"], image_dir="flower/"
+        )
+    return text
 
 
 def _json_default(value: Any) -> Any:
@@ -865,12 +886,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rerender", action="store_true", help="rewrite report.md and plots from report.json"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/suite/results"))
+    parser.add_argument(
+        "--no-flower",
+        action="store_true",
+        help="skip section 6 (hefl's live run and a deployed Flower FedAvg run side by side, "
+        "python -m benchmarks.flower), which needs the Flower venv of benchmarks/flower/setup.sh",
+    )
     args = parser.parse_args(argv)
     if args.rerender:
         rerender(args.out_dir)
         return 0
+    if not args.no_flower:
+        from benchmarks.flower import venv_problem
+
+        # said before the first section, not after it: the suite runs for minutes
+        problem = venv_problem()
+        if problem:
+            print(
+                f"python -m benchmarks.suite: section 6 (Flower side by side): {problem}; "
+                "or pass --no-flower to skip that section",
+                file=sys.stderr,
+            )
+            return 2
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    run(mode, args.out_dir)
+    run(mode, args.out_dir, flower=not args.no_flower)
     return 0
 
 

@@ -1,0 +1,48 @@
+"""The command line of the hefl-versus-Flower comparison."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.flower._compare import compare, rerender
+from benchmarks.flower._deploy import venv_problem
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.flower",
+        description="hefl's live async run and a deployed Flower FedAvg run side by side on "
+        "Fed-Heart-Disease (needs the Flower venv: benchmarks/flower/setup.sh). Writes "
+        "flower.json, flower.md and flower_accuracy_vs_time.png; every finished run is "
+        "kept under runs/, and a second invocation resumes.",
+    )
+    parser.add_argument("--quick", action="store_true", help="1 repetition of 40 updates")
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the in-test size
+    parser.add_argument("--fresh", action="store_true", help="rerun the runs kept under runs/")
+    parser.add_argument(
+        "--kept",
+        action="store_true",
+        help="run nothing: report the runs kept under runs/ (an interrupted comparison)",
+    )
+    parser.add_argument(
+        "--rerender", action="store_true", help="rewrite flower.md and the plot from flower.json"
+    )
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.rerender:
+        rerender(args.out_dir)
+        return 0
+    problem = None if args.kept else venv_problem()
+    if problem:
+        print(f"python -m benchmarks.flower: {problem}", file=sys.stderr)
+        return 2
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    report = compare(mode, args.out_dir, fresh=args.fresh, kept_only=args.kept)
+    print((args.out_dir / "flower.md").read_text())
+    print(f"written: {args.out_dir / 'flower.json'}; {report['elapsed_s']:.0f} s")
+    return 0
