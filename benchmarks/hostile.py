@@ -1,5 +1,6 @@
-"""Hostile runs against keyauth and fl_server under real uvicorn: bad input, kill -9, load, secrets,
-corrupted updates.
+"""Hostile runs against keyauth and fl_server under real uvicorn: bad input, kill -9, load, secrets.
+
+Corrupted updates too (the integrity part).
 
 ``python -m benchmarks.hostile [--quick]`` prints a table per part and writes
 ``benchmarks/results/hostile.json``. The drivers live in ``harness/``; their short forms
