@@ -278,7 +278,7 @@ async def release_client(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# -- status: public, or for token holders (FLSERVER_STATUS_ACCESS) ------------------------
+# -- status: for token holders, or public (FLSERVER_STATUS_ACCESS) ------------------------
 
 
 @router.get(f"{_JOB}/status", tags=["public"])
