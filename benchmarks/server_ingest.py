@@ -26,7 +26,7 @@ import numpy as np
 
 import crypto
 from benchmarks._report import best_of, format_table, write_json
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.parties import job_url
 from harness.services import keyauth_service, server_service
 from harness.studies import study_json
@@ -143,8 +143,10 @@ def measure_http(
     key_epoch: int,
     updates: list[list[bytes]],
     per_uploader: int,
+    viewer: str,
 ) -> dict[str, Any]:
-    """Wall time until every uploader's updates are acknowledged (202: durable)."""
+    """Wall time until every uploader's updates are acknowledged (202: durable); ``viewer``
+    reads the status after."""
     n = len(tokens)
     # Envelopes are built before the clock starts: only the server's work is timed.
     batches = [
@@ -186,8 +188,7 @@ def measure_http(
     if failures:
         raise RuntimeError(f"uploads refused: {failures[:3]}")
     count = n * per_uploader
-    with httpx.Client(base_url=url, timeout=60) as http:
-        status = http.get(job_url("", JOB, "/status")).json()
+    status = read_status(url, viewer, JOB, timeout=60)
     return {
         "uploaders": n,
         "updates": count,
@@ -285,9 +286,12 @@ def run(
                     ) as server_process:
                         url = server_process.url
                         admin = admin_token(keyauth, ADMIN_KEY)
+                        viewer = viewer_token(keyauth, ADMIN_KEY)
                         _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
-                            measure_http(url, tokens[:n], layout, key_epoch, updates, per_uploader)
+                            measure_http(
+                                url, tokens[:n], layout, key_epoch, updates, per_uploader, viewer
+                            )
                         )
                 rates = [m["params_per_s"] for m in measured]
                 median = float(np.median(rates))

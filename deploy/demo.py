@@ -3,17 +3,19 @@
 ``python -m deploy.demo`` writes the four Fed-Heart-Disease hospitals' tables as CSV files
 (``deploy.heart_disease_csv``), starts keyauth and fl_server with uvicorn on loopback,
 creates the job of ``deploy/studies/heart-disease-demo.toml`` with ``hefl-admin job
-create``, enrolls one hospital client per table with a one-time token, and runs
-``hefl-client train --job ... --data <its csv>`` for each, at different speeds, while it
-watches ``GET /v1/jobs/{job}/status``. It ends with a summary against centralized and
-plaintext federated training on the same encoded rows. Everything it writes stays in one
-directory (``--state-dir``, default ``./hefl-demo-state``).
+create``, writes a viewer token for the operator page (``/ui``) to a 0600 file
+(``hefl-admin token viewer``), enrolls one hospital client per table with a one-time
+token, and runs ``hefl-client train --job ... --data <its csv>`` for each, at different
+speeds, while it watches ``GET /v1/jobs/{job}/status`` with that token. It ends with a
+summary against centralized and plaintext federated training on the same encoded rows.
+Everything it writes stays in one directory (``--state-dir``, default ``./hefl-demo-state``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -113,17 +115,41 @@ def _stop_rules(spec: StudySpec) -> str:
     return " or ".join(rules)
 
 
-def _create_job(ka: str, server: str, key_file: Path, spec_path: Path) -> dict[str, Any]:
-    """``hefl-admin job create SPEC``, as the administrator runs it."""
+def _write_private(path: Path, text: str) -> None:
+    """``text`` in a new file only its owner can read (0600 from its creation on)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def _admin(ka: str, server: str, key_file: Path, *args: str) -> bytes:
+    """``hefl-admin ARGS`` as the administrator runs it (the key from its file): its stdout."""
     command = [sys.executable, "-m", "hefl_admin", "--url", ka, "--server-url", server]
-    command += ["--admin-key-file", str(key_file), "job", "create", str(spec_path), "--json"]
+    command += ["--admin-key-file", str(key_file), *args]
     answer = subprocess.run(  # noqa: S603 - our own CLI, fixed arguments
         command, capture_output=True, timeout=120, check=False
     )
     if answer.returncode != 0:
         raise ServiceError(answer.stderr.decode(errors="replace").strip())
-    job: dict[str, Any] = json.loads(answer.stdout)
+    return answer.stdout
+
+
+def _create_job(ka: str, server: str, key_file: Path, spec_path: Path) -> dict[str, Any]:
+    """``hefl-admin job create SPEC``."""
+    job: dict[str, Any] = json.loads(
+        _admin(ka, server, key_file, "job", "create", str(spec_path), "--json")
+    )
     return job
+
+
+def _viewer_token(ka: str, server: str, key_file: Path, path: Path) -> tuple[str, int]:
+    """``hefl-admin token viewer``: a read-only token for the operator page, written to a
+    0600 file (the status names the hospitals); the token, for the demo's own polling, and
+    its lifetime in seconds."""
+    issued = json.loads(_admin(ka, server, key_file, "token", "viewer", "--json"))
+    token: str = issued["access_token"]
+    _write_private(path, token + "\n")
+    return token, int(issued["expires_in"])
 
 
 def _start_training(hospital: Hospital, server: str, job: str) -> None:
@@ -147,9 +173,13 @@ def _start_training(hospital: Hospital, server: str, job: str) -> None:
         )
 
 
-def _status(server: str, job: str) -> dict[str, Any] | None:
+def _status(server: str, job: str, viewer: str) -> dict[str, Any] | None:
     try:
-        answer = httpx.get(f"{server}/v1/jobs/{job}/status", timeout=5)
+        answer = httpx.get(
+            f"{server}/v1/jobs/{job}/status",
+            headers={"Authorization": f"Bearer {viewer}"},
+            timeout=5,
+        )
     except httpx.TransportError:
         return None
     if answer.status_code != 200:
@@ -168,7 +198,12 @@ def _progress_line(status: dict[str, Any], hospitals: Sequence[Hospital]) -> str
 
 
 def _watch(
-    server: ServiceProcess, job: str, hospitals: Sequence[Hospital], timeout: float, out: TextIO
+    server: ServiceProcess,
+    job: str,
+    viewer: str,
+    hospitals: Sequence[Hospital],
+    timeout: float,
+    out: TextIO,
 ) -> dict[str, Any]:
     """Poll the job's status until it is done and every client has exited."""
     from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs installed
@@ -179,7 +214,7 @@ def _watch(
         while True:
             if not server.alive():
                 raise ServiceError(f"the aggregation server died:\n{server.tail()}")
-            status = _status(server.url, job) or status
+            status = _status(server.url, job, viewer) or status
             if status is not None:
                 bar.total = status["target_updates"]
                 bar.n = status["updates_applied"]
@@ -225,8 +260,7 @@ def _run(
     """Services up, job created, hospitals enrolled and trained to the job's end."""
     admin_key = new_admin_key()
     key_file = root / "admin-key"
-    key_file.write_text(admin_key + "\n")
-    key_file.chmod(0o600)
+    _write_private(key_file, admin_key + "\n")
     hospitals = _hospitals(root, spec, out)
     logs = root / "logs"
     try:
@@ -255,10 +289,22 @@ def _run(
                     "  "
                     + ", ".join(f"{h.site} {h.step_delay * 1e3:.0f} ms/step" for h in hospitals),
                 )
-                _say(out, f"status: curl {server.url}/v1/jobs/{spec.name}/status")
+                token_file = root / "viewer-token"
+                viewer, lifetime = _viewer_token(ka.url, server.url, key_file, token_file)
+                shown = _shown(token_file)
                 _say(out, f"operator page: {server.url}/ui (open it in a browser)")
-                status = _watch(server, spec.name, hospitals, timeout, out)
-                status = _status(server.url, spec.name) or status
+                _say(
+                    out,
+                    f"  it asks for a token: paste the read-only viewer token in {shown} "
+                    f"(hefl-admin token viewer; valid {lifetime / 3600:g} h)",
+                )
+                _say(
+                    out,
+                    f'status: curl -H "Authorization: Bearer $(cat {shown})" '
+                    f"{server.url}/v1/jobs/{spec.name}/status",
+                )
+                status = _watch(server, spec.name, viewer, hospitals, timeout, out)
+                status = _status(server.url, spec.name, viewer) or status
                 _say(
                     out,
                     f"job {spec.name} done ({status['stop_reason']}) at version "

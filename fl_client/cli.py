@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from fl_client.enrollment import enroll
-from fl_client.errors import ClientError, ConfigError, DataError
+from fl_client.errors import ClientError, ConfigError, DataError, NotEnrolledError
 from fl_client.export import load_exported, write_predictions
 from fl_client.output import Reporter, job_to_dict, render_jobs, render_status
 from fl_client.results import evaluate_job, export_job
@@ -288,6 +288,23 @@ def _print(settings: ClientSettings, stdout: TextIO, record: Any, text: str) -> 
         stdout.write(text + "\n")
 
 
+def _status(settings: ClientSettings) -> dict[str, Any]:
+    """The server's or a job's status, read with this hospital's access token when it is
+    enrolled (fl_server shows the status to token holders only, unless it is public)."""
+    try:
+        connection = connect(settings)
+    except NotEnrolledError:
+        server = ServerClient(ClientOptions.from_settings(settings.server_url, settings))
+        try:
+            return server.status(settings.job)
+        finally:
+            server.close()
+    try:
+        return connection.server.status(settings.job)
+    finally:
+        connection.close()
+
+
 def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
     if args.command == "predict":
         return _predict(args, stdout)
@@ -304,11 +321,7 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
         enroll(settings, _read_token(args.token, stdin), reporter=reporter)
         return 0
     if args.command == "status":
-        server = ServerClient(ClientOptions.from_settings(settings.server_url, settings))
-        try:
-            status = server.status(settings.job)
-        finally:
-            server.close()
+        status = _status(settings)
         if settings.job is None:  # every job: the list, as `jobs` shows it
             jobs = [job_from_json(job, "status") for job in status.get("jobs") or []]
             _print(settings, stdout, status, render_jobs(jobs))

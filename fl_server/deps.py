@@ -67,8 +67,8 @@ async def current_reader(service: Service, credentials: Bearer) -> AccessClaims:
 async def status_access(
     request: Request, service: Service, credentials: Bearer
 ) -> AccessClaims | None:
-    # The status names the hospitals and their activity: FLSERVER_STATUS_ACCESS=token keeps
-    # it from anyone without a token from keyauth (docs/fl_server.md, "The operator page").
+    # The status names the hospitals and their activity: by default (token) nobody without a
+    # token from keyauth reads it; public is an opt-in (docs/fl_server.md, "The operator page").
     if request.app.state.settings.status_access == "public":
         return None
     return service.authenticate_status_reader(_token(credentials))

@@ -278,14 +278,14 @@ async def release_client(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-# -- status: public, or for token holders (FLSERVER_STATUS_ACCESS) ------------------------
+# -- status: for token holders, or public (FLSERVER_STATUS_ACCESS) ------------------------
 
 
-@router.get(f"{_JOB}/status", tags=["public"])
+@router.get(f"{_JOB}/status", tags=["status"])
 async def get_job_status(_: StatusAccess, job: CurrentJob) -> JobStatusPublic:
     return JobStatusPublic.of(job.status())
 
 
-@router.get("/v1/status", tags=["public"])
+@router.get("/v1/status", tags=["status"])
 async def get_status(_: StatusAccess, service: Service) -> ServerStatusPublic:
     return ServerStatusPublic.of(service.status())

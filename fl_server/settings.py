@@ -69,9 +69,10 @@ class ServerSettings(BaseSettings):
         probe); one that does not answer has its update removed, but is not quarantined.
     status_access
         Who may read the status (``GET /v1/status``, ``GET /v1/jobs/{job}/status``), and so
-        the operator page (``/ui``) that shows it: ``"public"`` (anyone who reaches the
-        server, as before the page) or ``"token"`` (a viewer, administrator or client
-        access token from keyauth). The status names the hospitals and their activity.
+        the operator page (``/ui``) that shows it: ``"token"`` (the default: a viewer,
+        administrator or client access token from keyauth) or ``"public"`` (anyone who
+        reaches the server, an explicit opt-in). The status names the hospitals and their
+        activity, so it is not shown to anybody on the network unless asked.
     log_level
         Level of fl_server's own log lines (uvicorn's access log is uvicorn's).
     """
@@ -106,7 +107,7 @@ class ServerSettings(BaseSettings):
     stop_check_interval: float = Field(default=1.0, gt=0)
     repair_window: int = Field(default=16, ge=1)
     probe_timeout: float = Field(default=120.0, gt=0)
-    status_access: Literal["public", "token"] = "public"
+    status_access: Literal["public", "token"] = "token"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")

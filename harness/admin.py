@@ -1,4 +1,4 @@
-"""The administrator at fl_server: an admin access token, and jobs created from study specs."""
+"""The administrator at fl_server: admin and viewer tokens, jobs from study specs, the status."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 
 from harness.services import ServiceError
 
-__all__ = ["admin_token", "create_job", "run_admin"]
+__all__ = ["admin_token", "create_job", "read_status", "run_admin", "viewer_token"]
 
 
 def admin_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bool = True) -> str:
@@ -28,6 +28,52 @@ def admin_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bo
         raise ServiceError(f"admin token: {answer.status_code} {answer.text}")
     token: str = answer.json()["access_token"]
     return token
+
+
+def viewer_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bool = True) -> str:
+    """A viewer access token (``role="viewer"``): it reads fl_server's status and nothing
+    else (``POST /v1/viewer/token``)."""
+    answer = httpx.post(
+        f"{keyauth_url}/v1/viewer/token",
+        headers={"X-Admin-Key": admin_key},
+        timeout=10,
+        verify=verify,
+    )
+    if answer.status_code != 200:
+        raise ServiceError(f"viewer token: {answer.status_code} {answer.text}")
+    token: str = answer.json()["access_token"]
+    return token
+
+
+def read_status(
+    server_url: str,
+    token: str,
+    job: str | None = None,
+    *,
+    verify: ssl.SSLContext | bool = True,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """``GET /v1/jobs/{job}/status`` (or ``GET /v1/status`` without ``job``) with ``token``:
+    a viewer, administrator or client token (the status is not public by default).
+
+    Raises
+    ------
+    ServiceError
+        The server answered anything but 200 (the answer in the error).
+    httpx.TransportError
+        The server did not answer.
+    """
+    path = f"/v1/jobs/{job}/status" if job is not None else "/v1/status"
+    answer = httpx.get(
+        f"{server_url}{path}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=timeout,
+        verify=verify,
+    )
+    if answer.status_code != 200:
+        raise ServiceError(f"status: {answer.status_code} {answer.text}")
+    status: dict[str, Any] = answer.json()
+    return status
 
 
 def create_job(

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.parties import (
     Party,
     enroll,
@@ -171,7 +171,8 @@ def load(
             elapsed = time.perf_counter() - t0
             done.set()
             sampler.join()
-            status = httpx.get(job_url(server.url, _JOB, "/status"), timeout=30).json()
+            viewer = viewer_token(keyauth.url, admin)
+            status = read_status(server.url, viewer, _JOB, timeout=30)
             applied = status["updates_applied"]
     lat = np.asarray(latencies) * 1000
     return LoadResult(

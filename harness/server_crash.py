@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 
 import crypto
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.parties import (
     TEST_PROFILE,
     Party,
@@ -141,6 +141,7 @@ def crash_server(
         )
         server.start()
         token = admin_token(keyauth.url, admin)
+        viewer = viewer_token(keyauth.url, admin)  # outlives the run, unlike an admin token
         for job in JOBS:
             create_job(server.url, token, study_json(job, profile=profile.name))
             start_job(server.url, job, parties[0], layout, initial[job])
@@ -212,7 +213,7 @@ def crash_server(
                 n = len(ledger.acked)
                 served_model = wait_published(url, job, parties[0], n)
                 version, model = decrypt_model(parties[0], layout, served_model.content)
-                status = httpx.get(job_url(url, job, "/status"), timeout=10).json()
+                status = read_status(url, viewer, job)
                 expected = ledger.model(initial[job], profile)
                 jobs[job] = {
                     "acknowledged": n,

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds (default: 10)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    token = commands.add_parser("token", help="enrollment tokens")
+    token = commands.add_parser("token", help="enrollment tokens and viewer tokens")
     token_commands = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     create = token_commands.add_parser("create", help="issue a single-use enrollment token")
     create.add_argument("client_name", help="name of the client it enrolls, e.g. hospital-a")
@@ -75,6 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     output = create.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the response as JSON")
     output.add_argument("-q", "--quiet", action="store_true", help="print the token only")
+    viewer = token_commands.add_parser(
+        "viewer",
+        help="issue a viewer token: it reads fl_server's status and operator page (/ui) and "
+        "nothing else. Only the token is printed, so it can be piped to a file",
+    )
+    viewer.add_argument(
+        "--expires-in",
+        type=int,
+        default=None,
+        help="lifetime in seconds, at most keyauth's KEYAUTH_VIEWER_TOKEN_TTL (its default, "
+        "12 hours unless set)",
+    )
+    viewer.add_argument("--json", action="store_true", help="print the response as JSON")
 
     clients = commands.add_parser("clients", help="enrolled clients")
     client_commands = clients.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -176,6 +189,13 @@ def _run_keyauth(args: argparse.Namespace, admin: KeyauthAdmin, out: TextIO) -> 
     if args.command == "health":
         health = admin.health()
         print(f"{health['status']}: key epoch {health['key_epoch']}", file=out)
+    elif args.command == "token" and args.action == "viewer":
+        viewer = admin.create_viewer_token(args.expires_in)
+        if args.json:
+            print_json(viewer, out)
+        else:
+            # The token alone: `hefl-admin token viewer > viewer.token` is the whole recipe.
+            print(viewer["access_token"], file=out)
     elif args.command == "token":
         issued = admin.create_enrollment_token(args.client_name, args.expires_in)
         if args.quiet:

@@ -52,6 +52,19 @@ class KeyauthAdmin:
             body["expires_in"] = expires_in
         return self._admin("POST", "/v1/enrollment-tokens", json=body).object()
 
+    def create_viewer_token(self, expires_in: int | None = None) -> dict[str, Any]:
+        """A viewer access token, ``{"access_token", "token_type", "expires_in"}``: it reads
+        fl_server's status and operator page, and nothing else."""
+        body = {"expires_in": expires_in} if expires_in is not None else None
+        answer = self._admin("POST", "/v1/viewer/token", json=body).object()
+        if not isinstance(answer.get("access_token"), str) or not answer["access_token"]:
+            raise refusal(
+                "keyauth's answer to POST /v1/viewer/token holds no access_token",
+                code="response_malformed",
+                http_status=200,
+            )
+        return answer
+
     def list_clients(self) -> list[dict[str, Any]]:
         return self._admin("GET", "/v1/clients").objects()
 

@@ -22,6 +22,7 @@ from keyauth.schemas import (
     RevocationsPublic,
     TokenRequest,
     VerificationKeyPublic,
+    ViewerTokenCreate,
 )
 from keyauth.store import KeyEpoch
 
@@ -86,10 +87,14 @@ def issue_admin_token(authority: Authority, _: AdminAccess, response: Response) 
 
 @router.post("/v1/viewer/token", tags=["admin"])
 def issue_viewer_token(
-    authority: Authority, _: AdminAccess, response: Response
+    authority: Authority,
+    _: AdminAccess,
+    response: Response,
+    body: ViewerTokenCreate | None = None,
 ) -> AdminTokenPublic:
     response.headers.update(_NO_STORE)
-    return AdminTokenPublic.of(authority.issue_viewer_token())
+    expires_in = body.expires_in if body is not None else None
+    return AdminTokenPublic.of(authority.issue_viewer_token(expires_in))
 
 
 @router.post(

@@ -25,6 +25,7 @@ __all__ = [
     "RevocationsPublic",
     "TokenRequest",
     "VerificationKeyPublic",
+    "ViewerTokenCreate",
     "timestamp_to_datetime",
 ]
 
@@ -45,6 +46,14 @@ class EnrollmentTokenCreate(_Request):
     client_name: str = Field(pattern=CLIENT_NAME_PATTERN, examples=["hospital-a"])
     expires_in: int | None = Field(
         default=None, description="Seconds the token stays valid; the configured default if absent"
+    )
+
+
+class ViewerTokenCreate(_Request):
+    expires_in: int | None = Field(
+        default=None,
+        description="Seconds the token stays valid, at most KEYAUTH_VIEWER_TOKEN_TTL; that "
+        "setting if absent (as it is when the request has no body)",
     )
 
 

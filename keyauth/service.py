@@ -273,18 +273,31 @@ class KeyAuthority:
         logger.info("issued an administrator token, valid %d s", issued.lifetime)
         return issued
 
-    def issue_viewer_token(self) -> IssuedToken:
+    def issue_viewer_token(self, expires_in: int | None = None) -> IssuedToken:
         """A viewer access token, for a caller ``authenticate_admin`` accepted.
 
         A viewer reads fl_server's status (the operator page: hospital names and their
-        activity) and nothing else; every viewer is the same ``viewer`` identity.
+        activity) and nothing else; every viewer is the same ``viewer`` identity. It is
+        valid ``expires_in`` seconds, at most (and by default) ``viewer_token_ttl``: it
+        cannot be revoked, so its lifetime is what bounds a token handed to the wrong person.
+
+        Raises
+        ------
+        ExpiryOutOfRangeError
+            ``expires_in`` is below 1 or above ``viewer_token_ttl`` (422).
         """
+        ttl = self.settings.viewer_token_ttl
+        lifetime = ttl if expires_in is None else expires_in
+        if not 1 <= lifetime <= ttl:
+            raise ExpiryOutOfRangeError(
+                f"expires_in must be between 1 and {ttl} seconds (KEYAUTH_VIEWER_TOKEN_TTL)"
+            )
         issued = self._signer.issue(
             client_id=VIEWER_SUBJECT,
             client_name=VIEWER_SUBJECT,
             key_epoch=self.current_epoch().epoch,
             role=VIEWER_ROLE,
-            lifetime=self.settings.viewer_token_ttl,
+            lifetime=lifetime,
         )
         logger.info("issued a viewer token, valid %d s", issued.lifetime)
         return issued

@@ -35,7 +35,7 @@ from fl_client.state import LocalState
 from fl_client.training import TrainConfig
 from fl_client.transport import ClientOptions, KeyauthClient, TokenManager
 from fl_client.updates import decrypt_model, model_limits
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.enrollment import client_command, enroll_hospital
 from harness.services import ServiceError, keyauth_service, new_admin_key, server_service
 from hefl_study import StudySpec, spec_from_mapping, spec_to_json
@@ -160,6 +160,7 @@ def run_live(
         ):
             progress(f"live: keyauth {ka.url}, fl_server {server.url}")
             token = admin_token(ka.url, admin_key)
+            viewer = viewer_token(ka.url, admin_key)  # lasts the run, unlike an admin token
             create_job(server.url, token, spec_to_json(spec.study()))
             job_url = f"{server.url}/v1/jobs/{spec.job}"
             # the hospitals enroll at once (each is a process that imports torch)
@@ -212,8 +213,8 @@ def run_live(
             while True:
                 if not server.alive():
                     raise ServiceError(f"fl_server died:\n{server.tail()}")
-                with contextlib.suppress(httpx.TransportError, ValueError):
-                    status = httpx.get(f"{job_url}/status", timeout=5).json()
+                with contextlib.suppress(httpx.TransportError, ServiceError, ValueError):
+                    status = read_status(server.url, viewer, spec.job, timeout=5)
                 version = int(status.get("version", 0))
                 if version // 10 != last // 10:
                     elapsed = time.monotonic() - started
@@ -240,7 +241,7 @@ def run_live(
             time.sleep(0.5)  # let the watcher fetch the final publication
             watcher.stop.set()
             watcher.join(timeout=15)
-            status = httpx.get(f"{job_url}/status", timeout=5).json()
+            status = read_status(server.url, viewer, spec.job, timeout=5)
     finally:
         for p in procs:
             if p.poll() is None:

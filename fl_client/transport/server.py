@@ -95,9 +95,17 @@ class ServerClient:
         return self._authed("GET", _job_path(name, "spec"), what=f"spec of job {name}").content
 
     def status(self, name: str | None = None) -> dict[str, Any]:
-        """The status of one job, or ``{"jobs": [...]}`` for every job (no credential)."""
+        """The status of one job, or ``{"jobs": [...]}`` for every job.
+
+        Read with this client's access token when it has a token source; without one only
+        a server whose status is public (``FLSERVER_STATUS_ACCESS=public``) answers.
+        """
         path = _job_path(name, "status") if name is not None else "/v1/status"
-        return json_object(self._edge.request("GET", path, what="status"), "status")
+        if self._tokens is None:
+            answer = self._edge.request("GET", path, what="status")
+        else:
+            answer = self._authed("GET", path, what="status")
+        return json_object(answer, "status")
 
     def for_job(self, name: str) -> JobClient:
         """The rounds' port onto one job of this server."""

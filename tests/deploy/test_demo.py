@@ -40,6 +40,16 @@ def test_the_demo_trains_the_job_of_its_spec_and_reports_every_hospital(tmp_path
     assert {"accuracy", "auroc"} <= set(summary["plaintext_federated"])
     assert "hefl (encrypted, asynchronous)" in printed
     assert "/v1/jobs/heart-disease-demo/status" in printed
+    # the operator page: its URL and the 0600 file of its viewer token, never the token
+    token_file = tmp_path / "run" / "viewer-token"
+    token = token_file.read_text().strip()
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "run" / "admin-key").stat().st_mode & 0o777 == 0o600
+    assert "/ui (open it in a browser)" in printed
+    assert str(token_file) in printed
+    assert token not in printed
+    for log in (tmp_path / "run" / "logs").iterdir():
+        assert token not in log.read_text(errors="replace"), log.name
 
 
 def test_a_spec_with_problems_is_one_message_and_exit_2(

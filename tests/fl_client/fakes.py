@@ -490,7 +490,9 @@ class FakeServer:
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         path, method = request.url.path, request.method
-        if path in ("/v1/status", f"/v1/jobs/{self.name}/status") and method == "GET":
+        status_path = path in ("/v1/status", f"/v1/jobs/{self.name}/status")
+        if status_path and method == "GET" and self._authorized(request):
+            # as fl_server by default: the status is for token holders
             body = {"jobs": [self.job()]} if path == "/v1/status" else self.job()
             return httpx.Response(200, json=body)
         # the job's own GET always answers: the failures meet the paths below it

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 
@@ -30,7 +29,7 @@ from fl_client.output import Reporter
 from fl_client.reference import plaintext_federated, pooled_eval
 from fl_client.training import TrainConfig, local_round, round_seed
 from fl_client.updates import CompressionConfig
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.enrollment import enrollment_token
 from harness.services import keyauth_service, server_service
 from harness.studies import study_json
@@ -69,11 +68,12 @@ def _fl_server(keyauth: str, root: Path) -> Iterator[str]:
         yield server.url
 
 
-def _wait_published(server: str, job: str, version: int) -> dict[str, Any]:
+def _wait_published(keyauth: str, server: str, job: str, version: int) -> dict[str, Any]:
     """Downloads may lag the applied model briefly; a turn starts from the latest one."""
     deadline = time.monotonic() + 30
+    viewer = viewer_token(keyauth, ADMIN_KEY)
     while True:
-        status: dict[str, Any] = httpx.get(f"{server}/v1/jobs/{job}/status", timeout=10).json()
+        status = read_status(server, viewer, job)
         if status["published_version"] >= version:
             return status
         assert time.monotonic() < deadline, status
@@ -116,7 +116,7 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
             assert result.base_version == turn
             assert result.staleness == 0
             acks.append(result)
-            status = _wait_published(server, "heart", result.version)
+            status = _wait_published(keyauth_url, server, "heart", result.version)
         final = [runner.evaluate_global() for runner in runners]
         done = [runner.run_round() for runner in runners]
         for runner in runners:
@@ -276,7 +276,7 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         )
         try:
             summary = restarted.run()
-            status = _wait_published(server, "restart", 2)
+            status = _wait_published(keyauth_url, server, "restart", 2)
             version, _ = restarted.evaluate_global()
         finally:
             restarted.close()

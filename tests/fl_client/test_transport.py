@@ -297,6 +297,29 @@ def test_a_refused_token_is_replaced_once_then_the_error_surfaces(sleeps: Sleeps
     assert seen == ["Bearer token-0", "Bearer token-1"]
 
 
+def test_the_status_is_read_with_the_clients_token_and_without_one_only_if_public(
+    sleeps: Sleeps,
+) -> None:
+    # the server's default: the status is for token holders (FLSERVER_STATUS_ACCESS=token)
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        if "Authorization" not in request.headers:
+            return problem(401, "token_missing")
+        return httpx.Response(200, json=_job())
+
+    transport = httpx.MockTransport(handler)
+    status = _client(transport, sleeps).status("icu")
+    options = ClientOptions("http://127.0.0.1:8800", transport=transport, sleep=sleeps)
+    with pytest.raises(AccessTokenError) as refused:
+        ServerClient(options).status("icu")
+
+    assert status["name"] == "icu"
+    assert refused.value.code == "token_missing"
+    assert seen == ["Bearer token-0", None]
+
+
 def test_the_token_manager_refreshes_before_expiry() -> None:
     issued: list[int] = []
 

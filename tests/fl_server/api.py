@@ -87,7 +87,7 @@ class Api:
         return await self.http.get(self.at("/model"), headers=headers, **kwargs)
 
     async def status(self, job: str | None = None) -> dict[str, Any]:
-        answer = await self.http.get(self.at("/status", job))
+        answer = await self.http.get(self.at("/status", job), headers=self.as_admin())
         assert answer.status_code == 200, answer.text
         body: dict[str, Any] = answer.json()
         return body

@@ -17,7 +17,7 @@ import numpy.typing as npt
 import pytest
 
 import crypto
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.parties import job_url
 from harness.services import ServiceProcess, free_port, keyauth_service, server_service
 from harness.studies import study_json
@@ -200,7 +200,8 @@ def test_concurrent_hospitals_build_each_jobs_plaintext_sum(
         n = len(hospitals) * rounds
         with httpx.Client(base_url=url, timeout=30) as http:
             models = {job: pull(http, job, hospitals[0], at_least=n) for job in jobs}
-            statuses = {job: http.get(job_url("", job, "/status")).json() for job in jobs}
+            viewer = viewer_token(keyauth, ADMIN_KEY)
+            statuses = {job: read_status(url, viewer, job) for job in jobs}
             metrics = http.get("/metrics").text
 
     # Assert: each job is its initial model plus its own acknowledged updates.
@@ -300,7 +301,7 @@ def test_kill_9_loses_no_acknowledged_update_and_applies_none_twice(
         update_id, envelope, _ = sent[1]
         duplicate = push(http, envelope).json()
         version, model = pull(http, job, client, at_least=len(ledger.acked))
-        status = http.get(job_url("", job, "/status")).json()
+        status = read_status(server.url, viewer_token(keyauth, ADMIN_KEY), job)
 
     assert duplicate["duplicate"] is True
     assert (duplicate["update_id"], duplicate["version"]) == (update_id, 2)

@@ -131,7 +131,7 @@ async def test_two_jobs_in_one_process_each_with_its_own_model_log_and_status(
     assert (first["target_updates"], second["target_updates"]) == (1000, 50)
     assert first["pooled_metrics"]["accuracy"]["value"] == 0.9
     assert (second["pooled_metrics"], second["metrics"]) == ({}, [])
-    jobs = (await api.http.get("/v1/status")).json()
+    jobs = (await api.http.get("/v1/status", headers=api.as_admin())).json()
     assert [(j["name"], j["version"]) for j in jobs["jobs"]] == [("second", 1), (JOB, 2)]
     assert jobs["failed_jobs"] == []
     text = (await api.http.get("/metrics")).text
@@ -210,8 +210,12 @@ async def test_admin_and_client_tokens_each_open_their_own_routes(
                 assert answer.status_code < 300, (method, path, role, answer.text)
     status = await api.status()
     assert (status["state"], status["stop_reason"], status["version"]) == ("done", "stopped", 1)
-    for public in ("/v1/status", api.at("/status"), "/metrics", "/healthz"):
+    for public in ("/metrics", "/healthz", "/ui"):
         assert (await api.http.get(public)).status_code == 200, public
+    for path in ("/v1/status", api.at("/status")):
+        assert_problem(await api.http.get(path), 401, "token_missing")
+        for token in (api.token, api.admin):
+            assert (await api.http.get(path, headers=api.auth(token))).status_code == 200, path
 
 
 async def test_pause_resume_and_stop_over_http(api: Api, hospital: Hospital) -> None:
@@ -290,7 +294,7 @@ async def test_a_damaged_job_directory_is_left_out_and_the_others_serve(
 
     # Execute
     async for api in reopen(tmp_path, material, signing_key):
-        status = (await api.http.get("/v1/status")).json()
+        status = (await api.http.get("/v1/status", headers=api.as_admin())).json()
         broken = await api.http.get(api.at(), headers=api.auth())
         api.job = "healthy"
         model = await api.model()

@@ -92,7 +92,7 @@ async def test_a_job_records_the_key_id_of_its_epoch_and_shows_it(
 ) -> None:
     async for http, admin in serving(fake, tmp_path, signing_key):
         created = (await http.post("/v1/jobs", content=spec_body("first"), headers=admin)).json()
-        status = (await http.get("/v1/jobs/first/status")).json()
+        status = (await http.get("/v1/jobs/first/status", headers=admin)).json()
 
     assert created["key_id"] == status["key_id"] == fake.key_id_for(3)
     assert (stored(tmp_path, "first")["format"], stored(tmp_path, "first")["key_id"]) == (
@@ -118,7 +118,7 @@ async def test_a_job_whose_keys_keyauth_replaced_is_refused_with_what_to_do(
 
     # Execute: the server restarts against the fresh keyauth.
     async for http, admin in serving(fresh, tmp_path, new_key):
-        status = (await http.get("/v1/status")).json()
+        status = (await http.get("/v1/status", headers=admin)).json()
         shown = await http.get("/v1/jobs/old", headers=admin)
         client = {"Authorization": f"Bearer {mint_token(new_key, 'client-a', epoch=3)}"}
         model = await http.get("/v1/jobs/old/model", headers=client)
@@ -169,8 +169,8 @@ async def test_jobs_of_other_epochs_and_unchanged_keys_open_as_before(
         await http.post("/v1/jobs", content=spec_body("on-four"), headers=admin)
     fake.key_ids[3] = REPLACED
 
-    async for http, _admin in serving(fake, tmp_path, signing_key):
-        status = (await http.get("/v1/status")).json()
+    async for http, admin in serving(fake, tmp_path, signing_key):
+        status = (await http.get("/v1/status", headers=admin)).json()
 
     assert [job["name"] for job in status["jobs"]] == ["on-four"]
     assert [job["name"] for job in status["failed_jobs"]] == ["on-three"]
@@ -190,7 +190,7 @@ async def test_a_running_server_takes_out_the_jobs_whose_keys_it_meets_replaced(
         fake.key_ids[3] = REPLACED
         new = await http.post("/v1/jobs", content=spec_body("new"), headers=admin)
         old = await http.get("/v1/jobs/old", headers=admin)
-        status = (await http.get("/v1/status")).json()
+        status = (await http.get("/v1/status", headers=admin)).json()
 
     assert (new.status_code, new.json()["key_id"]) == (201, REPLACED)
     assert (old.status_code, old.json()["code"]) == (500, "state_invalid")

@@ -304,7 +304,7 @@ async def test_a_job_whose_epoch_keyauth_no_longer_knows_is_left_out_and_reporte
     fake.epochs.discard(3)
 
     async for http, admin in serving(fake, tmp_path, signing_key):
-        status = (await http.get("/v1/status")).json()
+        status = (await http.get("/v1/status", headers=admin)).json()
         old = await http.get("/v1/jobs/old", headers=admin)
         again = await http.post("/v1/jobs", content=spec_body("old"), headers=admin)
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import crypto
-from harness.admin import admin_token, create_job, run_admin
+from harness.admin import admin_token, create_job, read_status, run_admin
 from harness.parties import (
     TEST_PROFILE,
     Party,
@@ -100,7 +100,7 @@ def test_a_job_under_replaced_keys_is_refused_until_keyauth_is_restored(tmp_path
     # Execute: both services restart; the old job is refused, a new job trains.
     with services(tmp_path, admin_key, port) as (keyauth, server):
         token = admin_token(keyauth.url, admin_key)
-        status = httpx.get(f"{server.url}/v1/status").json()
+        status = read_status(server.url, token)
         shown = httpx.get(job_url(server.url, "old"), headers={"Authorization": f"Bearer {token}"})
         listed = run_admin(keyauth.url, server.url, admin_key, "job", "list")
         key_id_b = httpx.get(f"{keyauth.url}/v1/keys/key-id").json()["key_id"]
@@ -130,7 +130,7 @@ def test_a_job_under_replaced_keys_is_refused_until_keyauth_is_restored(tmp_path
     shutil.move(tmp_path / "keyauth", tmp_path / "keyauth-replaced")
     shutil.move(tmp_path / "keyauth-backup", tmp_path / "keyauth")
     with services(tmp_path, admin_key, port) as (keyauth, server):
-        restored = httpx.get(f"{server.url}/v1/status").json()
+        restored = read_status(server.url, admin_token(keyauth.url, admin_key))
         party.token = httpx.post(
             f"{keyauth.url}/v1/token",
             json={"client_id": party.client_id, "client_secret": party.client_secret},

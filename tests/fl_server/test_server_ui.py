@@ -33,10 +33,25 @@ async def test_the_page_and_its_files_are_served(api: Api) -> None:
 
 
 @pytest.mark.parametrize("path", STATUS_PATHS)
-async def test_the_status_is_public_by_default(api: Api, path: str) -> None:
-    answer = await api.http.get(path)
+async def test_the_status_needs_a_token_by_default(api: Api, path: str) -> None:
+    anonymous = await api.http.get(path)
+    page = await api.http.get("/ui")
+    metrics = await api.http.get("/metrics")
 
-    assert answer.status_code == 200
+    assert_problem(anonymous, 401, "token_missing")
+    # the page itself holds no data: it asks for a token; /metrics names jobs, never hospitals
+    assert page.status_code == 200
+    assert metrics.status_code == 200
+
+
+@pytest.mark.parametrize("path", STATUS_PATHS)
+async def test_public_access_is_an_explicit_opt_in(
+    tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, path: str
+) -> None:
+    async for api in open_api(tmp_path, material, signing_key, status_access="public"):
+        anonymous = await api.http.get(path)
+
+        assert anonymous.status_code == 200
 
 
 @pytest.mark.parametrize("path", STATUS_PATHS)
@@ -44,7 +59,7 @@ async def test_token_access_takes_viewer_admin_and_client_tokens_only(
     tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, path: str
 ) -> None:
     viewer = mint_token(signing_key, "viewer", name="viewer", role="viewer")
-    async for api in open_api(tmp_path, material, signing_key, status_access="token"):
+    async for api in open_api(tmp_path, material, signing_key):
         anonymous = await api.http.get(path)
         forged = await api.http.get(path, headers=api.auth("not-a-token"))
         answers = [

@@ -218,6 +218,43 @@ def test_each_role_is_refused_on_the_others_routes(deployment: Deployment) -> No
         assert refused.json()["code"] == "token_wrong_role"
 
 
+def test_a_viewer_token_from_the_command_reads_the_status_and_nothing_else(
+    deployment: Deployment,
+) -> None:
+    # Prepare: a job; the status is for token holders by default.
+    deployment.ok("job", "create", str(deployment.spec))
+    job = f"{deployment.server_url}/v1/jobs/icu-mortality"
+
+    # Execute: what the operator runs to open the page, then what the page asks for.
+    printed = deployment.ok("token", "viewer")
+    short = json.loads(deployment.ok("token", "viewer", "--expires-in", "60", "--json"))
+    too_long = deployment.admin("token", "viewer", "--expires-in", str(8 * 86_400))
+    viewer = {"Authorization": f"Bearer {printed.strip()}"}
+    with httpx.Client(timeout=10) as http:
+        anonymous = http.get(f"{deployment.server_url}/v1/status")
+        everything = http.get(f"{deployment.server_url}/v1/status", headers=viewer)
+        one = http.get(f"{job}/status", headers=viewer)
+        model = http.get(f"{job}/model", headers=viewer)
+        stop = http.post(f"{job}/stop", headers=viewer)
+        secret = http.get(f"{deployment.keyauth_url}/v1/keys/secret-context", headers=viewer)
+
+    # Assert: one line, the token alone (so `> viewer.token` keeps just it)
+    assert printed.count("\n") == 1
+    assert printed.strip().count(".") == 2  # a JWT
+    assert (short["token_type"], short["expires_in"]) == ("bearer", 60)
+    assert too_long.returncode == 1
+    assert (too_long.stdout, too_long.stderr.split(":")[1].strip()) == (
+        "",
+        "expires_in_out_of_range",
+    )
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "token_missing")
+    assert [j["name"] for j in everything.json()["jobs"]] == ["icu-mortality"]
+    assert one.status_code == 200
+    assert one.json()["name"] == "icu-mortality"
+    for refused in (model, stop, secret):
+        assert (refused.status_code, refused.json()["code"]) == (403, "token_wrong_role")
+
+
 def test_a_repair_by_hand_removes_an_update_and_quarantines_until_released(
     deployment: Deployment, tmp_path: Path
 ) -> None:

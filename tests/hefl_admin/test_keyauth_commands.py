@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 import httpx
 import pytest
 
+from fl_server import ui
 from hefl_admin import KeyauthAdmin, ServiceHttp, main
+from hefl_admin.commands import build_parser
 from hefl_wire import ProblemError
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -81,6 +84,59 @@ def test_token_create_json() -> None:
 
     assert status == 0
     assert json.loads(out) == ISSUED
+
+
+VIEWER = {"access_token": "eyJ.viewer.sig", "token_type": "bearer", "expires_in": 43_200}
+
+
+def test_token_viewer_prints_the_token_alone_on_stdout() -> None:
+    status, out, err, recorder = run(
+        ["token", "viewer"], lambda r: httpx.Response(200, json=VIEWER)
+    )
+
+    (request,) = recorder.requests
+    assert (status, err) == (0, "")
+    assert (request.method, request.url.path) == ("POST", "/v1/viewer/token")
+    assert request.headers["X-Admin-Key"] == ENV["KEYAUTH_ADMIN_KEY"]
+    assert request.content == b""  # keyauth's lifetime: KEYAUTH_VIEWER_TOKEN_TTL
+    assert out == "eyJ.viewer.sig\n"  # nothing else: `> viewer.token` keeps just the token
+
+
+def test_token_viewer_expires_in_and_json() -> None:
+    status, out, _, recorder = run(
+        ["token", "viewer", "--expires-in", "600", "--json"],
+        lambda r: httpx.Response(200, json={**VIEWER, "expires_in": 600}),
+    )
+
+    assert status == 0
+    assert json.loads(recorder.requests[0].content) == {"expires_in": 600}
+    assert json.loads(out) == {**VIEWER, "expires_in": 600}
+
+
+def test_token_viewer_refused_prints_nothing_on_stdout() -> None:
+    status, out, err, _ = run(
+        ["token", "viewer", "--expires-in", "999999"],
+        lambda r: problem(422, "expires_in_out_of_range", "expires_in must be between 1 and 43200"),
+    )
+
+    assert (status, out) == (1, "")
+    assert err.startswith("hefl-admin: expires_in_out_of_range: ")
+
+
+def test_token_viewer_without_an_access_token_is_malformed() -> None:
+    status, out, err, _ = run(["token", "viewer"], lambda r: httpx.Response(200, json={}))
+
+    assert (status, out) == (1, "")
+    assert "response_malformed" in err
+
+
+def test_the_operator_pages_login_text_names_a_command_that_exists() -> None:
+    page = (Path(ui.__file__).parent / "static" / "index.html").read_text()
+    command = re.search(r"<code>hefl-admin ([a-z ]+)</code>", page)
+
+    assert command is not None
+    args = build_parser().parse_args(command.group(1).split())
+    assert (args.command, args.action) == ("token", "viewer")
 
 
 CLIENTS = [

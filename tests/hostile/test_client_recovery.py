@@ -19,10 +19,15 @@ import httpx
 import pytest
 
 import crypto
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.enrollment import client_command, enroll_hospital
-from harness.parties import job_url
-from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
+from harness.services import (
+    ServiceError,
+    ServiceProcess,
+    keyauth_service,
+    new_admin_key,
+    server_service,
+)
 from harness.studies import study_json
 
 pytestmark = pytest.mark.e2e
@@ -33,12 +38,12 @@ KILL_AT = (4, 14)  # kill -9 once the server has applied this many updates
 JOB = "heart"
 
 
-def applied(server: ServiceProcess) -> int | None:
+def applied(server: ServiceProcess, viewer: str) -> int | None:
     try:
-        answer = httpx.get(job_url(server.url, JOB, "/status"), timeout=2)
-    except httpx.TransportError:
+        status = read_status(server.url, viewer, JOB, timeout=2)
+    except (httpx.TransportError, ServiceError):  # down, or starting
         return None
-    count: int = answer.json()["updates_applied"]
+    count: int = status["updates_applied"]
     return count
 
 
@@ -62,6 +67,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
         # The bundled heart-disease hospitals: 13 encoded features from a data factory.
         spec = study_json(JOB, profile=crypto.DEFAULT_PROFILE.name, inputs=13)
         create_job(server.url, admin_token(keyauth.url, admin_key), spec)
+        viewer = viewer_token(keyauth.url, admin_key)
         for site in SITES:
             enroll_hospital(keyauth.url, admin_key, site, tmp_path / site)
         clients: dict[str, subprocess.Popen[bytes]] = {}
@@ -96,7 +102,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
         killed_with_clients_running = 0
         deadline = time.monotonic() + 240
         for threshold in KILL_AT:
-            while (applied(server) or 0) < threshold:
+            while (applied(server, viewer) or 0) < threshold:
                 assert time.monotonic() < deadline, "training stalled before the kill"
                 time.sleep(0.05)
             killed_with_clients_running += any(p.poll() is None for p in clients.values())
@@ -106,7 +112,7 @@ def test_hefl_clients_recover_by_themselves_when_the_server_is_killed(tmp_path: 
         returncodes = {}
         for site, process in clients.items():
             returncodes[site] = process.wait(timeout=max(1.0, deadline - time.monotonic()))
-        final = httpx.get(job_url(server.url, JOB, "/status"), timeout=5).json()
+        final = read_status(server.url, viewer, JOB, timeout=5)
 
     # Assert
     stderr = {site: (tmp_path / f"{site}.err").read_text()[-2000:] for site in SITES}

@@ -117,7 +117,7 @@ async def test_no_hostile_envelope_changes_the_model(
     version, model = decrypt_model(party, layout, after.content)
     assert version == 0
     assert np.max(np.abs(model - initial)) <= party.profile.error_bound(1)
-    status = (await server.get("/status")).json()
+    status = (await server.get("/status", headers=party.auth)).json()
     assert status["updates_applied"] == 0
     # Stable codes for the named cases (protocol.md's list).
     assert codes["key epoch + 1"] == "key_epoch_mismatch"
@@ -155,7 +155,7 @@ async def test_a_replayed_update_id_is_applied_once(
     assert [a.status_code for a in answers] == [202] * 5
     assert [a.json()["duplicate"] for a in answers] == [False, True, True, True, True]
     assert {a.json()["update_id"] for a in answers} == {uid}
-    assert (await server.get("/status")).json()["updates_applied"] == 1
+    assert (await server.get("/status", headers=party.auth)).json()["updates_applied"] == 1
 
 
 def test_the_corpus_names_are_unique(party: Party) -> None:

@@ -10,12 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.enrollment import enrollment_token
-from harness.parties import enroll, job_url
+from harness.parties import enroll
 from harness.secret_search import search_files, search_memory, secret_key_needles
 from harness.services import keyauth_service, new_admin_key, server_service
 from harness.studies import study_json
@@ -85,7 +84,8 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
                 state,
                 client_log,
             )
-            status = httpx.get(job_url(server.url, "swiss", "/status")).json()
+            viewer = viewer_token(keyauth.url, admin)
+            status = read_status(server.url, viewer, "swiss")
             assert status["state"] == "done"
             needles = secret_key_needles(probe.secret_context, probe.profile)
 
@@ -111,6 +111,7 @@ def test_no_secret_key_at_the_server_and_no_credential_in_any_log(tmp_path: Path
     secrets = [
         admin,
         admin_access,
+        viewer,
         enrollment,
         credential["client_secret"],
         probe.client_secret,

@@ -36,10 +36,15 @@ from sklearn.datasets import load_breast_cancer
 
 from deploy.heart_disease_csv import write_hospital_csvs
 from fl_client.data import dirichlet_split
-from harness.admin import run_admin
+from harness.admin import read_status, run_admin
 from harness.enrollment import client_command, enroll_hospital
-from harness.parties import job_url
-from harness.services import ServiceProcess, keyauth_service, new_admin_key, server_service
+from harness.services import (
+    ServiceError,
+    ServiceProcess,
+    keyauth_service,
+    new_admin_key,
+    server_service,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -167,22 +172,21 @@ def train(work: Path, server: ServiceProcess, hospital: str, job: str, table: Pa
     return Training(hospital, job, process, out, err)
 
 
-def job_status(server: ServiceProcess, job: str) -> dict[str, Any]:
-    """``GET /v1/jobs/{job}/status``; empty while the server does not answer."""
+def job_status(server: ServiceProcess, job: str, viewer: str) -> dict[str, Any]:
+    """``GET /v1/jobs/{job}/status`` with a viewer token; empty while the server does not
+    answer or is starting."""
     try:
-        answer = httpx.get(job_url(server.url, job, "/status"), timeout=5)
-    except httpx.TransportError:
+        return read_status(server.url, viewer, job, timeout=5)
+    except (httpx.TransportError, ServiceError):
         return {}
-    status: dict[str, Any] = answer.json()
-    return status
 
 
 def wait_until_both_train(
-    server: ServiceProcess, runs: list[Training], deadline: float
+    server: ServiceProcess, viewer: str, runs: list[Training], deadline: float
 ) -> dict[str, dict[str, Any]]:
     """Each job's status once both have applied ``KILL_AFTER`` updates."""
     while True:
-        seen = {job: job_status(server, job) for job in JOBS}
+        seen = {job: job_status(server, job, viewer) for job in JOBS}
         if all(status.get("updates_applied", 0) >= KILL_AFTER for status in seen.values()):
             return seen
         failed = [(r.hospital, r.job, r.stderr()[-2000:]) for r in runs if r.process.poll()]
@@ -227,6 +231,8 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
         ]
         for step in steps:
             step.result()
+        # What the operator hands whoever watches the study: a read-only viewer token.
+        viewer = run_admin(keyauth.url, server.url, key, "token", "viewer").strip()
         runs = [
             train(tmp_path, server, hospital, job, table)
             for job, by_hospital in tables.items()
@@ -235,7 +241,7 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
         try:
             # Execute: kill -9 while both jobs train; restart on the same port and state
             deadline = time.monotonic() + 300
-            before = wait_until_both_train(server, runs, deadline)
+            before = wait_until_both_train(server, viewer, runs, deadline)
             server.kill()
             server.start()
             codes = [r.process.wait(timeout=max(1.0, deadline - time.monotonic())) for r in runs]
@@ -244,7 +250,7 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
                 if run.process.poll() is None:
                     run.process.kill()
                     run.process.wait()
-        final = {job: job_status(server, job) for job in JOBS}
+        final = {job: job_status(server, job, viewer) for job in JOBS}
         listed = json.loads(run_admin(keyauth.url, server.url, key, "job", "list", "--json"))
 
     # Assert: every client finished by itself, each job at its own stop rule

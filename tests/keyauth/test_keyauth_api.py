@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import Message
 
 import crypto
-from hefl_wire import ADMIN_ROLE, CLIENT_ROLE, TokenError, TokenVerifier
+from hefl_wire import ADMIN_ROLE, CLIENT_ROLE, VIEWER_ROLE, TokenError, TokenVerifier
 from keyauth.app import BodySizeLimitMiddleware, create_app
 from keyauth.service import hash_secret
 from keyauth.store import EnrollmentTokenRecord
@@ -268,6 +268,7 @@ async def test_openapi_lists_exactly_the_contract(api: httpx.AsyncClient) -> Non
         ("/v1/clients/{client_id}", "delete"),
         ("/v1/key-epochs", "post"),
         ("/v1/admin/token", "post"),
+        ("/v1/viewer/token", "post"),
         ("/v1/revocations", "get"),
     }
 
@@ -337,6 +338,77 @@ async def test_a_client_token_is_no_admin_token(api: httpx.AsyncClient) -> None:
     assert (caught.value.code, caught.value.http_status) == ("token_wrong_role", 403)
     refused = await api.post("/v1/admin/token", headers=bearer(token))
     assert_problem(refused, 401, "admin_key_missing")
+
+
+# Viewer tokens: the operator page's read-only token
+
+
+async def test_viewer_token_is_a_bearer_token_of_the_viewer_role(api: httpx.AsyncClient) -> None:
+    response = await api.post("/v1/viewer/token", headers=ADMIN)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"access_token", "token_type", "expires_in"}
+    assert (body["token_type"], body["expires_in"]) == ("bearer", 12 * 3600)
+    assert response.headers["cache-control"] == "no-store"
+    claims = (await verifier_of(api)).verify(body["access_token"], role=VIEWER_ROLE)
+    assert (claims.client_id, claims.client_name, claims.role) == ("viewer", "viewer", "viewer")
+    assert claims.key_epoch == 1
+    assert lifetime_of(body["access_token"]) == 12 * 3600
+
+
+async def test_viewer_token_needs_the_admin_key_and_a_wrong_one_is_401(
+    api: httpx.AsyncClient,
+) -> None:
+    missing = await api.post("/v1/viewer/token")
+    wrong = await api.post("/v1/viewer/token", headers={"X-Admin-Key": "wrong"})
+    client = await access_token(api, await enroll(api))
+    as_client = await api.post("/v1/viewer/token", headers=bearer(client))
+
+    assert_problem(missing, 401, "admin_key_missing")
+    assert_problem(wrong, 401, "admin_key_invalid")
+    assert_problem(as_client, 401, "admin_key_missing")
+
+
+async def test_viewer_token_lifetime_comes_from_the_settings_and_may_be_shorter(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(tmp_path / "state", viewer_token_ttl=120)
+
+    async with started(create_app(settings)) as api:
+        default = (await api.post("/v1/viewer/token", headers=ADMIN)).json()
+        shorter = (
+            await api.post("/v1/viewer/token", headers=ADMIN, json={"expires_in": 60})
+        ).json()
+        longer = await api.post("/v1/viewer/token", headers=ADMIN, json={"expires_in": 121})
+        none = await api.post("/v1/viewer/token", headers=ADMIN, json={"expires_in": 0})
+        unknown = await api.post("/v1/viewer/token", headers=ADMIN, json={"role": "admin"})
+
+    assert (default["expires_in"], lifetime_of(default["access_token"])) == (120, 120)
+    assert (shorter["expires_in"], lifetime_of(shorter["access_token"])) == (60, 60)
+    assert (
+        "KEYAUTH_VIEWER_TOKEN_TTL"
+        in assert_problem(longer, 422, "expires_in_out_of_range")["detail"]
+    )
+    assert_problem(none, 422, "expires_in_out_of_range")
+    assert unknown.status_code == 422
+
+
+async def test_a_viewer_token_opens_nothing_at_keyauth(api: httpx.AsyncClient) -> None:
+    token = (await api.post("/v1/viewer/token", headers=ADMIN)).json()["access_token"]
+    verifier = await verifier_of(api)
+
+    secret = await api.get("/v1/keys/secret-context", headers=bearer(token))
+    admin = await api.post("/v1/admin/token", headers=bearer(token))
+    clients = await api.get("/v1/clients", headers=bearer(token))
+
+    assert_problem(secret, 403, "token_wrong_role")
+    assert_problem(admin, 401, "admin_key_missing")
+    assert_problem(clients, 401, "admin_key_missing")
+    for role in (CLIENT_ROLE, ADMIN_ROLE):
+        with pytest.raises(TokenError) as caught:
+            verifier.verify(token, role=role)
+        assert caught.value.code == "token_wrong_role"
 
 
 # Enrollment tokens
@@ -461,6 +533,7 @@ async def test_bad_enrollment_token_requests(
         ("DELETE", "/v1/clients/some-id"),
         ("POST", "/v1/key-epochs"),
         ("POST", "/v1/admin/token"),
+        ("POST", "/v1/viewer/token"),
     ],
 )
 @pytest.mark.parametrize(
