@@ -197,7 +197,17 @@ def test_page_shows_the_status_and_recovers_from_a_restart(run: Run, tmp_path: P
         )
         ids = sorted(status["clients"])  # a series per hospital, by client id
         assert plotted["series"][2:] == [status["clients"][i]["client_name"] for i in ids]
-        assert plotted["data"][1] == pytest.approx([m["mean"]["auroc"] for m in status["metrics"]])
+        # the pooled curve: each hospital's latest AUROC so far, weighted by its rows; it
+        # ends at the pooled value the stop rule reads
+        rows = {cid: c["latest_metrics"]["n_samples"] for cid, c in status["clients"].items()}
+        latest: dict[str, float] = {}
+        expected_pooled = []
+        for m in status["metrics"]:
+            latest.update({cid: v["auroc"] for cid, v in m["clients"].items()})
+            total = sum(rows[cid] for cid in latest)
+            expected_pooled.append(sum(rows[cid] * v for cid, v in latest.items()) / total)
+        assert plotted["data"][1] == pytest.approx(expected_pooled)
+        assert plotted["data"][1][-1] == pytest.approx(status["pooled_metrics"]["auroc"]["value"])
         for i, client_id in enumerate(ids, start=2):
             expected = [m["clients"].get(client_id, {}).get("auroc") for m in status["metrics"]]
             assert plotted["data"][i] == pytest.approx(expected)

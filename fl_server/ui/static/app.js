@@ -303,6 +303,26 @@
     holder.dataset.points = String(data[0].length);
   }
 
+  // The pooled value as the stop rule reads it (docs/protocol.md): each hospital's latest
+  // report up to that version, weighted by its held-out rows. The plain mean of the reports
+  // on one version would jump with whichever hospitals happened to report on it.
+  function runningPooled(job, metric, rows) {
+    const latest = {};
+    const rowsOf = (cid) => job.clients[cid]?.latest_metrics?.n_samples ?? 0;
+    return rows.map((m) => {
+      for (const [cid, values] of Object.entries(m.clients ?? {})) {
+        if (values[metric] !== undefined) latest[cid] = values[metric];
+      }
+      let sum = 0;
+      let weight = 0;
+      for (const [cid, value] of Object.entries(latest)) {
+        sum += rowsOf(cid) * value;
+        weight += rowsOf(cid);
+      }
+      return weight > 0 ? sum / weight : null;
+    });
+  }
+
   function renderCurves(job) {
     const names = metricNames(job);
     const select = $("metric-select");
@@ -317,7 +337,7 @@
     $("curves-empty").hidden = rows.length > 0;
     const ids = Object.keys(job.clients).sort();
     const versions = rows.map((m) => m.version);
-    const pooled = rows.map((m) => m.mean[metric]);
+    const pooled = runningPooled(job, metric, rows);
     const perClient = ids.map((cid) => rows.map((m) => {
       const values = m.clients ? m.clients[cid] : undefined;
       return values && values[metric] !== undefined ? values[metric] : null;
@@ -339,7 +359,7 @@
     const timed = rows.filter((m) => m.received_at);
     plot("chart-time", `${job.name}|${metric}`,
       [{ label: "time" }, { label: `pooled ${metric ?? ""}`, stroke: "#0969da", width: 2, points: { show: true, size: 5 } }],
-      [timed.map((m) => Date.parse(m.received_at) / 1000), timed.map((m) => m.mean[metric])],
+      [timed.map((m) => Date.parse(m.received_at) / 1000), pooled.filter((_, i) => rows[i].received_at)],
       { axes: [{}, { label: metric ?? "" }] });
   }
 
