@@ -27,6 +27,7 @@ __all__ = [
     "check_answer",
     "corpus_live",
     "envelope_corpus",
+    "flip_bit",
     "raw_update",
     "run_corpus",
 ]
@@ -269,3 +270,17 @@ def corpus_live(work: Path, seed: int) -> dict[str, Any]:
         "version_after": version,
         "max_model_change": float(np.max(np.abs(model - job.initial))),
     }
+
+
+def flip_bit(block: bytes, server: crypto.ServerCipher) -> bytes:
+    """``block`` with one bit of its ciphertext body flipped, where ``server`` still loads it
+    (a flip the server cannot notice: most are, issue 13)."""
+    for position in range(len(block) // 2, len(block)):
+        flipped = bytearray(block)
+        flipped[position] ^= 0x10
+        try:
+            server.load_update_block(bytes(flipped))
+        except crypto.CryptoError:
+            continue
+        return bytes(flipped)
+    raise AssertionError("no bit flip the server accepts")

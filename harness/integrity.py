@@ -46,6 +46,7 @@ from fl_client.events import Event, ProgressBar
 from fl_client.output import Reporter
 from fl_client.rounds.loop import RunSummary
 from harness.admin import admin_token, create_job
+from harness.corpus import flip_bit
 from harness.enrollment import enrollment_token
 from harness.parties import TEST_PROFILE, Party, job_url
 from harness.parties import enroll as enroll_party
@@ -77,19 +78,6 @@ _UID_AT = _HEADERS.prefix.size + _HEADERS.update.offset("update_id")
 # -- the bad updates ---------------------------------------------------------------------
 
 
-def _accepted_flip(block: bytes, server: crypto.ServerCipher) -> bytes:
-    """``block`` with one bit of its ciphertext body flipped, where the server still loads it."""
-    for position in range(len(block) // 2, len(block)):
-        flipped = bytearray(block)
-        flipped[position] ^= 0x10
-        try:
-            server.load_update_block(bytes(flipped))
-        except crypto.CryptoError:
-            continue
-        return bytes(flipped)
-    raise AssertionError("no bit flip the server accepts")
-
-
 def bad_update(
     kind: str, party: Party, layout: crypto.ModelLayout, base_version: int, public_context: bytes
 ) -> tuple[str, bytes]:
@@ -101,7 +89,7 @@ def bad_update(
         values = np.full_like(values, profile.max_magnitude)
     blocks = [party.cipher.encrypt_update_block(row) for row in values]
     if kind == "flip":
-        blocks[0] = _accepted_flip(blocks[0], crypto.ServerCipher(public_context, profile))
+        blocks[0] = flip_bit(blocks[0], crypto.ServerCipher(public_context, profile))
     elif kind == "other_key":
         other = crypto.ClientCipher(crypto.generate_key_material(profile).secret_context, profile)
         blocks[0] = other.encrypt_update_block(values[0])

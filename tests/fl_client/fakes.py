@@ -9,7 +9,6 @@ holds is exactly what a real server would have. Fault injection is explicit per 
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,10 @@ import httpx
 import numpy as np
 
 import crypto
-from harness.corpus import _with_scale  # forges a ciphertext scale crypto/ would never write
+from harness.corpus import (  # _with_scale forges a ciphertext scale crypto/ would never write
+    _with_scale,
+    flip_bit,
+)
 from hefl_study import StudySpec, spec_from_mapping, spec_to_json
 
 
@@ -54,19 +56,6 @@ def digits_study(name: str = "digits", **sections: Any) -> StudySpec:
     )
 
 
-def _accepted_flip(server: FakeServer, data: bytes) -> bytes:
-    """``data`` with one bit flipped where SEAL's parser (and so the server) still takes it."""
-    rng = random.Random(0)
-    while True:
-        raw = bytearray(data)
-        raw[rng.randrange(16, len(raw))] ^= 1 << rng.randrange(8)
-        try:
-            server.cipher.load_update_block(bytes(raw))
-        except crypto.CiphertextError:
-            continue
-        return bytes(raw)
-
-
 def corrupt_update(server: FakeServer, client: crypto.ClientCipher, how: str) -> str:
     """An update that corrupts block 0 of the model, applied as the server applies any
     update (``flipped bit``: one bit of its ciphertext; ``another key``: encrypted under
@@ -76,7 +65,7 @@ def corrupt_update(server: FakeServer, client: crypto.ClientCipher, how: str) ->
     values = np.where(layout.zero_mask, 0.0, 1e-3)
     blocks = [client.encrypt_update_block(row) for row in values]
     if how == "flipped bit":
-        blocks[0] = _accepted_flip(server, blocks[0])
+        blocks[0] = flip_bit(blocks[0], server.cipher)
     else:
         other = crypto.generate_key_material(client.profile)
         blocks[0] = crypto.ClientCipher(other.secret_context, client.profile).encrypt_update_block(

@@ -25,6 +25,7 @@ from fl_server.job_service import JobService
 from fl_server.material import EpochContext, KeyauthMaterial
 from fl_server.settings import ServerSettings
 from fl_server.store import FileStore, JobRecord, Store, read_job_file
+from harness.corpus import flip_bit
 from harness.studies import SERVER_KEYS, STOP_KEYS, study_mapping
 from hefl_wire import AccessClaims, TokenVerifier
 
@@ -332,20 +333,6 @@ class Hospital:
         limits = crypto.EnvelopeLimits(self.layout.n_blocks, self.profile.max_block_bytes)
         model = crypto.model_from_bytes(data, limits)
         return model.version, {b.index: self.cipher.decrypt_block(b.data) for b in model.blocks}
-
-
-def flip_bit(block: bytes, server: crypto.ServerCipher) -> bytes:
-    """``block`` with one bit of its ciphertext body flipped, where ``server`` still loads it
-    (a flip the server cannot notice: most are, issue 13)."""
-    for position in range(len(block) // 2, len(block)):
-        flipped = bytearray(block)
-        flipped[position] ^= 0x10
-        try:
-            server.load_update_block(bytes(flipped))
-        except crypto.CryptoError:
-            continue
-        return bytes(flipped)
-    raise AssertionError("no bit flip the server accepts")
 
 
 def admin_token(key: Ed25519PrivateKey, *, lifetime: float = 300) -> str:
