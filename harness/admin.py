@@ -18,29 +18,26 @@ __all__ = ["admin_token", "create_job", "read_status", "run_admin", "viewer_toke
 def admin_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bool = True) -> str:
     """An administrator access token (``role="admin"``) that fl_server accepts: what
     keyauth issues for its admin key (``POST /v1/admin/token``)."""
-    answer = httpx.post(
-        f"{keyauth_url}/v1/admin/token",
-        headers={"X-Admin-Key": admin_key},
-        timeout=10,
-        verify=verify,
-    )
-    if answer.status_code != 200:
-        raise ServiceError(f"admin token: {answer.status_code} {answer.text}")
-    token: str = answer.json()["access_token"]
-    return token
+    return _token_for_admin_key(keyauth_url, "admin", admin_key, verify)
 
 
 def viewer_token(keyauth_url: str, admin_key: str, *, verify: ssl.SSLContext | bool = True) -> str:
     """A viewer access token (``role="viewer"``): it reads fl_server's status and nothing
     else (``POST /v1/viewer/token``)."""
+    return _token_for_admin_key(keyauth_url, "viewer", admin_key, verify)
+
+
+def _token_for_admin_key(
+    keyauth_url: str, role: str, admin_key: str, verify: ssl.SSLContext | bool
+) -> str:
     answer = httpx.post(
-        f"{keyauth_url}/v1/viewer/token",
+        f"{keyauth_url}/v1/{role}/token",
         headers={"X-Admin-Key": admin_key},
         timeout=10,
         verify=verify,
     )
     if answer.status_code != 200:
-        raise ServiceError(f"viewer token: {answer.status_code} {answer.text}")
+        raise ServiceError(f"{role} token: {answer.status_code} {answer.text}")
     token: str = answer.json()["access_token"]
     return token
 
