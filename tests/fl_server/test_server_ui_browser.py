@@ -44,6 +44,7 @@ class Run:
     server: ServiceProcess
     viewer: str
     parties: dict[str, Party]
+    admin_key: str
 
     def status(self, path: str = "/v1/status") -> dict[str, Any]:
         answer = httpx.get(
@@ -117,7 +118,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             f"{keyauth.url}/v1/viewer/token", headers={"X-Admin-Key": admin}, timeout=10
         )
         assert viewer.status_code == 200, viewer.text
-        yield Run(keyauth, server, viewer.json()["access_token"], parties)
+        yield Run(keyauth, server, viewer.json()["access_token"], parties, admin)
 
 
 def _text(page: Any, selector: str) -> str:
@@ -232,5 +233,27 @@ def test_page_shows_the_status_and_recovers_from_a_restart(run: Run, tmp_path: P
         page.wait_for_selector(f"#jobs tr[data-job={TRAINING}]", timeout=TIMEOUT_MS)
         assert _text(page, "#job-facts [data-field=updates_applied]") == "4"
         assert page.get_attribute("#chart-version", "data-points") == str(len(versions))
+        # the administrator pauses one job and stops the other: the page follows by itself
+        admin = {"Authorization": f"Bearer {admin_token(run.keyauth.url, run.admin_key)}"}
+        for name, action in ((TRAINING, "pause"), (WAITING, "stop")):
+            answer = httpx.post(job_url(run.server.url, name, f"/{action}"), headers=admin)
+            assert answer.status_code == 200, answer.text
+        page.wait_for_function(
+            "() => document.querySelector('#jobs tr[data-job="
+            + TRAINING
+            + "] td[data-field=state]')"
+            ".textContent.startsWith('paused')",
+            timeout=TIMEOUT_MS,
+        )
+        page.wait_for_function(
+            "() => document.querySelector('#jobs tr[data-job="
+            + WAITING
+            + "] td[data-field=state]')"
+            ".textContent.startsWith('done')",
+            timeout=TIMEOUT_MS,
+        )
+        assert _text(page, f"#jobs tr[data-job={WAITING}] td[data-field=state]") == "done (stopped)"
+        assert _text(page, "#job-facts [data-field=updates_applied]") == "4"
+
         # no script error; the failed fetches while the server was down are the browser's
         assert [e for e in errors if "Failed to load resource" not in e] == []
