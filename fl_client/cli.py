@@ -21,7 +21,13 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from fl_client.enrollment import enroll
-from fl_client.errors import ClientError, ConfigError, DataError, NotEnrolledError
+from fl_client.errors import (
+    AccessTokenError,
+    ClientError,
+    ConfigError,
+    DataError,
+    NotEnrolledError,
+)
 from fl_client.export import load_exported, write_predictions
 from fl_client.output import Reporter, job_to_dict, render_jobs, render_status
 from fl_client.results import evaluate_job, export_job
@@ -293,10 +299,14 @@ def _status(settings: ClientSettings) -> dict[str, Any]:
     enrolled (fl_server shows the status to token holders only, unless it is public)."""
     try:
         connection = connect(settings)
-    except NotEnrolledError:
+    except NotEnrolledError as not_enrolled:
         server = ServerClient(ClientOptions.from_settings(settings.server_url, settings))
         try:
             return server.status(settings.job)
+        except AccessTokenError as refused:
+            raise NotEnrolledError(
+                f"{settings.server_url} shows its status to token holders only, and {not_enrolled}"
+            ) from refused
         finally:
             server.close()
     try:

@@ -9,8 +9,10 @@ import pytest
 
 from fl_client import cli
 from fl_client.cli import build_parser, main
+from fl_client.errors import AccessTokenError
 from fl_client.output import render_status
 from fl_client.settings import ClientSettings
+from fl_client.transport import ServerClient
 
 
 def _settings(argv: list[str]) -> ClientSettings:
@@ -201,3 +203,23 @@ def test_typed_events_render_as_the_same_lines_and_json() -> None:
         '{"event": "warning", "message": "metrics for version 3 not reported: down"}',
     ]
     assert streams["json"][1].getvalue() == ""
+
+
+def test_status_of_a_server_for_token_holders_without_enrolling_says_to_enroll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Arrange: a server that refuses an anonymous status (fl_server's default), no credential
+    def refuse(self: object, name: str | None = None) -> None:
+        raise AccessTokenError("no access token was presented", status=401, code="token_missing")
+
+    monkeypatch.setattr(ServerClient, "status", refuse)
+
+    # Act
+    code = main(["status", "--job", "icu", "--state-dir", str(tmp_path / "none")])
+
+    # Assert: one line that says why and what to do, not the bare 401
+    assert code != 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("hefl-client: ")
+    assert "shows its status to token holders only" in line
+    assert "hefl-client enroll" in line
