@@ -41,7 +41,6 @@ class IntegrityReport:
     ok: bool
     check: str | None
     blocks: tuple[int, ...]
-    max_abs: float | None
     update_id: uuid.UUID | None
 
 
@@ -69,7 +68,6 @@ def parse_integrity_report(body: bytes) -> IntegrityReport:
         ok=report.ok,
         check=report.check,
         blocks=tuple(report.blocks),
-        max_abs=report.max_abs,
         update_id=report.update_id,
     )
 
@@ -85,14 +83,13 @@ def report_to_json(
         "ok": report.ok,
         "check": report.check,
         "blocks": list(report.blocks),
-        "max_abs": report.max_abs,
         "update_id": None if report.update_id is None else str(report.update_id),
         "received_at": at,
     }
 
 
 def _view(raw: Mapping[str, Any]) -> IntegrityReportView:
-    name, max_abs, update_id = raw.get("client_name"), raw.get("max_abs"), raw.get("update_id")
+    name, update_id = raw.get("client_name"), raw.get("update_id")
     return IntegrityReportView(
         client_id=str(raw["client_id"]),
         client_name=None if name is None else str(name),
@@ -100,7 +97,6 @@ def _view(raw: Mapping[str, Any]) -> IntegrityReportView:
         ok=bool(raw["ok"]),
         check=None if raw.get("check") is None else str(raw["check"]),
         blocks=tuple(int(b) for b in raw.get("blocks") or ()),
-        max_abs=None if max_abs is None else float(max_abs),
         update_id=None if update_id is None else str(update_id),
         received_at=float(raw["received_at"]),
     )

@@ -221,7 +221,6 @@ class IntegrityReportView:
     ok: bool
     check: str | None
     blocks: tuple[int, ...]
-    max_abs: float | None
     update_id: str | None
     received_at: float
 

@@ -568,14 +568,13 @@ class JobIntegrity:
             )
         else:
             logger.warning(
-                "job %s: %s checked version %d%s: the %s check failed (%d blocks, max |x| %s)",
+                "job %s: %s checked version %d%s: the %s check failed (%d blocks)",
                 self._name,
                 who,
                 report.version,
                 about,
                 report.check or "unspecified",
                 len(report.blocks),
-                "n/a" if report.max_abs is None else f"{report.max_abs:.3g}",
             )
 
 

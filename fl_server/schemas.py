@@ -209,9 +209,6 @@ class IntegrityReportCreate(BaseModel):
     blocks: list[StrictInt] = Field(
         default_factory=list, max_length=100_000, description="the blocks that failed"
     )
-    max_abs: float | None = Field(
-        default=None, ge=0, le=1e300, description="the largest magnitude seen, if finite"
-    )
     update_id: uuid.UUID | None = Field(
         default=None, description="the answer to a probe of this update (version + update)"
     )
@@ -317,7 +314,6 @@ class IntegrityReportPublic(BaseModel):
     ok: bool
     check: str | None
     blocks: list[int]
-    max_abs: float | None
     update_id: str | None = Field(description="the update this report checked (a probe)")
     received_at: datetime
 

@@ -360,7 +360,6 @@ def _answer_own_probes(
                 "ok": found.ok,
                 "check": found.check,
                 "blocks": list(found.blocks),
-                "max_abs": found.max_abs,
                 "update_id": probe["update_id"],
             }
             http.post(job_url(mirror.server_url, mirror.job, "/integrity"), json=body)

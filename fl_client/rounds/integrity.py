@@ -26,7 +26,6 @@ def report_of(
         ok=result.ok,
         check=result.check,
         blocks=result.blocks,
-        max_abs=result.max_abs,
         update_id=update_id,
     )
 

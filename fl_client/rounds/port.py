@@ -48,13 +48,17 @@ class JobIntegrity:
 
 @dataclass(frozen=True)
 class IntegrityReport:
-    """What a client found in one model version (``POST /v1/jobs/{job}/integrity``)."""
+    """What a client found in one model version (``POST /v1/jobs/{job}/integrity``).
+
+    Which check failed and in which blocks, never a decrypted value: the largest magnitude
+    the check saw stays with the hospital (a precise decryption of a ciphertext the server
+    holds is what key-recovery attacks on CKKS need; docs/design.md).
+    """
 
     version: int
     ok: bool
     check: str | None = None
     blocks: tuple[int, ...] = ()
-    max_abs: float | None = None
     update_id: str | None = None
 
     def to_json(self) -> dict[str, object]:
@@ -63,7 +67,6 @@ class IntegrityReport:
             "ok": self.ok,
             "check": self.check,
             "blocks": list(self.blocks),
-            "max_abs": self.max_abs,
             "update_id": self.update_id,
         }
 

@@ -76,8 +76,8 @@ def test_a_corrupted_model_is_reported_at_its_first_pull_and_nothing_is_trained_
         [0],
         None,
     )
-    if check == "range":
-        assert report["max_abs"] > 100
+    # which check and where, never a decrypted value (docs/design.md)
+    assert set(report) == {"version", "ok", "check", "blocks", "update_id"}
     assert len(server.uploads) == uploads
     assert len(server.metrics) == metrics
     assert port.calls[calls:] == [

@@ -548,7 +548,7 @@ def test_a_probe_and_an_integrity_report_speak_the_protocols_paths(sleeps: Sleep
         return httpx.Response(200, content=b"m", headers={"X-Hefl-Model-Version": "4"})
 
     port = _server(httpx.MockTransport(handler), sleeps)
-    report = IntegrityReport(4, False, "canary", (0, 2), 3.5e4, None)
+    report = IntegrityReport(4, False, "canary", (0, 2), None)
 
     # Execute
     plain = port.get_probe_model(4)
@@ -570,7 +570,6 @@ def test_a_probe_and_an_integrity_report_speak_the_protocols_paths(sleeps: Sleep
                 "ok": False,
                 "check": "canary",
                 "blocks": [0, 2],
-                "max_abs": 3.5e4,
                 "update_id": None,
             },
         ),

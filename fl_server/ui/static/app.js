@@ -36,7 +36,7 @@
     return cell;
   }
 
-  function token() { return window.localStorage.getItem(TOKEN_KEY); }
+  function token() { return window.sessionStorage.getItem(TOKEN_KEY); }
 
   function fmtNumber(x, digits) {
     if (x === null || x === undefined || Number.isNaN(x)) return "–";
@@ -433,12 +433,12 @@
     $("login-form").addEventListener("submit", (event) => {
       event.preventDefault();
       const value = $("token-input").value.trim();
-      if (value) window.localStorage.setItem(TOKEN_KEY, value);
+      if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
       $("token-input").value = "";
       refresh();
     });
     $("forget-token").addEventListener("click", () => {
-      window.localStorage.removeItem(TOKEN_KEY);
+      window.sessionStorage.removeItem(TOKEN_KEY);
       refresh();
     });
     $("metric-select").addEventListener("change", (event) => {
