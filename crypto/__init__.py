@@ -130,13 +130,15 @@ _SEAL_NAMES = frozenset(
 )
 
 
-def __getattr__(name: str) -> object:
-    if name not in _SEAL_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module("crypto._seal"), name)
-    globals()[name] = value  # once loaded, a plain attribute
-    return value
+# not seen by mypy: then an unknown name is still an error, not an ``object``
+if not TYPE_CHECKING:
 
+    def __getattr__(name: str) -> object:
+        if name not in _SEAL_NAMES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module("crypto._seal"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
