@@ -4,6 +4,11 @@ Pure: bytes and arrays in, bytes and arrays out. TenSEAL is imported only in ``_
 and no TenSEAL type leaves this package.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from crypto._compression import (
     CompressedUpdate,
     all_blocks,
@@ -41,6 +46,7 @@ from crypto._errors import (
     ValueRangeError,
 )
 from crypto._integrity import INTEGRITY_CHECKS, IntegrityCheck, IntegrityCheckName, check_model
+from crypto._keyid import key_id
 from crypto._layout import (
     DEFAULT_CANARIES,
     ModelLayout,
@@ -49,14 +55,15 @@ from crypto._layout import (
     tensor_to_numpy,
 )
 from crypto._profiles import DEFAULT_PROFILE, PROFILES, CkksProfile, get_profile
-from crypto._seal import (
-    ClientCipher,
-    EncryptedBlock,
-    KeyMaterial,
-    ServerCipher,
-    generate_key_material,
-    key_id,
-)
+
+if TYPE_CHECKING:
+    from crypto._seal import (
+        ClientCipher,
+        EncryptedBlock,
+        KeyMaterial,
+        ServerCipher,
+        generate_key_material,
+    )
 
 __all__ = [
     "DEFAULT_CANARIES",
@@ -109,3 +116,29 @@ __all__ = [
     "update_from_bytes",
     "update_to_bytes",
 ]
+
+# TenSEAL loads on first use of what needs it (PEP 562): layouts, envelopes and profiles
+# serve the client's training and enrollment, which never touch a ciphertext
+_SEAL_NAMES = frozenset(
+    {
+        "ClientCipher",
+        "EncryptedBlock",
+        "KeyMaterial",
+        "ServerCipher",
+        "generate_key_material",
+    }
+)
+
+
+# not seen by mypy: then an unknown name is still an error, not an ``object``
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        if name not in _SEAL_NAMES:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module("crypto._seal"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

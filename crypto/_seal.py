@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import struct
 import tempfile
@@ -17,6 +16,7 @@ import tenseal as ts
 import tenseal.sealapi as sealapi
 
 from crypto._errors import CiphertextError, ContextError, ValueRangeError
+from crypto._keyid import key_id
 from crypto._profiles import CkksProfile
 
 __all__ = [
@@ -90,16 +90,6 @@ class KeyMaterial:
     def key_id(self) -> str:
         """The key id of this epoch's keys (``key_id`` of the secret context)."""
         return key_id(self.secret_context)
-
-
-def key_id(secret_context: bytes) -> str:
-    """The key id of a secret context: the hex SHA-256 of its bytes as keyauth serves them.
-
-    The keyless context is byte-identical for every key of a profile, so only the secret
-    context tells two key epochs of the same number apart (keyauth's state lost and its
-    keys generated again). Hashing it reveals nothing of the key.
-    """
-    return hashlib.sha256(secret_context).hexdigest()
 
 
 def generate_key_material(profile: CkksProfile) -> KeyMaterial:

@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from fl_client.connection import connect
 from fl_client.enrollment import enroll
 from fl_client.errors import (
     AccessTokenError,
@@ -28,11 +29,7 @@ from fl_client.errors import (
     DataError,
     NotEnrolledError,
 )
-from fl_client.export import load_exported, write_predictions
 from fl_client.output import Reporter, job_to_dict, render_jobs, render_status
-from fl_client.results import evaluate_job, export_job
-from fl_client.runner import Runner
-from fl_client.session import connect
 from fl_client.settings import ClientSettings
 from fl_client.transport import ClientOptions, ServerClient, require_secure_url
 from fl_client.transport.server import job_from_json
@@ -270,7 +267,13 @@ def _refuse_shared(args: argparse.Namespace) -> None:
         raise ConfigError("\n".join(lines))
 
 
+# The commands that train, score or load a model import torch and scikit-learn where
+# they run: --help, enroll, jobs and status start without them.
+
+
 def _predict(args: argparse.Namespace, stdout: TextIO) -> int:
+    from fl_client.export import load_exported, write_predictions
+
     exported = load_exported(args.model_dir)
     predictions = exported.predict(args.data)
     if args.out is None:
@@ -339,6 +342,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
             _print(settings, stdout, status, render_status(status))
         return 0
     if args.command == "train":
+        from fl_client.runner import Runner
+
         with Runner(settings, reporter=reporter) as runner:
             previous = signal.signal(signal.SIGTERM, lambda *_: runner.request_stop())
             try:
@@ -352,6 +357,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
             jobs = connection.server.jobs()
             _print(settings, stdout, [job_to_dict(j) for j in jobs], render_jobs(jobs))
         elif args.command == "evaluate":
+            from fl_client.results import evaluate_job
+
             evaluation = evaluate_job(settings, connection, events=reporter)
             if evaluation.preprocessing == "fitted":
                 reporter.warn(
@@ -367,6 +374,8 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
                 f"{metrics}",
             )
         else:
+            from fl_client.results import export_job
+
             meta = export_job(settings, connection, args.out, force=args.force, events=reporter)
             _print(
                 settings,

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from sklearn import metrics
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -32,6 +31,8 @@ def _softmax_loss(logits: Floats, y: npt.NDArray[np.int64]) -> float:
 
 
 def _binary(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
+    from sklearn import metrics  # here: training alone never loads scikit-learn
+
     predicted = (logits > 0).astype(np.int64)
     out: Metrics = {
         "loss": _binary_loss(logits, y.astype(np.float64)),
@@ -51,6 +52,8 @@ def _binary(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
 
 
 def _multiclass(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
+    from sklearn import metrics  # here: training alone never loads scikit-learn
+
     if logits.ndim != 2 or logits.shape[1] < 3:
         raise ValueError(f"a multiclass task needs (n, classes) outputs, got {logits.shape}")
     if y.min() < 0 or y.max() >= logits.shape[1]:
@@ -64,6 +67,8 @@ def _multiclass(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
 
 
 def _regression(outputs: Floats, y: Floats) -> Metrics:
+    from sklearn import metrics  # here: training alone never loads scikit-learn
+
     return {
         "loss": float(metrics.mean_squared_error(y, outputs)),
         "mae": float(metrics.mean_absolute_error(y, outputs)),

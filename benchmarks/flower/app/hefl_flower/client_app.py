@@ -19,8 +19,8 @@ from flwr.clientapp import ClientApp  # noqa: E402
 
 _FLWR_READY = time.perf_counter()
 
-# hefl's client package: its __init__ imports the whole client, which a Flower app written
-# from scratch would not; the reply reports how long that took in this process
+# hefl's data loader and training code (torch, not TenSEAL nor the rest of the client: the
+# packages load their names lazily); the reply reports how long that took in this process
 from benchmarks.flower._data import load_site  # noqa: E402
 from fl_client.models import build_model, resolve_model  # noqa: E402
 from fl_client.training import TrainConfig, round_seed, train_local  # noqa: E402
