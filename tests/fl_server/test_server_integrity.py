@@ -594,3 +594,31 @@ async def test_a_logged_repair_of_a_quarantined_senders_updates_is_replayed_afte
     (logged,) = [r for r in store.read_log() if isinstance(r, RepairRecord)]
     assert [str(r.update_id) for r in logged.removed] == bad_ids
     store.close()
+
+
+async def test_an_administrators_repair_with_quarantine_removes_the_senders_later_updates(
+    make_job: MakeJob,
+    hospital: Hospital,
+    clients: dict[str, AccessClaims],
+    server: crypto.ServerCipher,
+) -> None:
+    # Prepare: b's updates at versions 1, 2, 4 and 6; a's at 3, c's at 5.
+    study = await start_study(make_job, hospital, clients)
+    senders = ("b", "b", "a", "b", "c", "b")
+    ids = []
+    for seed, name in enumerate(senders, start=1):
+        update_id, envelope = hospital.update(hospital.model_values(seed), base_version=seed - 1)
+        await study.push(name, envelope, honest=name != "b" or seed == 1)
+        ids.append(str(update_id))
+
+    async def repair(update_id: str, quarantine: bool) -> list[str]:
+        body = {"update_ids": [update_id], "quarantine": quarantine}
+        done = await study.job.repair(body_reader(json.dumps(body).encode()))
+        return [r.update_id for r in done.removed]
+
+    # Execute / Assert: without quarantine, only the update named goes; with it, the
+    # sender's updates from the one named on (not those before it, nor others').
+    assert await repair(ids[3], quarantine=False) == [ids[3]]
+    assert await repair(ids[1], quarantine=True) == [ids[1], ids[5]]
+    assert study.job.status().integrity.updates_removed == 3
+    assert_repaired(study, server)
