@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -45,6 +45,7 @@ from fl_server.errors import (
     UpdateNotFoundError,
     VersionAheadError,
 )
+from fl_server.history import UpdateHistory
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
 from fl_server.locate import (
@@ -481,10 +482,20 @@ class JobIntegrity:
         reason: str,
         first_bad: int | None,
     ) -> RepairSummary:
-        """Log a repair removing ``remove``, then apply it; quarantine ``culprits``' senders."""
+        """Log a repair removing ``remove``, then apply it; quarantine ``culprits``' senders.
+
+        A quarantined sender's other updates from the first of its removed ones on (applied
+        since, or still in the buffer) go too, in the same record: the repaired model holds
+        nothing of it since then, and a second bad update cannot outlive the repair.
+        """
         self._lifecycle.require_writable()
         limits = self._lifecycle.limits
         assert limits is not None
+        also = _later_updates_of(state.history, remove, culprits, state.book().removed)
+        if also:
+            names = ", ".join(f"{_who(r)}, version {r.version}" for r in also)
+            reason = f"{reason}; also removed, from the quarantined sender since: {names}"
+            remove += also
         label = self._label
         with self._lock:
             self._label = IntegrityState.REPAIRING
@@ -610,6 +621,29 @@ def repair_view(summary: RepairSummary) -> RepairView:
             for r in record.removed
         ),
         quarantined=tuple(record.quarantine),
+    )
+
+
+def _later_updates_of(
+    history: UpdateHistory,
+    remove: Sequence[UpdateRecord],
+    culprits: Sequence[UpdateRecord],
+    removed: Collection[uuid.UUID],
+) -> tuple[UpdateRecord, ...]:
+    """The other updates of ``culprits``' senders from the first of each one's in ``remove``
+    on (applied since, or in the buffer), not removed already, in seq order."""
+    since: dict[str, int] = {}
+    for culprit in culprits:
+        first = min(r.version for r in remove if r.client_id == culprit.client_id)
+        since[culprit.client_id] = first
+    named = {r.update_id for r in remove}
+    return tuple(
+        r
+        for r in history
+        if r.client_id in since
+        and r.version >= since[r.client_id]
+        and r.update_id not in named
+        and r.update_id not in removed
     )
 
 

@@ -468,3 +468,157 @@ async def test_the_log_keeps_the_repair_window_and_no_more(
         assert logged == list(range(logged[0], version + 1))
         assert logged[0] <= max(1, checkpointed - 3 + 1)
         assert len(logged) <= 4 * 2
+
+
+async def test_a_quarantined_senders_later_bad_update_goes_with_the_first(
+    make_job: MakeJob,
+    hospital: Hospital,
+    clients: dict[str, AccessClaims],
+    server: crypto.ServerCipher,
+) -> None:
+    # Prepare: K = 1; b's flipped bit at version 2, and again at 3 (b pulled version 1
+    # again: publish lag), then a's honest update at 4.
+    study = await start_study(make_job, hospital, clients)
+    await study.honest_update("a", 1, base_version=0)
+    await report_metrics(study.job, study.client("a"), 1, {"loss": 0.5, "n_samples": 10})
+    bad_ids = []
+    for seed in (2, 3):
+        bad_id, bad = hospital.corrupted_update(
+            hospital.model_values(seed), base_version=1, corruption="flip", server=server
+        )
+        await study.push("b", bad, honest=False)
+        bad_ids.append(str(bad_id))
+    await study.honest_update("a", 4, base_version=1)
+
+    # Execute
+    assert await check_served(study, "c") == (4, False)
+    answered = await answer_probes(study)
+
+    # Assert: one repair removes both of b's updates and keeps a's; the search is over.
+    assert answered == [(2, None, False)]
+    assert study.job.view().version == 5
+    assert_repaired(study, server)
+    status = study.job.status().integrity
+    (repair,) = status.repairs
+    assert [(r.update_id, r.version) for r in repair.removed] == [(bad_ids[0], 2), (bad_ids[1], 3)]
+    assert (repair.first_bad_version, repair.versions_lost) == (2, 3)
+    assert repair.quarantined == ("client-b",)
+    assert bad_ids[1] in repair.reason
+    assert await check_served(study, "c") == (5, True)
+    assert study.job.status().integrity.state is IntegrityState.HEALTHY
+
+
+async def culprit_with_an_update_in_the_buffer(
+    study: Study, server: crypto.ServerCipher, other_key: crypto.ClientCipher
+) -> list[str]:
+    """K = 3: version 1 good, b's block under another key in version 2; then b's next
+    update and a's honest one wait in the buffer. The ids of b's two updates."""
+    hospital = study.hospital
+    for seed, name in enumerate("abc", start=1):
+        await study.honest_update(name, seed, base_version=0)
+    await report_metrics(study.job, study.client("c"), 1, {"loss": 0.5})
+    bad_ids = []
+    for a_seed, b_seed, base in ((4, 5, 1), (7, 8, 2)):
+        await study.honest_update("a", a_seed, base_version=base)
+        bad_id, bad = hospital.corrupted_update(
+            hospital.model_values(b_seed),
+            base_version=base,
+            corruption="other_key",
+            server=server,
+            other=other_key,
+        )
+        await study.push("b", bad, honest=False)
+        bad_ids.append(str(bad_id))
+        if base == 1:
+            await study.honest_update("c", 6, base_version=1)
+    assert (study.job.view().version, await check_served(study, "c")) == (2, (2, False))
+    return bad_ids
+
+
+async def test_a_quarantined_senders_update_in_the_buffer_is_removed_not_flushed(
+    make_job: MakeJob,
+    hospital: Hospital,
+    clients: dict[str, AccessClaims],
+    server: crypto.ServerCipher,
+    other_key: crypto.ClientCipher,
+) -> None:
+    # Prepare
+    study = await start_study(make_job, hospital, clients, buffer_size=3)
+    bad_ids = await culprit_with_an_update_in_the_buffer(study, server, other_key)
+
+    # Execute
+    answered = await answer_probes(study)
+
+    # Assert: b's buffered update is gone with its first; a's buffered update is in.
+    assert [(u, ok) for _, u, ok in answered][1] == (bad_ids[0], False)
+    assert study.job.view().version == 4  # the buffer's version 3, then the repair's
+    assert_repaired(study, server)
+    (repair,) = study.job.status().integrity.repairs
+    assert [(r.update_id, r.version) for r in repair.removed] == [(bad_ids[0], 2), (bad_ids[1], 3)]
+    assert (repair.quarantined, repair.versions_lost) == (("client-b",), 1)
+    assert await check_served(study, "c") == (4, True)
+
+
+async def test_a_logged_repair_of_a_quarantined_senders_updates_is_replayed_after_kill_9(
+    make_job: MakeJob,
+    hospital: Hospital,
+    clients: dict[str, AccessClaims],
+    server: crypto.ServerCipher,
+    other_key: crypto.ClientCipher,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: the repair is logged, then applying it crashes (a kill -9 between the two).
+    live = tmp_path / "live"
+    study = await start_study(make_job, hospital, clients, buffer_size=3, state_dir=live)
+    bad_ids = await culprit_with_an_update_in_the_buffer(study, server, other_key)
+
+    def crash(self: ModelState, record: RepairRecord, removed: object) -> None:
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(ModelState, "repair", crash)
+    await answer_probes(study)
+    monkeypatch.undo()
+
+    # Execute
+    study.job = make_job(state_dir=crash_image(live, tmp_path / "image"), buffer_size=3)
+
+    # Assert: the one logged repair removes both of b's updates at startup.
+    assert study.job.view().version == 4
+    assert study.job.view().integrity.state is IntegrityState.HEALTHY
+    assert_repaired(study, server)
+    (repair,) = study.job.status().integrity.repairs
+    assert [r.update_id for r in repair.removed] == bad_ids
+    assert [q.client_id for q in study.job.status().integrity.quarantined] == ["client-b"]
+    store = FileStore(crash_image(tmp_path / "image", tmp_path / "again") / "jobs" / JOB)
+    (logged,) = [r for r in store.read_log() if isinstance(r, RepairRecord)]
+    assert [str(r.update_id) for r in logged.removed] == bad_ids
+    store.close()
+
+
+async def test_an_administrators_repair_with_quarantine_removes_the_senders_later_updates(
+    make_job: MakeJob,
+    hospital: Hospital,
+    clients: dict[str, AccessClaims],
+    server: crypto.ServerCipher,
+) -> None:
+    # Prepare: b's updates at versions 1, 2, 4 and 6; a's at 3, c's at 5.
+    study = await start_study(make_job, hospital, clients)
+    senders = ("b", "b", "a", "b", "c", "b")
+    ids = []
+    for seed, name in enumerate(senders, start=1):
+        update_id, envelope = hospital.update(hospital.model_values(seed), base_version=seed - 1)
+        await study.push(name, envelope, honest=name != "b" or seed == 1)
+        ids.append(str(update_id))
+
+    async def repair(update_id: str, quarantine: bool) -> list[str]:
+        body = {"update_ids": [update_id], "quarantine": quarantine}
+        done = await study.job.repair(body_reader(json.dumps(body).encode()))
+        return [r.update_id for r in done.removed]
+
+    # Execute / Assert: without quarantine, only the update named goes; with it, the
+    # sender's updates from the one named on (not those before it, nor others').
+    assert await repair(ids[3], quarantine=False) == [ids[3]]
+    assert await repair(ids[1], quarantine=True) == [ids[1], ids[5]]
+    assert study.job.status().integrity.updates_removed == 3
+    assert_repaired(study, server)
