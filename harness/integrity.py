@@ -45,7 +45,7 @@ from fl_client import ClientSettings, Runner, enroll
 from fl_client.events import Event, ProgressBar
 from fl_client.output import Reporter
 from fl_client.rounds.loop import RunSummary
-from harness.admin import admin_token, create_job
+from harness.admin import admin_token, create_job, read_status, viewer_token
 from harness.corpus import flip_bit
 from harness.enrollment import enrollment_token
 from harness.parties import TEST_PROFILE, Party, job_url
@@ -158,6 +158,7 @@ class Mirror:
     server_url: str
     twin_url: str
     job: str
+    viewer: str  # a viewer token: the status is for token holders
     inject_after: int | None = None
     inject: Callable[[int], Posted] | None = None
     after_repair: Callable[[SeenRepair], None] | None = None
@@ -193,10 +194,7 @@ class Mirror:
             time.sleep(0.02)
 
     def status(self) -> dict[str, Any]:
-        answer = httpx.get(job_url(self.server_url, self.job, "/status"), timeout=30)
-        answer.raise_for_status()
-        status: dict[str, Any] = answer.json()
-        return status
+        return read_status(self.server_url, self.viewer, self.job, timeout=30)
 
     def seen(self, request: httpx.Request, response: httpx.Response, sender: str) -> None:
         """Called under the lock with each write A answered."""
@@ -511,7 +509,13 @@ def run_study(
             _enroll_hospital(keyauth.url, admin_key, site, work / site)
         attacker = enroll_party(keyauth.url, admin_key, "attacker")
         public_context = httpx.get(f"{keyauth.url}/v1/keys/public-context").content
-        mirror = Mirror(server.url, twin.url, JOB, inject_after=inject_after if kind else None)
+        mirror = Mirror(
+            server.url,
+            twin.url,
+            JOB,
+            viewer_token(keyauth.url, admin_key),
+            inject_after=inject_after if kind else None,
+        )
         layout_box: list[crypto.ModelLayout] = []
         injected: list[float] = []
         refused: list[tuple[int, str]] = []
