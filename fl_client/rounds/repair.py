@@ -39,6 +39,7 @@ def wait_for_repair(ctx: RoundContext, failure: IntegrityError) -> JobInfo:
         The job as last seen.
     """
     answered: set[Probe] = set()
+    said_stuck = False
     while True:
         # first a pause: the report just went, and the server needs a moment to act on it
         ctx.sleep(ctx.settings.integrity_poll)
@@ -56,6 +57,17 @@ def wait_for_repair(ctx: RoundContext, failure: IntegrityError) -> JobInfo:
                 return job
             continue
         probe = integrity.probe
+        if probe is None and integrity.state == "locating" and not said_stuck:
+            # The search cannot go on by itself (docs/fl_server.md, "Integrity"): say so
+            # once, so the hospital knows why it waits, then keep polling.
+            ctx.events.emit(
+                ClientWarning(
+                    f"job {job.name!r} is locating a corrupted version but asks this "
+                    "hospital nothing: the search needs the administrator (hefl-admin job "
+                    f"show {job.name} says why); waiting"
+                )
+            )
+            said_stuck = True
         if probe is None or probe in answered or not _meant_for(ctx, probe):
             continue
         if answer_probe(ctx, job, probe):

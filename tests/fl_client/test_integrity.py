@@ -8,7 +8,13 @@ import pytest
 import crypto
 from fl_client import ClientSettings, IntegrityError
 from fl_client.errors import ClientQuarantinedError, KeyIdMismatchError, ProbeNotOfferedError
-from fl_client.events import IntegrityFailed, IntegrityRestored, ProbeAnswered, Stopped
+from fl_client.events import (
+    ClientWarning,
+    IntegrityFailed,
+    IntegrityRestored,
+    ProbeAnswered,
+    Stopped,
+)
 from fl_client.output import Reporter, render_jobs
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.loop import load_global, run, run_round
@@ -212,6 +218,32 @@ def test_waiting_for_a_repair_ends_when_the_hospital_is_asked_to_stop(
 
     assert job.integrity.state == "healthy"
     assert job.version == 2
+
+
+def test_a_search_that_asks_nothing_is_said_once_while_the_hospital_waits(
+    make_context: MakeContext, server: FakeServer, small_client: crypto.ClientCipher
+) -> None:
+    # Prepare: the server is locating with no probe (its search needs the administrator),
+    # three looks later the administrator repairs
+    ctx = _trained(make_context, 1)
+    corrupt_update(server, small_client, "flipped bit")
+    with pytest.raises(IntegrityError) as caught:
+        run_round(ctx)
+
+    def stuck() -> None:
+        server.integrity_state, server.probe = "locating", None
+
+    ctx.sleep = Script(stuck, lambda: None, lambda: None, lambda: server.repair(2))
+
+    # Execute
+    job = wait_for_repair(ctx, caught.value)
+
+    # Assert: one warning naming the job and what to ask for, then the repaired job
+    warnings = [e for e in ctx.events.events if isinstance(e, ClientWarning)]  # type: ignore[attr-defined]
+    assert len(warnings) == 1
+    assert "asks this hospital nothing" in warnings[0].message
+    assert "hefl-admin job show" in warnings[0].message
+    assert (job.integrity.state, job.version) == ("healthy", 3)
 
 
 def test_evaluate_and_export_refuse_a_model_that_fails_a_check(
