@@ -273,8 +273,11 @@ class JobIntegrity:
         """The administrator lets ``client_id`` send updates to the job again."""
         state = self._lifecycle.require_started()
         if not state.is_quarantined(client_id):
+            shown = client_id if len(client_id) <= 64 else f"{client_id[:64]}…"
             raise ClientNotQuarantinedError(
-                f"client {client_id} is not quarantined in job {self._name}: nothing to release"
+                f"client {shown} is not quarantined in job {self._name}: nothing to release "
+                "(give its client id: the status's integrity.quarantined lists them, "
+                "hefl-admin job show prints them)"
             )
         record = ReleaseRecord(
             entry=state.entries + 1, after_seq=state.seq, client_id=client_id, at=self._clock()

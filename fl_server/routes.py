@@ -57,7 +57,8 @@ def _model_response(download: ModelDownload) -> Response:
     headers = {
         "ETag": download.etag,
         "X-Hefl-Model-Version": str(download.version),
-        "Cache-Control": "no-cache",
+        # a model is for token holders: revalidated by its ETag, never kept by a shared cache
+        "Cache-Control": "private, no-cache",
     }
     if download.body is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)

@@ -61,7 +61,7 @@ _FILES = static_files()
 def _file(name: str) -> Response:
     body = _FILES.get(name)
     if body is None:
-        raise NotFoundError(f"no file {name!r} on the operator page")
+        raise NotFoundError("no such file on the operator page")
     media_type = _MEDIA_TYPES["." + name.rsplit(".", 1)[-1]]
     return Response(body, media_type=media_type, headers=_HEADERS)
 

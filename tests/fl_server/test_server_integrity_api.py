@@ -159,6 +159,10 @@ async def test_the_administrator_repairs_and_releases_by_hand(
     assert [r["update_id"] for r in body["removed"]] == [update_id]
     assert_problem(again, 404, "update_not_found")
     assert_problem(not_quarantined, 404, "client_not_quarantined")
+    assert "give its client id" in not_quarantined.json()["detail"]
+    long_id = await api.http.delete(api.at("/quarantine/" + "x" * 5000), headers=api.as_admin())
+    assert_problem(long_id, 404, "client_not_quarantined")
+    assert len(long_id.json()["detail"]) < 400  # the path is not echoed whole
     second = await api.push(hospital.update(hospital.model_values(2), base_version=2)[1], b)
     quarantining = await api.http.post(
         repairs, json={"update_ids": [second.json()["update_id"]]}, headers=api.as_admin()
