@@ -6,7 +6,6 @@ and no TenSEAL type leaves this package.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 from crypto._compression import (
@@ -119,26 +118,20 @@ __all__ = [
 
 # TenSEAL loads on first use of what needs it (PEP 562): layouts, envelopes and profiles
 # serve the client's training and enrollment, which never touch a ciphertext
-_SEAL_NAMES = frozenset(
-    {
-        "ClientCipher",
-        "EncryptedBlock",
-        "KeyMaterial",
-        "ServerCipher",
-        "generate_key_material",
-    }
-)
+_SEAL_NAMES = [
+    "ClientCipher",
+    "EncryptedBlock",
+    "KeyMaterial",
+    "ServerCipher",
+    "generate_key_material",
+]
 
 
 # not seen by mypy: then an unknown name is still an error, not an ``object``
 if not TYPE_CHECKING:
+    import lazy_loader
 
-    def __getattr__(name: str) -> object:
-        if name not in _SEAL_NAMES:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module("crypto._seal"), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
+    __getattr__, _, _ = lazy_loader.attach(__name__, submod_attrs={"_seal": _SEAL_NAMES})
 
     def __dir__() -> list[str]:
         return sorted({*globals(), *__all__})

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -161,96 +160,85 @@ __all__ = [
     "train_local",
 ]
 
-# which module defines each public name
-_MODULE_OF: dict[str, str] = {
-    "DATASETS": "fl_client.data",
-    "MODELS": "fl_client.models",
-    "AccessTokenError": "fl_client.errors",
-    "AuthError": "fl_client.errors",
-    "ClientData": "fl_client.data",
-    "ClientError": "fl_client.errors",
-    "ClientOptions": "fl_client.transport",
-    "ClientQuarantinedError": "fl_client.errors",
-    "ClientSettings": "fl_client.settings",
-    "CompressionConfig": "fl_client.updates",
-    "ConfigError": "fl_client.errors",
-    "ConflictError": "fl_client.errors",
-    "Credential": "fl_client.state",
-    "CredentialsError": "fl_client.errors",
-    "DataError": "fl_client.errors",
-    "EnrollmentTokenError": "fl_client.errors",
-    "EvalResult": "fl_client.training",
-    "InitialModelExistsError": "fl_client.errors",
-    "InsecureTransportError": "fl_client.errors",
-    "IntegrityError": "fl_client.errors",
-    "InvalidRequestError": "fl_client.errors",
-    "JobExistsError": "fl_client.errors",
-    "JobNotFoundError": "fl_client.errors",
-    "JobNotPausedError": "fl_client.errors",
-    "JobNotStartedError": "fl_client.errors",
-    "JobNotTrainingError": "fl_client.errors",
-    "JobPausedError": "fl_client.errors",
-    "KeyEpochMismatchError": "fl_client.errors",
-    "KeyIdMismatchError": "fl_client.errors",
-    "KeyauthClient": "fl_client.transport",
-    "LayoutConflictError": "fl_client.errors",
-    "LocalState": "fl_client.state",
-    "LocalStateError": "fl_client.errors",
-    "NotEnrolledError": "fl_client.errors",
-    "NotFoundError": "fl_client.errors",
-    "ProbeNotOfferedError": "fl_client.errors",
-    "ProtocolError": "fl_client.errors",
-    "RateLimitedError": "fl_client.errors",
-    "RepairWindowExceededError": "fl_client.errors",
-    "Reporter": "fl_client.output",
-    "RetrainError": "fl_client.errors",
-    "RetryPolicy": "fl_client.transport",
-    "RoundResult": "fl_client.events",
-    "RunSummary": "fl_client.rounds.loop",
-    "Runner": "fl_client.runner",
-    "ServerClient": "fl_client.transport",
-    "ServerError": "fl_client.errors",
-    "ServiceError": "fl_client.errors",
-    "SiteArrays": "fl_client.data",
-    "SpecInvalidError": "fl_client.errors",
-    "SpecMismatchError": "fl_client.errors",
-    "Standardizer": "fl_client.data",
-    "TokenManager": "fl_client.transport",
-    "TooStaleError": "fl_client.errors",
-    "TrainConfig": "fl_client.training",
-    "TrainingError": "fl_client.errors",
-    "TransportError": "fl_client.errors",
-    "UpdateNotFoundError": "fl_client.errors",
-    "VersionAheadError": "fl_client.errors",
-    "WireReport": "fl_client.updates",
-    "build_model": "fl_client.models",
-    "dataset_sites": "fl_client.data",
-    "dirichlet_split": "fl_client.data",
-    "enroll": "fl_client.enrollment",
-    "error_from_problem": "fl_client.errors",
-    "evaluate": "fl_client.training",
-    "load_client_data": "fl_client.data",
-    "pool_sites": "fl_client.data",
-    "prepare_update": "fl_client.updates",
-    "render_status": "fl_client.output",
-    "require_secure_url": "fl_client.transport",
-    "resolve_model": "fl_client.models",
-    "site_arrays": "fl_client.data",
-    "to_client_data": "fl_client.data",
-    "train_local": "fl_client.training",
+# the public names each submodule defines, loaded on first use (lazy_loader)
+_LAZY: dict[str, list[str]] = {
+    "data": [
+        "ClientData",
+        "DATASETS",
+        "SiteArrays",
+        "Standardizer",
+        "dataset_sites",
+        "dirichlet_split",
+        "load_client_data",
+        "pool_sites",
+        "site_arrays",
+        "to_client_data",
+    ],
+    "enrollment": ["enroll"],
+    "errors": [
+        "AccessTokenError",
+        "AuthError",
+        "ClientError",
+        "ClientQuarantinedError",
+        "ConfigError",
+        "ConflictError",
+        "CredentialsError",
+        "DataError",
+        "EnrollmentTokenError",
+        "InitialModelExistsError",
+        "InsecureTransportError",
+        "IntegrityError",
+        "InvalidRequestError",
+        "JobExistsError",
+        "JobNotFoundError",
+        "JobNotPausedError",
+        "JobNotStartedError",
+        "JobNotTrainingError",
+        "JobPausedError",
+        "KeyEpochMismatchError",
+        "KeyIdMismatchError",
+        "LayoutConflictError",
+        "LocalStateError",
+        "NotEnrolledError",
+        "NotFoundError",
+        "ProbeNotOfferedError",
+        "ProtocolError",
+        "RateLimitedError",
+        "RepairWindowExceededError",
+        "RetrainError",
+        "ServerError",
+        "ServiceError",
+        "SpecInvalidError",
+        "SpecMismatchError",
+        "TooStaleError",
+        "TrainingError",
+        "TransportError",
+        "UpdateNotFoundError",
+        "VersionAheadError",
+        "error_from_problem",
+    ],
+    "events": ["RoundResult"],
+    "models": ["MODELS", "build_model", "resolve_model"],
+    "output": ["Reporter", "render_status"],
+    "rounds.loop": ["RunSummary"],
+    "runner": ["Runner"],
+    "settings": ["ClientSettings"],
+    "state": ["Credential", "LocalState"],
+    "training": ["EvalResult", "TrainConfig", "evaluate", "train_local"],
+    "transport": [
+        "ClientOptions",
+        "KeyauthClient",
+        "RetryPolicy",
+        "ServerClient",
+        "TokenManager",
+        "require_secure_url",
+    ],
+    "updates": ["CompressionConfig", "WireReport", "prepare_update"],
 }
 
 
 # not seen by mypy: then an unknown name is still an error, not an ``object``
 if not TYPE_CHECKING:
+    import lazy_loader
 
-    def __getattr__(name: str) -> object:
-        module = _MODULE_OF.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__, _ = lazy_loader.attach(__name__, submod_attrs=_LAZY)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,26 +14,16 @@ if TYPE_CHECKING:
 
 __all__ = ["compare", "render", "rerender", "venv_problem", "write"]
 
-# which module defines each public name
-_MODULE_OF: dict[str, str] = {
-    "compare": "benchmarks.flower._compare",
-    "render": "benchmarks.flower._render",
-    "rerender": "benchmarks.flower._compare",
-    "venv_problem": "benchmarks.flower._deploy",
-    "write": "benchmarks.flower._compare",
+# the public names each submodule defines, loaded on first use (lazy_loader)
+_LAZY: dict[str, list[str]] = {
+    "_compare": ["compare", "rerender", "write"],
+    "_deploy": ["venv_problem"],
+    "_render": ["render"],
 }
 
 
 # not seen by mypy: then an unknown name is still an error, not an ``object``
 if not TYPE_CHECKING:
+    import lazy_loader
 
-    def __getattr__(name: str) -> object:
-        module = _MODULE_OF.get(name)
-        if module is None:
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-
-    def __dir__() -> list[str]:
-        return sorted({*globals(), *__all__})
+    __getattr__, __dir__, _ = lazy_loader.attach(__name__, submod_attrs=_LAZY)
