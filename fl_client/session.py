@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from fl_client.connection import Connection, connect
@@ -17,6 +18,7 @@ from fl_client.events import EventSink
 from fl_client.hospital_data import JobData, load_job_data
 from fl_client.jobspec import compression_config, fetch_spec, train_config
 from fl_client.models import model_from_spec
+from fl_client.privacy import HospitalPrivacy, check_private_model
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.keys import KeyCache, LayoutCache
 from fl_client.rounds.port import JobInfo, SecretContextSource, ServerPort
@@ -182,6 +184,23 @@ def job_state(state: LocalState, spec: StudySpec) -> JobState:
     return jobs
 
 
+def _privacy(
+    spec: StudySpec, model: nn.Module, data: ClientData, jobs: JobState
+) -> HospitalPrivacy | None:
+    """This hospital's DP-SGD when the study asks for it, with what it has spent so far.
+
+    Raises
+    ------
+    ConfigError
+        The model has a layer DP-SGD cannot train (named), or the ledger's accountant
+        is not the study's.
+    """
+    if spec.privacy is None:
+        return None
+    check_private_model(model)
+    return HospitalPrivacy(spec.privacy, data.train, train_config(spec), jobs.load_privacy())
+
+
 def round_context(
     settings: ClientSettings,
     spec: StudySpec,
@@ -230,4 +249,5 @@ def round_context(
         sleep=sleep,
         clock=clock,
         cache=jobs.load_model_cache(),
+        privacy=_privacy(spec, model, client_data, jobs),
     )

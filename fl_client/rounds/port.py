@@ -161,7 +161,14 @@ class ServerPort(Protocol):
 
     def push_update(self, envelope: bytes) -> UpdateAck: ...
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None: ...
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        """Report a version's metrics, and the ε spent (``{"epsilon", "delta", ...}``)."""
+        ...
 
     def get_probe_model(
         self, version: int, update_id: str | None = None, *, on_chunk: OnChunk | None = None

@@ -289,13 +289,16 @@ class JobClient:
             duplicate=bool(body.get("duplicate", False)),
         )
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
-        self._authed(
-            "POST",
-            "metrics",
-            what="post metrics",
-            json={"version": version, "metrics": dict(metrics)},
-        )
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        body: dict[str, object] = {"version": version, "metrics": dict(metrics)}
+        if privacy is not None:
+            body["privacy"] = dict(privacy)
+        self._authed("POST", "metrics", what="post metrics", json=body)
 
     def post_integrity(self, report: IntegrityReport) -> str:
         """Report a model version's checks; the job's integrity state after it."""

@@ -84,8 +84,15 @@ class MemoryPort:
     def push_update(self, envelope: bytes) -> UpdateAck:
         return UpdateAck(**self._call("push_update", self.server.push_update, envelope))
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
-        body = {"version": version, "metrics": dict(metrics)}
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"version": version, "metrics": dict(metrics)}
+        if privacy is not None:
+            body["privacy"] = dict(privacy)
         self._call("post_metrics", self.server.post_metrics, body)
 
     def get_probe_model(
