@@ -27,6 +27,7 @@ __all__ = [
     "LocalRound",
     "TrainConfig",
     "TrainResult",
+    "Trainer",
     "evaluate",
     "load_personal",
     "load_shared",
