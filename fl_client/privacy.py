@@ -33,7 +33,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from fl_client.errors import ConfigError, PrivacyBudgetSpentError
 from fl_client.state import PrivacyLedger
-from fl_client.training import TrainConfig, TrainResult, planned_steps, train_loss
+from fl_client.training import (
+    TrainConfig,
+    TrainResult,
+    new_optimizer,
+    planned_steps,
+    train_loss,
+)
 from hefl_study import PrivacySpec
 
 __all__ = ["HospitalPrivacy", "check_private_model"]
@@ -225,10 +231,7 @@ class HospitalPrivacy:
             self._seed + self._rounds if self._seed is not None else secrets.randbits(63)
         )
         loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
-        if config.optimizer == "adam":
-            optimizer: Any = torch.optim.Adam(model.parameters(), lr=config.lr)
-        else:
-            optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+        optimizer = new_optimizer(model, config)
         with warnings.catch_warnings():
             # "Secure RNG turned off": the generator above is seeded from OS randomness
             warnings.simplefilter("ignore")

