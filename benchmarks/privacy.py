@@ -21,6 +21,7 @@ import functools
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,25 @@ def run_one(
     }
 
 
+def _run_setup(index: int, seeds: int, quick: bool) -> list[dict[str, Any]]:
+    """Every ε and seed of ``SETUPS[index]`` (in a worker process)."""
+    torch.set_num_threads(1)  # small models: threads only contend on a shared machine
+    setup = SETUPS[index]
+    datas = [load_client_data(setup.dataset, site) for site in dataset_sites(setup.dataset)]
+    rounds = 2 if quick else setup.rounds
+    runs = []
+    for epsilon in EPSILONS:
+        for seed in range(seeds):
+            run = {"dataset": setup.dataset, **run_one(setup, datas, epsilon, rounds, seed)}
+            runs.append(run)
+            print(
+                f"{setup.dataset} ε={epsilon:g} seed={seed}: accuracy "
+                f"{run['accuracy']:.3f} ({run['seconds']:.0f} s)",
+                flush=True,
+            )
+    return runs
+
+
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()), float(array.std())
@@ -181,21 +201,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds (smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)  # small models: threads only contend on a shared machine
     seeds = 1 if args.quick else args.seeds
-    runs = []
-    for setup in SETUPS:
-        datas = [load_client_data(setup.dataset, site) for site in dataset_sites(setup.dataset)]
-        rounds = 2 if args.quick else setup.rounds
-        for epsilon in EPSILONS:
-            for seed in range(seeds):
-                run = {"dataset": setup.dataset, **run_one(setup, datas, epsilon, rounds, seed)}
-                runs.append(run)
-                print(
-                    f"{setup.dataset} ε={epsilon:g} seed={seed}: accuracy "
-                    f"{run['accuracy']:.3f} ({run['seconds']:.0f} s)",
-                    flush=True,
-                )
+    # one process per dataset: independent runs, and the larger one sets the wall time
+    with ProcessPoolExecutor(max_workers=len(SETUPS)) as pool:
+        parts = pool.map(
+            _run_setup, range(len(SETUPS)), [seeds] * len(SETUPS), [args.quick] * len(SETUPS)
+        )
+        runs = [run for part in parts for run in part]
     rows = summarize(runs)
     table = format_table(
         ["dataset", "ε", "accuracy", "± sd", "AUROC", "± sd", "noise multiplier"],
