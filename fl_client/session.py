@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import torch
@@ -18,7 +19,6 @@ from fl_client.events import EventSink
 from fl_client.hospital_data import JobData, load_job_data
 from fl_client.jobspec import compression_config, fetch_spec, train_config
 from fl_client.models import model_from_spec
-from fl_client.privacy import HospitalPrivacy, check_private_model
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.keys import KeyCache, LayoutCache
 from fl_client.rounds.port import JobInfo, SecretContextSource, ServerPort
@@ -26,6 +26,9 @@ from fl_client.settings import ClientSettings
 from fl_client.state import JobState, LocalState
 from fl_client.table import preprocessing_to_json
 from hefl_study import StudySpec, spec_to_json
+
+if TYPE_CHECKING:
+    from fl_client.privacy import HospitalPrivacy
 
 __all__ = [
     "Connection",
@@ -197,6 +200,9 @@ def _privacy(
     """
     if spec.privacy is None:
         return None
+    # Opacus takes seconds to import: only a study with [privacy] pays for it
+    from fl_client.privacy import HospitalPrivacy, check_private_model
+
     check_private_model(model)
     return HospitalPrivacy(spec.privacy, data.train, train_config(spec), jobs.load_privacy())
 
