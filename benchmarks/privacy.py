@@ -1,7 +1,7 @@
 """Accuracy against ε: DP-SGD at every hospital, Fed-Heart-Disease and thyroid referrals.
 
-``python -m benchmarks.privacy [--quick] [--seeds N]`` prints a table, writes
-``benchmarks/privacy_results/privacy.json`` and ``privacy.png``.
+``python -m benchmarks.privacy [--quick] [--seeds N] [--rerender]`` prints a table,
+writes ``benchmarks/privacy_results/privacy.json`` and ``privacy.png``.
 
 Each hospital of a dataset (its natural sites) trains ``rounds`` local rounds in turn,
 each pulling the latest global model, exactly as hefl's client does
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -172,22 +173,29 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     finite = [e for e in EPSILONS if not math.isinf(e)]
     at_inf = max(finite) * 3  # ε = ∞ drawn one step beyond the largest finite ε
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        mine = [r for r in rows if r["dataset"] == dataset]
-        xs = [r["epsilon"] if r["epsilon"] is not None else at_inf for r in mine]
-        ys = [r["accuracy"] for r in mine]
-        errors = [r["accuracy_sd"] for r in mine]
-        axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=dataset)
-    axis.set_xscale("log")
-    axis.set_xticks([*finite, at_inf], [f"{e:g}" for e in finite] + ["∞"])
-    axis.set_xlabel("ε per hospital (δ = 1e-5)")
-    axis.set_ylabel("pooled held-out accuracy")
-    axis.set_title("DP-SGD at each hospital: accuracy against ε")
-    axis.grid(alpha=0.3)
-    axis.legend()
+    for axis, metric, label in zip(
+        axes,
+        ("accuracy", "auroc"),
+        ("pooled held-out accuracy", "pooled held-out AUROC"),
+        strict=True,
+    ):
+        for dataset in dict.fromkeys(r["dataset"] for r in rows):
+            mine = [r for r in rows if r["dataset"] == dataset]
+            xs = [r["epsilon"] if r["epsilon"] is not None else at_inf for r in mine]
+            ys = [r[metric] for r in mine]
+            errors = [r[f"{metric}_sd"] for r in mine]
+            axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=dataset)
+        axis.set_xscale("log")
+        axis.set_xticks([*finite, at_inf], [f"{e:g}" for e in finite] + ["∞"])
+        axis.minorticks_off()
+        axis.set_xlabel("ε per hospital (δ = 1e-5)")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("DP-SGD at each hospital (mean ± sd over seeds)")
     figure.tight_layout()
     path = out / "privacy.png"
     figure.savefig(path, dpi=120)
@@ -195,21 +203,8 @@ def _plot(rows: Sequence[dict[str, Any]], out: Path) -> Path:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.privacy", description=__doc__)
-    parser.add_argument("--seeds", type=int, default=3, help="repeats with other seeds")
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds (smoke test)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    seeds = 1 if args.quick else args.seeds
-    # one process per dataset: independent runs, and the larger one sets the wall time
-    with ProcessPoolExecutor(max_workers=len(SETUPS)) as pool:
-        parts = pool.map(
-            _run_setup, range(len(SETUPS)), [seeds] * len(SETUPS), [args.quick] * len(SETUPS)
-        )
-        runs = [run for part in parts for run in part]
-    rows = summarize(runs)
-    table = format_table(
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    return format_table(
         ["dataset", "ε", "accuracy", "± sd", "AUROC", "± sd", "noise multiplier"],
         [
             [
@@ -224,6 +219,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in rows
         ],
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.privacy", description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3, help="repeats with other seeds")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds (smoke test)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--rerender", action="store_true", help="the table and plot from --out's privacy.json"
+    )
+    args = parser.parse_args(argv)
+    if args.rerender:
+        rows = json.loads((args.out / "privacy.json").read_text())["summary"]
+        print(_table(rows))
+        print(f"wrote {_plot(rows, args.out)}")
+        return 0
+    seeds = 1 if args.quick else args.seeds
+    # one process per dataset: independent runs, and the larger one sets the wall time
+    with ProcessPoolExecutor(max_workers=len(SETUPS)) as pool:
+        parts = pool.map(
+            _run_setup, range(len(SETUPS)), [seeds] * len(SETUPS), [args.quick] * len(SETUPS)
+        )
+        runs = [run for part in parts for run in part]
+    rows = summarize(runs)
+    table = _table(rows)
     print(table)
     setups = {
         s.dataset: {
