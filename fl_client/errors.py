@@ -7,6 +7,7 @@
     │   └── InsecureTransportError    plain http:// to a non-loopback host, not allowed
     ├── DataError                     a dataset that cannot be loaded or split
     ├── TrainingError                 the model's outputs are unusable (it diverged)
+    ├── PrivacyBudgetSpentError       one more round would exceed this hospital's ε: it stops
     ├── IntegrityError                a decrypted model failed a check: nothing trains on it
     ├── KeyIdMismatchError            the job's key id is not this hospital's secret context's
     ├── LocalStateError               the local state directory is unusable
@@ -83,6 +84,7 @@ __all__ = [
     "LocalStateError",
     "NotEnrolledError",
     "NotFoundError",
+    "PrivacyBudgetSpentError",
     "ProbeNotOfferedError",
     "ProtocolError",
     "RateLimitedError",
@@ -119,6 +121,10 @@ class DataError(ClientError):
 
 class TrainingError(ClientError):
     """Training or evaluation gave unusable outputs (NaN or infinity: the model diverged)."""
+
+
+class PrivacyBudgetSpentError(ClientError):
+    """One more round would take this hospital beyond the study's ε: it sends nothing more."""
 
 
 class IntegrityError(ClientError):

@@ -25,6 +25,7 @@ from fl_client.models import ModelFactory, build_model
 from fl_client.training import (
     EvalResult,
     TrainConfig,
+    Trainer,
     evaluate,
     load_personal,
     load_shared,
@@ -115,11 +116,14 @@ def plaintext_federated(
     step: float = 1.0,
     personal: Sequence[str] = (),
     weight: Callable[[int], float] = lambda _tau: 1.0,
+    trainers: Sequence[Trainer] | None = None,
 ) -> FederatedResult:
     """Run ``schedule`` (client indices, one update each, every client pulling the latest
     model) in plaintext.
 
     ``init_client`` is the client whose seeded model is the initial global model.
+    ``trainers`` train each client's rounds (DP-SGD, ``fl_client.privacy``); by default
+    ``train_local``.
     """
     clients = [SimulatedClient(data=d, seed=s) for d, s in zip(datas, seeds, strict=True)]
     models = [
@@ -143,6 +147,7 @@ def plaintext_federated(
             client.data.test,
             train_config,
             round_seed(client.seed, client.rounds),
+            train=trainers[index] if trainers is not None else train_local,
         )
         compressed = compress_delta(trained.delta, client.residual, compression, client.rounds)
         keep = compression.error_feedback and compression.method != "dense"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from fl_client.connection import Connection, connect
@@ -24,6 +26,9 @@ from fl_client.settings import ClientSettings
 from fl_client.state import JobState, LocalState
 from fl_client.table import preprocessing_to_json
 from hefl_study import StudySpec, spec_to_json
+
+if TYPE_CHECKING:
+    from fl_client.privacy import HospitalPrivacy
 
 __all__ = [
     "Connection",
@@ -182,6 +187,26 @@ def job_state(state: LocalState, spec: StudySpec) -> JobState:
     return jobs
 
 
+def _privacy(
+    spec: StudySpec, model: nn.Module, data: ClientData, jobs: JobState
+) -> HospitalPrivacy | None:
+    """This hospital's DP-SGD when the study asks for it, with what it has spent so far.
+
+    Raises
+    ------
+    ConfigError
+        The model has a layer DP-SGD cannot train (named), or the ledger's accountant
+        is not the study's.
+    """
+    if spec.privacy is None:
+        return None
+    # Opacus takes seconds to import: only a study with [privacy] pays for it
+    from fl_client.privacy import HospitalPrivacy, check_private_model
+
+    check_private_model(model)
+    return HospitalPrivacy(spec.privacy, data.train, train_config(spec), jobs.load_privacy())
+
+
 def round_context(
     settings: ClientSettings,
     spec: StudySpec,
@@ -230,4 +255,5 @@ def round_context(
         sleep=sleep,
         clock=clock,
         cache=jobs.load_model_cache(),
+        privacy=_privacy(spec, model, client_data, jobs),
     )

@@ -27,18 +27,26 @@ __all__ = [
     "LocalRound",
     "TrainConfig",
     "TrainResult",
+    "Trainer",
     "evaluate",
     "load_personal",
     "load_shared",
     "local_round",
+    "new_optimizer",
     "personal_tensors",
     "planned_steps",
     "round_seed",
     "shared_blocks",
     "train_local",
+    "train_loss",
 ]
 
 Blocks = npt.NDArray[np.float64]
+# train_local's signature: (model, train_set, config, seed, on_step) -> TrainResult
+Trainer = Callable[
+    [nn.Module, "Dataset[Any]", "TrainConfig", int, "Callable[[float], object] | None"],
+    "TrainResult",
+]
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,8 @@ def task_of(outputs: int, task: Task | None) -> Task:
     return "binary" if outputs == 1 else "multiclass"
 
 
-def _loss(outputs: Any, labels: Any, task: Task | None) -> Any:
+def train_loss(outputs: Any, labels: Any, task: Task | None) -> Any:
+    """The training loss of ``task`` (``None``: see ``TrainConfig``), averaged over a batch."""
     kind = task_of(outputs.shape[-1], task)
     if kind == "binary":
         return nn.functional.binary_cross_entropy_with_logits(
@@ -124,6 +133,13 @@ def planned_steps(dataset: Dataset[Any], config: TrainConfig) -> int:
     if config.steps is not None:
         return config.steps
     return config.epochs * math.ceil(len(dataset) / config.batch_size)
+
+
+def new_optimizer(model: nn.Module, config: TrainConfig) -> Any:
+    """A fresh optimizer of ``config`` over ``model``'s parameters."""
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
 
 
 def train_local(
@@ -143,17 +159,14 @@ def train_local(
         raise ValueError("no training data")
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
-    if config.optimizer == "adam":
-        optimizer: Any = torch.optim.Adam(model.parameters(), lr=config.lr)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
+    optimizer = new_optimizer(model, config)
     total = planned_steps(dataset, config)
     model.train()
     steps, loss_sum = 0, 0.0
     while steps < total:
         for features, labels in loader:
             optimizer.zero_grad()
-            loss = _loss(model(features), labels, config.task)
+            loss = train_loss(model(features), labels, config.task)
             loss.backward()
             optimizer.step()
             steps += 1
@@ -256,17 +269,19 @@ def local_round(
     config: TrainConfig,
     seed: int,
     on_step: Callable[[float], object] | None = None,
+    train: Trainer = train_local,
 ) -> LocalRound:
     """Load the pulled model and this client's personal tensors, evaluate, train, diff.
 
     The delta is taken against the model as loaded (the pulled values in the model's
-    dtype), so it holds exactly what training changed.
+    dtype), so it holds exactly what training changed. ``train`` trains: ``train_local``,
+    or DP-SGD (``fl_client.privacy``).
     """
     load_shared(model, layout, pulled)
     load_personal(model, personal)
     before = evaluate(model, test_set, config.task)
     baseline = shared_blocks(model, layout)
-    result = train_local(model, train_set, config, seed, on_step)
+    result = train(model, train_set, config, seed, on_step)
     delta = shared_blocks(model, layout) - baseline
     return LocalRound(
         delta=delta, personal=personal_tensors(model, layout), train=result, before=before

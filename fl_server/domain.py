@@ -155,6 +155,18 @@ class ClientMetrics:
 
 
 @dataclass(frozen=True)
+class ClientPrivacy:
+    """The ε a client says it has spent on the job (DP-SGD, the study's ``[privacy]``), at
+    ``delta``, of its ``target_epsilon``, as of its report on model ``version``. The
+    server checks the form only: it cannot know what a hospital spent."""
+
+    epsilon: float
+    delta: float
+    target_epsilon: float | None
+    version: int
+
+
+@dataclass(frozen=True)
 class ClientView:
     """One client as a job's status shows it; times are seconds since the epoch."""
 
@@ -167,6 +179,7 @@ class ClientView:
     latest_metrics: ClientMetrics | None
     mean_staleness: float | None = None
     mean_weight: float | None = None
+    privacy: ClientPrivacy | None = None
 
 
 @dataclass(frozen=True)

@@ -342,8 +342,8 @@ class JobService:
         Answered once the report is durable and the metric stop rule has seen it.
         """
         self._sightings.saw(client)
-        version, metrics = parse_report(await read_body(self.settings.max_metrics_bytes))
-        await asyncio.wrap_future(self._reports.record(client, version, metrics))
+        version, metrics, privacy = parse_report(await read_body(self.settings.max_metrics_bytes))
+        await asyncio.wrap_future(self._reports.record(client, version, metrics, privacy))
         await asyncio.wrap_future(self._worker.submit(lambda: self._after_metrics(version)))
         return version
 

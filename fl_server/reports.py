@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fl_server.domain import ClientMetrics, PooledMetric, VersionSummary
+from fl_server.domain import ClientMetrics, ClientPrivacy, PooledMetric, VersionSummary
 from fl_server.errors import JobNotStartedError, MetricsInvalidError, VersionAheadError
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
@@ -25,6 +25,7 @@ __all__ = [
     "MetricsReports",
     "check_metrics",
     "client_metrics",
+    "client_privacy",
     "metrics_by_version",
     "parse_report",
     "pooled_metrics",
@@ -41,7 +42,8 @@ class MetricsReports:
 
     Keeps the newest ``max_reports`` in memory, and each client's latest report (on the
     newest model version it reported, the last received of those); every kept report is
-    also in the store.
+    also in the store. Of the reports that carry the ε a client spent (``privacy``), the
+    largest per client is kept too: spent privacy only grows.
 
     Parameters
     ----------
@@ -71,6 +73,7 @@ class MetricsReports:
         self._lock = threading.Lock()
         self._reports: deque[dict[str, Any]] = deque(maxlen=max_reports)
         self._latest: dict[str, dict[str, Any]] = {}
+        self._privacy: dict[str, dict[str, Any]] = {}
 
     def load(self) -> None:
         """Read the stored reports (at startup, before any is recorded)."""
@@ -84,11 +87,22 @@ class MetricsReports:
             latest = self._latest.get(client_id)
             if latest is None or int(report["version"]) >= int(latest["version"]):
                 self._latest[client_id] = report
+            spent = report.get("privacy")
+            kept = self._privacy.get(client_id)
+            if spent is not None and (
+                kept is None or float(spent["epsilon"]) >= float(kept["privacy"]["epsilon"])
+            ):
+                self._privacy[client_id] = report
 
     def record(
-        self, client: AccessClaims, version: int, metrics: Mapping[str, float]
+        self,
+        client: AccessClaims,
+        version: int,
+        metrics: Mapping[str, float],
+        privacy: Mapping[str, float] | None = None,
     ) -> Future[None]:
-        """Keep a client's plaintext evaluation of model ``version``; durable when resolved."""
+        """Keep a client's plaintext evaluation of model ``version``, and the ε it says it
+        has spent; durable when resolved."""
         self._lifecycle.require_writable()
         state = self._lifecycle.state
         if state is None:
@@ -106,6 +120,8 @@ class MetricsReports:
             "metrics": dict(metrics),
             "received_at": self._clock(),
         }
+        if privacy is not None:
+            report["privacy"] = dict(privacy)
 
         def store() -> None:
             self._store.append_metrics(report)
@@ -123,13 +139,20 @@ class MetricsReports:
         with self._lock:
             return dict(self._latest)
 
+    def privacy(self) -> dict[str, dict[str, Any]]:
+        """Per client id, its report of the largest ε spent (of those that carry one)."""
+        with self._lock:
+            return dict(self._privacy)
+
     def pooled(self) -> dict[str, PooledMetric]:
         """Each metric over the clients' latest reports (``pooled_metrics``)."""
         return pooled_metrics(self.latest().values())
 
 
-def parse_report(body: bytes) -> tuple[int, dict[str, int | float]]:
-    """The version and metrics of a ``MetricsReportCreate`` JSON body.
+def parse_report(
+    body: bytes,
+) -> tuple[int, dict[str, int | float], dict[str, float] | None]:
+    """The version, metrics and privacy spent of a ``MetricsReportCreate`` JSON body.
 
     Raises
     ------
@@ -142,7 +165,8 @@ def parse_report(body: bytes) -> tuple[int, dict[str, int | float]]:
         except ValidationError as exc:
             detail = validation_detail(exc)
             raise MetricsInvalidError(detail) from None
-    return report.version, report.metrics
+    privacy = report.privacy.model_dump(exclude_none=True) if report.privacy else None
+    return report.version, report.metrics, privacy
 
 
 def check_metrics(metrics: Mapping[str, float]) -> None:
@@ -207,6 +231,18 @@ def client_metrics(report: Mapping[str, Any]) -> ClientMetrics:
         version=int(report["version"]),
         n_samples=n if isinstance(n, int) else None,
         values={k: float(v) for k, v in sorted(metrics.items()) if k != "n_samples"},
+    )
+
+
+def client_privacy(report: Mapping[str, Any]) -> ClientPrivacy:
+    """A stored report's ε spent as the status shows it."""
+    spent = report["privacy"]
+    target = spent.get("target_epsilon")
+    return ClientPrivacy(
+        epsilon=float(spent["epsilon"]),
+        delta=float(spent["delta"]),
+        target_epsilon=float(target) if target is not None else None,
+        version=int(report["version"]),
     )
 
 

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from fl_server.domain import (
     ClientMetrics,
+    ClientPrivacy,
     ClientView,
     FailedJob,
     IntegrityReportView,
@@ -37,6 +38,7 @@ from fl_server.domain import (
 
 __all__ = [
     "ClientMetricsPublic",
+    "ClientPrivacyPublic",
     "ClientStatus",
     "FailedJobPublic",
     "HealthPublic",
@@ -53,6 +55,7 @@ __all__ = [
     "MetricsAccepted",
     "MetricsReportCreate",
     "PooledMetricPublic",
+    "PrivacyReportCreate",
     "ProbePublic",
     "ProbeRecordPublic",
     "QuarantinedPublic",
@@ -185,10 +188,25 @@ class SlotLease(BaseModel):
     expires_at: datetime
 
 
+class PrivacyReportCreate(BaseModel):
+    """What a hospital under a study's ``[privacy]`` says it has spent (form checked only)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    epsilon: StrictInt | StrictFloat = Field(ge=0, le=1e6, description="the ε spent so far")
+    delta: StrictInt | StrictFloat = Field(gt=0, lt=1, description="the δ it is spent at")
+    target_epsilon: StrictInt | StrictFloat | None = Field(
+        default=None, gt=0, le=1e6, description="the study's ε for each hospital"
+    )
+
+
 class MetricsReportCreate(BaseModel):
     version: int = Field(ge=0, description="the model version the metrics were computed on")
     metrics: dict[str, StrictInt | StrictFloat] = Field(
         description="plaintext evaluation metrics, e.g. loss, accuracy, n_samples"
+    )
+    privacy: PrivacyReportCreate | None = Field(
+        default=None, description="the ε this hospital has spent (a study with [privacy])"
     )
 
 
@@ -237,6 +255,17 @@ class ClientMetricsPublic(BaseModel):
         return cls(**_fields(metrics))
 
 
+class ClientPrivacyPublic(BaseModel):
+    epsilon: float = Field(description="the ε the client says it has spent (DP-SGD)")
+    delta: float
+    target_epsilon: float | None
+    version: int = Field(description="the model version of the report that said so")
+
+    @classmethod
+    def of(cls, privacy: ClientPrivacy) -> ClientPrivacyPublic:
+        return cls(**_fields(privacy))
+
+
 class ClientStatus(BaseModel):
     client_name: str | None
     updates_applied: int
@@ -251,6 +280,9 @@ class ClientStatus(BaseModel):
     mean_weight: float | None = Field(
         default=None, description="mean staleness weight applied to its updates"
     )
+    privacy: ClientPrivacyPublic | None = Field(
+        default=None, description="the ε it has spent, as it last reported (a study with [privacy])"
+    )
 
     @classmethod
     def of(cls, client: ClientView) -> ClientStatus:
@@ -261,6 +293,7 @@ class ClientStatus(BaseModel):
                 "last_seen": _datetime_or_none(client.last_seen),
                 "last_update_at": _datetime_or_none(client.last_update_at),
                 "latest_metrics": ClientMetricsPublic.of(latest) if latest else None,
+                "privacy": ClientPrivacyPublic.of(client.privacy) if client.privacy else None,
             }
         )
 

@@ -10,7 +10,7 @@ from fl_server.domain import ClientView, StatusView, StopRuleView
 from fl_server.integrity import JobIntegrity
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
-from fl_server.reports import MetricsReports, client_metrics, metrics_by_version
+from fl_server.reports import MetricsReports, client_metrics, client_privacy, metrics_by_version
 from fl_server.stoprules import evaluate_stop_rules
 from fl_server.traffic import Traffic
 from fl_server.updates import UpdatePipeline
@@ -61,6 +61,7 @@ class StatusReader:
         seen = self._sightings.last_seen()
         reports = self._reports.reports()
         latest = self._reports.latest()
+        spent = self._reports.privacy()
         bytes_in, bytes_out = self._traffic.totals()
         report_counts = Counter(str(r["client_id"]) for r in reports)
         client_ids = set(seen) | set(rejected_by_client) | set(report_counts) | set(latest)
@@ -84,6 +85,7 @@ class StatusReader:
                 latest_metrics=client_metrics(report) if report is not None else None,
                 mean_staleness=applied.mean_staleness() if applied else None,
                 mean_weight=applied.mean_weight() if applied else None,
+                privacy=client_privacy(spent[cid]) if cid in spent else None,
             )
         job = self._lifecycle.view()
         seq = state.seq if state is not None else 0

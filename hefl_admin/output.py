@@ -179,6 +179,8 @@ def _print_hospitals(clients: Mapping[str, Any], out: TextIO) -> None:
         return
     latest = {cid: (c.get("latest_metrics") or {}) for cid, c in clients.items()}
     names = _metric_names(n for m in latest.values() for n in (m.get("values") or {}))
+    # the ε each hospital reports having spent: a study with [privacy] only
+    private = any(c.get("privacy") for c in clients.values())
     rows = []
     for client_id, client in sorted(clients.items(), key=lambda i: str(i[1].get("client_name"))):
         metrics = latest[client_id]
@@ -191,9 +193,11 @@ def _print_hospitals(clients: Mapping[str, Any], out: TextIO) -> None:
                 metrics.get("version"),
                 metrics.get("n_samples"),
                 *(values.get(name) for name in names),
+                *(((client.get("privacy") or {}).get("epsilon"),) if private else ()),
             )
         )
     header = ("NAME", "UPDATES", "LAST_SEEN", "EVAL_VERSION", "ROWS", *(n.upper() for n in names))
+    header += ("EPSILON",) if private else ()
     print_table(header, rows, out, indent="  ")
 
 

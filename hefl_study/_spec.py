@@ -34,6 +34,8 @@ __all__ = [
     "Feature",
     "MissingPolicy",
     "ModelSpec",
+    "PrivacyAccountant",
+    "PrivacySpec",
     "ServerSpec",
     "StalenessKind",
     "StopSpec",
@@ -62,6 +64,7 @@ MissingPolicy = Literal["drop", "impute", "error"]
 BuiltinModel = Literal["logistic", "mlp", "cnn"]
 Compression = Literal["dense", "top-k", "random-k"]
 StalenessKind = Literal["constant", "polynomial", "hinge"]
+PrivacyAccountant = Literal["rdp", "prv"]
 
 DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "NA", "NaN", "?")
 
@@ -315,6 +318,48 @@ class StopSpec(_Section):
     min_sites: Int = Field(default=2, ge=1)
 
 
+class PrivacySpec(_Section):
+    """``[privacy]``: sample-level differential privacy at every hospital (DP-SGD, Opacus).
+
+    Each hospital clips every example's gradient to ``max_grad_norm``, adds Gaussian
+    noise of ``noise_multiplier · max_grad_norm`` to each batch's sum, samples batches
+    by Poisson sampling (rate ``batch_size / rows``), and stops taking part once one more
+    round would take its (ε, δ) beyond ``epsilon`` (its own rows, its own accountant).
+
+    Give exactly one of ``rounds`` and ``noise_multiplier``: ``rounds`` is the number of
+    local rounds a hospital plans to train, and each hospital derives the smallest noise
+    multiplier that keeps those rounds within ``epsilon`` on its own rows (the usual
+    choice: the budget then lasts the planned rounds); a given ``noise_multiplier`` is
+    the same for every hospital, and the budget lasts as many rounds as it lasts.
+
+    Attributes
+    ----------
+    epsilon, delta
+        The target (ε, δ) of each hospital; δ well below 1 / rows (1e-5 by default).
+    max_grad_norm
+        The L2 bound of one example's gradient (DP-SGD's clipping norm C).
+    accountant
+        Opacus' accountant: ``rdp`` (Rényi DP) or ``prv`` (privacy random variables,
+        tighter). Opacus' ``gdp`` is left out: it can underestimate what was spent.
+    """
+
+    epsilon: Number = Field(gt=0, le=100)
+    delta: Number = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: Number = Field(default=1.0, gt=0)
+    accountant: PrivacyAccountant = "rdp"
+    rounds: Int | None = Field(default=None, ge=1, le=100_000)
+    noise_multiplier: Number | None = Field(default=None, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _one_calibration(self) -> PrivacySpec:
+        if (self.rounds is None) == (self.noise_multiplier is None):
+            raise ValueError(
+                "give exactly one of rounds (the noise is derived from the budget) "
+                "and noise_multiplier"
+            )
+        return self
+
+
 class StudySpec(_Section):
     """A study: one training job, everything every party must agree on.
 
@@ -333,6 +378,7 @@ class StudySpec(_Section):
     communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
     stop: StopSpec
+    privacy: PrivacySpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -370,10 +416,15 @@ def spec_to_json(spec: StudySpec) -> str:
     """The canonical JSON of a spec: every default filled, keys sorted, no white space.
 
     The same study written two ways (key order, comments, defaults spelt out or not,
-    ``0`` or ``"0"`` as a class) gives the same text, so its hash names the study.
+    ``0`` or ``"0"`` as a class) gives the same text, so its hash names the study. An
+    absent ``[privacy]`` is absent here too: a study without it keeps the hash it had
+    before the section existed.
     """
+    data = spec.model_dump(mode="json")
+    if data.get("privacy") is None:
+        del data["privacy"]
     return json.dumps(
-        spec.model_dump(mode="json"),
+        data,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -17,6 +18,9 @@ from fl_client.state import JobState, ModelCache
 from fl_client.training import TrainConfig
 from fl_client.updates import CompressionConfig
 from hefl_study import StudySpec
+
+if TYPE_CHECKING:  # Opacus is imported only by a study with [privacy]
+    from fl_client.privacy import HospitalPrivacy
 
 __all__ = ["RoundContext"]
 
@@ -32,7 +36,8 @@ class RoundContext:
     ``sleep`` and ``clock`` are injectable so tests wait for nothing. ``stop_requested``
     says whether this hospital wants to stop taking part (a signal, ``max_duration``):
     waiting for a paused job, or for a repair, ends then. ``client_id`` is this
-    hospital's (the server probes a client's own update with it).
+    hospital's (the server probes a client's own update with it). ``privacy`` is this
+    hospital's DP-SGD and its accountant when the study has a ``[privacy]`` section.
     """
 
     settings: ClientSettings
@@ -51,3 +56,4 @@ class RoundContext:
     cache: ModelCache | None = None
     stop_requested: Callable[[], bool] = lambda: False
     client_id: str | None = None
+    privacy: HospitalPrivacy | None = None

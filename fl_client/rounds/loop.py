@@ -15,6 +15,7 @@ from fl_client.errors import (
     IntegrityError,
     JobNotTrainingError,
     JobPausedError,
+    PrivacyBudgetSpentError,
     ProtocolError,
     RateLimitedError,
     RetrainError,
@@ -37,6 +38,7 @@ from fl_client.training import (
     local_round,
     planned_steps,
     round_seed,
+    train_local,
 )
 from fl_client.updates import prepare_update
 
@@ -67,6 +69,8 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
     ------
     ClientQuarantinedError
         The server refuses this hospital's updates until an administrator releases it.
+    PrivacyBudgetSpentError
+        One more round would take this hospital beyond the study's ε (``[privacy]``).
     KeyIdMismatchError
         The job's keys are not the ones keyauth serves for its epoch any more.
     """
@@ -94,6 +98,9 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
             continue
         except ClientQuarantinedError as exc:
             _quarantined(ctx, exc, len(results))
+        except PrivacyBudgetSpentError:
+            ctx.events.emit(Stopped(reason="privacy_budget_spent", rounds=len(results)))
+            raise
         except JobNotTrainingError:
             result = None
         stale_in_row = 0
@@ -173,6 +180,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         version (nothing was committed): call again to re-pull and retrain.
     IntegrityError
         The pulled model failed a check: it was reported, nothing was trained.
+    PrivacyBudgetSpentError
+        One more round would exceed this hospital's ε: nothing was trained.
     """
     resume(ctx)
     job = current_job(ctx)
@@ -180,6 +189,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         return None
     if job.state == "paused":  # and this client was asked to stop while it waited
         raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
+    if ctx.privacy is not None:
+        ctx.privacy.require_budget(job.name)
     layout = check_layout(ctx, job)
     cipher = ctx.keys.for_job(job)
     progress = ctx.state.load_progress()
@@ -188,6 +199,10 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         if pulled.cache.key_epoch != job.key_epoch:
             cipher = ctx.keys.for_job(job, pulled.cache.key_epoch)
         trained = _train(ctx, layout, pulled, progress)
+        if ctx.privacy is not None:
+            # spent before the update can leave: a crash, a resend or a retrain after
+            # too_stale never hands the hospital back what this round cost
+            ctx.state.save_privacy(ctx.privacy.ledger())
         pending = _encrypt(ctx, cipher, layout, pulled, progress, trained)
         ctx.state.write_pending(pending)
         result = send(ctx, pending, trained.before)
@@ -260,11 +275,13 @@ def training_slot(ctx: RoundContext) -> Iterator[None]:
 
 
 def report_metrics(ctx: RoundContext, version: int, evaluation: EvalResult) -> None:
-    """Post a model version's metrics on the held-out rows (``n_samples`` of them);
-    a failure is a warning, except a refused login."""
+    """Post a model version's metrics on the held-out rows (``n_samples`` of them), and
+    the ε this hospital has spent (``[privacy]``); a failure is a warning, except a
+    refused login."""
     metrics = evaluation.to_metrics()
+    privacy = ctx.privacy.report() if ctx.privacy is not None else None
     try:
-        ctx.server.post_metrics(version, metrics)
+        ctx.server.post_metrics(version, metrics, privacy)
     except (ServiceError, TransportError) as exc:
         if isinstance(exc, AuthError):
             raise
@@ -293,6 +310,7 @@ def _train(ctx: RoundContext, layout: ModelLayout, pulled: Pull, progress: Progr
             ctx.train_config,
             round_seed(ctx.spec.model.seed, progress.rounds),
             on_step=_on_step(ctx, bar),
+            train=ctx.privacy.train if ctx.privacy is not None else train_local,
         )
 
 

@@ -21,10 +21,21 @@ __all__ = [
     "ServerPort",
     "SlotLease",
     "UpdateAck",
+    "metrics_report_json",
 ]
 
 OnChunk = Callable[[int, int | None], object]
 """Called with each downloaded chunk's size and the total size, if known."""
+
+
+def metrics_report_json(
+    version: int, metrics: Mapping[str, float | int], privacy: Mapping[str, float] | None
+) -> dict[str, object]:
+    """The body of ``POST /v1/jobs/{job}/metrics``; ``privacy`` only when there is one."""
+    body: dict[str, object] = {"version": version, "metrics": dict(metrics)}
+    if privacy is not None:
+        body["privacy"] = dict(privacy)
+    return body
 
 
 @dataclass(frozen=True)
@@ -161,7 +172,14 @@ class ServerPort(Protocol):
 
     def push_update(self, envelope: bytes) -> UpdateAck: ...
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None: ...
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        """Report a version's metrics, and the ε spent (``{"epsilon", "delta", ...}``)."""
+        ...
 
     def get_probe_model(
         self, version: int, update_id: str | None = None, *, on_chunk: OnChunk | None = None

@@ -7,6 +7,20 @@ code when loaded.
 """
 
 from fl_client.state._local import JobState, LocalState
-from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
+from fl_client.state._records import (
+    Credential,
+    ModelCache,
+    PendingUpdate,
+    PrivacyLedger,
+    Progress,
+)
 
-__all__ = ["Credential", "JobState", "LocalState", "ModelCache", "PendingUpdate", "Progress"]
+__all__ = [
+    "Credential",
+    "JobState",
+    "LocalState",
+    "ModelCache",
+    "PendingUpdate",
+    "PrivacyLedger",
+    "Progress",
+]

@@ -11,7 +11,14 @@ from typing import Any
 import numpy as np
 
 from fl_client.errors import LocalStateError
-from fl_client.state._records import Array, Credential, ModelCache, PendingUpdate, Progress
+from fl_client.state._records import (
+    Array,
+    Credential,
+    ModelCache,
+    PendingUpdate,
+    PrivacyLedger,
+    Progress,
+)
 
 __all__ = [
     "credential_from_bytes",
@@ -20,6 +27,8 @@ __all__ = [
     "model_cache_to_bytes",
     "pending_from_bytes",
     "pending_to_bytes",
+    "privacy_ledger_from_bytes",
+    "privacy_ledger_to_bytes",
     "progress_from_bytes",
     "progress_to_bytes",
 ]
@@ -72,6 +81,38 @@ def credential_from_bytes(raw: bytes, what: str) -> Credential:
         )
     except (ValueError, KeyError, TypeError) as exc:
         raise LocalStateError(f"{what} is corrupt: {exc!r}") from None
+
+
+def privacy_ledger_to_bytes(ledger: PrivacyLedger) -> bytes:
+    data = {
+        "accountant": ledger.accountant,
+        "history": [list(entry) for entry in ledger.history],
+        "rounds": ledger.rounds,
+    }
+    return json.dumps(data, indent=2, allow_nan=False).encode()
+
+
+def privacy_ledger_from_bytes(raw: bytes, what: str) -> PrivacyLedger:
+    """The ledger in ``raw``; ``LocalStateError`` naming ``what`` if it is corrupt.
+
+    A corrupt ledger is an error, never a fresh start: forgetting spent steps would
+    hand a hospital its privacy budget again.
+    """
+    try:
+        data = json.loads(raw)
+        history = tuple(
+            (float(sigma), float(rate), int(steps)) for sigma, rate, steps in data["history"]
+        )
+        ledger = PrivacyLedger(
+            accountant=str(data["accountant"]), history=history, rounds=int(data["rounds"])
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LocalStateError(f"{what} is corrupt: {exc!r}") from None
+    if ledger.rounds < 0 or any(
+        not (sigma > 0 and 0 < rate <= 1 and steps >= 0) for sigma, rate, steps in history
+    ):
+        raise LocalStateError(f"{what} is corrupt: a value out of range")
+    return ledger
 
 
 def model_cache_to_bytes(cache: ModelCache) -> bytes:

@@ -21,10 +21,18 @@ from fl_client.state._codec import (
     model_cache_to_bytes,
     pending_from_bytes,
     pending_to_bytes,
+    privacy_ledger_from_bytes,
+    privacy_ledger_to_bytes,
     progress_from_bytes,
     progress_to_bytes,
 )
-from fl_client.state._records import Credential, ModelCache, PendingUpdate, Progress
+from fl_client.state._records import (
+    Credential,
+    ModelCache,
+    PendingUpdate,
+    PrivacyLedger,
+    Progress,
+)
 from hefl_study import is_job_name
 
 __all__ = ["JobState", "LocalState"]
@@ -35,6 +43,7 @@ _PROGRESS = "progress.npz"
 _PENDING = "pending-update.npz"
 _SPEC = "spec.json"
 _PREPROCESSING = "preprocessing.json"
+_PRIVACY = "privacy.json"
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +159,7 @@ class LocalState(_PrivateDir):
 
 class JobState(_PrivateDir):
     """What one job's rounds remember: progress, the pending-update journal, the model
-    cache, the spec trained and this hospital's preprocessing record."""
+    cache, the spec trained, this hospital's preprocessing record and privacy ledger."""
 
     @property
     def name(self) -> str:
@@ -171,6 +180,16 @@ class JobState(_PrivateDir):
     def load_preprocessing(self) -> str | None:
         raw = self._read(_PREPROCESSING)
         return None if raw is None else raw.decode("utf-8")
+
+    # -- the privacy ledger (JSON) ------------------------------------------------------
+
+    def save_privacy(self, ledger: PrivacyLedger) -> None:
+        """Keep what DP-SGD has spent; written before the round's update is journaled."""
+        self._write(_PRIVACY, privacy_ledger_to_bytes(ledger))
+
+    def load_privacy(self) -> PrivacyLedger | None:
+        raw = self._read(_PRIVACY)
+        return None if raw is None else privacy_ledger_from_bytes(raw, str(self.root / _PRIVACY))
 
     # -- model cache -------------------------------------------------------------------
 

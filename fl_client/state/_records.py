@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Array", "Credential", "ModelCache", "PendingUpdate", "Progress"]
+__all__ = ["Array", "Credential", "ModelCache", "PendingUpdate", "PrivacyLedger", "Progress"]
 
 Array = npt.NDArray[Any]
 
@@ -63,3 +63,13 @@ class PendingUpdate:
     envelope: bytes = field(repr=False)
     progress: Progress
     summary: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrivacyLedger:
+    """What this hospital's DP-SGD has spent on a job: its accountant's history
+    (``(noise_multiplier, sample_rate, steps)`` per run of equal steps), and the rounds."""
+
+    accountant: str
+    history: tuple[tuple[float, float, int], ...] = ()
+    rounds: int = 0

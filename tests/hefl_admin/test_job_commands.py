@@ -365,6 +365,25 @@ STATUS = {
 }
 
 
+def test_show_prints_the_epsilon_each_hospital_spent_in_a_private_study(
+    keyauth: FakeKeyauth, server: FakeServer
+) -> None:
+    server.jobs["icu-mortality"] = job_record("icu-mortality", "a" * 64, state="training")
+    clients = dict(STATUS["clients"])  # type: ignore[call-overload]
+    first = next(iter(clients))
+    spent = {"epsilon": 1.5, "delta": 1e-5, "target_epsilon": 3.0, "version": 9}
+    clients[first] = {**clients[first], "privacy": spent}
+    server.statuses["icu-mortality"] = {**STATUS, "clients": clients}
+
+    status, out, err = run(["job", "show", "icu-mortality"], keyauth, server)
+
+    lines = out.splitlines()
+    hospitals = lines[lines.index("hospitals:") + 1 :][:3]
+    assert status == 0, err
+    assert hospitals[0].split()[-1] == "EPSILON"
+    assert sorted(row.split()[-1] for row in hospitals[1:]) == ["-", "1.5"]
+
+
 def test_show_prints_the_job_each_hospital_the_pooled_metrics_and_the_stop_rules(
     keyauth: FakeKeyauth, server: FakeServer
 ) -> None:

@@ -229,7 +229,15 @@
       const progress = rule.progress === null ? "–" : fmtNumber(rule.progress, rule.metric ? 4 : 0);
       fact(facts, label, rule.met ? `${progress} (met)` : progress, `stop_${rule.rule}`);
     }
-    fact(facts, "privacy budget ε spent", "not enabled", "dp_epsilon", "muted");
+    // the largest ε a hospital reports having spent (a study with [privacy])
+    const spent = Object.values(job.clients).map((c) => c.privacy).filter((p) => p);
+    if (spent.length) {
+      const most = spent.reduce((a, b) => (b.epsilon > a.epsilon ? b : a));
+      const target = most.target_epsilon === null ? "" : ` of ${fmtNumber(most.target_epsilon, 3)}`;
+      fact(facts, "privacy budget ε spent (most)", `${fmtNumber(most.epsilon, 3)}${target}`, "dp_epsilon");
+    } else {
+      fact(facts, "privacy budget ε spent", "not enabled", "dp_epsilon", "muted");
+    }
   }
 
   function renderClients(job) {

@@ -1,0 +1,63 @@
+"""The study's [privacy] section: validated, located errors, and no hash change without it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hefl_study import SpecError, spec_from_mapping, spec_to_json
+
+_BASE: dict[str, Any] = {
+    "name": "private",
+    "model": {"name": "logistic"},
+    "data": {"task": "binary", "classes": [0, 1], "input_shape": [4]},
+    "stop": {"target_updates": 10},
+}
+
+
+def _with(privacy: Any) -> dict[str, Any]:
+    return {**_BASE, "privacy": privacy}
+
+
+def test_a_study_without_privacy_keeps_its_canonical_form() -> None:
+    spec = spec_from_mapping(_BASE)
+
+    assert spec.privacy is None
+    assert "privacy" not in spec_to_json(spec)
+
+
+def test_a_private_study_is_filled_with_defaults_and_hashes_apart() -> None:
+    spec = spec_from_mapping(_with({"epsilon": 3, "rounds": 20}))
+
+    assert spec.privacy is not None
+    assert spec.privacy.model_dump() == {
+        "epsilon": 3.0,
+        "delta": 1e-5,
+        "max_grad_norm": 1.0,
+        "accountant": "rdp",
+        "rounds": 20,
+        "noise_multiplier": None,
+    }
+    assert spec.sha256 != spec_from_mapping(_BASE).sha256
+
+
+@pytest.mark.parametrize(
+    ("privacy", "problem"),
+    [
+        ({"epsilon": 3}, "privacy: give exactly one of rounds"),
+        ({"epsilon": 3, "rounds": 5, "noise_multiplier": 1.0}, "privacy: give exactly one"),
+        ({"epsilon": 0, "rounds": 5}, "privacy.epsilon: must be greater than 0"),
+        ({"epsilon": 3, "rounds": 5, "delta": 1}, "privacy.delta: must be less than 1"),
+        ({"epsilon": 3, "rounds": 5, "accountant": "gdp"}, "privacy.accountant: must be"),
+        ({"epsilon": 3, "rounds": 5, "max_grad_norm": -1}, "privacy.max_grad_norm"),
+        ({"epsilon": 3, "rounds": 0}, "privacy.rounds"),
+        ({"epsilon": "3", "rounds": 5}, "privacy.epsilon"),
+        ({"epsilon": 3, "rounds": 5, "sigma": 1}, "privacy.sigma"),
+    ],
+)
+def test_a_bad_privacy_section_is_reported_where_it_is(privacy: Any, problem: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        spec_from_mapping(_with(privacy))
+
+    assert problem in str(caught.value)
