@@ -27,6 +27,7 @@ from fl_client.rounds.job import check_layout, current_job, wait_while_paused
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
 from fl_client.rounds.repair import wait_for_repair
+from fl_client.rounds.rotation import settle_rotation
 from fl_client.state import PendingUpdate, Progress
 from fl_client.training import (
     EvalResult,
@@ -175,9 +176,11 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         The pulled model failed a check: it was reported, nothing was trained.
     """
     resume(ctx)
-    job = current_job(ctx)
+    job = settle_rotation(ctx, current_job(ctx))
     if job.state == "done":
         return None
+    if job.rotation is not None:  # and this client was asked to stop while it waited
+        raise JobPausedError(f"job {job.name!r} is rotating its key", status=409, code="job_paused")
     if job.state == "paused":  # and this client was asked to stop while it waited
         raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     layout = check_layout(ctx, job)

@@ -99,6 +99,9 @@ class MemoryPort:
     def post_integrity(self, report: IntegrityReport) -> str:
         return self._call("post_integrity", self.server.post_integrity, report.to_json())
 
+    def put_rotated_model(self, envelope: bytes) -> JobInfo:
+        raise NotImplementedError("key rotation is tested end to end (tests/test_rotation_e2e)")
+
 
 class RecordingSink(Reporter):
     """A quiet ``Reporter`` (no bars, no lines) that keeps the events it is given."""
