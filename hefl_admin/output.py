@@ -162,6 +162,32 @@ def print_status(status: Mapping[str, Any], out: TextIO) -> None:
     integrity = status.get("integrity")
     if isinstance(integrity, Mapping):  # a server from before issue 13 has none
         _print_integrity(integrity, str(job.get("name")), out)
+    _print_rotations(job.get("rotation"), status.get("rotations"), out)
+
+
+def _print_rotations(active: object, rotations: object, out: TextIO) -> None:
+    """The key rotation under way, those done, and the updates trained again for them."""
+    if not isinstance(rotations, Mapping):  # a server from before key rotation
+        return
+    done = rotations.get("done") or []
+    if not done and active is None and not rotations.get("detail"):
+        return
+    retrained = rotations.get("updates_retrained")
+    print(f"\nkey rotations: {len(done)} done, {retrained} updates trained again", file=out)
+    for entry in done:
+        print(
+            f"  epoch {entry.get('from_epoch')} → {entry.get('to_epoch')} at version "
+            f"{entry.get('version')}, re-encrypted by {entry.get('client_id')} ({entry.get('at')})",
+            file=out,
+        )
+    if isinstance(active, Mapping):
+        print(
+            f"  under way: to epoch {active.get('key_epoch')} at version {active.get('version')}, "
+            f"{active.get('client_id')} asked until {active.get('deadline')}",
+            file=out,
+        )
+    if rotations.get("detail"):
+        print(f"  last attempt: {rotations['detail']}", file=out)
 
 
 def _seconds(value: object) -> str | None:
