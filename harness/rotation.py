@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class RotationRun:
     events: dict[str, list[Event]]
     outcomes: dict[str, str]
     rotation_seconds: float
+    command_seconds: float
     rotated_at_version: int
     revoked_secret_context: bytes = field(repr=False)
     revoked_token_answer: int
@@ -103,10 +105,21 @@ class RotationRun:
             if any(isinstance(e, ModelReencrypted) and e.swapped for e in events)
         ]
 
+    @property
+    def server_seconds(self) -> float:
+        """The server's part: from freezing the model to the swap being durable (the
+        hospital asked noticing it, pulling, decrypting, encrypting, uploading included)."""
+        done = self.status["rotations"]["done"][-1]
+        return (
+            datetime.fromisoformat(done["at"]) - datetime.fromisoformat(done["started_at"])
+        ).total_seconds()
+
     def figures(self) -> dict[str, Any]:
         rotations = self.status["rotations"]
         return {
             "rotation_seconds": round(self.rotation_seconds, 3),
+            "command_seconds": round(self.command_seconds, 3),
+            "server_seconds": round(self.server_seconds, 3),
             "rotated_at_version": self.rotated_at_version,
             "final_version": self.status["version"],
             "updates_applied": self.status["updates_applied"],
@@ -256,6 +269,7 @@ def run_rotation(
             time.sleep(1.0)  # the server refreshes the revocation list every 0.5 s
             requested = time.monotonic()
             run_admin(keyauth.url, server.url, admin_key, "job", "rotate", JOB, *admin)
+            commanded = time.monotonic()
             restarted: tuple[int, bytes] | None = None
             if kill_after_request:
                 server.kill()
@@ -309,6 +323,7 @@ def run_rotation(
         events={site: r.events for site, r in recorders.items()},
         outcomes=outcomes,
         rotation_seconds=rotated - requested,
+        command_seconds=commanded - requested,
         rotated_at_version=rotated_version,
         revoked_secret_context=stored[1],
         revoked_token_answer=token_answer,
