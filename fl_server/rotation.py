@@ -329,7 +329,15 @@ class JobRotation:
             )
         lifecycle = self._lifecycle
         state = lifecycle.require_started()
-        if model.version != pending.version or state.version != pending.version:
+        if state.version != pending.version:
+            # a repair moved the model meanwhile: what was re-encrypted is not the model
+            self._end(
+                f"the model moved from version {pending.version} to {state.version} during "
+                "the rotation (a repair): start the rotation again"
+            )
+            raise RotationNotOfferedError("the rotation ended: the model changed under it")
+        lifecycle.require_not_done()
+        if model.version != pending.version:
             raise VersionAheadError(
                 f"re-encrypted version {model.version}; the job asks for version {pending.version}",
                 current_version=pending.version,
