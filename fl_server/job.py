@@ -399,20 +399,27 @@ class JobLifecycle:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
+        model = self.whole_model(body, "the initial model")
+        self.check_epoch(model.key_epoch)
+        if model.version != 0:
+            raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
+        return self._worker.submit(lambda: self._store_initial_model(model))
+
+    def whole_model(self, body: bytes, what: str) -> crypto.EncryptedModel:
+        """A client's model envelope of this job's layout, every block in order (an
+        initial model, or one re-encrypted for a key rotation); ciphertexts not loaded."""
+        layout = self._layout
+        if layout is None:
+            raise NoLayoutError("set the model layout first")
         with client_input("the model envelope", EnvelopeMalformedError):
             try:
                 model = crypto.model_from_bytes(body, layout.limits)
             except crypto.CryptoError as exc:
                 raise InvalidInputError.from_crypto(exc) from exc
-        self.check_epoch(model.key_epoch)
-        if model.version != 0:
-            raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
         n_blocks = layout.layout.n_blocks
         if [b.index for b in model.blocks] != list(range(n_blocks)):
-            raise IncompleteModelError(
-                f"the initial model must carry all {n_blocks} blocks, in order"
-            )
-        return self._worker.submit(lambda: self._store_initial_model(model))
+            raise IncompleteModelError(f"{what} must carry all {n_blocks} blocks, in order")
+        return model
 
     def _store_initial_model(self, model: crypto.EncryptedModel) -> None:
         if self._state is not None:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field, replace
 import crypto
 from fl_server.domain import RotationDoneView, RotationStatus, RotationView
 from fl_server.errors import (
-    EnvelopeMalformedError,
-    IncompleteModelError,
     InvalidInputError,
     KeyEpochMismatchError,
     RotationNotOfferedError,
@@ -35,7 +33,6 @@ from fl_server.errors import (
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
 from fl_server.material import EpochContext
-from fl_server.parsing import client_input
 from fl_server.settings import ServerSettings
 from fl_server.store import RotationEntry, Store
 from fl_server.worker import ApplyWorker
@@ -297,17 +294,7 @@ class JobRotation:
         """
         self._lifecycle.require_writable()
         self._offered_to(client)
-        limits = self._lifecycle.limits
-        assert limits is not None
-        with client_input("the model envelope", EnvelopeMalformedError):
-            try:
-                model = crypto.model_from_bytes(body, limits)
-            except crypto.CryptoError as exc:
-                raise InvalidInputError.from_crypto(exc) from exc
-        if [b.index for b in model.blocks] != list(range(limits.n_blocks)):
-            raise IncompleteModelError(
-                f"a re-encrypted model carries all {limits.n_blocks} blocks, in order"
-            )
+        model = self._lifecycle.whole_model(body, "a re-encrypted model")
         return self._worker.submit(lambda: self._swap(client, model))
 
     def _offered_to(self, client: AccessClaims) -> _Pending:
