@@ -15,6 +15,7 @@ from fl_client.errors import (
     IntegrityError,
     JobNotTrainingError,
     JobPausedError,
+    JobRotatingError,
     ProtocolError,
     RateLimitedError,
     RetrainError,
@@ -171,7 +172,9 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     ------
     RetrainError
         The server rejected the update as too stale, or for another key epoch or
-        version (nothing was committed): call again to re-pull and retrain.
+        version (nothing was committed), or the job moves to a new key epoch
+        (``JobRotatingError``; this client was asked to stop while it waited): call
+        again to re-pull and retrain.
     IntegrityError
         The pulled model failed a check: it was reported, nothing was trained.
     """
@@ -180,7 +183,11 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     if job.state == "done":
         return None
     if job.rotation is not None:  # and this client was asked to stop while it waited
-        raise JobPausedError(f"job {job.name!r} is rotating its key", status=409, code="job_paused")
+        raise JobRotatingError(
+            f"job {job.name!r} is moving to key epoch {job.rotation.key_epoch}",
+            status=409,
+            code="job_rotating",
+        )
     if job.state == "paused":  # and this client was asked to stop while it waited
         raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     layout = check_layout(ctx, job)
