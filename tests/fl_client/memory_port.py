@@ -100,7 +100,9 @@ class MemoryPort:
         return self._call("post_integrity", self.server.post_integrity, report.to_json())
 
     def put_rotated_model(self, envelope: bytes) -> JobInfo:
-        raise NotImplementedError("key rotation is tested end to end (tests/test_rotation_e2e)")
+        return job_from_json(
+            self._call("put_rotated_model", self.server.put_rotated_model, envelope), "job"
+        )
 
 
 class RecordingSink(Reporter):
