@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
@@ -190,7 +190,7 @@ class JobRotation:
             raise RotationRefusedError(
                 "the job is locating a corrupted update: rotate once its integrity is healthy"
             )
-        if not candidates():
+        if not self._eligible(candidates, ()):
             raise RotationRefusedError(
                 "no hospital can re-encrypt the model: none not revoked or quarantined has "
                 "been seen by this server since it started; start the rotation again once "
@@ -241,16 +241,19 @@ class JobRotation:
         if self._pending is not None:
             self._end(why)
 
+    def _eligible(self, candidates: Callable[[], list[str]], asked: Sequence[str]) -> list[str]:
+        """The hospitals that may be asked, best first: not asked yet, not quarantined."""
+        state = self._lifecycle.state
+        return [
+            c
+            for c in candidates()
+            if c not in asked and not (state is not None and state.is_quarantined(c))
+        ]
+
     def _ask_next(self) -> None:
         pending = self._pending
         assert pending is not None
-        quarantined = self._lifecycle.state
-        left = [
-            c
-            for c in pending.candidates()
-            if c not in pending.asked
-            and not (quarantined is not None and quarantined.is_quarantined(c))
-        ]
+        left = self._eligible(pending.candidates, pending.asked)
         if not left:
             self._end(
                 f"no hospital re-encrypted version {pending.version} (asked: "

@@ -312,3 +312,23 @@ def _epoch_2(material: KeyauthMaterial, target: EpochContext) -> KeyauthMaterial
 
 def _reader(body: bytes) -> BodyReader:
     return body_reader(body)
+
+
+async def test_a_revoked_hospital_is_never_asked_to_reencrypt(
+    make_job: MakeJob,
+    client: AccessClaims,
+    client_b: AccessClaims,
+    hospital: Hospital,
+    target: EpochContext,
+) -> None:
+    clock = Clock()
+    job = make_job(clock=clock)
+    await start_job(job, client, hospital)
+    clock.now += 1
+    job.layout_json(client_b)  # seen last, but revoked
+
+    view = await job.rotate(target, lambda client_id: client_id == "client-b")
+
+    assert view.rotation is not None
+    assert view.rotation.client_id == "client-a"
+    assert job.status().rotations.asked == ("client-a",)
