@@ -28,7 +28,8 @@
         │   ├── RetrainError          the update no longer fits the model: re-pull, retrain
         │   │   ├── TooStaleError     base version too old (``current_version``)
         │   │   ├── VersionAheadError base or ``since`` version newer than the server's
-        │   │   └── KeyEpochMismatchError  encrypted under another key epoch than the model
+        │   │   ├── KeyEpochMismatchError  encrypted under another key epoch than the model
+        │   │   └── JobRotatingError  the job moves to a new key epoch: retrain after it
         │   ├── JobNotStartedError    no initial model yet
         │   ├── JobNotTrainingError   the job is not accepting updates (done)
         │   ├── JobPausedError        the job is paused: keep the update, resend after resume
@@ -37,7 +38,8 @@
         │   ├── LayoutConflictError   this client's model layout is not the job's
         │   ├── InitialModelExistsError
         │   ├── ProbeNotOfferedError  the server no longer offers that probe of a version
-        │   └── RepairWindowExceededError  the update is older than the repair window
+        │   ├── RepairWindowExceededError  the update is older than the repair window
+        │   └── RotationNotOfferedError  no re-encryption of the model is asked of this client
         ├── RateLimitedError          429 (``retry_after`` seconds, if the service said)
         ├── InvalidRequestError       any other 4xx
         │   └── SpecInvalidError      a spec the server refuses
@@ -78,6 +80,7 @@ __all__ = [
     "JobNotStartedError",
     "JobNotTrainingError",
     "JobPausedError",
+    "JobRotatingError",
     "KeyEpochMismatchError",
     "KeyIdMismatchError",
     "LayoutConflictError",
@@ -90,6 +93,7 @@ __all__ = [
     "RateLimitedError",
     "RepairWindowExceededError",
     "RetrainError",
+    "RotationNotOfferedError",
     "ServerError",
     "ServiceError",
     "SpecInvalidError",
@@ -289,6 +293,16 @@ class KeyEpochMismatchError(RetrainError):
     """The update was encrypted under another key epoch than the model's."""
 
 
+class JobRotatingError(RetrainError):
+    """The job is moving to a new key epoch: an update under the old one is never applied;
+    train again on the model of the new epoch."""
+
+
+class RotationNotOfferedError(ConflictError):
+    """The server asks no re-encryption of this client (now): another was asked, or the
+    rotation ended."""
+
+
 class JobNotFoundError(NotFoundError):
     """The server has no job of that name."""
 
@@ -389,6 +403,8 @@ _ACTED_ON: dict[str, type[ServiceError]] = {
     "probe_not_offered": ProbeNotOfferedError,
     "repair_window_exceeded": RepairWindowExceededError,
     "update_not_found": UpdateNotFoundError,
+    "job_rotating": JobRotatingError,
+    "rotation_not_offered": RotationNotOfferedError,
 }
 
 

@@ -26,12 +26,14 @@ __all__ = [
     "IntegrityRestored",
     "JobJoined",
     "KeyEpochFetched",
+    "ModelReencrypted",
     "Paused",
     "ProbeAnswered",
     "ProgressBar",
     "Rejected",
     "Resent",
     "Resumed",
+    "RotationWaiting",
     "RoundResult",
     "Stopped",
     "WaitingForSlot",
@@ -176,6 +178,30 @@ class IntegrityRestored(Event):
     job: str
     failed_version: int
     version: int
+
+
+@dataclass(frozen=True)
+class RotationWaiting(Event):
+    """The job moves to a new key epoch and another hospital re-encrypts the model: this
+    one waits, then fetches the new epoch's secret context and trains on."""
+
+    name: ClassVar[str] = "rotation_wait"
+    job: str
+    key_epoch: int
+    version: int
+
+
+@dataclass(frozen=True)
+class ModelReencrypted(Event):
+    """Asked by the server, this hospital re-encrypted the model under the new key epoch
+    (after checking it decrypted under the old one); ``swapped``: the server took it."""
+
+    name: ClassVar[str] = "reencrypted"
+    job: str
+    from_epoch: int
+    key_epoch: int
+    version: int
+    swapped: bool
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ class ClientSettings(BaseSettings):
         gt=0,
         le=60,
         description="Seconds between looks at a job whose model failed a check, while the "
-        "server locates and removes the bad update (and probes this hospital).",
+        "server locates and removes the bad update (and probes this hospital), and at a job "
+        "moving to a new key epoch.",
     )
     max_consecutive_stale: int = Field(
         default=20, ge=1, description="Give up after N too_stale rejections in a row."

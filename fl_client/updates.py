@@ -40,6 +40,7 @@ __all__ = [
     "compress_delta",
     "decrypt_model",
     "encrypt_initial_model",
+    "encrypt_model",
     "encrypt_update",
     "model_limits",
     "prepare_update",
@@ -230,10 +231,24 @@ def encrypt_initial_model(
     on_block: Callable[[], object] | None = None,
 ) -> bytes:
     """The initial model envelope: version 0, every block, at the model scale."""
+    return encrypt_model(cipher, layout, blocks, version=0, key_epoch=key_epoch, on_block=on_block)
+
+
+def encrypt_model(
+    cipher: ClientCipher,
+    layout: ModelLayout,
+    blocks: Blocks,
+    *,
+    version: int,
+    key_epoch: int,
+    on_block: Callable[[], object] | None = None,
+) -> bytes:
+    """A whole model envelope at the model scale: the initial model, or a model
+    re-encrypted under a new key epoch (a key rotation)."""
     indices = np.arange(layout.n_blocks, dtype=np.int64)
     model = EncryptedModel(
         fingerprint=layout.fingerprint,
-        version=0,
+        version=version,
         key_epoch=key_epoch,
         blocks=_encrypt_blocks(cipher.encrypt_model_block, indices, blocks, on_block),
     )

@@ -68,6 +68,10 @@ class TokenAuth:
         """Replace the set of revoked client ids (from keyauth's revocation list)."""
         self._revoked = frozenset(client_ids)
 
+    def is_revoked(self, client_id: str) -> bool:
+        """Whether keyauth lists ``client_id`` as revoked (as last fetched)."""
+        return client_id in self._revoked
+
 
 class Sightings:
     """When each client last acted on one job, and under which name, since the server started.

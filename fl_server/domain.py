@@ -29,6 +29,9 @@ __all__ = [
     "QuarantineView",
     "RemovedUpdateView",
     "RepairView",
+    "RotationDoneView",
+    "RotationStatus",
+    "RotationView",
     "ServerStatusView",
     "StatusView",
     "StopReason",
@@ -84,6 +87,44 @@ class IntegrityView:
 
 
 @dataclass(frozen=True)
+class RotationView:
+    """A key rotation under way, as ``Job`` shows it: the epoch the job moves to (and its
+    key id), the version to re-encrypt, the hospital asked to and until when."""
+
+    key_epoch: int
+    key_id: str | None
+    version: int
+    client_id: str | None
+    deadline: float | None
+    started_at: float
+
+
+@dataclass(frozen=True)
+class RotationDoneView:
+    """One key rotation the job went through (from job.json)."""
+
+    from_epoch: int
+    to_epoch: int
+    key_id: str | None
+    version: int
+    client_id: str
+    started_at: float
+    at: float
+
+
+@dataclass(frozen=True)
+class RotationStatus:
+    """Key rotations in the status (the one under way is ``JobView.rotation``): those
+    done, the hospitals asked for the last one, updates under an old epoch refused (their
+    hospitals retrain them) since the server started, and why the last attempt failed."""
+
+    done: tuple[RotationDoneView, ...] = ()
+    asked: tuple[str, ...] = ()
+    updates_retrained: int = 0
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
 class JobView:
     """A job as the administrator and clients see it; ``created_at`` in seconds since the epoch."""
 
@@ -102,6 +143,7 @@ class JobView:
     training_seconds: float
     key_id: str | None = None
     integrity: IntegrityView = field(default_factory=IntegrityView)
+    rotation: RotationView | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +381,7 @@ class StatusView:
     pooled_metrics: dict[str, PooledMetric]
     stop_rules: tuple[StopRuleView, ...]
     integrity: IntegrityStatus
+    rotations: RotationStatus = field(default_factory=RotationStatus)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,9 @@
     │   ├── KeyEpochMismatchError     key_epoch_mismatch
     │   ├── UpdateIdReusedError       update_id_reused
     │   ├── ProbeNotOfferedError      probe_not_offered: no such integrity probe (for you)
+    │   ├── JobRotatingError          job_rotating: the job moves to a new key epoch
+    │   ├── RotationRefusedError      rotation_refused: no key rotation possible now
+    │   ├── RotationNotOfferedError   rotation_not_offered: no re-encryption asked of you
     │   ├── RepairWindowExceededError repair_window_exceeded: older than FLSERVER_REPAIR_WINDOW
     │   └── VersionError              carries ``current_version``
     │       ├── TooStaleError         too_stale
@@ -108,6 +111,7 @@ __all__ = [
     "JobNotStartedError",
     "JobNotTrainingError",
     "JobPausedError",
+    "JobRotatingError",
     "JobStateError",
     "KeyEpochMismatchError",
     "KeyauthUnavailableError",
@@ -123,6 +127,8 @@ __all__ = [
     "RepairWindowExceededError",
     "RequestError",
     "RetryLaterError",
+    "RotationNotOfferedError",
+    "RotationRefusedError",
     "ServerBusyError",
     "ServerError",
     "SlotsFullError",
@@ -434,6 +440,24 @@ class ProbeNotOfferedError(ConflictError):
     code = "probe_not_offered"
     http_status = 409
     title = "Probe not offered"
+
+
+class JobRotatingError(ConflictError):
+    code = "job_rotating"
+    http_status = 409
+    title = "Key rotation under way"
+
+
+class RotationRefusedError(ConflictError):
+    code = "rotation_refused"
+    http_status = 409
+    title = "Rotation refused"
+
+
+class RotationNotOfferedError(ConflictError):
+    code = "rotation_not_offered"
+    http_status = 409
+    title = "Rotation not offered"
 
 
 class RepairWindowExceededError(ConflictError):

@@ -11,7 +11,15 @@ from concurrent.futures import Future
 
 import crypto
 from fl_server.control import JobControl
-from fl_server.domain import BodyReader, IntegrityView, JobState, JobView, LayoutSet, StopReason
+from fl_server.domain import (
+    BodyReader,
+    IntegrityView,
+    JobState,
+    JobView,
+    LayoutSet,
+    RotationView,
+    StopReason,
+)
 from fl_server.errors import (
     EnvelopeMalformedError,
     IncompleteModelError,
@@ -21,6 +29,7 @@ from fl_server.errors import (
     JobNotStartedError,
     JobNotTrainingError,
     JobPausedError,
+    JobRotatingError,
     KeyEpochMismatchError,
     LayoutConflictError,
     LayoutInvalidError,
@@ -96,6 +105,10 @@ class JobLifecycle:
         self._checkpoint_version = 0
         # The job's integrity as ``Job`` shows it (``JobService`` hands its own in).
         self.integrity_view: Callable[[], IntegrityView] = IntegrityView
+        # The key rotation under way, if any (``JobRotation`` hands its own in); while one
+        # is, the model stays at its version and updates are refused (``job_rotating``).
+        self.rotation_view: Callable[[], RotationView | None] = lambda: None
+        self.rotating = False
         self.control = JobControl(
             store, journal, started=lambda: self._state is not None, clock=clock
         )
@@ -181,6 +194,7 @@ class JobLifecycle:
             training_seconds=self.control.training_seconds(),
             key_id=record.key_id,
             integrity=self.integrity_view(),
+            rotation=self.rotation_view(),
         )
 
     def layout_json(self) -> bytes:
@@ -241,15 +255,38 @@ class JobLifecycle:
             raise JobPausedError(
                 "the job is paused: keep the update and send it again once the job resumes"
             )
+        if self.rotating:
+            raise JobRotatingError(
+                "the job is moving to a new key epoch: an update under the old one can never "
+                "be applied; once the job shows its new key_epoch, fetch that epoch's secret "
+                "context from keyauth, pull the model and train again"
+            )
         return self.require_started()
 
     def check_epoch(self, key_epoch: int) -> None:
         job_epoch = self.record.key_epoch
         if key_epoch != job_epoch:
+            if any(r.from_epoch == key_epoch for r in self.record.rotations):
+                logger.info(
+                    "job %s: an update under key epoch %d, from before a key rotation, is "
+                    "refused: its hospital trains it again under epoch %d",
+                    self.record.name,
+                    key_epoch,
+                    job_epoch,
+                )
             raise KeyEpochMismatchError(
-                f"encrypted under key epoch {key_epoch}; this job uses epoch {job_epoch}",
+                f"encrypted under key epoch {key_epoch}; this job uses epoch {job_epoch}: "
+                f"fetch the secret context of key epoch {job_epoch} from keyauth, pull the "
+                "model and train again",
                 key_epoch=job_epoch,
             )
+
+    def swap(self, record: JobRecord, state: ModelState) -> None:
+        """On the worker, once durable: the job and its model under a new key epoch."""
+        self.record = record
+        self._state = state
+        self._checkpoint_version = state.version
+        self.rotating = False
 
     # -- the administrator ----------------------------------------------------------------
 
@@ -362,20 +399,27 @@ class JobLifecycle:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
+        model = self.whole_model(body, "the initial model")
+        self.check_epoch(model.key_epoch)
+        if model.version != 0:
+            raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
+        return self._worker.submit(lambda: self._store_initial_model(model))
+
+    def whole_model(self, body: bytes, what: str) -> crypto.EncryptedModel:
+        """A client's model envelope of this job's layout, every block in order (an
+        initial model, or one re-encrypted for a key rotation); ciphertexts not loaded."""
+        layout = self._layout
+        if layout is None:
+            raise NoLayoutError("set the model layout first")
         with client_input("the model envelope", EnvelopeMalformedError):
             try:
                 model = crypto.model_from_bytes(body, layout.limits)
             except crypto.CryptoError as exc:
                 raise InvalidInputError.from_crypto(exc) from exc
-        self.check_epoch(model.key_epoch)
-        if model.version != 0:
-            raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
         n_blocks = layout.layout.n_blocks
         if [b.index for b in model.blocks] != list(range(n_blocks)):
-            raise IncompleteModelError(
-                f"the initial model must carry all {n_blocks} blocks, in order"
-            )
-        return self._worker.submit(lambda: self._store_initial_model(model))
+            raise IncompleteModelError(f"{what} must carry all {n_blocks} blocks, in order")
+        return model
 
     def _store_initial_model(self, model: crypto.EncryptedModel) -> None:
         if self._state is not None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import replace
 
 import crypto
 import hefl_study
@@ -41,6 +42,7 @@ from fl_server.journal import Journal
 from fl_server.material import EpochContext
 from fl_server.publishing import Publisher
 from fl_server.reports import MetricsReports, parse_report
+from fl_server.rotation import JobRotation
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
 from fl_server.status import StatusReader
@@ -135,6 +137,17 @@ class JobService:
             clock=clock,
         )
         self._lifecycle.integrity_view = self._integrity.view
+        self._rotation = JobRotation(
+            settings,
+            self._lifecycle,
+            store=store,
+            journal=self._journal,
+            worker=self._worker,
+            healthy=lambda: self._integrity.view().state is IntegrityState.HEALTHY,
+            after_swap=self._integrity.saw_metrics,  # the hospital checked it before
+            clock=clock,
+        )
+        self._lifecycle.rotation_view = self._rotation.view
         self._updates = UpdatePipeline(
             config,
             cipher,
@@ -271,6 +284,9 @@ class JobService:
                 saved.result()
         self._check_stop_rules()
         self._integrity.tick()
+        if self._lifecycle.control.done:
+            self._rotation.cancel("the job is done")
+        self._rotation.tick()
 
     def _after_apply(self) -> None:
         """On the worker, after each applied update."""
@@ -384,8 +400,31 @@ class JobService:
         self._lifecycle.require_writable()
         await asyncio.wrap_future(self._worker.submit(lambda: self._integrity.release(client_id)))
 
+    # -- key rotation ---------------------------------------------------------------------
+
+    async def rotate(self, target: EpochContext, is_revoked: Callable[[str], bool]) -> JobView:
+        """Move the job to key epoch ``target`` (docs/fl_server.md, "Key rotation"): the
+        hospital seen most recently, not revoked (``is_revoked``) nor quarantined, is asked
+        to re-encrypt the model; the others after it, one by one, if it does not."""
+
+        def candidates() -> list[str]:
+            seen = sorted(self._sightings.last_seen().items(), key=lambda kv: -kv[1][1])
+            return [client_id for client_id, _ in seen if not is_revoked(client_id)]
+
+        await asyncio.wrap_future(self._rotation.start(target, candidates))
+        return self.view()
+
+    async def receive_rotated_model(self, client: AccessClaims, read_body: BodyReader) -> JobView:
+        """The model re-encrypted by the hospital asked; the job under its new key epoch
+        once the swap is durable."""
+        self._sightings.saw(client)
+        body = await read_body(self._lifecycle.envelope_limit())
+        await asyncio.wrap_future(self._rotation.receive(client, body))
+        return self.view()
+
     # -- status ---------------------------------------------------------------------------
 
     def status(self) -> StatusView:
         """Everything the job's status page and its Prometheus series show."""
-        return self._status.read()
+        status = self._status.read()
+        return replace(status, rotations=self._rotation.status(status.updates_rejected))

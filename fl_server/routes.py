@@ -130,6 +130,18 @@ async def stop_job(_: CurrentAdmin, job: CurrentJob) -> JobPublic:
     return JobPublic.of(await job.stop())
 
 
+@router.post(
+    f"{_JOB}/rotation",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["jobs"],
+    responses={409: {"description": "rotation_refused: keyauth's epoch is not newer, ..."}},
+)
+async def rotate_job(
+    _: CurrentAdmin, service: Service, job: Annotated[str, Path(description="the job's name")]
+) -> JobPublic:
+    return JobPublic.of(await service.rotate_job(job))
+
+
 # -- one job: what hospitals do ------------------------------------------------------------
 
 
@@ -169,6 +181,11 @@ async def put_initial_model(
     client: CurrentClient, job: CurrentJob, body: RequestBody
 ) -> InitialModelAccepted:
     return InitialModelAccepted.of(await job.receive_initial_model(client, body))
+
+
+@router.put(f"{_JOB}/rotation", tags=["job"], openapi_extra=_ENVELOPE_BODY)
+async def put_rotated_model(client: CurrentClient, job: CurrentJob, body: RequestBody) -> JobPublic:
+    return JobPublic.of(await job.receive_rotated_model(client, body))
 
 
 @router.get(

@@ -28,6 +28,9 @@ from fl_server.domain import (
     QuarantineView,
     RemovedUpdateView,
     RepairView,
+    RotationDoneView,
+    RotationStatus,
+    RotationView,
     ServerStatusView,
     StatusView,
     StopReason,
@@ -62,6 +65,9 @@ __all__ = [
     "RemovedUpdatePublic",
     "RepairCreate",
     "RepairPublic",
+    "RotationDonePublic",
+    "RotationPublic",
+    "RotationStatusPublic",
     "ServerStatusPublic",
     "SlotLease",
     "StopReason",
@@ -114,6 +120,65 @@ class IntegrityPublic(BaseModel):
         return cls(state=integrity.state, probe=_probe_or_none(integrity.probe))
 
 
+class RotationPublic(BaseModel):
+    key_epoch: int = Field(description="the key epoch the job moves to")
+    key_id: str | None = Field(description="that epoch's key id, as keyauth states it")
+    version: int = Field(description="the version to re-encrypt")
+    client_id: str | None = Field(description="the hospital asked to re-encrypt it")
+    deadline: datetime | None = Field(description="until when it is asked; then another is")
+    started_at: datetime
+
+    @classmethod
+    def of(cls, rotation: RotationView) -> RotationPublic:
+        return cls(
+            **{
+                **_fields(rotation),
+                "deadline": _datetime_or_none(rotation.deadline),
+                "started_at": timestamp_to_datetime(rotation.started_at),
+            }
+        )
+
+
+class RotationDonePublic(BaseModel):
+    from_epoch: int
+    to_epoch: int
+    key_id: str | None
+    version: int = Field(description="the first version under to_epoch")
+    client_id: str = Field(description="the hospital that re-encrypted the model")
+    started_at: datetime
+    at: datetime = Field(description="when the swap was durable")
+
+    @classmethod
+    def of(cls, done: RotationDoneView) -> RotationDonePublic:
+        return cls(
+            **{
+                **_fields(done),
+                "started_at": timestamp_to_datetime(done.started_at),
+                "at": timestamp_to_datetime(done.at),
+            }
+        )
+
+
+class RotationStatusPublic(BaseModel):
+    done: list[RotationDonePublic] = Field(description="the job's key rotations, oldest first")
+    asked: list[str] = Field(description="the hospitals asked to re-encrypt, last rotation")
+    updates_retrained: int = Field(
+        description="updates under an old key epoch refused since the server started "
+        "(job_rotating, key_epoch_mismatch): each is trained again by its hospital"
+    )
+    detail: str | None = Field(description="why the last rotation ended without a swap")
+
+    @classmethod
+    def of(cls, status: RotationStatus) -> RotationStatusPublic:
+        return cls(
+            **{
+                **_fields(status),
+                "done": [RotationDonePublic.of(d) for d in status.done],
+                "asked": list(status.asked),
+            }
+        )
+
+
 class JobPublic(BaseModel):
     name: str
     description: str
@@ -134,6 +199,9 @@ class JobPublic(BaseModel):
         "this id. null only on a server given fixed key material without one (tests)"
     )
     integrity: IntegrityPublic
+    rotation: RotationPublic | None = Field(
+        description="the key rotation under way (docs/fl_server.md, Key rotation), if any"
+    )
 
     @classmethod
     def of(cls, job: JobView) -> JobPublic:
@@ -145,6 +213,7 @@ def _job_fields(job: JobView) -> dict[str, Any]:
         **_fields(job),
         "created_at": timestamp_to_datetime(job.created_at),
         "integrity": IntegrityPublic.of(job.integrity),
+        "rotation": RotationPublic.of(job.rotation) if job.rotation is not None else None,
     }
 
 
@@ -476,6 +545,7 @@ class JobStatusPublic(JobPublic):
     integrity: IntegrityStatusPublic = Field(
         description="the state and probe, and the reports, probes, repairs, quarantined clients"
     )
+    rotations: RotationStatusPublic = Field(description="key rotations done, and refusals")
 
     @classmethod
     def of(cls, status: StatusView) -> JobStatusPublic:  # type: ignore[override]
@@ -492,6 +562,7 @@ class JobStatusPublic(JobPublic):
                 },
                 "stop_rules": [StopRulePublic.of(r) for r in status.stop_rules],
                 "integrity": IntegrityStatusPublic.of(status.integrity),
+                "rotations": RotationStatusPublic.of(status.rotations),
             }
         )
 

@@ -180,6 +180,21 @@ class ServerService:
         job, created = await asyncio.to_thread(self._registry.create, spec, context)
         return JobCreated(job.view(), created=created)
 
+    async def rotate_job(self, name: str) -> JobView:
+        """Move job ``name`` to keyauth's current key epoch, which must be newer than the
+        job's (``rotation_refused`` otherwise: ``hefl-admin epochs rotate`` first).
+
+        Raises
+        ------
+        RotationRefusedError
+            The epoch is not newer, the job cannot rotate now, or no hospital can be asked.
+        KeyauthUnavailableError
+            keyauth did not say which epoch is current.
+        """
+        job = self._registry.get(name)
+        context = await self._material.current_context()
+        return await job.rotate(context, self._auth.is_revoked)
+
     def tick(self) -> None:
         """Have every job check its wall-time rule and save its training time."""
         for job in self._registry.jobs():

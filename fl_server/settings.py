@@ -67,6 +67,9 @@ class ServerSettings(BaseSettings):
     probe_timeout
         Seconds the sender of a suspect update has to check its own update (an integrity
         probe); one that does not answer has its update removed, but is not quarantined.
+    rotation_timeout
+        Seconds the hospital asked to re-encrypt the model for a key rotation has to
+        upload it; then another hospital is asked (docs/fl_server.md, "Key rotation").
     status_access
         Who may read the status (``GET /v1/status``, ``GET /v1/jobs/{job}/status``), and so
         the operator page (``/ui``) that shows it: ``"token"`` (the default: a viewer,
@@ -107,6 +110,7 @@ class ServerSettings(BaseSettings):
     stop_check_interval: float = Field(default=1.0, gt=0)
     repair_window: int = Field(default=16, ge=1)
     probe_timeout: float = Field(default=120.0, gt=0)
+    rotation_timeout: float = Field(default=60.0, gt=0)
     status_access: Literal["public", "token"] = "token"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

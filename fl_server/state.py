@@ -72,6 +72,9 @@ class ModelState:
         self._max_staleness = max_staleness
         self._book = book or RepairBook()
         self.history = UpdateHistory(repair_window)
+        # The seq after which the log is under the current key epoch (a key rotation):
+        # no older update can be subtracted from this model.
+        self.rotated_at_seq = 0
 
     @classmethod
     def initial(
@@ -129,6 +132,7 @@ class ModelState:
             ledger = ReceiptLedger.from_json(raw_ledger)
             tally = UpdateTally.from_json(raw["tally"])
             book = RepairBook.from_json(raw.get("integrity"))
+            rotated_at_seq = int(raw.get("rotated_at_seq", 0))
         except (crypto.CryptoError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the checkpoint does not fit this job: {exc}") from exc
         if len(block_versions) != len(blocks):
@@ -153,6 +157,46 @@ class ModelState:
             book=book,
             repair_window=repair_window,
         )
+        state.rotated_at_seq = rotated_at_seq
+        state._forget_old_receipts()
+        return state
+
+    def rekeyed(self, job: JobRecord, model: crypto.EncryptedModel) -> ModelState:
+        """This model re-encrypted under ``job``'s (new) key epoch, at the next version.
+
+        ``model`` is the whole model as a hospital re-encrypted it (checked against the
+        layout by the caller); receipts, counters and repairs carry over; the update
+        history does not (its updates are under the old key). Needs an empty buffer.
+
+        Raises
+        ------
+        crypto.CryptoError
+            A block that is not a valid model-scale ciphertext of this context.
+        """
+        if self.buffered:
+            raise StateError("a key rotation needs an empty buffer")
+        blocks = [self._cipher.load_model_block(b.data) for b in model.blocks]
+        version = self.version + 1
+        data = tuple(b.data for b in model.blocks)
+        snapshot = ModelSnapshot(
+            job.job_id, model.fingerprint, job.key_epoch, version, data, (version,) * len(data)
+        )
+        with self._lock:
+            ledger = ReceiptLedger.from_json(self._ledger.to_json())
+            tally, book = self._tally.copy(), self._book.copy()
+        state = ModelState(
+            self._cipher,
+            job,
+            blocks,
+            snapshot,
+            seq=self.seq,
+            ledger=ledger,
+            tally=tally,
+            max_staleness=self._max_staleness,
+            book=book,
+            repair_window=self.history.window,
+        )
+        state.rotated_at_seq = self.seq
         state._forget_old_receipts()
         return state
 
@@ -319,7 +363,10 @@ class ModelState:
         return receipt
 
     def remember(self, record: UpdateRecord) -> None:
-        """Recovery: an update the checkpoint holds, still in the log for repairs."""
+        """Recovery: an update the checkpoint holds, still in the log for repairs (unless
+        it is from before a key rotation)."""
+        if record.seq <= self.rotated_at_seq:
+            return
         self.history.add(record)
         self.history.trim(self.version)
 
@@ -449,6 +496,7 @@ class ModelState:
                 "ledger": self._ledger.to_json(),
                 "tally": self._tally.to_json(),
                 "integrity": self._book.to_json(),
+                "rotated_at_seq": self.rotated_at_seq,
             }
         oldest = self.history.oldest_seq()
         return Checkpoint(

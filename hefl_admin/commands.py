@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -139,6 +139,22 @@ def _add_job_commands(commands: Any) -> None:
         command = job_commands.add_parser(action, help=says)
         command.add_argument("name", help="the job's name")
         command.add_argument("--json", **as_json)
+
+    rotate = job_commands.add_parser(
+        "rotate",
+        help="move a running job to new keys: keyauth's next key epoch (made now if "
+        "keyauth's current one is the job's), its model re-encrypted by one hospital; a "
+        "revoked hospital cannot decrypt the versions after it",
+    )
+    rotate.add_argument("name", help="the job's name")
+    rotate.add_argument(
+        "--no-new-keys",
+        dest="new_keys",
+        action="store_false",
+        help="do not make keyauth's next epoch: refused unless `hefl-admin epochs rotate` "
+        "made one newer than the job's",
+    )
+    rotate.add_argument("--json", **as_json)
 
     repair = job_commands.add_parser(
         "repair",
@@ -308,6 +324,34 @@ def _job_change(
     return command
 
 
+def _job_rotate(args: argparse.Namespace, services: Services, out: TextIO) -> None:
+    server = services.server()
+    made = None
+    if args.new_keys:
+        job_epoch = int(server.job(args.name)["key_epoch"])
+        if int(services.keyauth.health()["key_epoch"]) <= job_epoch:
+            made = services.keyauth.rotate_key_epoch()
+    job = server.rotate(args.name)
+    if args.json:
+        print_json(job, out)
+        return
+    if made is not None:
+        print(f"keyauth: new key epoch {made['key_epoch']} (profile {made['profile']})", file=out)
+    rotation = job.get("rotation")
+    if isinstance(rotation, Mapping):
+        print(
+            f"{args.name}: moving from key epoch {job.get('key_epoch')} to "
+            f"{rotation.get('key_epoch')} at version {rotation.get('version')}; hospital "
+            f"{rotation.get('client_id')} is asked to re-encrypt the model (hefl-admin job "
+            f"show {args.name} follows it)",
+            file=out,
+        )
+    else:
+        print(
+            f"{args.name}: key epoch {job.get('key_epoch')}, version {job.get('version')}", file=out
+        )
+
+
 def _job_repair(args: argparse.Namespace, services: Services, out: TextIO) -> None:
     repair = services.server().repair(args.name, args.updates, quarantine=args.quarantine)
     if args.json:
@@ -330,4 +374,5 @@ _JOB_COMMANDS: dict[str, Callable[[argparse.Namespace, Services, TextIO], None]]
     "stop": _job_change(ServerAdmin.stop),
     "repair": _job_repair,
     "release": _job_release,
+    "rotate": _job_rotate,
 }

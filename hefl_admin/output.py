@@ -162,6 +162,44 @@ def print_status(status: Mapping[str, Any], out: TextIO) -> None:
     integrity = status.get("integrity")
     if isinstance(integrity, Mapping):  # a server from before issue 13 has none
         _print_integrity(integrity, str(job.get("name")), out)
+    _print_rotations(job.get("rotation"), status.get("rotations"), status.get("clients"), out)
+
+
+def _print_rotations(active: object, rotations: object, clients: object, out: TextIO) -> None:
+    """The key rotation under way, those done, and the updates trained again for them."""
+    if not isinstance(rotations, Mapping):  # a server from before key rotation
+        return
+    done = rotations.get("done") or []
+    if not done and active is None and not rotations.get("detail"):
+        return
+    names = clients if isinstance(clients, Mapping) else {}
+
+    def who(client_id: object) -> str:
+        client = names.get(client_id)
+        name = client.get("client_name") if isinstance(client, Mapping) else None
+        return f"{name} ({client_id})" if name else str(client_id)
+
+    retrained = rotations.get("updates_retrained")
+    print(
+        f"\nkey rotations: {len(done)} done, {retrained} "
+        f"update{'' if retrained == 1 else 's'} trained again",
+        file=out,
+    )
+    for entry in done:
+        print(
+            f"  epoch {entry.get('from_epoch')} → {entry.get('to_epoch')} at version "
+            f"{entry.get('version')}, re-encrypted by {who(entry.get('client_id'))} at "
+            f"{entry.get('at')}",
+            file=out,
+        )
+    if isinstance(active, Mapping):
+        print(
+            f"  under way: to epoch {active.get('key_epoch')} at version {active.get('version')}, "
+            f"{who(active.get('client_id'))} asked until {active.get('deadline')}",
+            file=out,
+        )
+    if rotations.get("detail"):
+        print(f"  last attempt: {rotations['detail']}", file=out)
 
 
 def _seconds(value: object) -> str | None:

@@ -85,6 +85,10 @@ class ServerAdmin:
     def stop(self, name: str) -> dict[str, Any]:
         return self._call("POST", self._job_path(name, "/stop"))
 
+    def rotate(self, name: str) -> dict[str, Any]:
+        """Move the job to keyauth's current key epoch (``POST .../rotation``); the job."""
+        return self._call("POST", self._job_path(name, "/rotation"))
+
     def repair(self, name: str, update_ids: list[str], *, quarantine: bool) -> dict[str, Any]:
         """Remove updates from the job's model exactly (``POST .../repairs``); the repair."""
         body = {"update_ids": update_ids, "quarantine": quarantine}

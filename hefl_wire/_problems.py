@@ -120,6 +120,13 @@ _CODES = (
     Problem("probe_not_offered", 409, "no such integrity probe is offered (to this client)"),
     Problem("repair_window_exceeded", 409, "the update is older than the repair window"),
     Problem("update_not_found", 404, "no applied update of that id"),
+    Problem(
+        "job_rotating",
+        409,
+        "the job is moving to a new key epoch: fetch it and train again once it has",
+    ),
+    Problem("rotation_refused", 409, "the job cannot move to a new key epoch now (detail: why)"),
+    Problem("rotation_not_offered", 409, "no re-encryption of the model is asked of this client"),
     Problem("client_not_quarantined", 404, "the client is not quarantined in that job"),
     # Input errors of crypto, answered by fl_server (fl_server.errors.InvalidInputError).
     Problem("crypto_error", 400, "a crypto error with no finer code (crypto raises none today)"),

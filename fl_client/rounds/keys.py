@@ -102,6 +102,17 @@ class KeyCache:
                 "created again under the current keys, or keyauth's old keys restored."
             ) from None
 
+    def for_epoch(self, key_epoch: int, key_id: str | None) -> ClientCipher:
+        """The cipher of ``key_epoch``, checked against ``key_id`` if given (a key rotation
+        names the new epoch's key id before the job is under it).
+
+        Raises
+        ------
+        KeyIdMismatchError
+            Neither the context held nor the one keyauth serves has that key id.
+        """
+        return self._cipher(key_epoch, key_id)
+
     def _cipher(self, key_epoch: int, expected: str | None) -> ClientCipher:
         cached = self._cipher_of(key_epoch)
         if expected is not None and cached[1] != expected:

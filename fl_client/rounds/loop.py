@@ -15,6 +15,7 @@ from fl_client.errors import (
     IntegrityError,
     JobNotTrainingError,
     JobPausedError,
+    JobRotatingError,
     PrivacyBudgetSpentError,
     ProtocolError,
     RateLimitedError,
@@ -28,6 +29,7 @@ from fl_client.rounds.job import check_layout, current_job, wait_while_paused
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
 from fl_client.rounds.repair import wait_for_repair
+from fl_client.rounds.rotation import settle_rotation
 from fl_client.state import PendingUpdate, Progress
 from fl_client.training import (
     EvalResult,
@@ -177,16 +179,24 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     ------
     RetrainError
         The server rejected the update as too stale, or for another key epoch or
-        version (nothing was committed): call again to re-pull and retrain.
+        version (nothing was committed), or the job moves to a new key epoch
+        (``JobRotatingError``; this client was asked to stop while it waited): call
+        again to re-pull and retrain.
     IntegrityError
         The pulled model failed a check: it was reported, nothing was trained.
     PrivacyBudgetSpentError
         One more round would exceed this hospital's ε: nothing was trained.
     """
     resume(ctx)
-    job = current_job(ctx)
+    job = settle_rotation(ctx, current_job(ctx))
     if job.state == "done":
         return None
+    if job.rotation is not None:  # and this client was asked to stop while it waited
+        raise JobRotatingError(
+            f"job {job.name!r} is moving to key epoch {job.rotation.key_epoch}",
+            status=409,
+            code="job_rotating",
+        )
     if job.state == "paused":  # and this client was asked to stop while it waited
         raise JobPausedError(f"job {job.name!r} is paused", status=409, code="job_paused")
     if ctx.privacy is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "ModelDownload",
     "OnChunk",
     "Probe",
+    "Rotation",
     "SecretContext",
     "SecretContextSource",
     "ServerPort",
@@ -83,11 +84,23 @@ class IntegrityReport:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """A key rotation under way (``Job.rotation``): the job moves to ``key_epoch`` (key id
+    ``key_id``); ``client_id`` is asked to re-encrypt ``version``, every other waits."""
+
+    key_epoch: int
+    version: int
+    key_id: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
 class JobInfo:
     """A job as fl_server describes it (``Job`` in docs/protocol.md).
 
     ``key_id`` is the job's key id (``None`` from a server that does not say it: not
-    checked); ``integrity`` is healthy from a server that does not say it.
+    checked); ``integrity`` is healthy from a server that does not say it; ``rotation``
+    is the key rotation under way, if any.
     """
 
     name: str
@@ -103,6 +116,7 @@ class JobInfo:
     updates_applied: int = 0
     key_id: str | None = None
     integrity: JobIntegrity = field(default_factory=JobIntegrity)
+    rotation: Rotation | None = None
 
 
 @dataclass(frozen=True)
@@ -189,4 +203,9 @@ class ServerPort(Protocol):
 
     def post_integrity(self, report: IntegrityReport) -> str:
         """Report a model version's checks; the job's integrity state after it."""
+        ...
+
+    def put_rotated_model(self, envelope: bytes) -> JobInfo:
+        """The model re-encrypted under the new key epoch (``PUT …/rotation``); the job
+        after the swap."""
         ...

@@ -16,6 +16,7 @@ from fl_client.rounds.port import (
     ModelDownload,
     OnChunk,
     Probe,
+    Rotation,
     SlotLease,
     UpdateAck,
     metrics_report_json,
@@ -147,6 +148,25 @@ def job_from_json(body: object, what: str) -> JobInfo:
         updates_applied=applied if isinstance(applied, int) else 0,
         key_id=key_id,
         integrity=_integrity(body.get("integrity"), what),
+        rotation=_rotation(body.get("rotation"), what),
+    )
+
+
+def _rotation(body: object, what: str) -> Rotation | None:
+    """A job's ``rotation``: the key rotation under way, if any."""
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{what}: rotation is not a JSON object")
+    key_id, client_id = body.get("key_id"), body.get("client_id")
+    if not isinstance(key_id, str | None) or not isinstance(client_id, str | None):
+        raise ProtocolError(f"{what}: rotation ids are not strings")
+    where = f"{what}: rotation"
+    return Rotation(
+        key_epoch=json_field(body, "key_epoch", int, where),
+        version=json_field(body, "version", int, where),
+        key_id=key_id,
+        client_id=client_id,
     )
 
 
@@ -215,6 +235,13 @@ class JobClient:
             content=envelope,
             headers={"Content-Type": OCTET_STREAM},
         )
+
+    def put_rotated_model(self, envelope: bytes) -> JobInfo:
+        what = "put re-encrypted model"
+        response = self._authed(
+            "PUT", "rotation", what=what, content=envelope, headers={"Content-Type": OCTET_STREAM}
+        )
+        return job_from_json(json_object(response, what), what)
 
     def get_model(
         self,

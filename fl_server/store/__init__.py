@@ -16,6 +16,7 @@ from fl_server.store._records import (
     ReleaseRecord,
     RemovedUpdate,
     RepairRecord,
+    RotationEntry,
     UpdateRecord,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "ReleaseRecord",
     "RemovedUpdate",
     "RepairRecord",
+    "RotationEntry",
     "Store",
     "UpdateRecord",
     "read_job_file",

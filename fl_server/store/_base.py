@@ -43,6 +43,12 @@ class Store(abc.ABC):
         ``checkpoint.log_kept_after``."""
 
     @abc.abstractmethod
+    def commit_rotation(self, job: JobRecord, checkpoint: Checkpoint) -> None:
+        """Move the job to a new key epoch: ``job`` (its new ``key_epoch``) and the model
+        re-encrypted under it (``checkpoint``) take effect together or not at all, even
+        across a crash; the log is then forgotten through ``checkpoint.seq``."""
+
+    @abc.abstractmethod
     def append_updates(self, records: Sequence[LogRecord]) -> None:
         """Append records (in ``seq`` order) to the log; durable when this returns."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,10 @@ from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRe
 from fl_server.store._wal import WriteAheadLog
 
 __all__ = ["FileStore", "read_job_file"]
+
+logger = logging.getLogger("fl_server.store")
+
+_ROTATION_PREFIX = "rotation-"
 
 
 def read_job_file(job_dir: Path) -> JobRecord | None:
@@ -42,6 +48,8 @@ class FileStore(Store):
         layout.json          the model layout (written once, atomically)
         control.json         paused, done and why, time spent training (replaced atomically)
         checkpoint.bin       the model at some version, all blocks (replaced atomically)
+        rotation-<epoch>.bin the model re-encrypted under key epoch <epoch>, while a key
+                             rotation commits (in force once job.json names that epoch)
         wal/<seq>.log        accepted updates (and repairs) after the checkpoint, and those of
                              the repair window before it, in order
         metrics.jsonl        clients' evaluation reports
@@ -74,6 +82,31 @@ class FileStore(Store):
         self._wal = WriteAheadLog(wal_dir)
         self._metrics = MetricsFile(state_dir / "metrics.jsonl", max_metrics_reports)
         self._integrity = MetricsFile(state_dir / "integrity.jsonl", max_metrics_reports)
+        self._settle_rotation()
+
+    def _settle_rotation(self) -> None:
+        """Finish or forget a key rotation a crash interrupted (``commit_rotation``).
+
+        job.json is the commit point: a rotated model whose epoch it names is put in
+        place; one it does not name never took effect and is deleted.
+        """
+        for path in sorted(self.state_dir.glob(f"{_ROTATION_PREFIX}*.bin")):
+            try:
+                epoch = int(path.stem.removeprefix(_ROTATION_PREFIX))
+            except ValueError:
+                raise StateError(f"unexpected file in the job directory: {path.name}") from None
+            job = self.load_job()
+            if job is not None and job.key_epoch == epoch:
+                logger.warning("finishing the rotation to key epoch %d a crash interrupted", epoch)
+                for _ in self._wal.read(-1):
+                    pass  # learn where the log ends, so that every segment can be dropped
+                self._install_rotated(path, checkpoint_from_bytes(path.read_bytes(), path).seq)
+            else:
+                logger.warning(
+                    "dropping %s: a rotation to key epoch %d that never committed", path.name, epoch
+                )
+                path.unlink()
+                hefl_durable.fsync_dir(self.state_dir)
 
     def load_job(self) -> JobRecord | None:
         return read_job_file(self.state_dir)
@@ -103,6 +136,20 @@ class FileStore(Store):
         path = self.state_dir / "checkpoint.bin"
         hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
         self._wal.drop_through(checkpoint.log_kept_after)
+
+    def commit_rotation(self, job: JobRecord, checkpoint: Checkpoint) -> None:
+        # 1. the re-encrypted model, not yet in force; 2. job.json names the new epoch: the
+        # commit point; 3. the model takes the checkpoint's place and the old log goes.
+        path = self.state_dir / f"{_ROTATION_PREFIX}{job.key_epoch:06d}.bin"
+        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        self.save_job(job)
+        self._install_rotated(path, checkpoint.seq)
+
+    def _install_rotated(self, path: Path, seq: int) -> None:
+        os.replace(path, self.state_dir / "checkpoint.bin")
+        hefl_durable.fsync_dir(self.state_dir)
+        # The log's updates are under the old key: no repair can subtract them any more.
+        self._wal.drop_through(seq)
 
     def append_updates(self, records: Sequence[LogRecord]) -> None:
         self._wal.append(records)

@@ -49,6 +49,10 @@ class MemoryStore(Store):
         kept_after = checkpoint.log_kept_after
         self._log = [r for r in self._log if r.seq > kept_after]
 
+    def commit_rotation(self, job: JobRecord, checkpoint: Checkpoint) -> None:
+        self._job = job
+        self.write_checkpoint(checkpoint)
+
     def append_updates(self, records: Sequence[LogRecord]) -> None:
         self._log.extend(records)
 

@@ -26,16 +26,60 @@ __all__ = [
     "ReleaseRecord",
     "RemovedUpdate",
     "RepairRecord",
+    "RotationEntry",
     "UpdateRecord",
     "log_record_from_header",
 ]
 
 # 2: jobs created from study specs. 3: the key id of the job's epoch (``key_id``); a
 # format-2 job reads with none and records the key id keyauth states on its first open.
-_JOB_FORMAT = 3
-_JOB_FORMATS = (2, 3)
+# 4: the key rotations the job went through (``rotations``); older formats had none.
+_JOB_FORMAT = 4
+_JOB_FORMATS = (2, 3, 4)
 _CONTROL_FORMAT = 1
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class RotationEntry:
+    """One key rotation of a running job: the model moved from ``from_epoch`` to
+    ``to_epoch`` (key id ``key_id``), re-encrypted by ``client_id``, at version ``version``
+    (the first of the new epoch), after the update ``seq``."""
+
+    from_epoch: int
+    to_epoch: int
+    key_id: str | None
+    version: int
+    seq: int
+    client_id: str
+    started_at: float
+    at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "from_epoch": self.from_epoch,
+            "to_epoch": self.to_epoch,
+            "key_id": self.key_id,
+            "version": self.version,
+            "seq": self.seq,
+            "client_id": self.client_id,
+            "started_at": self.started_at,
+            "at": self.at,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RotationEntry:
+        key_id = raw["key_id"]
+        return cls(
+            from_epoch=int(raw["from_epoch"]),
+            to_epoch=int(raw["to_epoch"]),
+            key_id=None if key_id is None else str(key_id),
+            version=int(raw["version"]),
+            seq=int(raw["seq"]),
+            client_id=str(raw["client_id"]),
+            started_at=float(raw["started_at"]),
+            at=float(raw["at"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,6 +92,8 @@ class JobRecord:
     ``key_id`` is the key id of ``key_epoch`` (hex SHA-256 of its secret context) when
     the job was created; ``None`` for a job from before key ids (format 2) until it is
     opened, and for a job created on key material that states none (tests).
+    ``key_epoch`` and ``key_id`` are the current ones: a key rotation replaces them (and
+    the record, atomically) and adds a ``rotations`` entry.
     """
 
     job_id: str
@@ -58,6 +104,7 @@ class JobRecord:
     profile: str
     created_at: float
     key_id: str | None = None
+    rotations: tuple[RotationEntry, ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(
@@ -71,6 +118,7 @@ class JobRecord:
                 "key_id": self.key_id,
                 "profile": self.profile,
                 "created_at": self.created_at,
+                "rotations": [r.to_json() for r in self.rotations],
             },
             sort_keys=True,
         ).encode()
@@ -93,6 +141,10 @@ class JobRecord:
                 profile=str(raw["profile"]),
                 created_at=float(raw["created_at"]),
                 key_id=key_id,
+                rotations=tuple(
+                    RotationEntry.from_json(r)
+                    for r in (raw["rotations"] if raw["format"] >= 4 else [])
+                ),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise StateError(f"job.json is unreadable: {exc!r}") from exc

@@ -162,7 +162,7 @@ def make_context(
 
     def secret_context(key_epoch: int) -> SecretContext:
         fetched.append(key_epoch)
-        keys = port.server.keyauth.keys
+        keys = port.server.keyauth.keys_of(key_epoch)
         return SecretContext(keys.secret_context, key_epoch, keys.profile_name)
 
     def make(name: str = "a", **overrides: Any) -> tuple[RoundContext, RecordingSink]:

@@ -111,6 +111,8 @@ class FakeKeyauth:
     keys: crypto.KeyMaterial
     key_epoch: int = 1
     token_ttl: int = 300
+    # the keys of other epochs (a key rotation), by epoch; ``keys`` is every other's
+    epochs: dict[int, crypto.KeyMaterial] = field(default_factory=dict)
     tokens_issued: int = 0
     enrollment_tokens: set[str] = field(default_factory=lambda: {"enroll-me"})
     clients: dict[str, str] = field(default_factory=dict)
@@ -118,6 +120,9 @@ class FakeKeyauth:
     unconfirmed: dict[str, str] = field(default_factory=dict)
     valid_tokens: set[str] = field(default_factory=set)
     requests: list[httpx.Request] = field(default_factory=list)
+
+    def keys_of(self, key_epoch: int) -> crypto.KeyMaterial:
+        return self.epochs.get(key_epoch, self.keys)
 
     def issue_enrollment_token(self) -> str:
         token = f"enroll-{uuid.uuid4().hex}"
@@ -172,11 +177,12 @@ class FakeKeyauth:
             auth = request.headers.get("Authorization", "")
             if auth.removeprefix("Bearer ") not in self.valid_tokens:
                 return problem(401, "token_invalid")
+            epoch = int(request.url.params.get("epoch", self.key_epoch))
             return httpx.Response(
                 200,
-                content=self.keys.secret_context,
+                content=self.keys_of(epoch).secret_context,
                 headers={
-                    "X-Hefl-Key-Epoch": str(self.key_epoch),
+                    "X-Hefl-Key-Epoch": str(epoch),
                     "X-Hefl-Profile": self.keys.profile_name,
                     "Content-Type": "application/octet-stream",
                 },
@@ -243,6 +249,9 @@ class FakeServer:
     probe: dict[str, Any] | None = None
     quarantined: bool = False
     forged_blocks: dict[int, bytes] = field(default_factory=dict)  # served instead (tests)
+    # key rotation: the one under way (``Job.rotation``), and one to start at the next push
+    rotation: dict[str, Any] | None = None
+    rotate_at_next_push: tuple[int, str, str] | None = None
 
     def __post_init__(self) -> None:
         self.profile = crypto.get_profile(self.keys.profile_name)
@@ -267,6 +276,35 @@ class FakeServer:
     def stop(self) -> None:
         self.state, self.stop_reason = "done", "stopped"
 
+    def rotate(self, key_epoch: int, key_id: str, client_id: str) -> None:
+        """Move the job to ``key_epoch``: ``client_id`` is asked to re-encrypt the model."""
+        self.rotation = {
+            "key_epoch": key_epoch,
+            "key_id": key_id,
+            "version": self.version,
+            "client_id": client_id,
+            "deadline": "2030-01-01T00:01:00Z",
+            "started_at": "2030-01-01T00:00:00Z",
+        }
+
+    def put_rotated_model(self, envelope: bytes) -> dict[str, Any]:
+        rotation = self.rotation
+        if rotation is None:
+            raise Refusal(409, "rotation_not_offered")
+        model = crypto.model_from_bytes(envelope, self._limits())
+        if model.key_epoch != rotation["key_epoch"]:
+            raise Refusal(409, "key_epoch_mismatch", key_epoch=rotation["key_epoch"])
+        if model.version != self.version:
+            raise Refusal(409, "version_ahead", current_version=self.version)
+        assert [b.index for b in model.blocks] == sorted(self.blocks)
+        self.blocks = {b.index: self.cipher.load_model_block(b.data) for b in model.blocks}
+        self.key_epoch, self.key_id = rotation["key_epoch"], rotation["key_id"]
+        self.version += 1
+        self.changed_at = dict.fromkeys(self.blocks, self.version)
+        self.published[self.version] = self.model_bytes()
+        self.rotation = None
+        return self.job()
+
     # -- the handlers ----------------------------------------------------------------------
 
     def job(self) -> dict[str, Any]:
@@ -286,6 +324,7 @@ class FakeServer:
             "training_seconds": 0.0,
             "key_id": self.key_id,
             "integrity": {"state": self.integrity_state, "probe": self.probe},
+            "rotation": self.rotation,
         }
 
     def spec_bytes(self) -> bytes:
@@ -341,6 +380,8 @@ class FakeServer:
 
     def request_slot(self) -> str:
         self._refuse_if_paused()
+        if self.rotation is not None:
+            raise Refusal(409, "job_rotating")
         if self.slots_busy:
             self.slots_busy -= 1
             raise Refusal(429, "slots_full", retry_after=7)
@@ -357,6 +398,13 @@ class FakeServer:
             raise Refusal(409, "job_not_training")
         if self.quarantined:
             raise Refusal(403, "client_quarantined")
+        if self.rotate_at_next_push is not None:
+            self.rotate(*self.rotate_at_next_push)
+            self.rotate_at_next_push = None
+        if self.rotation is not None:
+            raise Refusal(409, "job_rotating")
+        if update.key_epoch != self.key_epoch:
+            raise Refusal(409, "key_epoch_mismatch", key_epoch=self.key_epoch)
         tau = self.version - update.base_version
         if self.too_stale_next:
             self.too_stale_next -= 1
@@ -558,6 +606,8 @@ class FakeServer:
         if route == ("POST", "/metrics"):
             self.post_metrics(json.loads(request.content))
             return httpx.Response(202, json={"version": self.version})
+        if route == ("PUT", "/rotation"):
+            return httpx.Response(200, json=self.put_rotated_model(request.content))
         if route == ("POST", "/integrity"):
             state = self.post_integrity(json.loads(request.content))
             return httpx.Response(202, json={"state": state})

@@ -105,6 +105,11 @@ class MemoryPort:
     def post_integrity(self, report: IntegrityReport) -> str:
         return self._call("post_integrity", self.server.post_integrity, report.to_json())
 
+    def put_rotated_model(self, envelope: bytes) -> JobInfo:
+        return job_from_json(
+            self._call("put_rotated_model", self.server.put_rotated_model, envelope), "job"
+        )
+
 
 class RecordingSink(Reporter):
     """A quiet ``Reporter`` (no bars, no lines) that keeps the events it is given."""

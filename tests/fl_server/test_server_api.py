@@ -48,6 +48,7 @@ async def test_the_job_from_layout_to_training(
         "training_seconds": 0.0,
         "key_id": hashlib.sha256(keys.secret_context).hexdigest(),
         "integrity": {"state": "healthy", "probe": None},
+        "rotation": None,
     }
     assert created_at.endswith("Z")
     assert_problem(await api.http.get(api.at("/layout"), headers=api.auth()), 404, "no_layout")
@@ -481,6 +482,8 @@ async def test_openapi_lists_exactly_the_contract(api: Api) -> None:
         (f"{job}/pause", "post"),
         (f"{job}/resume", "post"),
         (f"{job}/stop", "post"),
+        (f"{job}/rotation", "post"),
+        (f"{job}/rotation", "put"),
         (f"{job}/layout", "get"),
         (f"{job}/layout", "put"),
         (f"{job}/initial-model", "put"),

@@ -96,7 +96,7 @@ async def test_a_job_records_the_key_id_of_its_epoch_and_shows_it(
 
     assert created["key_id"] == status["key_id"] == fake.key_id_for(3)
     assert (stored(tmp_path, "first")["format"], stored(tmp_path, "first")["key_id"]) == (
-        3,
+        4,
         fake.key_id_for(3),
     )
 
@@ -244,28 +244,30 @@ async def test_a_job_from_before_key_ids_records_its_key_id_on_first_open(
 
     # Assert
     assert shown["key_id"] == created_under
-    assert (recorded["format"], recorded["key_id"]) == (3, shown["key_id"])
+    assert (recorded["format"], recorded["key_id"]) == (4, shown["key_id"])
     assert any("trusted on first use" in r.getMessage() for r in caplog.records)
     assert refused.status_code == 500
     assert_replaced_message(refused.json()["detail"], "old", shown["key_id"])
 
 
-def test_the_job_record_reads_format_2_and_writes_format_3() -> None:
+def test_the_job_record_reads_formats_2_and_3_and_writes_format_4() -> None:
     record = JobRecord(
         job_id="j", name="n", spec_json="{}", spec_sha256=hashlib.sha256(b"{}").hexdigest(),
         key_epoch=1, profile="p", created_at=1.0, key_id="ab" * 32,
     )  # fmt: skip
     written = json.loads(record.to_json())
-    old = {k: v for k, v in written.items() if k != "key_id"} | {"format": 2}
+    old = {k: v for k, v in written.items() if k not in ("key_id", "rotations")} | {"format": 2}
+    three = {k: v for k, v in written.items() if k != "rotations"} | {"format": 3}
 
-    assert written["format"] == 3
+    assert written["format"] == 4
     assert JobRecord.from_json(record.to_json()) == record
     assert JobRecord.from_json(json.dumps(old).encode()).key_id is None
+    assert JobRecord.from_json(json.dumps(three).encode()) == record
 
 
 @pytest.mark.parametrize(
     "changes",
-    [{"key_id": "AB" * 32}, {"key_id": "ab"}, {"key_id": 7}, {"format": 4}, {"format": "3"}],
+    [{"key_id": "AB" * 32}, {"key_id": "ab"}, {"key_id": 7}, {"format": 5}, {"format": "3"}],
 )
 def test_a_job_record_with_a_bad_key_id_or_format_is_refused(changes: dict[str, Any]) -> None:
     raw = {

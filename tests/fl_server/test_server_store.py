@@ -240,6 +240,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
         "ReleaseRecord",
         "RemovedUpdate",
         "RepairRecord",
+        "RotationEntry",
         "Store",
         "UpdateRecord",
         "read_job_file",

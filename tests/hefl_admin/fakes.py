@@ -21,14 +21,23 @@ def problem(status: int, code: str, detail: str) -> httpx.Response:
 
 
 class FakeKeyauth:
-    """keyauth's admin token: ``POST /v1/admin/token`` against the admin key."""
+    """keyauth's admin token: ``POST /v1/admin/token`` against the admin key; its current
+    key epoch (``GET /healthz``) and a new one (``POST /v1/key-epochs``)."""
 
     def __init__(self) -> None:
         self.requests: list[httpx.Request] = []
         self.issued: list[str] = []
+        self.key_epoch = 1
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        if (request.method, request.url.path) == ("GET", "/healthz"):
+            return httpx.Response(200, json={"status": "ok", "key_epoch": self.key_epoch})
+        if (request.method, request.url.path) == ("POST", "/v1/key-epochs"):
+            if request.headers.get("X-Admin-Key") != ADMIN_KEY:
+                return problem(401, "admin_key_invalid", "the admin key is not valid")
+            self.key_epoch += 1
+            return httpx.Response(201, json={"key_epoch": self.key_epoch, "profile": "n4096-s40"})
         if (request.method, request.url.path) != ("POST", "/v1/admin/token"):
             return problem(404, "not_found", "no such path")
         key = request.headers.get("X-Admin-Key")
@@ -107,6 +116,8 @@ class FakeServer:
             return self._repair(job, json.loads(request.content))
         if action == "quarantine" and request.method == "DELETE" and len(parts) == 3:
             return self._release(job, parts[2])
+        if action == "rotation" and request.method == "POST":
+            return self._rotate(job)
         return self._change(job, action)
 
     def _repair(self, job: dict[str, Any], body: dict[str, Any]) -> httpx.Response:
@@ -129,6 +140,25 @@ class FakeServer:
             "quarantined": quarantined,
         }
         return httpx.Response(200, json=repair)
+
+    def _rotate(self, job: dict[str, Any]) -> httpx.Response:
+        if self.keyauth.key_epoch <= job["key_epoch"]:
+            return problem(
+                409,
+                "rotation_refused",
+                f"keyauth's current key epoch {self.keyauth.key_epoch} is not newer than the "
+                f"job's epoch {job['key_epoch']}: make new keys first (hefl-admin epochs "
+                "rotate), then rotate the job",
+            )
+        job["rotation"] = {
+            "key_epoch": self.keyauth.key_epoch,
+            "key_id": "6f" * 32,
+            "version": job["version"],
+            "client_id": "client-a",
+            "deadline": "2030-01-01T00:01:00Z",
+            "started_at": "2030-01-01T00:00:00Z",
+        }
+        return httpx.Response(202, json=job)
 
     def _release(self, job: dict[str, Any], client_id: str) -> httpx.Response:
         quarantined = self.quarantined.setdefault(job["name"], set())
