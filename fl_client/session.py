@@ -157,6 +157,7 @@ def open_job(
         clock=clock,
     )
     context.client_id = connection.credential.client_id
+    context.job = job
     return job, spec, data, context
 
 
@@ -230,4 +231,5 @@ def round_context(
         sleep=sleep,
         clock=clock,
         cache=jobs.load_model_cache(),
+        combined_requests=settings.round_requests == "combined",
     )

@@ -11,7 +11,7 @@ from torch import nn
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.rounds.keys import KeyCache, LayoutCache
-from fl_client.rounds.port import ServerPort
+from fl_client.rounds.port import JobInfo, ServerPort
 from fl_client.settings import ClientSettings
 from fl_client.state import JobState, ModelCache
 from fl_client.training import TrainConfig
@@ -32,7 +32,10 @@ class RoundContext:
     ``sleep`` and ``clock`` are injectable so tests wait for nothing. ``stop_requested``
     says whether this hospital wants to stop taking part (a signal, ``max_duration``):
     waiting for a paused job, or for a repair, ends then. ``client_id`` is this
-    hospital's (the server probes a client's own update with it).
+    hospital's (the server probes a client's own update with it). ``job`` is the job as
+    last read, ``None`` once the server said it changed; ``combined_requests``: a round
+    takes its lease with the pull and sends its metrics with the update
+    (``fl_client.rounds.lease``).
     """
 
     settings: ClientSettings
@@ -51,3 +54,5 @@ class RoundContext:
     cache: ModelCache | None = None
     stop_requested: Callable[[], bool] = lambda: False
     client_id: str | None = None
+    job: JobInfo | None = None
+    combined_requests: bool = True
