@@ -1,7 +1,9 @@
 """A delaying TCP proxy on loopback: a WAN's round trip in front of a service, requests counted."""
 
 # Each byte crosses the proxy ``one_way`` seconds after it arrived, in each direction, as
-# netem's delay would (a round trip costs 2 * one_way, bandwidth is not limited). The
+# netem's delay would (a round trip costs 2 * one_way, bandwidth is not limited); a new
+# connection's first bytes wait one round trip more, its TCP handshake (TLS would add one
+# or two: the services run plain http on loopback here). The
 # client-to-server stream is read with h11, so every HTTP request is counted by method and
 # path as it passes: tests count the requests of one update, benchmarks time them.
 
@@ -24,7 +26,8 @@ _CHUNK = 64 * 1024
 
 @dataclass
 class DelayProxy:
-    """``url`` forwards to ``target`` (``http://host:port``), ``one_way`` seconds each way.
+    """``url`` forwards to ``target`` (``http://host:port``), ``one_way`` seconds each way
+    (it may be changed while the proxy runs: it holds for the bytes read from then on).
 
     ``requests`` lists each HTTP request that went through, as ``(method, path)`` (the
     path without its query), in order; read it with ``count()`` or ``since(mark)``.
@@ -71,8 +74,18 @@ def delay_proxy(target: str, one_way: float = 0.0) -> Iterator[DelayProxy]:
         nonlocal stop
         stop = loop.create_future()
 
+        relays: set[asyncio.Task[None]] = set()
+
         async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await _relay(proxy, reader, writer, parts.hostname or "", parts.port or 0)
+            task = asyncio.current_task()
+            assert task is not None
+            relays.add(task)
+            try:
+                await _relay(proxy, reader, writer, parts.hostname or "", parts.port or 0)
+            except asyncio.CancelledError:
+                pass  # the proxy stops: a cancelled callback task would be logged as failed
+            finally:
+                relays.discard(task)
 
         server = await asyncio.start_server(connected, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -80,6 +93,9 @@ def delay_proxy(target: str, one_way: float = 0.0) -> Iterator[DelayProxy]:
         ready.set()
         async with server:
             await stop
+            for task in list(relays):
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
     thread.start()
@@ -107,9 +123,11 @@ async def _relay(
         writer.close()
         return
     counter = _RequestCounter(proxy)
+    # a new connection costs a round trip (the TCP handshake) before a byte can leave
+    opened = asyncio.get_running_loop().time() + 2 * proxy.one_way
     await asyncio.gather(
-        _pump(reader, up_writer, proxy.one_way, counter.feed),
-        _pump(up_reader, writer, proxy.one_way, None),
+        _pump(reader, up_writer, proxy, counter.feed, not_before=opened),
+        _pump(up_reader, writer, proxy, None),
         return_exceptions=True,
     )
 
@@ -117,10 +135,13 @@ async def _relay(
 async def _pump(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    delay: float,
+    proxy: DelayProxy,
     observe: Callable[[bytes], None] | None,
+    *,
+    not_before: float = 0.0,
 ) -> None:
-    """Copy ``reader`` to ``writer``, each chunk ``delay`` seconds after it was read."""
+    """Copy ``reader`` to ``writer``, each chunk ``proxy.one_way`` seconds (as it is when
+    the chunk is read) after it was read."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -143,12 +164,13 @@ async def _pump(
             data = await reader.read(_CHUNK)
             if observe is not None and data:
                 observe(data)
-            await queue.put((loop.time() + delay, data))
+            await queue.put((max(loop.time(), not_before) + proxy.one_way, data))
             if not data:
                 break
         await delivering
     except (OSError, asyncio.CancelledError):
         delivering.cancel()
+        await asyncio.gather(delivering, return_exceptions=True)
         with contextlib.suppress(OSError):
             writer.close()
 
