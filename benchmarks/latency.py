@@ -38,7 +38,7 @@ from harness.latency import delay_proxy
 from harness.services import keyauth_service, new_admin_key, server_service
 from harness.studies import study_json
 
-__all__ = ["main", "measure", "render"]
+__all__ = ["SUITE_UPDATES", "main", "measure", "render", "section"]
 
 FLOWS = ("separate", "combined")
 SITE = "cleveland"
@@ -238,6 +238,15 @@ def render(result: dict[str, Any]) -> str:
 
 def _verdict(goal: dict[str, Any]) -> str:
     return "met" if goal["met"] else "missed"
+
+
+SUITE_UPDATES = {"full": 30, "quick": 10, "tiny": 1}
+"""Timed updates per row in each mode of ``python -m benchmarks.suite``."""
+
+
+def section(mode: str, rtt_ms: float = 50.0) -> dict[str, Any]:
+    """The suite's section: ``measure`` at the size of the suite's ``mode``."""
+    return measure(rtt_ms, SUITE_UPDATES[mode])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,12 +31,15 @@ class DelayProxy:
 
     ``requests`` lists each HTTP request that went through, as ``(method, path)`` (the
     path without its query), in order; read it with ``count()`` or ``since(mark)``.
+    ``up`` and ``down`` count the bytes each way (TCP payload: headers included).
     """
 
     target: str
     one_way: float = 0.0
     url: str = ""
     requests: list[tuple[str, str]] = field(default_factory=list)
+    up: int = 0
+    down: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def mark(self) -> int:
@@ -52,6 +55,13 @@ class DelayProxy:
     def count(self) -> Counter[tuple[str, str]]:
         with self._lock:
             return Counter(self.requests)
+
+    def _moved(self, n: int, *, up: bool) -> None:
+        with self._lock:
+            if up:
+                self.up += n
+            else:
+                self.down += n
 
     def _saw(self, method: str, path: str) -> None:
         with self._lock:
@@ -127,7 +137,7 @@ async def _relay(
     opened = asyncio.get_running_loop().time() + 2 * proxy.one_way
     await asyncio.gather(
         _pump(reader, up_writer, proxy, counter.feed, not_before=opened),
-        _pump(up_reader, writer, proxy, None),
+        _pump(up_reader, writer, proxy, lambda data: proxy._moved(len(data), up=False)),
         return_exceptions=True,
     )
 
@@ -184,6 +194,7 @@ class _RequestCounter:
         self._broken = False
 
     def feed(self, data: bytes) -> None:
+        self._proxy._moved(len(data), up=True)
         if self._broken:
             return
         self._h11.receive_data(data)
