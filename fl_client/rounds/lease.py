@@ -20,6 +20,7 @@ from typing import TypeVar
 from crypto import ModelLayout
 from fl_client.errors import (
     InvalidRequestError,
+    JobNotTrainingError,
     NotFoundError,
     RateLimitedError,
     ServiceError,
@@ -62,9 +63,9 @@ def round_job(ctx: RoundContext) -> JobInfo:
 
 
 @contextmanager
-def model_lease(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Iterator[Pull]:
+def model_lease(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Iterator[Pull | None]:
     """The model to train on, pulled under a training slot, waiting as long as the server
-    asks (429).
+    asks (429); ``None`` when the lease is refused because the job is done.
 
     Combined requests take both with one ``POST …/leases``; the update that follows gives
     the slot back, a round that fails on the way gives it back itself (but not for a
@@ -75,6 +76,10 @@ def model_lease(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Iterato
         lease = _Lease(ctx)
         try:
             pulled = _wait_for_slot(ctx, lambda: pull_model(ctx, layout, job, fetch=lease.fetch))
+        except JobNotTrainingError as exc:
+            lease.failed(exc)
+            yield None
+            return
         except NotFoundError as exc:
             if exc.code != "not_found" or lease.held:
                 lease.failed(exc)

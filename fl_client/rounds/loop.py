@@ -183,6 +183,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     cipher = ctx.keys.for_job(job)
     progress = ctx.state.load_progress()
     with model_lease(ctx, layout, job) as pulled:
+        if pulled is None:  # the job was done by the time this client asked
+            return None
         if pulled.cache.key_epoch != job.key_epoch:
             cipher = ctx.keys.for_job(job, pulled.cache.key_epoch)
         trained = _train(ctx, layout, pulled, progress)

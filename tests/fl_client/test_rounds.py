@@ -409,3 +409,21 @@ def test_a_paused_job_met_at_the_leased_pull_is_read_again_after_the_pause(
     server.resume()
     assert run_round(ctx) is not None
     assert port.calls[calls + 1 :] == ["job", "lease_model", "push_update"]
+
+
+def test_a_job_done_meanwhile_ends_the_round_at_the_leased_pull(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a client in steady state; the administrator stops the job
+    ctx, _ = make_context()
+    run_round(ctx)
+    server.stop()
+    calls = len(port.calls)
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert: no update, and the job is read again next time
+    assert result is None
+    assert port.calls[calls:] == ["lease_model"]
+    assert ctx.job is None
