@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,7 +23,7 @@ def _header(report: object = REPORT) -> dict[str, str]:
     return {"X-Hefl-Metrics": json.dumps(report, separators=(",", ":"))}
 
 
-async def _push(api: Api, envelope: bytes, headers: dict[str, str]) -> object:
+async def _push(api: Api, envelope: bytes, headers: dict[str, str]) -> httpx.Response:
     return await api.http.post(
         api.at("/updates"),
         content=envelope,
@@ -163,9 +164,9 @@ async def _refusals(api: Api, hospital: Hospital) -> None:
     # Execute + Assert: each is the metrics path's 422, and the update is not applied
     for what, header in bad.items():
         answer = await _push(api, envelope, {"X-Hefl-Metrics": header})
-        assert_problem(answer, 422, "metrics_invalid"), what  # type: ignore[arg-type]
+        assert_problem(answer, 422, "metrics_invalid"), what
     ahead = await _push(api, envelope, _header({"version": 7, "metrics": {"loss": 1}}))
-    assert_problem(ahead, 409, "version_ahead")  # type: ignore[arg-type]
+    assert_problem(ahead, 409, "version_ahead")
     status = await api.status()
     assert (status["version"], status["metrics"]) == (0, [])
 
@@ -175,5 +176,5 @@ async def _refusals(api: Api, hospital: Hospital) -> None:
         assert (await api.push(fresh)).status_code == 202
     _, stale = hospital.update(hospital.random_values(9), base_version=0)
     refused = await _push(api, stale, _header())
-    assert_problem(refused, 409, "too_stale")  # type: ignore[arg-type]
+    assert_problem(refused, 409, "too_stale")
     assert (await api.status())["metrics"] == []
