@@ -1,4 +1,4 @@
-"""The client loop: job → slot → pull → train → encrypt → journal → push → metrics, until done."""
+"""The client loop: leased pull → train → encrypt → journal → push with the metrics, until done."""
 
 from __future__ import annotations
 
