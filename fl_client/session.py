@@ -162,6 +162,7 @@ def open_job(
         clock=clock,
     )
     context.client_id = connection.credential.client_id
+    context.job = job
     return job, spec, data, context
 
 
@@ -256,4 +257,5 @@ def round_context(
         clock=clock,
         cache=jobs.load_model_cache(),
         privacy=_privacy(spec, model, client_data, jobs),
+        combined_requests=settings.round_requests == "combined",
     )

@@ -21,6 +21,7 @@ __all__ = [
     "JobState",
     "JobView",
     "LayoutSet",
+    "LeasedModel",
     "ModelDownload",
     "PooledMetric",
     "ProbeOutcome",
@@ -177,6 +178,16 @@ class ModelDownload:
     etag: str
     version: int
     body: bytes | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class LeasedModel:
+    """A training lease and the model to train on, taken in one request (``POST …/leases``):
+    the lease's expiry (seconds since the epoch), the job as it is now, and the download."""
+
+    expires_at: float
+    job: JobView
+    download: ModelDownload
 
 
 @dataclass(frozen=True)

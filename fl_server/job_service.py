@@ -28,6 +28,7 @@ from fl_server.domain import (
     IntegrityState,
     JobView,
     LayoutSet,
+    LeasedModel,
     ModelDownload,
     RepairView,
     StatusView,
@@ -41,7 +42,7 @@ from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
 from fl_server.material import EpochContext
 from fl_server.publishing import Publisher
-from fl_server.reports import MetricsReports, parse_report
+from fl_server.reports import MetricsReports, parse_report, parse_report_header
 from fl_server.rotation import JobRotation
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
@@ -338,6 +339,18 @@ class JobService:
         self._integrity.require_not_quarantined(client)
         return self._slots.acquire(client.client_id)
 
+    def lease_model(self, client: AccessClaims, since: int | None) -> LeasedModel:
+        """``acquire_slot`` and ``download_model`` in one call (``POST …/leases``): a
+        training lease for ``client`` (renewed if held), then the published model, or
+        only its blocks changed after ``since`` (none when ``since`` is its version).
+
+        Admission is ``acquire_slot``'s, whatever decides it; nothing is downloaded
+        without a lease.
+        """
+        expires_at = self.acquire_slot(client)
+        download = self._downloads.download(since, None)
+        return LeasedModel(expires_at, self.view(), download)
+
     def release_slot(self, client: AccessClaims) -> None:
         """Give ``client``'s training slot back, if it holds one."""
         self._sightings.saw(client)
@@ -345,10 +358,27 @@ class JobService:
 
     # -- updates --------------------------------------------------------------------------
 
-    async def receive_update(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
-        """Admit, read and apply ``client``'s update; its answer once durable."""
+    async def receive_update(
+        self, client: AccessClaims, read_body: BodyReader, metrics: str | None = None
+    ) -> UpdateAck:
+        """Admit, read and apply ``client``'s update; its answer once durable.
+
+        ``metrics`` is a report that comes with the update (``X-Hefl-Metrics``, the body of
+        ``POST …/metrics``): checked before the update is read, kept once the update is
+        acknowledged (applied, or a resend of an applied one), durable with the answer and
+        kept once per update whatever the resends.
+        """
         self._sightings.saw(client)
-        return await self._updates.receive(client, read_body)
+        report = parse_report_header(metrics) if metrics is not None else None
+        if report is not None:
+            self._reports.check(report[0], report[1])
+        ack = await self._updates.receive(client, read_body)
+        if report is not None:
+            version, values, privacy = report
+            await self._keep_metrics(
+                client, version, values, privacy=privacy, update_id=str(ack.receipt.update_id)
+            )
+        return ack
 
     # -- metrics reports ------------------------------------------------------------------
 
@@ -359,9 +389,22 @@ class JobService:
         """
         self._sightings.saw(client)
         version, metrics, privacy = parse_report(await read_body(self.settings.max_metrics_bytes))
-        await asyncio.wrap_future(self._reports.record(client, version, metrics, privacy))
-        await asyncio.wrap_future(self._worker.submit(lambda: self._after_metrics(version)))
+        await self._keep_metrics(client, version, metrics, privacy=privacy)
         return version
+
+    async def _keep_metrics(
+        self,
+        client: AccessClaims,
+        version: int,
+        metrics: dict[str, int | float],
+        *,
+        privacy: dict[str, float] | None = None,
+        update_id: str | None = None,
+    ) -> None:
+        await asyncio.wrap_future(
+            self._reports.record(client, version, metrics, privacy=privacy, update_id=update_id)
+        )
+        await asyncio.wrap_future(self._worker.submit(lambda: self._after_metrics(version)))
 
     def _after_metrics(self, version: int) -> None:
         self._check_stop_rules()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -22,15 +22,19 @@ from fl_server.store import Store
 from hefl_wire import AccessClaims
 
 __all__ = [
+    "MAX_REPORT_HEADER_BYTES",
     "MetricsReports",
     "check_metrics",
     "client_metrics",
     "client_privacy",
     "metrics_by_version",
     "parse_report",
+    "parse_report_header",
     "pooled_metrics",
 ]
 
+MAX_REPORT_HEADER_BYTES = 4096
+"""The longest ``X-Hefl-Metrics`` header: 32 metrics of 64-character names fit."""
 _METRIC_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _MAX_METRICS_PER_REPORT = 32
 # Metrics are losses, accuracies and sample counts; a bound keeps every average finite.
@@ -74,6 +78,8 @@ class MetricsReports:
         self._reports: deque[dict[str, Any]] = deque(maxlen=max_reports)
         self._latest: dict[str, dict[str, Any]] = {}
         self._privacy: dict[str, dict[str, Any]] = {}
+        self._max_reports = max_reports
+        self._update_ids: OrderedDict[str, None] = OrderedDict()  # reports that came with one
 
     def load(self) -> None:
         """Read the stored reports (at startup, before any is recorded)."""
@@ -83,6 +89,9 @@ class MetricsReports:
     def _keep(self, report: dict[str, Any]) -> None:
         with self._lock:
             self._reports.append(report)
+            update_id = report.get("update_id")
+            if isinstance(update_id, str):
+                self._note_update(update_id)
             client_id = str(report["client_id"])
             latest = self._latest.get(client_id)
             if latest is None or int(report["version"]) >= int(latest["version"]):
@@ -94,15 +103,9 @@ class MetricsReports:
             ):
                 self._privacy[client_id] = report
 
-    def record(
-        self,
-        client: AccessClaims,
-        version: int,
-        metrics: Mapping[str, float],
-        privacy: Mapping[str, float] | None = None,
-    ) -> Future[None]:
-        """Keep a client's plaintext evaluation of model ``version``, and the ε it says it
-        has spent; durable when resolved."""
+    def check(self, version: int, metrics: Mapping[str, float]) -> None:
+        """Refuse what ``record`` would refuse: a version the model has not reached, or
+        metrics that break the schema (``check_metrics``)."""
         self._lifecycle.require_writable()
         state = self._lifecycle.state
         if state is None:
@@ -113,7 +116,26 @@ class MetricsReports:
                 current_version=state.version,
             )
         check_metrics(metrics)
-        report = {
+
+    def record(
+        self,
+        client: AccessClaims,
+        version: int,
+        metrics: Mapping[str, float],
+        *,
+        privacy: Mapping[str, float] | None = None,
+        update_id: str | None = None,
+    ) -> Future[None]:
+        """Keep a client's plaintext evaluation of model ``version``, and the ε it says it
+        has spent (``privacy``); durable when resolved.
+
+        ``update_id`` names the update the report came with (``X-Hefl-Metrics``): a report
+        of an update already kept is not kept again, so a resent update counts once.
+        """
+        self.check(version, metrics)
+        if update_id is not None and not self._first_of(update_id):
+            return self._journal.call(lambda: None)  # durable once what came before it is
+        report: dict[str, Any] = {
             "client_id": client.client_id,
             "client_name": client.client_name,
             "version": version,
@@ -122,12 +144,32 @@ class MetricsReports:
         }
         if privacy is not None:
             report["privacy"] = dict(privacy)
+        if update_id is not None:
+            report["update_id"] = update_id
 
         def store() -> None:
             self._store.append_metrics(report)
             self._keep(report)
 
         return self._journal.call(store)
+
+    def _first_of(self, update_id: str) -> bool:
+        """Whether no report came with update ``update_id`` before (and note that one has).
+
+        The ids are noted as reports are taken, so two resends of one update racing each
+        other keep one report. As many ids as reports are remembered: a resend is answered
+        only within the receipt window, far inside that.
+        """
+        with self._lock:
+            if update_id in self._update_ids:
+                return False
+            self._note_update(update_id)
+            return True
+
+    def _note_update(self, update_id: str) -> None:
+        self._update_ids[update_id] = None
+        while len(self._update_ids) > self._max_reports:
+            self._update_ids.popitem(last=False)
 
     def reports(self) -> list[dict[str, Any]]:
         """A copy of the kept reports, oldest first."""
@@ -167,6 +209,27 @@ def parse_report(
             raise MetricsInvalidError(detail) from None
     privacy = report.privacy.model_dump(exclude_none=True) if report.privacy else None
     return report.version, report.metrics, privacy
+
+
+def parse_report_header(
+    value: str,
+) -> tuple[int, dict[str, int | float], dict[str, float] | None]:
+    """The version, metrics and privacy spent of a report that comes with an update
+    (``X-Hefl-Metrics``): the JSON body of ``POST …/metrics``, at most
+    ``MAX_REPORT_HEADER_BYTES`` bytes.
+
+    Raises
+    ------
+    MetricsInvalidError
+        Too long, or not such a report (``parse_report``).
+    """
+    # Starlette hands header values over decoded as latin-1: this gives the bytes back
+    raw = value.encode("latin-1", errors="replace")
+    if len(raw) > MAX_REPORT_HEADER_BYTES:
+        raise MetricsInvalidError(
+            f"the metrics header is longer than {MAX_REPORT_HEADER_BYTES} bytes"
+        )
+    return parse_report(raw)
 
 
 def check_metrics(metrics: Mapping[str, float]) -> None:

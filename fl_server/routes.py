@@ -16,7 +16,7 @@ from fl_server.deps import (
     Service,
     StatusAccess,
 )
-from fl_server.domain import ModelDownload
+from fl_server.domain import LeasedModel, ModelDownload
 from fl_server.schemas import (
     HealthPublic,
     InitialModelAccepted,
@@ -62,6 +62,21 @@ def _model_response(download: ModelDownload) -> Response:
     }
     if download.body is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(download.body, media_type=_OCTETS, headers=headers)
+
+
+def _leased_response(leased: LeasedModel) -> Response:
+    download = leased.download
+    assert download.body is not None  # a lease's model is never "not modified": no ETag asked
+    headers = {
+        "ETag": download.etag,
+        "X-Hefl-Model-Version": str(download.version),
+        "X-Hefl-Job-State": leased.job.state.value,
+        "X-Hefl-Job-Version": str(leased.job.version),
+        "X-Hefl-Lease-Expires": timestamp_to_datetime(leased.expires_at).isoformat(),
+        # the answer to a POST: a lease was taken, nothing here may be replayed from a cache
+        "Cache-Control": "no-store",
+    }
     return Response(download.body, media_type=_OCTETS, headers=headers)
 
 
@@ -226,6 +241,26 @@ async def acquire_slot(client: CurrentClient, job: CurrentJob) -> SlotLease:
     return SlotLease(expires_at=timestamp_to_datetime(job.acquire_slot(client)))
 
 
+@router.post(
+    f"{_JOB}/leases",
+    tags=["training"],
+    response_class=Response,
+    responses={
+        200: {"content": {_OCTETS: {}}, "description": "the model envelope, with the lease"},
+        409: {"description": "paused, done or not started"},
+        429: {},
+    },
+)
+async def lease_model(
+    client: CurrentClient,
+    job: CurrentJob,
+    since: Annotated[
+        int | None, Query(ge=0, description="only the blocks changed after this version")
+    ] = None,
+) -> Response:
+    return _leased_response(job.lease_model(client, since))
+
+
 @router.delete(f"{_JOB}/slots", status_code=status.HTTP_204_NO_CONTENT, tags=["training"])
 async def release_slot(client: CurrentClient, job: CurrentJob) -> Response:
     job.release_slot(client)
@@ -239,8 +274,19 @@ async def release_slot(client: CurrentClient, job: CurrentJob) -> Response:
     openapi_extra=_ENVELOPE_BODY,
     responses={409: {"description": "too stale, paused or done"}, 429: {}, 503: {}},
 )
-async def post_update(client: CurrentClient, job: CurrentJob, body: RequestBody) -> UpdateAccepted:
-    return UpdateAccepted.of(await job.receive_update(client, body))
+async def post_update(
+    client: CurrentClient,
+    job: CurrentJob,
+    body: RequestBody,
+    x_hefl_metrics: Annotated[
+        str | None,
+        Header(
+            description="a metrics report that comes with the update: the JSON of "
+            "POST …/metrics, compact, at most 4,096 bytes"
+        ),
+    ] = None,
+) -> UpdateAccepted:
+    return UpdateAccepted.of(await job.receive_update(client, body, x_hefl_metrics))
 
 
 @router.post(

@@ -207,23 +207,30 @@ class Mirror:
             assert twin.status_code == 201, twin.text
             if path.endswith("/initial-model"):
                 self.twin_models[0] = self._served(self.twin_url, auth, 0)
+        elif path.endswith("/leases"):
+            self.pulled(request, response)
         elif path.endswith("/updates") and response.status_code == 202:
             receipt = response.json()
             if receipt["duplicate"]:
                 return
             self._mirror_update(request, receipt, sender, auth)
+            report = request.headers.get("X-Hefl-Metrics")
+            if report is not None:  # the metrics that came with the update
+                self._vouched(sender, int(json.loads(report)["version"]), auth)
         elif path.endswith("/metrics") and response.status_code == 202:
-            version = int(json.loads(request.content)["version"])
-            self.metrics.append((sender, version))
-            self.checks.append((sender, version, True))
-            # A metrics report vouches for its version: it may complete the search.
-            self._look_for_repair(auth)
+            self._vouched(sender, int(json.loads(request.content)["version"]), auth)
         elif path.endswith("/integrity") and response.status_code == 202:
             report = json.loads(request.content)
             self.reports.append((sender, report))
             if report["update_id"] is None:
                 self.checks.append((sender, int(report["version"]), bool(report["ok"])))
             self._look_for_repair(auth)
+
+    def _vouched(self, sender: str, version: int, auth: str) -> None:
+        self.metrics.append((sender, version))
+        self.checks.append((sender, version, True))
+        # A metrics report vouches for its version: it may complete the search.
+        self._look_for_repair(auth)
 
     def _mirror_update(
         self, request: httpx.Request, receipt: dict[str, Any], sender: str, auth: str
@@ -251,14 +258,15 @@ class Mirror:
         )
 
     def pulled(self, request: httpx.Request, response: httpx.Response) -> None:
-        """Called under the lock with each model a hospital pulled to train on: once
+        """Called under the lock with each model a hospital pulled to train on (``GET
+        …/model`` or ``POST …/leases``): once
         ``inject_after`` honest updates are in, the bad update follows this pull, so this
         hospital trains on a good version and its update lands after the bad one."""
         ready = self.inject is not None and self.inject_after is not None
         if not ready or self.bad is not None or len(self.honest) < (self.inject_after or 0):
             return
         if response.status_code != 200 or "version" in request.url.params:
-            return  # a probe, or a model the hospital holds already (304)
+            return  # a probe, a refused lease, or a model the hospital holds already (304)
         assert self.inject is not None
         self.bad = self.inject(int(response.headers["X-Hefl-Model-Version"]))
         self.updates.append(self.bad)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import crypto
+from benchmarks import latency
 from benchmarks._report import format_table
 from benchmarks.suite._sim import Curve, async_events, sync_fedavg, turns
 from fl_client.data import (
@@ -825,6 +826,8 @@ def _run(plan: Plan, mode: str, out_dir: Path, flower: bool = False) -> dict[str
     with tempfile.TemporaryDirectory(prefix="hefl-suite-") as work:
         report["time"] = section_time(plan, Path(work))
     report["scale"] = section_scale(plan)
+    _say("== 7. round trips per update (benchmarks.latency) ==")
+    report["latency"] = latency.section(mode)
     if flower:
         from benchmarks.flower import compare
 
@@ -861,6 +864,8 @@ def _render_all(report: dict[str, Any]) -> str:
         text += "\n## 6. hefl and Flower side by side\n\n" + render_flower(
             report["flower"], image_dir="flower/"
         )
+    if "latency" in report:
+        text += "\n## 7. Round trips per update\n\n" + latency.render(report["latency"]) + "\n"
     return text
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.rounds.keys import KeyCache, LayoutCache
-from fl_client.rounds.port import ServerPort
+from fl_client.rounds.port import JobInfo, ServerPort
 from fl_client.settings import ClientSettings
 from fl_client.state import JobState, ModelCache
 from fl_client.training import TrainConfig
@@ -38,6 +38,9 @@ class RoundContext:
     waiting for a paused job, or for a repair, ends then. ``client_id`` is this
     hospital's (the server probes a client's own update with it). ``privacy`` is this
     hospital's DP-SGD and its accountant when the study has a ``[privacy]`` section.
+    ``job`` is the job as last read, ``None`` once the server said it changed;
+    ``combined_requests``: a round takes its lease with the pull and sends its metrics
+    with the update (``fl_client.rounds.lease``).
     """
 
     settings: ClientSettings
@@ -57,3 +60,5 @@ class RoundContext:
     stop_requested: Callable[[], bool] = lambda: False
     client_id: str | None = None
     privacy: HospitalPrivacy | None = None
+    job: JobInfo | None = None
+    combined_requests: bool = True

@@ -1,10 +1,9 @@
-"""The client loop: job → slot → pull → train → encrypt → journal → push → metrics, until done."""
+"""The client loop: leased pull → train → encrypt → journal → push with the metrics, until done."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -18,14 +17,14 @@ from fl_client.errors import (
     JobRotatingError,
     PrivacyBudgetSpentError,
     ProtocolError,
-    RateLimitedError,
     RetrainError,
     ServiceError,
     TransportError,
 )
-from fl_client.events import ClientWarning, ProgressBar, RoundResult, Stopped, WaitingForSlot
+from fl_client.events import ClientWarning, ProgressBar, RoundResult, Stopped
 from fl_client.rounds.context import RoundContext
-from fl_client.rounds.job import check_layout, current_job, wait_while_paused
+from fl_client.rounds.job import check_layout, wait_while_paused
+from fl_client.rounds.lease import metrics_report, model_lease, round_job
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
 from fl_client.rounds.repair import wait_for_repair
@@ -188,7 +187,7 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         One more round would exceed this hospital's ε: nothing was trained.
     """
     resume(ctx)
-    job = settle_rotation(ctx, current_job(ctx))
+    job = ctx.job = settle_rotation(ctx, round_job(ctx))
     if job.state == "done":
         return None
     if job.rotation is not None:  # and this client was asked to stop while it waited
@@ -204,8 +203,9 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     layout = check_layout(ctx, job)
     cipher = ctx.keys.for_job(job)
     progress = ctx.state.load_progress()
-    with training_slot(ctx):
-        pulled = pull_model(ctx, layout, job)
+    with model_lease(ctx, layout, job) as pulled:
+        if pulled is None:  # the job was done by the time this client asked
+            return None
         if pulled.cache.key_epoch != job.key_epoch:
             cipher = ctx.keys.for_job(job, pulled.cache.key_epoch)
         trained = _train(ctx, layout, pulled, progress)
@@ -216,7 +216,8 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
         pending = _encrypt(ctx, cipher, layout, pulled, progress, trained)
         ctx.state.write_pending(pending)
         result = send(ctx, pending, trained.before)
-    report_metrics(ctx, pulled.cache.version, trained.before)
+    if not ctx.combined_requests:  # combined: the report went with the update
+        report_metrics(ctx, pulled.cache.version, trained.before)
     return result
 
 
@@ -253,35 +254,6 @@ def evaluate_global(ctx: RoundContext, publish_wait: float = 30.0) -> tuple[int,
     metrics of the study's task."""
     version = load_global(ctx, publish_wait)
     return version, evaluate(ctx.model, ctx.data.test, ctx.train_config.task)
-
-
-@contextmanager
-def training_slot(ctx: RoundContext) -> Iterator[None]:
-    """Hold one of the server's training slots, waiting as long as it asks (429)."""
-    settings = ctx.settings
-    started = ctx.clock()
-    attempt = 0
-    while True:
-        try:
-            ctx.server.request_slot()
-            break
-        except RateLimitedError as exc:
-            attempt += 1
-            waited = ctx.clock() - started
-            if settings.slot_wait_max is not None and waited >= settings.slot_wait_max:
-                raise
-            delay = exc.retry_after
-            if delay is None:
-                delay = min(settings.backoff_max, settings.backoff_base * 2**attempt)
-            ctx.events.emit(WaitingForSlot(retry_after=round(delay, 1)))
-            ctx.sleep(delay)
-    try:
-        yield
-    finally:
-        try:
-            ctx.server.release_slot()
-        except (ServiceError, TransportError) as exc:
-            log.info("could not give the training slot back: %s", exc)
 
 
 def report_metrics(ctx: RoundContext, version: int, evaluation: EvalResult) -> None:
@@ -377,5 +349,10 @@ def _encrypt(
             "pull_blocks": pulled.nblocks,
             "train_steps": trained.train.steps,
             "train_loss": trained.train.mean_loss,
+            "metrics": metrics_report(
+                pulled.cache.version,
+                trained.before,
+                ctx.privacy.report() if ctx.privacy is not None else None,
+            ),
         },
     )

@@ -13,6 +13,7 @@ __all__ = [
     "IntegrityReport",
     "JobInfo",
     "JobIntegrity",
+    "LeasedModel",
     "ModelDownload",
     "OnChunk",
     "Probe",
@@ -132,6 +133,17 @@ class SlotLease:
 
 
 @dataclass(frozen=True)
+class LeasedModel:
+    """A training lease and the model, taken in one request (``POST …/leases``): the
+    download, when the lease expires (ISO 8601), and the job's state and version now."""
+
+    download: ModelDownload
+    expires_at: str
+    job_state: str
+    job_version: int
+
+
+@dataclass(frozen=True)
 class UpdateAck:
     update_id: str
     version: int
@@ -184,7 +196,16 @@ class ServerPort(Protocol):
 
     def release_slot(self) -> None: ...
 
-    def push_update(self, envelope: bytes) -> UpdateAck: ...
+    def lease_model(
+        self, *, since: int | None = None, on_chunk: OnChunk | None = None
+    ) -> LeasedModel:
+        """A training slot and the model (only blocks changed after ``since``) in one
+        request; a busy server raises ``RateLimitedError`` at once."""
+        ...
+
+    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
+        """Send an update; ``metrics``, a report of the metrics endpoint's JSON, goes with it."""
+        ...
 
     def post_metrics(
         self,

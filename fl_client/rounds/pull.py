@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk
 from fl_client.state import ModelCache
 from fl_client.updates import Blocks, decrypt_model, model_limits
 
-__all__ = ["Pull", "decrypt_blocks", "download_bar", "open_model", "pull_model"]
+__all__ = ["Fetch", "Pull", "decrypt_blocks", "download_bar", "open_model", "pull_model"]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,16 @@ class Pull:
     nblocks: int
 
 
-def pull_model(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Pull:
+Fetch = Callable[[RoundContext, ModelCache | None], ModelDownload | None]
+"""Downloads the model (only what changed since the cache given); ``None``: unchanged."""
+
+
+def pull_model(
+    ctx: RoundContext, layout: ModelLayout, job: JobInfo, *, fetch: Fetch | None = None
+) -> Pull:
     """The current global model, decrypted and checked; only changed blocks when the
-    cache allows. The cache keeps only models that passed every check.
+    cache allows. The cache keeps only models that passed every check. ``fetch`` is how
+    it is downloaded (by default ``GET …/model``).
 
     Raises
     ------
@@ -64,13 +72,14 @@ def pull_model(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Pull:
         and cache.key_epoch == job.key_epoch
         and cache.fingerprint == layout.fingerprint
     )
+    fetch = fetch or _download
     try:
-        pulled, profile = _pull(ctx, layout, job, cache if usable else None, max_block_bytes)
+        pulled, profile = _pull(ctx, fetch, layout, job, cache if usable else None, max_block_bytes)
     except (InvalidRequestError, NotFoundError, VersionAheadError) as exc:
         if not usable:
             raise
         log.info("incremental pull refused (%s); pulling the whole model", exc.code)
-        pulled, profile = _pull(ctx, layout, job, None, max_block_bytes)
+        pulled, profile = _pull(ctx, fetch, layout, job, None, max_block_bytes)
     try:
         require_intact(ctx, job.name, layout, profile, pulled.cache.version, pulled.cache.blocks)
     except IntegrityError:
@@ -84,13 +93,14 @@ def pull_model(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Pull:
 
 def _pull(
     ctx: RoundContext,
+    fetch: Fetch,
     layout: ModelLayout,
     job: JobInfo,
     cache: ModelCache | None,
     max_block_bytes: int,
 ) -> tuple[Pull, CkksProfile]:
     while True:
-        download = _download(ctx, cache)
+        download = fetch(ctx, cache)
         if download is None:
             if cache is None:
                 raise ProtocolError("pull model: 304 Not Modified without a cached model")

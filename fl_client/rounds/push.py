@@ -19,6 +19,7 @@ from fl_client.errors import (
 )
 from fl_client.events import Rejected, Resent, RoundResult
 from fl_client.rounds.context import RoundContext
+from fl_client.rounds.lease import push
 from fl_client.rounds.port import UpdateAck
 from fl_client.state import PendingUpdate, Progress
 from fl_client.training import EvalResult
@@ -60,7 +61,7 @@ def send(ctx: RoundContext, pending: PendingUpdate, eval_before: EvalResult | No
     """
     with ctx.events.bar(len(pending.envelope), "push", "B", unit_scale=True) as bar:
         try:
-            ack = ctx.server.push_update(pending.envelope)
+            ack = push(ctx, pending)
         except JobPausedError:
             raise
         except (RetrainError, JobNotTrainingError) as exc:

@@ -13,6 +13,7 @@ from fl_client.rounds.port import (
     IntegrityReport,
     JobInfo,
     JobIntegrity,
+    LeasedModel,
     ModelDownload,
     OnChunk,
     Probe,
@@ -24,11 +25,12 @@ from fl_client.rounds.port import (
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
 
-__all__ = ["JobClient", "ServerClient", "TokenSource", "job_from_json"]
+__all__ = ["METRICS_HEADER", "JobClient", "ServerClient", "TokenSource", "job_from_json"]
 
 log = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
+METRICS_HEADER = "X-Hefl-Metrics"
 
 
 class TokenSource(Protocol):
@@ -295,16 +297,40 @@ class JobClient:
     def release_slot(self) -> None:
         self._authed("DELETE", "slots", what="release slot")
 
-    def push_update(self, envelope: bytes) -> UpdateAck:
-        """Send an update; retried freely: the server acknowledges a resent update id."""
-        what = "push update"
+    def lease_model(
+        self, *, since: int | None = None, on_chunk: OnChunk | None = None
+    ) -> LeasedModel:
+        """A training slot and the model in one request (``POST …/leases``); a busy server
+        raises ``RateLimitedError`` (not retried: the caller waits as it asks)."""
+        what = "lease and pull model"
         response = self._authed(
             "POST",
-            "updates",
+            "leases",
             what=what,
-            content=envelope,
-            headers={"Content-Type": OCTET_STREAM},
+            params={"since": since} if since is not None else None,
+            headers={"Accept": OCTET_STREAM},
+            on_chunk=on_chunk,
+            retry_statuses=RETRY_STATUSES - {429},
         )
+        try:
+            job_version = int(response.headers["X-Hefl-Job-Version"])
+        except (KeyError, ValueError) as exc:
+            raise ProtocolError(f"{what}: X-Hefl-Job-Version header missing") from exc
+        return LeasedModel(
+            download=_download(response, what),
+            expires_at=response.headers.get("X-Hefl-Lease-Expires", ""),
+            job_state=response.headers.get("X-Hefl-Job-State", ""),
+            job_version=job_version,
+        )
+
+    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
+        """Send an update (with a metrics report in ``X-Hefl-Metrics``); retried freely:
+        the server acknowledges a resent update id, and keeps its report once."""
+        what = "push update"
+        headers = {"Content-Type": OCTET_STREAM}
+        if metrics is not None:
+            headers[METRICS_HEADER] = metrics
+        response = self._authed("POST", "updates", what=what, content=envelope, headers=headers)
         body = json_object(response, what)
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):

@@ -51,5 +51,10 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
     assert flamby[0] == "pooled (centralized)"
     assert sum(m.endswith(" alone") for m in flamby) == 4
     assert flamby[-1] == "hefl async (live services)"
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+    # section 7: both flows, counted on the wire (2 and 6 requests per update)
+    latency = {(r["flow"], r["rtt_ms"]): r for r in report["latency"]["rows"]}
+    assert latency[("combined", 50.0)]["requests_per_update"] == 2
+    assert latency[("separate", 50.0)]["requests_per_update"] == 6
+    assert isinstance(report["latency"]["goals"]["round_trips"]["met"], bool)
+    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 7."):
         assert heading in markdown

@@ -315,6 +315,9 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
             )
             await ask("server slot before start", await server.post(f"{job}/slots", headers=bearer))
             await ask(
+                "server lease before start", await server.post(f"{job}/leases", headers=bearer)
+            )
+            await ask(
                 "server initial model before layout",
                 await server.put(f"{job}/initial-model", content=b"x", headers=bearer),
             )
@@ -449,6 +452,14 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
                 ),
             )
             await ask(
+                "server update metrics invalid",
+                await server.post(
+                    f"{job}/updates",
+                    content=b"x",
+                    headers={**bearer, "X-Hefl-Metrics": '{"version":0,"metrics":{}}'},
+                ),
+            )
+            await ask(
                 "server model since ahead",
                 await server.get(f"{job}/model", params={"since": 99}, headers=bearer),
             )
@@ -461,6 +472,7 @@ async def test_problem_answers_are_unchanged(tmp_path: Path) -> None:
                 await server.post(f"{job}/updates", content=envelope, headers=bearer),
             )
             await ask("server slot paused", await server.post(f"{job}/slots", headers=bearer))
+            await ask("server lease paused", await server.post(f"{job}/leases", headers=bearer))
             assert (await server.post(f"{job}/stop", headers=admin)).status_code == 200
             await ask(
                 "server update done",

@@ -229,6 +229,8 @@ class FakeServer:
     uploads: list[bytes] = field(default_factory=list)
     layouts_put: list[bytes] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    metrics_updates: set[str] = field(default_factory=set)  # updates whose report is kept
+    legacy: bool = False  # an fl_server without POST …/leases and X-Hefl-Metrics
     pulls: list[httpx.Request] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     # fault injection
@@ -387,11 +389,25 @@ class FakeServer:
             raise Refusal(429, "slots_full", retry_after=7)
         return "2030-01-01T00:00:00Z"
 
-    def push_update(self, envelope: bytes) -> dict[str, Any]:
+    def lease_model(self, since: int | None) -> tuple[bytes, int, str | None]:
+        """``request_slot`` and the model in one (``POST …/leases``): never "not modified"."""
+        if self.legacy:
+            raise Refusal(404, "not_found")
+        if self.state == "done":
+            raise Refusal(409, "job_not_training")
+        self.request_slot()
+        model = self.get_model(since, None)
+        assert model is not None
+        return model
+
+    def push_update(self, envelope: bytes, metrics: str | None = None) -> dict[str, Any]:
         self.uploads.append(envelope)
         update = crypto.update_from_bytes(envelope, self._limits())
         update_id = str(update.update_id)
+        if metrics is not None and self.legacy:
+            metrics = None  # an older server does not know the header
         if update_id in self.acks:
+            self._keep_metrics(update_id, metrics)
             return {**self.acks[update_id], "duplicate": True}
         self._refuse_if_paused()
         if self.state != "training":
@@ -431,7 +447,14 @@ class FakeServer:
             "duplicate": False,
         }
         self.acks[update_id] = ack
+        self._keep_metrics(update_id, metrics)
         return ack
+
+    def _keep_metrics(self, update_id: str, metrics: str | None) -> None:
+        # a report that comes with an update is kept once, whatever the resends
+        if metrics is not None and update_id not in self.metrics_updates:
+            self.metrics_updates.add(update_id)
+            self.metrics.append(json.loads(metrics))
 
     def post_metrics(self, body: dict[str, Any]) -> None:
         self.metrics.append(body)
@@ -593,12 +616,26 @@ class FakeServer:
             if etag is not None:
                 headers |= {"ETag": etag, "Content-Type": "application/octet-stream"}
             return httpx.Response(200, content=content, headers=headers)
+        if route == ("POST", "/leases"):
+            self.pulls.append(request)
+            since = request.url.params.get("since")
+            content, version, etag = self.lease_model(int(since) if since is not None else None)
+            headers = {
+                "X-Hefl-Model-Version": str(version),
+                "X-Hefl-Job-State": self.state,
+                "X-Hefl-Job-Version": str(self.version),
+                "X-Hefl-Lease-Expires": "2030-01-01T00:00:00Z",
+                "Content-Type": "application/octet-stream",
+            }
+            if etag is not None:
+                headers["ETag"] = etag
+            return httpx.Response(200, content=content, headers=headers)
         if route[1] == "/slots":
             if method == "DELETE":
                 return httpx.Response(204)
             return httpx.Response(200, json={"expires_at": self.request_slot()})
         if route == ("POST", "/updates"):
-            ack = self.push_update(request.content)
+            ack = self.push_update(request.content, request.headers.get("X-Hefl-Metrics"))
             if self.drop_answer_after_apply and not ack["duplicate"]:
                 self.drop_answer_after_apply -= 1
                 raise httpx.ReadError("connection reset after the update was applied")

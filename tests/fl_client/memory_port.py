@@ -12,6 +12,7 @@ from fl_client.output import Reporter
 from fl_client.rounds.port import (
     IntegrityReport,
     JobInfo,
+    LeasedModel,
     ModelDownload,
     OnChunk,
     SlotLease,
@@ -82,8 +83,22 @@ class MemoryPort:
     def release_slot(self) -> None:
         self._call("release_slot", lambda: None)
 
-    def push_update(self, envelope: bytes) -> UpdateAck:
-        return UpdateAck(**self._call("push_update", self.server.push_update, envelope))
+    def lease_model(
+        self, *, since: int | None = None, on_chunk: OnChunk | None = None
+    ) -> LeasedModel:
+        self.since.append(since)
+        data, version, tag = self._call("lease_model", self.server.lease_model, since)
+        if on_chunk is not None:
+            on_chunk(len(data), len(data))
+        return LeasedModel(
+            download=ModelDownload(data=data, version=version, etag=tag),
+            expires_at="2030-01-01T00:00:00Z",
+            job_state=self.server.state,
+            job_version=self.server.version,
+        )
+
+    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
+        return UpdateAck(**self._call("push_update", self.server.push_update, envelope, metrics))
 
     def post_metrics(
         self,

@@ -257,8 +257,8 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         runner = Runner(settings, reporter=Reporter("quiet"))
         real_push = runner.context.server.push_update
 
-        def push_then_lose_the_answer(envelope: bytes) -> Any:
-            real_push(envelope)
+        def push_then_lose_the_answer(envelope: bytes, metrics: str | None = None) -> Any:
+            real_push(envelope, metrics)
             raise KeyboardInterrupt  # the process dies before it reads the answer
 
         monkeypatch.setattr(runner.context.server, "push_update", push_then_lose_the_answer)
@@ -288,6 +288,8 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
     assert second.version == 2
     assert status["updates_applied"] == 2
     assert status["duplicates"] == 1
+    # each update's metrics came with it, and the resent one's counted once
+    assert [(m["version"], m["reports"]) for m in status["metrics"]] == [(0, 1), (1, 1)]
     assert version == 2
     # what went on the wire is η · (trained - pulled), recomputed from the pulled model
     profile = crypto.get_profile("n4096-s40")

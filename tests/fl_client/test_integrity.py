@@ -86,13 +86,7 @@ def test_a_corrupted_model_is_reported_at_its_first_pull_and_nothing_is_trained_
     assert set(report) == {"version", "ok", "check", "blocks", "update_id"}
     assert len(server.uploads) == uploads
     assert len(server.metrics) == metrics
-    assert port.calls[calls:] == [
-        "job",
-        "request_slot",
-        "get_model",
-        "post_integrity",
-        "release_slot",
-    ]
+    assert port.calls[calls:] == ["lease_model", "post_integrity", "release_slot"]
     [failed] = [e for e in sink.events if isinstance(e, IntegrityFailed)]  # type: ignore[attr-defined]
     assert (failed.version, failed.check, failed.blocks) == (bad_version, check, [0])
     # the bad model is kept nowhere: the next pull takes the whole model

@@ -45,11 +45,8 @@ def test_the_first_client_starts_the_job_then_trains_and_pushes_one_update(
         "put_layout",
         "put_initial_model",
         "job",
-        "request_slot",
-        "get_model",
+        "lease_model",
         "push_update",
-        "release_slot",
-        "post_metrics",
     ]
     assert sink.names == ["key_epoch", "initial_model", "update"]
     assert result == sink.events[-1]
@@ -201,8 +198,8 @@ def test_a_busy_server_is_waited_out_as_it_asks_or_given_up_after_slot_wait_max(
 def test_metrics_that_cannot_be_reported_are_a_warning_unless_the_login_was_refused(
     make_context: MakeContext, port: MemoryPort
 ) -> None:
-    # Prepare
-    ctx, sink = make_context()
+    # Prepare: separate requests (the metrics are a request of their own)
+    ctx, sink = make_context(round_requests="separate")
     port.faults["post_metrics"] = [ServerError("down", status=503, code="unavailable")]
 
     # Execute
@@ -222,7 +219,7 @@ def test_metrics_that_cannot_be_reported_are_a_warning_unless_the_login_was_refu
 def test_a_slot_that_cannot_be_given_back_does_not_fail_the_round(
     make_context: MakeContext, port: MemoryPort
 ) -> None:
-    ctx, _ = make_context()
+    ctx, _ = make_context(round_requests="separate")
     port.faults["release_slot"] = [TransportError("gone")]
 
     result = run_round(ctx)
@@ -286,3 +283,147 @@ def test_the_rounds_reach_no_http_library_even_through_other_modules() -> None:
     assert not {n for n in reached if n.split(".")[0] in ("httpx", "fastapi")}
     assert not {n for n in reached if n.startswith(("fl_client.transport", "fl_client.session"))}
     assert root / "rounds" / "loop.py" in seen
+
+
+# -- two requests per update (fl_client.rounds.lease) ---------------------------------------
+
+
+def test_in_steady_state_a_round_is_one_leased_pull_and_one_update_with_its_metrics(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a client past its first round (the job read, the model cached)
+    ctx, _ = make_context()
+    run_round(ctx)
+    before = len(port.calls)
+
+    # Execute
+    second = run_round(ctx)
+    third = run_round(ctx)
+
+    # Assert: two calls per round, the pull asking only for what changed, and each
+    # round's metrics kept with its update, on the version it trained on
+    assert port.calls[before:] == ["lease_model", "push_update"] * 2
+    assert port.since[-2:] == [0, 1]
+    assert second is not None
+    assert third is not None
+    assert [m["version"] for m in server.metrics] == [0, 1, 2]
+    assert third.eval_before is not None
+    assert server.metrics[-1]["metrics"] == third.eval_before.metrics
+
+
+def test_separate_requests_are_the_six_of_before(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    ctx, _ = make_context(round_requests="separate")
+    run_round(ctx)
+    before = len(port.calls)
+
+    run_round(ctx)
+
+    assert port.calls[before:] == [
+        "job",
+        "request_slot",
+        "get_model",
+        "push_update",
+        "release_slot",
+        "post_metrics",
+    ]
+    assert [m["version"] for m in server.metrics] == [0, 1]
+
+
+def test_a_server_without_leases_gets_separate_requests_and_every_report(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: an older fl_server (404 not_found on POST …/leases, no X-Hefl-Metrics)
+    server.legacy = True
+    ctx, _ = make_context()
+
+    # Execute
+    run_round(ctx)
+    run_round(ctx)
+
+    # Assert: asked once, then the separate requests; no report lost
+    assert port.calls.count("lease_model") == 1
+    assert port.calls[-3:] == ["push_update", "release_slot", "post_metrics"]
+    assert not ctx.combined_requests
+    assert [m["version"] for m in server.metrics] == [0, 1]
+
+
+def test_a_report_that_is_no_finite_json_is_left_out_and_the_update_still_goes(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a model whose loss diverged
+    ctx, sink = make_context()
+    run_round(ctx)
+    from fl_client.training import EvalResult
+
+    monkeypatch.setattr(EvalResult, "to_metrics", lambda self: {"n_samples": 3, "loss": np.inf})
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert
+    assert result is not None
+    assert server.applied == 2
+    assert [m["version"] for m in server.metrics] == [0]
+    warnings = [e.message for e in sink.events if isinstance(e, ClientWarning)]
+    assert warnings == ["metrics for version 1 not reported: a metric is not a finite number"]
+
+
+def test_a_report_the_server_refuses_costs_no_update(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: the server refuses the report that comes with the update
+    ctx, sink = make_context()
+    run_round(ctx)
+    refused = fl_client.InvalidRequestError("bad", status=422, code="metrics_invalid")
+    port.faults["push_update"] = [refused]
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert: the update was sent again without the report, and applied
+    assert result is not None
+    assert server.applied == 2
+    assert port.calls[-2:] == ["push_update", "push_update"]
+    warnings = [e.message for e in sink.events if isinstance(e, ClientWarning)]
+    assert warnings == ["metrics for version 1 not reported: bad [422 metrics_invalid]"]
+
+
+def test_a_paused_job_met_at_the_leased_pull_is_read_again_after_the_pause(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a client in steady state, then the administrator pauses the job
+    ctx, _ = make_context(max_rounds=2)
+    run_round(ctx)
+    server.pause()
+    calls = len(port.calls)
+
+    # Execute: the run waits out the pause (the fake sleeps resume it)
+    with pytest.raises(fl_client.JobPausedError):
+        run_round(ctx)
+
+    # Assert: the refused pull forgot the job, read again once the pause is over
+    assert port.calls[calls:] == ["lease_model"]
+    assert ctx.job is None
+    server.resume()
+    assert run_round(ctx) is not None
+    assert port.calls[calls + 1 :] == ["job", "lease_model", "push_update"]
+
+
+def test_a_job_done_meanwhile_ends_the_round_at_the_leased_pull(
+    make_context: MakeContext, port: MemoryPort, server: FakeServer
+) -> None:
+    # Prepare: a client in steady state; the administrator stops the job
+    ctx, _ = make_context()
+    run_round(ctx)
+    server.stop()
+    calls = len(port.calls)
+
+    # Execute
+    result = run_round(ctx)
+
+    # Assert: no update, and the job is read again next time
+    assert result is None
+    assert port.calls[calls:] == ["lease_model"]
+    assert ctx.job is None

@@ -236,7 +236,7 @@ def test_a_crash_before_sending_resends_on_restart(
 ) -> None:
     runner = make_runner()
 
-    def crash(envelope: bytes) -> None:
+    def crash(envelope: bytes, metrics: str | None = None) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner.context.server, "push_update", crash)
@@ -481,10 +481,10 @@ def test_an_update_refused_while_paused_stays_journaled_and_is_sent_after_the_re
     push = fake_server.push_update
     looks = {"n": 0}
 
-    def pause_then_push(envelope: bytes) -> dict[str, Any]:
+    def pause_then_push(envelope: bytes, metrics: str | None = None) -> dict[str, Any]:
         if fake_server.applied == 0 and fake_server.paused_from is None and looks["n"] == 0:
             fake_server.pause()
-        return push(envelope)
+        return push(envelope, metrics)
 
     job = fake_server.job
 

@@ -490,6 +490,7 @@ async def test_openapi_lists_exactly_the_contract(api: Api) -> None:
         (f"{job}/model", "get"),
         (f"{job}/slots", "post"),
         (f"{job}/slots", "delete"),
+        (f"{job}/leases", "post"),
         (f"{job}/updates", "post"),
         (f"{job}/metrics", "post"),
         (f"{job}/integrity", "post"),

@@ -206,6 +206,7 @@ async def test_every_bearer_endpoint_refuses_every_bad_token(world: World) -> No
         ),
         (world.server, "client", "GET", f"{job}/model", {}),
         (world.server, "client", "POST", f"{job}/slots", {}),
+        (world.server, "client", "POST", f"{job}/leases", {}),
         (world.server, "client", "DELETE", f"{job}/slots", {}),
         (
             world.server,
