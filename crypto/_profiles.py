@@ -182,6 +182,17 @@ PROFILES: dict[str, CkksProfile] = {
             "staleness weights in steps of 1/256",
         ),
         CkksProfile(
+            name="n2048-s26",
+            poly_modulus_degree=2048,
+            coeff_mod_bit_sizes=(40, 14),
+            update_scale_bits=26,
+            weight_bits=8,
+            noise_coefficient=1.0e3,
+            description="compact: 6 bytes/param updates (a 40-bit data prime that SEAL's zstd "
+            "packs) in blocks of 2,048 values, 6e-5 error after 10k additions, |values| <= 16, "
+            "staleness weights in steps of 1/256",
+        ),
+        CkksProfile(
             name="test-n2048",
             poly_modulus_degree=2048,
             coeff_mod_bit_sizes=(40, 14),

@@ -88,12 +88,13 @@ def _setup(
     factory: ModelFactory,
     seeds: Sequence[int],
     personal: Sequence[str],
+    block_size: int = crypto.DEFAULT_PROFILE.block_size,
 ) -> tuple[ModelLayout, Blocks, list[_Client]]:
     models = [
         build_model(factory, d.input_shape, d.n_classes, s)
         for d, s in zip(datas, seeds, strict=True)
     ]
-    layout = build_layout(models[0].state_dict(), 4096, personal=personal)
+    layout = build_layout(models[0].state_dict(), block_size, personal=personal)
     global_blocks = layout.flatten(models[0].state_dict())
     clients = [
         _Client(data=d, seed=s, model=m, personal=personal_tensors(m, layout))
@@ -173,8 +174,8 @@ def sync_fedavg(
 class _HeflServer:
     """The server's arithmetic of fl_server with a real ``ServerCipher`` (no HTTP)."""
 
-    def __init__(self, layout: ModelLayout, blocks: Blocks) -> None:
-        self.profile = crypto.DEFAULT_PROFILE
+    def __init__(self, layout: ModelLayout, blocks: Blocks, profile: crypto.CkksProfile) -> None:
+        self.profile = profile
         keys = crypto.generate_key_material(self.profile)
         self.client = crypto.ClientCipher(keys.secret_context, self.profile)
         self.server = crypto.ServerCipher(keys.public_context, self.profile)
@@ -220,6 +221,7 @@ def turns(
     name: str,
     personal: Sequence[str] = (),
     weight: Weight = lambda _tau: 1.0,
+    profile: crypto.CkksProfile = crypto.DEFAULT_PROFILE,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Curve:
     """Clients in turns (each pulls the latest model, so staleness 0), one evaluation per
@@ -230,11 +232,11 @@ def turns(
     the model's ciphertexts; bytes are envelope sizes. Otherwise plaintext float32 (4 bytes
     per shared parameter sent, blocks of 4096 for the compressed variants).
     """
-    layout, global_blocks, clients = _setup(datas, factory, seeds, personal)
+    layout, global_blocks, clients = _setup(datas, factory, seeds, personal, profile.block_size)
     server = None
     cipher = None
     if encrypted:
-        server = _HeflServer(layout, global_blocks)
+        server = _HeflServer(layout, global_blocks, profile)
         cipher = server.client
     curve = Curve(name)
     acc, _ = _evaluate(factory, layout, global_blocks, clients)
