@@ -184,7 +184,8 @@ class _HeflServer:
             self.server.load_model_block(self.client.encrypt_model_block(row)) for row in blocks
         ]
 
-    def ingest(self, envelope: bytes, weight: float) -> None:
+    def ingest(self, envelope: bytes, weight: float) -> list[int]:
+        """Add the update's blocks into the model; the indices of the blocks it changed."""
         update = crypto.update_from_bytes(
             envelope,
             crypto.EnvelopeLimits(
@@ -196,15 +197,16 @@ class _HeflServer:
         for block in update.blocks:
             loaded = self.server.load_update_block(block.data)
             self.server.add_weighted(self.model[block.index], loaded, weight)
+        return [block.index for block in update.blocks]
 
-    def model_envelope(self, version: int) -> crypto.EncryptedModel:
+    def model_envelope(self, version: int, indices: Sequence[int]) -> crypto.EncryptedModel:
+        """The model blocks ``indices``: what a client pulls with ``?since=`` its version."""
         return crypto.EncryptedModel(
             fingerprint=self.layout.fingerprint,
             version=version,
             key_epoch=1,
             blocks=tuple(
-                crypto.CipherBlock(i, self.server.block_to_bytes(m))
-                for i, m in enumerate(self.model)
+                crypto.CipherBlock(i, self.server.block_to_bytes(self.model[i])) for i in indices
             ),
         )
 
@@ -264,10 +266,13 @@ def turns(
                 )
                 client.residual = prepared.residual
                 sent += prepared.report.envelope_bytes
-                server.ingest(prepared.envelope, weight(0))
+                changed = server.ingest(prepared.envelope, weight(0))
                 version += 1
-                # the next client pulls: decrypt the model the server now holds
-                global_blocks = decrypt_model(cipher, server.model_envelope(version), layout)
+                # the next client pulls what changed since the version before (a client's
+                # `?since=`) and decrypts it over the model it has: the whole model, faster
+                global_blocks = decrypt_model(
+                    cipher, server.model_envelope(version, changed), layout, base=global_blocks
+                )
                 he_seconds += time.perf_counter() - t0
             else:
                 compressed = compress_delta(
