@@ -38,6 +38,13 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
         "fewer_bytes_than_fedavg_at_equal_accuracy",
     }
 
+    # section 1b: the model of 1M parameters, dense and the compact profile's top-k
+    large = report["large"]
+    assert large["rows"][0]["method"] == "hefl dense"
+    assert large["rows"][0]["shared_params"] >= 1_000_000
+    assert any(r["method"].endswith(", n2048-s26") for r in large["rows"])
+    assert isinstance(large["goal"]["met"], bool)
+
     # sections 2 and 3: the live run applied its updates; both goals are evaluated
     time_ = report["time"]
     assert time_["live"]["status"]["updates_applied"] == _run.PLANS["tiny"].live_updates
@@ -51,5 +58,5 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
     assert flamby[0] == "pooled (centralized)"
     assert sum(m.endswith(" alone") for m in flamby) == 4
     assert flamby[-1] == "hefl async (live services)"
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+    for heading in ("## 1.", "## 1b.", "## 2.", "## 3.", "## 4.", "## 5."):
         assert heading in markdown
