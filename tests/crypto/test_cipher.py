@@ -103,25 +103,29 @@ def test_the_compact_profile_costs_three_quarters_of_the_default_bytes(
     assert len(served) / 2048 <= 12.2
 
 
+def _weighted_sum_error(client: ClientCipher, server: ServerCipher, n: int, seed: int) -> float:
+    """Max error of ``n`` weighted additions (weights in [0.05, 1]) against the plaintext."""
+    profile = client.profile
+    rng = np.random.default_rng(seed)
+    start = rng.normal(0, 0.5, profile.block_size)
+    model = server.load_model_block(client.encrypt_model_block(start))
+    expected = start.copy()
+    for _ in range(n):
+        update = rng.normal(0, 0.01, profile.block_size)
+        weight = float(rng.uniform(0.05, 1.0))
+        block = server.load_update_block(client.encrypt_update_block(update))
+        server.add_weighted(model, block, weight)
+        expected += profile.applied_weight(weight) * update
+    out = client.decrypt_block(server.block_to_bytes(model))
+    return float(np.max(np.abs(out - expected)))
+
+
 def test_compact_weighted_additions_match_the_plaintext_sum(
     compact: tuple[ClientCipher, ServerCipher],
 ) -> None:
     client, server = compact
     profile = client.profile
-    rng = np.random.default_rng(6)
-    start = rng.normal(0, 0.5, profile.block_size)
-    model = server.load_model_block(client.encrypt_model_block(start))
-    expected = start.copy()
-    n = 300
-    for _ in range(n):
-        update = rng.normal(0, 0.01, profile.block_size)
-        weight = float(rng.uniform(0.05, 1.0))
-        server.add_weighted(
-            model, server.load_update_block(client.encrypt_update_block(update)), weight
-        )
-        expected += profile.applied_weight(weight) * update
-    out = client.decrypt_block(server.block_to_bytes(model))
-    assert np.max(np.abs(out - expected)) < profile.error_bound(n)
+    assert _weighted_sum_error(client, server, 300, seed=6) < profile.error_bound(300)
     # the model holds values up to max_magnitude; one more is refused at encryption
     client.encrypt_model_block([profile.max_magnitude])
     with pytest.raises(ValueRangeError, match="exceeds"):
@@ -147,19 +151,8 @@ def test_values_the_profile_cannot_hold_are_refused(
 def test_server_weighted_additions_match_the_plaintext_sum(
     small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
 ) -> None:
-    rng = np.random.default_rng(3)
-    start = rng.normal(0, 0.5, small_profile.block_size)
-    model = small_server.load_model_block(small_client.encrypt_model_block(start))
-    expected = start.copy()
-    n = 200
-    for _ in range(n):
-        update = rng.normal(0, 0.01, small_profile.block_size)
-        weight = float(rng.uniform(0.05, 1.0))
-        block = small_server.load_update_block(small_client.encrypt_update_block(update))
-        small_server.add_weighted(model, block, weight)
-        expected += small_profile.applied_weight(weight) * update
-    out = small_client.decrypt_block(small_server.block_to_bytes(model))
-    assert np.max(np.abs(out - expected)) < small_profile.error_bound(n)
+    error = _weighted_sum_error(small_client, small_server, 200, seed=3)
+    assert error < small_profile.error_bound(200)
 
 
 def test_weighting_an_update_uses_no_modulus_level(
