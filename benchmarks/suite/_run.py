@@ -985,7 +985,9 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         points = [
             (b / 1e6, 100 * a) for b, a in zip(c["bytes_up"], c["accuracy"], strict=True) if b > 0
         ]
-        ax.plot(*zip(*points, strict=True), marker=".", markersize=3, label=c["name"])
+        # the default cycle has 10 colours: the compact profile's runs are dashed
+        style = "--" if c["name"].endswith(COMPACT) else "-"
+        ax.plot(*zip(*points, strict=True), style, marker=".", markersize=3, label=c["name"])
     ax.set_xscale("log")
     ax.set_xlabel("cumulative bytes uploaded (MB, log)")
     ax.set_ylabel("test accuracy (%)")
