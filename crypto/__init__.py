@@ -14,6 +14,7 @@ from crypto._compression import (
     blocks_for_fraction,
     random_block_indices,
     random_k_blocks,
+    top_energy_blocks,
     top_k_blocks,
 )
 from crypto._envelope import (
@@ -111,6 +112,7 @@ __all__ = [
     "random_block_indices",
     "random_k_blocks",
     "tensor_to_numpy",
+    "top_energy_blocks",
     "top_k_blocks",
     "update_from_bytes",
     "update_to_bytes",

@@ -1,4 +1,4 @@
-"""Which blocks of an update to send: all, top-k by norm, or random-k from a shared seed.
+"""Which blocks of an update to send: all, top-k by norm (or by energy), or random-k.
 
 Every selector takes the dense update and the residual carried from earlier rounds
 (error feedback: what was not sent is added to the next update) and returns the
@@ -19,6 +19,7 @@ __all__ = [
     "blocks_for_fraction",
     "random_block_indices",
     "random_k_blocks",
+    "top_energy_blocks",
     "top_k_blocks",
 ]
 
@@ -85,6 +86,26 @@ def top_k_blocks(delta: npt.ArrayLike, residual: npt.ArrayLike | None, k: int) -
     norms = np.linalg.norm(corrected, axis=1)
     order = np.argsort(-norms, kind="stable")
     return _split(corrected, order[:k].astype(np.int64))
+
+
+def top_energy_blocks(
+    delta: npt.ArrayLike, residual: npt.ArrayLike | None, energy: float, k_max: int
+) -> CompressedUpdate:
+    """Send the fewest blocks of largest L2 norm of ``delta + residual`` that hold
+    ``energy`` of its squared norm, at least one and at most ``k_max`` (adaptive top-k: a
+    concentrated update sends few blocks, a spread one up to ``k_max``)."""
+    corrected = _corrected(delta, residual)
+    if not 0 < energy <= 1:
+        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
+    if not 1 <= k_max <= corrected.shape[0]:
+        raise ValueError(f"k_max must be in 1..{corrected.shape[0]}, got {k_max}")
+    squares = np.einsum("ij,ij->i", corrected, corrected)
+    order = np.argsort(-squares, kind="stable")
+    total = float(squares.sum())
+    held = np.cumsum(squares[order])
+    # the first k whose blocks hold the share (all-zero update: one block)
+    k = int(np.searchsorted(held, energy * total, side="left")) + 1 if total > 0 else 1
+    return _split(corrected, order[: min(k, k_max)].astype(np.int64))
 
 
 def random_block_indices(n_blocks: int, k: int, seed: int, round_: int) -> npt.NDArray[np.int64]:

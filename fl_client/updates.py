@@ -28,6 +28,7 @@ from crypto import (
     blocks_for_fraction,
     model_to_bytes,
     random_k_blocks,
+    top_energy_blocks,
     top_k_blocks,
     update_to_bytes,
 )
@@ -64,12 +65,16 @@ class CompressionConfig:
         Seed of random-k.
     error_feedback
         Keep what was not sent and add it to the next update.
+    energy
+        With top-k: send only as many of the ``fraction`` blocks as hold this share of
+        the squared norm of delta + residual (``crypto.top_energy_blocks``).
     """
 
     method: Compression = "dense"
     fraction: float = 0.1
     seed: int = 0
     error_feedback: bool = True
+    energy: float | None = None
 
     def k(self, n_blocks: int) -> int:
         return n_blocks if self.method == "dense" else blocks_for_fraction(n_blocks, self.fraction)
@@ -83,6 +88,8 @@ def compress_delta(
     if config.method == "dense":
         return all_blocks(delta, carried)
     k = config.k(delta.shape[0])
+    if config.method == "top-k" and config.energy is not None:
+        return top_energy_blocks(delta, carried, config.energy, k)
     if config.method == "top-k":
         return top_k_blocks(delta, carried, k)
     return random_k_blocks(delta, carried, k, config.seed, round_)

@@ -88,12 +88,13 @@ def _setup(
     factory: ModelFactory,
     seeds: Sequence[int],
     personal: Sequence[str],
+    block_size: int = crypto.DEFAULT_PROFILE.block_size,
 ) -> tuple[ModelLayout, Blocks, list[_Client]]:
     models = [
         build_model(factory, d.input_shape, d.n_classes, s)
         for d, s in zip(datas, seeds, strict=True)
     ]
-    layout = build_layout(models[0].state_dict(), 4096, personal=personal)
+    layout = build_layout(models[0].state_dict(), block_size, personal=personal)
     global_blocks = layout.flatten(models[0].state_dict())
     clients = [
         _Client(data=d, seed=s, model=m, personal=personal_tensors(m, layout))
@@ -173,8 +174,8 @@ def sync_fedavg(
 class _HeflServer:
     """The server's arithmetic of fl_server with a real ``ServerCipher`` (no HTTP)."""
 
-    def __init__(self, layout: ModelLayout, blocks: Blocks) -> None:
-        self.profile = crypto.DEFAULT_PROFILE
+    def __init__(self, layout: ModelLayout, blocks: Blocks, profile: crypto.CkksProfile) -> None:
+        self.profile = profile
         keys = crypto.generate_key_material(self.profile)
         self.client = crypto.ClientCipher(keys.secret_context, self.profile)
         self.server = crypto.ServerCipher(keys.public_context, self.profile)
@@ -183,7 +184,8 @@ class _HeflServer:
             self.server.load_model_block(self.client.encrypt_model_block(row)) for row in blocks
         ]
 
-    def ingest(self, envelope: bytes, weight: float) -> None:
+    def ingest(self, envelope: bytes, weight: float) -> list[int]:
+        """Add the update's blocks into the model; the indices of the blocks it changed."""
         update = crypto.update_from_bytes(
             envelope,
             crypto.EnvelopeLimits(
@@ -195,15 +197,16 @@ class _HeflServer:
         for block in update.blocks:
             loaded = self.server.load_update_block(block.data)
             self.server.add_weighted(self.model[block.index], loaded, weight)
+        return [block.index for block in update.blocks]
 
-    def model_envelope(self, version: int) -> crypto.EncryptedModel:
+    def model_envelope(self, version: int, indices: Sequence[int]) -> crypto.EncryptedModel:
+        """The model blocks ``indices``: what a client pulls with ``?since=`` its version."""
         return crypto.EncryptedModel(
             fingerprint=self.layout.fingerprint,
             version=version,
             key_epoch=1,
             blocks=tuple(
-                crypto.CipherBlock(i, self.server.block_to_bytes(m))
-                for i, m in enumerate(self.model)
+                crypto.CipherBlock(i, self.server.block_to_bytes(self.model[i])) for i in indices
             ),
         )
 
@@ -220,6 +223,7 @@ def turns(
     name: str,
     personal: Sequence[str] = (),
     weight: Weight = lambda _tau: 1.0,
+    profile: crypto.CkksProfile = crypto.DEFAULT_PROFILE,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Curve:
     """Clients in turns (each pulls the latest model, so staleness 0), one evaluation per
@@ -230,11 +234,11 @@ def turns(
     the model's ciphertexts; bytes are envelope sizes. Otherwise plaintext float32 (4 bytes
     per shared parameter sent, blocks of 4096 for the compressed variants).
     """
-    layout, global_blocks, clients = _setup(datas, factory, seeds, personal)
+    layout, global_blocks, clients = _setup(datas, factory, seeds, personal, profile.block_size)
     server = None
     cipher = None
     if encrypted:
-        server = _HeflServer(layout, global_blocks)
+        server = _HeflServer(layout, global_blocks, profile)
         cipher = server.client
     curve = Curve(name)
     acc, _ = _evaluate(factory, layout, global_blocks, clients)
@@ -262,10 +266,13 @@ def turns(
                 )
                 client.residual = prepared.residual
                 sent += prepared.report.envelope_bytes
-                server.ingest(prepared.envelope, weight(0))
+                changed = server.ingest(prepared.envelope, weight(0))
                 version += 1
-                # the next client pulls: decrypt the model the server now holds
-                global_blocks = decrypt_model(cipher, server.model_envelope(version), layout)
+                # the next client pulls what changed since the version before (a client's
+                # `?since=`) and decrypts it over the model it has: the whole model, faster
+                global_blocks = decrypt_model(
+                    cipher, server.model_envelope(version, changed), layout, base=global_blocks
+                )
                 he_seconds += time.perf_counter() - t0
             else:
                 compressed = compress_delta(

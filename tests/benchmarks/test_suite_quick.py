@@ -38,6 +38,13 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
         "fewer_bytes_than_fedavg_at_equal_accuracy",
     }
 
+    # section 1b: the model of 1M parameters, dense and the compact profile's top-k
+    large = report["large"]
+    assert large["rows"][0]["method"] == "hefl dense"
+    assert large["rows"][0]["shared_params"] >= 1_000_000
+    assert any(r["method"].endswith(", n2048-s26") for r in large["rows"])
+    assert isinstance(large["goal"]["met"], bool)
+
     # sections 2 and 3: the live run applied its updates; both goals are evaluated
     time_ = report["time"]
     assert time_["live"]["status"]["updates_applied"] == _run.PLANS["tiny"].live_updates
@@ -56,5 +63,5 @@ def test_suite_writes_every_section(tmp_path: Path) -> None:
     assert latency[("combined", 50.0)]["requests_per_update"] == 2
     assert latency[("separate", 50.0)]["requests_per_update"] == 6
     assert isinstance(report["latency"]["goals"]["round_trips"]["met"], bool)
-    for heading in ("## 1.", "## 2.", "## 3.", "## 4.", "## 5.", "## 7."):
+    for heading in ("## 1.", "## 1b.", "## 2.", "## 3.", "## 4.", "## 5.", "## 7."):
         assert heading in markdown

@@ -74,6 +74,64 @@ def test_dense_update_costs_about_eight_bytes_per_parameter(default_keys: KeyMat
     assert len(data) / profile.block_size <= 8.5
 
 
+@pytest.fixture(scope="module")
+def compact() -> tuple[ClientCipher, ServerCipher]:
+    profile = crypto.get_profile("n2048-s26")
+    keys = crypto.generate_key_material(profile)
+    return ClientCipher(keys.secret_context, profile), ServerCipher(keys.public_context, profile)
+
+
+def test_the_compact_profile_costs_three_quarters_of_the_default_bytes(
+    default_keys: KeyMaterial, compact: tuple[ClientCipher, ServerCipher]
+) -> None:
+    # Prepare: a block of update-sized values under each profile
+    client, server = compact
+    default = ClientCipher(default_keys.secret_context, crypto.DEFAULT_PROFILE)
+    rng = np.random.default_rng(5)
+    dense_update = default.encrypt_update_block(rng.normal(0, 0.01, 4096))
+
+    # Execute: an update block and the model block it becomes at the server
+    update = client.encrypt_update_block(rng.normal(0, 0.01, client.profile.block_size))
+    model = server.load_model_block(client.encrypt_model_block(np.zeros(2048)))
+    server.add_weighted(model, server.load_update_block(update), 0.5)
+    served = server.block_to_bytes(model)
+
+    # Assert: SEAL's zstd packs the 40-bit prime's coefficients into about 6 of 8 bytes
+    per_value = len(update) / 2048
+    assert per_value <= 6.2
+    assert per_value <= 0.77 * len(dense_update) / 4096
+    assert len(served) / 2048 <= 12.2
+
+
+def _weighted_sum_error(client: ClientCipher, server: ServerCipher, n: int, seed: int) -> float:
+    """Max error of ``n`` weighted additions (weights in [0.05, 1]) against the plaintext."""
+    profile = client.profile
+    rng = np.random.default_rng(seed)
+    start = rng.normal(0, 0.5, profile.block_size)
+    model = server.load_model_block(client.encrypt_model_block(start))
+    expected = start.copy()
+    for _ in range(n):
+        update = rng.normal(0, 0.01, profile.block_size)
+        weight = float(rng.uniform(0.05, 1.0))
+        block = server.load_update_block(client.encrypt_update_block(update))
+        server.add_weighted(model, block, weight)
+        expected += profile.applied_weight(weight) * update
+    out = client.decrypt_block(server.block_to_bytes(model))
+    return float(np.max(np.abs(out - expected)))
+
+
+def test_compact_weighted_additions_match_the_plaintext_sum(
+    compact: tuple[ClientCipher, ServerCipher],
+) -> None:
+    client, server = compact
+    profile = client.profile
+    assert _weighted_sum_error(client, server, 300, seed=6) < profile.error_bound(300)
+    # the model holds values up to max_magnitude; one more is refused at encryption
+    client.encrypt_model_block([profile.max_magnitude])
+    with pytest.raises(ValueRangeError, match="exceeds"):
+        client.encrypt_model_block([profile.max_magnitude * 1.01])
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -93,19 +151,8 @@ def test_values_the_profile_cannot_hold_are_refused(
 def test_server_weighted_additions_match_the_plaintext_sum(
     small_client: ClientCipher, small_server: ServerCipher, small_profile: crypto.CkksProfile
 ) -> None:
-    rng = np.random.default_rng(3)
-    start = rng.normal(0, 0.5, small_profile.block_size)
-    model = small_server.load_model_block(small_client.encrypt_model_block(start))
-    expected = start.copy()
-    n = 200
-    for _ in range(n):
-        update = rng.normal(0, 0.01, small_profile.block_size)
-        weight = float(rng.uniform(0.05, 1.0))
-        block = small_server.load_update_block(small_client.encrypt_update_block(update))
-        small_server.add_weighted(model, block, weight)
-        expected += small_profile.applied_weight(weight) * update
-    out = small_client.decrypt_block(small_server.block_to_bytes(model))
-    assert np.max(np.abs(out - expected)) < small_profile.error_bound(n)
+    error = _weighted_sum_error(small_client, small_server, 200, seed=3)
+    assert error < small_profile.error_bound(200)
 
 
 def test_weighting_an_update_uses_no_modulus_level(

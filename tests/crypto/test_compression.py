@@ -6,6 +6,7 @@ from crypto import (
     blocks_for_fraction,
     random_block_indices,
     random_k_blocks,
+    top_energy_blocks,
     top_k_blocks,
 )
 
@@ -101,3 +102,31 @@ def test_shape_errors_are_clear() -> None:
         all_blocks(np.zeros(5))
     with pytest.raises(ValueError, match="residual shape"):
         all_blocks(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_top_energy_sends_the_fewest_blocks_holding_the_share() -> None:
+    # squared norms 16, 9, 1, 0 (total 26): 16 alone is 62%, 16 + 9 is 96%
+    delta = np.zeros((4, 1))
+    delta[:, 0] = [3.0, 0.0, 4.0, 1.0]
+    assert top_energy_blocks(delta, None, 0.5, 4).indices.tolist() == [2]
+    assert top_energy_blocks(delta, None, 0.9, 4).indices.tolist() == [0, 2]
+    assert top_energy_blocks(delta, None, 1.0, 4).indices.tolist() == [0, 2, 3]
+
+
+def test_top_energy_is_capped_and_keeps_what_it_does_not_send() -> None:
+    delta = np.ones((5, 3))
+    out = top_energy_blocks(delta, np.ones((5, 3)), 1.0, 2)
+    assert len(out.indices) == 2
+    assert np.array_equal(out.blocks, np.full((2, 3), 2.0))
+    # error feedback: what was sent plus what stays is delta + residual
+    assert out.residual.sum() + out.blocks.sum() == 2 * delta.sum()
+
+
+def test_top_energy_of_a_zero_update_sends_one_block() -> None:
+    assert len(top_energy_blocks(np.zeros((3, 2)), None, 0.9, 3).indices) == 1
+
+
+@pytest.mark.parametrize(("energy", "k_max"), [(0.0, 1), (1.5, 1), (0.5, 0), (0.5, 4)])
+def test_top_energy_refuses_bad_arguments(energy: float, k_max: int) -> None:
+    with pytest.raises(ValueError, match="must be in"):
+        top_energy_blocks(np.ones((3, 2)), None, energy, k_max)

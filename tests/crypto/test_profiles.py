@@ -29,6 +29,19 @@ def test_default_profile_states_its_guarantees() -> None:
     assert p.error_bound(10_000) < 1e-6
 
 
+def test_the_compact_profile_states_its_guarantees() -> None:
+    p = crypto.get_profile("n2048-s26")
+    assert p.block_size == 2048
+    # 54 bits is the HomomorphicEncryption.org limit for N=2048 at 128-bit security
+    assert sum(p.coeff_mod_bit_sizes) == 54
+    assert p.model_scale_bits == 34
+    assert p.max_magnitude == 16.0
+    assert p.applied_weight(1 / 3) == round(256 / 3) / 256
+    assert p.quantize_weight(1 / 1024) == 0
+    # 10,000 additions within 3e-3 (measured 5.2e-4: docs/design.md "Profiles")
+    assert p.error_bound(10_000) < 3e-3
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [

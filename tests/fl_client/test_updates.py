@@ -96,6 +96,16 @@ def test_without_error_feedback_what_is_not_sent_is_dropped() -> None:
     assert np.array_equal(out.blocks, delta[[2]])
 
 
+def test_top_k_with_energy_sends_fewer_blocks_when_the_update_is_concentrated() -> None:
+    # one block holds 96% of the energy: energy 0.9 sends it alone, of at most 3
+    config = CompressionConfig(method="top-k", fraction=0.3, energy=0.9)
+    delta = np.full((10, 2), 0.1)
+    delta[6] = 3.0
+    assert compress_delta(delta, None, config, 0).indices.tolist() == [6]
+    # spread evenly: the cap of 3 blocks (30% of 10) holds
+    assert len(compress_delta(np.ones((10, 2)), None, config, 0).indices) == 3
+
+
 def test_random_k_draws_its_blocks_from_the_seed_and_round() -> None:
     config = CompressionConfig(method="random-k", fraction=0.3, seed=11)
     delta = np.ones((10, 2))
