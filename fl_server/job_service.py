@@ -41,6 +41,7 @@ from fl_server.journal import Journal
 from fl_server.material import EpochContext
 from fl_server.publishing import Publisher
 from fl_server.reports import MetricsReports, parse_report
+from fl_server.rounds import RoundGate
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
 from fl_server.status import StatusReader
@@ -106,6 +107,17 @@ class JobService:
         self._store = store
         self._sightings = Sightings(clock=clock)
         self._slots = SlotTable(config.max_training, settings.slot_ttl, clock=clock)
+        self._rounds = (
+            None
+            if config.round_clients is None
+            else RoundGate(
+                config.round_clients,
+                self._round_contributors,
+                self._slots.holders,
+                self._round_published,
+                clock=clock,
+            )
+        )
         self._queue = UpdateQueue(
             settings.max_queued_updates,
             RateLimiter(settings.client_updates_per_minute, settings.client_update_burst),
@@ -164,6 +176,7 @@ class JobService:
             slots=self._slots,
             sightings=self._sightings,
             reports=self._reports,
+            rounds=self._rounds,
             traffic=traffic,
             integrity=self._integrity,
         )
@@ -320,7 +333,22 @@ class JobService:
         self._sightings.saw(client)
         self._lifecycle.require_training()
         self._integrity.require_not_quarantined(client)
+        self.admit_to_round(client)
         return self._slots.acquire(client.client_id)
+
+    def admit_to_round(self, client: AccessClaims) -> None:
+        """With the ``rounds`` policy, whether ``client`` may train now (``RoundGate``);
+        every path that hands out work calls it. Nothing to check otherwise."""
+        if self._rounds is not None:
+            self._rounds.admit(client.client_id)
+
+    def _round_contributors(self) -> tuple[int, tuple[str, ...]]:
+        state = self._lifecycle.state
+        return (0, ()) if state is None else state.round_contributors()
+
+    def _round_published(self) -> bool:
+        state = self._lifecycle.state
+        return state is None or state.snapshot.version == state.version
 
     def release_slot(self, client: AccessClaims) -> None:
         """Give ``client``'s training slot back, if it holds one."""
@@ -329,10 +357,15 @@ class JobService:
 
     # -- updates --------------------------------------------------------------------------
 
-    async def receive_update(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
-        """Admit, read and apply ``client``'s update; its answer once durable."""
+    async def receive_update(
+        self, client: AccessClaims, read_body: BodyReader, samples: str | None = None
+    ) -> UpdateAck:
+        """Admit, read and apply ``client``'s update; its answer once durable.
+
+        ``samples``: the ``X-Hefl-Samples`` header, the rows behind it (``parse_samples``).
+        """
         self._sightings.saw(client)
-        return await self._updates.receive(client, read_body)
+        return await self._updates.receive(client, read_body, samples)
 
     # -- metrics reports ------------------------------------------------------------------
 

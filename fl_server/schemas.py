@@ -443,6 +443,11 @@ class JobStatusPublic(JobPublic):
     integrity: IntegrityStatusPublic = Field(
         description="the state and probe, and the reports, probes, repairs, quarantined clients"
     )
+    server_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="policy (async or rounds), weighting, schedule; with rounds the open "
+        "round: the version it builds on, its clients, who is in and who trains",
+    )
 
     @classmethod
     def of(cls, status: StatusView) -> JobStatusPublic:  # type: ignore[override]

@@ -34,11 +34,14 @@ __all__ = [
     "Feature",
     "MissingPolicy",
     "ModelSpec",
+    "PolicyKind",
+    "ScheduleKind",
     "ServerSpec",
     "StalenessKind",
     "StopSpec",
     "StudySpec",
     "TrainingSpec",
+    "WeightingKind",
     "is_job_name",
     "spec_to_json",
 ]
@@ -62,6 +65,9 @@ MissingPolicy = Literal["drop", "impute", "error"]
 BuiltinModel = Literal["logistic", "mlp", "cnn"]
 Compression = Literal["dense", "top-k", "random-k"]
 StalenessKind = Literal["constant", "polynomial", "hinge"]
+PolicyKind = Literal["async", "rounds"]
+WeightingKind = Literal["uniform", "data"]
+ScheduleKind = Literal["constant", "inverse-sqrt"]
 
 DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "NA", "NaN", "?")
 
@@ -70,6 +76,16 @@ _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z
 # fl_server.settings' defaults of `a` per staleness kind (Xie et al.); only hinge has `b`.
 _STALENESS_A = {"polynomial": 0.5, "hinge": 10.0}
 _STALENESS_B = 4
+# The spec format: 2 added [server] policy, weighting and schedule. A format-1 spec has
+# these values, never written in its canonical JSON.
+FORMAT: Literal[2] = 2
+_FORMAT_1_SERVER: dict[str, Any] = {
+    "policy": "async",
+    "weighting": "uniform",
+    "weighting_clip": 4.0,
+    "schedule": "constant",
+    "schedule_half": 50,
+}
 
 
 def is_job_name(name: str) -> bool:
@@ -270,10 +286,28 @@ class CommunicationSpec(_Section):
 
 
 class ServerSpec(_Section):
-    """``[server]``: how the server weighs and admits updates (see ``fl_server.staleness``).
+    """``[server]``: how the server weighs and admits updates (``fl_server.staleness``,
+    ``fl_server.weighting``, ``fl_server.rounds``).
 
     ``staleness_a`` defaults to 0.5 for polynomial and 10 for hinge; ``staleness_b``
     (hinge only) to 4; ``constant`` has neither.
+
+    Attributes
+    ----------
+    policy
+        ``async`` (each update applied as it comes, FedAsync/FedBuff) or ``rounds`` (a
+        barrier over ``round_clients`` hospitals, FedAvg's ``n_i / sum n_j``).
+    weighting, weighting_clip
+        ``data``: an async update counts its hospital's data share times a frequency
+        correction clipped to ``[1/clip, clip]``; ``uniform``: every update alike.
+    schedule, schedule_half
+        The server's step size: ``constant``, or ``inverse-sqrt``
+        (``1 / sqrt(1 + t / schedule_half)`` after ``t`` updates).
+    round_clients
+        The hospitals of each round (``rounds`` only, where it is required).
+
+    A spec of ``format = 1`` (written before these settings) has none of them: its jobs
+    keep their behaviour (``async``, ``uniform``, ``constant``) and their hash.
     """
 
     staleness: StalenessKind = "polynomial"
@@ -283,6 +317,12 @@ class ServerSpec(_Section):
     max_staleness: Int = Field(default=64, ge=0)
     buffer_size: Int = Field(default=1, ge=1, le=10_000)
     max_training: Int = Field(default=32, ge=1)
+    policy: PolicyKind = "async"
+    weighting: WeightingKind = "data"
+    weighting_clip: Number = Field(default=4.0, ge=1, le=1000)
+    schedule: ScheduleKind = "constant"
+    schedule_half: Int = Field(default=50, ge=1)
+    round_clients: Int | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -296,6 +336,14 @@ class ServerSpec(_Section):
         if kind == "hinge":
             filled.setdefault("staleness_b", _STALENESS_B)
         return filled
+
+    @model_validator(mode="after")
+    def _rounds_need_clients(self) -> ServerSpec:
+        if self.policy == "rounds" and self.round_clients is None:
+            raise ValueError("policy 'rounds' needs round_clients (the hospitals of a round)")
+        if self.policy == "async" and self.round_clients is not None:
+            raise ValueError("round_clients is for policy 'rounds' only")
+        return self
 
 
 class StopSpec(_Section):
@@ -323,7 +371,7 @@ class StudySpec(_Section):
     every client checks it.
     """
 
-    format: Literal[1] = 1
+    format: Literal[1, 2] = FORMAT
     name: Text
     description: Text = ""
     profile: Text = DEFAULT_PROFILE.name
@@ -333,6 +381,24 @@ class StudySpec(_Section):
     communication: CommunicationSpec = Field(default_factory=CommunicationSpec)
     server: ServerSpec = Field(default_factory=ServerSpec)
     stop: StopSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_1_server(cls, data: Any) -> Any:
+        # A format-1 spec predates the weighting settings: its jobs keep the behaviour
+        # they were created with (and the canonical JSON, so the hash, they had).
+        if not isinstance(data, dict) or data.get("format") != 1:
+            return data
+        server = data.get("server", {})
+        if not isinstance(server, dict):
+            return data
+        legacy = {**_FORMAT_1_SERVER, "round_clients": None}
+        newer = sorted(k for k in server if k in legacy and server[k] != legacy[k])
+        if newer:
+            raise ValueError(
+                f"[server] {', '.join(newer)}: not in a format 1 spec (write format = 2)"
+            )
+        return {**data, "server": {**server, **_FORMAT_1_SERVER}}
 
     @field_validator("name")
     @classmethod
@@ -372,8 +438,12 @@ def spec_to_json(spec: StudySpec) -> str:
     The same study written two ways (key order, comments, defaults spelt out or not,
     ``0`` or ``"0"`` as a class) gives the same text, so its hash names the study.
     """
+    data = spec.model_dump(mode="json")
+    if spec.format == 1:
+        for key in (*_FORMAT_1_SERVER, "round_clients"):
+            del data["server"][key]
     return json.dumps(
-        spec.model_dump(mode="json"),
+        data,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

@@ -60,7 +60,10 @@ def send(ctx: RoundContext, pending: PendingUpdate, eval_before: EvalResult | No
     """
     with ctx.events.bar(len(pending.envelope), "push", "B", unit_scale=True) as bar:
         try:
-            ack = ctx.server.push_update(pending.envelope)
+            samples = pending.summary.get("samples")
+            ack = ctx.server.push_update(
+                pending.envelope, samples=samples if isinstance(samples, int) else None
+            )
         except JobPausedError:
             raise
         except (RetrainError, JobNotTrainingError) as exc:

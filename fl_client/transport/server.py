@@ -267,16 +267,16 @@ class JobClient:
     def release_slot(self) -> None:
         self._authed("DELETE", "slots", what="release slot")
 
-    def push_update(self, envelope: bytes) -> UpdateAck:
-        """Send an update; retried freely: the server acknowledges a resent update id."""
+    def push_update(self, envelope: bytes, *, samples: int | None = None) -> UpdateAck:
+        """Send an update; retried freely: the server acknowledges a resent update id.
+
+        ``samples`` goes as ``X-Hefl-Samples``: the training rows behind the update.
+        """
         what = "push update"
-        response = self._authed(
-            "POST",
-            "updates",
-            what=what,
-            content=envelope,
-            headers={"Content-Type": OCTET_STREAM},
-        )
+        headers = {"Content-Type": OCTET_STREAM}
+        if samples is not None:
+            headers["X-Hefl-Samples"] = str(samples)
+        response = self._authed("POST", "updates", what=what, content=envelope, headers=headers)
         body = json_object(response, what)
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):

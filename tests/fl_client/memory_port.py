@@ -81,7 +81,8 @@ class MemoryPort:
     def release_slot(self) -> None:
         self._call("release_slot", lambda: None)
 
-    def push_update(self, envelope: bytes) -> UpdateAck:
+    def push_update(self, envelope: bytes, *, samples: int | None = None) -> UpdateAck:
+        self.server.samples_declared.append(samples)
         return UpdateAck(**self._call("push_update", self.server.push_update, envelope))
 
     def post_metrics(self, version: int, metrics: Mapping[str, float | int]) -> None:
