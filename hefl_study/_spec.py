@@ -79,6 +79,9 @@ _STALENESS_B = 4
 # The spec format: 2 added [server] policy, weighting and schedule. A format-1 spec has
 # these values, never written in its canonical JSON.
 FORMAT: Literal[2] = 2
+# Measured (docs/benchmarks.md section 6): with data weighting the frequency correction
+# already lifts a slow hospital, and a staleness penalty on top only takes it back.
+DEFAULT_STALENESS: StalenessKind = "constant"
 _FORMAT_1_SERVER: dict[str, Any] = {
     "policy": "async",
     "weighting": "uniform",
@@ -290,7 +293,8 @@ class ServerSpec(_Section):
     ``fl_server.weighting``, ``fl_server.rounds``).
 
     ``staleness_a`` defaults to 0.5 for polynomial and 10 for hinge; ``staleness_b``
-    (hinge only) to 4; ``constant`` has neither.
+    (hinge only) to 4; ``constant`` (the default since format 2; format 1's was
+    polynomial) has neither.
 
     Attributes
     ----------
@@ -310,7 +314,7 @@ class ServerSpec(_Section):
     keep their behaviour (``async``, ``uniform``, ``constant``) and their hash.
     """
 
-    staleness: StalenessKind = "polynomial"
+    staleness: StalenessKind = DEFAULT_STALENESS
     staleness_a: Number | None = Field(default=None, gt=0)
     staleness_b: Int | None = Field(default=None, ge=0)
     mixing: Number = Field(default=1.0, gt=0, le=1)
@@ -320,7 +324,7 @@ class ServerSpec(_Section):
     policy: PolicyKind = "async"
     weighting: WeightingKind = "data"
     weighting_clip: Number = Field(default=4.0, ge=1, le=1000)
-    schedule: ScheduleKind = "constant"
+    schedule: ScheduleKind = "inverse-sqrt"
     schedule_half: Int = Field(default=50, ge=1)
     round_clients: Int | None = Field(default=None, ge=1, le=10_000)
 
@@ -329,7 +333,7 @@ class ServerSpec(_Section):
     def _kind_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        kind = data.get("staleness", "polynomial")
+        kind = data.get("staleness", DEFAULT_STALENESS)
         filled = dict(data)
         if kind in _STALENESS_A:
             filled.setdefault("staleness_a", _STALENESS_A[kind])
@@ -398,7 +402,8 @@ class StudySpec(_Section):
             raise ValueError(
                 f"[server] {', '.join(newer)}: not in a format 1 spec (write format = 2)"
             )
-        return {**data, "server": {**server, **_FORMAT_1_SERVER}}
+        # format 1's staleness default was polynomial
+        return {**data, "server": {"staleness": "polynomial", **server, **_FORMAT_1_SERVER}}
 
     @field_validator("name")
     @classmethod
