@@ -89,7 +89,8 @@ async def test_a_round_is_added_when_it_closes_with_fedavg_weights(
     last = await send(service, clients[2], envelopes[2], "30")
 
     # Assert
-    assert before[0] == 0 and close_to(before[1], initial, hospital.profile, 1)
+    assert before[0] == 0
+    assert close_to(before[1], initial, hospital.profile, 1)
     weights = round_weights(list(ROWS.values()), hospital.profile)
     assert last.receipt.weight == weights[2]
     version, model = model_of(service, hospital)
@@ -98,10 +99,12 @@ async def test_a_round_is_added_when_it_closes_with_fedavg_weights(
     assert close_to(model, expected, hospital.profile, 4)
     # the applied weights are what the status and a resend answer
     resent = await send(service, clients[0], envelopes[0], "200")
-    assert resent.duplicate and resent.receipt.weight == weights[0]
+    assert resent.duplicate
+    assert resent.receipt.weight == weights[0]
     policy = service.status().server_policy
     assert policy["policy"] == "rounds"
-    assert policy["round"]["round"] == 1 and policy["round"]["contributors"] == []
+    assert policy["round"]["round"] == 1
+    assert policy["round"]["contributors"] == []
 
 
 async def test_a_hospital_in_the_open_round_waits_and_a_full_round_takes_no_other(
@@ -131,7 +134,8 @@ async def test_a_hospital_in_the_open_round_waits_and_a_full_round_takes_no_othe
     )
     wait_published(service)
 
-    assert waiting.value.http_status == 429 and waiting.value.headers["Retry-After"] == "1"
+    assert waiting.value.http_status == 429
+    assert waiting.value.headers["Retry-After"] == "1"
     assert service.status().server_policy["round"]["contributors"] == []
     service.acquire_slot(clients[0])  # the next round
     assert service.status().server_policy["round"]["round"] == 1
@@ -257,7 +261,8 @@ async def test_a_job_created_before_format_2_still_opens_as_it_was(
         )
 
         # Assert: the hash and the canonical JSON a client checks, and the old weights
-        assert spec.sha256 == FORMAT_1_SHA256 and service.spec_json() == FORMAT_1
+        assert spec.sha256 == FORMAT_1_SHA256
+        assert service.spec_json() == FORMAT_1
         assert ack.receipt.weight == hospital.profile.applied_weight(2**-0.5)
         assert service.status().server_policy["weighting"]["kind"] == "uniform"
     finally:
