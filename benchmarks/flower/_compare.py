@@ -392,7 +392,10 @@ def goals(summary: dict[str, Any], big_index: int, alone: dict[str, float]) -> d
         s = summary.get(key, {})
         # Flower's models equal the in-process sync FedAvg's per seed (measured): the sim
         # row stands in where Flower's runs are missing, and the goal says which it used
-        against = "flower" if "flower" in s else "sim"
+        # (and where Flower ran fewer repetitions: a median of other seeds is no match)
+        full = "flower" in s and "hefl" in s
+        full = full and s["flower"]["repetitions"] >= s["hefl"]["repetitions"]
+        against = "flower" if full or "sim" not in s else "sim"
         if "hefl" in s and against in s:
             h = s["hefl"]["final_accuracy"]["median"]
             f = s[against]["final_accuracy"]["median"]

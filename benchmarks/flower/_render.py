@@ -208,8 +208,8 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
                 f"- hefl async final accuracy ≥ Flower FedAvg's, {key}: {_met(x['met'])} "
                 f"({_pct(x['hefl'])}% vs {_pct(x['flower'])}%, medians"
                 + (
-                    "; Flower's own runs missing: the in-process sync FedAvg row, whose "
-                    "models equal Flower's per seed)."
+                    "; Flower ran fewer repetitions: against the in-process sync FedAvg row "
+                    "of the same seeds, whose models equal Flower's per seed)."
                     if x.get("against") == "sim"
                     else ")."
                 )
