@@ -30,6 +30,7 @@
         │   │   ├── VersionAheadError base or ``since`` version newer than the server's
         │   │   ├── KeyEpochMismatchError  encrypted under another key epoch than the model
         │   │   └── JobRotatingError  the job moves to a new key epoch: retrain after it
+        │   │       └── LeaseRotatingError  … and the lease said so: nothing was trained
         │   ├── JobNotStartedError    no initial model yet
         │   ├── JobNotTrainingError   the job is not accepting updates (done)
         │   ├── JobPausedError        the job is paused: keep the update, resend after resume
@@ -81,6 +82,7 @@ __all__ = [
     "JobNotTrainingError",
     "JobPausedError",
     "JobRotatingError",
+    "LeaseRotatingError",
     "KeyEpochMismatchError",
     "KeyIdMismatchError",
     "LayoutConflictError",
@@ -296,6 +298,11 @@ class KeyEpochMismatchError(RetrainError):
 class JobRotatingError(RetrainError):
     """The job is moving to a new key epoch: an update under the old one is never applied;
     train again on the model of the new epoch."""
+
+
+class LeaseRotatingError(JobRotatingError):
+    """The training lease was refused because the job is moving to a new key epoch:
+    nothing was trained (how a client that keeps the job as last read learns of it)."""
 
 
 class RotationNotOfferedError(ConflictError):

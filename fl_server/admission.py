@@ -69,6 +69,12 @@ class SlotTable:
             self._expire(self._clock())
             return len(self._leases)
 
+    def holders(self) -> tuple[str, ...]:
+        """The clients holding a lease now."""
+        with self._lock:
+            self._expire(self._clock())
+            return tuple(self._leases)
+
 
 @dataclass
 class _Bucket:

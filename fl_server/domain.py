@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from fl_server.receipts import UpdateReceipt
 
@@ -393,6 +394,8 @@ class StatusView:
     stop_rules: tuple[StopRuleView, ...]
     integrity: IntegrityStatus
     rotations: RotationStatus = field(default_factory=RotationStatus)
+    # policy, weighting, schedule and, with rounds, the open round (plain JSON)
+    server_policy: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

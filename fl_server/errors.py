@@ -22,6 +22,8 @@
     │   │   └── BlockIndexInvalidError          block_index_invalid (422)
     │   ├── IncompleteModelError      initial_model_incomplete (422)
     │   ├── MetricsInvalidError       metrics_invalid (422)
+    │   ├── SamplesInvalidError       samples_invalid (422): an X-Hefl-Samples that is not
+    │   │                             a whole number of rows in 1..10**9
     │   └── SpecInvalidError          spec_invalid (422), carries every located ``problems``
     ├── AuthError                     token_invalid (401): a ``hefl_wire.TokenError``
     │   │                             translated at the edge (``from_token``)
@@ -59,6 +61,9 @@
     ├── RetryLaterError               retry_later (503), carries ``retry_after`` seconds
     │   ├── RateLimitedError          rate_limited (429)
     │   ├── SlotsFullError            slots_full (429)
+    │   ├── RoundWaitingError         round_waiting (429): the client's update is in the
+    │   │                             open round; it waits for the next version
+    │   ├── RoundFullError            round_full (429): the open round has its hospitals
     │   ├── ServerBusyError           server_busy (503)
     │   └── KeyauthUnavailableError   keyauth_unavailable (503): no key material from keyauth
     │                                 (at startup the server does not start)
@@ -269,6 +274,12 @@ class MetricsInvalidError(RequestError):
     code = "metrics_invalid"
     http_status = 422
     title = "Invalid metrics"
+
+
+class SamplesInvalidError(RequestError):
+    code = "samples_invalid"
+    http_status = 422
+    title = "Invalid sample count"
 
 
 class SpecInvalidError(RequestError):
@@ -516,6 +527,18 @@ class SlotsFullError(RetryLaterError):
     code = "slots_full"
     http_status = 429
     title = "All training slots taken"
+
+
+class RoundWaitingError(RetryLaterError):
+    code = "round_waiting"
+    http_status = 429
+    title = "Waiting for the round to close"
+
+
+class RoundFullError(RetryLaterError):
+    code = "round_full"
+    http_status = 429
+    title = "The round has its hospitals"
 
 
 class ServerBusyError(RetryLaterError):

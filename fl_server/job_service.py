@@ -44,6 +44,7 @@ from fl_server.material import EpochContext
 from fl_server.publishing import Publisher
 from fl_server.reports import MetricsReports, parse_report, parse_report_header
 from fl_server.rotation import JobRotation
+from fl_server.rounds import RoundGate
 from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
 from fl_server.status import StatusReader
@@ -109,6 +110,17 @@ class JobService:
         self._store = store
         self._sightings = Sightings(clock=clock)
         self._slots = SlotTable(config.max_training, settings.slot_ttl, clock=clock)
+        self._rounds = (
+            None
+            if config.round_clients is None
+            else RoundGate(
+                config.round_clients,
+                self._round_contributors,
+                self._slots.holders,
+                self._round_published,
+                clock=clock,
+            )
+        )
         self._queue = UpdateQueue(
             settings.max_queued_updates,
             RateLimiter(settings.client_updates_per_minute, settings.client_update_burst),
@@ -178,6 +190,7 @@ class JobService:
             slots=self._slots,
             sightings=self._sightings,
             reports=self._reports,
+            rounds=self._rounds,
             traffic=traffic,
             integrity=self._integrity,
         )
@@ -337,6 +350,7 @@ class JobService:
         self._sightings.saw(client)
         self._lifecycle.require_training()
         self._integrity.require_not_quarantined(client)
+        self.admit_to_round(client)
         return self._slots.acquire(client.client_id)
 
     def lease_model(self, client: AccessClaims, since: int | None) -> LeasedModel:
@@ -351,6 +365,20 @@ class JobService:
         download = self._downloads.download(since, None)
         return LeasedModel(expires_at, self.view(), download)
 
+    def admit_to_round(self, client: AccessClaims) -> None:
+        """With the ``rounds`` policy, whether ``client`` may train now (``RoundGate``);
+        every path that hands out work calls it. Nothing to check otherwise."""
+        if self._rounds is not None:
+            self._rounds.admit(client.client_id)
+
+    def _round_contributors(self) -> tuple[int, tuple[str, ...]]:
+        state = self._lifecycle.state
+        return (0, ()) if state is None else state.round_contributors()
+
+    def _round_published(self) -> bool:
+        state = self._lifecycle.state
+        return state is None or state.snapshot.version == state.version
+
     def release_slot(self, client: AccessClaims) -> None:
         """Give ``client``'s training slot back, if it holds one."""
         self._sightings.saw(client)
@@ -359,20 +387,25 @@ class JobService:
     # -- updates --------------------------------------------------------------------------
 
     async def receive_update(
-        self, client: AccessClaims, read_body: BodyReader, metrics: str | None = None
+        self,
+        client: AccessClaims,
+        read_body: BodyReader,
+        metrics: str | None = None,
+        samples: str | None = None,
     ) -> UpdateAck:
         """Admit, read and apply ``client``'s update; its answer once durable.
 
         ``metrics`` is a report that comes with the update (``X-Hefl-Metrics``, the body of
         ``POST …/metrics``): checked before the update is read, kept once the update is
         acknowledged (applied, or a resend of an applied one), durable with the answer and
-        kept once per update whatever the resends.
+        kept once per update whatever the resends. ``samples``: the ``X-Hefl-Samples``
+        header, the rows behind it (``parse_samples``).
         """
         self._sightings.saw(client)
         report = parse_report_header(metrics) if metrics is not None else None
         if report is not None:
             self._reports.check(report[0], report[1])
-        ack = await self._updates.receive(client, read_body)
+        ack = await self._updates.receive(client, read_body, samples)
         if report is not None:
             version, values, privacy = report
             await self._keep_metrics(

@@ -1,4 +1,4 @@
-"""What a job takes from its study spec: staleness policy, buffer, training slots, stop rules."""
+"""What a job takes from its study spec: weighing, rounds, buffer, training slots, stop rules."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import hefl_study
 from fl_server.errors import SpecInvalidError
 from fl_server.parsing import client_input
 from fl_server.staleness import StalenessPolicy, make_staleness_policy
+from fl_server.weighting import DataWeighting, StepSchedule, UpdateWeigher
 
 __all__ = ["JobConfig", "spec_from_body"]
 
@@ -43,6 +44,8 @@ class JobConfig:
     policy: StalenessPolicy
     buffer_size: int
     max_training: int
+    weigher: UpdateWeigher
+    round_clients: int | None = None
 
     @classmethod
     def from_spec(cls, spec: hefl_study.StudySpec) -> JobConfig:
@@ -55,7 +58,28 @@ class JobConfig:
             mixing=server.mixing,
             max_staleness=server.max_staleness,
         )
-        return cls(spec, policy, server.buffer_size, server.max_training)
+        weigher = UpdateWeigher(
+            policy,
+            DataWeighting(server.weighting, server.weighting_clip),
+            StepSchedule(server.schedule, server.schedule_half),
+        )
+        if server.policy == "rounds":
+            assert server.round_clients is not None  # hefl_study requires it
+            # a round is the buffer of one version: it closes at its round_clients-th update
+            return cls(
+                spec,
+                policy,
+                server.round_clients,
+                server.max_training,
+                weigher,
+                server.round_clients,
+            )
+        return cls(spec, policy, server.buffer_size, server.max_training, weigher)
+
+    @property
+    def rounds(self) -> bool:
+        """Whether updates are taken in rounds (``fl_server.rounds``), not as they come."""
+        return self.round_clients is not None
 
     @property
     def stop(self) -> hefl_study.StopSpec:

@@ -95,6 +95,13 @@ class ReceiptLedger:
         if len(last) > self.keep_per_client:
             self._pinned.pop(last.popleft(), None)
 
+    def replace(self, receipt: UpdateReceipt) -> None:
+        """Put ``receipt`` in place of the kept receipt of its update (a closed round's
+        applied weight in place of the provisional one)."""
+        for kept in (self._recent, self._pinned):
+            if receipt.update_id in kept:
+                kept[receipt.update_id] = receipt
+
     def forget_below(self, horizon: int) -> None:
         """Forget the receipts of updates based below version ``horizon``, but the pinned.
 

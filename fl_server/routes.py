@@ -272,7 +272,12 @@ async def release_slot(client: CurrentClient, job: CurrentJob) -> Response:
     status_code=status.HTTP_202_ACCEPTED,
     tags=["training"],
     openapi_extra=_ENVELOPE_BODY,
-    responses={409: {"description": "too stale, paused or done"}, 429: {}, 503: {}},
+    responses={
+        409: {"description": "too stale, paused or done"},
+        422: {"description": "samples_invalid: X-Hefl-Samples is not 1..10**9"},
+        429: {},
+        503: {},
+    },
 )
 async def post_update(
     client: CurrentClient,
@@ -285,8 +290,12 @@ async def post_update(
             "POST …/metrics, compact, at most 4,096 bytes"
         ),
     ] = None,
+    x_hefl_samples: Annotated[
+        str | None,
+        Header(description="the training rows behind the update (1..10**9; weighting)"),
+    ] = None,
 ) -> UpdateAccepted:
-    return UpdateAccepted.of(await job.receive_update(client, body, x_hefl_metrics))
+    return UpdateAccepted.of(await job.receive_update(client, body, x_hefl_metrics, x_hefl_samples))
 
 
 @router.post(

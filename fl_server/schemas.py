@@ -546,6 +546,11 @@ class JobStatusPublic(JobPublic):
         description="the state and probe, and the reports, probes, repairs, quarantined clients"
     )
     rotations: RotationStatusPublic = Field(description="key rotations done, and refusals")
+    server_policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="policy (async or rounds), weighting, schedule; with rounds the open "
+        "round: the version it builds on, its clients, who is in and who trains",
+    )
 
     @classmethod
     def of(cls, status: StatusView) -> JobStatusPublic:  # type: ignore[override]

@@ -12,19 +12,22 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import crypto
 from fl_server.errors import StateError, TooStaleError, VersionAheadError
 from fl_server.history import UpdateHistory
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
+from fl_server.rounds import round_weights
 from fl_server.snapshot import ModelSnapshot
-from fl_server.staleness import StalenessPolicy
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
+from fl_server.weighting import UpdateWeigher
 
 # The blocks of each removed update, loaded: (block index, block) pairs.
 RemovedBlocks = Sequence[Sequence[tuple[int, crypto.EncryptedBlock]]]
+Blocks = Sequence[tuple[int, crypto.EncryptedBlock]]
 
 __all__ = ["ModelState"]
 
@@ -59,6 +62,10 @@ class ModelState:
         self._blocks = blocks
         self._block_versions = list(snapshot.block_versions)
         self._buffer: dict[int, crypto.EncryptedBlock] = {}
+        # The open round's updates, unweighted until it closes (``fl_server.rounds``), and
+        # in recovery the closed round's records the checkpoint holds, until weighed.
+        self._round: list[tuple[UpdateRecord, Blocks]] = []
+        self._remembered: list[UpdateRecord] = []
         # The newest serialized bytes of each block; ``_dirty`` blocks changed since.
         self._bytes = list(snapshot.blocks)
         self._dirty: set[int] = set()
@@ -241,8 +248,24 @@ class ModelState:
 
     # -- deciding -----------------------------------------------------------------------
 
-    def weigh(self, base_version: int, policy: StalenessPolicy) -> tuple[int, float]:
-        """Staleness and applied weight of an update against ``base_version``.
+    def round_contributors(self) -> tuple[int, tuple[str, ...]]:
+        """The open round (the version it builds on) and the clients whose update is in."""
+        with self._lock:
+            return self.version, tuple(r.client_id for r, _ in self._round)
+
+    def weigh(
+        self,
+        base_version: int,
+        weigher: UpdateWeigher,
+        *,
+        client_id: str,
+        samples: int | None,
+        deferred: bool = False,
+    ) -> tuple[int, float]:
+        """Staleness and applied weight of ``client_id``'s update against ``base_version``.
+
+        ``samples`` are the rows it declared. A ``deferred`` update (a round's) gets its
+        provisional weight: its FedAvg share of the round so far.
 
         Raises
         ------
@@ -259,8 +282,26 @@ class ModelState:
                 current_version=version,
             )
         staleness = version - base_version
-        weight = policy.weight(staleness)
+        policy = weigher.staleness
         profile = self._cipher.profile
+        weight: float | None
+        if deferred:
+            weight = None
+            if staleness <= policy.max_staleness:
+                with self._lock:
+                    rows = [r.samples for r, _ in self._round]
+                weight = round_weights([*rows, samples], profile)[-1]
+        else:
+            with self._lock:
+                known = self._tally.shares()
+                applied = self.seq
+            weight = weigher.weight(
+                staleness=staleness,
+                client_id=client_id,
+                samples=samples,
+                known=known,
+                applied=applied,
+            )
         if weight is None or profile.quantize_weight(weight) == 0:
             raise TooStaleError(
                 f"update is {staleness} versions stale (at most {policy.max_staleness} with a "
@@ -292,6 +333,8 @@ class ModelState:
         envelope: bytes,
         buffer_size: int,
         target_updates: int | None,
+        samples: int | None = None,
+        deferred: bool = False,
     ) -> UpdateRecord:
         """The log record for the next update: its ``seq``, version and whether it flushes.
 
@@ -313,6 +356,8 @@ class ModelState:
             digest=digest,
             envelope=envelope,
             client_name=client_name,
+            samples=samples,
+            deferred=deferred,
         )
 
     # -- changing -----------------------------------------------------------------------
@@ -323,49 +368,90 @@ class ModelState:
         """Add ``record``'s weighted blocks to the buffer; add the buffer to the model on a flush.
 
         ``blocks`` are the record's update blocks, already loaded (and so validated);
-        they are consumed.
+        they are consumed. A ``deferred`` record waits unweighted in its round; the
+        round's last one closes it (``_close_round``) and is answered its applied weight.
         """
         if record.seq != self.seq + 1 or record.version != self.version + 1:
             raise StateError(
                 f"update record seq {record.seq} / version {record.version} does not follow "
                 f"seq {self.seq} / version {self.version}: the log is out of order"
             )
+        self._weigh_remembered()
+        receipt = _receipt(record)
+        if record.deferred:
+            with self._lock:
+                self._round.append((record, blocks))
+        else:
+            self._weight_into_buffer(blocks, record.weight)
+        with self._lock:
+            self.seq = record.seq
+            self._ledger.add(receipt)
+            if not record.deferred:
+                self._tally.count(record)
+        if not record.deferred:
+            self.history.add(record)
+        if not record.flush:
+            with self._lock:
+                self.buffered += 1
+            return receipt
+        closed = self._close_round()
+        self._add_buffer()
+        with self._lock:
+            self._buffer_applied(record.version)
+        self.history.trim(self.version)
+        self._forget_old_receipts()
+        return closed.get(record.update_id, receipt)
+
+    def _weight_into_buffer(self, blocks: Blocks, weight: float) -> None:
         for index, block in blocks:
-            weighted = self._cipher.weight_update(block, record.weight)
+            weighted = self._cipher.weight_update(block, weight)
             pending = self._buffer.get(index)
             if pending is None:
                 self._buffer[index] = weighted
             else:
                 self._cipher.add_into(pending, weighted)
-        if record.flush:
-            self._add_buffer()
-        receipt = UpdateReceipt(
-            update_id=record.update_id,
-            client_id=record.client_id,
-            seq=record.seq,
-            version=record.version,
-            staleness=record.staleness,
-            weight=record.weight,
-            digest=record.digest,
-        )
+
+    def _close_round(self) -> dict[uuid.UUID, UpdateReceipt]:
+        """Weigh the open round's updates (``round_weights``) into the buffer; their
+        receipts with the applied weights. Nothing to do without a round."""
+        if not self._round:
+            return {}
+        records = _weighed([r for r, _ in self._round], self._cipher.profile)
+        for record, (_, blocks) in zip(records, self._round, strict=True):
+            self._weight_into_buffer(blocks, record.weight)
+        receipts = {r.update_id: _receipt(r) for r in records}
         with self._lock:
-            self.seq = record.seq
-            self._ledger.add(receipt)
-            self._tally.count(record)
-            if record.flush:
-                self._buffer_applied(record.version)
-            else:
-                self.buffered += 1
-        self.history.add(record)
-        if record.flush:
+            self._round.clear()
+            for record in records:
+                self._tally.count(record)
+                self._ledger.replace(receipts[record.update_id])
+        for record in records:
+            self.history.add(record)
+        return receipts
+
+    def _weigh_remembered(self) -> None:
+        """Recovery: the closed round of remembered records, weighed as it was applied."""
+        if self._remembered:
+            for record in _weighed(self._remembered, self._cipher.profile):
+                self.history.add(record)
+            self._remembered.clear()
             self.history.trim(self.version)
-            self._forget_old_receipts()
-        return receipt
 
     def remember(self, record: UpdateRecord) -> None:
         """Recovery: an update the checkpoint holds, still in the log for repairs (unless
-        it is from before a key rotation)."""
+        it is from before a key rotation).
+
+        A round's records are kept until their round is known whole (its last record, or
+        a record of another version), then weighed as they were applied.
+        """
         if record.seq <= self.rotated_at_seq:
+            return
+        if self._remembered and self._remembered[0].version != record.version:
+            self._weigh_remembered()
+        if record.deferred:
+            self._remembered.append(record)
+            if record.flush:
+                self._weigh_remembered()
             return
         self.history.add(record)
         self.history.trim(self.version)
@@ -377,6 +463,7 @@ class ModelState:
         it makes), so the repaired model is ``record.version``. ``removed`` holds the
         blocks of each of ``record.removed``, loaded (and so validated); they are consumed.
         """
+        self._weigh_remembered()
         if record.entry != self._book.entries + 1 or record.after_seq != self.seq:
             raise StateError(
                 f"repair entry {record.entry} after seq {record.after_seq} does not follow "
@@ -432,6 +519,7 @@ class ModelState:
         """
         if not self.buffered:
             return False
+        self._close_round()
         self._add_buffer()
         with self._lock:
             self._buffer_applied(self.version + 1)
@@ -472,6 +560,7 @@ class ModelState:
 
     def publish(self) -> ModelSnapshot:
         """Swap in a snapshot of the current version (serializing what is still changed)."""
+        self._weigh_remembered()
         if not self._dirty and self.snapshot.version == self.version:
             return self.snapshot
         self.serialize_changed()
@@ -507,3 +596,21 @@ class ModelState:
             # The log keeps the updates of the repair window, even those this checkpoint holds.
             drop_through=None if oldest is None else oldest - 1,
         )
+
+
+def _receipt(record: UpdateRecord) -> UpdateReceipt:
+    return UpdateReceipt(
+        update_id=record.update_id,
+        client_id=record.client_id,
+        seq=record.seq,
+        version=record.version,
+        staleness=record.staleness,
+        weight=record.weight,
+        digest=record.digest,
+    )
+
+
+def _weighed(records: Sequence[UpdateRecord], profile: crypto.CkksProfile) -> list[UpdateRecord]:
+    """A closed round's records with the weights it was applied at (``round_weights``)."""
+    weights = round_weights([r.samples for r in records], profile)
+    return [replace(r, weight=w) for r, w in zip(records, weights, strict=True)]

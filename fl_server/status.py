@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from fl_server.admission import SlotTable, UpdateQueue
 from fl_server.auth import Sightings
@@ -11,6 +12,7 @@ from fl_server.integrity import JobIntegrity
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.reports import MetricsReports, client_metrics, client_privacy, metrics_by_version
+from fl_server.rounds import RoundGate
 from fl_server.stoprules import evaluate_stop_rules
 from fl_server.traffic import Traffic
 from fl_server.updates import UpdatePipeline
@@ -33,8 +35,10 @@ class StatusReader:
         reports: MetricsReports,
         traffic: Traffic,
         integrity: JobIntegrity,
+        rounds: RoundGate | None = None,
     ) -> None:
         self._config = config
+        self._rounds = rounds
         self._lifecycle = lifecycle
         self._updates = updates
         self._queue = queue
@@ -110,4 +114,24 @@ class StatusReader:
             pooled_metrics=self._reports.pooled(),
             stop_rules=self.stop_rules(),
             integrity=self._integrity.status(),
+            server_policy=self.server_policy(),
         )
+
+    def server_policy(self) -> dict[str, Any]:
+        """How updates are taken and weighed and, with rounds, the open round."""
+        weigher = self._config.weigher
+        policy: dict[str, Any] = {
+            "policy": "rounds" if self._rounds is not None else "async",
+            "weighting": weigher.data.describe(),
+            "schedule": weigher.schedule.describe(),
+        }
+        if self._rounds is not None:
+            view = self._rounds.view()
+            policy["round"] = {
+                "round": view.round,
+                "clients": view.clients,
+                "contributors": list(view.contributors),
+                "training": list(view.training),
+                "opened_at": view.opened_at,
+            }
+        return policy

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fl_server.store import UpdateRecord
+from fl_server.weighting import ClientShare
 
 __all__ = ["ClientTally", "UpdateTally"]
 
@@ -20,6 +21,7 @@ class ClientTally:
     # sums left some of them uncounted (a mean over part of them would mislead).
     staleness_sum: int | None = 0
     weight_sum: float | None = 0.0
+    samples: int | None = None  # the training rows it last declared
 
     def mean_staleness(self) -> float | None:
         if self.staleness_sum is None or not self.updates_applied:
@@ -49,8 +51,20 @@ class UpdateTally:
             client.staleness_sum += record.staleness
         if client.weight_sum is not None:
             client.weight_sum += record.weight
+        if record.samples is not None:
+            client.samples = record.samples
         self.staleness[record.staleness] = self.staleness.get(record.staleness, 0) + 1
         self.weight_sum += record.weight
+
+    def shares(self) -> dict[str, ClientShare]:
+        """Each client's declared rows and applied updates (``fl_server.weighting``);
+        a client that never declared its rows counts as the mean of those that did."""
+        declared = [c.samples for c in self.clients.values() if c.samples is not None]
+        mean = round(sum(declared) / len(declared)) if declared else 1
+        return {
+            k: ClientShare(v.samples if v.samples is not None else mean, v.updates_applied)
+            for k, v in self.clients.items()
+        }
 
     def copy(self) -> UpdateTally:
         return UpdateTally(
@@ -61,6 +75,7 @@ class UpdateTally:
                     v.client_name,
                     v.staleness_sum,
                     v.weight_sum,
+                    v.samples,
                 )
                 for k, v in self.clients.items()
             },
@@ -77,6 +92,7 @@ class UpdateTally:
                     "client_name": v.client_name,
                     "staleness_sum": v.staleness_sum,
                     "weight_sum": v.weight_sum,
+                    "samples": v.samples,
                 }
                 for k, v in self.clients.items()
             },
@@ -94,6 +110,7 @@ class UpdateTally:
                     v.get("client_name"),
                     v.get("staleness_sum"),
                     v.get("weight_sum"),
+                    v.get("samples"),
                 )
                 for k, v in raw["clients"].items()
             },

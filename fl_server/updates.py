@@ -18,6 +18,8 @@ from fl_server.domain import BodyReader, UpdateAck
 from fl_server.errors import (
     EnvelopeMalformedError,
     InvalidInputError,
+    RoundWaitingError,
+    SamplesInvalidError,
     ServerError,
     StorageError,
     UpdateIdReusedError,
@@ -36,8 +38,34 @@ __all__ = ["UpdatePipeline"]
 logger = logging.getLogger("fl_server")
 
 
+# Declared rows above this are refused: no hospital table is that large, and a bound
+# keeps one hospital's declaration from dwarfing every other's by accident.
+MAX_SAMPLES = 10**9
+
+
 def _sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
+
+
+def parse_samples(header: str | None) -> int | None:
+    """The rows an ``X-Hefl-Samples`` header declares; ``None`` without one.
+
+    Raises
+    ------
+    SamplesInvalidError
+        Not a whole number in ``1..MAX_SAMPLES``.
+    """
+    if header is None:
+        return None
+    text = header.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or not (
+        1 <= int(text) <= MAX_SAMPLES
+    ):
+        raise SamplesInvalidError(
+            f"X-Hefl-Samples must be the training rows behind the update, a whole number "
+            f"in 1..{MAX_SAMPLES}; got {header[:40]!r}"
+        )
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -49,6 +77,7 @@ class _Arrival:
     envelope: bytes = field(repr=False)
     digest: Future[bytes]
     received_at: float
+    samples: int | None = None
 
 
 class UpdatePipeline:
@@ -114,15 +143,19 @@ class UpdatePipeline:
         """Stop the hashing pool (after the worker has run every queued update)."""
         self._hasher.shutdown()
 
-    async def receive(self, client: AccessClaims, read_body: BodyReader) -> UpdateAck:
+    async def receive(
+        self, client: AccessClaims, read_body: BodyReader, samples: str | None = None
+    ) -> UpdateAck:
         """Admit ``client``'s update, read its body, and answer once it is durable.
 
-        Every refusal on the way is counted by its problem code.
+        ``samples`` is the ``X-Hefl-Samples`` header: the training rows behind the update
+        (``fl_server.weighting``). Every refusal on the way is counted by its problem code.
         """
         try:
+            rows = parse_samples(samples)
             with self.admit(client) as ticket:
                 body = await read_body(ticket.max_body_bytes)
-                return await asyncio.wrap_future(self.submit(ticket, body))
+                return await asyncio.wrap_future(self.submit(ticket, body, rows))
         except ServerError as exc:
             self._note_rejected(exc.code, client)
             raise
@@ -139,7 +172,9 @@ class UpdatePipeline:
         assert limits is not None
         return self._queue.admit(client, limits.max_total_bytes)
 
-    def submit(self, ticket: UpdateTicket, body: bytes) -> Future[UpdateAck]:
+    def submit(
+        self, ticket: UpdateTicket, body: bytes, samples: int | None = None
+    ) -> Future[UpdateAck]:
         """Parse an update envelope and queue it; the future resolves once it is durable."""
         self._traffic.count_in(len(body))
         state = self._lifecycle.require_started()
@@ -159,7 +194,7 @@ class UpdatePipeline:
                 current_version=state.version,
             )
         arrival = _Arrival(
-            ticket.client, update, body, self._hasher.submit(_sha256, body), self._clock()
+            ticket.client, update, body, self._hasher.submit(_sha256, body), self._clock(), samples
         )
         ack: Future[UpdateAck] = running_future()
         ticket.hand_over(ack)
@@ -220,7 +255,22 @@ class UpdatePipeline:
                 )
             return UpdateAck(prior, duplicate=True), self._journal.durable(prior.seq)
         self._lifecycle.require_training()
-        staleness, weight = state.weigh(update.base_version, self._config.policy)
+        rounds = self._config.rounds
+        if rounds:
+            round_, contributors = state.round_contributors()
+            if client.client_id in contributors:
+                raise RoundWaitingError(
+                    f"this hospital's update is already in round {round_}; pull the next "
+                    "version and train on it",
+                    retry_after=1.0,
+                )
+        staleness, weight = state.weigh(
+            update.base_version,
+            self._config.weigher,
+            client_id=client.client_id,
+            samples=arrival.samples,
+            deferred=rounds,
+        )
         try:
             blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
         except crypto.CryptoError as exc:
@@ -236,6 +286,8 @@ class UpdatePipeline:
             envelope=arrival.envelope,
             buffer_size=self._config.buffer_size,
             target_updates=self._config.target_updates,
+            samples=arrival.samples,
+            deferred=rounds,
         )
         durable = self._journal.append(record)
         receipt = state.apply(record, blocks)

@@ -11,7 +11,8 @@ __all__ = ["SERVER_KEYS", "STOP_KEYS", "study_json", "study_mapping"]
 # The spec's keys that configure a job at the server.
 SERVER_KEYS = frozenset(
     {"staleness", "staleness_a", "staleness_b", "mixing", "max_staleness", "buffer_size"}
-    | {"max_training"}
+    | {"max_training", "policy", "weighting", "weighting_clip", "schedule", "schedule_half"}
+    | {"round_clients"}
 )
 STOP_KEYS = frozenset({"target_updates", "max_wall_seconds", "metric", "value", "min_sites"})
 
@@ -26,7 +27,8 @@ def study_mapping(
 ) -> dict[str, Any]:
     """A study spec as a mapping: a logistic model on ``inputs`` values a data factory
     gives (binary task); ``job`` holds its ``[server]`` and ``[stop]`` keys
-    (``stop.target_updates`` 1000 unless a rule is given).
+    (``stop.target_updates`` 1000 unless a rule is given; a constant server step unless
+    ``schedule`` is given).
 
     The server never looks at the model or the data: tests that post their own layouts
     and envelopes need no more. ``inputs=13`` fits the bundled heart-disease hospitals
@@ -43,7 +45,9 @@ def study_mapping(
         "model": {"name": "logistic"},
         "data": {"task": "binary", "classes": [0, 1], "input_shape": [inputs]},
         "training": training or {},
-        "server": {k: v for k, v in job.items() if k in SERVER_KEYS},
+        # a constant step unless asked: the services' tests check updates against plain
+        # sums of what they acknowledged, weighed by staleness and data share only
+        "server": {"schedule": "constant", **{k: v for k, v in job.items() if k in SERVER_KEYS}},
         "stop": stop or {"target_updates": 1000},
     }
 

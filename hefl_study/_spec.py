@@ -34,13 +34,16 @@ __all__ = [
     "Feature",
     "MissingPolicy",
     "ModelSpec",
+    "PolicyKind",
     "PrivacyAccountant",
     "PrivacySpec",
+    "ScheduleKind",
     "ServerSpec",
     "StalenessKind",
     "StopSpec",
     "StudySpec",
     "TrainingSpec",
+    "WeightingKind",
     "is_job_name",
     "spec_to_json",
 ]
@@ -65,6 +68,9 @@ BuiltinModel = Literal["logistic", "mlp", "cnn"]
 Compression = Literal["dense", "top-k", "random-k"]
 StalenessKind = Literal["constant", "polynomial", "hinge"]
 PrivacyAccountant = Literal["rdp", "prv"]
+PolicyKind = Literal["async", "rounds"]
+WeightingKind = Literal["uniform", "data"]
+ScheduleKind = Literal["constant", "inverse-sqrt"]
 
 DEFAULT_MISSING_VALUES: tuple[str, ...] = ("", "NA", "NaN", "?")
 
@@ -73,6 +79,19 @@ _IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z
 # fl_server.settings' defaults of `a` per staleness kind (Xie et al.); only hinge has `b`.
 _STALENESS_A = {"polynomial": 0.5, "hinge": 10.0}
 _STALENESS_B = 4
+# The spec format: 2 added [server] policy, weighting and schedule. A format-1 spec has
+# these values, never written in its canonical JSON.
+FORMAT: Literal[2] = 2
+# Measured (docs/benchmarks.md section 6): with data weighting the frequency correction
+# already lifts a slow hospital, and a staleness penalty on top only takes it back.
+DEFAULT_STALENESS: StalenessKind = "constant"
+_FORMAT_1_SERVER: dict[str, Any] = {
+    "policy": "async",
+    "weighting": "uniform",
+    "weighting_clip": 4.0,
+    "schedule": "constant",
+    "schedule_half": 50,
+}
 
 
 def is_job_name(name: str) -> bool:
@@ -273,32 +292,65 @@ class CommunicationSpec(_Section):
 
 
 class ServerSpec(_Section):
-    """``[server]``: how the server weighs and admits updates (see ``fl_server.staleness``).
+    """``[server]``: how the server weighs and admits updates (``fl_server.staleness``,
+    ``fl_server.weighting``, ``fl_server.rounds``).
 
     ``staleness_a`` defaults to 0.5 for polynomial and 10 for hinge; ``staleness_b``
-    (hinge only) to 4; ``constant`` has neither.
+    (hinge only) to 4; ``constant`` (the default since format 2; format 1's was
+    polynomial) has neither.
+
+    Attributes
+    ----------
+    policy
+        ``async`` (each update applied as it comes, FedAsync/FedBuff) or ``rounds`` (a
+        barrier over ``round_clients`` hospitals, FedAvg's ``n_i / sum n_j``).
+    weighting, weighting_clip
+        ``data``: an async update counts its hospital's data share times a frequency
+        correction clipped to ``[1/clip, clip]``; ``uniform``: every update alike.
+    schedule, schedule_half
+        The server's step size: ``constant``, or ``inverse-sqrt``
+        (``1 / sqrt(1 + t / schedule_half)`` after ``t`` updates).
+    round_clients
+        The hospitals of each round (``rounds`` only, where it is required).
+
+    A spec of ``format = 1`` (written before these settings) has none of them: its jobs
+    keep their behaviour (``async``, ``uniform``, ``constant``) and their hash.
     """
 
-    staleness: StalenessKind = "polynomial"
+    staleness: StalenessKind = DEFAULT_STALENESS
     staleness_a: Number | None = Field(default=None, gt=0)
     staleness_b: Int | None = Field(default=None, ge=0)
     mixing: Number = Field(default=1.0, gt=0, le=1)
     max_staleness: Int = Field(default=64, ge=0)
     buffer_size: Int = Field(default=1, ge=1, le=10_000)
     max_training: Int = Field(default=32, ge=1)
+    policy: PolicyKind = "async"
+    weighting: WeightingKind = "data"
+    weighting_clip: Number = Field(default=4.0, ge=1, le=1000)
+    schedule: ScheduleKind = "inverse-sqrt"
+    schedule_half: Int = Field(default=50, ge=1)
+    round_clients: Int | None = Field(default=None, ge=1, le=10_000)
 
     @model_validator(mode="before")
     @classmethod
     def _kind_defaults(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        kind = data.get("staleness", "polynomial")
+        kind = data.get("staleness", DEFAULT_STALENESS)
         filled = dict(data)
         if kind in _STALENESS_A:
             filled.setdefault("staleness_a", _STALENESS_A[kind])
         if kind == "hinge":
             filled.setdefault("staleness_b", _STALENESS_B)
         return filled
+
+    @model_validator(mode="after")
+    def _rounds_need_clients(self) -> ServerSpec:
+        if self.policy == "rounds" and self.round_clients is None:
+            raise ValueError("policy 'rounds' needs round_clients (the hospitals of a round)")
+        if self.policy == "async" and self.round_clients is not None:
+            raise ValueError("round_clients is for policy 'rounds' only")
+        return self
 
 
 class StopSpec(_Section):
@@ -368,7 +420,7 @@ class StudySpec(_Section):
     every client checks it.
     """
 
-    format: Literal[1] = 1
+    format: Literal[1, 2] = FORMAT
     name: Text
     description: Text = ""
     profile: Text = DEFAULT_PROFILE.name
@@ -379,6 +431,25 @@ class StudySpec(_Section):
     server: ServerSpec = Field(default_factory=ServerSpec)
     stop: StopSpec
     privacy: PrivacySpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_1_server(cls, data: Any) -> Any:
+        # A format-1 spec predates the weighting settings: its jobs keep the behaviour
+        # they were created with (and the canonical JSON, so the hash, they had).
+        if not isinstance(data, dict) or data.get("format") != 1:
+            return data
+        server = data.get("server", {})
+        if not isinstance(server, dict):
+            return data
+        legacy = {**_FORMAT_1_SERVER, "round_clients": None}
+        newer = sorted(k for k in server if k in legacy and server[k] != legacy[k])
+        if newer:
+            raise ValueError(
+                f"[server] {', '.join(newer)}: not in a format 1 spec (write format = 2)"
+            )
+        # format 1's staleness default was polynomial
+        return {**data, "server": {"staleness": "polynomial", **server, **_FORMAT_1_SERVER}}
 
     @field_validator("name")
     @classmethod
@@ -423,6 +494,9 @@ def spec_to_json(spec: StudySpec) -> str:
     data = spec.model_dump(mode="json")
     if data.get("privacy") is None:
         del data["privacy"]
+    if spec.format == 1:
+        for key in (*_FORMAT_1_SERVER, "round_clients"):
+            del data["server"][key]
     return json.dumps(
         data,
         sort_keys=True,

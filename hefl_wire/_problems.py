@@ -81,6 +81,7 @@ _CODES = (
     Problem("encoding_unsupported", 415, "a Content-Encoding other than identity"),
     Problem("initial_model_incomplete", 422, "an initial model not at version 0 or not whole"),
     Problem("metrics_invalid", 422, "a metrics report that breaks its schema"),
+    Problem("samples_invalid", 422, "an X-Hefl-Samples header that is not 1..10**9 rows"),
     Problem("conflict", 409, "the base of fl_server's conflicts: no raise site answers it"),
     Problem(
         "no_layout",
@@ -105,6 +106,8 @@ _CODES = (
     ),
     Problem("rate_limited", 429, "this client sends updates too fast (with Retry-After)"),
     Problem("slots_full", 429, "every training slot is taken (with Retry-After)"),
+    Problem("round_waiting", 429, "the client's update is in the open round (with Retry-After)"),
+    Problem("round_full", 429, "the open round has its hospitals (with Retry-After)"),
     Problem("server_busy", 503, "updates are queued, or the server is starting (with Retry-After)"),
     Problem("storage_failed", 503, "the log could not be written; writes stop until restart"),
     Problem("startup_failed", 500, "the server cannot start (at startup: never an HTTP answer)"),

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.flower._compare import compare, rerender
+from benchmarks.flower._compare import SYSTEMS, compare, rerender
 from benchmarks.flower._deploy import venv_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -33,16 +33,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rerender", action="store_true", help="rewrite flower.md and the plot from flower.json"
     )
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--systems",
+        default=",".join(SYSTEMS),
+        help="which systems run, comma-separated, of "
+        + ", ".join(SYSTEMS)
+        + " (default: all); the others' runs kept under runs/ are still reported",
+    )
     args = parser.parse_args(argv)
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = sorted(set(systems) - set(SYSTEMS))
+    if unknown:
+        parser.error(f"unknown system(s) {', '.join(unknown)}; known: {', '.join(SYSTEMS)}")
     if args.rerender:
         rerender(args.out_dir)
         return 0
-    problem = None if args.kept else venv_problem()
+    # only Flower's runs need its virtual environment
+    problem = None if args.kept or "flower" not in systems else venv_problem()
     if problem:
         print(f"python -m benchmarks.flower: {problem}", file=sys.stderr)
         return 2
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
-    report = compare(mode, args.out_dir, fresh=args.fresh, kept_only=args.kept)
+    report = compare(mode, args.out_dir, fresh=args.fresh, kept_only=args.kept, systems=systems)
     print((args.out_dir / "flower.md").read_text())
     print(f"written: {args.out_dir / 'flower.json'}; {report['elapsed_s']:.0f} s")
     return 0

@@ -17,9 +17,9 @@ import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class LiveSpec:
     seed: int = 0
     timeout: float = 600.0
     job: str = "live"
+    # the job's [server] section (the default policy, or e.g. rounds)
+    server: Mapping[str, Any] = field(default_factory=lambda: {"max_training": 32})
 
     def study(self) -> StudySpec:
         """The job's spec: the model, its seed, the local training and the stop rule."""
@@ -85,7 +87,7 @@ class LiveSpec:
                     "input_shape": list(self.input_shape),
                 },
                 "training": training,
-                "server": {"max_training": 32},
+                "server": dict(self.server),
                 "stop": {"target_updates": self.target_updates},
             }
         )

@@ -498,7 +498,7 @@ def _he_seconds_per_update(n_params: int, repeats: int = 20) -> float:
 
 def section_time(plan: Plan, work: Path) -> dict[str, Any]:
     from benchmarks.suite._live import LiveSpec, run_live
-    from fl_server.staleness import make_staleness_policy
+    from fl_server.jobspec import JobConfig
 
     _say("== 2/3. time to target, async vs sync, HE on vs off: heart-disease, logistic ==")
     sites = dataset_sites(HEART)
@@ -508,15 +508,8 @@ def section_time(plan: Plan, work: Path) -> dict[str, Any]:
     live_spec = LiveSpec(
         HEART, sites, "logistic", delays, plan.live_updates, HEART_TRAIN, (13,), (0, 1)
     )
-    # the job's server policy, for the simulations that run without a server
-    server = live_spec.study().server
-    policy = make_staleness_policy(
-        server.staleness,
-        a=server.staleness_a or 0.0,
-        b=server.staleness_b or 0,
-        mixing=server.mixing,
-        max_staleness=server.max_staleness,
-    )
+    # the job's server weighing, for the simulations that run without a server
+    weigher = JobConfig.from_spec(live_spec.study()).weigher
     live = run_live(live_spec, work / "live", datas, factory, _say)
     # the job's hospitals share one seed (the initial model, the batch order): so do the
     # simulations they are compared with
@@ -538,7 +531,7 @@ def section_time(plan: Plan, work: Path) -> dict[str, Any]:
         seeds=seeds,
         config=HEART_TRAIN,
         step_delays=delays,
-        weight=policy.weight,
+        weigher=weigher,
         progress=_say,
     )
     # the live clock starts when the initial model is on the server (every client process
@@ -600,7 +593,9 @@ def section_time(plan: Plan, work: Path) -> dict[str, Any]:
         "dataset": "heart-disease (4 hospitals), logistic",
         "step_delays_s": dict(zip(sites, delays, strict=True)),
         "train": vars(HEART_TRAIN),
-        "staleness_policy": policy.describe(),
+        "staleness_policy": weigher.staleness.describe(),
+        "weighting": weigher.data.describe(),
+        "schedule": weigher.schedule.describe(),
         "live": {
             "target_updates": plan.live_updates,
             "wall_seconds_end_to_end": live.wall_seconds,

@@ -27,8 +27,11 @@ from fl_client.training import (
     round_seed,
 )
 from fl_client.updates import CompressionConfig, compress_delta, decrypt_model, prepare_update
+from fl_server.weighting import ClientShare, UpdateWeigher
 
 Blocks = npt.NDArray[np.float64]
+# the weights a live server applies are quantized to this profile's steps
+PROFILE = crypto.DEFAULT_PROFILE
 Weight = Callable[[int], float]
 
 
@@ -305,16 +308,17 @@ def async_events(
     seeds: Sequence[int],
     config: TrainConfig,
     step_delays: Sequence[float],
-    weight: Callable[[int], float | None],
+    weigher: UpdateWeigher,
     name: str = "plaintext async (simulated clock)",
     progress: Callable[[str], None] = lambda _m: None,
 ) -> Curve:
     """Asynchronous FedAsync-style training in plaintext on a simulated clock.
 
     Each client pulls the latest model, trains (its measured compute plus
-    ``steps x step_delay``) and pushes; the server applies ``weight(staleness) x delta`` in
-    the order the updates finish. No encryption, no HTTP, no process start-up: the
-    "HE off" twin of a live run with the same delays.
+    ``steps x step_delay``) and pushes; the server applies ``weight x delta`` in
+    the order the updates finish, weighed by fl_server's own ``UpdateWeigher`` (each
+    client declares its training rows, as ``fl_client`` does). No encryption, no HTTP, no
+    process start-up: the "HE off" twin of a live run with the same delays.
     """
     layout, global_blocks, clients = _setup(datas, factory, seeds, ())
     curve = Curve(name)
@@ -333,6 +337,7 @@ def async_events(
         )
 
     version = 0
+    known: dict[str, ClientShare] = {}
     for i in range(len(clients)):
         start(i, 0.0, 0)
     applied = 0
@@ -342,8 +347,18 @@ def async_events(
     while applied < n_updates:
         pending.sort(key=lambda p: p[0])
         now, i, base, delta = pending.pop(0)
-        w = weight(version - base)
-        if w is not None:
+        w = weigher.weight(
+            staleness=version - base,
+            client_id=str(i),
+            samples=len(clients[i].data.train),
+            known=known,
+            applied=applied,
+        )
+        if w is not None and PROFILE.quantize_weight(w) > 0:
+            w = PROFILE.applied_weight(w)
+            known[str(i)] = ClientShare(
+                len(clients[i].data.train), known[str(i)].updates + 1 if str(i) in known else 1
+            )
             done[i] += 1
             if "all_active" not in curve.extra and min(done) >= 1:
                 curve.extra["all_active"] = (now, applied + 1)

@@ -21,6 +21,8 @@ from crypto import ModelLayout
 from fl_client.errors import (
     InvalidRequestError,
     JobNotTrainingError,
+    JobRotatingError,
+    LeaseRotatingError,
     NotFoundError,
     RateLimitedError,
     ServiceError,
@@ -87,6 +89,9 @@ def model_lease(ctx: RoundContext, layout: ModelLayout, job: JobInfo) -> Iterato
             # an fl_server older than the path: the separate requests, for this session
             log.info("the server has no POST …/leases; using separate requests")
             ctx.combined_requests = False
+        except JobRotatingError as exc:
+            lease.failed(exc)
+            raise LeaseRotatingError(str(exc), status=exc.status, code=exc.code) from exc
         except BaseException as exc:
             lease.failed(exc)
             raise
@@ -180,16 +185,19 @@ def push(ctx: RoundContext, pending: PendingUpdate) -> UpdateAck:
     """Send a journaled update, with the metrics report it carries when requests are
     combined. A report the server refuses (``metrics_invalid``) is dropped with a warning
     and the update sent again without it: a metric never costs an update."""
+    declared = pending.summary.get("samples")
+    # declared with the update (X-Hefl-Samples); a resend after a crash declares the same
+    samples = declared if isinstance(declared, int) else None
     header = _metrics_header(ctx, pending) if ctx.combined_requests else None
     if header is None:
-        return ctx.server.push_update(pending.envelope)
+        return ctx.server.push_update(pending.envelope, samples=samples)
     try:
-        return ctx.server.push_update(pending.envelope, header)
+        return ctx.server.push_update(pending.envelope, header, samples=samples)
     except InvalidRequestError as exc:
         if exc.code != "metrics_invalid":
             raise
         _not_reported(ctx, pending, str(exc))
-        return ctx.server.push_update(pending.envelope)
+        return ctx.server.push_update(pending.envelope, samples=samples)
 
 
 def _metrics_header(ctx: RoundContext, pending: PendingUpdate) -> str | None:

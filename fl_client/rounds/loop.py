@@ -15,6 +15,7 @@ from fl_client.errors import (
     JobNotTrainingError,
     JobPausedError,
     JobRotatingError,
+    LeaseRotatingError,
     PrivacyBudgetSpentError,
     ProtocolError,
     RetrainError,
@@ -186,6 +187,16 @@ def run_round(ctx: RoundContext) -> RoundResult | None:
     PrivacyBudgetSpentError
         One more round would exceed this hospital's ε: nothing was trained.
     """
+    try:
+        return _one_round(ctx)
+    except LeaseRotatingError:
+        # Combined requests keep the job as last read: a lease refused as job_rotating
+        # is how this client learns of a rotation (nothing was trained). The job is read
+        # again, and this client takes part at once.
+        return _one_round(ctx)
+
+
+def _one_round(ctx: RoundContext) -> RoundResult | None:
     resume(ctx)
     job = ctx.job = settle_rotation(ctx, round_job(ctx))
     if job.state == "done":
@@ -354,5 +365,8 @@ def _encrypt(
                 trained.before,
                 ctx.privacy.report() if ctx.privacy is not None else None,
             ),
+            # declared with the update (X-Hefl-Samples): the server weighs by the rows
+            # behind it, and a resend after a crash declares the same
+            "samples": len(ctx.data.train),
         },
     )

@@ -203,8 +203,11 @@ class ServerPort(Protocol):
         request; a busy server raises ``RateLimitedError`` at once."""
         ...
 
-    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
-        """Send an update; ``metrics``, a report of the metrics endpoint's JSON, goes with it."""
+    def push_update(
+        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+    ) -> UpdateAck:
+        """Send an update; ``metrics``, a report of the metrics endpoint's JSON, goes with
+        it; ``samples``: the training rows behind it (the server weighs by them)."""
         ...
 
     def post_metrics(

@@ -323,13 +323,20 @@ class JobClient:
             job_version=job_version,
         )
 
-    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
+    def push_update(
+        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+    ) -> UpdateAck:
         """Send an update (with a metrics report in ``X-Hefl-Metrics``); retried freely:
-        the server acknowledges a resent update id, and keeps its report once."""
+        the server acknowledges a resent update id, and keeps its report once.
+
+        ``samples`` goes as ``X-Hefl-Samples``: the training rows behind the update.
+        """
         what = "push update"
         headers = {"Content-Type": OCTET_STREAM}
         if metrics is not None:
             headers[METRICS_HEADER] = metrics
+        if samples is not None:
+            headers["X-Hefl-Samples"] = str(samples)
         response = self._authed("POST", "updates", what=what, content=envelope, headers=headers)
         body = json_object(response, what)
         weight = body.get("weight")

@@ -203,9 +203,13 @@ class ControlRecord:
 class UpdateRecord:
     """One accepted update as logged before it is acknowledged.
 
-    ``weight`` is the applied (quantized) staleness weight and ``version`` the model version
-    the update is part of; ``flush`` says whether applying it completes that version (always
-    without a buffer; every ``buffer_size``-th update with one).
+    ``weight`` is the applied (quantized) weight and ``version`` the model version the
+    update is part of; ``flush`` says whether applying it completes that version (always
+    without a buffer; every ``buffer_size``-th update with one). ``samples`` is the
+    training rows the client declared (``X-Hefl-Samples``; ``None``: none declared, or a
+    log from before). A ``deferred`` update belongs to a round (``fl_server.rounds``): its
+    ``weight`` is provisional, and its applied weight is computed from the round's
+    ``samples`` when the round closes, the same way live and in recovery.
     """
 
     seq: int
@@ -220,9 +224,13 @@ class UpdateRecord:
     digest: bytes = field(repr=False)
     envelope: bytes = field(repr=False)
     client_name: str | None = None  # from the access token; logs before it have none
+    samples: int | None = None
+    deferred: bool = False
 
     def header(self) -> dict[str, Any]:
         return {
+            "samples": self.samples,
+            "deferred": self.deferred,
             "client_name": self.client_name,
             "seq": self.seq,
             "update_id": str(self.update_id),
@@ -251,6 +259,8 @@ class UpdateRecord:
             digest=bytes.fromhex(header["sha256"]),
             envelope=envelope,
             client_name=None if header.get("client_name") is None else str(header["client_name"]),
+            samples=None if header.get("samples") is None else int(header["samples"]),
+            deferred=bool(header.get("deferred", False)),
         )
 
     @property

@@ -89,11 +89,21 @@ def test_flower_runs_come_after_every_hefl_and_sim_run() -> None:
     # Assert: every (scenario, system, repetition) once; Flower's repetition 0 of every
     # scenario before its repetition 1
     keys = [(s.key, system, rep) for s, system, rep in order]
-    assert len(keys) == len(set(keys)) == 3 * len(chosen) * plan.repetitions
+    assert len(keys) == len(set(keys)) == 4 * len(chosen) * plan.repetitions
     first_flower = next(i for i, k in enumerate(keys) if k[1] == "flower")
     assert all(k[1] == "flower" for k in keys[first_flower:])
     flower = [k for k in keys if k[1] == "flower"]
     assert [k[2] for k in flower[: len(chosen)]] == [0] * len(chosen)
+
+
+def test_only_the_systems_asked_for_run() -> None:
+    plan = _compare.PLANS["full"]
+    chosen = _compare.scenarios()
+
+    order = _compare.run_order(plan, chosen, ("hefl", "hefl-rounds"))
+
+    assert {system for _, system, _ in order} == {"hefl", "hefl-rounds"}
+    assert len(order) == 2 * len(chosen) * plan.repetitions
 
 
 def test_time_to_target_on_the_strict_clock_and_after_all_active() -> None:
@@ -171,7 +181,12 @@ def test_the_goals_compare_medians() -> None:
 
     goals = _compare.goals(summary, 2, {"0": 0.7, "1": 0.65, "2": 0.8})
 
-    assert goals["final_accuracy_straggler"] == {"hefl": 0.75, "flower": 0.75, "met": True}
+    assert goals["final_accuracy_straggler"] == {
+        "hefl": 0.75,
+        "flower": 0.75,
+        "against": "flower",
+        "met": True,
+    }
     assert goals["faster_than_flower_strict"]["met"] is True
     assert (
         goals["faster_than_flower_strict"]["hefl_s"],

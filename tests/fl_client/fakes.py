@@ -227,6 +227,8 @@ class FakeServer:
     changed_at: dict[int, int] = field(default_factory=dict)
     acks: dict[str, dict[str, Any]] = field(default_factory=dict)
     uploads: list[bytes] = field(default_factory=list)
+    # the X-Hefl-Samples of each update sent (None: the header was absent)
+    samples_declared: list[int | None] = field(default_factory=list)
     layouts_put: list[bytes] = field(default_factory=list)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     metrics_updates: set[str] = field(default_factory=set)  # updates whose report is kept
@@ -635,6 +637,8 @@ class FakeServer:
                 return httpx.Response(204)
             return httpx.Response(200, json={"expires_at": self.request_slot()})
         if route == ("POST", "/updates"):
+            declared = request.headers.get("X-Hefl-Samples")
+            self.samples_declared.append(None if declared is None else int(declared))
             ack = self.push_update(request.content, request.headers.get("X-Hefl-Metrics"))
             if self.drop_answer_after_apply and not ack["duplicate"]:
                 self.drop_answer_after_apply -= 1

@@ -97,7 +97,10 @@ class MemoryPort:
             job_version=self.server.version,
         )
 
-    def push_update(self, envelope: bytes, metrics: str | None = None) -> UpdateAck:
+    def push_update(
+        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+    ) -> UpdateAck:
+        self.server.samples_declared.append(samples)
         return UpdateAck(**self._call("push_update", self.server.push_update, envelope, metrics))
 
     def post_metrics(

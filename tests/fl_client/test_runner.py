@@ -203,6 +203,19 @@ def test_a_lost_acknowledgement_is_resent_with_the_same_id_and_applied_once(
     assert runner.context.state.load_pending() is None
 
 
+def test_every_update_declares_the_training_rows_behind_it_and_a_resend_the_same(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    runner = make_runner()
+    fake_server.drop_answer_after_apply = 1
+
+    runner.run_round()
+    runner.run_round()
+
+    rows = len(runner.context.data.train)
+    assert fake_server.samples_declared == [rows, rows, rows]  # the second is the resend
+
+
 def test_a_restart_resends_the_journaled_update_and_never_applies_it_twice(
     make_runner: MakeRunner, fake_server: FakeServer
 ) -> None:
@@ -236,7 +249,7 @@ def test_a_crash_before_sending_resends_on_restart(
 ) -> None:
     runner = make_runner()
 
-    def crash(envelope: bytes, metrics: str | None = None) -> None:
+    def crash(envelope: bytes, metrics: str | None = None, **_: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner.context.server, "push_update", crash)

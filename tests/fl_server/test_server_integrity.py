@@ -98,7 +98,9 @@ class Study:
 async def start_study(
     make_job: MakeJob, hospital: Hospital, clients: dict[str, AccessClaims], **overrides: object
 ) -> Study:
-    job = make_job(**overrides)
+    # uniform weighting: every update of these studies counts 1, which their expected
+    # repairs spell out (the weights a repair subtracts are checked, not how they arise)
+    job = make_job(**{"weighting": "uniform", **overrides})
     initial = hospital.initial_model(hospital.model_values(0, scale=0.3))
     client = clients["client-a"]
     await job.receive_layout(client, body_reader(hospital.layout.to_json()))
@@ -581,7 +583,9 @@ async def test_a_logged_repair_of_a_quarantined_senders_updates_is_replayed_afte
     monkeypatch.undo()
 
     # Execute
-    study.job = make_job(state_dir=crash_image(live, tmp_path / "image"), buffer_size=3)
+    study.job = make_job(
+        state_dir=crash_image(live, tmp_path / "image"), buffer_size=3, weighting="uniform"
+    )
 
     # Assert: the one logged repair removes both of b's updates at startup.
     assert study.job.view().version == 4

@@ -46,7 +46,8 @@ async def test_a_bad_version_is_searched_with_probe_downloads_and_repaired(
     bad_id, bad = hospital.corrupted_update(
         hospital.model_values(2), base_version=1, corruption="flip", server=server
     )
-    assert (await api.push(bad, b)).status_code == 202
+    pushed = await api.push(bad, b)
+    assert pushed.status_code == 202
     await api.push(hospital.update(hospital.model_values(3), base_version=1)[1])
     assert_problem(await api.model(params={"version": 2}), 409, "probe_not_offered")
 
@@ -100,7 +101,7 @@ async def test_a_bad_version_is_searched_with_probe_downloads_and_repaired(
             "client_id": "client-b",
             "client_name": "hospital-client-b",
             "version": 2,
-            "weight": 1.0,
+            "weight": pushed.json()["weight"],  # subtracted at the weight it was applied at
         }
     ]
     assert (repair["version"], repair["versions_lost"], repair["quarantined"]) == (

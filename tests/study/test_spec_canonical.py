@@ -252,4 +252,4 @@ target_updates = 10
     assert spec.data.example_shape == (1, 8, 8)
     assert spec.data.input_width == 64
     assert spec.data.n_outputs == 10
-    assert json.loads(spec_to_json(spec))["format"] == 1
+    assert json.loads(spec_to_json(spec))["format"] == 2

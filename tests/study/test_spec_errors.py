@@ -239,9 +239,21 @@ CASES: list[tuple[str, Callable[[Raw], object], str, str]] = [
     ),
     (
         "another format",
-        lambda r: r.update(format=2),
+        lambda r: r.update(format=3),
         "format",
         "1",
+    ),
+    (
+        "a format 1 spec with a setting of format 2",
+        lambda r: (r.update(format=1), r.setdefault("server", {}).update(policy="rounds")),
+        "spec",
+        "[server] policy: not in a format 1 spec (write format = 2)",
+    ),
+    (
+        "rounds without their hospitals",
+        lambda r: r.setdefault("server", {}).update(policy="rounds"),
+        "server",
+        "policy 'rounds' needs round_clients",
     ),
     (
         "binary with 3 classes",
