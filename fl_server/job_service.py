@@ -390,6 +390,7 @@ class JobService:
         self,
         client: AccessClaims,
         read_body: BodyReader,
+        *,
         metrics: str | None = None,
         samples: str | None = None,
     ) -> UpdateAck:

@@ -295,7 +295,9 @@ async def post_update(
         Header(description="the training rows behind the update (1..10**9; weighting)"),
     ] = None,
 ) -> UpdateAccepted:
-    return UpdateAccepted.of(await job.receive_update(client, body, x_hefl_metrics, x_hefl_samples))
+    return UpdateAccepted.of(
+        await job.receive_update(client, body, metrics=x_hefl_metrics, samples=x_hefl_samples)
+    )
 
 
 @router.post(

@@ -48,7 +48,7 @@ async def send(
     service: JobService, client: AccessClaims, envelope: bytes, samples: str | None
 ) -> UpdateAck:
     """``POST .../updates`` with ``X-Hefl-Samples: samples``."""
-    return await service.receive_update(client, body_reader(envelope), samples)
+    return await service.receive_update(client, body_reader(envelope), samples=samples)
 
 
 def model_of(service: JobService, hospital: Hospital) -> tuple[int, Values]:
