@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 import crypto
 from fl_server.material import KeyauthMaterial
 from tests.fl_server.api import Api, assert_problem, open_api
-from tests.fl_server.helpers import Hospital, mint_token
+from tests.fl_server.helpers import Hospital, mint_token, wait_published
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +78,7 @@ async def test_a_lease_is_a_slot_and_the_model_in_one_answer(
         # An applied update gives the lease back; the next lease answers what changed.
         _, envelope = hospital.update(hospital.random_values(1), base_version=0, indices=[0])
         assert (await api.push(envelope)).status_code == 202
+        wait_published(api.service)  # the worker publishes after the 202
         theirs = await api.http.post(leases, params={"since": 0}, headers=api.auth(other))
         assert theirs.status_code == 200
         assert theirs.headers["X-Hefl-Job-Version"] == "1"
