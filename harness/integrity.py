@@ -505,8 +505,14 @@ def run_study(
     with _services(work, admin_key) as (keyauth, server, twin):
         token = admin_token(keyauth.url, admin_key)
         # The same study at both, but for the twin's buffer (1, so that each prefix of the
-        # honest updates is a version of it) and its stop rule (out of reach).
-        spec: dict[str, Any] = {"profile": TEST_PROFILE, "inputs": 13, "staleness": "constant"}
+        # honest updates is a version of it) and its stop rule (out of reach). Uniform
+        # weights: the twin sees a different history, and data weighting depends on it.
+        spec: dict[str, Any] = {
+            "profile": TEST_PROFILE,
+            "inputs": 13,
+            "staleness": "constant",
+            "weighting": "uniform",
+        }
         create_job(
             server.url,
             token,

@@ -57,6 +57,8 @@ def heart_study(name: str, target_updates: int, **training: Any) -> str:
         inputs=13,
         training={"lr": 0.05, "batch_size": 16, **training},
         target_updates=target_updates,
+        # every update at weight 1, as the plaintext schedule these tests compare with
+        weighting="uniform",
     )
 
 
@@ -257,8 +259,10 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         runner = Runner(settings, reporter=Reporter("quiet"))
         real_push = runner.context.server.push_update
 
-        def push_then_lose_the_answer(envelope: bytes, metrics: str | None = None) -> Any:
-            real_push(envelope, metrics)
+        def push_then_lose_the_answer(
+            envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+        ) -> Any:
+            real_push(envelope, metrics, samples=samples)
             raise KeyboardInterrupt  # the process dies before it reads the answer
 
         monkeypatch.setattr(runner.context.server, "push_update", push_then_lose_the_answer)
