@@ -328,9 +328,27 @@ class Recorder:
         return self._quiet.bar(total, desc, unit, unit_scale=unit_scale)
 
 
-def _enroll_hospital(keyauth_url: str, admin_key: str, site: str, state_dir: Path) -> None:
+def enroll_hospital(keyauth_url: str, admin_key: str, site: str, state_dir: Path) -> None:
+    """Enroll bundled hospital ``site`` with a one-time token, its state in ``state_dir``."""
     settings = ClientSettings(state_dir=state_dir, keyauth_url=keyauth_url, output="quiet")
     enroll(settings, enrollment_token(keyauth_url, admin_key, site), reporter=Recorder())
+
+
+def hospital_settings(
+    state_dir: Path, keyauth_url: str, server_url: str, site: str, **extra: Any
+) -> ClientSettings:
+    """A quiet one-thread client of job ``JOB`` on bundled heart-disease hospital ``site``."""
+    return ClientSettings(
+        state_dir=state_dir,
+        keyauth_url=keyauth_url,
+        server_url=server_url,
+        job=JOB,
+        data="heart-disease",
+        site=site,
+        threads=1,
+        output="quiet",
+        **extra,
+    )
 
 
 def _answer_own_probes(
@@ -520,7 +538,7 @@ def run_study(
         )
         create_job(twin.url, token, study_json(JOB, buffer_size=1, target_updates=10**6, **spec))
         for site in sites:
-            _enroll_hospital(keyauth.url, admin_key, site, work / site)
+            enroll_hospital(keyauth.url, admin_key, site, work / site)
         attacker = enroll_party(keyauth.url, admin_key, "attacker")
         public_context = httpx.get(f"{keyauth.url}/v1/keys/public-context").content
         mirror = Mirror(
@@ -579,16 +597,8 @@ def run_study(
         stop = threading.Event()
 
         def train(site: str) -> RunSummary:
-            settings = ClientSettings(
-                state_dir=work / site,
-                keyauth_url=keyauth.url,
-                server_url=server.url,
-                job=JOB,
-                data="heart-disease",
-                site=site,
-                threads=1,
-                output="quiet",
-                integrity_poll=0.2,
+            settings = hospital_settings(
+                work / site, keyauth.url, server.url, site, integrity_poll=0.2
             )
             transport = MirrorTransport(mirror, site)
             with Runner(settings, server_transport=transport, reporter=recorders[site]) as runner:

@@ -28,13 +28,12 @@ import httpx
 import numpy as np
 
 import crypto
-from fl_client import ClientSettings, Runner, enroll
+from fl_client import Runner
 from fl_client.errors import AuthError
 from fl_client.events import Event, ModelReencrypted, Rejected, RoundResult
 from fl_client.state import LocalState
 from harness.admin import admin_token, create_job, read_status, run_admin, viewer_token
-from harness.enrollment import enrollment_token
-from harness.integrity import Recorder
+from harness.integrity import Recorder, enroll_hospital, hospital_settings
 from harness.parties import Party, job_url
 from harness.parties import enroll as enroll_party
 from harness.services import (
@@ -184,11 +183,6 @@ def _services(
         yield keyauth, server
 
 
-def _enroll(keyauth_url: str, admin_key: str, site: str, state_dir: Path) -> None:
-    settings = ClientSettings(state_dir=state_dir, keyauth_url=keyauth_url, output="quiet")
-    enroll(settings, enrollment_token(keyauth_url, admin_key, site), reporter=Recorder())
-
-
 def _wait(what: str, timeout: float, poll: float = 0.05) -> Iterator[None]:
     deadline = time.monotonic() + timeout
     while True:
@@ -225,7 +219,7 @@ def run_rotation(
         )
         create_job(server.url, admin_token(keyauth.url, admin_key), spec)
         for site in SITES:
-            _enroll(keyauth.url, admin_key, site, work / site)
+            enroll_hospital(keyauth.url, admin_key, site, work / site)
         # holds epoch 1's key, and fetches epoch 2's at the end: reads what the job serves
         observer = enroll_party(keyauth.url, admin_key, "observer")
         viewer = viewer_token(keyauth.url, admin_key)
@@ -233,15 +227,11 @@ def run_rotation(
         outcomes: dict[str, str] = {}
 
         def train(site: str) -> None:
-            settings = ClientSettings(
-                state_dir=work / site,
-                keyauth_url=keyauth.url,
-                server_url=server.url,
-                job=JOB,
-                data="heart-disease",
-                site=site,
-                threads=1,
-                output="quiet",
+            settings = hospital_settings(
+                work / site,
+                keyauth.url,
+                server.url,
+                site,
                 integrity_poll=0.1,
                 step_delay=step_delay,  # training takes time, as at a hospital
             )
