@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from opacus.accountants import RDPAccountant
+from opacus.accountants import RDPAccountant  # type: ignore[import-untyped]
 
 import crypto
 from fl_server.domain import ProbeView
@@ -100,12 +100,13 @@ def study(small_client: crypto.ClientCipher, small_server: crypto.ServerCipher) 
 
 def expected_noise(study: Study, records: Sequence[UpdateRecord]) -> np.ndarray:
     """The noise the records' seeds draw, computed in the clear the way the server does."""
-    out = np.zeros(study.layout.zero_mask.shape)
+    n_blocks, block_size = study.layout.zero_mask.shape
+    out = np.zeros((n_blocks, block_size))
     for record in records:
         assert record.noise_seed is not None
-        for index in range(out.shape[0]):
+        for index in range(n_blocks):
             rng = np.random.default_rng([record.noise_seed, index])
-            out[index] += rng.normal(0.0, Z * CLIP * record.weight, out.shape[1])
+            out[index] += rng.normal(0.0, Z * CLIP * record.weight, block_size)
     out[study.layout.zero_mask] = 0.0
     return out
 
