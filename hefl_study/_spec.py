@@ -532,9 +532,11 @@ def spec_to_json(spec: StudySpec) -> str:
     data = spec.model_dump(mode="json")
     if data.get("privacy") is None:
         del data["privacy"]
-    elif spec.privacy is not None and spec.privacy.level == "sample":
-        # a sample-level study keeps the hash it had before the hospital level existed
-        for key in ("level", "clip"):
+    elif spec.privacy is not None:
+        # each level writes only its own keys: a sample-level study keeps the hash it had
+        # before the hospital level existed, and the JSON reads back as the same spec
+        other = ("level", "clip") if spec.privacy.level == "sample" else _SAMPLE_ONLY
+        for key in other:
             del data["privacy"][key]
     if spec.format == 1:
         for key in (*_FORMAT_1_SERVER, "round_clients"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hefl_study import SpecError, spec_from_mapping, spec_to_json
+from hefl_study import SpecError, spec_from_json, spec_from_mapping, spec_to_json
 
 _BASE: dict[str, Any] = {
     "name": "private",
@@ -102,3 +102,5 @@ def test_a_hospital_level_study_names_its_level_clip_and_noise() -> None:
         1.2,
     )
     assert '"level":"hospital"' in spec_to_json(spec)
+    assert '"epsilon"' not in spec_to_json(spec)
+    assert spec_from_json(spec_to_json(spec)) == spec
