@@ -65,7 +65,9 @@ class UpdateNoise:
         records: Sequence[UpdateRecord],
     ) -> None:
         """Add the noise of each of ``records`` (at its applied weight) to every block."""
-        self._apply(cipher.add_noise, blocks, records)
+        for record in records:
+            if record.noise_seed is not None:  # None: logged before the job's noise
+                self.draw(cipher.add_noise, blocks, record.noise_seed, record.weight)
 
     def subtract(
         self,
@@ -74,20 +76,17 @@ class UpdateNoise:
         records: Sequence[UpdateRecord],
     ) -> None:
         """Take out exactly what ``add`` put in for ``records`` (a rebuild of a past version)."""
-        self._apply(cipher.subtract_noise, blocks, records)
-
-    def _apply(
-        self,
-        op: _NoiseOp,
-        blocks: Sequence[crypto.EncryptedBlock],
-        records: Sequence[UpdateRecord],
-    ) -> None:
         for record in records:
-            if record.noise_seed is None:
-                continue  # logged before the job's noise (not written by this server)
-            std = self.std_per_weight * record.weight
-            for index, block in enumerate(blocks):
-                op(block, record.noise_seed, std, index=index, zero_mask=self.zero_mask[index])
+            if record.noise_seed is not None:
+                self.draw(cipher.subtract_noise, blocks, record.noise_seed, record.weight)
+
+    def draw(
+        self, op: _NoiseOp, blocks: Sequence[crypto.EncryptedBlock], seed: int, weight: float
+    ) -> None:
+        """One update's noise, of ``std_per_weight · weight``, into (or out of) every block."""
+        std = self.std_per_weight * weight
+        for index, block in enumerate(blocks):
+            op(block, seed, std, index=index, zero_mask=self.zero_mask[index])
 
 
 def update_noise(
