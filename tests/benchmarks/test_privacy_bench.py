@@ -33,6 +33,6 @@ def test_one_hospital_level_federation_through_ckks_reports_epsilon_and_metrics(
     runs = [privacy.run_hospital_level(setup, datas, z, 1, 0) for z in (0.0, 1.0)]
     rows = privacy.summarize_hospital_level(runs)
 
-    assert [r["epsilon"] for r in rows][0] is None
+    assert rows[0]["epsilon"] is None
     assert rows[1]["epsilon"] > 0
     assert all(0 <= r["accuracy"] <= 1 for r in rows)
