@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -55,7 +55,12 @@ class Study:
         return crypto.update_to_bytes(update)
 
     def apply(
-        self, state: ModelState, values: np.ndarray, weight: float, buffer_size: int = 1
+        self,
+        state: ModelState,
+        values: np.ndarray,
+        weight: float,
+        buffer_size: int = 1,
+        samples: int | None = None,
     ) -> UpdateRecord:
         envelope = self.update(values, state.version)
         update = crypto.update_from_bytes(envelope, self.limits)
@@ -69,6 +74,8 @@ class Study:
             envelope=envelope,
             buffer_size=buffer_size,
             target_updates=None,
+            samples=samples,
+            deferred=samples is not None,
         )
         self.store.append_updates([record])
         state.apply(record, load_update_blocks(self.server, envelope, self.limits))
@@ -143,6 +150,23 @@ def test_with_a_buffer_each_update_brings_its_own_noise_when_the_buffer_is_added
     assert state.snapshot.block_versions == (1, 1)  # every block changed
 
 
+def test_in_a_round_each_update_brings_its_noise_at_its_round_weight(study: Study) -> None:
+    # Prepare: a round of two hospitals, 100 and 300 rows (FedAvg weights 1/4 and 3/4)
+    state = study.state()
+    zeros = np.zeros(study.layout.zero_mask.shape)
+    # Execute
+    records = [study.apply(state, zeros, 1.0, buffer_size=2, samples=n) for n in (100, 300)]
+    model = study.decrypt(state.publish().blocks)
+    # Assert: the noise of each at the weight the round gave it, not the provisional one
+    weighed = []
+    for record in records:
+        receipt = state.receipt(record.update_id)
+        assert receipt is not None
+        weighed.append(replace(record, weight=receipt.weight))
+    assert [r.weight for r in weighed] == [0.25, 0.75]
+    assert np.abs(model - expected_noise(study, weighed)).max() < 1e-3
+
+
 def test_recovery_replays_the_same_noise_from_the_logged_seeds(study: Study) -> None:
     # Prepare: the checkpoint of version 0, then three logged updates
     live = study.state()
@@ -154,6 +178,10 @@ def test_recovery_replays_the_same_noise_from_the_logged_seeds(study: Study) -> 
     # Assert: bit for bit the model the live server had
     assert recovered.state is not None
     assert recovered.state.snapshot.blocks == live.publish().blocks
+    # and the counts each hospital's ε is derived from
+    counts = {k: v.updates_applied for k, v in recovered.state.tally().clients.items()}
+    assert counts == {k: v.updates_applied for k, v in live.tally().clients.items()}
+    assert counts == {"c0": 2, "c1": 1}
 
 
 def test_a_noise_free_twin_differs_by_exactly_the_noise(study: Study) -> None:
