@@ -14,7 +14,7 @@ from opacus.accountants import RDPAccountant  # type: ignore[import-untyped]
 
 import crypto
 from fl_server.domain import ProbeView
-from fl_server.hospital_privacy import UpdateNoise, hospital_epsilon
+from fl_server.hospital_privacy import RDP_ORDERS, UpdateNoise, hospital_epsilon
 from fl_server.probes import build_probe_model
 from fl_server.recovery import load_update_blocks, recover
 from fl_server.state import ModelState
@@ -261,3 +261,7 @@ def test_epsilon_is_opacus_rdp_of_k_gaussian_mechanisms_at_rate_1(
     assert hospital_epsilon(z, k, delta) == pytest.approx(want, rel=1e-12)
     assert hospital_epsilon(z, 0, delta) == 0.0
     assert hospital_epsilon(z, k + 1, delta) > hospital_epsilon(z, k, delta)
+
+
+def test_the_orders_are_opacus_own() -> None:
+    assert list(RDP_ORDERS) == RDPAccountant.DEFAULT_ALPHAS
