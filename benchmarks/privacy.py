@@ -1,5 +1,7 @@
-"""Accuracy against ε: DP-SGD at every hospital (Fed-Heart-Disease and thyroid referrals),
-and hospital-level DP, clipped updates noised by the server (Fed-Heart-Disease).
+"""Accuracy against ε: DP-SGD at every hospital, and hospital-level DP (server noise).
+
+Sample level on Fed-Heart-Disease and thyroid referrals; hospital level (clipped
+updates noised by the server) on Fed-Heart-Disease.
 
 ``python -m benchmarks.privacy [--quick] [--seeds N] [--level sample|hospital|both]
 [--rerender]`` prints the tables, writes ``benchmarks/privacy_results/privacy.json`` and
