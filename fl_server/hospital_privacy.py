@@ -113,7 +113,7 @@ def hospital_epsilon(noise_multiplier: float, updates: int, delta: float) -> flo
     """ε at ``delta`` after ``updates`` Gaussian mechanisms of ``noise_multiplier`` (RDP,
     sampling rate 1: every applied update of a hospital is one release of its data).
 
-    At sampling rate 1 the Gaussian mechanism's RDP of order α is α / (2z²), composed by
+    At sampling rate 1 the Gaussian mechanism's RDP of order a is a / (2z²), composed by
     adding over the updates; ε is Balle et al.'s (2020, Theorem 21) conversion minimized
     over Opacus' orders. These are the two formulas Opacus' ``RDPAccountant`` evaluates for
     the history ``[(noise_multiplier, 1.0, updates)]`` (a test holds them to it); they are
