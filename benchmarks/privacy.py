@@ -1,7 +1,11 @@
-"""Accuracy against ε: DP-SGD at every hospital, Fed-Heart-Disease and thyroid referrals.
+"""Accuracy against ε: DP-SGD at every hospital, and hospital-level DP (server noise).
 
-``python -m benchmarks.privacy [--quick] [--seeds N] [--rerender]`` prints a table,
-writes ``benchmarks/privacy_results/privacy.json`` and ``privacy.png``.
+Sample level on Fed-Heart-Disease and thyroid referrals; hospital level (clipped
+updates noised by the server) on Fed-Heart-Disease.
+
+``python -m benchmarks.privacy [--quick] [--seeds N] [--level sample|hospital|both]
+[--rerender]`` prints the tables, writes ``benchmarks/privacy_results/privacy.json`` and
+``privacy.png`` (sample level) and ``hospital.json`` (hospital level).
 
 Each hospital of a dataset (its natural sites) trains ``rounds`` local rounds in turn,
 each pulling the latest global model, exactly as hefl's client does
@@ -9,9 +13,15 @@ each pulling the latest global model, exactly as hefl's client does
 updates added with weight 1). With a finite ε each hospital trains with
 ``fl_client.privacy.HospitalPrivacy``: the noise multiplier derived from ε, δ = 1e-5 and
 its own planned steps, so that its ``rounds`` rounds spend exactly its budget; ε = ∞ is
-plain SGD. The run is in plaintext: CKKS adds an error near 1e-9 to each weight, far
+plain SGD. The sample-level run is in plaintext: CKKS adds an error near 1e-9 to each weight, far
 below the DP noise, and the accuracy of the encrypted path is checked against the
 plaintext one elsewhere (``benchmarks.suite``).
+
+Hospital level (``run_hospital_level``): the same turns, encrypted as hefl does it: each
+update is clipped to ``HOSPITAL_CLIP`` by the client's ``prepare_update``, encrypted,
+added by a keyless ``ServerCipher`` with weight 1, and noised by the server's
+``UpdateNoise`` (std ``z · clip`` per parameter per update); each hospital's ε is
+``hospital_epsilon`` of its updates (Opacus RDP, sampling rate 1).
 """
 
 from __future__ import annotations
@@ -30,19 +40,27 @@ from typing import Any
 import numpy as np
 import torch
 
+import crypto
 from benchmarks._report import format_table, write_json
 from fl_client.data import ClientData, dataset_sites, load_client_data
-from fl_client.models import LogisticModel, MlpModel, ModelFactory
+from fl_client.models import LogisticModel, MlpModel, ModelFactory, build_model
 from fl_client.privacy import HospitalPrivacy
-from fl_client.reference import plaintext_federated
-from fl_client.training import TrainConfig, Trainer
-from fl_client.updates import CompressionConfig
+from fl_client.reference import evaluate_federation, plaintext_federated, pooled_eval
+from fl_client.training import TrainConfig, Trainer, local_round, round_seed
+from fl_client.updates import CompressionConfig, prepare_update
+from fl_server.hospital_privacy import UpdateNoise, hospital_epsilon
 from hefl_study import PrivacySpec
 
 RESULTS = Path(__file__).resolve().parent / "privacy_results"
 EPSILONS = (1.0, 3.0, 8.0, math.inf)
 DELTA = 1e-5
 MAX_GRAD_NORM = 1.0
+# Hospital level: the clip sits near the heart-disease updates' typical norm (0.1-0.45 in
+# the first rounds, about 0.2 after), 5 rounds per hospital (20 updates in all), and the
+# noise multipliers z of the rows (0: clipped, no noise).
+HOSPITAL_CLIP = 0.2
+HOSPITAL_ROUNDS = 5
+HOSPITAL_Z = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -114,6 +132,136 @@ def run_one(
         "noise_multipliers": sigmas,
         "seconds": time.perf_counter() - started,
     }
+
+
+def run_hospital_level(
+    setup: Setup, datas: Sequence[ClientData], z: float, rounds: int, seed: int
+) -> dict[str, Any]:
+    """One federation with hospital-level DP at noise multiplier ``z``, through CKKS.
+
+    The hospitals take turns (``rounds`` each), each pulling the decrypted latest model;
+    ``z = 0`` clips without noise. The noise seeds come from ``seed`` (reproducible here;
+    the server draws them from OS randomness).
+    """
+    profile = crypto.DEFAULT_PROFILE
+    keys = crypto.generate_key_material(profile)
+    client = crypto.ClientCipher(keys.secret_context, profile)
+    server = crypto.ServerCipher(keys.public_context, profile)
+    models = [build_model(setup.factory, d.input_shape, d.n_classes, seed) for d in datas]
+    layout = crypto.build_layout(models[0].state_dict(), profile.block_size)
+    pulled = layout.flatten(models[0].state_dict())
+    model = [server.load_model_block(client.encrypt_model_block(row)) for row in pulled]
+    noise = UpdateNoise(z * HOSPITAL_CLIP, layout.zero_mask) if z > 0 else None
+    seeds = np.random.default_rng([seed, round(z * 1000)])  # each (seed, z) its own draws
+    started = time.perf_counter()
+    for round_ in range(rounds):
+        for index, data in enumerate(datas):
+            trained = local_round(
+                models[index],
+                layout,
+                pulled,
+                {},
+                data.train,
+                data.test,
+                setup.config,
+                round_seed(seed * 1000 + index, round_),
+            )
+            prepared = prepare_update(
+                client,
+                layout,
+                trained.delta,
+                None,
+                CompressionConfig(),
+                step=1.0,
+                round_=round_,
+                base_version=0,
+                key_epoch=1,
+                clip=HOSPITAL_CLIP,
+            )
+            for block in prepared.update.blocks:
+                server.add_weighted(model[block.index], server.load_update_block(block.data), 1.0)
+            if noise is not None:
+                noise.draw(server.add_noise, model, int(seeds.integers(2**63)), 1.0)
+            pulled = np.stack([client.decrypt_block(server.block_to_bytes(b)) for b in model])
+    per_client = evaluate_federation(
+        setup.factory, layout, pulled, [(d, {}) for d in datas], setup.config.task
+    )
+    metrics = pooled_eval(per_client).metrics
+    epsilon = hospital_epsilon(z, rounds, DELTA) if z > 0 else math.inf
+    return {
+        "dataset": setup.dataset,
+        "noise_multiplier": z,
+        "clip": HOSPITAL_CLIP,
+        "updates_per_hospital": rounds,
+        "epsilon": None if math.isinf(epsilon) else epsilon,
+        "seed": seed,
+        "accuracy": float(metrics["accuracy"]),
+        "auroc": float(metrics["auroc"]) if "auroc" in metrics else None,
+        "largest_weight": float(np.abs(pulled[~layout.zero_mask]).max()),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _run_hospital_level(seeds: int, quick: bool) -> list[dict[str, Any]]:
+    """Every z and seed of the hospital level on Fed-Heart-Disease (in a worker process)."""
+    torch.set_num_threads(1)
+    setup = SETUPS[0]
+    datas = [load_client_data(setup.dataset, site) for site in dataset_sites(setup.dataset)]
+    rounds = 2 if quick else HOSPITAL_ROUNDS
+    runs = []
+    for z in HOSPITAL_Z:
+        for seed in range(seeds):
+            run = run_hospital_level(setup, datas, z, rounds, seed)
+            runs.append(run)
+            print(
+                f"{setup.dataset} hospital level z={z:g} seed={seed}: accuracy "
+                f"{run['accuracy']:.3f} ({run['seconds']:.0f} s)",
+                flush=True,
+            )
+    return runs
+
+
+def summarize_hospital_level(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per noise multiplier: ε per hospital, mean and spread of the metrics over seeds."""
+    rows = []
+    for z in dict.fromkeys(r["noise_multiplier"] for r in runs):
+        group = [r for r in runs if r["noise_multiplier"] == z]
+        accuracy, accuracy_sd = _mean_std([g["accuracy"] for g in group])
+        aurocs = [g["auroc"] for g in group if g["auroc"] is not None]
+        auroc, auroc_sd = _mean_std(aurocs) if aurocs else (math.nan, math.nan)
+        rows.append(
+            {
+                "dataset": group[0]["dataset"],
+                "noise_multiplier": z,
+                "epsilon": group[0]["epsilon"],
+                "seeds": len(group),
+                "accuracy": accuracy,
+                "accuracy_sd": accuracy_sd,
+                "auroc": auroc,
+                "auroc_sd": auroc_sd,
+                "largest_weight": max(g["largest_weight"] for g in group),
+            }
+        )
+    return rows
+
+
+def _hospital_table(rows: Sequence[dict[str, Any]]) -> str:
+    return format_table(
+        ["dataset", "z", "ε per hospital", "accuracy", "± sd", "AUROC", "± sd", "max |w|"],
+        [
+            [
+                r["dataset"],
+                f"{r['noise_multiplier']:g}",
+                "∞" if r["epsilon"] is None else f"{r['epsilon']:.3g}",
+                r["accuracy"],
+                r["accuracy_sd"],
+                r["auroc"],
+                r["auroc_sd"],
+                f"{r['largest_weight']:.3g}",
+            ]
+            for r in rows
+        ],
+    )
 
 
 def _run_setup(index: int, seeds: int, quick: bool) -> list[dict[str, Any]]:
@@ -227,28 +375,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 rounds (smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--rerender", action="store_true", help="the table and plot from --out's privacy.json"
+        "--level",
+        choices=("sample", "hospital", "both"),
+        default="both",
+        help="sample-level DP-SGD, hospital-level DP, or both",
+    )
+    parser.add_argument(
+        "--rerender", action="store_true", help="the tables and plot from --out's JSON files"
     )
     args = parser.parse_args(argv)
+    sample, hospital = args.level in ("sample", "both"), args.level in ("hospital", "both")
     if args.rerender:
-        rows = json.loads((args.out / "privacy.json").read_text())["summary"]
-        print(_table(rows))
-        print(f"wrote {_plot(rows, args.out)}")
+        if sample:
+            rows = json.loads((args.out / "privacy.json").read_text())["summary"]
+            print(_table(rows))
+            print(f"wrote {_plot(rows, args.out)}")
+        if hospital:
+            rows = json.loads((args.out / "hospital.json").read_text())["summary"]
+            print(_hospital_table(rows))
         return 0
     seeds = 1 if args.quick else args.seeds
-    # one process per dataset: independent runs, and the larger one sets the wall time
-    with ProcessPoolExecutor(max_workers=len(SETUPS)) as pool:
-        parts = pool.map(
-            _run_setup, range(len(SETUPS)), [seeds] * len(SETUPS), [args.quick] * len(SETUPS)
+    # one process per dataset (and one for the hospital level): independent runs
+    with ProcessPoolExecutor(max_workers=len(SETUPS) + 1) as pool:
+        hospital_part = pool.submit(_run_hospital_level, seeds, args.quick) if hospital else None
+        parts = (
+            pool.map(
+                _run_setup, range(len(SETUPS)), [seeds] * len(SETUPS), [args.quick] * len(SETUPS)
+            )
+            if sample
+            else []
         )
         runs = [run for part in parts for run in part]
+        hospital_runs = hospital_part.result() if hospital_part is not None else []
+    if sample:
+        _write_sample_level(runs, args.out, args.quick)
+    if hospital:
+        rows = summarize_hospital_level(hospital_runs)
+        print(_hospital_table(rows))
+        payload = {
+            "delta": DELTA,
+            "clip": HOSPITAL_CLIP,
+            "updates_per_hospital": 2 if args.quick else HOSPITAL_ROUNDS,
+            "profile": crypto.DEFAULT_PROFILE.name,
+            "accountant": "rdp (opacus), sampling rate 1",
+            "summary": rows,
+            "runs": hospital_runs,
+        }
+        print(f"wrote {write_json('hospital', payload, args.out)}")
+    return 0
+
+
+def _write_sample_level(runs: Sequence[dict[str, Any]], out: Path, quick: bool) -> None:
     rows = summarize(runs)
-    table = _table(rows)
-    print(table)
+    print(_table(rows))
     setups = {
         s.dataset: {
             "model": s.model,
-            "rounds_per_hospital": 2 if args.quick else s.rounds,
+            "rounds_per_hospital": 2 if quick else s.rounds,
             "sites": dataset_sites(s.dataset),
             "batch_size": s.config.batch_size,
             "lr": s.config.lr,
@@ -264,10 +447,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": rows,
         "runs": runs,
     }
-    path = write_json("privacy", payload, args.out)
-    plot = _plot(rows, args.out)
+    path = write_json("privacy", payload, out)
+    plot = _plot(rows, out)
     print(f"wrote {path} and {plot}")
-    return 0
 
 
 if __name__ == "__main__":

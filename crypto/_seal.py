@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import struct
 import tempfile
@@ -342,6 +343,58 @@ class ServerCipher:
         added. ``update`` is consumed.
         """
         self.subtract_from(model, self.weight_update(update, weight))
+
+    def _noise_plain(
+        self, seed: int, std: float, zero_mask: npt.NDArray[np.bool_], index: int
+    ) -> Any:
+        if not (math.isfinite(std) and std >= 0):
+            raise ValueError(f"noise std must be finite and non-negative, got {std!r}")
+        mask = np.asarray(zero_mask, dtype=np.bool_).reshape(-1)
+        if mask.size != self.profile.block_size:
+            raise ValueError(f"zero mask of {mask.size} values, expected {self.profile.block_size}")
+        # One stream per (seed, block): a block's noise does not depend on the others.
+        values = np.random.default_rng([seed, index]).normal(0.0, std, mask.size)
+        values[mask] = 0.0  # canaries and padding stay 0: the integrity check still holds
+        plain = sealapi.Plaintext()
+        self._encoder.encode(
+            _pack(values, self.profile), self._sc.last_parms_id(), self.profile.model_scale, plain
+        )
+        return plain
+
+    def add_noise(
+        self,
+        model: EncryptedBlock,
+        seed: int,
+        std: float,
+        *,
+        index: int,
+        zero_mask: npt.NDArray[np.bool_],
+    ) -> None:
+        """``model += n``: Gaussian noise of ``std`` at every value ``zero_mask`` leaves free.
+
+        ``n`` is drawn from ``(seed, index)`` (numpy's PCG64) and encoded as a plaintext at
+        the model scale, so the same seed gives the same ciphertext: a replay or a rebuild
+        adds (or ``subtract_noise`` removes) exactly this noise. No key is needed: adding a
+        plaintext to a ciphertext is what a keyless context can do. Values where
+        ``zero_mask`` is true (canaries, padding) get none.
+        """
+        if model._ct.scale != self.profile.model_scale:
+            raise CiphertextError("noise goes into a model-scale block")
+        self._evaluator.add_plain_inplace(model._ct, self._noise_plain(seed, std, zero_mask, index))
+
+    def subtract_noise(
+        self,
+        model: EncryptedBlock,
+        seed: int,
+        std: float,
+        *,
+        index: int,
+        zero_mask: npt.NDArray[np.bool_],
+    ) -> None:
+        """``model -= n``: removes exactly what ``add_noise`` with the same arguments added."""
+        if model._ct.scale != self.profile.model_scale:
+            raise CiphertextError("noise goes into a model-scale block")
+        self._evaluator.sub_plain_inplace(model._ct, self._noise_plain(seed, std, zero_mask, index))
 
     def block_to_bytes(self, block: EncryptedBlock) -> bytes:
         """Serialize a block for storage or download (16 bytes per value once added to)."""

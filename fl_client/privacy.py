@@ -125,7 +125,10 @@ class HospitalPrivacy:
                 f"this hospital's privacy ledger was kept by the {ledger.accountant!r} "
                 f"accountant, the study now names {spec.accountant!r}"
             )
+        if spec.level != "sample" or spec.epsilon is None:
+            raise ConfigError('DP-SGD takes a [privacy] of level = "sample", with epsilon')
         self.spec = spec
+        self._target: float = spec.epsilon
         self._seed = seed
         self._accountant = create_accountant(spec.accountant)
         if ledger is not None:
@@ -133,10 +136,10 @@ class HospitalPrivacy:
         self._rounds = 0 if ledger is None else ledger.rounds
         sample_rate = 1.0 / math.ceil(rows / config.batch_size)
         steps = planned_steps(train_set, config)
-        self.plan = _Plan(sample_rate, steps, self._noise(spec, sample_rate, steps))
+        self.plan = _Plan(sample_rate, steps, self._noise(spec, self._target, sample_rate, steps))
 
     @staticmethod
-    def _noise(spec: PrivacySpec, sample_rate: float, steps: int) -> float:
+    def _noise(spec: PrivacySpec, target: float, sample_rate: float, steps: int) -> float:
         if spec.noise_multiplier is not None:
             return spec.noise_multiplier
         assert spec.rounds is not None  # the spec holds exactly one of the two
@@ -144,7 +147,7 @@ class HospitalPrivacy:
             warnings.simplefilter("ignore")  # RDP's "optimal order is the largest alpha"
             return float(
                 get_noise_multiplier(
-                    target_epsilon=spec.epsilon,
+                    target_epsilon=target,
                     target_delta=spec.delta,
                     sample_rate=sample_rate,
                     steps=spec.rounds * steps,
@@ -187,11 +190,11 @@ class HospitalPrivacy:
             It does not: what was spent, what one more round would reach.
         """
         after = self.epsilon_after_round()
-        if after <= self.spec.epsilon + _EPSILON_SLACK:
+        if after <= self._target + _EPSILON_SLACK:
             return
         raise PrivacyBudgetSpentError(
             f"this hospital has spent its privacy budget on job {job!r}: ε = "
-            f"{self.epsilon():.3g} of {self.spec.epsilon:g} (δ = {self.spec.delta:g}) after "
+            f"{self.epsilon():.3g} of {self._target:g} (δ = {self.spec.delta:g}) after "
             f"{self._rounds} rounds, and one more would reach ε = {after:.3g}; it sends "
             "nothing more to this job"
         )
@@ -209,7 +212,7 @@ class HospitalPrivacy:
         return {
             "epsilon": self.epsilon(),
             "delta": self.spec.delta,
-            "target_epsilon": self.spec.epsilon,
+            "target_epsilon": self._target,
         }
 
     def train(

@@ -199,8 +199,8 @@ def _privacy(
         The model has a layer DP-SGD cannot train (named), or the ledger's accountant
         is not the study's.
     """
-    if spec.privacy is None:
-        return None
+    if spec.privacy is None or spec.privacy.level != "sample":
+        return None  # hospital-level DP: the client clips its update (``prepare_update``)
     # Opacus takes seconds to import: only a study with [privacy] pays for it
     from fl_client.privacy import HospitalPrivacy, check_private_model
 

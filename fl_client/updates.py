@@ -38,6 +38,7 @@ __all__ = [
     "CompressionConfig",
     "PreparedUpdate",
     "WireReport",
+    "clip_update",
     "compress_delta",
     "decrypt_model",
     "encrypt_initial_model",
@@ -78,6 +79,18 @@ class CompressionConfig:
 
     def k(self, n_blocks: int) -> int:
         return n_blocks if self.method == "dense" else blocks_for_fraction(n_blocks, self.fraction)
+
+
+def clip_update(values: Blocks, bound: float) -> Blocks:
+    """``values`` scaled down to L2 norm ``bound`` if its norm is larger (a copy).
+
+    Hospital-level DP's clipping: the norm is over every value of the update (canaries
+    and padding hold 0).
+    """
+    if not (np.isfinite(bound) and bound > 0):
+        raise ValueError(f"the clipping bound must be positive and finite, got {bound!r}")
+    norm = float(np.linalg.norm(values))
+    return values * (bound / norm) if norm > bound else values.copy()
 
 
 def compress_delta(
@@ -187,6 +200,7 @@ def prepare_update(
     base_version: int,
     key_epoch: int,
     on_block: Callable[[], object] | None = None,
+    clip: float | None = None,
 ) -> PreparedUpdate:
     """Compress, scale by the client step η, encrypt with a fresh update id, serialize.
 
@@ -200,8 +214,17 @@ def prepare_update(
         η of protocol.md.
     round_
         This client's round number (draws random-k's blocks).
+    clip
+        Hospital-level DP (the study's ``[privacy] clip``): what is sent, ``η · (delta +
+        residual)`` before compression, is clipped to this L2 norm first, so the update
+        never exceeds it; the residual kept is what the clipped vector did not send.
     """
-    compressed = compress_delta(delta, residual, config, round_)
+    if clip is not None:
+        carried = residual if config.error_feedback and residual is not None else 0.0
+        clipped = clip_update(delta + carried, clip / step)
+        compressed = compress_delta(clipped, None, config, round_)
+    else:
+        compressed = compress_delta(delta, residual, config, round_)
     update = encrypt_update(
         cipher,
         layout,

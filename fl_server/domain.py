@@ -210,14 +210,21 @@ class ClientMetrics:
 
 @dataclass(frozen=True)
 class ClientPrivacy:
-    """The ε a client says it has spent on the job (DP-SGD, the study's ``[privacy]``), at
-    ``delta``, of its ``target_epsilon``, as of its report on model ``version``. The
-    server checks the form only: it cannot know what a hospital spent."""
+    """The ε a client has spent on the job, at ``delta``, as of model ``version``.
+
+    ``level`` ``sample`` (DP-SGD, the study's ``[privacy]``): the ε the client says it has
+    spent, of its ``target_epsilon``, in its report on ``version``; the server checks the
+    form only: it cannot know what a hospital spent. ``level`` ``hospital``: the ε the
+    server computed from the client's ``updates`` noised updates applied
+    (``fl_server.hospital_privacy``); no target.
+    """
 
     epsilon: float
     delta: float
     target_epsilon: float | None
     version: int
+    level: str = "sample"
+    updates: int | None = None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from fl_server.errors import (
     ServerError,
     StorageError,
 )
+from fl_server.hospital_privacy import update_noise
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
 from fl_server.parsing import client_input
@@ -121,6 +122,7 @@ class JobLifecycle:
             self.record,
             max_staleness=self._max_staleness,
             repair_window=self._settings.repair_window,
+            privacy=self._config.spec.privacy,
         )
         self._layout = recovered.layout
         state = recovered.state
@@ -425,6 +427,8 @@ class JobLifecycle:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
+        layout = self._layout
+        assert layout is not None  # the envelope was read against it
         try:
             state = ModelState.initial(
                 self._cipher,
@@ -432,6 +436,7 @@ class JobLifecycle:
                 model,
                 max_staleness=self._max_staleness,
                 repair_window=self._settings.repair_window,
+                noise=update_noise(self._config.spec.privacy, layout.layout),
             )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc

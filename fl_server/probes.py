@@ -1,7 +1,8 @@
 """Probe models: a past version rebuilt exactly, or a good version plus one sender's update.
 
 A past version ``x`` is the model minus each update applied after it, at the weight it
-was applied at: ciphertext addition is exact in the ring, so the rebuilt ciphertexts are
+was applied at (and, with hospital-level DP, minus each later update's noise, drawn again
+from its seed): ciphertext addition is exact in the ring, so the rebuilt ciphertexts are
 those the job had at ``x``. Runs on the apply worker (it touches ciphertexts); the
 envelopes come from the log.
 """
@@ -51,6 +52,10 @@ def build_probe_model(
     for record in _later(state, probe.version, removed):
         for index, block in load_update_blocks(cipher, envelopes[record.seq], limits):
             cipher.subtract_weighted(blocks[index], block, record.weight)
+    if state.noise is not None:
+        # hospital-level DP: every later update's noise, a removed one's too (a repair
+        # leaves it in the model)
+        state.noise.subtract(cipher, blocks, state.history.after(probe.version, state.version))
     if probe.update_id is not None:
         record = _record(state, probe.update_id)
         for index, block in load_update_blocks(cipher, envelopes[record.seq], limits):

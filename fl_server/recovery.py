@@ -6,7 +6,9 @@ import logging
 from dataclasses import dataclass
 
 import crypto
+import hefl_study
 from fl_server.errors import StateError
+from fl_server.hospital_privacy import update_noise
 from fl_server.state import ModelState
 from fl_server.store import JobRecord, ReleaseRecord, RepairRecord, Store, UpdateRecord
 
@@ -64,11 +66,14 @@ def recover(
     *,
     max_staleness: int,
     repair_window: int = 16,
+    privacy: hefl_study.PrivacySpec | None = None,
 ) -> Recovered:
     """The layout and the model the acknowledged updates built: the checkpoint, then the log.
 
     The log's repairs and releases are replayed in their place among the updates; the
     updates the checkpoint holds already are only remembered (a repair may need them).
+    ``privacy`` is the study's: with hospital-level DP each replayed update brings the
+    noise of its logged seed again.
 
     Raises
     ------
@@ -99,6 +104,7 @@ def recover(
         checkpoint,
         max_staleness=max_staleness,
         repair_window=repair_window,
+        noise=update_noise(privacy, layout.layout),
     )
     replayed = repairs = 0
     for logged in store.read_log():

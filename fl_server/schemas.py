@@ -325,10 +325,23 @@ class ClientMetricsPublic(BaseModel):
 
 
 class ClientPrivacyPublic(BaseModel):
-    epsilon: float = Field(description="the ε the client says it has spent (DP-SGD)")
+    epsilon: float = Field(
+        description="the ε the client has spent: its own report (sample level, DP-SGD) or "
+        "the server's count of its noised updates (hospital level)"
+    )
     delta: float
     target_epsilon: float | None
-    version: int = Field(description="the model version of the report that said so")
+    version: int = Field(
+        description="the model version of the report that said so (sample level), or the "
+        "model's version when computed (hospital level)"
+    )
+    level: Literal["sample", "hospital"] = Field(
+        default="sample", description="the study's [privacy] level"
+    )
+    updates: int | None = Field(
+        default=None,
+        description="hospital level: the client's applied updates, each noised by the server",
+    )
 
     @classmethod
     def of(cls, privacy: ClientPrivacy) -> ClientPrivacyPublic:

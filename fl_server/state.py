@@ -17,6 +17,7 @@ from dataclasses import replace
 import crypto
 from fl_server.errors import StateError, TooStaleError, VersionAheadError
 from fl_server.history import UpdateHistory
+from fl_server.hospital_privacy import UpdateNoise
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
@@ -56,8 +57,13 @@ class ModelState:
         max_staleness: int,
         book: RepairBook | None = None,
         repair_window: int = 16,
+        noise: UpdateNoise | None = None,
     ) -> None:
         self._cipher = cipher
+        # Hospital-level DP: the noise each applied update brings, and the buffered
+        # updates whose noise goes into the model with the buffer.
+        self.noise = noise
+        self._noised: list[UpdateRecord] = []
         self.job = job
         self._blocks = blocks
         self._block_versions = list(snapshot.block_versions)
@@ -92,6 +98,7 @@ class ModelState:
         *,
         max_staleness: int,
         repair_window: int = 16,
+        noise: UpdateNoise | None = None,
     ) -> ModelState:
         """Version 0 from a client's initial model envelope (every block, model scale).
 
@@ -115,6 +122,7 @@ class ModelState:
             tally=UpdateTally(),
             max_staleness=max_staleness,
             repair_window=repair_window,
+            noise=noise,
         )
 
     @classmethod
@@ -127,6 +135,7 @@ class ModelState:
         *,
         max_staleness: int,
         repair_window: int = 16,
+        noise: UpdateNoise | None = None,
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
@@ -163,6 +172,7 @@ class ModelState:
             max_staleness=max_staleness,
             book=book,
             repair_window=repair_window,
+            noise=noise,
         )
         state.rotated_at_seq = rotated_at_seq
         state._forget_old_receipts()
@@ -202,6 +212,7 @@ class ModelState:
             max_staleness=self._max_staleness,
             book=book,
             repair_window=self.history.window,
+            noise=self.noise,
         )
         state.rotated_at_seq = self.seq
         state._forget_old_receipts()
@@ -358,6 +369,7 @@ class ModelState:
             client_name=client_name,
             samples=samples,
             deferred=deferred,
+            noise_seed=UpdateNoise.draw_seed() if self.noise is not None else None,
         )
 
     # -- changing -----------------------------------------------------------------------
@@ -382,7 +394,7 @@ class ModelState:
             with self._lock:
                 self._round.append((record, blocks))
         else:
-            self._weight_into_buffer(blocks, record.weight)
+            self._weight_into_buffer(blocks, record)
         with self._lock:
             self.seq = record.seq
             self._ledger.add(receipt)
@@ -402,9 +414,11 @@ class ModelState:
         self._forget_old_receipts()
         return closed.get(record.update_id, receipt)
 
-    def _weight_into_buffer(self, blocks: Blocks, weight: float) -> None:
+    def _weight_into_buffer(self, blocks: Blocks, record: UpdateRecord) -> None:
+        if self.noise is not None:
+            self._noised.append(record)  # at its applied weight (a round's, once closed)
         for index, block in blocks:
-            weighted = self._cipher.weight_update(block, weight)
+            weighted = self._cipher.weight_update(block, record.weight)
             pending = self._buffer.get(index)
             if pending is None:
                 self._buffer[index] = weighted
@@ -418,7 +432,7 @@ class ModelState:
             return {}
         records = _weighed([r for r, _ in self._round], self._cipher.profile)
         for record, (_, blocks) in zip(records, self._round, strict=True):
-            self._weight_into_buffer(blocks, record.weight)
+            self._weight_into_buffer(blocks, record)
         receipts = {r.update_id: _receipt(r) for r in records}
         with self._lock:
             self._round.clear()
@@ -530,12 +544,17 @@ class ModelState:
     def _add_buffer(self) -> None:
         for index, pending in self._buffer.items():
             self._cipher.add_into(self._blocks[index], pending)
+        if self.noise is not None and self._noised:
+            # one draw per applied update, into every block (FedBuff K > 1: K draws)
+            self.noise.add(self._cipher, self._blocks, self._noised)
 
     def _buffer_applied(self, version: int) -> None:
         # Under the lock: the buffer is in the model, which is now at ``version``.
-        for index in self._buffer:
+        changed = set(range(len(self._blocks))) if self._noised else set(self._buffer)
+        for index in changed:
             self._block_versions[index] = version
-        self._dirty.update(self._buffer)
+        self._dirty.update(changed)
+        self._noised.clear()
         self._buffer.clear()
         self.buffered = 0
         self.version = version

@@ -7,13 +7,16 @@ from typing import Any
 
 from fl_server.admission import SlotTable, UpdateQueue
 from fl_server.auth import Sightings
-from fl_server.domain import ClientView, StatusView, StopRuleView
+from fl_server.domain import ClientPrivacy, ClientView, StatusView, StopRuleView
+from fl_server.hospital_privacy import hospital_privacy
 from fl_server.integrity import JobIntegrity
 from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.reports import MetricsReports, client_metrics, client_privacy, metrics_by_version
 from fl_server.rounds import RoundGate
+from fl_server.state import ModelState
 from fl_server.stoprules import evaluate_stop_rules
+from fl_server.tally import ClientTally
 from fl_server.traffic import Traffic
 from fl_server.updates import UpdatePipeline
 
@@ -89,7 +92,7 @@ class StatusReader:
                 latest_metrics=client_metrics(report) if report is not None else None,
                 mean_staleness=applied.mean_staleness() if applied else None,
                 mean_weight=applied.mean_weight() if applied else None,
-                privacy=client_privacy(spent[cid]) if cid in spent else None,
+                privacy=self._privacy(cid, spent, applied, state),
             )
         job = self._lifecycle.view()
         seq = state.seq if state is not None else 0
@@ -116,6 +119,21 @@ class StatusReader:
             integrity=self._integrity.status(),
             server_policy=self.server_policy(),
         )
+
+    def _privacy(
+        self,
+        client_id: str,
+        spent: dict[str, dict[str, Any]],
+        applied: ClientTally | None,
+        state: ModelState | None,
+    ) -> ClientPrivacy | None:
+        """Sample level: what the client reported; hospital level: what the server
+        computes from its applied (noised) updates."""
+        privacy = self._config.spec.privacy
+        if privacy is not None and privacy.level == "hospital":
+            updates = applied.updates_applied if applied else 0
+            return hospital_privacy(privacy, updates, state.version if state else 0)
+        return client_privacy(spent[client_id]) if client_id in spent else None
 
     def server_policy(self) -> dict[str, Any]:
         """How updates are taken and weighed and, with rounds, the open round."""

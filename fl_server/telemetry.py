@@ -53,10 +53,11 @@ _SERIES: tuple[tuple[str, _Family, str, Callable[[StatusView], float]], ...] = (
     ("hefl_server_updates_removed", CounterMetricFamily, "updates removed by repairs",
      lambda s: s.integrity.updates_removed),
     ("hefl_server_privacy_epsilon_max", GaugeMetricFamily,
-     "the largest epsilon a client reports having spent (DP-SGD; 0 without [privacy])",
+     "the largest epsilon a client has spent (DP-SGD as reported, or hospital-level DP as "
+     "the server counts it; 0 without [privacy])",
      lambda s: max((c.privacy.epsilon for c in s.clients.values() if c.privacy), default=0.0)),
     ("hefl_server_privacy_clients", GaugeMetricFamily,
-     "clients that report the epsilon they spent", lambda s: sum(
+     "clients with an epsilon spent (reported, or counted by the server)", lambda s: sum(
          1 for c in s.clients.values() if c.privacy is not None)),
     ("hefl_server_clients_quarantined", GaugeMetricFamily,
      "clients whose updates are refused until an administrator releases them",

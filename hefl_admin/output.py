@@ -237,6 +237,14 @@ def _print_hospitals(clients: Mapping[str, Any], out: TextIO) -> None:
     header = ("NAME", "UPDATES", "LAST_SEEN", "EVAL_VERSION", "ROWS", *(n.upper() for n in names))
     header += ("EPSILON",) if private else ()
     print_table(header, rows, out, indent="  ")
+    counted = [c["privacy"] for c in clients.values() if (c.get("privacy") or {}).get("level")]
+    if any(p["level"] == "hospital" for p in counted):
+        delta = counted[0].get("delta")
+        print(
+            f"  EPSILON: hospital-level DP at δ = {delta:g}, counted by the server over each "
+            "hospital's noised updates",
+            file=out,
+        )
 
 
 def _print_pooled(pooled: Mapping[str, Any], out: TextIO) -> None:

@@ -36,6 +36,7 @@ __all__ = [
     "ModelSpec",
     "PolicyKind",
     "PrivacyAccountant",
+    "PrivacyLevel",
     "PrivacySpec",
     "ScheduleKind",
     "ServerSpec",
@@ -68,6 +69,9 @@ BuiltinModel = Literal["logistic", "mlp", "cnn"]
 Compression = Literal["dense", "top-k", "random-k"]
 StalenessKind = Literal["constant", "polynomial", "hinge"]
 PrivacyAccountant = Literal["rdp", "prv"]
+PrivacyLevel = Literal["sample", "hospital"]
+# Keys of [privacy] that only the sample level has (DP-SGD at each hospital).
+_SAMPLE_ONLY = ("epsilon", "rounds", "max_grad_norm", "accountant")
 PolicyKind = Literal["async", "rounds"]
 WeightingKind = Literal["uniform", "data"]
 ScheduleKind = Literal["constant", "inverse-sqrt"]
@@ -371,39 +375,73 @@ class StopSpec(_Section):
 
 
 class PrivacySpec(_Section):
-    """``[privacy]``: sample-level differential privacy at every hospital (DP-SGD, Opacus).
+    """``[privacy]``: differential privacy of each patient row (``level = "sample"``, the
+    default: DP-SGD at every hospital, Opacus) or of each hospital's whole contribution
+    (``level = "hospital"``: clipped updates, noise added by the server).
 
-    Each hospital clips every example's gradient to ``max_grad_norm``, adds Gaussian
-    noise of ``noise_multiplier · max_grad_norm`` to each batch's sum, samples batches
-    by Poisson sampling (rate ``batch_size / rows``), and stops taking part once one more
-    round would take its (ε, δ) beyond ``epsilon`` (its own rows, its own accountant).
+    Sample level: each hospital clips every example's gradient to ``max_grad_norm``, adds
+    Gaussian noise of ``noise_multiplier · max_grad_norm`` to each batch's sum, samples
+    batches by Poisson sampling (rate ``batch_size / rows``), and stops taking part once
+    one more round would take its (ε, δ) beyond ``epsilon`` (its own rows, its own
+    accountant). Give exactly one of ``rounds`` and ``noise_multiplier``: ``rounds`` is
+    the number of local rounds a hospital plans to train, and each hospital derives the
+    smallest noise multiplier that keeps those rounds within ``epsilon`` on its own rows
+    (the usual choice: the budget then lasts the planned rounds); a given
+    ``noise_multiplier`` is the same for every hospital, and the budget lasts as many
+    rounds as it lasts.
 
-    Give exactly one of ``rounds`` and ``noise_multiplier``: ``rounds`` is the number of
-    local rounds a hospital plans to train, and each hospital derives the smallest noise
-    multiplier that keeps those rounds within ``epsilon`` on its own rows (the usual
-    choice: the budget then lasts the planned rounds); a given ``noise_multiplier`` is
-    the same for every hospital, and the budget lasts as many rounds as it lasts.
+    Hospital level: each hospital clips the L2 norm of every update to ``clip``, and the
+    server adds Gaussian noise of ``noise_multiplier · clip · w`` to every parameter of
+    the encrypted model as it applies an update of weight ``w``; it reports the ε each
+    hospital has spent at ``delta`` (RDP, sampling rate 1, one Gaussian mechanism per
+    applied update). No budget stop: ``epsilon``, ``rounds``, ``max_grad_norm`` and
+    ``accountant`` belong to the sample level.
 
     Attributes
     ----------
+    level
+        ``sample`` (DP-SGD at each hospital) or ``hospital`` (clipped updates, noise at
+        the server).
     epsilon, delta
-        The target (ε, δ) of each hospital; δ well below 1 / rows (1e-5 by default).
+        The target (ε, δ) of each hospital; δ well below 1 / rows (1e-5 by default). At
+        the hospital level ``delta`` is the δ ε is reported at.
     max_grad_norm
         The L2 bound of one example's gradient (DP-SGD's clipping norm C).
     accountant
         Opacus' accountant: ``rdp`` (Rényi DP) or ``prv`` (privacy random variables,
         tighter). Opacus' ``gdp`` is left out: it can underestimate what was spent.
+    clip
+        Hospital level: the L2 bound of one update (``η · delta``, the shared tensors).
     """
 
-    epsilon: Number = Field(gt=0, le=100)
+    level: PrivacyLevel = "sample"
+    epsilon: Number | None = Field(default=None, gt=0, le=100)
     delta: Number = Field(default=1e-5, gt=0, lt=1)
     max_grad_norm: Number = Field(default=1.0, gt=0)
     accountant: PrivacyAccountant = "rdp"
     rounds: Int | None = Field(default=None, ge=1, le=100_000)
     noise_multiplier: Number | None = Field(default=None, gt=0, le=1000)
+    clip: Number | None = Field(default=None, gt=0, le=1e4)
 
     @model_validator(mode="after")
     def _one_calibration(self) -> PrivacySpec:
+        if self.level == "hospital":
+            wrong = [k for k in _SAMPLE_ONLY if k in self.model_fields_set]
+            if wrong:
+                raise ValueError(
+                    f'{", ".join(wrong)}: sample-level settings, not for level = "hospital" '
+                    "(give clip, noise_multiplier and delta; the server reports ε)"
+                )
+            if self.clip is None or self.noise_multiplier is None:
+                raise ValueError('level = "hospital" needs clip and noise_multiplier')
+            return self
+        if self.clip is not None:
+            raise ValueError(
+                'clip bounds a hospital\'s update: it is for level = "hospital" '
+                "(the sample level bounds each example's gradient with max_grad_norm)"
+            )
+        if self.epsilon is None:
+            raise ValueError("epsilon: the sample level needs the target ε of each hospital")
         if (self.rounds is None) == (self.noise_multiplier is None):
             raise ValueError(
                 "give exactly one of rounds (the noise is derived from the budget) "
@@ -494,6 +532,12 @@ def spec_to_json(spec: StudySpec) -> str:
     data = spec.model_dump(mode="json")
     if data.get("privacy") is None:
         del data["privacy"]
+    elif spec.privacy is not None:
+        # each level writes only its own keys: a sample-level study keeps the hash it had
+        # before the hospital level existed, and the JSON reads back as the same spec
+        other = ("level", "clip") if spec.privacy.level == "sample" else _SAMPLE_ONLY
+        for key in other:
+            del data["privacy"][key]
     if spec.format == 1:
         for key in (*_FORMAT_1_SERVER, "round_clients"):
             del data["server"][key]

@@ -341,6 +341,7 @@ def _encrypt(
             base_version=pulled.cache.version,
             key_epoch=key_epoch,
             on_block=bar.update,
+            clip=ctx.spec.privacy.clip if ctx.spec.privacy is not None else None,
         )
     return PendingUpdate(
         update_id=prepared.update.update_id,

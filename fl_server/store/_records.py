@@ -210,6 +210,8 @@ class UpdateRecord:
     log from before). A ``deferred`` update belongs to a round (``fl_server.rounds``): its
     ``weight`` is provisional, and its applied weight is computed from the round's
     ``samples`` when the round closes, the same way live and in recovery.
+    ``noise_seed`` (hospital-level DP, ``fl_server.hospital_privacy``) draws the noise
+    the server adds with the update, the same live, in recovery and in a probe's rebuild.
     """
 
     seq: int
@@ -226,9 +228,13 @@ class UpdateRecord:
     client_name: str | None = None  # from the access token; logs before it have none
     samples: int | None = None
     deferred: bool = False
+    # Hospital-level DP: the seed of this update's noise. In the log only: never in a
+    # receipt, the status or a log line (whoever knows it can take the noise out).
+    noise_seed: int | None = field(default=None, repr=False)
 
     def header(self) -> dict[str, Any]:
         return {
+            **({"noise_seed": self.noise_seed} if self.noise_seed is not None else {}),
             "samples": self.samples,
             "deferred": self.deferred,
             "client_name": self.client_name,
@@ -261,6 +267,7 @@ class UpdateRecord:
             client_name=None if header.get("client_name") is None else str(header["client_name"]),
             samples=None if header.get("samples") is None else int(header["samples"]),
             deferred=bool(header.get("deferred", False)),
+            noise_seed=None if header.get("noise_seed") is None else int(header["noise_seed"]),
         )
 
     @property

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import crypto
 from fl_client.updates import (
     CompressionConfig,
+    clip_update,
     compress_delta,
     decrypt_model,
     encrypt_initial_model,
@@ -173,3 +174,54 @@ def test_an_initial_model_decrypts_back_to_itself(
     assert len(model.blocks) == 3
     back = decrypt_model(small_client, model, layout)
     assert np.max(np.abs(back - values)) <= small_profile.error_bound(1)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [CompressionConfig(), CompressionConfig(method="top-k", fraction=0.25)],
+    ids=["dense", "top-k"],
+)
+def test_hospital_level_clipping_bounds_what_is_sent_and_keeps_the_rest_as_residual(
+    small_client: crypto.ClientCipher, small_profile: crypto.CkksProfile, config: CompressionConfig
+) -> None:
+    # Prepare: updates far above the bound, a client step η = 0.5
+    layout = _layout(8, small_profile.block_size)
+    rng = np.random.default_rng(3)
+    clip, step = 2.0, 0.5
+    residual = None
+    for round_ in range(5):
+        delta = np.where(layout.zero_mask, 0.0, rng.normal(scale=1.0, size=layout.zero_mask.shape))
+        # Execute
+        prepared = prepare_update(
+            small_client,
+            layout,
+            delta,
+            residual,
+            config,
+            step=step,
+            round_=round_,
+            base_version=round_,
+            key_epoch=1,
+            clip=clip,
+        )
+        sent = np.stack([small_client.decrypt_block(b.data) for b in prepared.update.blocks])
+        # Assert: u = η · compressed(clipped(delta + residual)) never exceeds C
+        assert np.linalg.norm(sent) <= clip + 1e-3
+        if config.method == "dense":
+            assert np.linalg.norm(sent) == pytest.approx(clip, rel=1e-4)
+            assert prepared.residual is None
+        else:
+            # the residual is what the clipped vector did not send: together within C / η
+            assert prepared.residual is not None
+            whole = prepared.residual.copy()
+            whole[prepared.compressed.indices] += prepared.compressed.blocks
+            assert np.linalg.norm(whole) == pytest.approx(clip / step, rel=1e-9)
+        residual = prepared.residual
+
+
+def test_an_update_within_the_bound_is_not_clipped() -> None:
+    values = np.full((2, 3), 0.1)
+    assert np.array_equal(clip_update(values, 10.0), values)
+    assert np.linalg.norm(clip_update(values * 100, 1.0)) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="positive"):
+        clip_update(values, 0.0)

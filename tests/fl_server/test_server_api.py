@@ -438,6 +438,8 @@ async def test_the_epsilon_a_hospital_spent_shows_in_status_and_prometheus(
         "delta": 1e-5,
         "target_epsilon": 3.0,
         "version": 0,
+        "level": "sample",
+        "updates": None,
     }
     assert 'hefl_server_privacy_epsilon_max{job="study"} 1.25' in text
     assert 'hefl_server_privacy_clients{job="study"} 1.0' in text

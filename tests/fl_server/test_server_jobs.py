@@ -61,6 +61,17 @@ async def test_a_job_is_created_once_from_its_spec(api: Api) -> None:
     assert hefl_study.spec_from_json(spec.text).stop.target_updates == 1000
 
 
+async def test_a_spec_that_mixes_the_privacy_levels_is_422_at_privacy(api: Api) -> None:
+    mixed = {"level": "hospital", "clip": 1.0, "noise_multiplier": 1.0, "rounds": 5}
+    body = json.dumps({**spec_mapping("mixed"), "privacy": mixed}).encode()
+
+    answer = await api.http.post("/v1/jobs", content=body, headers=api.as_admin())
+
+    problem = assert_problem(answer, 422, "spec_invalid")
+    assert [p["location"] for p in problem["problems"]] == ["privacy"]
+    assert 'rounds: sample-level settings, not for level = "hospital"' in problem["detail"]
+
+
 async def test_an_invalid_spec_is_422_with_every_problem_located_and_creates_nothing(
     api: Api, tmp_path: Path
 ) -> None:

@@ -382,6 +382,23 @@ def test_show_prints_the_epsilon_each_hospital_spent_in_a_private_study(
     assert status == 0, err
     assert hospitals[0].split()[-1] == "EPSILON"
     assert sorted(row.split()[-1] for row in hospitals[1:]) == ["-", "1.5"]
+    assert "hospital-level" not in out
+
+
+def test_show_says_a_hospital_level_epsilon_is_counted_by_the_server(
+    keyauth: FakeKeyauth, server: FakeServer
+) -> None:
+    server.jobs["icu-mortality"] = job_record("icu-mortality", "a" * 64, state="training")
+    clients = dict(STATUS["clients"])  # type: ignore[call-overload]
+    counted = {"epsilon": 2.5, "delta": 1e-4, "target_epsilon": None, "version": 9}
+    for cid in clients:
+        clients[cid] = {**clients[cid], "privacy": {**counted, "level": "hospital", "updates": 4}}
+    server.statuses["icu-mortality"] = {**STATUS, "clients": clients}
+
+    status, out, err = run(["job", "show", "icu-mortality"], keyauth, server)
+
+    assert status == 0, err
+    assert "EPSILON: hospital-level DP at δ = 0.0001, counted by the server" in out
 
 
 def test_show_prints_the_job_each_hospital_the_pooled_metrics_and_the_stop_rules(

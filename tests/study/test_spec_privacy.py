@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hefl_study import SpecError, spec_from_mapping, spec_to_json
+from hefl_study import SpecError, spec_from_json, spec_from_mapping, spec_to_json
 
 _BASE: dict[str, Any] = {
     "name": "private",
@@ -32,6 +32,8 @@ def test_a_private_study_is_filled_with_defaults_and_hashes_apart() -> None:
 
     assert spec.privacy is not None
     assert spec.privacy.model_dump() == {
+        "level": "sample",
+        "clip": None,
         "epsilon": 3.0,
         "delta": 1e-5,
         "max_grad_norm": 1.0,
@@ -54,6 +56,20 @@ def test_a_private_study_is_filled_with_defaults_and_hashes_apart() -> None:
         ({"epsilon": 3, "rounds": 0}, "privacy.rounds"),
         ({"epsilon": "3", "rounds": 5}, "privacy.epsilon"),
         ({"epsilon": 3, "rounds": 5, "sigma": 1}, "privacy.sigma"),
+        ({"rounds": 5}, "privacy: epsilon: the sample level needs"),
+        ({"epsilon": 3, "rounds": 5, "clip": 1.0}, "privacy: clip bounds a hospital"),
+        ({"level": "hospital", "clip": 1.0}, 'level = "hospital" needs clip and noise_multiplier'),
+        ({"level": "hospital", "noise_multiplier": 1.0}, "needs clip and noise_multiplier"),
+        (
+            {"level": "hospital", "clip": 1.0, "noise_multiplier": 1.0, "epsilon": 3},
+            'privacy: epsilon: sample-level settings, not for level = "hospital"',
+        ),
+        (
+            {"level": "hospital", "clip": 1.0, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
+            "max_grad_norm: sample-level settings",
+        ),
+        ({"level": "hospital", "clip": 0, "noise_multiplier": 1.0}, "privacy.clip"),
+        ({"level": "row", "epsilon": 3, "rounds": 5}, "privacy.level"),
     ],
 )
 def test_a_bad_privacy_section_is_reported_where_it_is(privacy: Any, problem: str) -> None:
@@ -61,3 +77,30 @@ def test_a_bad_privacy_section_is_reported_where_it_is(privacy: Any, problem: st
         spec_from_mapping(_with(privacy))
 
     assert problem in str(caught.value)
+
+
+def test_a_sample_level_study_keeps_the_hash_it_had_before_the_hospital_level() -> None:
+    spec = spec_from_mapping(_with({"epsilon": 3, "rounds": 20}))
+
+    assert '"level"' not in spec_to_json(spec)
+    assert '"clip"' not in spec_to_json(spec)
+    assert (
+        spec.sha256
+        == spec_from_mapping(_with({"epsilon": 3, "rounds": 20, "level": "sample"})).sha256
+    )
+
+
+def test_a_hospital_level_study_names_its_level_clip_and_noise() -> None:
+    spec = spec_from_mapping(
+        _with({"level": "hospital", "clip": 0.5, "noise_multiplier": 1.2, "delta": 1e-4})
+    )
+
+    assert spec.privacy is not None
+    assert (spec.privacy.level, spec.privacy.clip, spec.privacy.noise_multiplier) == (
+        "hospital",
+        0.5,
+        1.2,
+    )
+    assert '"level":"hospital"' in spec_to_json(spec)
+    assert '"epsilon"' not in spec_to_json(spec)
+    assert spec_from_json(spec_to_json(spec)) == spec

@@ -234,7 +234,9 @@
     if (spent.length) {
       const most = spent.reduce((a, b) => (b.epsilon > a.epsilon ? b : a));
       const target = most.target_epsilon === null ? "" : ` of ${fmtNumber(most.target_epsilon, 3)}`;
-      fact(facts, "privacy budget ε spent (most)", `${fmtNumber(most.epsilon, 3)}${target}`, "dp_epsilon");
+      // hospital level: counted by the server from the hospital's noised updates
+      const level = most.level === "hospital" ? " (hospital level)" : "";
+      fact(facts, "privacy budget ε spent (most)", `${fmtNumber(most.epsilon, 3)}${target}${level}`, "dp_epsilon");
     } else {
       fact(facts, "privacy budget ε spent", "not enabled", "dp_epsilon", "muted");
     }
