@@ -69,10 +69,10 @@ class _PrivateDir:
 
     # -- low level: atomic, private, durable (hefl_durable) ----------------------------
 
-    def _write(self, name: str, data: bytes) -> None:
+    def _write(self, name: str, data: bytes, *, durable: bool = True) -> None:
         path = self.root / name
         try:
-            hefl_durable.write_atomic(path, data)
+            hefl_durable.write_atomic(path, data, durable=durable)
         except OSError as exc:
             raise LocalStateError(f"could not write {path}: {exc}") from exc
 
@@ -87,9 +87,9 @@ class _PrivateDir:
         except OSError as exc:
             raise LocalStateError(f"could not read {path}: {exc}") from exc
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, *, durable: bool = True) -> None:
         try:
-            hefl_durable.remove(self.root / name)
+            hefl_durable.remove(self.root / name, durable=durable)
         except OSError as exc:
             raise LocalStateError(f"could not delete {self.root / name}: {exc}") from exc
 
@@ -159,7 +159,15 @@ class LocalState(_PrivateDir):
 
 class JobState(_PrivateDir):
     """What one job's rounds remember: progress, the pending-update journal, the model
-    cache, the spec trained, this hospital's preprocessing record and privacy ledger."""
+    cache, the spec trained, this hospital's preprocessing record and privacy ledger.
+
+    One ``JobState`` per job and process: the progress it committed or read last is kept
+    in memory, and read from disk once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._progress: Progress | None = None
 
     @property
     def name(self) -> str:
@@ -194,20 +202,32 @@ class JobState(_PrivateDir):
     # -- model cache -------------------------------------------------------------------
 
     def save_model_cache(self, cache: ModelCache) -> None:
-        self._write(_MODEL_CACHE, model_cache_to_bytes(cache))
+        """Keep the last pulled model, not fsync'd: a cache lost or torn by a power cut
+        costs one whole pull, never a wrong model (``load_model_cache``)."""
+        self._write(_MODEL_CACHE, model_cache_to_bytes(cache), durable=False)
 
     def load_model_cache(self) -> ModelCache | None:
+        """The cached model; ``None`` if there is none or it is torn (the zip's CRC)."""
         raw = self._read(_MODEL_CACHE)
-        return None if raw is None else model_cache_from_bytes(raw)
+        if raw is None:
+            return None
+        try:
+            return model_cache_from_bytes(raw)
+        except LocalStateError as exc:
+            log.info("%s; the next pull takes the whole model", exc)
+            return None
 
     # -- progress and the pending-update journal ----------------------------------------
 
     def load_progress(self) -> Progress:
-        raw = self._read(_PROGRESS)
-        return Progress() if raw is None else progress_from_bytes(raw)
+        if self._progress is None:
+            raw = self._read(_PROGRESS)
+            self._progress = Progress() if raw is None else progress_from_bytes(raw)
+        return self._progress
 
     def commit_progress(self, progress: Progress) -> None:
         self._write(_PROGRESS, progress_to_bytes(progress))
+        self._progress = progress
 
     def write_pending(self, pending: PendingUpdate) -> None:
         """Journal an update before sending it, so a restart resends the same bytes and id."""
@@ -224,9 +244,11 @@ class JobState(_PrivateDir):
         """Commit the progress a pending update carries, then drop the journal entry.
 
         Crash-safe in this order: a crash in between leaves the entry, whose resend the
-        server acknowledges as a duplicate, and committing it again changes nothing.
+        server acknowledges as a duplicate, and committing it again changes nothing. The
+        entry's removal is not fsync'd: an entry a power cut brings back is the committed
+        update (``last_update_id``), which ``fl_client.rounds.push.resume`` drops unsent.
         """
         progress = replace(pending.progress, last_update_id=pending.update_id)
         self.commit_progress(progress)
-        self.clear_pending()
+        self._delete(_PENDING, durable=False)
         return progress

@@ -115,6 +115,50 @@ def test_model_cache_round_trips(tmp_path: Path) -> None:
     )
 
 
+def test_a_torn_model_cache_counts_as_none(tmp_path: Path) -> None:
+    # Prepare: a cache cut short, as a power cut may leave it (it is not fsync'd)
+    state = LocalState(tmp_path / "s").job("icu")
+    cache = ModelCache(5, 1, b"x" * 32, np.zeros((3, 4)), None)
+    state.save_model_cache(cache)
+    path = state.root / "model-cache.npz"
+    whole = path.read_bytes()
+
+    for torn in (whole[: len(whole) // 2], whole[:-10], b""):
+        path.write_bytes(torn)
+
+        # Execute / Assert: no cache, so the next pull takes the whole model
+        assert state.load_model_cache() is None
+
+
+def test_the_committed_progress_is_on_disk_and_only_it_is_fsync_d(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    state = LocalState(tmp_path / "s").job("icu")
+    pending = PendingUpdate(uuid.uuid4(), 1, 1, b"HEFL", Progress(rounds=1))
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    # Execute: a round's writes
+    state.save_model_cache(ModelCache(1, 1, b"x" * 32, np.zeros((1, 4)), None))
+    cache_syncs = len(synced)
+    state.write_pending(pending)
+    state.acknowledge_pending(pending)
+
+    # Assert: the cache costs no fsync; the journal and the progress are durable
+    assert cache_syncs == 0
+    assert len(synced) == 4  # journal: file, directory; progress: file, directory
+    fresh = LocalState(tmp_path / "s").job("icu")
+    assert fresh.load_progress().last_update_id == pending.update_id
+    assert fresh.load_pending() is None
+
+
 def test_pickled_content_in_a_state_file_is_never_unpickled(tmp_path: Path) -> None:
     state = LocalState(tmp_path / "s").job("icu")
     buf = io.BytesIO()
