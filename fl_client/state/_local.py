@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -161,13 +162,34 @@ class JobState(_PrivateDir):
     """What one job's rounds remember: progress, the pending-update journal, the model
     cache, the spec trained, this hospital's preprocessing record and privacy ledger.
 
-    One ``JobState`` per job and process: the progress it committed or read last is kept
-    in memory, and read from disk once.
+    One ``JobState`` per job and process: the progress and the journal are read from disk
+    once and kept in memory. An acknowledged update's progress is committed by a writer
+    thread while the next round pulls and trains (``acknowledge_pending``); every other
+    write of the progress or the journal, and ``close``, waits for that commit first and
+    raises its failure.
     """
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
         self._progress: Progress | None = None
+        self._pending: PendingUpdate | None = None
+        self._pending_read = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
+
+    def close(self) -> None:
+        """Wait for the last acknowledged progress to be on disk (its failure is raised)."""
+        try:
+            self._settle()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _settle(self) -> None:
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result()
 
     @property
     def name(self) -> str:
@@ -226,29 +248,51 @@ class JobState(_PrivateDir):
         return self._progress
 
     def commit_progress(self, progress: Progress) -> None:
+        self._settle()
         self._write(_PROGRESS, progress_to_bytes(progress))
         self._progress = progress
 
     def write_pending(self, pending: PendingUpdate) -> None:
-        """Journal an update before sending it, so a restart resends the same bytes and id."""
+        """Journal an update before sending it, so a restart resends the same bytes and id.
+
+        The previous update's progress is on disk before this entry replaces its own.
+        """
+        self._settle()
         self._write(_PENDING, pending_to_bytes(pending))
+        self._pending, self._pending_read = pending, True
 
     def load_pending(self) -> PendingUpdate | None:
-        raw = self._read(_PENDING)
-        return None if raw is None else pending_from_bytes(raw)
+        if not self._pending_read:
+            raw = self._read(_PENDING)
+            self._pending = None if raw is None else pending_from_bytes(raw)
+            self._pending_read = True
+        return self._pending
 
     def clear_pending(self) -> None:
+        self._settle()
         self._delete(_PENDING)
+        self._pending, self._pending_read = None, True
 
     def acknowledge_pending(self, pending: PendingUpdate) -> Progress:
         """Commit the progress a pending update carries, then drop the journal entry.
 
-        Crash-safe in this order: a crash in between leaves the entry, whose resend the
-        server acknowledges as a duplicate, and committing it again changes nothing. The
-        entry's removal is not fsync'd: an entry a power cut brings back is the committed
-        update (``last_update_id``), which ``fl_client.rounds.push.resume`` drops unsent.
+        The commit runs on the writer thread, off the round's path: until it is on disk
+        the journal entry stays, and a crash meanwhile leads to a resend that the server
+        acknowledges as a duplicate (committing it again changes nothing). The next
+        journal entry, ``commit_progress``, ``clear_pending`` and ``close`` wait for it.
+        The entry's removal is not fsync'd: one that a power cut brings back names the
+        committed update (``last_update_id``), which ``fl_client.rounds.push.resume``
+        drops unsent.
         """
+        self._settle()
         progress = replace(pending.progress, last_update_id=pending.update_id)
-        self.commit_progress(progress)
-        self._delete(_PENDING, durable=False)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="hefl-client-state")
+        self._committing = self._writer.submit(self._commit_acknowledged, progress)
+        self._progress = progress
+        self._pending, self._pending_read = None, True
         return progress
+
+    def _commit_acknowledged(self, progress: Progress) -> None:
+        self._write(_PROGRESS, progress_to_bytes(progress))
+        self._delete(_PENDING, durable=False)
