@@ -10,7 +10,9 @@ takes the lease, the update carries the metrics; ``separate``: job, slot, model,
 slot release, metrics) and each added round trip (0 and ``--rtt-ms``), the hospital sends
 a few warm-up updates, then ``--updates`` timed ones (``Runner.run_round``, wall clock).
 The hospital's local training (its stage ``train``: the evaluation of the pulled model and
-the local steps) is timed inside each update. The goal (issue 14): with the round trip
+the local steps) is timed inside each update, and so is every other stage (the two
+requests, decryption, encryption, the durable writes of the hospital's state): the second
+table says where the time besides training goes. The goal (issue 14): with the round trip
 added, the median update takes at most local training + 2 round trips. keyauth is reached
 directly: a client asks it for a token every few minutes, never per update.
 """
@@ -32,6 +34,7 @@ import crypto
 from benchmarks._report import format_table, write_json
 from fl_client import ClientSettings, Runner, enroll
 from fl_client.events import Event, ProgressBar
+from fl_client.state import JobState
 from harness.admin import admin_token, create_job
 from harness.enrollment import enrollment_token
 from harness.latency import delay_proxy
@@ -43,6 +46,19 @@ __all__ = ["SUITE_UPDATES", "main", "measure", "render", "section"]
 FLOWS = ("separate", "combined")
 SITE = "cleveland"
 WARMUP = 3
+STAGES = ("pull", "decrypt", "train", "encrypt", "push", "state")
+"""The stages of the second table: the progress bars of a round (``pull`` and ``push``:
+the requests, download and upload included), and ``state``: the hospital's state
+directory (the journal, the committed progress, the model cache), read and written."""
+_STATE_CALLS = (
+    "load_progress",
+    "load_pending",
+    "write_pending",
+    "acknowledge_pending",
+    "clear_pending",
+    "save_model_cache",
+    "save_privacy",
+)
 
 
 class _NoBar:
@@ -75,6 +91,21 @@ class StageClock:
     def take(self) -> dict[str, float]:
         taken, self.seconds = self.seconds, {}
         return taken
+
+    def time_state(self, state: JobState) -> None:
+        """Time ``state``'s reads and writes as the stage ``state``."""
+        for name in _STATE_CALLS:
+            call = getattr(state, name)
+
+            def timed(*args: Any, _call: Any = call, **kwargs: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return _call(*args, **kwargs)
+                finally:
+                    spent = time.perf_counter() - started
+                    self.seconds["state"] = self.seconds.get("state", 0.0) + spent
+
+            setattr(state, name, timed)
 
 
 def _study() -> str:
@@ -109,8 +140,9 @@ def _flow(
         )
         enroll(settings, enrollment_token(keyauth, admin_key, flow))
         clock = StageClock()
-        samples: dict[float, list[tuple[float, float, int]]] = {0.0: [], rtt: []}
+        samples: dict[float, list[tuple[float, dict[str, float], int]]] = {0.0: [], rtt: []}
         with Runner(settings, reporter=clock) as runner:
+            clock.time_state(runner.context.state)
             for _ in range(WARMUP):
                 runner.run_round()
             for i in range(2 * updates):
@@ -122,14 +154,18 @@ def _flow(
                 result = runner.run_round()
                 wall = time.perf_counter() - started
                 assert result is not None, "the job ended during the benchmark"
-                train = clock.take().get("train", 0.0)
-                samples[added].append((wall, train, len(proxy.since(mark))))
+                samples[added].append((wall, clock.take(), len(proxy.since(mark))))
     return [_row(flow, added, got) for added, got in samples.items()]
 
 
-def _row(flow: str, rtt: float, samples: list[tuple[float, float, int]]) -> dict[str, Any]:
+def _row(
+    flow: str, rtt: float, samples: list[tuple[float, dict[str, float], int]]
+) -> dict[str, Any]:
     walls = sorted(w for w, _, _ in samples)
-    train = statistics.median(t for _, t, _ in samples)
+    train = statistics.median(s.get("train", 0.0) for _, s, _ in samples)
+    stages = {k: statistics.median(s.get(k, 0.0) for _, s, _ in samples) for k in STAGES}
+    # the rest of the wall clock: waiting for a slot, the job checks, Python between stages
+    stages["other"] = statistics.median(w - sum(s.values()) for w, s, _ in samples)
     return {
         "flow": flow,
         "rtt_ms": rtt * 1000,
@@ -139,8 +175,9 @@ def _row(flow: str, rtt: float, samples: list[tuple[float, float, int]]) -> dict
         "p90_update_s": walls[int(0.9 * (len(walls) - 1))],
         "median_train_s": train,
         # everything but local training: the requests, crypto, the durable writes
-        "median_rest_s": statistics.median(w - t for w, t, _ in samples),
+        "median_rest_s": statistics.median(w - s.get("train", 0.0) for w, s, _ in samples),
         "budget_s": train + 2 * rtt,
+        "median_stage_s": stages,
     }
 
 
@@ -224,9 +261,22 @@ def render(result: dict[str, Any]) -> str:
         ],
         rows,
     )
+    stages = format_table(
+        ["requests", "added RTT (ms)", *(f"{k} (ms)" for k in (*STAGES, "other"))],
+        [
+            [
+                r["flow"],
+                f"{r['rtt_ms']:.0f}",
+                *(f"{r['median_stage_s'][k] * 1000:.1f}" for k in (*STAGES, "other")),
+            ]
+            for r in result["rows"]
+            if "median_stage_s" in r
+        ],
+    )
     written, trips = result["goals"]["as_written"], result["goals"]["round_trips"]
     return (
         f"{result['workload']}. Medians over the updates of each row.\n\n{table}\n\n"
+        f"Where an update's time goes (median ms per stage; {_STAGE_NOTE}):\n\n{stages}\n\n"
         f"- Goal as written ({written['rule']}): **{_verdict(written)}**: "
         f"{written['median_update_s'] * 1000:.1f} ms against "
         f"{written['budget_s'] * 1000:.1f} ms.\n"
@@ -234,6 +284,12 @@ def render(result: dict[str, Any]) -> str:
         f"{trips['rtts_added']:.2f} round trips per update (the separate requests: "
         f"{trips['separate_rtts_added']:.2f})."
     )
+
+
+_STAGE_NOTE = (
+    "pull and push are the requests (the server's work included), state the hospital's "
+    "state directory, other what no stage holds"
+)
 
 
 def _verdict(goal: dict[str, Any]) -> str:

@@ -52,7 +52,10 @@ class Session:
     context: RoundContext
 
     def close(self) -> None:
-        self.connection.close()
+        try:
+            self.context.state.close()  # the last acknowledged progress, on disk
+        finally:
+            self.connection.close()
 
 
 def open_session(

@@ -8,7 +8,8 @@ Guarantees, each checked by ``tests/durable``:
 - files are created mode 0600 whatever the umask (``O_CLOEXEC``, ``fchmod``), and a new
   file is fsync'd into its directory;
 - ``write_atomic`` writes a temporary file, fsyncs it, renames it over the target and
-  fsyncs the directory; a failed write leaves no temporary file and the old content;
+  fsyncs the directory; a failed write leaves no temporary file and the old content
+  (``durable=False``: no fsync, for a cache whose reader takes a torn file for none);
 - ``read_private`` refuses a file others may read, rather than using a leaked secret.
 
 Pure standard library.

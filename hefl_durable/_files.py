@@ -76,13 +76,17 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def write_atomic(path: Path, *parts: bytes) -> None:
+def write_atomic(path: Path, *parts: bytes, durable: bool = True) -> None:
     """Replace ``path`` by the concatenation of ``parts``: a crash leaves the old or the new.
 
     The parts go to a private temporary file beside ``path`` (mode 0600 whatever the
     umask), which is fsync'd and renamed over ``path``; then the directory is fsync'd. When
     this returns the new content is on disk under its name. On any failure, even an
     interruption, the temporary file is removed and ``path`` keeps its old content.
+
+    ``durable=False`` skips both fsyncs, for a cache that can be rebuilt: a killed process
+    still leaves the old or the new content, but a power cut may leave neither intact, so
+    its reader must take a torn file for a missing one.
     """
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -90,14 +94,16 @@ def write_atomic(path: Path, *parts: bytes) -> None:
         try:
             for part in parts:
                 _write_all(fd, part)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def read_private(path: Path) -> bytes:
@@ -121,10 +127,12 @@ def read_private(path: Path) -> bytes:
         return f.read()
 
 
-def remove(path: Path) -> None:
-    """Delete ``path`` if it exists, durably (its directory is fsync'd)."""
+def remove(path: Path, *, durable: bool = True) -> None:
+    """Delete ``path`` if it exists, durably (its directory is fsync'd) unless
+    ``durable=False``: a power cut may then bring the file back."""
     path.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def truncate(path: Path, size: int) -> None:

@@ -106,6 +106,15 @@ def _setup(
     return layout, global_blocks, clients
 
 
+def _quantized(weight: float) -> float:
+    """The weight the server applies (``CkksProfile.applied_weight``), also above 1 for the
+    weighers ``benchmarks.weighting`` tries: the server's integer ``round(w * 2**bits)``."""
+    if weight <= 1:
+        return PROFILE.applied_weight(weight)
+    scale = 1 << PROFILE.weight_bits
+    return round(weight * scale) / scale
+
+
 def _evaluate(
     factory: ModelFactory, layout: ModelLayout, blocks: Blocks, clients: Sequence[_Client]
 ) -> tuple[float, list[float]]:
@@ -354,8 +363,8 @@ def async_events(
             known=known,
             applied=applied,
         )
-        if w is not None and PROFILE.quantize_weight(w) > 0:
-            w = PROFILE.applied_weight(w)
+        if w is not None and _quantized(w) > 0:
+            w = _quantized(w)
             known[str(i)] = ClientShare(
                 len(clients[i].data.train), known[str(i)].updates + 1 if str(i) in known else 1
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import uuid
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,7 +52,7 @@ def _unpack(data: bytes, what: str) -> tuple[dict[str, Any], dict[str, Array]]:
             head = json.loads(bytes(npz["__meta__"]).decode())
             arrays = {name: npz[f"a{i}"] for i, name in enumerate(head["names"])}
         return dict(head["meta"]), arrays
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise LocalStateError(f"{what} is corrupt: {exc}") from exc
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -69,10 +70,10 @@ class _PrivateDir:
 
     # -- low level: atomic, private, durable (hefl_durable) ----------------------------
 
-    def _write(self, name: str, data: bytes) -> None:
+    def _write(self, name: str, data: bytes, *, durable: bool = True) -> None:
         path = self.root / name
         try:
-            hefl_durable.write_atomic(path, data)
+            hefl_durable.write_atomic(path, data, durable=durable)
         except OSError as exc:
             raise LocalStateError(f"could not write {path}: {exc}") from exc
 
@@ -87,9 +88,9 @@ class _PrivateDir:
         except OSError as exc:
             raise LocalStateError(f"could not read {path}: {exc}") from exc
 
-    def _delete(self, name: str) -> None:
+    def _delete(self, name: str, *, durable: bool = True) -> None:
         try:
-            hefl_durable.remove(self.root / name)
+            hefl_durable.remove(self.root / name, durable=durable)
         except OSError as exc:
             raise LocalStateError(f"could not delete {self.root / name}: {exc}") from exc
 
@@ -159,7 +160,36 @@ class LocalState(_PrivateDir):
 
 class JobState(_PrivateDir):
     """What one job's rounds remember: progress, the pending-update journal, the model
-    cache, the spec trained, this hospital's preprocessing record and privacy ledger."""
+    cache, the spec trained, this hospital's preprocessing record and privacy ledger.
+
+    One ``JobState`` per job and process: the progress and the journal are read from disk
+    once and kept in memory. An acknowledged update's progress is committed by a writer
+    thread while the next round pulls and trains (``acknowledge_pending``); every other
+    write of the progress or the journal, and ``close``, waits for that commit first and
+    raises its failure.
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self._progress: Progress | None = None
+        self._pending: PendingUpdate | None = None
+        self._pending_read = False
+        self._writer: ThreadPoolExecutor | None = None
+        self._committing: Future[None] | None = None
+
+    def close(self) -> None:
+        """Wait for the last acknowledged progress to be on disk (its failure is raised)."""
+        try:
+            self._settle()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    def _settle(self) -> None:
+        committing, self._committing = self._committing, None
+        if committing is not None:
+            committing.result()
 
     @property
     def name(self) -> str:
@@ -194,39 +224,75 @@ class JobState(_PrivateDir):
     # -- model cache -------------------------------------------------------------------
 
     def save_model_cache(self, cache: ModelCache) -> None:
-        self._write(_MODEL_CACHE, model_cache_to_bytes(cache))
+        """Keep the last pulled model, not fsync'd: a cache lost or torn by a power cut
+        costs one whole pull, never a wrong model (``load_model_cache``)."""
+        self._write(_MODEL_CACHE, model_cache_to_bytes(cache), durable=False)
 
     def load_model_cache(self) -> ModelCache | None:
+        """The cached model; ``None`` if there is none or it is torn (the zip's CRC)."""
         raw = self._read(_MODEL_CACHE)
-        return None if raw is None else model_cache_from_bytes(raw)
+        if raw is None:
+            return None
+        try:
+            return model_cache_from_bytes(raw)
+        except LocalStateError as exc:
+            log.info("%s; the next pull takes the whole model", exc)
+            return None
 
     # -- progress and the pending-update journal ----------------------------------------
 
     def load_progress(self) -> Progress:
-        raw = self._read(_PROGRESS)
-        return Progress() if raw is None else progress_from_bytes(raw)
+        if self._progress is None:
+            raw = self._read(_PROGRESS)
+            self._progress = Progress() if raw is None else progress_from_bytes(raw)
+        return self._progress
 
     def commit_progress(self, progress: Progress) -> None:
+        self._settle()
         self._write(_PROGRESS, progress_to_bytes(progress))
+        self._progress = progress
 
     def write_pending(self, pending: PendingUpdate) -> None:
-        """Journal an update before sending it, so a restart resends the same bytes and id."""
+        """Journal an update before sending it, so a restart resends the same bytes and id.
+
+        The previous update's progress is on disk before this entry replaces its own.
+        """
+        self._settle()
         self._write(_PENDING, pending_to_bytes(pending))
+        self._pending, self._pending_read = pending, True
 
     def load_pending(self) -> PendingUpdate | None:
-        raw = self._read(_PENDING)
-        return None if raw is None else pending_from_bytes(raw)
+        if not self._pending_read:
+            raw = self._read(_PENDING)
+            self._pending = None if raw is None else pending_from_bytes(raw)
+            self._pending_read = True
+        return self._pending
 
     def clear_pending(self) -> None:
+        self._settle()
         self._delete(_PENDING)
+        self._pending, self._pending_read = None, True
 
     def acknowledge_pending(self, pending: PendingUpdate) -> Progress:
         """Commit the progress a pending update carries, then drop the journal entry.
 
-        Crash-safe in this order: a crash in between leaves the entry, whose resend the
-        server acknowledges as a duplicate, and committing it again changes nothing.
+        The commit runs on the writer thread, off the round's path: until it is on disk
+        the journal entry stays, and a crash meanwhile leads to a resend that the server
+        acknowledges as a duplicate (committing it again changes nothing). The next
+        journal entry, ``commit_progress``, ``clear_pending`` and ``close`` wait for it.
+        The entry's removal is not fsync'd: one that a power cut brings back names the
+        committed update (``last_update_id``), which ``fl_client.rounds.push.resume``
+        drops unsent.
         """
+        self._settle()
         progress = replace(pending.progress, last_update_id=pending.update_id)
-        self.commit_progress(progress)
-        self.clear_pending()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="hefl-client-state")
+        self._committing = self._writer.submit(self._commit_acknowledged, progress)
+        self._progress = progress
+        self._pending, self._pending_read = None, True
         return progress
+
+    def _commit_acknowledged(self, progress: Progress) -> None:
+        self._write(_PROGRESS, progress_to_bytes(progress))
+        self._delete(_PENDING, durable=False)

@@ -64,6 +64,16 @@ def test_write_atomic_syncs_the_file_renames_it_then_syncs_the_directory(
     assert calls.calls() == [("fsync", "key"), ("replace", "key"), ("fsync", ".")]
 
 
+def test_write_atomic_not_durable_renames_without_a_sync(tmp_path: Path, calls: CallLog) -> None:
+    (tmp_path / "cache").write_bytes(b"old")
+
+    write_atomic(tmp_path / "cache", b"new", durable=False)
+
+    assert calls.calls() == [("replace", "cache")]
+    assert (tmp_path / "cache").read_bytes() == b"new"
+    assert _mode(tmp_path / "cache") == 0o600
+
+
 def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_write = os.write
     monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:3])))
@@ -215,6 +225,15 @@ def test_remove_deletes_and_syncs_the_directory(tmp_path: Path, calls: CallLog) 
 
     assert list(tmp_path.iterdir()) == []
     assert calls.fsynced() == [".", "."]
+
+
+def test_remove_not_durable_deletes_without_a_sync(tmp_path: Path, calls: CallLog) -> None:
+    (tmp_path / "gone").write_bytes(b"x")
+
+    remove(tmp_path / "gone", durable=False)
+
+    assert list(tmp_path.iterdir()) == []
+    assert calls.fsynced() == []
 
 
 def test_truncate_cuts_and_syncs_the_file(tmp_path: Path, calls: CallLog) -> None:

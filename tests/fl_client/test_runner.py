@@ -26,7 +26,7 @@ from fl_client import (
 )
 from fl_client.events import Event, RoundResult
 from fl_client.output import Reporter
-from fl_client.state import LocalState
+from fl_client.state import LocalState, PendingUpdate
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
 from hefl_study import TASK_METRICS
@@ -574,3 +574,34 @@ def test_over_http_a_corrupted_model_is_reported_probed_and_repaired_then_traini
     assert "model version 3 of job cancer failed the range check in block 0" in failed
     assert any(line.startswith("[probe] version=3") for line in lines)
     assert any(line.startswith("[repaired]") for line in lines)
+
+
+def test_a_journal_entry_a_power_cut_brings_back_after_its_ack_is_dropped_unsent(
+    make_runner: MakeRunner, fake_server: FakeServer
+) -> None:
+    # Prepare: a round acknowledged and committed; its journal entry's removal is not
+    # fsync'd, so a power cut may bring the entry back
+    runner = make_runner()
+    state = runner.context.state
+    journaled: list[PendingUpdate] = []
+    write_pending = state.write_pending
+
+    def keep(pending: PendingUpdate) -> None:
+        journaled.append(pending)
+        write_pending(pending)
+
+    state.write_pending = keep  # type: ignore[method-assign]
+    runner.run_round()
+    runner.close()
+    state.write_pending = write_pending  # type: ignore[method-assign]
+    write_pending(journaled[0])
+
+    # Execute: a new process on the same state directory
+    restarted = make_runner(max_rounds=1)
+    summary = restarted.run()
+
+    # Assert: the entry was dropped, not resent; the next round is a new update
+    assert fake_server.applied == 2
+    assert not summary.results[0].duplicate
+    assert summary.results[0].update_id != str(journaled[0].update_id)
+    assert restarted.context.state.load_progress().rounds == 2

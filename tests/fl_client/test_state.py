@@ -115,6 +115,80 @@ def test_model_cache_round_trips(tmp_path: Path) -> None:
     )
 
 
+def test_a_torn_model_cache_counts_as_none(tmp_path: Path) -> None:
+    # Prepare: a cache cut short, as a power cut may leave it (it is not fsync'd)
+    state = LocalState(tmp_path / "s").job("icu")
+    cache = ModelCache(5, 1, b"x" * 32, np.zeros((3, 4)), None)
+    state.save_model_cache(cache)
+    path = state.root / "model-cache.npz"
+    whole = path.read_bytes()
+
+    for torn in (whole[: len(whole) // 2], whole[:-10], b""):
+        path.write_bytes(torn)
+
+        # Execute / Assert: no cache, so the next pull takes the whole model
+        assert state.load_model_cache() is None
+
+
+def test_the_committed_progress_is_on_disk_and_only_it_is_fsync_d(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    state = LocalState(tmp_path / "s").job("icu")
+    pending = PendingUpdate(uuid.uuid4(), 1, 1, b"HEFL", Progress(rounds=1))
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    # Execute: a round's writes
+    state.save_model_cache(ModelCache(1, 1, b"x" * 32, np.zeros((1, 4)), None))
+    cache_syncs = len(synced)
+    state.write_pending(pending)
+    state.acknowledge_pending(pending)
+    state.close()
+
+    # Assert: the cache costs no fsync; the journal and the progress are durable
+    assert cache_syncs == 0
+    assert len(synced) == 4  # journal: file, directory; progress: file, directory
+    fresh = LocalState(tmp_path / "s").job("icu")
+    assert fresh.load_progress().last_update_id == pending.update_id
+    assert fresh.load_pending() is None
+
+
+def test_a_failed_commit_keeps_the_journal_and_fails_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: the acknowledged progress cannot be written (disk full)
+    state = LocalState(tmp_path / "s").job("icu")
+    first = PendingUpdate(uuid.uuid4(), 1, 1, b"HEFL", Progress(rounds=1))
+    state.write_pending(first)
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+
+    # Execute: the commit fails on the writer thread
+    state.acknowledge_pending(first)
+    second = PendingUpdate(uuid.uuid4(), 2, 1, b"HEFL", Progress(rounds=2))
+
+    # Assert: the next journal entry is refused for that failure, and the first entry
+    # stays for a resend
+    with pytest.raises(LocalStateError, match=r"could not write .*progress\.npz"):
+        state.write_pending(second)
+    monkeypatch.undo()
+    fresh = LocalState(tmp_path / "s").job("icu")
+    assert fresh.load_progress().rounds == 0
+    journaled = fresh.load_pending()
+    assert journaled is not None
+    assert journaled.update_id == first.update_id
+
+
 def test_pickled_content_in_a_state_file_is_never_unpickled(tmp_path: Path) -> None:
     state = LocalState(tmp_path / "s").job("icu")
     buf = io.BytesIO()
