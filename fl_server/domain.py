@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from fl_server.receipts import UpdateReceipt
+from fl_server.snapshot import EnvelopeBody
 
 __all__ = [
     "BodyReader",
@@ -174,11 +175,14 @@ class LayoutSet:
 
 @dataclass(frozen=True)
 class ModelDownload:
-    """The published model for one download; ``body`` is ``None`` when the client has it."""
+    """The published model for one download; ``body`` is ``None`` when the client has it.
+
+    ``body`` is the envelope whole, or an ``EnvelopeBody`` to stream block by block.
+    """
 
     etag: str
     version: int
-    body: bytes | None = field(repr=False)
+    body: bytes | EnvelopeBody | None = field(repr=False)
 
 
 @dataclass(frozen=True)
