@@ -204,7 +204,13 @@ class _Phase:
 
     def __exit__(self, *exc: object) -> None:
         end = time.time()
-        self.phases.rows[self.name] = {"start": self.start, "end": end, "seconds": end - self.start}
+        self.phases.rows[self.name] = {
+            "start": self.start,
+            "end": end,
+            "seconds": end - self.start,
+            # the client's own peak so far: where its memory goes, phase by phase
+            "client_peak_rss_bytes": _status_kb(os.getpid(), "VmHWM") * 1024,
+        }
 
 
 def client_run(config: dict[str, Any]) -> dict[str, Any]:
@@ -417,11 +423,17 @@ def _print(payload: dict[str, Any]) -> None:
     ]
     print(format_table(["what", "MB"], sizes))
     rows = [
-        [name, row["seconds"], row["server_peak_rss_bytes"] / MB]
+        [
+            name,
+            row["seconds"],
+            row["server_peak_rss_bytes"] / MB,
+            row["client_peak_rss_bytes"] / MB,
+        ]
         for name, row in payload["phases"].items()
     ]
     print()
-    print(format_table(["phase", "seconds", "server peak RSS MB"], rows))
+    headers = ["phase", "seconds", "server peak RSS MB", "client peak RSS so far MB"]
+    print(format_table(headers, rows))
     if payload["ingest_params_per_s"]:
         print(f"\ningest throughput: {payload['ingest_params_per_s']:.3g} params/s")
     print()
