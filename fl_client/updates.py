@@ -15,7 +15,7 @@ import io
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +46,7 @@ from hefl_study import Compression
 __all__ = [
     "CompressionConfig",
     "PreparedUpdate",
+    "Sink",
     "WireReport",
     "WrittenUpdate",
     "compress_delta",
@@ -60,8 +61,12 @@ __all__ = [
     "write_update",
 ]
 
-Sink = IO[bytes]
-"""Where an envelope is written as it is encrypted: a file, or ``io.BytesIO``."""
+
+class Sink(Protocol):
+    """Where an envelope is written as it is encrypted: a file, or ``io.BytesIO``."""
+
+    def write(self, data: bytes, /) -> int: ...
+
 
 Blocks = npt.NDArray[np.float64]
 

@@ -27,6 +27,9 @@ class EnvelopeBody:
         block_header = crypto.ENVELOPE_HEADERS.block.size
         return len(self.head) + sum(block_header + len(self.blocks[i]) for i in self.indices)
 
+    def __len__(self) -> int:
+        return self.length
+
     def chunks(self, size: int = _CHUNK) -> Iterator[bytes]:
         """The envelope's bytes in pieces of about ``size`` bytes (whole blocks each)."""
         parts, held = [self.head], len(self.head)

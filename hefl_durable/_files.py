@@ -5,21 +5,26 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 from hefl_durable._dirs import fsync_dir
 from hefl_durable._errors import UnsafePathError
 
 __all__ = [
     "FILE_MODE",
+    "Writer",
     "open_append",
     "open_private",
     "read_private",
     "remove",
     "truncate",
     "write_atomic",
+    "write_atomic_with",
 ]
+
+T = TypeVar("T")
 
 FILE_MODE = 0o600
 
@@ -70,10 +75,21 @@ def open_append(path: Path) -> BinaryIO:
     return os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "ab")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class Writer(Protocol):
+    """Where ``write_atomic_with`` has its content written, piece by piece."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+class _FdWriter:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        return len(data)
 
 
 def write_atomic(path: Path, *parts: bytes) -> None:
@@ -84,12 +100,22 @@ def write_atomic(path: Path, *parts: bytes) -> None:
     this returns the new content is on disk under its name. On any failure, even an
     interruption, the temporary file is removed and ``path`` keeps its old content.
     """
+
+    def write(f: Writer) -> None:
+        for part in parts:
+            f.write(part)
+
+    write_atomic_with(path, write)
+
+
+def write_atomic_with(path: Path, write: Callable[[Writer], T]) -> T:
+    """``write_atomic`` of what ``write`` writes into the file it is given, piece by piece
+    (a large file is never held whole); what ``write`` returns."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         try:
-            for part in parts:
-                _write_all(fd, part)
+            result = write(_FdWriter(fd))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -98,6 +124,7 @@ def write_atomic(path: Path, *parts: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+    return result
 
 
 def read_private(path: Path) -> bytes:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import hefl_durable
-from crypto import key_id
+from crypto import ENVELOPE_HEADERS, key_id
 from fl_client.errors import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state._codec import (
     credential_from_bytes,
@@ -28,6 +30,7 @@ from fl_client.state._codec import (
 )
 from fl_client.state._records import (
     Credential,
+    EnvelopeFile,
     ModelCache,
     PendingUpdate,
     PrivacyLedger,
@@ -41,6 +44,10 @@ _CREDENTIAL = "credential.json"
 _MODEL_CACHE = "model-cache.npz"
 _PROGRESS = "progress.npz"
 _PENDING = "pending-update.npz"
+_PENDING_ENVELOPE = "pending-update.envelope"
+_UPDATE_ID_AT = ENVELOPE_HEADERS.prefix.size + ENVELOPE_HEADERS.update.offset("update_id")
+_UPDATE_ID = ENVELOPE_HEADERS.update.field_codec("update_id")
+T = TypeVar("T")
 _SPEC = "spec.json"
 _PREPROCESSING = "preprocessing.json"
 _PRIVACY = "privacy.json"
@@ -209,16 +216,50 @@ class JobState(_PrivateDir):
     def commit_progress(self, progress: Progress) -> None:
         self._write(_PROGRESS, progress_to_bytes(progress))
 
+    def write_pending_envelope(
+        self, write: Callable[[hefl_durable.Writer], T]
+    ) -> tuple[T, EnvelopeFile]:
+        """Write the next update's envelope to its file as ``write`` encrypts it (never
+        held whole): what ``write`` returns, and the file for ``PendingUpdate.envelope``.
+
+        The file is durable when this returns; it is the journal's only once
+        ``write_pending`` names it (a crash in between leaves no pending update).
+        """
+        path = self.root / _PENDING_ENVELOPE
+        try:
+            result = hefl_durable.write_atomic_with(path, write)
+        except OSError as exc:
+            raise LocalStateError(f"could not write {path}: {exc}") from exc
+        return result, EnvelopeFile(path)
+
     def write_pending(self, pending: PendingUpdate) -> None:
         """Journal an update before sending it, so a restart resends the same bytes and id."""
         self._write(_PENDING, pending_to_bytes(pending))
 
     def load_pending(self) -> PendingUpdate | None:
         raw = self._read(_PENDING)
-        return None if raw is None else pending_from_bytes(raw)
+        if raw is None:
+            return None
+        pending = pending_from_bytes(raw, self.root)
+        if isinstance(pending.envelope, EnvelopeFile):
+            self._check_envelope_file(pending, pending.envelope)
+        return pending
+
+    def _check_envelope_file(self, pending: PendingUpdate, envelope: EnvelopeFile) -> None:
+        try:
+            head = envelope.head(_UPDATE_ID_AT + _UPDATE_ID.size)
+        except OSError as exc:
+            raise LocalStateError(f"the pending update's envelope is unreadable: {exc}") from exc
+        if len(head) < _UPDATE_ID_AT + _UPDATE_ID.size or (
+            _UPDATE_ID.unpack_from(head, _UPDATE_ID_AT)[0] != pending.update_id.bytes
+        ):
+            raise LocalStateError(
+                f"{envelope.path} is not the envelope of pending update {pending.update_id}"
+            )
 
     def clear_pending(self) -> None:
         self._delete(_PENDING)
+        self._delete(_PENDING_ENVELOPE)
 
     def acknowledge_pending(self, pending: PendingUpdate) -> Progress:
         """Commit the progress a pending update carries, then drop the journal entry.
