@@ -15,6 +15,12 @@ two goals: server peak <= 2.2 x the model's ciphertext bytes + 300 MB, client pe
 the plaintext model (float64 blocks) + one block's ciphertext.
 
 ``--shards N`` passes ``FLSERVER_SHARDS=N`` to the server (for a server that has shards).
+
+``--e2e N`` runs, instead, two hospitals (``hefl-client train`` processes, the bundled
+heart-disease data of Cleveland and Hungary) training an MLP of about N parameters for
+``--rounds`` rounds each through the real services, and reports the wall time, the
+seconds per update and the peak memory of the server and of each hospital
+(``benchmarks/results/large_model_e2e.json``).
 """
 
 from __future__ import annotations
@@ -45,9 +51,11 @@ from fl_client.updates import (
     write_update,
 )
 from harness.admin import admin_token, create_job, read_status, viewer_token
+from harness.enrollment import client_command, enroll_hospital
 from harness.parties import Values, enroll, job_url, make_layout
 from harness.services import keyauth_service, server_service
 from harness.studies import study_json
+from hefl_study import spec_from_mapping, spec_to_json
 
 ADMIN_KEY = "bench-admin-key-" + "l" * 24
 JOB = "large"
@@ -410,6 +418,99 @@ def run(params: int, updates: int, shards: int | None, work: Path) -> dict[str, 
     }
 
 
+E2E_SITES = ("cleveland", "hungary")
+
+
+def _mlp_hidden(params: int, inputs: int = 13) -> int:
+    """The hidden width of the 2-layer MLP (``fl_client.models.MlpModel``, one output) of
+    about ``params`` parameters: inputs*h + h + h*h + h + h + 1."""
+    h = 1
+    while (inputs + 1) * (h + 1) + (h + 3) * (h + 1) < params:
+        h += 1
+    return h
+
+
+def run_e2e(params: int, rounds: int, work: Path) -> dict[str, Any]:
+    """Two hospitals train an MLP of about ``params`` parameters, ``rounds`` each."""
+    hidden = _mlp_hidden(params)
+    spec = spec_from_mapping(
+        {
+            "name": JOB,
+            "description": f"benchmark: heart disease, an MLP of {params:,} parameters",
+            "profile": crypto.DEFAULT_PROFILE.name,
+            "model": {"name": "mlp", "args": {"hidden": hidden}, "seed": 0},
+            "data": {"task": "binary", "classes": [0, 1], "input_shape": [13]},
+            "training": {"optimizer": "sgd", "lr": 0.01, "batch_size": 32, "local_steps": 5},
+            "server": {"max_training": 8},
+            "stop": {"target_updates": rounds * len(E2E_SITES)},
+        }
+    )
+    logs = work / "logs"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    samplers: dict[str, RssSampler] = {}
+    with (
+        keyauth_service(
+            work / "keyauth", ADMIN_KEY, logs / "keyauth.log", uvicorn_args=QUIET
+        ) as ka,
+        server_service(
+            ka.url,
+            work / "server",
+            logs / "server.log",
+            uvicorn_args=QUIET,
+            tls=None,
+            client_updates_per_minute="0",
+        ) as server,
+    ):
+        assert server.process is not None
+        create_job(server.url, admin_token(ka.url, ADMIN_KEY), spec_to_json(spec))
+        viewer = viewer_token(ka.url, ADMIN_KEY)
+        for site in E2E_SITES:
+            enroll_hospital(ka.url, ADMIN_KEY, site, work / "hospitals" / site)
+        started = time.monotonic()
+        samplers["server"] = RssSampler(server.process.pid, interval=0.2).__enter__()
+        try:
+            for site in E2E_SITES:
+                command = client_command(
+                    "train", "--server", server.url, "--job", JOB, "--data", "heart-disease",
+                    "--site", site, "--state-dir", str(work / "hospitals" / site), "--json",
+                )  # fmt: skip
+                log = logs / f"client-{site}.jsonl"
+                with log.open("ab") as out, log.with_suffix(".err").open("ab") as err:
+                    procs[site] = subprocess.Popen(command, stdout=out, stderr=err)  # our CLI
+                samplers[site] = RssSampler(procs[site].pid, interval=0.2).__enter__()
+            deadline = time.monotonic() + 3600
+            while any(p.poll() is None for p in procs.values()):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the hospitals did not finish within an hour")
+                time.sleep(0.5)
+            wall = time.monotonic() - started
+            failed = {s: p.returncode for s, p in procs.items() if p.returncode != 0}
+            if failed:
+                raise RuntimeError(f"hospitals exited with {failed}; see {logs}")
+            status = read_status(server.url, viewer, JOB, timeout=60)
+        finally:
+            for sampler in samplers.values():
+                sampler.__exit__()
+            for p in procs.values():
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(timeout=30)
+    updates = int(status["updates_applied"])
+    return {
+        "params_asked": params,
+        "mlp_hidden": hidden,
+        "sites": list(E2E_SITES),
+        "rounds_per_site": rounds,
+        "updates_applied": updates,
+        "version": status["version"],
+        "wall_seconds": wall,
+        "seconds_per_update": wall / max(updates, 1),
+        "server_peak_rss_bytes": samplers["server"].peak(),
+        "client_peak_rss_bytes": {s: samplers[s].peak() for s in E2E_SITES},
+        "cpu_count": os.cpu_count(),
+    }
+
+
 def _print(payload: dict[str, Any]) -> None:
     print(
         f"\n{payload['params']:,} parameters in {payload['blocks']:,} blocks, profile "
@@ -466,6 +567,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--params", type=int, default=None)
     parser.add_argument("--updates", type=int, default=2, help="more updates to time ingest")
     parser.add_argument("--shards", type=int, default=None, help="FLSERVER_SHARDS for the server")
+    parser.add_argument("--e2e", type=int, default=None, metavar="PARAMS")
+    parser.add_argument("--rounds", type=int, default=3, help="--e2e: rounds per hospital")
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--client", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -473,6 +576,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result = client_run(json.loads(args.client.read_text()))
         print(json.dumps(result))
         return result
+    if args.e2e is not None:
+        with tempfile.TemporaryDirectory(prefix="hefl-large-e2e-") as tmp:
+            e2e = run_e2e(args.e2e, args.rounds, Path(tmp))
+        rows = [["server", e2e["server_peak_rss_bytes"] / MB]] + [
+            [f"hospital {s}", b / MB] for s, b in e2e["client_peak_rss_bytes"].items()
+        ]
+        print(
+            f"\ntwo hospitals, an MLP of hidden width {e2e['mlp_hidden']} (about "
+            f"{e2e['params_asked']:,} parameters), {e2e['updates_applied']} updates applied in "
+            f"{e2e['wall_seconds']:.1f} s ({e2e['seconds_per_update']:.1f} s per update, "
+            f"{e2e['cpu_count']} CPUs)\n"
+        )
+        print(format_table(["process", "peak RSS MB"], rows))
+        print(f"\nwrote {write_json('large_model_e2e', e2e, args.out_dir)}")
+        return e2e
     params = args.params or (1_000_000 if args.quick else 100_000_000)
     with tempfile.TemporaryDirectory(prefix="hefl-large-") as tmp:
         payload = run(params, args.updates, args.shards, Path(tmp))
