@@ -258,6 +258,7 @@ def test_a_crash_before_sending_resends_on_restart(
     pending = runner.context.state.load_pending()
     assert pending is not None
     assert fake_server.applied == 0
+    journaled = b"".join(pending.envelope)  # its file is dropped once it is acknowledged
 
     restarted = make_runner(max_rounds=1)
     summary = restarted.run()
@@ -265,7 +266,7 @@ def test_a_crash_before_sending_resends_on_restart(
     assert fake_server.applied == 1
     assert summary.results[0].update_id == str(pending.update_id)
     assert not summary.results[0].duplicate
-    assert fake_server.uploads == [pending.envelope]
+    assert fake_server.uploads == [journaled]
 
 
 def test_too_stale_rejection_commits_nothing_and_the_client_retrains(
