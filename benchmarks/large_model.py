@@ -308,6 +308,58 @@ def client_run(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def client_only_run(params: int, work: Path) -> dict[str, Any]:
+    """The client's side alone, without the services (a fresh key, no network): encrypt a
+    model and an update of ``params`` parameters block by block into files, then decrypt
+    the model file as it is read, in pieces; the client's own peak memory."""
+    profile = crypto.DEFAULT_PROFILE
+    baseline = _status_kb(os.getpid(), "VmRSS") * 1024
+    cipher = crypto.ClientCipher(crypto.generate_key_material(profile).secret_context, profile)
+    layout = make_layout(params, profile)
+    phases = _Phases()
+    initial_path, update_path = work / "initial.env", work / "update.env"
+    initial = _values(layout, 1, 0.1)
+    with phases.timed("encrypt model"), initial_path.open("wb") as f:
+        model_bytes = write_model(cipher, layout, initial, f, version=0, key_epoch=1)
+    del initial
+    delta = _values(layout, 2, 0.01)
+    with phases.timed("encrypt update"), update_path.open("wb") as f:
+        written = write_update(
+            cipher, layout, delta, None, CompressionConfig(), f,
+            step=1.0, round_=0, base_version=0, key_epoch=1,
+        )  # fmt: skip
+    del delta
+    update_path.unlink()
+    with phases.timed("decrypt model (streamed from its file)"):
+        limits = model_limits(layout, profile.max_block_bytes)
+        _, model = decrypt_model_stream(cipher, _file_chunks(initial_path), limits, layout)
+    error = 0.0
+    for i in range(layout.n_blocks):
+        expected = _block_values(1, i, layout.block_size, 0.1)
+        expected[layout.zero_mask[i]] = 0.0
+        error = max(error, float(np.max(np.abs(model[i] - expected))))
+    del model
+    initial_path.unlink()
+    plaintext = layout.n_blocks * layout.block_size * 8
+    peak = _status_kb(os.getpid(), "VmHWM") * 1024
+    goal = 2 * plaintext + profile.max_block_bytes
+    return {
+        "profile": profile.name,
+        "params": layout.total_params,
+        "blocks": layout.n_blocks,
+        "update_bytes": written.report.envelope_bytes,
+        "model_bytes": model_bytes,
+        "plaintext_model_bytes": plaintext,
+        "phases": phases.rows,
+        "max_abs_error": error,
+        "error_bound": profile.error_bound(1),
+        "client_baseline_rss_bytes": baseline,
+        "client_peak_rss_bytes": peak,
+        "client_goal_bytes": goal,
+        "client_goal_met": peak <= goal,
+    }
+
+
 # -- the orchestration ---------------------------------------------------------------
 
 
@@ -567,6 +619,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--params", type=int, default=None)
     parser.add_argument("--updates", type=int, default=2, help="more updates to time ingest")
     parser.add_argument("--shards", type=int, default=None, help="FLSERVER_SHARDS for the server")
+    parser.add_argument(
+        "--client-only", action="store_true", help="the client's side alone, no services"
+    )
     parser.add_argument("--e2e", type=int, default=None, metavar="PARAMS")
     parser.add_argument("--rounds", type=int, default=3, help="--e2e: rounds per hospital")
     parser.add_argument("--out-dir", type=Path, default=None)
@@ -592,6 +647,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nwrote {write_json('large_model_e2e', e2e, args.out_dir)}")
         return e2e
     params = args.params or (1_000_000 if args.quick else 100_000_000)
+    if args.client_only:
+        with tempfile.TemporaryDirectory(prefix="hefl-large-client-") as tmp:
+            alone = client_only_run(params, Path(tmp))
+        rows = [
+            [name, row["seconds"], row["client_peak_rss_bytes"] / MB]
+            for name, row in alone["phases"].items()
+        ]
+        print(
+            f"\nthe client alone: {alone['params']:,} parameters in {alone['blocks']:,} blocks; "
+            f"update {alone['update_bytes'] / MB:,.0f} MB, model {alone['model_bytes'] / MB:,.0f}"
+            f" MB, plaintext {alone['plaintext_model_bytes'] / MB:,.0f} MB\n"
+        )
+        print(format_table(["phase", "seconds", "client peak RSS so far MB"], rows))
+        verdict = "met" if alone["client_goal_met"] else "MISSED"
+        print(
+            f"\nclient peak {alone['client_peak_rss_bytes'] / MB:,.0f} MB (after its imports "
+            f"{alone['client_baseline_rss_bytes'] / MB:,.0f} MB), goal "
+            f"{alone['client_goal_bytes'] / MB:,.0f} MB: {verdict}; max error "
+            f"{alone['max_abs_error']:.2e} (bound {alone['error_bound']:.2e})"
+        )
+        print(f"\nwrote {write_json('large_model_client', alone, args.out_dir)}")
+        return alone
     with tempfile.TemporaryDirectory(prefix="hefl-large-") as tmp:
         payload = run(params, args.updates, args.shards, Path(tmp))
     _print(payload)
