@@ -430,7 +430,7 @@ def decrypt_model(
 
 def decrypt_model_stream(
     cipher: ClientCipher,
-    chunks: Iterable[bytes],
+    chunks: Iterable[bytes | memoryview],
     limits: EnvelopeLimits,
     layout: ModelLayout,
     base: Blocks | None = None,
