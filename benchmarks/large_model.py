@@ -366,7 +366,14 @@ def client_only_run(params: int, work: Path) -> dict[str, Any]:
 def run(params: int, updates: int, shards: int | None, work: Path) -> dict[str, Any]:
     profile = crypto.DEFAULT_PROFILE
     with keyauth_service(
-        work / "keyauth", ADMIN_KEY, work / "keyauth.log", uvicorn_args=QUIET, profile=profile.name
+        work / "keyauth",
+        ADMIN_KEY,
+        work / "keyauth.log",
+        uvicorn_args=QUIET,
+        profile=profile.name,
+        # one access token and one viewer token for the whole run, however long it takes
+        access_token_ttl="86400",
+        viewer_token_ttl="86400",
     ) as keyauth:
         party = enroll(keyauth.url, ADMIN_KEY, "bench-large")
         layout = make_layout(params, party.profile)
