@@ -257,8 +257,8 @@ def client_run(config: dict[str, Any]) -> dict[str, Any]:
                 base_version=0,
                 key_epoch=key_epoch,
             )
-        del delta
         out["update_bytes"] = written.report.envelope_bytes
+        del delta, written  # what was sent is delta itself (a dense update makes no copy)
         with phases.timed("upload update (until 202: durable)"):
             answer = _upload(http, "POST", job_url(url, JOB, "/updates"), update_path)
             assert answer.status_code == 202, answer.text
@@ -280,11 +280,12 @@ def client_run(config: dict[str, Any]) -> dict[str, Any]:
             head, model = decrypt_model_stream(cipher, answer.iter_bytes(CHUNK), limits, layout)
         out["model_version"] = head.version
         error = 0.0
+        mask = layout.zero_mask
         for i in range(layout.n_blocks):  # block by block: no second copy of the model
             expected = _block_values(1, i, layout.block_size, 0.1) + weight * _block_values(
                 2, i, layout.block_size, 0.01
             )
-            expected[layout.zero_mask[i]] = 0.0
+            expected[mask[i]] = 0.0
             error = max(error, float(np.max(np.abs(model[i] - expected))))
         del model
         out["max_abs_error"] = error
@@ -328,15 +329,17 @@ def client_only_run(params: int, work: Path) -> dict[str, Any]:
             cipher, layout, delta, None, CompressionConfig(), f,
             step=1.0, round_=0, base_version=0, key_epoch=1,
         )  # fmt: skip
-    del delta
+    update_bytes = written.report.envelope_bytes
+    del delta, written  # what was sent is delta itself (a dense update makes no copy)
     update_path.unlink()
     with phases.timed("decrypt model (streamed from its file)"):
         limits = model_limits(layout, profile.max_block_bytes)
         _, model = decrypt_model_stream(cipher, _file_chunks(initial_path), limits, layout)
     error = 0.0
+    mask = layout.zero_mask
     for i in range(layout.n_blocks):
         expected = _block_values(1, i, layout.block_size, 0.1)
-        expected[layout.zero_mask[i]] = 0.0
+        expected[mask[i]] = 0.0
         error = max(error, float(np.max(np.abs(model[i] - expected))))
     del model
     initial_path.unlink()
@@ -347,7 +350,7 @@ def client_only_run(params: int, work: Path) -> dict[str, Any]:
         "profile": profile.name,
         "params": layout.total_params,
         "blocks": layout.n_blocks,
-        "update_bytes": written.report.envelope_bytes,
+        "update_bytes": update_bytes,
         "model_bytes": model_bytes,
         "plaintext_model_bytes": plaintext,
         "phases": phases.rows,

@@ -85,7 +85,8 @@ def all_blocks(delta: npt.ArrayLike, residual: npt.ArrayLike | None = None) -> C
     """
     sent = _as_blocks(delta) if residual is None else _corrected(delta, residual)
     indices = np.arange(sent.shape[0], dtype=np.int64)
-    return CompressedUpdate(indices=indices, blocks=sent, residual=np.zeros_like(sent))
+    # np.zeros, not zeros_like: calloc, so its pages stay untouched until written
+    return CompressedUpdate(indices=indices, blocks=sent, residual=np.zeros(sent.shape))
 
 
 def top_k_blocks(delta: npt.ArrayLike, residual: npt.ArrayLike | None, k: int) -> CompressedUpdate:
