@@ -26,7 +26,7 @@ from fl_client import (
 )
 from fl_client.events import Event, RoundResult
 from fl_client.output import Reporter
-from fl_client.state import LocalState
+from fl_client.state import EnvelopeFile, LocalState
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
 from hefl_study import TASK_METRICS
@@ -258,6 +258,7 @@ def test_a_crash_before_sending_resends_on_restart(
     pending = runner.context.state.load_pending()
     assert pending is not None
     assert fake_server.applied == 0
+    assert isinstance(pending.envelope, EnvelopeFile)
     journaled = b"".join(pending.envelope)  # its file is dropped once it is acknowledged
 
     restarted = make_runner(max_rounds=1)
