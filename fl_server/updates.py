@@ -40,6 +40,13 @@ __all__ = ["UpdatePipeline"]
 logger = logging.getLogger("fl_server")
 
 
+# An update envelope up to this size is loaded once and held while it is added (fast); a
+# larger one is loaded twice, block by block, so a model-sized update is never held loaded
+# (``UpdatePipeline._load_blocks``). Loaded, a seeded ciphertext takes twice its bytes.
+KEEP_LOADED_BYTES = 64 * 1024 * 1024
+
+Blocks = list[tuple[int, crypto.EncryptedBlock]]
+
 # Declared rows above this are refused: no hospital table is that large, and a bound
 # keeps one hospital's declaration from dwarfing every other's by accident.
 MAX_SAMPLES = 10**9
@@ -283,6 +290,25 @@ class UpdatePipeline:
 
         durable.add_done_callback(answer_when_durable)
 
+    def _load_blocks(self, arrival: _Arrival, *, keep: bool) -> Blocks:
+        """The update's blocks, loaded, once every ciphertext is known to load.
+
+        A small update (``KEEP_LOADED_BYTES``), or one a round keeps (``keep``), is loaded
+        once and held. A larger one is checked block by block, none kept, and loaded again
+        as ``ModelState.apply`` consumes it: a model-sized update is never held loaded, at
+        the price of deserializing it twice.
+        """
+        try:
+            if keep or arrival.spool.size <= KEEP_LOADED_BYTES:
+                return [(i, self._cipher.load_update_block(d)) for i, d in arrival.blocks()]
+            for _, data in arrival.blocks():
+                self._cipher.load_update_block(data)
+        except crypto.CryptoError as exc:
+            raise InvalidInputError.from_crypto(exc) from exc
+        loaded = ((i, self._cipher.load_update_block(d)) for i, d in arrival.blocks())
+        # state.apply iterates the blocks once (they are "consumed")
+        return cast("Blocks", loaded)
+
     def _apply_one(self, arrival: _Arrival) -> tuple[UpdateAck, Future[None]]:
         client, update = arrival.client, arrival.update
         state = self._lifecycle.require_started()
@@ -313,15 +339,7 @@ class UpdatePipeline:
             samples=arrival.samples,
             deferred=rounds,
         )
-        try:
-            # every ciphertext is checked before any is added: one at a time, none kept
-            for _, data in arrival.blocks():
-                self._cipher.load_update_block(data)
-        except crypto.CryptoError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
-        loaded = ((i, self._cipher.load_update_block(data)) for i, data in arrival.blocks())
-        # state.apply consumes the blocks once; a round keeps them until it closes
-        blocks = list(loaded) if rounds else cast("list[tuple[int, crypto.EncryptedBlock]]", loaded)
+        blocks = self._load_blocks(arrival, keep=rounds)
         record = state.next_record(
             update,
             client_id=client.client_id,
