@@ -262,7 +262,7 @@ class UpdatePipeline:
         try:
             answer, durable = self._apply_one(arrival)
         except ServerError as exc:
-            arrival.digest.add_done_callback(lambda _: arrival.spool.close())
+            self._drop_spool(arrival)
             ack.set_exception(exc)
             return
         except Exception:
@@ -270,7 +270,7 @@ class UpdatePipeline:
             logger.exception("applying update %s failed", arrival.update.update_id)
             failure = StorageError("an update could not be applied")
             self._lifecycle.fail(failure)
-            arrival.digest.add_done_callback(lambda _: arrival.spool.close())
+            self._drop_spool(arrival)
             ack.set_exception(failure)
             return
         # the journal copies the spool into the log: it is dropped once that is durable
@@ -289,6 +289,11 @@ class UpdatePipeline:
                 ack.set_exception(error)
 
         durable.add_done_callback(answer_when_durable)
+
+    def _drop_spool(self, arrival: _Arrival) -> None:
+        """Close a refused update's spool once nothing reads it: after its digest, and
+        after every log write submitted so far (one may be copying it)."""
+        arrival.digest.add_done_callback(lambda _: self._journal.call(arrival.spool.close))
 
     def _load_blocks(self, arrival: _Arrival, *, keep: bool) -> Blocks:
         """The update's blocks, loaded, once every ciphertext is known to load.
