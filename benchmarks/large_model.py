@@ -483,11 +483,16 @@ def run(params: int, updates: int, shards: int | None, work: Path) -> dict[str, 
 E2E_SITES = ("cleveland", "hungary")
 
 
+def _mlp_params(hidden: int, inputs: int = 13) -> int:
+    """Parameters of ``fl_client.models.MlpModel`` with one output: two hidden layers of
+    ``hidden`` units and a head, weights and biases."""
+    return (inputs + 1) * hidden + (hidden + 1) * hidden + hidden + 1
+
+
 def _mlp_hidden(params: int, inputs: int = 13) -> int:
-    """The hidden width of the 2-layer MLP (``fl_client.models.MlpModel``, one output) of
-    about ``params`` parameters: inputs*h + h + h*h + h + h + 1."""
+    """The smallest hidden width of at least ``params`` parameters."""
     h = 1
-    while (inputs + 1) * (h + 1) + (h + 3) * (h + 1) < params:
+    while _mlp_params(h, inputs) < params:
         h += 1
     return h
 
@@ -560,6 +565,7 @@ def run_e2e(params: int, rounds: int, work: Path) -> dict[str, Any]:
     updates = int(status["updates_applied"])
     return {
         "params_asked": params,
+        "params": _mlp_params(hidden),
         "mlp_hidden": hidden,
         "sites": list(E2E_SITES),
         "rounds_per_site": rounds,
@@ -648,8 +654,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             [f"hospital {s}", b / MB] for s, b in e2e["client_peak_rss_bytes"].items()
         ]
         print(
-            f"\ntwo hospitals, an MLP of hidden width {e2e['mlp_hidden']} (about "
-            f"{e2e['params_asked']:,} parameters), {e2e['updates_applied']} updates applied in "
+            f"\ntwo hospitals, an MLP of hidden width {e2e['mlp_hidden']} ("
+            f"{e2e['params']:,} parameters), {e2e['updates_applied']} updates applied in "
             f"{e2e['wall_seconds']:.1f} s ({e2e['seconds_per_update']:.1f} s per update, "
             f"{e2e['cpu_count']} CPUs)\n"
         )
