@@ -418,6 +418,8 @@ class EnvelopeParser:
         self._limits = limits
         self._buffer = bytearray()
         self._size = 0
+        self._consumed = 0
+        self._fingerprint: bytes | None = None
         self._left = 0
         self._last = -1
         self._block: tuple[int, int] | None = None
@@ -446,40 +448,51 @@ class EnvelopeParser:
         with memoryview(self._buffer) as view:
             out = bytes(view[:n])
         del self._buffer[:n]
+        self._consumed += n
         return out
 
-    def _step(self, out: list[CipherBlock]) -> bool:
+    def _need(self) -> tuple[int, str]:
+        """How many bytes the next part takes, and what it is (the whole parsers' words)."""
+        if self._fingerprint is None:
+            return _PREFIX.size, "the header"
         if self.head is None:
-            if len(self._buffer) < _PREFIX.size + self._head_codec.size:
-                return False
-            self.head = self._read_head()
-            return True
+            return (
+                self._head_codec.size,
+                f"the {'model' if self._kind == _KIND_MODEL else 'update'} header",
+            )
         if self._block is None:
-            if self._left == 0:
-                if self._buffer:
-                    raise _trailing(len(self._buffer))
-                return False
-            if len(self._buffer) < _BLOCK_HEAD.size:
-                return False
-            index, length = _BLOCK_HEAD.unpack(self._take(_BLOCK_HEAD.size))
+            return _BLOCK_HEAD.size, f"block header {self.head.block_count - self._left}"
+        return self._block[1], f"block {self._block[0]}"
+
+    def _step(self, out: list[CipherBlock]) -> bool:
+        if self.head is not None and self._block is None and self._left == 0:
+            if self._buffer:
+                raise _trailing(len(self._buffer))
+            return False
+        need, _ = self._need()
+        if len(self._buffer) < need:
+            return False
+        piece = self._take(need)
+        if self._fingerprint is None:
+            self._fingerprint = _read_prefix(_Reader(piece), self._kind, self._limits)
+        elif self.head is None:
+            self.head = self._read_head(self._fingerprint, piece)
+        elif self._block is None:
+            index, length = _BLOCK_HEAD.unpack(piece)
             _check_block_header(index, length, self._last, self._limits)
             self._block = (index, length)
-            return True
-        index, length = self._block
-        if len(self._buffer) < length:
-            return False
-        out.append(CipherBlock(index, self._take(length)))
-        self._block, self._last, self._left = None, index, self._left - 1
+        else:
+            index = self._block[0]
+            out.append(CipherBlock(index, piece))
+            self._block, self._last, self._left = None, index, self._left - 1
         return True
 
-    def _read_head(self) -> EnvelopeHead:
-        reader = _Reader(self._take(_PREFIX.size + self._head_codec.size))
-        fingerprint = _read_prefix(reader, self._kind, self._limits)
+    def _read_head(self, fingerprint: bytes, piece: bytes) -> EnvelopeHead:
+        update_id = None
         if self._kind == _KIND_MODEL:
-            version, key_epoch, count = reader.unpack(_MODEL_HEAD, "the model header")
-            update_id = None
+            version, key_epoch, count = _MODEL_HEAD.unpack(piece)
         else:
-            version, key_epoch, raw_id, count = reader.unpack(_UPDATE_HEAD, "the update header")
+            version, key_epoch, raw_id, count = _UPDATE_HEAD.unpack(piece)
             _check_update_count(count)
             update_id = uuid.UUID(bytes=raw_id)
         _check_count(count, self._limits)
@@ -495,8 +508,9 @@ class EnvelopeParser:
             The envelope ended early.
         """
         if self.head is None or self._left or self._block is not None:
+            need, what = self._need()
             raise EnvelopeTruncatedError(
-                f"envelope ends after {self._size} bytes, inside "
-                + ("the header" if self.head is None else "its blocks")
+                f"envelope ends inside {what} (needs {need} bytes at offset {self._consumed}, "
+                f"{len(self._buffer)} left)"
             )
         return self.head

@@ -1,5 +1,6 @@
 """The envelope written and parsed piece by piece: the same bytes, blocks and refusals."""
 
+import re
 import uuid
 
 import pytest
@@ -80,12 +81,14 @@ def test_a_model_streams_block_by_block() -> None:
     assert parser.close().update_id is None
 
 
-def test_every_truncation_is_refused_on_close() -> None:
+def test_every_truncation_is_refused_on_close_in_the_whole_parsers_words() -> None:
     data = update_to_bytes(UPDATE)
     for cut in range(len(data)):
+        with pytest.raises(EnvelopeTruncatedError) as whole:
+            update_from_bytes(data[:cut], LIMITS)
         parser = EnvelopeParser("update", LIMITS)
         parser.feed(data[:cut])
-        with pytest.raises(EnvelopeTruncatedError):
+        with pytest.raises(EnvelopeTruncatedError, match=re.escape(str(whole.value))):
             parser.close()
 
 
