@@ -45,10 +45,15 @@ class CompressedUpdate:
     residual: Blocks
 
 
-def _corrected(delta: npt.ArrayLike, residual: npt.ArrayLike | None) -> Blocks:
+def _as_blocks(delta: npt.ArrayLike) -> Blocks:
     arr = np.asarray(delta, dtype=np.float64)
     if arr.ndim != 2:
         raise ValueError(f"update must be (n_blocks, block_size), got shape {arr.shape}")
+    return arr
+
+
+def _corrected(delta: npt.ArrayLike, residual: npt.ArrayLike | None) -> Blocks:
+    arr = _as_blocks(delta)
     if residual is None:
         return arr.copy()
     res = np.asarray(residual, dtype=np.float64)
@@ -73,9 +78,15 @@ def blocks_for_fraction(n_blocks: int, fraction: float) -> int:
 
 
 def all_blocks(delta: npt.ArrayLike, residual: npt.ArrayLike | None = None) -> CompressedUpdate:
-    """Send everything (plus any residual); the residual becomes zero."""
-    corrected = _corrected(delta, residual)
-    return _split(corrected, np.arange(corrected.shape[0], dtype=np.int64))
+    """Send everything (plus any residual); the residual becomes zero.
+
+    Without a residual the blocks sent are ``delta`` itself, not a copy, and the zero
+    residual is allocated lazily: a dense update of a large model holds no second copy.
+    """
+    sent = _as_blocks(delta) if residual is None else _corrected(delta, residual)
+    indices = np.arange(sent.shape[0], dtype=np.int64)
+    # np.zeros, not zeros_like: calloc, so its pages stay untouched until written
+    return CompressedUpdate(indices=indices, blocks=sent, residual=np.zeros(sent.shape))
 
 
 def top_k_blocks(delta: npt.ArrayLike, residual: npt.ArrayLike | None, k: int) -> CompressedUpdate:

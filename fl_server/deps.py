@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
@@ -28,6 +29,7 @@ __all__ = [
     "Service",
     "StatusAccess",
     "read_body",
+    "stream_body",
 ]
 
 _bearer = HTTPBearer(
@@ -89,8 +91,9 @@ async def current_job(
 CurrentJob = Annotated[JobService, Depends(current_job)]
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes.
+async def stream_body(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refused with 413 as soon as it is known to exceed
+    ``limit`` bytes.
 
     A declared ``Content-Length`` is checked before a byte is read; a streamed body is
     counted as it arrives, so an oversized one is never held whole. A body in a content
@@ -105,19 +108,37 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ContentLengthInvalidError("Content-Length is not a number")
         if int(declared) > limit:
             raise BodyTooLargeError(f"body of {declared} bytes exceeds the {limit} allowed")
-    chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise BodyTooLargeError(f"body exceeds the {limit} bytes allowed")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if chunk:
+            yield chunk
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body whole, with ``stream_body``'s checks."""
+    return b"".join([chunk async for chunk in stream_body(request, limit)])
+
+
+@dataclass(frozen=True)
+class _RequestBody:
+    """Reads this request's body when the service asks, within the limit it names: whole
+    (called), or chunk by chunk (``chunks``)."""
+
+    request: Request
+
+    async def __call__(self, limit: int) -> bytes:
+        return await read_body(self.request, limit)
+
+    def chunks(self, limit: int) -> AsyncIterator[bytes]:
+        return stream_body(self.request, limit)
 
 
 async def body_reader(request: Request) -> BodyReader:
     """Reads this request's body when the service asks, within the limit it names."""
-    return partial(read_body, request)
+    return _RequestBody(request)
 
 
 RequestBody = Annotated[BodyReader, Depends(body_reader)]

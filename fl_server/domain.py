@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from fl_server.receipts import UpdateReceipt
+from fl_server.snapshot import EnvelopeBody
 
 __all__ = [
     "BodyReader",
@@ -38,12 +39,32 @@ __all__ = [
     "StatusView",
     "StopReason",
     "StopRuleView",
+    "StreamingBodyReader",
     "UpdateAck",
     "VersionSummary",
+    "body_chunks",
 ]
 
 BodyReader = Callable[[int], Awaitable[bytes]]
 """Reads a request body, refused as soon as it is known to exceed the given number of bytes."""
+
+
+@runtime_checkable
+class StreamingBodyReader(Protocol):
+    """A ``BodyReader`` that also hands the body out chunk by chunk as it arrives."""
+
+    def __call__(self, limit: int) -> Awaitable[bytes]: ...
+
+    def chunks(self, limit: int) -> AsyncIterator[bytes]: ...
+
+
+async def body_chunks(read_body: BodyReader, limit: int) -> AsyncIterator[bytes]:
+    """The body chunk by chunk when ``read_body`` can stream it, else whole in one piece."""
+    if isinstance(read_body, StreamingBodyReader):
+        async for chunk in read_body.chunks(limit):
+            yield chunk
+    else:
+        yield await read_body(limit)
 
 
 class JobState(StrEnum):
@@ -174,11 +195,14 @@ class LayoutSet:
 
 @dataclass(frozen=True)
 class ModelDownload:
-    """The published model for one download; ``body`` is ``None`` when the client has it."""
+    """The published model for one download; ``body`` is ``None`` when the client has it.
+
+    ``body`` is the envelope whole, or an ``EnvelopeBody`` to stream block by block.
+    """
 
     etag: str
     version: int
-    body: bytes | None = field(repr=False)
+    body: bytes | EnvelopeBody | None = field(repr=False)
 
 
 @dataclass(frozen=True)

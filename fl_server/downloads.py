@@ -26,7 +26,7 @@ class ModelDownloads:
         self._traffic = traffic
 
     def download(self, since: int | None, if_none_match: str | None) -> ModelDownload:
-        """The published model, or only the blocks changed after ``since``.
+        """The published model, or only the blocks changed after ``since``, to stream.
 
         No body when ``if_none_match`` names the published version: the client holds it,
         whatever it asked for.
@@ -43,6 +43,6 @@ class ModelDownloads:
             snapshot.changed_since(since)  # a version from the future is refused, 304 or not
         if if_none_match is not None and etag_matches(if_none_match, snapshot.etag):
             return ModelDownload(snapshot.etag, snapshot.version, None)
-        body = snapshot.to_bytes(since)
-        self._traffic.count_out(len(body))
+        body = snapshot.envelope(since)
+        self._traffic.count_out(body.length)
         return ModelDownload(snapshot.etag, snapshot.version, body)

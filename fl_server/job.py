@@ -19,6 +19,7 @@ from fl_server.domain import (
     LayoutSet,
     RotationView,
     StopReason,
+    body_chunks,
 )
 from fl_server.errors import (
     EnvelopeMalformedError,
@@ -386,26 +387,50 @@ class JobLifecycle:
     # -- the initial model ----------------------------------------------------------------
 
     async def receive_initial_model(self, read_body: BodyReader) -> JobView:
-        """Read an initial model envelope and start training from it; durable when this returns."""
-        body = await read_body(self.envelope_limit())
-        await asyncio.wrap_future(self.set_initial_model(body))
+        """Read an initial model envelope and start training from it; durable when this returns.
+
+        The body is parsed as it arrives, never held whole besides its blocks.
+        """
+        self._require_no_model()
+        model = await self.read_model(read_body, "the initial model")
+        await asyncio.wrap_future(self.set_initial_model(model))
         return self.view()
 
-    def set_initial_model(self, body: bytes) -> Future[None]:
-        """Start training from a client-encrypted model envelope (version 0, every block)."""
+    def _require_no_model(self) -> None:
         self.require_writable()
-        self._traffic.count_in(len(body))
-        layout = self._layout
-        if layout is None:
+        if self._layout is None:
             raise NoLayoutError("set the model layout first")
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
-        model = self.whole_model(body, "the initial model")
+
+    def set_initial_model(self, model: crypto.EncryptedModel) -> Future[None]:
+        """Start training from a client-encrypted model (version 0, every block)."""
+        self._require_no_model()
         self.check_epoch(model.key_epoch)
         if model.version != 0:
             raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
         return self._worker.submit(lambda: self._store_initial_model(model))
+
+    async def read_model(self, read_body: BodyReader, what: str) -> crypto.EncryptedModel:
+        """``whole_model`` of a body parsed block by block as it arrives."""
+        layout = self._layout
+        if layout is None:
+            raise NoLayoutError("set the model layout first")
+        parser = crypto.EnvelopeParser("model", layout.limits)
+        blocks: list[crypto.CipherBlock] = []
+        try:
+            with client_input("the model envelope", EnvelopeMalformedError):
+                try:
+                    async for chunk in body_chunks(read_body, self.envelope_limit()):
+                        blocks += parser.feed(chunk)
+                    head = parser.close()
+                except crypto.CryptoError as exc:
+                    raise InvalidInputError.from_crypto(exc) from exc
+        finally:
+            self._traffic.count_in(parser.size)
+        model = crypto.EncryptedModel(head.fingerprint, head.version, head.key_epoch, tuple(blocks))
+        return self._every_block(model, what)
 
     def whole_model(self, body: bytes, what: str) -> crypto.EncryptedModel:
         """A client's model envelope of this job's layout, every block in order (an
@@ -418,7 +443,11 @@ class JobLifecycle:
                 model = crypto.model_from_bytes(body, layout.limits)
             except crypto.CryptoError as exc:
                 raise InvalidInputError.from_crypto(exc) from exc
-        n_blocks = layout.layout.n_blocks
+        return self._every_block(model, what)
+
+    def _every_block(self, model: crypto.EncryptedModel, what: str) -> crypto.EncryptedModel:
+        assert self._layout is not None
+        n_blocks = self._layout.layout.n_blocks
         if [b.index for b in model.blocks] != list(range(n_blocks)):
             raise IncompleteModelError(f"{what} must carry all {n_blocks} blocks, in order")
         return model

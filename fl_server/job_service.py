@@ -49,7 +49,7 @@ from fl_server.settings import ServerSettings
 from fl_server.snapshot import ModelSnapshot
 from fl_server.status import StatusReader
 from fl_server.stoprules import first_met
-from fl_server.store import JobRecord, Store
+from fl_server.store import FileStore, JobRecord, Store
 from fl_server.traffic import Traffic
 from fl_server.updates import UpdatePipeline
 from fl_server.worker import ApplyWorker
@@ -173,6 +173,7 @@ class JobService:
             clock=clock,
             after_apply=self._after_apply,
             check_client=self._integrity.require_not_quarantined,
+            spool_dir=store.state_dir if isinstance(store, FileStore) else None,
         )
         self._reports = MetricsReports(
             self._lifecycle,

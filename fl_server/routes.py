@@ -6,6 +6,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi.responses import StreamingResponse
 
 from fl_server.deps import (
     CurrentAdmin,
@@ -53,6 +54,16 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
+def _envelope_response(download: ModelDownload, headers: dict[str, str]) -> Response:
+    body = download.body
+    assert body is not None
+    if isinstance(body, bytes):
+        return Response(body, media_type=_OCTETS, headers=headers)
+    # block by block from the published snapshot: the model is never joined into one body
+    headers = {**headers, "Content-Length": str(body.length)}
+    return StreamingResponse(body.chunks(), media_type=_OCTETS, headers=headers)
+
+
 def _model_response(download: ModelDownload) -> Response:
     headers = {
         "ETag": download.etag,
@@ -62,7 +73,7 @@ def _model_response(download: ModelDownload) -> Response:
     }
     if download.body is None:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(download.body, media_type=_OCTETS, headers=headers)
+    return _envelope_response(download, headers)
 
 
 def _leased_response(leased: LeasedModel) -> Response:
@@ -77,7 +88,7 @@ def _leased_response(leased: LeasedModel) -> Response:
         # the answer to a POST: a lease was taken, nothing here may be replayed from a cache
         "Cache-Control": "no-store",
     }
-    return Response(download.body, media_type=_OCTETS, headers=headers)
+    return _envelope_response(download, headers)
 
 
 @router.get("/healthz", tags=["public"])

@@ -2,14 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import crypto
 from fl_server.errors import VersionAheadError
 
-__all__ = ["ModelSnapshot"]
+__all__ = ["EnvelopeBody", "ModelSnapshot"]
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class EnvelopeBody:
+    """A model envelope to send piece by piece, never joined whole: its head, then the
+    blocks at ``indices`` of ``blocks``. Its ``length`` is known before the first byte."""
+
+    head: bytes
+    blocks: Sequence[bytes] = field(repr=False)
+    indices: Sequence[int]
+
+    @property
+    def length(self) -> int:
+        block_header = crypto.ENVELOPE_HEADERS.block.size
+        return len(self.head) + sum(block_header + len(self.blocks[i]) for i in self.indices)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def chunks(self, size: int = _CHUNK) -> Iterator[bytes]:
+        """The envelope's bytes in pieces of about ``size`` bytes (whole blocks each)."""
+        parts, held = [self.head], len(self.head)
+        for i in self.indices:
+            piece = crypto.cipher_block_to_bytes(crypto.CipherBlock(i, self.blocks[i]))
+            parts.append(piece)
+            held += len(piece)
+            if held >= size:
+                yield b"".join(parts)
+                parts, held = [], 0
+        if parts:
+            yield b"".join(parts)
 
 
 @dataclass(frozen=True)
@@ -40,17 +72,17 @@ class ModelSnapshot:
             )
         return [i for i, v in enumerate(self.block_versions) if v > since]
 
-    def _envelope(self, indices: Sequence[int]) -> bytes:
-        blocks = tuple(crypto.CipherBlock(i, self.blocks[i]) for i in indices)
-        model = crypto.EncryptedModel(self.fingerprint, self.version, self.key_epoch, blocks)
-        return crypto.model_to_bytes(model)
+    def envelope(self, since: int | None = None) -> EnvelopeBody:
+        """The model envelope, to stream: every block, or only those changed after ``since``.
 
-    @cached_property
-    def _full(self) -> bytes:
-        return self._envelope(range(len(self.blocks)))
+        It refers to this snapshot's blocks: no copy of the model is made to serve it.
+        """
+        indices = range(len(self.blocks)) if since is None else self.changed_since(since)
+        head = crypto.model_head_to_bytes(
+            self.fingerprint, self.version, self.key_epoch, len(indices)
+        )
+        return EnvelopeBody(head, self.blocks, indices)
 
     def to_bytes(self, since: int | None = None) -> bytes:
-        """The model envelope: every block, or only those changed after ``since``."""
-        if since is None:
-            return self._full
-        return self._envelope(self.changed_since(since))
+        """The model envelope, whole: every block, or only those changed after ``since``."""
+        return b"".join(self.envelope(since).chunks())

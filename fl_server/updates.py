@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import cast
 
 import crypto
 from fl_server.admission import SlotTable, UpdateQueue, UpdateTicket
-from fl_server.domain import BodyReader, UpdateAck
+from fl_server.domain import BodyReader, UpdateAck, body_chunks
 from fl_server.errors import (
     EnvelopeMalformedError,
     InvalidInputError,
@@ -29,6 +30,7 @@ from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal, running_future
 from fl_server.parsing import client_input
+from fl_server.spool import UpdateSpool
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
@@ -38,13 +40,16 @@ __all__ = ["UpdatePipeline"]
 logger = logging.getLogger("fl_server")
 
 
+# An update envelope up to this size is loaded once and held while it is added (fast); a
+# larger one is loaded twice, block by block, so a model-sized update is never held loaded
+# (``UpdatePipeline._load_blocks``). Loaded, a seeded ciphertext takes twice its bytes.
+KEEP_LOADED_BYTES = 64 * 1024 * 1024
+
+Blocks = list[tuple[int, crypto.EncryptedBlock]]
+
 # Declared rows above this are refused: no hospital table is that large, and a bound
 # keeps one hospital's declaration from dwarfing every other's by accident.
 MAX_SAMPLES = 10**9
-
-
-def _sha256(data: bytes) -> bytes:
-    return hashlib.sha256(data).digest()
 
 
 def parse_samples(header: str | None) -> int | None:
@@ -70,14 +75,22 @@ def parse_samples(header: str | None) -> int | None:
 
 @dataclass(frozen=True)
 class _Arrival:
-    """An update parsed on the caller's thread, on its way to the apply worker."""
+    """An update checked on the caller's thread, on its way to the apply worker.
+
+    ``update`` is its head (no blocks); the envelope is in ``spool``, read back block by
+    block (``blocks``), and closed once the update is logged or refused.
+    """
 
     client: AccessClaims
     update: crypto.EncryptedUpdate
-    envelope: bytes = field(repr=False)
+    spool: UpdateSpool = field(repr=False)
     digest: Future[bytes]
     received_at: float
     samples: int | None = None
+
+    def blocks(self) -> Iterator[tuple[int, bytes]]:
+        """The update's blocks, ``(index, ciphertext)``, one at a time from the spool."""
+        return self.spool.blocks()
 
 
 class UpdatePipeline:
@@ -104,6 +117,9 @@ class UpdatePipeline:
     check_client
         Refuses a client whose updates the job does not take (quarantined), before its
         body is read and again before its update is applied.
+    spool_dir
+        Where update bodies are spooled as they arrive (the job's directory); ``None``:
+        the system's temporary directory.
     """
 
     def __init__(
@@ -120,6 +136,7 @@ class UpdatePipeline:
         clock: Callable[[], float] = time.time,
         after_apply: Callable[[], None] = lambda: None,
         check_client: Callable[[AccessClaims], None] = lambda client: None,
+        spool_dir: Path | None = None,
     ) -> None:
         self._config = config
         self._cipher = cipher
@@ -132,6 +149,7 @@ class UpdatePipeline:
         self._clock = clock
         self._after_apply = after_apply
         self._check_client = check_client
+        self._spool_dir = spool_dir
         self._hasher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="hefl-digest")
         # Process-lifetime counters (what the log does not hold).
         self._lock = threading.Lock()
@@ -146,7 +164,8 @@ class UpdatePipeline:
     async def receive(
         self, client: AccessClaims, read_body: BodyReader, samples: str | None = None
     ) -> UpdateAck:
-        """Admit ``client``'s update, read its body, and answer once it is durable.
+        """Admit ``client``'s update, spool its body as it arrives, and answer once it is
+        durable.
 
         ``samples`` is the ``X-Hefl-Samples`` header: the training rows behind the update
         (``fl_server.weighting``). Every refusal on the way is counted by its problem code.
@@ -154,8 +173,8 @@ class UpdatePipeline:
         try:
             rows = parse_samples(samples)
             with self.admit(client) as ticket:
-                body = await read_body(ticket.max_body_bytes)
-                return await asyncio.wrap_future(self.submit(ticket, body, rows))
+                spool = await self.spool(read_body, ticket.max_body_bytes)
+                return await asyncio.wrap_future(self.submit(ticket, spool, rows))
         except ServerError as exc:
             self._note_rejected(exc.code, client)
             raise
@@ -172,29 +191,55 @@ class UpdatePipeline:
         assert limits is not None
         return self._queue.admit(client, limits.max_total_bytes)
 
-    def submit(
-        self, ticket: UpdateTicket, body: bytes, samples: int | None = None
-    ) -> Future[UpdateAck]:
-        """Parse an update envelope and queue it; the future resolves once it is durable."""
-        self._traffic.count_in(len(body))
-        state = self._lifecycle.require_started()
+    async def spool(self, read_body: BodyReader, limit: int) -> UpdateSpool:
+        """Read an update body into a spool file as it arrives, checking its envelope on
+        the way (no ciphertext work); the spool is removed if the body is refused."""
         limits = self._lifecycle.limits
         assert limits is not None
-        with client_input("the update envelope", EnvelopeMalformedError):
-            try:
-                update = crypto.update_from_bytes(body, limits)
-            except crypto.CryptoError as exc:
-                raise InvalidInputError.from_crypto(exc) from exc
-        self._lifecycle.require_training(update.update_id)
-        self._lifecycle.check_epoch(update.key_epoch)
-        if update.base_version > state.version:
-            raise VersionAheadError(
-                f"base version {update.base_version} is ahead of the model (version "
-                f"{state.version})",
-                current_version=state.version,
-            )
+        spool = UpdateSpool(limits, self._spool_dir)
+        try:
+            with client_input("the update envelope", EnvelopeMalformedError):
+                try:
+                    async for chunk in body_chunks(read_body, limit):
+                        spool.write(chunk)
+                except crypto.CryptoError as exc:
+                    raise InvalidInputError.from_crypto(exc) from exc
+        except BaseException:
+            spool.close()
+            raise
+        return spool
+
+    def submit(
+        self, ticket: UpdateTicket, spool: UpdateSpool, samples: int | None = None
+    ) -> Future[UpdateAck]:
+        """Check a spooled update's head and queue it; the future resolves once it is
+        durable. The spool is the pipeline's from here: closed once logged or refused."""
+        try:
+            self._traffic.count_in(spool.size)
+            state = self._lifecycle.require_started()
+            with client_input("the update envelope", EnvelopeMalformedError):
+                try:
+                    update = spool.finish()
+                except crypto.CryptoError as exc:
+                    raise InvalidInputError.from_crypto(exc) from exc
+            self._lifecycle.require_training(update.update_id)
+            self._lifecycle.check_epoch(update.key_epoch)
+            if update.base_version > state.version:
+                raise VersionAheadError(
+                    f"base version {update.base_version} is ahead of the model (version "
+                    f"{state.version})",
+                    current_version=state.version,
+                )
+        except BaseException:
+            spool.close()
+            raise
         arrival = _Arrival(
-            ticket.client, update, body, self._hasher.submit(_sha256, body), self._clock(), samples
+            ticket.client,
+            update,
+            spool,
+            self._hasher.submit(spool.digest),
+            self._clock(),
+            samples,
         )
         ack: Future[UpdateAck] = running_future()
         ticket.hand_over(ack)
@@ -217,6 +262,7 @@ class UpdatePipeline:
         try:
             answer, durable = self._apply_one(arrival)
         except ServerError as exc:
+            self._drop_spool(arrival)
             ack.set_exception(exc)
             return
         except Exception:
@@ -224,8 +270,11 @@ class UpdatePipeline:
             logger.exception("applying update %s failed", arrival.update.update_id)
             failure = StorageError("an update could not be applied")
             self._lifecycle.fail(failure)
+            self._drop_spool(arrival)
             ack.set_exception(failure)
             return
+        # the journal copies the spool into the log: it is dropped once that is durable
+        durable.add_done_callback(lambda _: arrival.spool.close())
         self._queue.applied_in(time.perf_counter() - started)
         if answer.duplicate:
             with self._lock:
@@ -240,6 +289,30 @@ class UpdatePipeline:
                 ack.set_exception(error)
 
         durable.add_done_callback(answer_when_durable)
+
+    def _drop_spool(self, arrival: _Arrival) -> None:
+        """Close a refused update's spool once nothing reads it: after its digest, and
+        after every log write submitted so far (one may be copying it)."""
+        arrival.digest.add_done_callback(lambda _: self._journal.call(arrival.spool.close))
+
+    def _load_blocks(self, arrival: _Arrival, *, keep: bool) -> Blocks:
+        """The update's blocks, loaded, once every ciphertext is known to load.
+
+        A small update (``KEEP_LOADED_BYTES``), or one a round keeps (``keep``), is loaded
+        once and held. A larger one is checked block by block, none kept, and loaded again
+        as ``ModelState.apply`` consumes it: a model-sized update is never held loaded, at
+        the price of deserializing it twice.
+        """
+        try:
+            if keep or arrival.spool.size <= KEEP_LOADED_BYTES:
+                return [(i, self._cipher.load_update_block(d)) for i, d in arrival.blocks()]
+            for _, data in arrival.blocks():
+                self._cipher.load_update_block(data)
+        except crypto.CryptoError as exc:
+            raise InvalidInputError.from_crypto(exc) from exc
+        loaded = ((i, self._cipher.load_update_block(d)) for i, d in arrival.blocks())
+        # state.apply iterates the blocks once (they are "consumed")
+        return cast("Blocks", loaded)
 
     def _apply_one(self, arrival: _Arrival) -> tuple[UpdateAck, Future[None]]:
         client, update = arrival.client, arrival.update
@@ -271,10 +344,7 @@ class UpdatePipeline:
             samples=arrival.samples,
             deferred=rounds,
         )
-        try:
-            blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
-        except crypto.CryptoError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
+        blocks = self._load_blocks(arrival, keep=rounds)
         record = state.next_record(
             update,
             client_id=client.client_id,
@@ -283,12 +353,13 @@ class UpdatePipeline:
             weight=weight,
             received_at=arrival.received_at,
             digest=digest,
-            envelope=arrival.envelope,
+            envelope=b"",
             buffer_size=self._config.buffer_size,
             target_updates=self._config.target_updates,
             samples=arrival.samples,
             deferred=rounds,
         )
+        record = replace(record, source=arrival.spool)
         durable = self._journal.append(record)
         receipt = state.apply(record, blocks)
         self._after_apply()

@@ -19,18 +19,21 @@ from hefl_durable._dirs import DIR_MODE, fsync_dir, make_private_dir
 from hefl_durable._errors import UnsafePathError
 from hefl_durable._files import (
     FILE_MODE,
+    Writer,
     open_append,
     open_private,
     read_private,
     remove,
     truncate,
     write_atomic,
+    write_atomic_with,
 )
 
 __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "UnsafePathError",
+    "Writer",
     "fsync_dir",
     "make_private_dir",
     "open_append",
@@ -39,4 +42,5 @@ __all__ = [
     "remove",
     "truncate",
     "write_atomic",
+    "write_atomic_with",
 ]

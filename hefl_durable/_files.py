@@ -5,21 +5,26 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, TypeVar
 
 from hefl_durable._dirs import fsync_dir
 from hefl_durable._errors import UnsafePathError
 
 __all__ = [
     "FILE_MODE",
+    "Writer",
     "open_append",
     "open_private",
     "read_private",
     "remove",
     "truncate",
     "write_atomic",
+    "write_atomic_with",
 ]
+
+T = TypeVar("T")
 
 FILE_MODE = 0o600
 
@@ -70,10 +75,21 @@ def open_append(path: Path) -> BinaryIO:
     return os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "ab")
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+class Writer(Protocol):
+    """Where ``write_atomic_with`` has its content written, piece by piece."""
+
+    def write(self, data: bytes, /) -> int: ...
+
+
+class _FdWriter:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        return len(data)
 
 
 def write_atomic(path: Path, *parts: bytes, durable: bool = True) -> None:
@@ -88,12 +104,22 @@ def write_atomic(path: Path, *parts: bytes, durable: bool = True) -> None:
     still leaves the old or the new content, but a power cut may leave neither intact, so
     its reader must take a torn file for a missing one.
     """
+
+    def write(f: Writer) -> None:
+        for part in parts:
+            f.write(part)
+
+    write_atomic_with(path, write, durable=durable)
+
+
+def write_atomic_with(path: Path, write: Callable[[Writer], T], *, durable: bool = True) -> T:
+    """``write_atomic`` of what ``write`` writes into the file it is given, piece by piece
+    (a large file is never held whole); what ``write`` returns."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         try:
-            for part in parts:
-                _write_all(fd, part)
+            result = write(_FdWriter(fd))
             if durable:
                 os.fsync(fd)
         finally:
@@ -104,6 +130,7 @@ def write_atomic(path: Path, *parts: bytes, durable: bool = True) -> None:
         raise
     if durable:
         fsync_dir(path.parent)
+    return result
 
 
 def read_private(path: Path) -> bytes:

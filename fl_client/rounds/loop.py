@@ -42,7 +42,7 @@ from fl_client.training import (
     round_seed,
     train_local,
 )
-from fl_client.updates import prepare_update
+from fl_client.updates import write_update
 
 __all__ = ["RunSummary", "evaluate_global", "load_global", "run", "run_round"]
 
@@ -330,30 +330,34 @@ def _encrypt(
     key_epoch = pulled.cache.key_epoch
     residual = progress.residual if progress.fingerprint == layout.fingerprint else None
     with ctx.events.bar(None, "encrypt", "block") as bar:
-        prepared = prepare_update(
-            cipher,
-            layout,
-            trained.delta,
-            residual,
-            ctx.compression,
-            step=ctx.spec.training.client_step,
-            round_=progress.rounds,
-            base_version=pulled.cache.version,
-            key_epoch=key_epoch,
-            on_block=bar.update,
-            clip=ctx.spec.privacy.clip if ctx.spec.privacy is not None else None,
+        # encrypted block by block straight into the journal's envelope file
+        prepared, envelope = ctx.state.write_pending_envelope(
+            lambda sink: write_update(
+                cipher,
+                layout,
+                trained.delta,
+                residual,
+                ctx.compression,
+                sink,
+                step=ctx.spec.training.client_step,
+                round_=progress.rounds,
+                base_version=pulled.cache.version,
+                key_epoch=key_epoch,
+                on_block=bar.update,
+                clip=ctx.spec.privacy.clip if ctx.spec.privacy is not None else None,
+            )
         )
     return PendingUpdate(
-        update_id=prepared.update.update_id,
+        update_id=prepared.update_id,
         base_version=pulled.cache.version,
         key_epoch=key_epoch,
-        envelope=prepared.envelope,
+        envelope=envelope,
         progress=Progress(
             rounds=progress.rounds + 1,
             fingerprint=layout.fingerprint,
             residual=prepared.residual,
             personal=trained.personal,
-            last_update_id=prepared.update.update_id,
+            last_update_id=prepared.update_id,
         ),
         summary={
             "wire": prepared.report.to_dict(),

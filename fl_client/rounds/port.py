@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fl_client.state import EnvelopeFile
+
 __all__ = [
     "IntegrityReport",
     "JobInfo",
@@ -204,10 +206,15 @@ class ServerPort(Protocol):
         ...
 
     def push_update(
-        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+        self,
+        envelope: bytes | EnvelopeFile,
+        metrics: str | None = None,
+        *,
+        samples: int | None = None,
     ) -> UpdateAck:
-        """Send an update; ``metrics``, a report of the metrics endpoint's JSON, goes with
-        it; ``samples``: the training rows behind it (the server weighs by them)."""
+        """Send an update (from its file, in pieces, when it is in one); ``metrics``, a
+        report of the metrics endpoint's JSON, goes with it; ``samples``: the training
+        rows behind it (the server weighs by them)."""
         ...
 
     def post_metrics(

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from crypto import (
+    ENVELOPE_HEADERS,
     CkksProfile,
     ClientCipher,
     EncryptedModel,
     EnvelopeError,
+    EnvelopeHead,
+    EnvelopeParser,
     LayoutError,
     ModelLayout,
     get_profile,
@@ -30,9 +34,18 @@ from fl_client.rounds.context import RoundContext
 from fl_client.rounds.integrity import require_intact
 from fl_client.rounds.port import JobInfo, ModelDownload, OnChunk
 from fl_client.state import ModelCache
-from fl_client.updates import Blocks, decrypt_model, model_limits
+from fl_client.updates import Blocks, decrypt_model, decrypt_model_stream, model_limits
 
-__all__ = ["Fetch", "Pull", "decrypt_blocks", "download_bar", "open_model", "pull_model"]
+__all__ = [
+    "Fetch",
+    "Pull",
+    "decrypt_blocks",
+    "decrypt_download",
+    "download_bar",
+    "open_model",
+    "open_model_head",
+    "pull_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +118,27 @@ def _pull(
             if cache is None:
                 raise ProtocolError("pull model: 304 Not Modified without a cached model")
             return Pull(cache, 0, 0), ctx.keys.for_job(job, cache.key_epoch).profile
-        model = open_model(download, layout, max_block_bytes)
-        if cache is None or model.key_epoch == cache.key_epoch:
+        head = open_model_head(download, layout, max_block_bytes)
+        if cache is None or head.key_epoch == cache.key_epoch:
             break
         # the cached blocks are under another key epoch: pull the whole model instead
         # (with no cache, this loop runs once more at most)
         cache = None
-    cipher = ctx.keys.for_job(job, model.key_epoch)
+    cipher = ctx.keys.for_job(job, head.key_epoch)
     base = cache.blocks if cache is not None else None
-    if base is None and len(model.blocks) != layout.n_blocks:
+    if base is None and head.block_count != layout.n_blocks:
         raise ProtocolError(
-            f"pull model: {len(model.blocks)} of {layout.n_blocks} blocks and nothing cached"
+            f"pull model: {head.block_count} of {layout.n_blocks} blocks and nothing cached"
         )
-    blocks = decrypt_blocks(ctx, cipher, model, layout, base)
+    blocks = decrypt_download(ctx, cipher, download, layout, base, max_block_bytes)
     new = ModelCache(
-        version=model.version,
-        key_epoch=model.key_epoch,
+        version=head.version,
+        key_epoch=head.key_epoch,
         fingerprint=layout.fingerprint,
         blocks=blocks,
         etag=download.etag,
     )
-    return Pull(new, len(download.data), len(model.blocks)), cipher.profile
+    return Pull(new, len(download.data), head.block_count), cipher.profile
 
 
 def decrypt_blocks(
@@ -137,13 +150,47 @@ def decrypt_blocks(
 ) -> Blocks:
     """Decrypt a model envelope over ``base`` with a progress bar; a block that cannot be
     decrypted holds NaN, which the integrity check reports (never a crash)."""
-    if cipher.profile.block_size != layout.block_size:
-        raise ProtocolError(
-            f"pull model: key epoch {model.key_epoch} has blocks of "
-            f"{cipher.profile.block_size} values, the job's layout {layout.block_size}"
-        )
+    _check_block_size(cipher, layout, model.key_epoch)
     with ctx.events.bar(len(model.blocks), "decrypt", "block") as bar:
         return decrypt_model(cipher, model, layout, base, bar.update, undecryptable=np.nan)
+
+
+def decrypt_download(
+    ctx: RoundContext,
+    cipher: ClientCipher,
+    download: ModelDownload,
+    layout: ModelLayout,
+    base: Blocks | None,
+    max_block_bytes: int,
+) -> Blocks:
+    """``decrypt_blocks`` of a downloaded envelope, read in pieces: each block is decrypted
+    from the downloaded bytes, never all of them parsed into a second copy first."""
+    head = open_model_head(download, layout, max_block_bytes)
+    _check_block_size(cipher, layout, head.key_epoch)
+    view = memoryview(download.data)
+    pieces = (view[i : i + _PIECE] for i in range(0, len(view), _PIECE))
+    with ctx.events.bar(head.block_count, "decrypt", "block") as bar, _malformed():
+        _, blocks = decrypt_model_stream(
+            cipher,
+            pieces,
+            model_limits(layout, max_block_bytes),
+            layout,
+            base,
+            bar.update,
+            undecryptable=np.nan,
+        )
+    return blocks
+
+
+_PIECE = 1 << 20
+
+
+def _check_block_size(cipher: ClientCipher, layout: ModelLayout, key_epoch: int) -> None:
+    if cipher.profile.block_size != layout.block_size:
+        raise ProtocolError(
+            f"pull model: key epoch {key_epoch} has blocks of "
+            f"{cipher.profile.block_size} values, the job's layout {layout.block_size}"
+        )
 
 
 def download_bar(bar: ProgressBar) -> OnChunk:
@@ -166,18 +213,44 @@ def _download(ctx: RoundContext, cache: ModelCache | None) -> ModelDownload | No
         )
 
 
-def open_model(
-    download: ModelDownload, layout: ModelLayout, max_block_bytes: int
-) -> EncryptedModel:
-    """Parse a downloaded model envelope of ``layout``; its version is the header's."""
+@contextlib.contextmanager
+def _malformed() -> Iterator[None]:
     try:
-        model = model_from_bytes(download.data, model_limits(layout, max_block_bytes))
+        yield
     except EnvelopeError as exc:
         raise ProtocolError(f"pull model: malformed envelope: {exc}") from exc
     except LayoutError as exc:
         raise ProtocolError(f"pull model: envelope for another layout: {exc}") from exc
-    if model.version != download.version:
+
+
+def _check_version(download: ModelDownload, version: int) -> None:
+    if version != download.version:
         raise ProtocolError(
-            f"pull model: header says version {download.version}, envelope {model.version}"
+            f"pull model: header says version {download.version}, envelope {version}"
         )
+
+
+def open_model(
+    download: ModelDownload, layout: ModelLayout, max_block_bytes: int
+) -> EncryptedModel:
+    """Parse a downloaded model envelope of ``layout``; its version is the header's."""
+    with _malformed():
+        model = model_from_bytes(download.data, model_limits(layout, max_block_bytes))
+    _check_version(download, model.version)
     return model
+
+
+def open_model_head(
+    download: ModelDownload, layout: ModelLayout, max_block_bytes: int
+) -> EnvelopeHead:
+    """The head of a downloaded model envelope of ``layout`` (its blocks not parsed yet);
+    its version is the header's."""
+    parser = EnvelopeParser("model", model_limits(layout, max_block_bytes))
+    size = ENVELOPE_HEADERS.prefix.size + ENVELOPE_HEADERS.model.size
+    with _malformed():
+        parser.feed(memoryview(download.data)[:size])
+        if parser.head is None:
+            parser.close()  # too short to hold a head: the truncation error
+    assert parser.head is not None
+    _check_version(download, parser.head.version)
+    return parser.head

@@ -59,7 +59,8 @@ def send(ctx: RoundContext, pending: PendingUpdate, eval_before: EvalResult | No
     JobPausedError
         The job is paused; the journal entry is kept, to be sent after the resume.
     """
-    with ctx.events.bar(len(pending.envelope), "push", "B", unit_scale=True) as bar:
+    size = len(pending.envelope)
+    with ctx.events.bar(size, "push", "B", unit_scale=True) as bar:
         try:
             ack = push(ctx, pending)
         except JobPausedError:
@@ -78,7 +79,7 @@ def send(ctx: RoundContext, pending: PendingUpdate, eval_before: EvalResult | No
             # this exact envelope will never be accepted: do not resend it forever
             ctx.state.clear_pending()
             raise ProtocolError(f"the server refused the update for good: {exc}") from exc
-        bar.update(len(pending.envelope))
+        bar.update(size)
     if ack.update_id != str(pending.update_id):
         raise ProtocolError(f"push update: acknowledged {ack.update_id}, sent {pending.update_id}")
     progress = ctx.state.acknowledge_pending(pending)

@@ -13,6 +13,7 @@ code when loaded.
 from fl_client.state._local import JobState, LocalState
 from fl_client.state._records import (
     Credential,
+    EnvelopeFile,
     ModelCache,
     PendingUpdate,
     PrivacyLedger,
@@ -21,6 +22,7 @@ from fl_client.state._records import (
 
 __all__ = [
     "Credential",
+    "EnvelopeFile",
     "JobState",
     "LocalState",
     "ModelCache",

@@ -7,6 +7,7 @@ import json
 import uuid
 import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from fl_client.errors import LocalStateError
 from fl_client.state._records import (
     Array,
     Credential,
+    EnvelopeFile,
     ModelCache,
     PendingUpdate,
     PrivacyLedger,
@@ -190,18 +192,30 @@ def pending_to_bytes(pending: PendingUpdate) -> bytes:
         "summary": dict(pending.summary),
         "progress": meta,
     }
-    arrays["envelope"] = np.frombuffer(pending.envelope, dtype=np.uint8)
+    if isinstance(pending.envelope, EnvelopeFile):
+        head["envelope_file"] = pending.envelope.path.name
+    else:
+        arrays["envelope"] = np.frombuffer(pending.envelope, dtype=np.uint8)
     return _pack(head, arrays)
 
 
-def pending_from_bytes(raw: bytes) -> PendingUpdate:
+def pending_from_bytes(raw: bytes, directory: Path | None = None) -> PendingUpdate:
+    """The pending update; an envelope kept in its own file is looked for in ``directory``."""
     head, arrays = _unpack(raw, "the pending update")
     try:
+        name = head.get("envelope_file")
+        envelope: bytes | EnvelopeFile
+        if name is None:
+            envelope = bytes(arrays["envelope"])
+        elif directory is None or Path(name).name != name:
+            raise ValueError(f"envelope file {name!r} outside the job's directory")
+        else:
+            envelope = EnvelopeFile(directory / name)
         return PendingUpdate(
             update_id=uuid.UUID(head["update_id"]),
             base_version=int(head["base_version"]),
             key_epoch=int(head["key_epoch"]),
-            envelope=bytes(arrays["envelope"]),
+            envelope=envelope,
             progress=_progress_from_parts(head["progress"], arrays, "progress."),
             summary=dict(head["summary"]),
         )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 import hefl_durable
-from crypto import key_id
+from crypto import ENVELOPE_HEADERS, key_id
 from fl_client.errors import ConfigError, LocalStateError, NotEnrolledError
 from fl_client.state._codec import (
     credential_from_bytes,
@@ -29,6 +31,7 @@ from fl_client.state._codec import (
 )
 from fl_client.state._records import (
     Credential,
+    EnvelopeFile,
     ModelCache,
     PendingUpdate,
     PrivacyLedger,
@@ -42,6 +45,10 @@ _CREDENTIAL = "credential.json"
 _MODEL_CACHE = "model-cache.npz"
 _PROGRESS = "progress.npz"
 _PENDING = "pending-update.npz"
+_PENDING_ENVELOPE = "pending-update.envelope"
+_UPDATE_ID_AT = ENVELOPE_HEADERS.prefix.size + ENVELOPE_HEADERS.update.offset("update_id")
+_UPDATE_ID = ENVELOPE_HEADERS.update.field_codec("update_id")
+T = TypeVar("T")
 _SPEC = "spec.json"
 _PREPROCESSING = "preprocessing.json"
 _PRIVACY = "privacy.json"
@@ -252,6 +259,24 @@ class JobState(_PrivateDir):
         self._write(_PROGRESS, progress_to_bytes(progress))
         self._progress = progress
 
+    def write_pending_envelope(
+        self, write: Callable[[hefl_durable.Writer], T]
+    ) -> tuple[T, EnvelopeFile]:
+        """Write the next update's envelope to its file as ``write`` encrypts it (never
+        held whole): what ``write`` returns, and the file for ``PendingUpdate.envelope``.
+
+        The file is durable when this returns; it is the journal's only once
+        ``write_pending`` names it (a crash in between leaves no pending update). The
+        previous update's commit, which removes its envelope file, is done first.
+        """
+        self._settle()
+        path = self.root / _PENDING_ENVELOPE
+        try:
+            result = hefl_durable.write_atomic_with(path, write)
+        except OSError as exc:
+            raise LocalStateError(f"could not write {path}: {exc}") from exc
+        return result, EnvelopeFile(path)
+
     def write_pending(self, pending: PendingUpdate) -> None:
         """Journal an update before sending it, so a restart resends the same bytes and id.
 
@@ -264,13 +289,35 @@ class JobState(_PrivateDir):
     def load_pending(self) -> PendingUpdate | None:
         if not self._pending_read:
             raw = self._read(_PENDING)
-            self._pending = None if raw is None else pending_from_bytes(raw)
-            self._pending_read = True
+            pending = None if raw is None else pending_from_bytes(raw, self.root)
+            # An entry of the committed update (a power cut can bring one back: its
+            # removal, and its envelope's, are not fsync'd) is dropped unsent by
+            # ``fl_client.rounds.push.resume``; its envelope file need not be there.
+            if (
+                pending is not None
+                and isinstance(pending.envelope, EnvelopeFile)
+                and pending.update_id != self.load_progress().last_update_id
+            ):
+                self._check_envelope_file(pending, pending.envelope)
+            self._pending, self._pending_read = pending, True
         return self._pending
+
+    def _check_envelope_file(self, pending: PendingUpdate, envelope: EnvelopeFile) -> None:
+        try:
+            head = envelope.head(_UPDATE_ID_AT + _UPDATE_ID.size)
+        except OSError as exc:
+            raise LocalStateError(f"the pending update's envelope is unreadable: {exc}") from exc
+        if len(head) < _UPDATE_ID_AT + _UPDATE_ID.size or (
+            _UPDATE_ID.unpack_from(head, _UPDATE_ID_AT)[0] != pending.update_id.bytes
+        ):
+            raise LocalStateError(
+                f"{envelope.path} is not the envelope of pending update {pending.update_id}"
+            )
 
     def clear_pending(self) -> None:
         self._settle()
         self._delete(_PENDING)
+        self._delete(_PENDING_ENVELOPE)
         self._pending, self._pending_read = None, True
 
     def acknowledge_pending(self, pending: PendingUpdate) -> Progress:
@@ -296,3 +343,4 @@ class JobState(_PrivateDir):
     def _commit_acknowledged(self, progress: Progress) -> None:
         self._write(_PROGRESS, progress_to_bytes(progress))
         self._delete(_PENDING, durable=False)
+        self._delete(_PENDING_ENVELOPE, durable=False)

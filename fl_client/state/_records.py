@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Array", "Credential", "ModelCache", "PendingUpdate", "PrivacyLedger", "Progress"]
+__all__ = [
+    "Array",
+    "Credential",
+    "EnvelopeFile",
+    "ModelCache",
+    "PendingUpdate",
+    "PrivacyLedger",
+    "Progress",
+]
 
 Array = npt.NDArray[Any]
 
@@ -50,17 +59,42 @@ class Progress:
     last_update_id: uuid.UUID | None = None
 
 
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class EnvelopeFile:
+    """An envelope in a file, written as it was encrypted: sent from the file in pieces
+    (iterable again for each retry), never read whole."""
+
+    path: Path
+
+    def __len__(self) -> int:
+        return self.path.stat().st_size
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                yield chunk
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes."""
+        with self.path.open("rb") as f:
+            return f.read(n)
+
+
 @dataclass(frozen=True)
 class PendingUpdate:
     """An update written down before it is sent, and the progress it commits once acked.
 
+    ``envelope`` is the envelope, or the file that holds it (``JobState.write_pending_envelope``).
     ``summary`` is plain JSON data about the round (wire bytes, training loss, ...).
     """
 
     update_id: uuid.UUID
     base_version: int
     key_epoch: int
-    envelope: bytes = field(repr=False)
+    envelope: bytes | EnvelopeFile = field(repr=False)
     progress: Progress
     summary: Mapping[str, Any] = field(default_factory=dict)
 

@@ -22,6 +22,7 @@ from fl_client.rounds.port import (
     UpdateAck,
     metrics_report_json,
 )
+from fl_client.state import EnvelopeFile
 from fl_client.transport.answers import json_field, json_object
 from fl_client.transport.edge import RETRY_STATUSES, ClientOptions, Edge
 
@@ -324,7 +325,11 @@ class JobClient:
         )
 
     def push_update(
-        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+        self,
+        envelope: bytes | EnvelopeFile,
+        metrics: str | None = None,
+        *,
+        samples: int | None = None,
     ) -> UpdateAck:
         """Send an update (with a metrics report in ``X-Hefl-Metrics``); retried freely:
         the server acknowledges a resent update id, and keeps its report once.
@@ -337,6 +342,9 @@ class JobClient:
             headers[METRICS_HEADER] = metrics
         if samples is not None:
             headers["X-Hefl-Samples"] = str(samples)
+        if isinstance(envelope, EnvelopeFile):
+            # streamed from the file (read again for a retry), with its length declared
+            headers["Content-Length"] = str(len(envelope))
         response = self._authed("POST", "updates", what=what, content=envelope, headers=headers)
         body = json_object(response, what)
         weight = body.get("weight")

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fl_server.store._base import Store
-from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord
+from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord, UpdateRecord
 
 __all__ = ["MemoryStore"]
 
@@ -54,7 +54,8 @@ class MemoryStore(Store):
         self.write_checkpoint(checkpoint)
 
     def append_updates(self, records: Sequence[LogRecord]) -> None:
-        self._log.extend(records)
+        # what a file log would read back: the envelope itself, not the spool it came from
+        self._log.extend(r.with_envelope() if isinstance(r, UpdateRecord) else r for r in records)
 
     def read_log(self) -> Iterator[LogRecord]:
         return iter(list(self._log))

@@ -12,9 +12,9 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from fl_server.errors import StateError
 
@@ -23,6 +23,7 @@ __all__ = [
     "ControlRecord",
     "JobRecord",
     "LogRecord",
+    "PayloadSource",
     "ReleaseRecord",
     "RemovedUpdate",
     "RepairRecord",
@@ -199,6 +200,15 @@ class ControlRecord:
             raise StateError(f"control.json is unreadable: {exc!r}") from exc
 
 
+class PayloadSource(Protocol):
+    """An update's envelope kept on disk while it is logged (``fl_server.spool``)."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+
 @dataclass(frozen=True)
 class UpdateRecord:
     """One accepted update as logged before it is acknowledged.
@@ -212,6 +222,9 @@ class UpdateRecord:
     ``samples`` when the round closes, the same way live and in recovery.
     ``noise_seed`` (hospital-level DP, ``fl_server.hospital_privacy``) draws the noise
     the server adds with the update, the same live, in recovery and in a probe's rebuild.
+
+    A received update's envelope is in ``source`` (its spool file), streamed into the log
+    piece by piece, and ``envelope`` is empty; a record read back from the log holds it.
     """
 
     seq: int
@@ -231,6 +244,7 @@ class UpdateRecord:
     # Hospital-level DP: the seed of this update's noise. In the log only: never in a
     # receipt, the status or a log line (whoever knows it can take the noise out).
     noise_seed: int | None = field(default=None, repr=False)
+    source: PayloadSource | None = field(default=None, repr=False, compare=False)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -273,11 +287,26 @@ class UpdateRecord:
     @property
     def payload(self) -> bytes:
         """What follows the header in the log: the envelope as received."""
-        return self.envelope
+        return self.envelope if self.source is None else b"".join(self.source.chunks())
+
+    @property
+    def payload_size(self) -> int:
+        return len(self.envelope) if self.source is None else self.source.size
+
+    def payload_chunks(self) -> Iterator[bytes]:
+        """The payload in pieces, never joined when it is in a spool file."""
+        if self.source is None:
+            yield self.envelope
+        else:
+            yield from self.source.chunks()
+
+    def with_envelope(self) -> UpdateRecord:
+        """The same record holding its envelope bytes (not a spool that will be closed)."""
+        return self if self.source is None else replace(self, envelope=self.payload, source=None)
 
     def without_envelope(self) -> UpdateRecord:
         """The same record without its envelope bytes (what is kept in memory)."""
-        return replace(self, envelope=b"")
+        return replace(self, envelope=b"", source=None)
 
 
 @dataclass(frozen=True)

@@ -131,10 +131,16 @@ class WriteAheadLog:
         f = self._segment
         for record in records:
             header = json.dumps(record.header()).encode()
-            payload = record.payload
-            f.write(_WAL_HEAD.pack(_WAL_MAGIC, len(header), len(payload), zlib.crc32(header)))
+            if isinstance(record, UpdateRecord):
+                # an update's envelope is copied from its spool file piece by piece
+                size, pieces = record.payload_size, record.payload_chunks()
+            else:
+                payload = record.payload
+                size, pieces = len(payload), iter((payload,))
+            f.write(_WAL_HEAD.pack(_WAL_MAGIC, len(header), size, zlib.crc32(header)))
             f.write(header)
-            f.write(payload)
+            for piece in pieces:
+                f.write(piece)
         f.flush()
         os.fsync(f.fileno())
         self._last_seq = max(self._last_seq or 0, records[-1].seq)

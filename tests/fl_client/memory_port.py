@@ -19,6 +19,7 @@ from fl_client.rounds.port import (
     UpdateAck,
     metrics_report_json,
 )
+from fl_client.state import EnvelopeFile
 from fl_client.transport.server import job_from_json
 from tests.fl_client.fakes import FakeServer, Refusal
 
@@ -98,10 +99,16 @@ class MemoryPort:
         )
 
     def push_update(
-        self, envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+        self,
+        envelope: bytes | EnvelopeFile,
+        metrics: str | None = None,
+        *,
+        samples: int | None = None,
     ) -> UpdateAck:
         self.server.samples_declared.append(samples)
-        return UpdateAck(**self._call("push_update", self.server.push_update, envelope, metrics))
+        # the real transport sends a file's bytes in pieces; the fake server reads them whole
+        body = envelope if isinstance(envelope, bytes) else b"".join(envelope)
+        return UpdateAck(**self._call("push_update", self.server.push_update, body, metrics))
 
     def post_metrics(
         self,

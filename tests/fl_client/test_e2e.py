@@ -27,6 +27,7 @@ from fl_client import ClientSettings, Runner, enroll, load_client_data
 from fl_client.models import MODELS
 from fl_client.output import Reporter
 from fl_client.reference import plaintext_federated, pooled_eval
+from fl_client.state import EnvelopeFile
 from fl_client.training import TrainConfig, local_round, round_seed
 from fl_client.updates import CompressionConfig
 from harness.admin import admin_token, create_job, read_status, viewer_token
@@ -270,6 +271,9 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
             runner.run_round()
         pending = runner.context.state.load_pending()
         assert pending is not None
+        # the journaled envelope is in its own file, removed once the update is acknowledged
+        assert isinstance(pending.envelope, EnvelopeFile)
+        journaled = b"".join(pending.envelope)
         assert runner.context.cache is not None
         pulled = runner.context.cache.blocks.copy()
         runner.close()
@@ -299,7 +303,7 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
     profile = crypto.get_profile("n4096-s40")
     layout = restarted.context.layouts.get(profile.block_size)
     limits = crypto.EnvelopeLimits(1, profile.max_block_bytes, layout.fingerprint)
-    update = crypto.update_from_bytes(pending.envelope, limits)
+    update = crypto.update_from_bytes(journaled, limits)
     sent = restarted.context.keys.cipher(update.key_epoch).decrypt_block(update.blocks[0].data)
     replay = local_round(
         restarted.context.model,

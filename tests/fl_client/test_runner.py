@@ -26,7 +26,7 @@ from fl_client import (
 )
 from fl_client.events import Event, RoundResult
 from fl_client.output import Reporter
-from fl_client.state import LocalState, PendingUpdate
+from fl_client.state import EnvelopeFile, LocalState, PendingUpdate
 from fl_client.training import local_round, round_seed
 from fl_client.updates import compress_delta
 from hefl_study import TASK_METRICS
@@ -258,6 +258,8 @@ def test_a_crash_before_sending_resends_on_restart(
     pending = runner.context.state.load_pending()
     assert pending is not None
     assert fake_server.applied == 0
+    assert isinstance(pending.envelope, EnvelopeFile)
+    journaled = b"".join(pending.envelope)  # its file is dropped once it is acknowledged
 
     restarted = make_runner(max_rounds=1)
     summary = restarted.run()
@@ -265,7 +267,7 @@ def test_a_crash_before_sending_resends_on_restart(
     assert fake_server.applied == 1
     assert summary.results[0].update_id == str(pending.update_id)
     assert not summary.results[0].duplicate
-    assert fake_server.uploads == [pending.envelope]
+    assert fake_server.uploads == [journaled]
 
 
 def test_too_stale_rejection_commits_nothing_and_the_client_retrains(

@@ -15,7 +15,14 @@ import pytest
 
 import hefl_durable
 from fl_client import ConfigError, LocalStateError, NotEnrolledError
-from fl_client.state import Credential, LocalState, ModelCache, PendingUpdate, Progress
+from fl_client.state import (
+    Credential,
+    EnvelopeFile,
+    LocalState,
+    ModelCache,
+    PendingUpdate,
+    Progress,
+)
 
 
 def _mode(path: Path) -> int:
@@ -214,6 +221,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
 
     assert fl_client.state.__all__ == [
         "Credential",
+        "EnvelopeFile",
         "JobState",
         "LocalState",
         "ModelCache",
@@ -312,3 +320,52 @@ def test_a_secret_context_half_replaced_by_a_crash_counts_as_not_stored(tmp_path
 
     # Assert: fetched again by the next round
     assert loaded is None
+
+
+def _update_head(update_id: uuid.UUID) -> bytes:
+    import crypto
+
+    return crypto.update_head_to_bytes(b"f" * 32, 7, 1, update_id, 1)
+
+
+def test_a_pending_envelope_written_piece_by_piece_lives_in_its_own_file(tmp_path: Path) -> None:
+    # Prepare: an envelope written in pieces, as it is encrypted
+    state = LocalState(tmp_path / "s").job("icu")
+    update_id = uuid.uuid4()
+    pieces = [_update_head(update_id), b"\1" * 5000, b"\2" * 5000]
+
+    def write(sink: hefl_durable.Writer) -> int:
+        return sum(sink.write(p) for p in pieces)
+
+    # Execute
+    written, envelope = state.write_pending_envelope(write)
+    state.write_pending(PendingUpdate(update_id, 7, 1, envelope, Progress(rounds=1)))
+    loaded = state.load_pending()
+
+    # Assert: the journal names the file, which is sent in pieces and dropped with the entry
+    assert loaded is not None
+    assert isinstance(loaded.envelope, EnvelopeFile)
+    assert written == len(loaded.envelope) == 10000 + len(pieces[0])
+    assert b"".join(loaded.envelope) == b"".join(pieces)
+    assert b"".join(loaded.envelope) == b"".join(loaded.envelope)  # read again for a retry
+    assert _mode(loaded.envelope.path) == 0o600
+    state.acknowledge_pending(loaded)
+    assert state.load_pending() is None
+    assert not loaded.envelope.path.exists()
+
+
+def test_an_envelope_file_without_its_journal_entry_is_no_pending_update(tmp_path: Path) -> None:
+    # a crash after the envelope was written, before the journal named it
+    state = LocalState(tmp_path / "s").job("icu")
+    state.write_pending_envelope(lambda sink: sink.write(_update_head(uuid.uuid4())))
+
+    assert state.load_pending() is None
+
+
+def test_a_journal_entry_naming_another_updates_envelope_is_refused(tmp_path: Path) -> None:
+    state = LocalState(tmp_path / "s").job("icu")
+    _, envelope = state.write_pending_envelope(lambda sink: sink.write(_update_head(uuid.uuid4())))
+    state.write_pending(PendingUpdate(uuid.uuid4(), 7, 1, envelope, Progress(rounds=1)))
+
+    with pytest.raises(LocalStateError, match="is not the envelope of pending update"):
+        state.load_pending()

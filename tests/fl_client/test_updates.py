@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -13,8 +15,11 @@ from fl_client.updates import (
     clip_update,
     compress_delta,
     decrypt_model,
+    decrypt_model_stream,
     encrypt_initial_model,
     prepare_update,
+    write_model,
+    write_update,
 )
 
 
@@ -225,3 +230,86 @@ def test_an_update_within_the_bound_is_not_clipped() -> None:
     assert np.linalg.norm(clip_update(values * 100, 1.0)) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="positive"):
         clip_update(values, 0.0)
+
+
+class _CountingFile(io.BytesIO):
+    """A sink that remembers the largest single write: what the writer held at once."""
+
+    largest = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.largest = max(self.largest, len(data))
+        return super().write(data)
+
+
+def test_an_update_is_written_block_by_block_as_the_envelope_prepare_update_makes(
+    small_client: crypto.ClientCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # Prepare: a dense update of 6 blocks with a client step
+    layout = _layout(6, small_profile.block_size)
+    delta = np.random.default_rng(3).normal(0, 0.1, (6, small_profile.block_size))
+    sink = _CountingFile()
+
+    # Execute
+    written = write_update(
+        small_client,
+        layout,
+        delta,
+        None,
+        CompressionConfig(),
+        sink,
+        step=0.5,
+        round_=0,
+        base_version=4,
+        key_epoch=1,
+    )
+
+    # Assert: one block per write, an envelope the server's parser reads back
+    limits = crypto.EnvelopeLimits(6, small_profile.max_block_bytes, layout.fingerprint)
+    update = crypto.update_from_bytes(sink.getvalue(), limits)
+    assert sink.largest <= small_profile.max_block_bytes + 8
+    assert written.report.envelope_bytes == len(sink.getvalue())
+    assert update.update_id == written.update_id
+    assert update.base_version == 4
+    got = np.array([small_client.decrypt_block(b.data) for b in update.blocks])
+    assert np.max(np.abs(got - 0.5 * delta)) <= small_profile.error_bound(1)
+
+
+def test_a_model_decrypts_as_its_envelope_streams_in(
+    small_client: crypto.ClientCipher, small_profile: crypto.CkksProfile
+) -> None:
+    # Prepare: a 4-block model written to a sink, cut in uneven pieces
+    layout = _layout(4, small_profile.block_size)
+    values = np.random.default_rng(4).normal(size=(4, small_profile.block_size))
+    sink = io.BytesIO()
+    n = write_model(small_client, layout, values, sink, version=7, key_epoch=2)
+    raw = sink.getvalue()
+    pieces = [raw[i : i + 1000] for i in range(0, len(raw), 1000)]
+    limits = crypto.EnvelopeLimits(4, small_profile.max_block_bytes, layout.fingerprint)
+    decrypted: list[int] = []
+
+    # Execute
+    head, back = decrypt_model_stream(
+        small_client, pieces, limits, layout, on_block=lambda: decrypted.append(1)
+    )
+
+    # Assert
+    assert n == len(raw)
+    assert (head.version, head.key_epoch, head.block_count) == (7, 2, 4)
+    assert len(decrypted) == 4
+    assert np.max(np.abs(back - values)) <= small_profile.error_bound(1)
+
+
+def test_a_partial_stream_without_a_base_is_refused(
+    small_client: crypto.ClientCipher, small_profile: crypto.CkksProfile
+) -> None:
+    layout = _layout(4, small_profile.block_size)
+    values = np.zeros((1, small_profile.block_size))
+    sink = io.BytesIO()
+    write_model(
+        small_client, _layout(1, small_profile.block_size), values, sink, version=1, key_epoch=1
+    )
+    limits = crypto.EnvelopeLimits(4, small_profile.max_block_bytes)
+
+    with pytest.raises(ValueError, match="a full model has 4 blocks"):
+        decrypt_model_stream(small_client, [sink.getvalue()], limits, layout)

@@ -150,7 +150,7 @@ async def answer_probes(
         download = study.job.download_model(
             client, None, None, version=probe.version, update_id=update
         )
-        assert download.body is not None
+        assert isinstance(download.body, bytes)  # a probe's model is one body, not streamed
         version, values = study.hospital.decrypt_model(download.body)
         assert version == probe.version
         ok, check = study.hospital.check(values)
