@@ -351,6 +351,7 @@ def test_a_pending_envelope_written_piece_by_piece_lives_in_its_own_file(tmp_pat
     assert _mode(loaded.envelope.path) == 0o600
     state.acknowledge_pending(loaded)
     assert state.load_pending() is None
+    state.close()  # the commit, and the file's removal, run on the writer thread
     assert not loaded.envelope.path.exists()
 
 
@@ -367,5 +368,7 @@ def test_a_journal_entry_naming_another_updates_envelope_is_refused(tmp_path: Pa
     _, envelope = state.write_pending_envelope(lambda sink: sink.write(_update_head(uuid.uuid4())))
     state.write_pending(PendingUpdate(uuid.uuid4(), 7, 1, envelope, Progress(rounds=1)))
 
+    # read back at the next start (a running state keeps the entry it wrote)
+    restarted = LocalState(tmp_path / "s").job("icu")
     with pytest.raises(LocalStateError, match="is not the envelope of pending update"):
-        state.load_pending()
+        restarted.load_pending()
