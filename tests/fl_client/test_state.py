@@ -372,3 +372,25 @@ def test_a_journal_entry_naming_another_updates_envelope_is_refused(tmp_path: Pa
     restarted = LocalState(tmp_path / "s").job("icu")
     with pytest.raises(LocalStateError, match="is not the envelope of pending update"):
         restarted.load_pending()
+
+
+def test_a_committed_entry_that_a_power_cut_brings_back_needs_no_envelope(tmp_path: Path) -> None:
+    # Prepare: an acknowledged update; a power cut loses the entry's removal (not fsync'd)
+    # but not its envelope file's
+    state = LocalState(tmp_path / "s").job("icu")
+    update_id = uuid.uuid4()
+    _, envelope = state.write_pending_envelope(lambda sink: sink.write(_update_head(update_id)))
+    pending = PendingUpdate(update_id, 7, 1, envelope, Progress(rounds=1))
+    state.write_pending(pending)
+    entry = (state.root / "pending-update.npz").read_bytes()
+    state.acknowledge_pending(pending)
+    state.close()
+    hefl_durable.write_atomic(state.root / "pending-update.npz", entry)
+
+    # Execute: the next start reads the journal
+    restarted = LocalState(tmp_path / "s").job("icu")
+    loaded = restarted.load_pending()
+
+    # Assert: read without error, and it names the committed update (dropped unsent)
+    assert loaded is not None
+    assert loaded.update_id == restarted.load_progress().last_update_id == update_id
