@@ -83,16 +83,14 @@ class _Arrival:
 class UpdatePipeline:
     """Takes clients' encrypted updates into the model, each exactly once.
 
-    Everything that needs no ciphertext is checked on the caller's thread; ciphertexts
-    are validated and added on the apply worker, in arrival order. An update is
+    Everything that needs no ciphertext is checked on the caller's thread; the apply
+    worker has the model's shards validate and add ciphertexts, in arrival order. An update is
     answered once its log record is durable; a retry gets the first answer.
 
     Parameters
     ----------
     config
         The job's staleness policy, ``buffer_size`` and ``target_updates``.
-    cipher
-        Loads and validates update ciphertexts.
     lifecycle
         The job and its model state.
     queue, slots
@@ -109,7 +107,6 @@ class UpdatePipeline:
     def __init__(
         self,
         config: JobConfig,
-        cipher: crypto.ServerCipher,
         lifecycle: JobLifecycle,
         *,
         queue: UpdateQueue,
@@ -122,7 +119,6 @@ class UpdatePipeline:
         check_client: Callable[[AccessClaims], None] = lambda client: None,
     ) -> None:
         self._config = config
-        self._cipher = cipher
         self._lifecycle = lifecycle
         self._queue = queue
         self._slots = slots
@@ -272,7 +268,8 @@ class UpdatePipeline:
             deferred=rounds,
         )
         try:
-            blocks = [(b.index, self._cipher.load_update_block(b.data)) for b in update.blocks]
+            # Validated by the shards that own the blocks: this process does no ciphertext work.
+            blocks = state.stage((b.index, b.data) for b in update.blocks)
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc
         record = state.next_record(
