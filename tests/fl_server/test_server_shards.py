@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import crypto
+from fl_server.errors import InvalidInputError, StorageError
+from fl_server.job_service import JobService
 from fl_server.shards import (
     InProcessBackend,
     ProcessBackend,
     ShardBackend,
     ShardDiedError,
     Staged,
+)
+from hefl_wire import AccessClaims
+from tests.fl_server.helpers import (
+    Hospital,
+    body_reader,
+    push_update,
+    start_job,
+    wait_published,
 )
 
 N_BLOCKS = 5
@@ -155,3 +168,80 @@ def test_a_dead_worker_is_reported_not_waited_for(
             backend.serialize(range(N_BLOCKS))
     finally:
         backend.close()
+
+
+# -- a job on shards ----------------------------------------------------------------------
+
+
+def _with_bad_last_block(hospital: Hospital, values: np.ndarray) -> bytes:
+    """An update whose last block (the second shard's) is a model-scale ciphertext."""
+    blocks = [
+        crypto.CipherBlock(i, hospital.cipher.encrypt_update_block(v)) for i, v in enumerate(values)
+    ]
+    last = len(blocks) - 1
+    blocks[last] = crypto.CipherBlock(last, hospital.cipher.encrypt_model_block(values[last]))
+    update = crypto.EncryptedUpdate(
+        hospital.layout.fingerprint, 0, hospital.key_epoch, uuid.uuid4(), tuple(blocks)
+    )
+    return crypto.update_to_bytes(update)
+
+
+@pytest.mark.anyio
+async def test_a_job_on_two_shards_serves_the_model_one_process_serves(
+    make_job: Callable[..., JobService],
+    tmp_path: Path,
+    hospital: Hospital,
+    client: AccessClaims,
+) -> None:
+    # Prepare: the same job twice, on two shards and in this process (buffer of 2).
+    jobs = [
+        make_job(tmp_path / f"state-{shards}", shards=shards, buffer_size=2) for shards in (2, 0)
+    ]
+    initial = hospital.random_values(0, scale=0.5)
+    model = hospital.initial_model(initial)  # encrypted once: both start from the same bytes
+    updates = [hospital.update(hospital.random_values(k), base_version=0)[1] for k in (1, 2, 3)]
+    bad = _with_bad_last_block(hospital, hospital.random_values(9))
+
+    # Execute: a refused update between good ones, on both.
+    for job in jobs:
+        await job.receive_layout(client, body_reader(hospital.layout.to_json()))
+        await job.receive_initial_model(client, body_reader(model))
+        await push_update(job, client, updates[0])
+        with pytest.raises(InvalidInputError):
+            await push_update(job, client, bad)
+        for envelope in updates[1:]:
+            await push_update(job, client, envelope)
+        wait_published(job)
+
+    # Assert: byte for byte the same model; the bad update's first blocks are in neither.
+    sharded, local = (job.snapshot().to_bytes() for job in jobs)
+    assert sharded == local
+    version, model = hospital.decrypt_model(sharded)
+    assert version == 1  # three updates in buffers of two: the third waits in the buffer
+    expected = initial + hospital.random_values(1) + hospital.random_values(2)
+    assert np.max(np.abs(model - expected)) <= hospital.profile.error_bound(3)
+
+
+@pytest.mark.anyio
+async def test_a_dead_shard_fails_the_job_with_storage_failed_not_a_hang(
+    make_job: Callable[..., JobService], hospital: Hospital, client: AccessClaims
+) -> None:
+    # Prepare: a started job on two shards, one of whose workers is killed.
+    job = make_job(shards=2)
+    await start_job(job, client, hospital)
+    await push_update(job, client, hospital.update(hospital.random_values(1), base_version=0)[1])
+    wait_published(job)
+    served = job.snapshot().to_bytes()
+    backend = job._backend  # the test reaches in: nothing else may kill a worker
+    assert isinstance(backend, ProcessBackend)
+    pid = backend.pids[0]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+
+    # Execute / Assert: this update and the next are refused 503, at once.
+    for seed in (2, 3):
+        envelope = hospital.update(hospital.random_values(seed), base_version=1)[1]
+        with pytest.raises(StorageError) as refused:
+            await asyncio.wait_for(push_update(job, client, envelope), timeout=60)
+        assert refused.value.http_status == 503
+    assert job.snapshot().to_bytes() == served  # downloads keep the published model
