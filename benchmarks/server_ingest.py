@@ -336,7 +336,7 @@ def run(
 
 def _speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per uploader count, each shard count's throughput over the fewest shards'."""
-    out = []
+    out: list[dict[str, Any]] = []
     for n in sorted({r["uploaders"] for r in rows}):
         by_shards = {r["shards"]: r["params_per_s"] for r in rows if r["uploaders"] == n}
         base = min(by_shards)

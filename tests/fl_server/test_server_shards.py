@@ -216,10 +216,10 @@ async def test_a_job_on_two_shards_serves_the_model_one_process_serves(
     # Assert: byte for byte the same model; the bad update's first blocks are in neither.
     sharded, local = (job.snapshot().to_bytes() for job in jobs)
     assert sharded == local
-    version, model = hospital.decrypt_model(sharded)
+    version, values = hospital.decrypt_model(sharded)
     assert version == 1  # three updates in buffers of two: the third waits in the buffer
     expected = initial + hospital.random_values(1) + hospital.random_values(2)
-    assert np.max(np.abs(model - expected)) <= hospital.profile.error_bound(3)
+    assert np.max(np.abs(values - expected)) <= hospital.profile.error_bound(3)
 
 
 @pytest.mark.anyio
