@@ -39,9 +39,9 @@ JOB = "ingest"
 QUIET = ("--log-level", "warning", "--no-access-log")
 
 
-def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]:
-    """Access tokens of ``n`` enrolled uploaders, and the secret context (for encrypting)."""
-    tokens: list[str] = []
+def _enroll(keyauth: str, n: int) -> tuple[list[dict[str, str]], bytes, crypto.CkksProfile]:
+    """Credentials of ``n`` enrolled uploaders, and the secret context (for encrypting)."""
+    enrolled: list[dict[str, str]] = []
     secret, profile = b"", crypto.DEFAULT_PROFILE
     with httpx.Client(base_url=keyauth, timeout=60) as http:
         for i in range(n):
@@ -51,18 +51,27 @@ def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]
                 headers={"X-Admin-Key": ADMIN_KEY},
             ).json()
             creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
-            token = http.post(
-                "/v1/token",
-                json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
-            ).json()["access_token"]
-            tokens.append(token)
+            enrolled.append(creds)
             if i == 0:
+                (token,) = _tokens(keyauth, enrolled)
                 response = http.get(
                     "/v1/keys/secret-context", headers={"Authorization": f"Bearer {token}"}
                 )
                 secret = response.content
                 profile = crypto.get_profile(response.headers["X-Hefl-Profile"])
-    return tokens, secret, profile
+    return enrolled, secret, profile
+
+
+def _tokens(keyauth: str, enrolled: list[dict[str, str]]) -> list[str]:
+    """Fresh access tokens (they last minutes; a run of several shard counts lasts longer)."""
+    with httpx.Client(base_url=keyauth, timeout=60) as http:
+        return [
+            http.post(
+                "/v1/token",
+                json={"client_id": c["client_id"], "client_secret": c["client_secret"]},
+            ).json()["access_token"]
+            for c in enrolled
+        ]
 
 
 def _envelope(layout: crypto.ModelLayout, key_epoch: int, blocks: list[bytes]) -> bytes:
@@ -258,7 +267,7 @@ def run(
             profile=crypto.DEFAULT_PROFILE.name,
         ) as keyauth_process:
             keyauth = keyauth_process.url
-            tokens, secret, profile = _enroll(keyauth, max(uploader_counts))
+            enrolled, secret, profile = _enroll(keyauth, max(uploader_counts))
             client = crypto.ClientCipher(secret, profile)
             public = httpx.get(f"{keyauth}/v1/keys/public-context")
             key_epoch = int(public.headers["X-Hefl-Key-Epoch"])
@@ -295,6 +304,7 @@ def run(
                     ) as server_process:
                         url = server_process.url
                         admin = admin_token(keyauth, ADMIN_KEY)
+                        tokens = _tokens(keyauth, enrolled[:n])
                         viewer = viewer_token(keyauth, ADMIN_KEY)
                         _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
@@ -335,11 +345,12 @@ def run(
 
 
 def _speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per uploader count, each shard count's throughput over the fewest shards'."""
+    """Per uploader count, each shard count's throughput over one shard's (or, without a
+    one-shard row, over the fewest shards')."""
     out: list[dict[str, Any]] = []
     for n in sorted({r["uploaders"] for r in rows}):
         by_shards = {r["shards"]: r["params_per_s"] for r in rows if r["uploaders"] == n}
-        base = min(by_shards)
+        base = 1 if 1 in by_shards else min(by_shards)
         out.extend(
             {"uploaders": n, "shards": s, "over_shards": base, "ratio": rate / by_shards[base]}
             for s, rate in sorted(by_shards.items())

@@ -152,8 +152,10 @@ class JobLifecycle:
 
     @property
     def failure(self) -> ServerError | None:
-        """Why the job no longer writes (an update failed half-way, or the journal)."""
-        return self._failure if self._failure is not None else self._journal.failure
+        """Why the job no longer writes (an update failed half-way, the journal, a shard)."""
+        if self._failure is not None:
+            return self._failure
+        return self._journal.failure or self._backend.failure
 
     def fail(self, error: ServerError) -> None:
         """Stop every write until restart: the model is no longer known to be right."""

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fl_server.errors import StorageError
 from fl_server.job import JobLifecycle
 from fl_server.journal import Journal
 from fl_server.settings import ServerSettings
-from fl_server.shards import ShardError
 from fl_server.state import ModelState
 from fl_server.store import Store
 
@@ -51,15 +49,6 @@ class Publisher:
         self._interrupt = interrupt
 
     def after_task(self, idle: bool) -> None:
-        try:
-            self._after_task(idle)
-        except ShardError as exc:
-            # The model's ciphertexts are lost with a shard: stop writing until a restart
-            # rebuilds them from the checkpoint and the log.
-            self._lifecycle.fail(StorageError(f"the model's shards failed: {exc}"))
-            raise
-
-    def _after_task(self, idle: bool) -> None:
         state = self._lifecycle.state
         if state is None or self._lifecycle.failure is not None:
             return

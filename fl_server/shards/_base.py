@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import crypto
+from fl_server.errors import StorageError
 
 __all__ = ["BlockBytes", "ShardBackend", "ShardDiedError", "ShardError", "Staged"]
 
@@ -14,8 +15,12 @@ __all__ = ["BlockBytes", "ShardBackend", "ShardDiedError", "ShardError", "Staged
 BlockBytes = Iterable[tuple[int, bytes]]
 
 
-class ShardError(Exception):
-    """A shard could not do what it was asked: the model it holds is no longer known."""
+class ShardError(StorageError):
+    """A shard could not do what it was asked: the model it holds is no longer known.
+
+    Answered like a log that cannot be written (503 ``storage_failed``): the job refuses
+    writes until a restart rebuilds its model from the checkpoint and the log.
+    """
 
 
 class ShardDiedError(ShardError):
@@ -53,6 +58,10 @@ class ShardBackend(Protocol):
 
     @property
     def profile(self) -> crypto.CkksProfile: ...
+
+    @property
+    def failure(self) -> ShardError | None:
+        """Why the backend no longer works (a shard failed or died); ``None`` while it does."""
 
     @property
     def n_blocks(self) -> int:

@@ -27,6 +27,10 @@ class InProcessBackend:
         return self._core.cipher.profile
 
     @property
+    def failure(self) -> None:
+        return None  # an error here is raised to the caller as it happens
+
+    @property
     def n_blocks(self) -> int:
         return self._core.hi
 

@@ -131,6 +131,10 @@ class ProcessBackend:
         return self._profile
 
     @property
+    def failure(self) -> ShardError | None:
+        return next((s.failure for s in self._shards if s.failure is not None), None)
+
+    @property
     def pids(self) -> list[int | None]:
         """The worker processes' ids (tests kill one)."""
         return [s.process.pid for s in self._shards]
