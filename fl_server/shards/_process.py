@@ -7,7 +7,9 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import socket
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -33,11 +35,26 @@ def _context() -> BaseContext:
     return ctx
 
 
+# Socket buffer asked for each end of a worker's pipe: an update's blocks (8 MB per 1e6
+# parameters) then cross in a few hand-overs between the processes, not in 64 KB steps.
+_PIPE_BUFFER = 4 * 1024 * 1024
+
+
+def _pipe() -> tuple[Connection, Connection]:
+    """A duplex pipe (as ``multiprocessing.Pipe``) with large socket buffers; the kernel
+    caps them at ``net.core.wmem_max``/``rmem_max``."""
+    ends = socket.socketpair()
+    for end in ends:
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _PIPE_BUFFER)
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _PIPE_BUFFER)
+    return Connection(ends[0].detach()), Connection(ends[1].detach())
+
+
 class _Shard:
     """One worker process and its pipe; replies are read in the order asked."""
 
     def __init__(self, ctx: BaseContext, public_context: bytes, profile: crypto.CkksProfile):
-        self.conn, child = ctx.Pipe(duplex=True)
+        self.conn, child = _pipe()
         self.process: BaseProcess = ctx.Process(  # type: ignore[attr-defined]
             target=serve, args=(child,), name="hefl-shard", daemon=True
         )
