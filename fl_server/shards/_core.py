@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import crypto
 from fl_server.shards._base import ShardError
@@ -65,7 +65,13 @@ class ShardCore:
         self._buffer.clear()
 
     def serialize(self, indices: Sequence[int]) -> list[bytes]:
-        return [self.cipher.block_to_bytes(self._block(i)) for i in indices]
+        return list(self.serialized(indices))
+
+    def serialized(self, indices: Sequence[int]) -> Iterator[bytes]:
+        """Blocks ``indices`` serialized one at a time, as they are taken (a worker sends
+        each while it serializes the next); ``ShardError`` at once if one is not held."""
+        blocks = [self._block(i) for i in indices]
+        return (self.cipher.block_to_bytes(block) for block in blocks)
 
     def probe(
         self, subtract: Sequence[tuple[int, float]], add: Sequence[tuple[int, float]]
@@ -89,4 +95,6 @@ class ShardCore:
     def _block(self, index: int) -> crypto.EncryptedBlock:
         if not self._blocks:
             raise ShardError("the shard holds no model")
+        if not self.lo <= index < self.hi:
+            raise ShardError(f"block {index} is not in this shard ({self.lo}..{self.hi - 1})")
         return self._blocks[index - self.lo]

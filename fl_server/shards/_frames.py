@@ -6,16 +6,23 @@ Nothing is pickled: a worker reads only JSON and ciphertext bytes it validates i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
 __all__ = ["receive_message", "send_message"]
 
 
-def send_message(conn: Connection, header: dict[str, Any], frames: Sequence[bytes] = ()) -> None:
-    """Send ``header`` (JSON) and then each frame; ``OSError`` if the other end is gone."""
-    conn.send_bytes(json.dumps({**header, "frames": len(frames)}).encode())
+def send_message(
+    conn: Connection, header: dict[str, Any], frames: Iterable[bytes] = (), count: int = -1
+) -> None:
+    """Send ``header`` (JSON) and then each of the ``count`` frames (all of a list's if not
+    given: an iterator may make each while the one before is on its way); ``OSError`` if
+    the other end is gone."""
+    if count < 0:
+        frames = list(frames)
+        count = len(frames)
+    conn.send_bytes(json.dumps({**header, "frames": count}).encode())
     for frame in frames:
         conn.send_bytes(frame)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -17,8 +18,11 @@ def _steps(raw: list[list[Any]]) -> list[tuple[int, float]]:
     return [(int(t), float(w)) for t, w in raw]
 
 
-def _run(core: ShardCore, op: str, h: dict[str, Any], frames: list[bytes]) -> list[bytes]:
-    """One operation of the seam (``ShardBackend``) on this shard; its reply frames."""
+def _run(
+    core: ShardCore, op: str, h: dict[str, Any], frames: list[bytes]
+) -> tuple[int, Iterable[bytes]]:
+    """One operation of the seam (``ShardBackend``) on this shard: how many reply frames,
+    and the frames (serialized blocks go out one by one while the next is serialized)."""
     match op:
         case "open":
             core.open(int(h["lo"]), int(h["hi"]))
@@ -35,12 +39,14 @@ def _run(core: ShardCore, op: str, h: dict[str, Any], frames: list[bytes]) -> li
         case "install":
             core.install(int(h["token"]))
         case "serialize":
-            return core.serialize([int(i) for i in h["indices"]])
+            indices = [int(i) for i in h["indices"]]
+            return len(indices), core.serialized(indices)
         case "probe":
-            return core.probe(_steps(h["subtract"]), _steps(h["add"]))
+            rebuilt = core.probe(_steps(h["subtract"]), _steps(h["add"]))
+            return len(rebuilt), rebuilt
         case _:
             raise ValueError(f"unknown operation {op!r}")
-    return []
+    return 0, ()
 
 
 def serve(conn: Connection) -> None:
@@ -62,14 +68,14 @@ def serve(conn: Connection) -> None:
             if op == "close":
                 return
             try:
-                result = _run(core, op, header, frames)
+                count, result = _run(core, op, header, frames)
             except crypto.CryptoError as exc:
                 send_message(conn, {"ok": False, "error": type(exc).__name__, "message": str(exc)})
             except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 send_message(conn, {"ok": False, "error": "ShardError", "message": message})
             else:
-                send_message(conn, {"ok": True}, result)
+                send_message(conn, {"ok": True}, result, count)
     except (EOFError, OSError):
         return  # the server is gone
     finally:
