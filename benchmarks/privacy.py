@@ -20,7 +20,7 @@ plaintext one elsewhere (``benchmarks.suite``).
 Hospital level (``run_hospital_level``): the same turns, encrypted as hefl does it: each
 update is clipped to ``HOSPITAL_CLIP`` by the client's ``prepare_update``, encrypted,
 added by a keyless ``ServerCipher`` with weight 1, and noised by the server's
-``UpdateNoise`` (std ``z · clip`` per parameter per update); each hospital's ε is
+``ServerCipher.add_noise`` (std ``z · clip`` per parameter per update); each hospital's ε is
 ``hospital_epsilon`` of its updates (Opacus RDP, sampling rate 1).
 """
 
@@ -48,7 +48,7 @@ from fl_client.privacy import HospitalPrivacy
 from fl_client.reference import evaluate_federation, plaintext_federated, pooled_eval
 from fl_client.training import TrainConfig, Trainer, local_round, round_seed
 from fl_client.updates import CompressionConfig, prepare_update
-from fl_server.hospital_privacy import UpdateNoise, hospital_epsilon
+from fl_server.hospital_privacy import hospital_epsilon
 from hefl_study import PrivacySpec
 
 RESULTS = Path(__file__).resolve().parent / "privacy_results"
@@ -151,7 +151,8 @@ def run_hospital_level(
     layout = crypto.build_layout(models[0].state_dict(), profile.block_size)
     pulled = layout.flatten(models[0].state_dict())
     model = [server.load_model_block(client.encrypt_model_block(row)) for row in pulled]
-    noise = UpdateNoise(z * HOSPITAL_CLIP, layout.zero_mask) if z > 0 else None
+    std = z * HOSPITAL_CLIP  # the server's noise per update of weight 1
+    mask = layout.zero_mask
     seeds = np.random.default_rng([seed, round(z * 1000)])  # each (seed, z) its own draws
     started = time.perf_counter()
     for round_ in range(rounds):
@@ -180,8 +181,10 @@ def run_hospital_level(
             )
             for block in prepared.update.blocks:
                 server.add_weighted(model[block.index], server.load_update_block(block.data), 1.0)
-            if noise is not None:
-                noise.draw(server.add_noise, model, int(seeds.integers(2**63)), 1.0)
+            if std > 0:  # as the server's shards add it (ShardCore.noise)
+                noise_seed = int(seeds.integers(2**63))
+                for i, row in enumerate(model):
+                    server.add_noise(row, noise_seed, std, index=i, zero_mask=mask[i])
             pulled = np.stack([client.decrypt_block(server.block_to_bytes(b)) for b in model])
     per_client = evaluate_federation(
         setup.factory, layout, pulled, [(d, {}) for d in datas], setup.config.task

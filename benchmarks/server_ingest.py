@@ -2,10 +2,12 @@
 
 Run: ``python -m benchmarks.server_ingest`` (``--quick`` for a smoke run). Starts a real
 keyauth and a real fl_server under uvicorn on loopback ports, enrolls uploaders, and
-measures params/s of acknowledged (durable) updates with N concurrent uploaders. In the
-same run, on the same ciphertexts, it times the raw ``crypto`` deserialize + weighted
-add, and each piece of the server's per-update work, so the overhead can be attributed.
-Prints markdown tables and writes ``benchmarks/results/server_ingest.json``.
+measures params/s of acknowledged (durable) updates with N concurrent uploaders, for each
+number of shard worker processes (``FLSERVER_SHARDS``), and the throughput of 2 shards
+over 1. In the same run, on the same ciphertexts, it times the raw ``crypto``
+deserialize + weighted add, and each piece of the server's per-update work, so the
+overhead can be attributed. Prints markdown tables and writes
+``benchmarks/results/server_ingest.json``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ JOB = "ingest"
 QUIET = ("--log-level", "warning", "--no-access-log")
 
 
-def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]:
-    """Access tokens of ``n`` enrolled uploaders, and the secret context (for encrypting)."""
-    tokens: list[str] = []
+def _enroll(keyauth: str, n: int) -> tuple[list[dict[str, str]], bytes, crypto.CkksProfile]:
+    """Credentials of ``n`` enrolled uploaders, and the secret context (for encrypting)."""
+    enrolled: list[dict[str, str]] = []
     secret, profile = b"", crypto.DEFAULT_PROFILE
     with httpx.Client(base_url=keyauth, timeout=60) as http:
         for i in range(n):
@@ -49,18 +51,27 @@ def _enroll(keyauth: str, n: int) -> tuple[list[str], bytes, crypto.CkksProfile]
                 headers={"X-Admin-Key": ADMIN_KEY},
             ).json()
             creds = http.post("/v1/enroll", json={"token": issued["token"]}).json()
-            token = http.post(
-                "/v1/token",
-                json={"client_id": creds["client_id"], "client_secret": creds["client_secret"]},
-            ).json()["access_token"]
-            tokens.append(token)
+            enrolled.append(creds)
             if i == 0:
+                (token,) = _tokens(keyauth, enrolled)
                 response = http.get(
                     "/v1/keys/secret-context", headers={"Authorization": f"Bearer {token}"}
                 )
                 secret = response.content
                 profile = crypto.get_profile(response.headers["X-Hefl-Profile"])
-    return tokens, secret, profile
+    return enrolled, secret, profile
+
+
+def _tokens(keyauth: str, enrolled: list[dict[str, str]]) -> list[str]:
+    """Fresh access tokens (they last minutes; a run of several shard counts lasts longer)."""
+    with httpx.Client(base_url=keyauth, timeout=60) as http:
+        return [
+            http.post(
+                "/v1/token",
+                json={"client_id": c["client_id"], "client_secret": c["client_secret"]},
+            ).json()["access_token"]
+            for c in enrolled
+        ]
 
 
 def _envelope(layout: crypto.ModelLayout, key_epoch: int, blocks: list[bytes]) -> bytes:
@@ -239,7 +250,12 @@ def _http_implementation() -> str:
 
 
 def run(
-    params: int, uploader_counts: list[int], per_uploader: int, runs: int, repeats: int
+    params: int,
+    uploader_counts: list[int],
+    per_uploader: int,
+    runs: int,
+    repeats: int,
+    shard_counts: list[int],
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hefl-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -251,7 +267,7 @@ def run(
             profile=crypto.DEFAULT_PROFILE.name,
         ) as keyauth_process:
             keyauth = keyauth_process.url
-            tokens, secret, profile = _enroll(keyauth, max(uploader_counts))
+            enrolled, secret, profile = _enroll(keyauth, max(uploader_counts))
             client = crypto.ClientCipher(secret, profile)
             public = httpx.get(f"{keyauth}/v1/keys/public-context")
             key_epoch = int(public.headers["X-Hefl-Key-Epoch"])
@@ -272,20 +288,23 @@ def run(
             ]
             raw = float(np.median(raw_runs))
             rows = []
-            for n in uploader_counts:
+            for shards, n in ((s, n) for s in shard_counts for n in uploader_counts):
                 measured = []
                 for r in range(runs):
+                    name = f"server-{shards}-{n}-{r}"
                     with server_service(
                         keyauth,
-                        tmp / f"server-{n}-{r}",
-                        tmp / f"server-{n}-{r}.log",
+                        tmp / name,
+                        tmp / f"{name}.log",
                         uvicorn_args=QUIET,
                         client_updates_per_minute="0",
                         max_queued_updates=str(max(16, 2 * n)),
                         revocation_refresh="0",
+                        shards=str(shards),
                     ) as server_process:
                         url = server_process.url
                         admin = admin_token(keyauth, ADMIN_KEY)
+                        tokens = _tokens(keyauth, enrolled[:n])
                         viewer = viewer_token(keyauth, ADMIN_KEY)
                         _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
@@ -297,6 +316,7 @@ def run(
                 median = float(np.median(rates))
                 rows.append(
                     {
+                        "shards": shards,
                         "uploaders": n,
                         "updates_per_run": n * per_uploader,
                         "runs": runs,
@@ -320,7 +340,23 @@ def run(
         "raw_updates_per_run": count,
         "parts_ms_per_update": {k: v * 1e3 for k, v in parts.items()},
         "http": rows,
+        "shard_speedup": _speedups(rows),
     }
+
+
+def _speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per uploader count, each shard count's throughput over one shard's (or, without a
+    one-shard row, over the fewest shards')."""
+    out: list[dict[str, Any]] = []
+    for n in sorted({r["uploaders"] for r in rows}):
+        by_shards = {r["shards"]: r["params_per_s"] for r in rows if r["uploaders"] == n}
+        base = 1 if 1 in by_shards else min(by_shards)
+        out.extend(
+            {"uploaders": n, "shards": s, "over_shards": base, "ratio": rate / by_shards[base]}
+            for s, rate in sorted(by_shards.items())
+            if s != base
+        )
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -329,13 +365,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--params", type=int, default=None)
     parser.add_argument("--runs", type=int, default=None, help="runs per row (median reported)")
     parser.add_argument("--out-dir", type=Path, default=None)
+    parser.add_argument(
+        "--shards",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="FLSERVER_SHARDS values to measure (0: in the server's process)",
+    )
     args = parser.parse_args(argv)
     params = args.params or (100_000 if args.quick else 1_000_000)
     counts = [1, 2] if args.quick else [1, 2, 4]
     per_uploader = 3 if args.quick else 12
     runs = args.runs or (1 if args.quick else 3)
     load_before = os.getloadavg()
-    payload = run(params, counts, per_uploader, runs, repeats=2 if args.quick else 5)
+    payload = run(params, counts, per_uploader, runs, 2 if args.quick else 5, args.shards)
     # Other work on the machine shifts every number: say how busy it was.
     payload["load_average_before_after"] = [load_before[0], os.getloadavg()[0]]
 
@@ -347,11 +390,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parts = payload["parts_ms_per_update"]
     print(format_table(["step", "ms per update"], [[k, v] for k, v in parts.items()]))
     raw = payload["raw_params_per_s"]
-    table: list[list[Any]] = [["raw crypto: deserialize + weighted add", "-", raw, "-", 0.0, "-"]]
+    table: list[list[Any]] = [
+        ["raw crypto: deserialize + weighted add (one core)", "-", "-", raw, "-", 0.0, "-"]
+    ]
     for row in payload["http"]:
         table.append(
             [
                 "HTTP: POST /v1/jobs/{job}/updates until 202 (durable)",
+                row["shards"],
                 row["uploaders"],
                 row["params_per_s"],
                 f"{row['params_per_s_min']:.3g}-{row['params_per_s_max']:.3g}",
@@ -361,8 +407,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     load = payload["load_average_before_after"]
     print(f"\nMedian of {runs} run(s) per row (load average {load[0]:.1f} -> {load[1]:.1f}):\n")
-    headers = ["path", "uploaders", "params/s", "range", "overhead vs raw %", "p50 latency ms"]
+    headers = [
+        "path",
+        "shards",
+        "uploaders",
+        "params/s",
+        "range",
+        "overhead vs raw %",
+        "p50 latency ms",
+    ]
     print(format_table(headers, table))
+    if payload["shard_speedup"]:
+        print("\nThroughput of more shards over fewer, same uploaders:\n")
+        speedups = [
+            [s["uploaders"], f"{s['shards']} over {s['over_shards']}", s["ratio"]]
+            for s in payload["shard_speedup"]
+        ]
+        print(format_table(["uploaders", "shards", "throughput ratio"], speedups))
     out = write_json("server_ingest", payload, args.out_dir)
     print(f"\nwrote {out}")
     return payload

@@ -68,7 +68,9 @@
     │   └── KeyauthUnavailableError   keyauth_unavailable (503): no key material from keyauth
     │                                 (at startup the server does not start)
     ├── StorageError                  storage_failed (503): a job's write-ahead log could not
-    │                                 be written; that job refuses writes until restarted
+    │   │                             be written; that job refuses writes until restarted
+    │   └── ShardError                a shard of a job's model failed or its worker died
+    │       └── ShardDiedError        (``fl_server.shards``); likewise until restarted
     └── StartupError                  startup_failed: the server cannot start (never an
         │                             HTTP answer)
         └── StateError                state_invalid: a state directory is unusable (a job

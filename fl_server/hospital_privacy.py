@@ -17,76 +17,52 @@ import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 import crypto
 import hefl_study
 from fl_server.domain import ClientPrivacy
+from fl_server.shards import NoiseDraws
 from fl_server.store import UpdateRecord
 
 __all__ = ["UpdateNoise", "hospital_epsilon", "hospital_privacy", "update_noise"]
-
-
-class _NoiseOp(Protocol):  # ServerCipher.add_noise / subtract_noise
-    def __call__(
-        self,
-        model: crypto.EncryptedBlock,
-        seed: int,
-        std: float,
-        *,
-        index: int,
-        zero_mask: npt.NDArray[np.bool_],
-    ) -> None: ...
 
 
 @dataclass(frozen=True)
 class UpdateNoise:
     """The noise an applied update brings: ``std_per_weight · w`` at every parameter slot.
 
-    ``zero_mask`` is the layout's ``(n_blocks, block_size)`` mask of canary and padding
-    slots, which get none (the hospitals' integrity check still holds).
+    ``param_slots`` and ``total_params`` are the layout's: its canary and padding slots
+    get none (the hospitals' integrity check still holds).
     """
 
     std_per_weight: float
-    zero_mask: npt.NDArray[np.bool_]
+    param_slots: int
+    total_params: int
+
+    @classmethod
+    def for_layout(cls, std_per_weight: float, layout: crypto.ModelLayout) -> UpdateNoise:
+        return cls(std_per_weight, layout.param_slots, layout.total_params)
 
     @staticmethod
     def draw_seed() -> int:
         """A fresh seed for one update's noise (OS randomness: no party can predict it)."""
         return secrets.randbits(128)
 
-    def add(
-        self,
-        cipher: crypto.ServerCipher,
-        blocks: Sequence[crypto.EncryptedBlock],
-        records: Sequence[UpdateRecord],
-    ) -> None:
-        """Add the noise of each of ``records`` (at its applied weight) to every block."""
-        for record in records:
-            if record.noise_seed is not None:  # None: logged before the job's noise
-                self.draw(cipher.add_noise, blocks, record.noise_seed, record.weight)
-
-    def subtract(
-        self,
-        cipher: crypto.ServerCipher,
-        blocks: Sequence[crypto.EncryptedBlock],
-        records: Sequence[UpdateRecord],
-    ) -> None:
-        """Take out exactly what ``add`` put in for ``records`` (a rebuild of a past version)."""
-        for record in records:
-            if record.noise_seed is not None:
-                self.draw(cipher.subtract_noise, blocks, record.noise_seed, record.weight)
-
-    def draw(
-        self, op: _NoiseOp, blocks: Sequence[crypto.EncryptedBlock], seed: int, weight: float
-    ) -> None:
-        """One update's noise, of ``std_per_weight · weight``, into (or out of) every block."""
-        std = self.std_per_weight * weight
-        for index, block in enumerate(blocks):
-            op(block, seed, std, index=index, zero_mask=self.zero_mask[index])
+    def draws(self, records: Sequence[UpdateRecord]) -> NoiseDraws:
+        """The noise of each of ``records`` at its applied weight, as the model's shards
+        add it (``ShardBackend.noise``) or a probe takes it out; records logged before the
+        job had noise have none."""
+        return NoiseDraws(
+            tuple(
+                (r.noise_seed, self.std_per_weight * r.weight)
+                for r in records
+                if r.noise_seed is not None
+            ),
+            self.param_slots,
+            self.total_params,
+        )
 
 
 def update_noise(
@@ -97,7 +73,7 @@ def update_noise(
         return None
     assert privacy.clip is not None  # hefl_study: the hospital level has both
     assert privacy.noise_multiplier is not None
-    return UpdateNoise(privacy.noise_multiplier * privacy.clip, layout.zero_mask)
+    return UpdateNoise.for_layout(privacy.noise_multiplier * privacy.clip, layout)
 
 
 # Opacus' RDPAccountant.DEFAULT_ALPHAS (the RDP orders it minimizes over); a test checks

@@ -59,7 +59,7 @@ from fl_server.locate import (
 )
 from fl_server.parsing import client_input, validation_detail
 from fl_server.probes import ProbeModel, build_probe_model, needed_seqs
-from fl_server.recovery import load_update_blocks
+from fl_server.recovery import stage_logged
 from fl_server.repairs import RepairSummary
 from fl_server.schemas import RepairCreate
 from fl_server.settings import ServerSettings
@@ -431,7 +431,7 @@ class JobIntegrity:
         assert limits is not None
         removed = list(state.book().removed)
         envelopes = self._read_envelopes(needed_seqs(state, probe, removed))
-        return build_probe_model(state, limits, self._lifecycle.cipher, probe, envelopes, removed)
+        return build_probe_model(state, limits, probe, envelopes, removed)
 
     def _answer_version_probe(self, version: int, *, ok: bool) -> None:
         offered = self._offered
@@ -504,8 +504,7 @@ class JobIntegrity:
             self._label = IntegrityState.REPAIRING
         try:
             envelopes = self._read_envelopes({r.seq for r in remove})
-            cipher = self._lifecycle.cipher
-            blocks = [load_update_blocks(cipher, envelopes[r.seq], limits) for r in remove]
+            blocks = [stage_logged(state, envelopes[r.seq], limits) for r in remove]
         except ServerError:
             with self._lock:
                 self._label = label

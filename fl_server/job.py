@@ -45,6 +45,7 @@ from fl_server.journal import Journal
 from fl_server.parsing import client_input
 from fl_server.recovery import OpenLayout, open_layout, recover
 from fl_server.settings import ServerSettings
+from fl_server.shards import ShardBackend
 from fl_server.snapshot import ModelSnapshot
 from fl_server.state import ModelState
 from fl_server.store import JobRecord, Store
@@ -70,8 +71,8 @@ class JobLifecycle:
         The job's settings from its spec (target updates, staleness bound).
     record
         The job as created: name, spec, key epoch, profile.
-    cipher
-        The keyless context of the job's key epoch (and its profile).
+    backend
+        Where the model's ciphertexts live (``fl_server.shards``), of the job's profile.
     store, journal, worker, traffic, clock
         Where the job's state goes, the thread that makes it durable, the thread that
         changes the model, the byte counters, seconds since the epoch.
@@ -83,7 +84,7 @@ class JobLifecycle:
         config: JobConfig,
         record: JobRecord,
         *,
-        cipher: crypto.ServerCipher,
+        backend: ShardBackend,
         store: Store,
         journal: Journal,
         worker: ApplyWorker,
@@ -93,8 +94,8 @@ class JobLifecycle:
         self._settings = settings
         self._config = config
         self.record = record
-        self._cipher = cipher
-        self._profile = cipher.profile
+        self._backend = backend
+        self._profile = backend.profile
         self._max_staleness = config.policy.max_staleness
         self._store = store
         self._journal = journal
@@ -119,7 +120,7 @@ class JobLifecycle:
         """Load the stored job and rebuild its model (on the worker: it touches ciphertexts)."""
         recovered = recover(
             self._store,
-            self._cipher,
+            self._backend,
             self.record,
             max_staleness=self._max_staleness,
             repair_window=self._settings.repair_window,
@@ -143,9 +144,9 @@ class JobLifecycle:
         return self._state
 
     @property
-    def cipher(self) -> crypto.ServerCipher:
-        """The keyless context of the job's key epoch."""
-        return self._cipher
+    def backend(self) -> ShardBackend:
+        """Where the model's ciphertexts live."""
+        return self._backend
 
     @property
     def limits(self) -> crypto.EnvelopeLimits | None:
@@ -154,8 +155,10 @@ class JobLifecycle:
 
     @property
     def failure(self) -> ServerError | None:
-        """Why the job no longer writes (an update failed half-way, or the journal)."""
-        return self._failure if self._failure is not None else self._journal.failure
+        """Why the job no longer writes (an update failed half-way, the journal, a shard)."""
+        if self._failure is not None:
+            return self._failure
+        return self._journal.failure or self._backend.failure
 
     def fail(self, error: ServerError) -> None:
         """Stop every write until restart: the model is no longer known to be right."""
@@ -460,7 +463,7 @@ class JobLifecycle:
         assert layout is not None  # the envelope was read against it
         try:
             state = ModelState.initial(
-                self._cipher,
+                self._backend,
                 self.record,
                 model,
                 max_staleness=self._max_staleness,

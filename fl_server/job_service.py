@@ -46,6 +46,7 @@ from fl_server.reports import MetricsReports, parse_report, parse_report_header
 from fl_server.rotation import JobRotation
 from fl_server.rounds import RoundGate
 from fl_server.settings import ServerSettings
+from fl_server.shards import open_backend
 from fl_server.snapshot import ModelSnapshot
 from fl_server.status import StatusReader
 from fl_server.stoprules import first_met
@@ -107,6 +108,7 @@ class JobService:
         self.config = config = JobConfig.from_spec(spec)
         # Refuses a context with a secret key: the server must never be able to decrypt.
         cipher = crypto.ServerCipher(context.public_context, crypto.get_profile(record.profile))
+        self._backend = open_backend(settings.shards, cipher, context.public_context)
         self._store = store
         self._sightings = Sightings(clock=clock)
         self._slots = SlotTable(config.max_training, settings.slot_ttl, clock=clock)
@@ -133,7 +135,7 @@ class JobService:
             settings,
             config,
             record,
-            cipher=cipher,
+            backend=self._backend,
             store=store,
             journal=self._journal,
             worker=self._worker,
@@ -163,7 +165,6 @@ class JobService:
         self._lifecycle.rotation_view = self._rotation.view
         self._updates = UpdatePipeline(
             config,
-            cipher,
             self._lifecycle,
             queue=self._queue,
             slots=self._slots,
@@ -206,6 +207,7 @@ class JobService:
             self._worker.close()
             self._journal.close()
             self._updates.close()
+            self._backend.close()
             self._store.close()
             raise
 
@@ -226,6 +228,7 @@ class JobService:
         self._worker.close()
         self._journal.close()
         self._updates.close()
+        self._backend.close()
         self._store.close()
 
     @property

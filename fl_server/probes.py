@@ -3,8 +3,8 @@
 A past version ``x`` is the model minus each update applied after it, at the weight it
 was applied at (and, with hospital-level DP, minus each later update's noise, drawn again
 from its seed): ciphertext addition is exact in the ring, so the rebuilt ciphertexts are
-those the job had at ``x``. Runs on the apply worker (it touches ciphertexts); the
-envelopes come from the log.
+those the job had at ``x``. Runs on the apply worker; the model's shards rebuild a copy
+(``ShardBackend.probe``); the envelopes come from the log.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import crypto
 from fl_server.domain import ProbeView
-from fl_server.recovery import load_update_blocks
+from fl_server.recovery import stage_logged
 from fl_server.state import ModelState
 from fl_server.store import UpdateRecord
 
@@ -39,7 +39,6 @@ class ProbeModel:
 def build_probe_model(
     state: ModelState,
     limits: crypto.EnvelopeLimits,
-    cipher: crypto.ServerCipher,
     probe: ProbeView,
     envelopes: Mapping[int, bytes],
     removed: Sequence[uuid.UUID],
@@ -48,21 +47,23 @@ def build_probe_model(
 
     ``envelopes`` maps each ``seq`` the rebuild needs (``needed_seqs``) to its envelope.
     """
-    blocks = state.copy_blocks()
-    for record in _later(state, probe.version, removed):
-        for index, block in load_update_blocks(cipher, envelopes[record.seq], limits):
-            cipher.subtract_weighted(blocks[index], block, record.weight)
-    if state.noise is not None:
-        # hospital-level DP: every later update's noise, a removed one's too (a repair
-        # leaves it in the model)
-        state.noise.subtract(cipher, blocks, state.history.after(probe.version, state.version))
+    subtract = [
+        (stage_logged(state, envelopes[r.seq], limits), r.weight)
+        for r in _later(state, probe.version, removed)
+    ]
+    add = []
     if probe.update_id is not None:
         record = _record(state, probe.update_id)
-        for index, block in load_update_blocks(cipher, envelopes[record.seq], limits):
-            cipher.add_weighted(blocks[index], block, record.weight)
-    data = tuple(
-        crypto.CipherBlock(i, cipher.block_to_bytes(block)) for i, block in enumerate(blocks)
+        add.append((stage_logged(state, envelopes[record.seq], limits), record.weight))
+    # hospital-level DP: every later update's noise, a removed one's too (a repair leaves
+    # it in the model)
+    noise = (
+        None
+        if state.noise is None
+        else state.noise.draws(state.history.after(probe.version, state.version))
     )
+    rebuilt = state.backend.probe(subtract, add, noise)
+    data = tuple(crypto.CipherBlock(i, block) for i, block in enumerate(rebuilt))
     snapshot = state.snapshot
     model = crypto.EncryptedModel(snapshot.fingerprint, probe.version, snapshot.key_epoch, data)
     return ProbeModel(probe, state.job.job_id, crypto.model_to_bytes(model))

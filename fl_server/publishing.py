@@ -1,4 +1,7 @@
-"""Publishing the applied model for downloads, and checkpointing it, on the apply worker."""
+"""Publishing the applied model for downloads, and checkpointing it, on the apply worker.
+
+The shards serialize the blocks that changed; this process keeps only the bytes it serves.
+"""
 
 from __future__ import annotations
 

@@ -9,10 +9,11 @@ import crypto
 import hefl_study
 from fl_server.errors import StateError
 from fl_server.hospital_privacy import update_noise
+from fl_server.shards import ShardBackend, Staged
 from fl_server.state import ModelState
 from fl_server.store import JobRecord, ReleaseRecord, RepairRecord, Store, UpdateRecord
 
-__all__ = ["OpenLayout", "Recovered", "load_update_blocks", "open_layout", "recover"]
+__all__ = ["OpenLayout", "Recovered", "open_layout", "recover", "stage_logged"]
 
 logger = logging.getLogger("fl_server")
 
@@ -39,13 +40,11 @@ def open_layout(layout_json: bytes, profile: crypto.CkksProfile) -> OpenLayout:
     return OpenLayout(layout, limits)
 
 
-def load_update_blocks(
-    cipher: crypto.ServerCipher, envelope: bytes, limits: crypto.EnvelopeLimits
-) -> list[tuple[int, crypto.EncryptedBlock]]:
-    """The blocks of a logged update envelope, loaded; ``StateError`` if unreadable."""
+def stage_logged(state: ModelState, envelope: bytes, limits: crypto.EnvelopeLimits) -> Staged:
+    """The blocks of a logged update envelope, staged; ``StateError`` if unreadable."""
     try:
         update = crypto.update_from_bytes(envelope, limits)
-        return [(b.index, cipher.load_update_block(b.data)) for b in update.blocks]
+        return state.stage((b.index, b.data) for b in update.blocks)
     except crypto.CryptoError as exc:
         raise StateError(f"a logged update envelope is unreadable: {exc}") from exc
 
@@ -61,7 +60,7 @@ class Recovered:
 
 def recover(
     store: Store,
-    cipher: crypto.ServerCipher,
+    backend: ShardBackend,
     job: JobRecord,
     *,
     max_staleness: int,
@@ -78,9 +77,9 @@ def recover(
     Raises
     ------
     StateError
-        The stored state is damaged, or ``cipher`` is not of the job's profile.
+        The stored state is damaged, or ``backend`` is not of the job's profile.
     """
-    profile = cipher.profile
+    profile = backend.profile
     if job.profile != profile.name:
         raise StateError(
             f"job {job.name} uses profile {job.profile!r} but keyauth gave {profile.name!r} "
@@ -98,7 +97,7 @@ def recover(
             raise StateError("the log holds updates but there is no model checkpoint")
         return Recovered(layout)
     state = ModelState.from_checkpoint(
-        cipher,
+        backend,
         job,
         layout.layout.fingerprint,
         checkpoint,
@@ -112,12 +111,12 @@ def recover(
             if logged.seq <= checkpoint.seq:
                 state.remember(logged)
                 continue
-            state.apply(logged, load_update_blocks(cipher, logged.envelope, layout.limits))
+            state.apply(logged, stage_logged(state, logged.envelope, layout.limits))
             replayed += 1
         elif logged.entry <= state.entries:
             continue  # the checkpoint holds it already
         elif isinstance(logged, RepairRecord):
-            removed = [load_update_blocks(cipher, e, layout.limits) for e in logged.envelopes]
+            removed = [stage_logged(state, e, layout.limits) for e in logged.envelopes]
             state.repair(logged, removed)
             repairs += 1
         elif isinstance(logged, ReleaseRecord):

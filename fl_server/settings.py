@@ -67,6 +67,11 @@ class ServerSettings(BaseSettings):
     probe_timeout
         Seconds the sender of a suspect update has to check its own update (an integrity
         probe); one that does not answer has its update removed, but is not quarantined.
+    shards
+        Worker processes per job that hold the model's ciphertexts, each a range of its
+        blocks, and do every ciphertext operation (``fl_server.shards``); 0 keeps them in
+        the server's process (one core, no processes: for tests). docs/fl_server.md,
+        "Shards".
     rotation_timeout
         Seconds the hospital asked to re-encrypt the model for a key rotation has to
         upload it; then another hospital is asked (docs/fl_server.md, "Key rotation").
@@ -111,6 +116,7 @@ class ServerSettings(BaseSettings):
     repair_window: int = Field(default=16, ge=1)
     probe_timeout: float = Field(default=120.0, gt=0)
     rotation_timeout: float = Field(default=60.0, gt=0)
+    shards: int = Field(default=2, ge=0, le=64)
     status_access: Literal["public", "token"] = "token"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

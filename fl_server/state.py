@@ -1,17 +1,18 @@
 """The encrypted global model and what the log implies: versions, buffer, receipts, repairs.
 
-``ModelState`` is the one place that changes the model's ciphertexts. The live server
-and recovery both drive it with the same log records (updates, repairs, releases), so a
-replayed log rebuilds the model that was acknowledged, repairs included. Only the apply
-worker calls its mutating methods; other threads read the immutable ``ModelSnapshot`` it
-publishes and copies of its counters.
+``ModelState`` is the one place that decides how the model's ciphertexts change; the
+ciphertexts themselves live in a ``ShardBackend`` (``fl_server.shards``), in this process
+or in worker processes. The live server and recovery both drive it with the same log
+records (updates, repairs, releases), so a replayed log rebuilds the model that was
+acknowledged, repairs included. Only the apply worker calls its mutating methods; other
+threads read the immutable ``ModelSnapshot`` it publishes and copies of its counters.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 import crypto
@@ -21,20 +22,20 @@ from fl_server.hospital_privacy import UpdateNoise
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
+from fl_server.shards import ShardBackend, Staged
 from fl_server.snapshot import ModelSnapshot
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
 from fl_server.weighting import UpdateWeigher
 
-# The blocks of each removed update, loaded: (block index, block) pairs.
-RemovedBlocks = Sequence[Sequence[tuple[int, crypto.EncryptedBlock]]]
-Blocks = Sequence[tuple[int, crypto.EncryptedBlock]]
+# How many blocks one interruptible step of publishing serializes.
+_SERIALIZE_BATCH = 64
 
 __all__ = ["ModelState"]
 
 
 class ModelState:
-    """The model's ciphertexts, the FedBuff buffer and the bookkeeping of applied updates.
+    """The model (in its ``backend``), the FedBuff buffer and the bookkeeping of applied updates.
 
     Use ``initial`` or ``from_checkpoint`` to build one. Not thread-safe for writers: one
     thread (the apply worker) calls ``apply``/``publish``/``checkpoint``; ``snapshot``,
@@ -46,9 +47,8 @@ class ModelState:
 
     def __init__(
         self,
-        cipher: crypto.ServerCipher,
+        backend: ShardBackend,
         job: JobRecord,
-        blocks: list[crypto.EncryptedBlock],
         snapshot: ModelSnapshot,
         *,
         seq: int,
@@ -59,18 +59,19 @@ class ModelState:
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
     ) -> None:
-        self._cipher = cipher
+        self.backend = backend
+        self._profile = backend.profile
         # Hospital-level DP: the noise each applied update brings, and the buffered
         # updates whose noise goes into the model with the buffer.
         self.noise = noise
         self._noised: list[UpdateRecord] = []
         self.job = job
-        self._blocks = blocks
         self._block_versions = list(snapshot.block_versions)
-        self._buffer: dict[int, crypto.EncryptedBlock] = {}
-        # The open round's updates, unweighted until it closes (``fl_server.rounds``), and
-        # in recovery the closed round's records the checkpoint holds, until weighed.
-        self._round: list[tuple[UpdateRecord, Blocks]] = []
+        # The blocks the buffer (in the backend) touches.
+        self._buffer: set[int] = set()
+        # The open round's updates, staged unweighted until it closes (``fl_server.rounds``),
+        # and in recovery the closed round's records the checkpoint holds, until weighed.
+        self._round: list[tuple[UpdateRecord, Staged]] = []
         self._remembered: list[UpdateRecord] = []
         # The newest serialized bytes of each block; ``_dirty`` blocks changed since.
         self._bytes = list(snapshot.blocks)
@@ -92,7 +93,7 @@ class ModelState:
     @classmethod
     def initial(
         cls,
-        cipher: crypto.ServerCipher,
+        backend: ShardBackend,
         job: JobRecord,
         model: crypto.EncryptedModel,
         *,
@@ -107,15 +108,14 @@ class ModelState:
         crypto.CryptoError
             A block that is not a valid model-scale ciphertext of this context.
         """
-        blocks = [cipher.load_model_block(b.data) for b in model.blocks]
         data = tuple(b.data for b in model.blocks)
+        _install(backend, data)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, 0, data, (0,) * len(data)
         )
         return cls(
-            cipher,
+            backend,
             job,
-            blocks,
             snapshot,
             seq=0,
             ledger=ReceiptLedger(),
@@ -128,7 +128,7 @@ class ModelState:
     @classmethod
     def from_checkpoint(
         cls,
-        cipher: crypto.ServerCipher,
+        backend: ShardBackend,
         job: JobRecord,
         fingerprint: bytes,
         checkpoint: Checkpoint,
@@ -139,7 +139,7 @@ class ModelState:
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
-            blocks = [cipher.load_model_block(b) for b in checkpoint.blocks]
+            _install(backend, checkpoint.blocks)
             raw = checkpoint.state
             block_versions = tuple(int(v) for v in raw["block_versions"])
             raw_ledger = raw["ledger"]
@@ -151,7 +151,7 @@ class ModelState:
             rotated_at_seq = int(raw.get("rotated_at_seq", 0))
         except (crypto.CryptoError, ValueError, KeyError, TypeError) as exc:
             raise StateError(f"the checkpoint does not fit this job: {exc}") from exc
-        if len(block_versions) != len(blocks):
+        if len(block_versions) != len(checkpoint.blocks):
             raise StateError("the checkpoint's block versions do not match its blocks")
         snapshot = ModelSnapshot(
             job.job_id,
@@ -162,9 +162,8 @@ class ModelState:
             block_versions,
         )
         state = cls(
-            cipher,
+            backend,
             job,
-            blocks,
             snapshot,
             seq=checkpoint.seq,
             ledger=ledger,
@@ -183,7 +182,8 @@ class ModelState:
 
         ``model`` is the whole model as a hospital re-encrypted it (checked against the
         layout by the caller); receipts, counters and repairs carry over; the update
-        history does not (its updates are under the old key). Needs an empty buffer.
+        history does not (its updates are under the old key). Needs an empty buffer. The
+        new state takes over the backend: this one is not to be used after.
 
         Raises
         ------
@@ -192,9 +192,9 @@ class ModelState:
         """
         if self.buffered:
             raise StateError("a key rotation needs an empty buffer")
-        blocks = [self._cipher.load_model_block(b.data) for b in model.blocks]
         version = self.version + 1
         data = tuple(b.data for b in model.blocks)
+        _install(self.backend, data)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, version, data, (version,) * len(data)
         )
@@ -202,9 +202,8 @@ class ModelState:
             ledger = ReceiptLedger.from_json(self._ledger.to_json())
             tally, book = self._tally.copy(), self._book.copy()
         state = ModelState(
-            self._cipher,
+            self.backend,
             job,
-            blocks,
             snapshot,
             seq=self.seq,
             ledger=ledger,
@@ -222,7 +221,7 @@ class ModelState:
 
     @property
     def n_blocks(self) -> int:
-        return len(self._blocks)
+        return len(self._bytes)
 
     def receipt(self, update_id: uuid.UUID) -> UpdateReceipt | None:
         """The first answer to an applied update, or to one a repair removed since."""
@@ -294,7 +293,7 @@ class ModelState:
             )
         staleness = version - base_version
         policy = weigher.staleness
-        profile = self._cipher.profile
+        profile = self._profile
         weight: float | None
         if deferred:
             weight = None
@@ -374,13 +373,21 @@ class ModelState:
 
     # -- changing -----------------------------------------------------------------------
 
-    def apply(
-        self, record: UpdateRecord, blocks: Sequence[tuple[int, crypto.EncryptedBlock]]
-    ) -> UpdateReceipt:
+    def stage(self, blocks: Iterable[tuple[int, bytes]]) -> Staged:
+        """An update's blocks, loaded and validated by the backend for ``apply`` or ``repair``.
+
+        Raises
+        ------
+        crypto.CryptoError
+            A block that is not a valid update ciphertext; nothing is staged.
+        """
+        return self.backend.stage(blocks)
+
+    def apply(self, record: UpdateRecord, blocks: Staged) -> UpdateReceipt:
         """Add ``record``'s weighted blocks to the buffer; add the buffer to the model on a flush.
 
-        ``blocks`` are the record's update blocks, already loaded (and so validated);
-        they are consumed. A ``deferred`` record waits unweighted in its round; the
+        ``blocks`` are the record's update blocks, staged (``stage``: so validated); they
+        are consumed. A ``deferred`` record waits unweighted in its round; the
         round's last one closes it (``_close_round``) and is answered its applied weight.
         """
         if record.seq != self.seq + 1 or record.version != self.version + 1:
@@ -414,23 +421,18 @@ class ModelState:
         self._forget_old_receipts()
         return closed.get(record.update_id, receipt)
 
-    def _weight_into_buffer(self, blocks: Blocks, record: UpdateRecord) -> None:
+    def _weight_into_buffer(self, blocks: Staged, record: UpdateRecord) -> None:
         if self.noise is not None:
             self._noised.append(record)  # at its applied weight (a round's, once closed)
-        for index, block in blocks:
-            weighted = self._cipher.weight_update(block, record.weight)
-            pending = self._buffer.get(index)
-            if pending is None:
-                self._buffer[index] = weighted
-            else:
-                self._cipher.add_into(pending, weighted)
+        self.backend.buffer(blocks, record.weight)
+        self._buffer.update(blocks.indices)
 
     def _close_round(self) -> dict[uuid.UUID, UpdateReceipt]:
         """Weigh the open round's updates (``round_weights``) into the buffer; their
         receipts with the applied weights. Nothing to do without a round."""
         if not self._round:
             return {}
-        records = _weighed([r for r, _ in self._round], self._cipher.profile)
+        records = _weighed([r for r, _ in self._round], self._profile)
         for record, (_, blocks) in zip(records, self._round, strict=True):
             self._weight_into_buffer(blocks, record)
         receipts = {r.update_id: _receipt(r) for r in records}
@@ -446,7 +448,7 @@ class ModelState:
     def _weigh_remembered(self) -> None:
         """Recovery: the closed round of remembered records, weighed as it was applied."""
         if self._remembered:
-            for record in _weighed(self._remembered, self._cipher.profile):
+            for record in _weighed(self._remembered, self._profile):
                 self.history.add(record)
             self._remembered.clear()
             self.history.trim(self.version)
@@ -470,12 +472,12 @@ class ModelState:
         self.history.add(record)
         self.history.trim(self.version)
 
-    def repair(self, record: RepairRecord, removed: RemovedBlocks) -> RepairSummary:
+    def repair(self, record: RepairRecord, removed: Sequence[Staged]) -> RepairSummary:
         """Subtract each removed update at the weight it was applied at; the version moves on.
 
         A partly filled buffer is added to the model first (its updates name the version
         it makes), so the repaired model is ``record.version``. ``removed`` holds the
-        blocks of each of ``record.removed``, loaded (and so validated); they are consumed.
+        blocks of each of ``record.removed``, staged (and so validated); they are consumed.
         """
         self._weigh_remembered()
         if record.entry != self._book.entries + 1 or record.after_seq != self.seq:
@@ -493,9 +495,8 @@ class ModelState:
         self.flush_buffer()
         changed: set[int] = set()
         for update, blocks in zip(record.removed, removed, strict=True):
-            for index, block in blocks:
-                self._cipher.subtract_weighted(self._blocks[index], block, update.weight)
-                changed.add(index)
+            self.backend.subtract(blocks, update.weight)
+            changed.update(blocks.indices)
         with self._lock:
             for index in changed:
                 self._block_versions[index] = version
@@ -516,14 +517,6 @@ class ModelState:
         with self._lock:
             self._book.apply_release(record)
 
-    def copy_blocks(self) -> list[crypto.EncryptedBlock]:
-        """Fresh copies of the model's blocks (serialized and loaded again: a keyless
-        context cannot copy a ciphertext otherwise)."""
-        return [
-            self._cipher.load_model_block(self._cipher.block_to_bytes(block))
-            for block in self._blocks
-        ]
-
     def flush_buffer(self) -> bool:
         """Add a partly filled buffer to the model (the job is done); whether there was one.
 
@@ -542,15 +535,15 @@ class ModelState:
         return True
 
     def _add_buffer(self) -> None:
-        for index, pending in self._buffer.items():
-            self._cipher.add_into(self._blocks[index], pending)
+        if self._buffer:
+            self.backend.flush()
         if self.noise is not None and self._noised:
             # one draw per applied update, into every block (FedBuff K > 1: K draws)
-            self.noise.add(self._cipher, self._blocks, self._noised)
+            self.backend.noise(self.noise.draws(self._noised))
 
     def _buffer_applied(self, version: int) -> None:
         # Under the lock: the buffer is in the model, which is now at ``version``.
-        changed = set(range(len(self._blocks))) if self._noised else set(self._buffer)
+        changed = set(range(len(self._block_versions))) if self._noised else set(self._buffer)
         for index in changed:
             self._block_versions[index] = version
         self._dirty.update(changed)
@@ -568,13 +561,18 @@ class ModelState:
         """Serialize the blocks changed since they were last serialized.
 
         Stops early, keeping what is done, when ``interrupt()`` turns true (an update is
-        waiting); says whether every block is serialized.
+        waiting); says whether every block is serialized. Each step takes blocks spread
+        over the model, so that every shard of the backend serializes its part at once.
         """
-        for index in sorted(self._dirty):
+        dirty = sorted(self._dirty)
+        steps = max(1, -(-len(dirty) // _SERIALIZE_BATCH))
+        for step in range(steps):
             if interrupt is not None and interrupt():
                 return False
-            self._bytes[index] = self._cipher.block_to_bytes(self._blocks[index])
-            self._dirty.discard(index)
+            batch = dirty[step::steps]
+            for index, data in zip(batch, self.backend.serialize(batch), strict=True):
+                self._bytes[index] = data
+            self._dirty.difference_update(batch)
         return True
 
     def publish(self) -> ModelSnapshot:
@@ -615,6 +613,14 @@ class ModelState:
             # The log keeps the updates of the repair window, even those this checkpoint holds.
             drop_through=None if oldest is None else oldest - 1,
         )
+
+
+def _install(backend: ShardBackend, blocks: Sequence[bytes]) -> None:
+    """Make ``blocks`` (every block, model scale) the backend's model; ``CryptoError`` if
+    one is not valid, leaving the backend's model as it was."""
+    if backend.n_blocks != len(blocks):
+        backend.open(len(blocks))
+    backend.install(backend.stage(enumerate(blocks), model=True))
 
 
 def _receipt(record: UpdateRecord) -> UpdateReceipt:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
 
 import crypto
 from fl_server.admission import SlotTable, UpdateQueue, UpdateTicket
@@ -39,13 +38,6 @@ __all__ = ["UpdatePipeline"]
 
 logger = logging.getLogger("fl_server")
 
-
-# An update envelope up to this size is loaded once and held while it is added (fast); a
-# larger one is loaded twice, block by block, so a model-sized update is never held loaded
-# (``UpdatePipeline._load_blocks``). Loaded, a seeded ciphertext takes twice its bytes.
-KEEP_LOADED_BYTES = 64 * 1024 * 1024
-
-Blocks = list[tuple[int, crypto.EncryptedBlock]]
 
 # Declared rows above this are refused: no hospital table is that large, and a bound
 # keeps one hospital's declaration from dwarfing every other's by accident.
@@ -96,16 +88,14 @@ class _Arrival:
 class UpdatePipeline:
     """Takes clients' encrypted updates into the model, each exactly once.
 
-    Everything that needs no ciphertext is checked on the caller's thread; ciphertexts
-    are validated and added on the apply worker, in arrival order. An update is
+    Everything that needs no ciphertext is checked on the caller's thread; the apply
+    worker has the model's shards validate and add ciphertexts, in arrival order. An update is
     answered once its log record is durable; a retry gets the first answer.
 
     Parameters
     ----------
     config
         The job's staleness policy, ``buffer_size`` and ``target_updates``.
-    cipher
-        Loads and validates update ciphertexts.
     lifecycle
         The job and its model state.
     queue, slots
@@ -125,7 +115,6 @@ class UpdatePipeline:
     def __init__(
         self,
         config: JobConfig,
-        cipher: crypto.ServerCipher,
         lifecycle: JobLifecycle,
         *,
         queue: UpdateQueue,
@@ -139,7 +128,6 @@ class UpdatePipeline:
         spool_dir: Path | None = None,
     ) -> None:
         self._config = config
-        self._cipher = cipher
         self._lifecycle = lifecycle
         self._queue = queue
         self._slots = slots
@@ -295,25 +283,6 @@ class UpdatePipeline:
         after every log write submitted so far (one may be copying it)."""
         arrival.digest.add_done_callback(lambda _: self._journal.call(arrival.spool.close))
 
-    def _load_blocks(self, arrival: _Arrival, *, keep: bool) -> Blocks:
-        """The update's blocks, loaded, once every ciphertext is known to load.
-
-        A small update (``KEEP_LOADED_BYTES``), or one a round keeps (``keep``), is loaded
-        once and held. A larger one is checked block by block, none kept, and loaded again
-        as ``ModelState.apply`` consumes it: a model-sized update is never held loaded, at
-        the price of deserializing it twice.
-        """
-        try:
-            if keep or arrival.spool.size <= KEEP_LOADED_BYTES:
-                return [(i, self._cipher.load_update_block(d)) for i, d in arrival.blocks()]
-            for _, data in arrival.blocks():
-                self._cipher.load_update_block(data)
-        except crypto.CryptoError as exc:
-            raise InvalidInputError.from_crypto(exc) from exc
-        loaded = ((i, self._cipher.load_update_block(d)) for i, d in arrival.blocks())
-        # state.apply iterates the blocks once (they are "consumed")
-        return cast("Blocks", loaded)
-
     def _apply_one(self, arrival: _Arrival) -> tuple[UpdateAck, Future[None]]:
         client, update = arrival.client, arrival.update
         state = self._lifecycle.require_started()
@@ -344,7 +313,12 @@ class UpdatePipeline:
             samples=arrival.samples,
             deferred=rounds,
         )
-        blocks = self._load_blocks(arrival, keep=rounds)
+        try:
+            # Validated by the shards that own the blocks, read from the spool one at a time:
+            # this process does no ciphertext work.
+            blocks = state.stage(arrival.blocks())
+        except crypto.CryptoError as exc:
+            raise InvalidInputError.from_crypto(exc) from exc
         record = state.next_record(
             update,
             client_id=client.client_id,

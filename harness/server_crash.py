@@ -112,10 +112,17 @@ def _versions(url: str, party: Party) -> dict[str, int]:
 
 
 def crash_server(
-    work: Path, *, kills: int, clients: int = 3, n_params: int = 5000, seed: int = 0
+    work: Path,
+    *,
+    kills: int,
+    clients: int = 3,
+    n_params: int = 5000,
+    seed: int = 0,
+    shards: int = 2,
 ) -> CrashResult:
     """Clients push to two jobs while the server is killed (SIGKILL) ``kills`` times at
-    random moments."""
+    random moments; each job's model is split across ``shards`` worker processes (0: in
+    the server's process)."""
     rng = random.Random(seed)
     start = time.perf_counter()
     admin = new_admin_key()
@@ -138,6 +145,7 @@ def crash_server(
             work / "server.log",
             client_updates_per_minute="0",
             checkpoint_every="3",
+            shards=str(shards),
         )
         server.start()
         token = admin_token(keyauth.url, admin)

@@ -96,6 +96,9 @@ def make_settings(state_dir: Path, **overrides: Any) -> ServerSettings:
         "state_dir": state_dir,
         "client_updates_per_minute": 0,
         "revocation_refresh": 0,
+        # Unit tests keep the model in this process; tests/fl_server/test_server_shards.py
+        # and the end-to-end tests run worker processes.
+        "shards": 0,
     }
     values.update(overrides)
     return ServerSettings(**values)

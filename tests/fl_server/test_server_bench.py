@@ -19,7 +19,9 @@ def test_quick_ingest_benchmark_writes_its_report(
     assert report["http"] == payload["http"]
     assert report["params"] == 100_000
     assert report["raw_params_per_s"] > 0
-    assert [row["uploaders"] for row in report["http"]] == [1, 2]
+    rows = [(row["shards"], row["uploaders"]) for row in report["http"]]
+    assert rows == [(1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [(s["uploaders"], s["shards"]) for s in report["shard_speedup"]] == [(1, 2), (2, 2)]
     for row in report["http"]:
         (run,) = row["measurements"]
         assert run["updates"] == 3 * row["uploaders"]

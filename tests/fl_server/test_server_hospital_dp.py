@@ -16,7 +16,8 @@ import crypto
 from fl_server.domain import ProbeView
 from fl_server.hospital_privacy import RDP_ORDERS, UpdateNoise, hospital_epsilon
 from fl_server.probes import build_probe_model
-from fl_server.recovery import load_update_blocks, recover
+from fl_server.recovery import recover, stage_logged
+from fl_server.shards import InProcessBackend
 from fl_server.state import ModelState
 from fl_server.store import JobRecord, MemoryStore, RemovedUpdate, RepairRecord, UpdateRecord
 from hefl_study import PrivacySpec
@@ -37,11 +38,11 @@ class Study:
 
     def state(self, *, noise: bool = True) -> ModelState:
         return ModelState.initial(
-            self.server,
+            InProcessBackend(self.server),
             JOB,
             crypto.model_from_bytes(self.initial, self.limits),
             max_staleness=100,
-            noise=UpdateNoise(Z * CLIP, self.layout.zero_mask) if noise else None,
+            noise=UpdateNoise.for_layout(Z * CLIP, self.layout) if noise else None,
         )
 
     def update(self, values: np.ndarray, base_version: int) -> bytes:
@@ -78,7 +79,7 @@ class Study:
             deferred=samples is not None,
         )
         self.store.append_updates([record])
-        state.apply(record, load_update_blocks(self.server, envelope, self.limits))
+        state.apply(record, stage_logged(state, envelope, self.limits))
         return record
 
     def decrypt(self, blocks: Sequence[bytes]) -> np.ndarray:
@@ -174,7 +175,9 @@ def test_recovery_replays_the_same_noise_from_the_logged_seeds(study: Study) -> 
     for k in range(3):
         study.apply(live, np.full(study.layout.zero_mask.shape, 0.001 * k), weight=1.0)
     # Execute: a restart (kill -9) rebuilds from the checkpoint and the log
-    recovered = recover(study.store, study.server, JOB, max_staleness=100, privacy=PRIVACY)
+    recovered = recover(
+        study.store, InProcessBackend(study.server), JOB, max_staleness=100, privacy=PRIVACY
+    )
     # Assert: bit for bit the model the live server had
     assert recovered.state is not None
     assert recovered.state.snapshot.blocks == live.publish().blocks
@@ -206,7 +209,6 @@ def test_a_probe_rebuilds_a_past_version_exactly_noise_included(study: Study) ->
     probe = build_probe_model(
         state,
         study.limits,
-        study.server,
         ProbeView(1),
         {r.seq: r.envelope for r in records},
         removed=[],
@@ -233,7 +235,7 @@ def test_a_repair_subtracts_the_update_and_leaves_its_noise(study: Study) -> Non
         envelopes=(removed.envelope,),
     )
     # Execute
-    state.repair(repair, [load_update_blocks(study.server, removed.envelope, study.limits)])
+    state.repair(repair, [stage_logged(state, removed.envelope, study.limits)])
     model = study.decrypt(state.publish().blocks)
     # Assert: the bad update is gone, both noises stay (more noise, never less privacy)
     want = good + expected_noise(study, [first, removed])
@@ -265,3 +267,10 @@ def test_epsilon_is_opacus_rdp_of_k_gaussian_mechanisms_at_rate_1(
 
 def test_the_orders_are_opacus_own() -> None:
     assert list(RDP_ORDERS) == RDPAccountant.DEFAULT_ALPHAS
+
+
+def test_the_shards_spare_exactly_the_layouts_zero_slots(study: Study) -> None:
+    draws = UpdateNoise.for_layout(Z * CLIP, study.layout).draws([])
+    size = study.layout.block_size
+    rows = [draws.zero_row(i, size) for i in range(study.layout.n_blocks)]
+    assert np.array_equal(np.stack(rows), study.layout.zero_mask)

@@ -17,7 +17,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import crypto
-import fl_server.updates
 from fl_server.errors import (
     InvalidInputError,
     JobStateError,
@@ -71,17 +70,12 @@ def assert_close(actual: Values, expected: Values, profile: crypto.CkksProfile, 
     assert np.max(np.abs(actual - expected)) <= profile.error_bound(n)
 
 
-@pytest.mark.parametrize("held", [True, False], ids=["loaded-once", "loaded-twice"])
 async def test_updates_are_added_with_their_staleness_weight(
-    held: bool,
-    monkeypatch: pytest.MonkeyPatch,
     make_service: MakeService,
     hospital: Hospital,
     client: AccessClaims,
 ) -> None:
-    # Prepare: small updates are loaded once; larger ones checked, then loaded again
-    if not held:
-        monkeypatch.setattr(fl_server.updates, "KEEP_LOADED_BYTES", 0)
+    # Prepare
     service = make_service(staleness="polynomial", staleness_a=0.5)
     initial = hospital.random_values(0, scale=0.5)
     await start_job(service, client, hospital, initial)
@@ -280,17 +274,12 @@ async def test_a_base_version_from_the_future_is_refused(
     assert info.value.current_version == 0
 
 
-@pytest.mark.parametrize("held", [True, False], ids=["loaded-once", "loaded-twice"])
 async def test_invalid_ciphertexts_leave_the_model_untouched(
-    held: bool,
-    monkeypatch: pytest.MonkeyPatch,
     make_service: MakeService,
     hospital: Hospital,
     client: AccessClaims,
     layout: crypto.ModelLayout,
 ) -> None:
-    if not held:  # the bad block is found in the checking pass, before any is added
-        monkeypatch.setattr(fl_server.updates, "KEEP_LOADED_BYTES", 0)
     service = make_service()
     await start_job(service, client, hospital, hospital.random_values(0))
     before = service.snapshot()

@@ -14,10 +14,11 @@ from harness.server_crash import JOBS, crash_server
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.parametrize("shards", [0, 2], ids=["in-process", "2-shards"])
 def test_fl_server_killed_under_load_loses_no_acknowledged_update_in_either_job(
-    tmp_path: Path,
+    tmp_path: Path, shards: int
 ) -> None:
-    result = crash_server(tmp_path, kills=2, clients=3, seed=1)
+    result = crash_server(tmp_path, kills=2, clients=3, seed=1, shards=shards)
 
     assert result.restarts == 2
     assert result.model_resumed

@@ -1,0 +1,152 @@
+"""``ShardBackend``: the ciphertext operations on a model's blocks, behind one narrow seam."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+import crypto
+from fl_server.errors import StorageError
+
+__all__ = ["BlockBytes", "NoiseDraws", "ShardBackend", "ShardDiedError", "ShardError", "Staged"]
+
+# An update's or a model's blocks as they travel: (block index, ciphertext bytes) pairs.
+BlockBytes = Iterable[tuple[int, bytes]]
+
+
+class ShardError(StorageError):
+    """A shard could not do what it was asked: the model it holds is no longer known.
+
+    Answered like a log that cannot be written (503 ``storage_failed``): the job refuses
+    writes until a restart rebuilds its model from the checkpoint and the log.
+    """
+
+
+class ShardDiedError(ShardError):
+    """A shard's worker process is gone (killed, or out of memory)."""
+
+
+@dataclass(frozen=True)
+class Staged:
+    """Blocks a backend holds loaded and validated, until one operation consumes them.
+
+    ``token`` names them on every shard; ``indices`` are the blocks they touch.
+    """
+
+    token: int
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NoiseDraws:
+    """Seeded Gaussian noise for the model's parameter slots (hospital-level DP).
+
+    ``draws`` holds one ``(seed, std)`` per noised update; each block's noise comes from
+    ``(seed, block index)`` (``crypto.ServerCipher.add_noise``), so every shard draws its
+    own blocks' alone. ``param_slots`` and ``total_params`` are the layout's: the canaries
+    of each block and the last block's padding get none.
+    """
+
+    draws: tuple[tuple[int, float], ...]
+    param_slots: int
+    total_params: int
+
+    def zero_row(self, index: int, block_size: int) -> npt.NDArray[np.bool_]:
+        """Block ``index``'s row of ``ModelLayout.zero_mask``: the slots that get no noise."""
+        row = np.ones(block_size, dtype=np.bool_)
+        row[: min(max(self.total_params - index * self.param_slots, 0), self.param_slots)] = False
+        return row
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "draws": [[seed, std] for seed, std in self.draws],
+            "param_slots": self.param_slots,
+            "total_params": self.total_params,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> NoiseDraws:
+        return cls(
+            tuple((int(seed), float(std)) for seed, std in raw["draws"]),
+            int(raw["param_slots"]),
+            int(raw["total_params"]),
+        )
+
+
+class ShardBackend(Protocol):
+    """Where the model's ciphertexts live and every ciphertext operation runs.
+
+    The model's ``n_blocks`` blocks are split by block range across shards; each block
+    has one owner, and each shard runs its operations in the order they were asked, so
+    the asynchronous order per block is the order of the calls. ``ModelState`` keeps the
+    bookkeeping (versions, receipts, weights, log records) and calls this; one thread
+    calls it at a time. Only bytes go in and out: an implementation may keep its
+    ciphertexts in this process (``InProcessBackend``), in worker processes
+    (``ProcessBackend``), or on other machines.
+
+    Staging is the first phase of every change: ``stage`` loads and validates an
+    update's blocks on every shard, or on none (a bad block anywhere raises and leaves
+    every shard as it was). The second phase (``buffer``, ``subtract``, ``install``,
+    ``probe``) consumes what was staged and cannot fail on input. A new per-block
+    operation (for example a seeded plaintext add) is one more method of this kind.
+    """
+
+    @property
+    def profile(self) -> crypto.CkksProfile: ...
+
+    @property
+    def failure(self) -> ShardError | None:
+        """Why the backend no longer works (a shard failed or died); ``None`` while it does."""
+
+    @property
+    def n_blocks(self) -> int:
+        """The blocks of the model it is open for (0 before ``open``)."""
+
+    def open(self, n_blocks: int) -> None:
+        """Hold a model of ``n_blocks`` blocks (no model until ``install``); drops any held."""
+
+    def stage(self, blocks: BlockBytes, *, model: bool = False) -> Staged:
+        """Load and validate ``blocks`` (update blocks, or model blocks if ``model``).
+
+        Raises
+        ------
+        crypto.CryptoError
+            A block that is not a valid ciphertext of its kind; nothing is staged.
+        """
+
+    def discard(self, staged: Staged) -> None:
+        """Drop staged blocks unused (the second phase will not come)."""
+
+    def buffer(self, staged: Staged, weight: float) -> None:
+        """Add ``weight`` times the staged update into the FedBuff buffer."""
+
+    def flush(self) -> None:
+        """Add the buffer into the model and empty it."""
+
+    def subtract(self, staged: Staged, weight: float) -> None:
+        """Subtract ``weight`` times the staged update from the model (a repair)."""
+
+    def install(self, staged: Staged) -> None:
+        """Make the staged model blocks (every block) the model; the buffer is emptied."""
+
+    def noise(self, noise: NoiseDraws) -> None:
+        """Add ``noise`` into every block of the model (hospital-level DP)."""
+
+    def serialize(self, indices: Sequence[int]) -> list[bytes]:
+        """The model's blocks ``indices``, serialized, in that order."""
+
+    def probe(
+        self,
+        subtract: Sequence[tuple[Staged, float]],
+        add: Sequence[tuple[Staged, float]],
+        noise: NoiseDraws | None = None,
+    ) -> list[bytes]:
+        """Every block of a copy of the model minus ``subtract`` plus ``add`` (at their
+        weights), and minus ``noise``, serialized; the model is left as it was."""
+
+    def close(self) -> None:
+        """Stop (worker processes end); the backend is unusable afterwards."""

@@ -1,0 +1,86 @@
+"""A shard worker process: one ``ShardCore``, driven over a pipe by ``ProcessBackend``."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import crypto
+from fl_server.shards._base import NoiseDraws
+from fl_server.shards._core import ShardCore
+from fl_server.shards._frames import receive_message, send_message
+
+__all__ = ["serve"]
+
+
+def _steps(raw: list[list[Any]]) -> list[tuple[int, float]]:
+    return [(int(t), float(w)) for t, w in raw]
+
+
+def _run(
+    core: ShardCore, op: str, h: dict[str, Any], frames: list[bytes]
+) -> tuple[int, Iterable[bytes]]:
+    """One operation of the seam (``ShardBackend``) on this shard: how many reply frames,
+    and the frames (serialized blocks go out one by one while the next is serialized)."""
+    match op:
+        case "open":
+            core.open(int(h["lo"]), int(h["hi"]))
+        case "stage":
+            core.stage(int(h["token"]), zip(h["indices"], frames, strict=True), model=h["model"])
+        case "discard":
+            core.discard(int(h["token"]))
+        case "buffer":
+            core.buffer(int(h["token"]), float(h["weight"]))
+        case "flush":
+            core.flush()
+        case "subtract":
+            core.subtract(int(h["token"]), float(h["weight"]))
+        case "install":
+            core.install(int(h["token"]))
+        case "noise":
+            core.noise(NoiseDraws.from_json(h["noise"]))
+        case "serialize":
+            indices = [int(i) for i in h["indices"]]
+            return len(indices), core.serialized(indices)
+        case "probe":
+            noise = None if h.get("noise") is None else NoiseDraws.from_json(h["noise"])
+            rebuilt = core.probe(_steps(h["subtract"]), _steps(h["add"]), noise)
+            return len(rebuilt), rebuilt
+        case _:
+            raise ValueError(f"unknown operation {op!r}")
+    return 0, ()
+
+
+def serve(conn: Connection) -> None:
+    """Answer the server's messages until it says ``close`` or goes away.
+
+    The first message carries the profile and the keyless context (never a secret one:
+    ``ServerCipher`` refuses it). Every message is answered, in order: ``ok`` and the
+    result's frames, or the error's class and message.
+    """
+    # The server stops its workers itself; a Ctrl-C to the process group is its to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        header, frames = receive_message(conn)
+        core = ShardCore(crypto.ServerCipher(frames[0], crypto.get_profile(header["profile"])))
+        send_message(conn, {"ok": True})
+        while True:
+            header, frames = receive_message(conn)
+            op = header.pop("op")
+            if op == "close":
+                return
+            try:
+                count, result = _run(core, op, header, frames)
+            except crypto.CryptoError as exc:
+                send_message(conn, {"ok": False, "error": type(exc).__name__, "message": str(exc)})
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+                send_message(conn, {"ok": False, "error": "ShardError", "message": message})
+            else:
+                send_message(conn, {"ok": True}, result, count)
+    except (EOFError, OSError):
+        return  # the server is gone
+    finally:
+        conn.close()
