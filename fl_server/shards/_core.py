@@ -68,7 +68,7 @@ class ShardCore:
         """Add ``noise`` into the model's blocks, or take it out of ``into`` (a probe's copy
         of them)."""
         blocks = self._blocks if into is None else into
-        if not blocks:
+        if not blocks and self.hi > self.lo:  # a shard of no blocks (a small model) has none
             raise ShardError("the shard holds no model")
         op = self.cipher.add_noise if into is None else self.cipher.subtract_noise
         size = self.cipher.profile.block_size

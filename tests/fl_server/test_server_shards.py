@@ -129,6 +129,10 @@ def test_noise_is_drawn_per_block_alike_on_every_shard_and_a_probe_takes_it_out(
     assert 0.45 < float(added[~mask].std()) < 0.67  # sqrt(0.5² + 0.25²) = 0.56
     removed = _decrypt(small_client, probes[1])
     assert np.allclose(removed, np.stack(_rows(small_profile, 0, 0.1)), atol=1e-4)
+    # a one-block model leaves the first of the two shards without blocks: nothing to noise
+    _install(process_backend, model[:1])
+    process_backend.noise(noise)
+    assert len(process_backend.probe([], [], noise)) == 1
 
 
 def test_a_bad_block_in_one_shard_leaves_every_shard_untouched(
