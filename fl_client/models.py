@@ -9,6 +9,7 @@ one value for regression), ``n_classes`` otherwise. The built-ins name their las
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +116,12 @@ def resolve_model(spec: str) -> ModelFactory:
         ) from None
 
 
+# torch has one random generator per process: two threads building a model at once would
+# interleave their seeded draws (a hospital's initial model then differs from the spec's,
+# seen first in a bias drawn after another thread reseeded). Builds take turns.
+_BUILD_LOCK = threading.Lock()
+
+
 def build_model(
     factory: ModelFactory,
     input_shape: tuple[int, ...],
@@ -126,6 +133,10 @@ def build_model(
 ) -> nn.Module:
     """Call the factory with torch's generator seeded, so every init is reproducible.
 
+    Thread-safe against other builds (they take turns on torch's one generator); a
+    thread drawing from torch's generator outside a build while one runs (dropout, say)
+    still disturbs it, so build models before training starts in other threads.
+
     Floating-point parameters and buffers are cast to float32 (a factory may build in
     float64): every hospital holds, trains and shares the same float32 model.
 
@@ -134,7 +145,7 @@ def build_model(
     ConfigError
         Naming the factory: it raised, or returned something else than a ``torch.nn.Module``.
     """
-    with torch.random.fork_rng(devices=[]):
+    with _BUILD_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = call_factory(
             factory,
