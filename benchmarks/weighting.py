@@ -75,11 +75,10 @@ class _CappedWeigher(UpdateWeigher):
         known: Mapping[str, ClientShare],
         applied: int,
     ) -> float | None:
-        fresh = self.staleness.weight(staleness)
-        if fresh is None:
-            return None
-        data = self.data.factor(client_id, samples, known)
-        return min(self.cap, fresh * data * self.schedule.step(applied))
+        raw = self.uncapped(
+            staleness=staleness, client_id=client_id, samples=samples, known=known, applied=applied
+        )
+        return None if raw is None else min(self.cap, raw)
 
 
 @dataclass(frozen=True)

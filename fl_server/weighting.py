@@ -151,8 +151,22 @@ class UpdateWeigher:
     ) -> float | None:
         """``min(1, mixing * s(tau) * data * step(applied))``; ``None`` beyond
         ``max_staleness``. Not yet quantized (``CkksProfile.applied_weight``)."""
+        raw = self.uncapped(
+            staleness=staleness, client_id=client_id, samples=samples, known=known, applied=applied
+        )
+        return None if raw is None else min(1.0, raw)
+
+    def uncapped(
+        self,
+        *,
+        staleness: int,
+        client_id: str,
+        samples: int | None,
+        known: Mapping[str, ClientShare],
+        applied: int,
+    ) -> float | None:
+        """``mixing * s(tau) * data * step(applied)`` before ``weight``'s cap at 1."""
         fresh = self.staleness.weight(staleness)
         if fresh is None:
             return None
-        data = self.data.factor(client_id, samples, known)
-        return min(1.0, fresh * data * self.schedule.step(applied))
+        return fresh * self.data.factor(client_id, samples, known) * self.schedule.step(applied)
