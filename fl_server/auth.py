@@ -38,17 +38,14 @@ class TokenAuth:
     ----------
     key
         The token verification key, issuer and audience.
-    clock
-        Seconds since the epoch (when remembered tokens expire).
     """
 
-    def __init__(self, key: TokenKey, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, key: TokenKey) -> None:
         self._verifier = TokenVerifier(
             key.verification_key_pem,
             issuer=key.issuer,
             audience=key.audience,
             cache_size=_VERIFIED_TOKENS,
-            clock=clock,
         )
         self._revoked: frozenset[str] = frozenset()
 
