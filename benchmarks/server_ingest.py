@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import importlib.util
 import os
+import subprocess
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import psutil
 
 import crypto
 from benchmarks._report import best_of, format_table, write_json
@@ -33,6 +35,9 @@ from harness.parties import job_url
 from harness.services import keyauth_service, server_service
 from harness.studies import study_json
 
+# Where the CPU of an update goes: the HTTP process, its shard workers, the fork server and
+# resource tracker, and the uploaders (this process).
+_PARTS = ("http", "shards", "helpers", "uploaders")
 ADMIN_KEY = "bench-admin-key-" + "b" * 24
 JOB = "ingest"
 # Logging every request would slow the server down and be timed with it.
@@ -147,8 +152,53 @@ def measure_parts(
     }
 
 
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+class CpuAccount:
+    """CPU seconds spent by the HTTP process, its shard workers and the uploaders.
+
+    Sampled at the start and the end of the timed window, from the kernel's per-process
+    counters (psutil), so what each part costs per update is measured, not guessed. The
+    uploaders are this process (its other threads idle meanwhile). The server's
+    descendants are its shard workers (children of the fork server) and the fork server
+    and resource tracker themselves (children of the server, counted apart as helpers).
+    """
+
+    def __init__(self, server_pid: int) -> None:
+        self._server = psutil.Process(server_pid)
+        self._self = psutil.Process()
+        descendants = self._server.children(recursive=True)
+        self._shards = [p for p in descendants if p.ppid() != server_pid]
+        self._helpers = [p for p in descendants if p.ppid() == server_pid]
+        self._start = self._sample()
+
+    def _sample(self) -> dict[str, list[float]]:
+        return {
+            "http": [_cpu_seconds(self._server)],
+            "shards": [_cpu_seconds(p) for p in self._shards],
+            "helpers": [_cpu_seconds(p) for p in self._helpers],
+            "uploaders": [_cpu_seconds(self._self)],
+        }
+
+    def seconds(self) -> dict[str, Any]:
+        """CPU seconds of each part since this account was opened."""
+        end = self._sample()
+        used = {k: [b - a for a, b in zip(self._start[k], end[k], strict=True)] for k in end}
+        return {
+            "http": used["http"][0],
+            "shards": sum(used["shards"]),
+            "per_shard": used["shards"],
+            "helpers": sum(used["helpers"]),
+            "uploaders": used["uploaders"][0],
+        }
+
+
 def measure_http(
     url: str,
+    server_pid: int,
     tokens: list[str],
     layout: crypto.ModelLayout,
     key_epoch: int,
@@ -191,11 +241,13 @@ def measure_http(
     ]
     for thread in threads:
         thread.start()
+    cpu = CpuAccount(server_pid)
     barrier.wait()
     start = time.perf_counter()
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - start
+    used = cpu.seconds()
     if failures:
         raise RuntimeError(f"uploads refused: {failures[:3]}")
     count = n * per_uploader
@@ -206,9 +258,22 @@ def measure_http(
         "seconds": wall,
         "params_per_s": count * layout.total_params / wall,
         "p50_latency_s": float(np.median(latencies)),
+        "cpu_seconds": used,
+        "cpu_ms_per_update": _per_update(used, count),
         "published_version": status["published_version"],
         "version": status["version"],
     }
+
+
+def _per_update(used: dict[str, Any], count: int) -> dict[str, float]:
+    out = {k: 1e3 * used[k] / count for k in _PARTS}
+    out["total"] = sum(out.values())
+    return out
+
+
+def _pid(process: subprocess.Popen[bytes] | None) -> int:
+    assert process is not None, "the server is not running"
+    return process.pid
 
 
 def _start_job(
@@ -242,6 +307,11 @@ def _start_job(
             job_url("", JOB, "/initial-model"), content=crypto.model_to_bytes(model), headers=auth
         )
         assert created.status_code == 201, created.text
+
+
+def _cores() -> int:
+    # the cores this process may run on (what the server and its shards share too)
+    return len(os.sched_getaffinity(0))
 
 
 def _http_implementation() -> str:
@@ -309,11 +379,23 @@ def run(
                         _start_job(url, admin, tokens[0], layout, key_epoch, model_blocks)
                         measured.append(
                             measure_http(
-                                url, tokens[:n], layout, key_epoch, updates, per_uploader, viewer
+                                url,
+                                _pid(server_process.process),
+                                tokens[:n],
+                                layout,
+                                key_epoch,
+                                updates,
+                                per_uploader,
+                                viewer,
                             )
                         )
                 rates = [m["params_per_s"] for m in measured]
                 median = float(np.median(rates))
+                cpu = {
+                    k: float(np.median([m["cpu_ms_per_update"][k] for m in measured]))
+                    for k in measured[0]["cpu_ms_per_update"]
+                }
+                busy = [sum(m["cpu_seconds"][k] for k in _PARTS) / m["seconds"] for m in measured]
                 rows.append(
                     {
                         "shards": shards,
@@ -325,6 +407,8 @@ def run(
                         "params_per_s_max": max(rates),
                         "overhead_vs_raw": raw / median - 1,
                         "p50_latency_s": float(np.median([m["p50_latency_s"] for m in measured])),
+                        "cpu_ms_per_update": cpu,
+                        "cores_busy": float(np.median(busy)),
                         "measurements": measured,
                     }
                 )
@@ -333,30 +417,60 @@ def run(
         "params": layout.total_params,
         "blocks": layout.n_blocks,
         "update_bytes": sum(len(b) for b in updates[0]),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": _cores(),
         "uvicorn_http": _http_implementation(),
         "raw_params_per_s": raw,
         "raw_params_per_s_runs": raw_runs,
         "raw_updates_per_run": count,
         "parts_ms_per_update": {k: v * 1e3 for k, v in parts.items()},
         "http": rows,
-        "shard_speedup": _speedups(rows),
+        "shard_speedup": _speedups(rows, layout.total_params, _cores()),
     }
 
 
-def _speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _speedups(rows: list[dict[str, Any]], params: int, cores: int) -> list[dict[str, Any]]:
     """Per uploader count, each shard count's throughput over one shard's (or, without a
-    one-shard row, over the fewest shards')."""
+    one-shard row, over the fewest shards'), and the most that ratio could be on ``cores``.
+
+    The ceilings, from the CPU seconds measured per update (HTTP process, shards,
+    uploaders): with every core busy, a server takes at most ``cores / total`` updates
+    per second, and ``s`` shard workers (one thread of SEAL each) at most ``s / shards``.
+    ``ratio_ceiling`` is the more sharded server's bound over the fewer shards' bound, so
+    neither run's share of a busy machine enters it; ``ratio_ceiling_vs_measured`` is that
+    bound over the fewer shards' measured rate.
+    """
     out: list[dict[str, Any]] = []
     for n in sorted({r["uploaders"] for r in rows}):
-        by_shards = {r["shards"]: r["params_per_s"] for r in rows if r["uploaders"] == n}
+        by_shards = {r["shards"]: r for r in rows if r["uploaders"] == n}
         base = 1 if 1 in by_shards else min(by_shards)
-        out.extend(
-            {"uploaders": n, "shards": s, "over_shards": base, "ratio": rate / by_shards[base]}
-            for s, rate in sorted(by_shards.items())
-            if s != base
-        )
+        base_rate = by_shards[base]["params_per_s"] / params
+        base_bound = _cpu_bound(by_shards[base], cores)
+        for s, row in sorted(by_shards.items()):
+            if s == base:
+                continue
+            bound = _cpu_bound(row, cores)
+            out.append(
+                {
+                    "uploaders": n,
+                    "shards": s,
+                    "over_shards": base,
+                    "ratio": row["params_per_s"] / by_shards[base]["params_per_s"],
+                    "cpu_bound_updates_per_s": bound,
+                    "base_cpu_bound_updates_per_s": base_bound,
+                    "ratio_ceiling": bound / base_bound,
+                    "ratio_ceiling_vs_measured": bound / base_rate,
+                }
+            )
     return out
+
+
+def _cpu_bound(row: dict[str, Any], cores: int) -> float:
+    """The most updates per second the measured CPU per update allows (see ``_speedups``)."""
+    cpu: dict[str, float] = row["cpu_ms_per_update"]
+    bound = cores / (cpu["total"] / 1e3)
+    if row["shards"] > 0 and cpu["shards"] > 0:
+        bound = min(bound, row["shards"] / (cpu["shards"] / 1e3))
+    return bound
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -417,13 +531,36 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "p50 latency ms",
     ]
     print(format_table(headers, table))
+    print(f"\nCPU ms per update, median of the runs ({payload['cpu_count']} cores):\n")
+    cpu_rows = [
+        [
+            row["shards"],
+            row["uploaders"],
+            *(row["cpu_ms_per_update"][k] for k in (*_PARTS, "total")),
+            row["cores_busy"],
+        ]
+        for row in payload["http"]
+    ]
+    cpu_headers = ["shards", "uploaders", "HTTP process", "shard workers", "fork server"]
+    cpu_headers += ["uploaders", "total", "cores busy"]
+    print(format_table(cpu_headers, cpu_rows))
     if payload["shard_speedup"]:
-        print("\nThroughput of more shards over fewer, same uploaders:\n")
+        print("\nThroughput of more shards over fewer, same uploaders, and the CPU's ceiling:\n")
         speedups = [
-            [s["uploaders"], f"{s['shards']} over {s['over_shards']}", s["ratio"]]
+            [
+                s["uploaders"],
+                f"{s['shards']} over {s['over_shards']}",
+                s["ratio"],
+                s["base_cpu_bound_updates_per_s"],
+                s["cpu_bound_updates_per_s"],
+                s["ratio_ceiling"],
+                s["ratio_ceiling_vs_measured"],
+            ]
             for s in payload["shard_speedup"]
         ]
-        print(format_table(["uploaders", "shards", "throughput ratio"], speedups))
+        speed_headers = ["uploaders", "shards", "throughput ratio", "CPU bound, fewer (upd/s)"]
+        speed_headers += ["CPU bound, more (upd/s)", "ceiling", "ceiling over measured"]
+        print(format_table(speed_headers, speedups))
     out = write_json("server_ingest", payload, args.out_dir)
     print(f"\nwrote {out}")
     return payload

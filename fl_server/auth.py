@@ -19,11 +19,18 @@ from hefl_wire import (
 
 __all__ = ["Sightings", "TokenAuth"]
 
+# Verified tokens remembered (by hash) until they expire: a client sends one token for
+# minutes of requests, and its Ed25519 check was the largest part of the server's work on a
+# small request. Far more than the hospitals and viewers of any server at once; an evicted
+# token is only checked again.
+_VERIFIED_TOKENS = 4096
+
 
 class TokenAuth:
     """Checks access tokens offline with keyauth's verification key, for every job alike.
 
-    A client token is refused once keyauth lists its client as revoked; an administrator
+    A client token is refused once keyauth lists its client as revoked (checked on every
+    request, remembered tokens included: the signature check alone is cached); an administrator
     token (``role="admin"``, from keyauth's ``POST /v1/admin/token``) is verified by the
     same key: the server holds no admin secret of its own.
 
@@ -35,7 +42,10 @@ class TokenAuth:
 
     def __init__(self, key: TokenKey) -> None:
         self._verifier = TokenVerifier(
-            key.verification_key_pem, issuer=key.issuer, audience=key.audience
+            key.verification_key_pem,
+            issuer=key.issuer,
+            audience=key.audience,
+            cache_size=_VERIFIED_TOKENS,
         )
         self._revoked: frozenset[str] = frozenset()
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +192,14 @@ class TokenVerifier:
         Expected ``iss`` and ``aud`` claims.
     leeway
         Seconds of clock skew tolerated on ``exp`` and ``iat``.
+    cache_size
+        How many verified tokens to remember (0: none), keyed by the token's SHA-256. A
+        remembered token skips the signature check until ``exp`` (plus ``leeway``), when
+        it is forgotten and checked afresh, so refused as expired; the role is checked on
+        every call. The key is fixed for the verifier's life, so a remembered token is
+        one its key verified.
+    clock
+        Seconds since the epoch, as PyJWT reads them (for the remembered tokens' expiry).
 
     Raises
     ------
@@ -202,11 +214,19 @@ class TokenVerifier:
         issuer: str = ISSUER,
         audience: str = AUDIENCE,
         leeway: float = 5.0,
+        cache_size: int = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._key = load_verification_key(public_key_pem)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
+        # The contract imports only the standard library, PyJWT and cryptography: a
+        # least-recently-used dict of the verified tokens' claims, by SHA-256.
+        self._cache_size = cache_size
+        self._clock = clock
+        self._verified: OrderedDict[bytes, AccessClaims] = OrderedDict()
+        self._lock = threading.Lock()
 
     def verify(self, token: str, *, role: str | Collection[str] = CLIENT_ROLE) -> AccessClaims:
         """The claims of a valid token held by ``role``.
@@ -230,10 +250,40 @@ class TokenVerifier:
         roles = (role,) if isinstance(role, str) else tuple(role)
         if not roles or not set(roles) <= set(ROLES):
             raise ValueError(f"role must be one or more of {ROLES}, got {role!r}")
+        claims = self._claims(token)
+        if claims.role not in roles:
+            wanted = " or ".join(repr(r) for r in roles)
+            raise TokenWrongRoleError(
+                f"access token has role {claims.role!r}, this requires {wanted}"
+            )
+        return claims
+
+    def _claims(self, token: str) -> AccessClaims:
+        """The claims of a token this verifier's key signed and that has not expired."""
         if not token:
             raise TokenMissingError("no access token was presented")
         if len(token) > MAX_TOKEN_CHARS:
             raise TokenInvalidError("access token is too long")
+        if self._cache_size <= 0:
+            return self._decode(token)
+        # the hash, not the token: the cache never holds a usable credential
+        key = hashlib.sha256(token.encode()).digest()
+        with self._lock:
+            claims = self._verified.get(key)
+            if claims is not None:
+                # PyJWT accepts a token while now < exp + leeway: remembered as long, no longer
+                if self._clock() < claims.expires_at + self.leeway:
+                    self._verified.move_to_end(key)
+                    return claims
+                del self._verified[key]
+        claims = self._decode(token)
+        with self._lock:
+            self._verified[key] = claims
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         try:
             # Only EdDSA: never let the token's header pick the algorithm ("none", HS256).
             payload: dict[str, Any] = jwt.decode(
@@ -254,10 +304,4 @@ class TokenVerifier:
             # keyauth signs other statements with the same key (a key epoch's key id): they
             # carry a purpose, access tokens never do, so none can pass for a token.
             raise TokenInvalidError("a signed key statement is not an access token")
-        claims = claims_from_payload(payload)
-        if claims.role not in roles:
-            wanted = " or ".join(repr(r) for r in roles)
-            raise TokenWrongRoleError(
-                f"access token has role {claims.role!r}, this requires {wanted}"
-            )
-        return claims
+        return claims_from_payload(payload)

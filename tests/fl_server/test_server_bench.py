@@ -27,4 +27,10 @@ def test_quick_ingest_benchmark_writes_its_report(
         assert run["updates"] == 3 * row["uploaders"]
         assert run["version"] == run["updates"] + 1  # the warm-up update, then every one
         assert row["params_per_s"] > 0
+        # the CPU is accounted to the processes that spent it: shards exist, and do work
+        assert len(run["cpu_seconds"]["per_shard"]) == row["shards"]
+        assert run["cpu_seconds"]["shards"] > 0
+        assert row["cpu_ms_per_update"]["total"] >= row["cpu_ms_per_update"]["shards"]
+    for speedup in report["shard_speedup"]:
+        assert speedup["ratio_ceiling"] > 0
     assert "| HTTP: POST /v1/jobs/{job}/updates until 202 (durable) |" in capsys.readouterr().out

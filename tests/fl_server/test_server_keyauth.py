@@ -330,3 +330,22 @@ async def test_creating_a_job_while_keyauth_is_down_is_503_and_creates_nothing(
     assert int(answer.headers["Retry-After"]) >= 1
     assert jobs == []
     assert list((tmp_path / "state" / "jobs").iterdir()) == []
+
+
+def test_a_remembered_token_of_a_client_revoked_since_is_refused(
+    fake: FakeKeyauth, signing_key: Ed25519PrivateKey
+) -> None:
+    # Prepare: the token is verified, so remembered
+    auth = TokenAuth(TokenKey(fake.pem))
+    token = mint_token(signing_key, "client-x")
+    assert auth.client(token).client_id == "client-x"
+
+    # Execute
+    auth.set_revoked({"client-x"})
+    with pytest.raises(Exception, match="revoked") as info:
+        auth.client(token)
+    auth.set_revoked(set())
+
+    # Assert: refused while listed, and served again once keyauth lists it no more
+    assert getattr(info.value, "code", None) == "client_revoked"
+    assert auth.client(token).client_id == "client-x"

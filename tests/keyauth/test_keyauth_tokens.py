@@ -364,3 +364,103 @@ def test_tokens_module_imports_no_web_framework() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+def _counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The tokens whose signature ``hefl_wire`` checks from now on, in order."""
+    decoded: list[str] = []
+    real = jwt.decode
+
+    def decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr("hefl_wire._tokens.jwt.decode", decode)
+    return decoded
+
+
+def test_a_remembered_token_is_checked_once_and_its_role_every_time(
+    key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare
+    verifier = TokenVerifier(public_key_to_pem(key), cache_size=8)
+    token, other = _issue(key), _issue(key, client_id="c-2")
+    decoded = _counting_decode(monkeypatch)
+
+    # Execute
+    first = verifier.verify(token)
+    again = verifier.verify(token)
+    verifier.verify(other)
+    with pytest.raises(TokenError) as wrong_role:
+        verifier.verify(token, role=ADMIN_ROLE)
+
+    # Assert
+    assert first == again
+    assert decoded == [token, other]
+    assert wrong_role.value.code == "token_wrong_role"
+
+
+def test_a_token_differing_from_a_remembered_one_is_checked(key: Ed25519PrivateKey) -> None:
+    verifier = TokenVerifier(public_key_to_pem(key), cache_size=8)
+    token = _issue(key)
+    verifier.verify(token)
+    head, _, signature = token.rpartition(".")
+    forged = _issue(generate_signing_key())
+    tampered = f"{head}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}"
+
+    for bad in (forged, tampered, f"{forged.rpartition('.')[0]}.{signature}"):
+        with pytest.raises(TokenError) as caught:
+            verifier.verify(bad)
+        assert caught.value.code == "token_invalid"
+
+
+def test_a_remembered_token_is_forgotten_when_it_expires(
+    key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a clock the cache reads; the token's own exp, as PyJWT checks it
+    now = [time.time()]
+    verifier = TokenVerifier(public_key_to_pem(key), leeway=5, cache_size=8, clock=lambda: now[0])
+    token = _issue(key)
+    expires = verifier.verify(token).expires_at
+    decoded = _counting_decode(monkeypatch)
+
+    # Execute: just before exp + leeway, then at it
+    now[0] = expires + 5 - 0.01
+    verifier.verify(token)
+    checked_before = list(decoded)
+    now[0] = expires + 5
+    verifier.verify(token)
+
+    # Assert: remembered until PyJWT would refuse it, then checked afresh
+    assert checked_before == []
+    assert decoded == [token]
+
+
+def test_a_remembered_token_is_refused_once_expired(key: Ed25519PrivateKey) -> None:
+    # Prepare: a token that expires within a second (no leeway)
+    verifier = TokenVerifier(public_key_to_pem(key), leeway=0, cache_size=8)
+    token = _issue(key, issued_at=time.time() - 298.5)
+    expires = verifier.verify(token).expires_at
+
+    # Execute
+    while time.time() < expires + 0.01:
+        time.sleep(0.05)
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(token)
+
+    # Assert
+    assert caught.value.code == "token_expired"
+
+
+def test_the_remembered_tokens_are_bounded_least_recently_used_first(
+    key: Ed25519PrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verifier = TokenVerifier(public_key_to_pem(key), cache_size=2)
+    a, b, c = (_issue(key, client_id=f"c-{i}") for i in range(3))
+    decoded = _counting_decode(monkeypatch)
+
+    for token in (a, b, a, c, a, b):
+        verifier.verify(token)
+
+    # c pushes out b (a was used since), then b pushes out c
+    assert decoded == [a, b, c, b]
