@@ -38,14 +38,22 @@ def _model(hospital: Hospital, answer: httpx.Response) -> crypto.EncryptedModel:
     return crypto.model_from_bytes(answer.content, limits)
 
 
+async def _leased_with_an_update(
+    api: Api, hospital: Hospital, signing_key: Ed25519PrivateKey
+) -> tuple[str, bytes]:
+    """A started job whose one slot this client leased, another client's token, and this
+    client's update on version 0."""
+    await api.start_job(hospital, hospital.random_values(0))
+    assert (await api.http.post(api.at("/leases"), headers=api.auth())).status_code == 200
+    _, envelope = hospital.update(hospital.random_values(1), base_version=0, indices=[0])
+    return mint_token(signing_key, "client-b"), envelope
+
+
 async def test_an_update_that_asks_for_the_next_lease_is_answered_with_it(
     tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, hospital: Hospital
 ) -> None:
     async for api in open_api(tmp_path, material, signing_key, max_training=1, slot_ttl=120):
-        await api.start_job(hospital, hospital.random_values(0))
-        other = mint_token(signing_key, "client-b")
-        assert (await api.http.post(api.at("/leases"), headers=api.auth())).status_code == 200
-        _, envelope = hospital.update(hospital.random_values(1), base_version=0, indices=[0])
+        other, envelope = await _leased_with_an_update(api, hospital, signing_key)
 
         # Execute: the update asks for the next lease and the blocks changed since 0; then
         # another client asks for a slot; then the update is sent again
@@ -80,10 +88,7 @@ async def test_without_the_parameter_an_update_is_answered_as_before(
     tmp_path: Path, material: KeyauthMaterial, signing_key: Ed25519PrivateKey, hospital: Hospital
 ) -> None:
     async for api in open_api(tmp_path, material, signing_key, max_training=1, slot_ttl=120):
-        await api.start_job(hospital, hospital.random_values(0))
-        other = mint_token(signing_key, "client-b")
-        assert (await api.http.post(api.at("/leases"), headers=api.auth())).status_code == 200
-        _, envelope = hospital.update(hospital.random_values(1), base_version=0, indices=[0])
+        other, envelope = await _leased_with_an_update(api, hospital, signing_key)
 
         answer = await _push(api, envelope)
         slot = await api.http.post(api.at("/slots"), headers=api.auth(other))
@@ -115,10 +120,7 @@ async def test_where_no_lease_follows_the_update_is_answered_202_and_the_slot_gi
     async for api in open_api(
         tmp_path, material, signing_key, max_training=1, slot_ttl=120, **overrides
     ):
-        await api.start_job(hospital, hospital.random_values(0))
-        other = mint_token(signing_key, "client-b")
-        assert (await api.http.post(api.at("/leases"), headers=api.auth())).status_code == 200
-        _, envelope = hospital.update(hospital.random_values(1), base_version=0, indices=[0])
+        other, envelope = await _leased_with_an_update(api, hospital, signing_key)
 
         answer = await _push(api, envelope, lease="next", since=since)
         slot = await api.http.post(api.at("/slots"), headers=api.auth(other))
