@@ -103,11 +103,12 @@ async def test_without_the_parameter_an_update_is_answered_as_before(
     ("overrides", "since"),
     [
         ({"buffer_size": 2}, 0),  # FedBuff: the update publishes no version of its own
+        ({"policy": "rounds", "round_clients": 2}, 0),  # rounds: nor does a round's update
         ({"target_updates": 1}, 0),  # the update ends the job: no next round
         ({}, 7),  # since ahead of the model: no lease, and the update stays applied
         ({"update_lease_wait": 0.0}, 0),  # no wait allowed for the publish
     ],
-    ids=["fedbuff", "job-done", "since-ahead", "no-wait"],
+    ids=["fedbuff", "rounds", "job-done", "since-ahead", "no-wait"],
 )
 async def test_where_no_lease_follows_the_update_is_answered_202_and_the_slot_given_back(
     tmp_path: Path,
