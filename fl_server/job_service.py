@@ -431,14 +431,19 @@ class JobService:
         # rounds policy hold it back, and its client takes the next lease by POST …/leases
         keep_slot = lease_next and self.config.buffer_size == 1 and not self.config.rounds
         ack = await self._updates.receive(client, read_body, samples, keep_slot=keep_slot)
-        if report is not None:
-            version, values, privacy = report
-            await self._keep_metrics(
-                client, version, values, privacy=privacy, update_id=str(ack.receipt.update_id)
-            )
-        if keep_slot:
-            ack = replace(ack, leased=await self.next_lease(client, ack.receipt.version, since))
-        return ack
+        leased = None
+        try:
+            if report is not None:
+                version, values, privacy = report
+                await self._keep_metrics(
+                    client, version, values, privacy=privacy, update_id=str(ack.receipt.update_id)
+                )
+            if keep_slot:
+                leased = await self.next_lease(client, ack.receipt.version, since)
+        finally:
+            if keep_slot and leased is None:  # no lease after all: the slot is given back
+                self._slots.release(client.client_id)
+        return replace(ack, leased=leased)
 
     async def next_lease(
         self, client: AccessClaims, version: int, since: int | None
@@ -446,10 +451,10 @@ class JobService:
         """After an acknowledged update that kept ``client``'s slot: once the model of
         ``version`` (which holds the update) is published, ``lease_model``'s answer.
 
-        ``None``, with the slot given back, when that takes longer than
-        ``update_lease_wait`` or the lease is refused (admission is ``acquire_slot``'s:
-        the job done by this update, paused, quarantined, ``since`` ahead): the client is
-        answered the plain 202 and asks ``POST …/leases`` itself.
+        ``None`` when that takes longer than ``update_lease_wait`` or the lease is refused
+        (admission is ``acquire_slot``'s: the job done by this update, paused,
+        quarantined, ``since`` ahead): the client is answered the plain 202 and asks
+        ``POST …/leases`` itself.
         """
         try:
             await asyncio.wait_for(
@@ -458,7 +463,6 @@ class JobService:
             )
             return self.lease_model(client, since)
         except (TimeoutError, ServerError):
-            self._slots.release(client.client_id)
             return None
 
     # -- metrics reports ------------------------------------------------------------------
