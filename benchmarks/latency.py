@@ -1,13 +1,14 @@
-"""Time per update with a WAN's round trip added: the two requests of now against the six of before.
+"""Time per update with a WAN's round trip added: one request per update, two, and the six of before.
 
 ``python -m benchmarks.latency [--rtt-ms 50] [--updates 20] [--out-dir DIR]``
 
 keyauth and fl_server run under uvicorn on loopback; one hospital (Fed-Heart-Disease's
 Cleveland, the issue's workload: logistic model, SGD lr 0.01, batch 16, 10 local steps)
 trains a job through ``harness.latency``'s proxy, which delays every byte by half the
-round trip each way and counts the HTTP requests. For each flow (``combined``: the pull
-takes the lease, the update carries the metrics; ``separate``: job, slot, model, update,
-slot release, metrics) and each added round trip (0 and ``--rtt-ms``), the hospital sends
+round trip each way and counts the HTTP requests. For each flow (``one``, the client's
+default: the update carries the metrics and its answer the next round's lease and model;
+``combined``: the pull takes the lease, the update carries the metrics; ``separate``: job,
+slot, model, update, slot release, metrics) and each added round trip (0 and ``--rtt-ms``), the hospital sends
 a few warm-up updates, then ``--updates`` timed ones (``Runner.run_round``, wall clock).
 The hospital's local training (its stage ``train``: the evaluation of the pulled model and
 the local steps) is timed inside each update, and so is every other stage (the two
@@ -43,7 +44,7 @@ from harness.studies import study_json
 
 __all__ = ["SUITE_UPDATES", "main", "measure", "render", "section"]
 
-FLOWS = ("separate", "combined")
+FLOWS = ("separate", "combined", "one")
 SITE = "cleveland"
 WARMUP = 3
 STAGES = ("pull", "decrypt", "train", "encrypt", "push", "state")
@@ -205,7 +206,7 @@ def measure(rtt_ms: float = 50.0, updates: int = 20) -> dict[str, Any]:
         local = by[(row["flow"], 0.0)]
         row["local_update_s"] = local["median_update_s"]
         row["rtts_added"] = (row["median_rest_s"] - local["median_rest_s"]) / rtt
-    combined = by[("combined", rtt_ms)]
+    one, combined = by[("one", rtt_ms)], by[("combined", rtt_ms)]
     return {
         "workload": "Fed-Heart-Disease cleveland, logistic, SGD lr 0.01, batch 16, 10 local "
         "steps; one hospital, so no update waits for another",
@@ -215,17 +216,21 @@ def measure(rtt_ms: float = 50.0, updates: int = 20) -> dict[str, Any]:
             "as_written": {
                 "rule": "median time per update <= local training (the hospital's train "
                 "stage: evaluation and local steps) + 2 round trips",
-                "median_update_s": combined["median_update_s"],
-                "budget_s": combined["budget_s"],
-                "met": combined["median_update_s"] <= combined["budget_s"],
+                "flow": "one",
+                "median_update_s": one["median_update_s"],
+                "budget_s": one["budget_s"],
+                "met": one["median_update_s"] <= one["budget_s"],
+                "combined_median_update_s": combined["median_update_s"],
+                "combined_budget_s": combined["budget_s"],
             },
             "round_trips": {
                 "rule": "the added round trip costs at most 2 round trips per update "
                 "(time per update less local training, with against without it)",
-                "rtts_added": combined["rtts_added"],
+                "rtts_added": one["rtts_added"],
+                "combined_rtts_added": combined["rtts_added"],
                 "separate_rtts_added": by[("separate", rtt_ms)]["rtts_added"],
                 # 5 % for the proxy's own scheduling, and the noise of a shared machine
-                "met": combined["rtts_added"] <= 2.1,
+                "met": one["rtts_added"] <= 2.1,
             },
         },
     }
@@ -277,12 +282,14 @@ def render(result: dict[str, Any]) -> str:
     return (
         f"{result['workload']}. Medians over the updates of each row.\n\n{table}\n\n"
         f"Where an update's time goes (median ms per stage; {_STAGE_NOTE}):\n\n{stages}\n\n"
-        f"- Goal as written ({written['rule']}): **{_verdict(written)}**: "
+        f"- Goal as written ({written['rule']}), requests `one`: **{_verdict(written)}**: "
         f"{written['median_update_s'] * 1000:.1f} ms against "
-        f"{written['budget_s'] * 1000:.1f} ms.\n"
-        f"- Round trips ({trips['rule']}): **{_verdict(trips)}**: "
-        f"{trips['rtts_added']:.2f} round trips per update (the separate requests: "
-        f"{trips['separate_rtts_added']:.2f})."
+        f"{written['budget_s'] * 1000:.1f} ms (`combined`: "
+        f"{written['combined_median_update_s'] * 1000:.1f} ms against "
+        f"{written['combined_budget_s'] * 1000:.1f} ms).\n"
+        f"- Round trips ({trips['rule']}), requests `one`: **{_verdict(trips)}**: "
+        f"{trips['rtts_added']:.2f} round trips per update (`combined`: "
+        f"{trips['combined_rtts_added']:.2f}; `separate`: {trips['separate_rtts_added']:.2f})."
     )
 
 
@@ -309,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.latency",
         description="Time per update with a round trip added between hospital and server: "
-        "the combined requests (2 per update) against the separate ones (6).",
+        "one request per update, the combined requests (2) and the separate ones (6).",
     )
     parser.add_argument("--rtt-ms", type=float, default=50.0, help="added per round trip [50]")
     parser.add_argument("--updates", type=int, default=20, help="timed updates per row [20]")

@@ -13,6 +13,7 @@ from fl_client.hospital_data import JobData
 from fl_client.output import Reporter
 from fl_client.rounds import loop
 from fl_client.rounds.context import RoundContext
+from fl_client.rounds.lease import give_back_next_lease
 from fl_client.rounds.loop import RunSummary
 from fl_client.rounds.push import resume
 from fl_client.session import Session, open_session
@@ -82,6 +83,7 @@ class Runner:
         return self.session.context
 
     def close(self) -> None:
+        give_back_next_lease(self.context)  # a lease the last update carried, not taken
         self.session.close()
 
     def __enter__(self) -> Runner:

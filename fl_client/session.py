@@ -260,5 +260,6 @@ def round_context(
         clock=clock,
         cache=jobs.load_model_cache(),
         privacy=_privacy(spec, model, client_data, jobs),
-        combined_requests=settings.round_requests == "combined",
+        combined_requests=settings.round_requests != "separate",
+        lease_with_update=settings.round_requests == "one",
     )

@@ -84,12 +84,15 @@ class ClientSettings(BaseSettings):
     max_attempts: int = Field(default=8, ge=1, description="Attempts per request.")
     backoff_base: float = Field(default=0.5, ge=0, description="First retry delay, seconds.")
     backoff_max: float = Field(default=30.0, ge=0, description="Longest retry delay, seconds.")
-    round_requests: Literal["combined", "separate"] = Field(
-        default="combined",
-        description="combined: two requests per update (the pull takes the training slot, "
-        "the update carries the metrics); separate: the six of older servers (job, slot, "
-        "model, update, slot release, metrics), for comparison. A server without the "
-        "combined path gets separate requests anyway.",
+    round_requests: Literal["one", "combined", "separate"] = Field(
+        default="one",
+        description="one: one request per update in steady state (the update's answer "
+        "carries the next round's lease and model; where the server answers without them, "
+        "the next round takes its lease as combined does); combined: two requests per "
+        "update (the pull takes the training slot, the update carries the metrics); "
+        "separate: the six of older servers (job, slot, model, update, slot release, "
+        "metrics), for comparison. A server without the combined path gets separate "
+        "requests anyway.",
     )
     slot_wait_max: float | None = Field(
         default=None, gt=0, description="Give up waiting for a training slot after N seconds."

@@ -217,10 +217,13 @@ class LeasedModel:
 
 @dataclass(frozen=True)
 class UpdateAck:
-    """The answer to an update: its receipt, and whether it was a retry of an applied one."""
+    """The answer to an update: its receipt, and whether it was a retry of an applied one;
+    ``leased``: the next round's lease and model, when the update asked for them and got
+    them (``POST …/updates?lease=next``)."""
 
     receipt: UpdateReceipt
     duplicate: bool
+    leased: LeasedModel | None = None
 
 
 @dataclass(frozen=True)

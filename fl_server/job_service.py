@@ -41,6 +41,7 @@ from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal
 from fl_server.material import EpochContext
+from fl_server.published import PublishedWaiters
 from fl_server.publishing import Publisher
 from fl_server.reports import MetricsReports, parse_report, parse_report_header
 from fl_server.rotation import JobRotation
@@ -199,7 +200,8 @@ class JobService:
         self._publisher = Publisher(
             settings, self._lifecycle, self._journal, store, interrupt=self._worker.has_work
         )
-        self._worker.start(self._publisher.after_task)
+        self._published = PublishedWaiters()
+        self._worker.start(self._after_task)
         try:
             # Recovery touches ciphertexts, so it runs on the worker like every apply.
             self._worker.submit(self._recover).result()
@@ -306,6 +308,15 @@ class JobService:
             self._rotation.cancel("the job is done")
         self._rotation.tick()
 
+    def _after_task(self, idle: bool) -> None:
+        """On the worker, after each task: publish if due, and wake who waits for it."""
+        try:
+            self._publisher.after_task(idle)
+        finally:
+            state = self._lifecycle.state
+            if state is not None:
+                self._published.reached(state.snapshot.version)
+
     def _after_apply(self) -> None:
         """On the worker, after each applied update."""
         self._check_stop_rules()
@@ -397,6 +408,8 @@ class JobService:
         *,
         metrics: str | None = None,
         samples: str | None = None,
+        lease_next: bool = False,
+        since: int | None = None,
     ) -> UpdateAck:
         """Admit, read and apply ``client``'s update; its answer once durable.
 
@@ -405,18 +418,52 @@ class JobService:
         acknowledged (applied, or a resend of an applied one), durable with the answer and
         kept once per update whatever the resends. ``samples``: the ``X-Hefl-Samples``
         header, the rows behind it (``parse_samples``).
+
+        ``lease_next`` (``?lease=next``): the answer also carries the next round's lease
+        and the model that holds this update, or only its blocks changed after ``since``
+        (``next_lease``); the slot is then renewed by the update instead of given back.
         """
         self._sightings.saw(client)
         report = parse_report_header(metrics) if metrics is not None else None
         if report is not None:
             self._reports.check(report[0], report[1])
-        ack = await self._updates.receive(client, read_body, samples)
-        if report is not None:
-            version, values, privacy = report
-            await self._keep_metrics(
-                client, version, values, privacy=privacy, update_id=str(ack.receipt.update_id)
+        # only where an update publishes a version of its own: FedBuff's buffer and the
+        # rounds policy hold it back, and its client takes the next lease by POST …/leases
+        keep_slot = lease_next and self.config.buffer_size == 1 and not self.config.rounds
+        ack = await self._updates.receive(client, read_body, samples, keep_slot=keep_slot)
+        leased = None
+        try:
+            if report is not None:
+                version, values, privacy = report
+                await self._keep_metrics(
+                    client, version, values, privacy=privacy, update_id=str(ack.receipt.update_id)
+                )
+            if keep_slot:
+                leased = await self.next_lease(client, ack.receipt.version, since)
+        finally:
+            if keep_slot and leased is None:  # no lease after all: the slot is given back
+                self._slots.release(client.client_id)
+        return replace(ack, leased=leased)
+
+    async def next_lease(
+        self, client: AccessClaims, version: int, since: int | None
+    ) -> LeasedModel | None:
+        """After an acknowledged update that kept ``client``'s slot: once the model of
+        ``version`` (which holds the update) is published, ``lease_model``'s answer.
+
+        ``None`` when that takes longer than ``update_lease_wait`` or the lease is refused
+        (admission is ``acquire_slot``'s: the job done by this update, paused,
+        quarantined, ``since`` ahead): the client is answered the plain 202 and asks
+        ``POST …/leases`` itself.
+        """
+        try:
+            await asyncio.wait_for(
+                asyncio.wrap_future(self._published.wait_for(version)),
+                self.settings.update_lease_wait,
             )
-        return ack
+            return self.lease_model(client, since)
+        except (TimeoutError, ServerError):
+            return None
 
     # -- metrics reports ------------------------------------------------------------------
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Path, Query, Response, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from fl_server.deps import (
     CurrentAdmin,
@@ -17,7 +17,7 @@ from fl_server.deps import (
     Service,
     StatusAccess,
 )
-from fl_server.domain import LeasedModel, ModelDownload
+from fl_server.domain import LeasedModel, ModelDownload, UpdateAck
 from fl_server.schemas import (
     HealthPublic,
     InitialModelAccepted,
@@ -76,7 +76,7 @@ def _model_response(download: ModelDownload) -> Response:
     return _envelope_response(download, headers)
 
 
-def _leased_response(leased: LeasedModel) -> Response:
+def _leased_response(leased: LeasedModel, extra: dict[str, str] | None = None) -> Response:
     download = leased.download
     assert download.body is not None  # a lease's model is never "not modified": no ETag asked
     headers = {
@@ -87,8 +87,18 @@ def _leased_response(leased: LeasedModel) -> Response:
         "X-Hefl-Lease-Expires": timestamp_to_datetime(leased.expires_at).isoformat(),
         # the answer to a POST: a lease was taken, nothing here may be replayed from a cache
         "Cache-Control": "no-store",
+        **(extra or {}),
     }
     return _envelope_response(download, headers)
+
+
+def _update_response(ack: UpdateAck) -> Response:
+    accepted = UpdateAccepted.of(ack)
+    if ack.leased is None:
+        return JSONResponse(accepted.model_dump(mode="json"), status_code=status.HTTP_202_ACCEPTED)
+    # the next round's lease and model, the update's receipt (the 202's body) in a header
+    receipt = accepted.model_dump_json()
+    return _leased_response(ack.leased, {"X-Hefl-Update-Receipt": receipt})
 
 
 @router.get("/healthz", tags=["public"])
@@ -282,8 +292,16 @@ async def release_slot(client: CurrentClient, job: CurrentJob) -> Response:
     f"{_JOB}/updates",
     status_code=status.HTTP_202_ACCEPTED,
     tags=["training"],
+    response_class=Response,
     openapi_extra=_ENVELOPE_BODY,
     responses={
+        202: {"model": UpdateAccepted, "description": "the update is durable"},
+        200: {
+            "content": {_OCTETS: {}},
+            "description": "with lease=next: the update is durable (its receipt, the 202's "
+            "body, in X-Hefl-Update-Receipt), and the next round's lease and model envelope "
+            "as POST …/leases answers them",
+        },
         409: {"description": "too stale, paused or done"},
         422: {"description": "samples_invalid: X-Hefl-Samples is not 1..10**9"},
         429: {},
@@ -305,9 +323,24 @@ async def post_update(
         str | None,
         Header(description="the training rows behind the update (1..10**9; weighting)"),
     ] = None,
-) -> UpdateAccepted:
-    return UpdateAccepted.of(
-        await job.receive_update(client, body, metrics=x_hefl_metrics, samples=x_hefl_samples)
+    lease: Annotated[
+        Literal["next"] | None,
+        Query(description="next: answer with the next round's lease and model (200)"),
+    ] = None,
+    since: Annotated[
+        int | None,
+        Query(ge=0, description="with lease=next: only the blocks changed after this version"),
+    ] = None,
+) -> Response:
+    return _update_response(
+        await job.receive_update(
+            client,
+            body,
+            metrics=x_hefl_metrics,
+            samples=x_hefl_samples,
+            lease_next=lease == "next",
+            since=since,
+        )
     )
 
 

@@ -43,6 +43,9 @@ class ServerSettings(BaseSettings):
         The largest model layout accepted (it sizes every body limit and the memory held).
     slot_ttl
         Seconds a slot lease lasts unless renewed or released by an update.
+    update_lease_wait
+        An update that asks for the next lease (``POST …/updates?lease=next``) waits at most
+        this long for the model that holds it to be published; past it, the plain 202.
     client_updates_per_minute, client_update_burst
         Per-client token bucket on each job's ``POST .../updates`` (``0``: no limit).
     max_queued_updates
@@ -102,6 +105,7 @@ class ServerSettings(BaseSettings):
     max_params: int = Field(default=100_000_000, ge=1)
 
     slot_ttl: float = Field(default=900.0, gt=0)
+    update_lease_wait: float = Field(default=1.0, ge=0, le=60)
     client_updates_per_minute: float = Field(default=60.0, ge=0)
     client_update_burst: int = Field(default=10, ge=1)
     max_queued_updates: int = Field(default=16, ge=1)

@@ -79,6 +79,7 @@ class _Arrival:
     digest: Future[bytes]
     received_at: float
     samples: int | None = None
+    keep_slot: bool = False
 
     def blocks(self) -> Iterator[tuple[int, bytes]]:
         """The update's blocks, ``(index, ciphertext)``, one at a time from the spool."""
@@ -150,19 +151,26 @@ class UpdatePipeline:
         self._hasher.shutdown()
 
     async def receive(
-        self, client: AccessClaims, read_body: BodyReader, samples: str | None = None
+        self,
+        client: AccessClaims,
+        read_body: BodyReader,
+        samples: str | None = None,
+        *,
+        keep_slot: bool = False,
     ) -> UpdateAck:
         """Admit ``client``'s update, spool its body as it arrives, and answer once it is
         durable.
 
         ``samples`` is the ``X-Hefl-Samples`` header: the training rows behind the update
-        (``fl_server.weighting``). Every refusal on the way is counted by its problem code.
+        (``fl_server.weighting``). ``keep_slot``: the acknowledged update leaves the
+        client's training slot held (its answer renews it for the next round) instead of
+        giving it back. Every refusal on the way is counted by its problem code.
         """
         try:
             rows = parse_samples(samples)
             with self.admit(client) as ticket:
                 spool = await self.spool(read_body, ticket.max_body_bytes)
-                return await asyncio.wrap_future(self.submit(ticket, spool, rows))
+                return await asyncio.wrap_future(self.submit(ticket, spool, rows, keep_slot))
         except ServerError as exc:
             self._note_rejected(exc.code, client)
             raise
@@ -198,7 +206,11 @@ class UpdatePipeline:
         return spool
 
     def submit(
-        self, ticket: UpdateTicket, spool: UpdateSpool, samples: int | None = None
+        self,
+        ticket: UpdateTicket,
+        spool: UpdateSpool,
+        samples: int | None = None,
+        keep_slot: bool = False,
     ) -> Future[UpdateAck]:
         """Check a spooled update's head and queue it; the future resolves once it is
         durable. The spool is the pipeline's from here: closed once logged or refused."""
@@ -228,6 +240,7 @@ class UpdatePipeline:
             self._hasher.submit(spool.digest),
             self._clock(),
             samples,
+            keep_slot,
         )
         ack: Future[UpdateAck] = running_future()
         ticket.hand_over(ack)
@@ -267,7 +280,8 @@ class UpdatePipeline:
         if answer.duplicate:
             with self._lock:
                 self._duplicates += 1
-        self._slots.release(arrival.client.client_id)
+        if not arrival.keep_slot:
+            self._slots.release(arrival.client.client_id)
 
         def answer_when_durable(done: Future[None]) -> None:
             error = done.exception()

@@ -177,7 +177,8 @@ class Mirror:
         return [p for p in self.updates if p.twin_version is not None]
 
     def _twin(self, url: httpx.URL) -> str:
-        return self.twin_url + url.raw_path.decode()
+        # the path only: B is answered the plain receipt, never a hospital's next lease
+        return self.twin_url + url.path
 
     def _served(self, url: str, auth: str, version: int) -> bytes:
         """The model ``url`` serves once it holds ``version`` (exactly that version)."""
@@ -209,14 +210,19 @@ class Mirror:
                 self.twin_models[0] = self._served(self.twin_url, auth, 0)
         elif path.endswith("/leases"):
             self.pulled(request, response)
-        elif path.endswith("/updates") and response.status_code == 202:
-            receipt = response.json()
-            if receipt["duplicate"]:
-                return
-            self._mirror_update(request, receipt, sender, auth)
-            report = request.headers.get("X-Hefl-Metrics")
-            if report is not None:  # the metrics that came with the update
-                self._vouched(sender, int(json.loads(report)["version"]), auth)
+        elif path.endswith("/updates") and response.status_code in (200, 202):
+            # 200: the answer carries the next lease and model, the receipt in a header
+            leased = response.status_code == 200
+            receipt = (
+                json.loads(response.headers["X-Hefl-Update-Receipt"]) if leased else response.json()
+            )
+            if not receipt["duplicate"]:
+                self._mirror_update(request, receipt, sender, auth)
+                report = request.headers.get("X-Hefl-Metrics")
+                if report is not None:  # the metrics that came with the update
+                    self._vouched(sender, int(json.loads(report)["version"]), auth)
+            if leased:
+                self.pulled(request, response)
         elif path.endswith("/metrics") and response.status_code == 202:
             self._vouched(sender, int(json.loads(request.content)["version"]), auth)
         elif path.endswith("/integrity") and response.status_code == 202:
@@ -259,7 +265,7 @@ class Mirror:
 
     def pulled(self, request: httpx.Request, response: httpx.Response) -> None:
         """Called under the lock with each model a hospital pulled to train on (``GET
-        …/model`` or ``POST …/leases``): once
+        …/model``, ``POST …/leases``, or an update's answer that carried it): once
         ``inject_after`` honest updates are in, the bad update follows this pull, so this
         hospital trains on a good version and its update lands after the bad one."""
         ready = self.inject is not None and self.inject_after is not None

@@ -12,7 +12,7 @@ from torch import nn
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.rounds.keys import KeyCache, LayoutCache
-from fl_client.rounds.port import JobInfo, ServerPort
+from fl_client.rounds.port import JobInfo, LeasedModel, ServerPort
 from fl_client.settings import ClientSettings
 from fl_client.state import JobState, ModelCache
 from fl_client.training import TrainConfig
@@ -40,7 +40,9 @@ class RoundContext:
     hospital's DP-SGD and its accountant when the study has a ``[privacy]`` section.
     ``job`` is the job as last read, ``None`` once the server said it changed;
     ``combined_requests``: a round takes its lease with the pull and sends its metrics
-    with the update (``fl_client.rounds.lease``).
+    with the update (``fl_client.rounds.lease``); ``lease_with_update``: the update also
+    asks for the next round's lease and model, kept in ``next_lease`` with the cached
+    version they were asked against until the next round takes them.
     """
 
     settings: ClientSettings
@@ -62,3 +64,5 @@ class RoundContext:
     privacy: HospitalPrivacy | None = None
     job: JobInfo | None = None
     combined_requests: bool = True
+    lease_with_update: bool = True
+    next_lease: tuple[int | None, LeasedModel] | None = None

@@ -8,6 +8,12 @@
 # another key epoch or layout). A server without …/leases (404 not_found, an older
 # fl_server) gets the separate requests of before for the rest of the session, as does a
 # client told FLCLIENT_ROUND_REQUESTS=separate.
+#
+# One request per update (FLCLIENT_ROUND_REQUESTS=one, the default): the update asks
+# POST …/updates?lease=next&since=V, and a 200 carries the next round's lease and model
+# (the blocks changed since the cached version V), which the next round takes instead of
+# POST …/leases. Where the server answers the plain 202 (FedBuff, rounds, a refused
+# lease, an older server that ignores the parameter) the next round leases as above.
 
 from __future__ import annotations
 
@@ -39,6 +45,7 @@ from fl_client.training import EvalResult
 
 __all__ = [
     "MAX_METRICS_HEADER_BYTES",
+    "give_back_next_lease",
     "metrics_report",
     "model_lease",
     "push",
@@ -115,11 +122,15 @@ class _Lease:
 
     def fetch(self, ctx: RoundContext, cache: ModelCache | None) -> ModelDownload | None:
         """The model; ``None`` when it is the cached version (the lease's answer to that
-        has no block)."""
-        with ctx.events.bar(None, "pull", "B", unit_scale=True) as bar:
-            leased = ctx.server.lease_model(
-                since=cache.version if cache else None, on_chunk=download_bar(bar)
-            )
+        has no block). The lease the last update's answer carried is taken when it was
+        asked against this cache's version."""
+        since = cache.version if cache else None
+        carried, ctx.next_lease = ctx.next_lease, None
+        if carried is not None and carried[0] == since:
+            leased = carried[1]
+        else:
+            with ctx.events.bar(None, "pull", "B", unit_scale=True) as bar:
+                leased = ctx.server.lease_model(since=since, on_chunk=download_bar(bar))
         self.held = True
         if cache is not None and leased.download.version == cache.version:
             return None
@@ -131,10 +142,19 @@ class _Lease:
         mean the job changed: it is read again."""
         if isinstance(exc, TooStaleError):
             return
+        self._ctx.next_lease = None  # the slot it renewed is given back here
         if self.held:
             _release(self._ctx)
         if isinstance(exc, ServiceError):
             self._ctx.job = None
+
+
+def give_back_next_lease(ctx: RoundContext) -> None:
+    """Give back the lease the last update's answer carried, if no round took it (the
+    run ends): the slot is another hospital's to take at once, not at its expiry."""
+    if ctx.next_lease is not None:
+        ctx.next_lease = None
+        _release(ctx)
 
 
 @contextmanager
@@ -189,15 +209,26 @@ def push(ctx: RoundContext, pending: PendingUpdate) -> UpdateAck:
     # declared with the update (X-Hefl-Samples); a resend after a crash declares the same
     samples = declared if isinstance(declared, int) else None
     header = _metrics_header(ctx, pending) if ctx.combined_requests else None
+    lease_next = ctx.combined_requests and ctx.lease_with_update
+    since = ctx.cache.version if ctx.cache is not None else None
+
+    def send(metrics: str | None) -> UpdateAck:
+        ack = ctx.server.push_update(
+            pending.envelope, metrics, samples=samples, lease_next=lease_next, since=since
+        )
+        if ack.leased is not None:
+            ctx.next_lease = (since, ack.leased)
+        return ack
+
     if header is None:
-        return ctx.server.push_update(pending.envelope, samples=samples)
+        return send(None)
     try:
-        return ctx.server.push_update(pending.envelope, header, samples=samples)
+        return send(header)
     except InvalidRequestError as exc:
         if exc.code != "metrics_invalid":
             raise
         _not_reported(ctx, pending, str(exc))
-        return ctx.server.push_update(pending.envelope, samples=samples)
+        return send(None)
 
 
 def _metrics_header(ctx: RoundContext, pending: PendingUpdate) -> str | None:

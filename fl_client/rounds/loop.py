@@ -25,7 +25,7 @@ from fl_client.errors import (
 from fl_client.events import ClientWarning, ProgressBar, RoundResult, Stopped
 from fl_client.rounds.context import RoundContext
 from fl_client.rounds.job import check_layout, wait_while_paused
-from fl_client.rounds.lease import metrics_report, model_lease, round_job
+from fl_client.rounds.lease import give_back_next_lease, metrics_report, model_lease, round_job
 from fl_client.rounds.pull import Pull, pull_model
 from fl_client.rounds.push import resume, send
 from fl_client.rounds.repair import wait_for_repair
@@ -110,6 +110,7 @@ def run(ctx: RoundContext, *, stop_requested: Callable[[], bool] = lambda: False
             reason = "job_done"
         else:
             results.append(result)
+    give_back_next_lease(ctx)
     job_stop_reason, final_version, final_eval = None, None, None
     if reason == "job_done":
         job_stop_reason, final_version, final_eval = _final_evaluation(ctx)

@@ -147,11 +147,15 @@ class LeasedModel:
 
 @dataclass(frozen=True)
 class UpdateAck:
+    """The server's receipt of an update; ``leased``: the next round's lease and model,
+    when the update asked for them and the server gave them (``?lease=next``)."""
+
     update_id: str
     version: int
     staleness: int
     weight: float
     duplicate: bool
+    leased: LeasedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -211,10 +215,13 @@ class ServerPort(Protocol):
         metrics: str | None = None,
         *,
         samples: int | None = None,
+        lease_next: bool = False,
+        since: int | None = None,
     ) -> UpdateAck:
         """Send an update (from its file, in pieces, when it is in one); ``metrics``, a
         report of the metrics endpoint's JSON, goes with it; ``samples``: the training
-        rows behind it (the server weighs by them)."""
+        rows behind it (the server weighs by them); ``lease_next``: ask for the next
+        round's lease and model (the blocks changed after ``since``) with the answer."""
         ...
 
     def post_metrics(

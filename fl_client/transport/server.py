@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 OCTET_STREAM = "application/octet-stream"
 METRICS_HEADER = "X-Hefl-Metrics"
+RECEIPT_HEADER = "X-Hefl-Update-Receipt"
+"""An update's receipt (the 202's JSON body) in its answer that carries the next lease."""
 
 
 class TokenSource(Protocol):
@@ -313,16 +316,7 @@ class JobClient:
             on_chunk=on_chunk,
             retry_statuses=RETRY_STATUSES - {429},
         )
-        try:
-            job_version = int(response.headers["X-Hefl-Job-Version"])
-        except (KeyError, ValueError) as exc:
-            raise ProtocolError(f"{what}: X-Hefl-Job-Version header missing") from exc
-        return LeasedModel(
-            download=_download(response, what),
-            expires_at=response.headers.get("X-Hefl-Lease-Expires", ""),
-            job_state=response.headers.get("X-Hefl-Job-State", ""),
-            job_version=job_version,
-        )
+        return _leased(response, what)
 
     def push_update(
         self,
@@ -330,13 +324,23 @@ class JobClient:
         metrics: str | None = None,
         *,
         samples: int | None = None,
+        lease_next: bool = False,
+        since: int | None = None,
     ) -> UpdateAck:
         """Send an update (with a metrics report in ``X-Hefl-Metrics``); retried freely:
         the server acknowledges a resent update id, and keeps its report once.
 
         ``samples`` goes as ``X-Hefl-Samples``: the training rows behind the update.
+        ``lease_next`` asks for the next round's lease and model (only the blocks changed
+        after ``since``) with the answer (``?lease=next``): ``UpdateAck.leased`` when the
+        server gave them, ``None`` when it answered the plain 202 (or knows no such thing).
         """
         what = "push update"
+        params: dict[str, str | int] = {}
+        if lease_next:
+            params["lease"] = "next"
+            if since is not None:
+                params["since"] = since
         headers = {"Content-Type": OCTET_STREAM}
         if metrics is not None:
             headers[METRICS_HEADER] = metrics
@@ -345,8 +349,25 @@ class JobClient:
         if isinstance(envelope, EnvelopeFile):
             # streamed from the file (read again for a retry), with its length declared
             headers["Content-Length"] = str(len(envelope))
-        response = self._authed("POST", "updates", what=what, content=envelope, headers=headers)
-        body = json_object(response, what)
+        response = self._authed(
+            "POST",
+            "updates",
+            what=what,
+            content=envelope,
+            headers=headers,
+            params=params or None,
+        )
+        leased = None
+        if lease_next and response.status_code == 200:
+            leased = _leased(response, what)
+            try:
+                body = json.loads(response.headers[RECEIPT_HEADER])
+            except (KeyError, ValueError) as exc:
+                raise ProtocolError(f"{what}: {RECEIPT_HEADER} header missing or no JSON") from exc
+            if not isinstance(body, dict):
+                raise ProtocolError(f"{what}: {RECEIPT_HEADER} is not a JSON object")
+        else:
+            body = json_object(response, what)
         weight = body.get("weight")
         if not isinstance(weight, int | float) or isinstance(weight, bool):
             raise ProtocolError(f"{what}: field 'weight' missing or not a number")
@@ -356,6 +377,7 @@ class JobClient:
             staleness=json_field(body, "staleness", int, what),
             weight=float(weight),
             duplicate=bool(body.get("duplicate", False)),
+            leased=leased,
         )
 
     def post_metrics(
@@ -372,6 +394,20 @@ class JobClient:
         what = "integrity report"
         response = self._authed("POST", "integrity", what=what, json=report.to_json())
         return str(json_object(response, what).get("state", ""))
+
+
+def _leased(response: httpx.Response, what: str) -> LeasedModel:
+    """The lease and model of ``POST …/leases`` (or of an update's 200 with ``lease=next``)."""
+    try:
+        job_version = int(response.headers["X-Hefl-Job-Version"])
+    except (KeyError, ValueError) as exc:
+        raise ProtocolError(f"{what}: X-Hefl-Job-Version header missing") from exc
+    return LeasedModel(
+        download=_download(response, what),
+        expires_at=response.headers.get("X-Hefl-Lease-Expires", ""),
+        job_state=response.headers.get("X-Hefl-Job-State", ""),
+        job_version=job_version,
+    )
 
 
 def _download(response: httpx.Response, what: str) -> ModelDownload:

@@ -233,6 +233,8 @@ class FakeServer:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     metrics_updates: set[str] = field(default_factory=set)  # updates whose report is kept
     legacy: bool = False  # an fl_server without POST …/leases and X-Hefl-Metrics
+    # POST …/updates?lease=next answered with the next lease and model (else: the plain 202)
+    answers_lease_next: bool = False
     pulls: list[httpx.Request] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
     # fault injection
@@ -620,18 +622,7 @@ class FakeServer:
             return httpx.Response(200, content=content, headers=headers)
         if route == ("POST", "/leases"):
             self.pulls.append(request)
-            since = request.url.params.get("since")
-            content, version, etag = self.lease_model(int(since) if since is not None else None)
-            headers = {
-                "X-Hefl-Model-Version": str(version),
-                "X-Hefl-Job-State": self.state,
-                "X-Hefl-Job-Version": str(self.version),
-                "X-Hefl-Lease-Expires": "2030-01-01T00:00:00Z",
-                "Content-Type": "application/octet-stream",
-            }
-            if etag is not None:
-                headers["ETag"] = etag
-            return httpx.Response(200, content=content, headers=headers)
+            return self._leased(request, {})
         if route[1] == "/slots":
             if method == "DELETE":
                 return httpx.Response(204)
@@ -643,6 +634,13 @@ class FakeServer:
             if self.drop_answer_after_apply and not ack["duplicate"]:
                 self.drop_answer_after_apply -= 1
                 raise httpx.ReadError("connection reset after the update was applied")
+            if (
+                self.answers_lease_next
+                and request.url.params.get("lease") == "next"
+                and self.state == "training"
+            ):
+                self.pulls.append(request)
+                return self._leased(request, {"X-Hefl-Update-Receipt": json.dumps(ack)})
             return httpx.Response(202, json=ack)
         if route == ("POST", "/metrics"):
             self.post_metrics(json.loads(request.content))
@@ -653,6 +651,21 @@ class FakeServer:
             state = self.post_integrity(json.loads(request.content))
             return httpx.Response(202, json={"state": state})
         return problem(404, "not_found")
+
+    def _leased(self, request: httpx.Request, extra: dict[str, str]) -> httpx.Response:
+        since = request.url.params.get("since")
+        content, version, etag = self.lease_model(int(since) if since is not None else None)
+        headers = {
+            "X-Hefl-Model-Version": str(version),
+            "X-Hefl-Job-State": self.state,
+            "X-Hefl-Job-Version": str(self.version),
+            "X-Hefl-Lease-Expires": "2030-01-01T00:00:00Z",
+            "Content-Type": "application/octet-stream",
+            **extra,
+        }
+        if etag is not None:
+            headers["ETag"] = etag
+        return httpx.Response(200, content=content, headers=headers)
 
     def writes(self) -> list[str]:
         """Every request that is not a read: a layout, a model, a slot, an update, metrics."""

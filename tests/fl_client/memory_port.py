@@ -104,7 +104,10 @@ class MemoryPort:
         metrics: str | None = None,
         *,
         samples: int | None = None,
+        lease_next: bool = False,
+        since: int | None = None,
     ) -> UpdateAck:
+        # the fake server answers as an older one: the plain receipt, never the next lease
         self.server.samples_declared.append(samples)
         # the real transport sends a file's bytes in pieces; the fake server reads them whole
         body = envelope if isinstance(envelope, bytes) else b"".join(envelope)

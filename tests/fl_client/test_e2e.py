@@ -107,7 +107,12 @@ def test_three_hospitals_on_heart_disease_match_the_plaintext_schedule(
         create_job(server, admin_token(keyauth_url, ADMIN_KEY), heart_study("heart", len(schedule)))
         runners = []
         for name in HOSPITALS:
-            settings = _settings(tmp_path, name, keyauth_url, server, "heart")
+            # taking turns by hand, each from the latest model: each round leases it when
+            # it starts (round_requests=one would train on the model its hospital's last
+            # update was answered with, two turns older here)
+            settings = _settings(
+                tmp_path, name, keyauth_url, server, "heart", round_requests="combined"
+            )
             enroll(settings, enrollment_token(keyauth_url, ADMIN_KEY, name))
             runners.append(Runner(settings, reporter=Reporter("quiet")))
 
@@ -261,9 +266,10 @@ def test_a_lost_answer_and_a_restart_never_apply_an_update_twice(
         real_push = runner.context.server.push_update
 
         def push_then_lose_the_answer(
-            envelope: bytes, metrics: str | None = None, *, samples: int | None = None
+            envelope: bytes, metrics: str | None = None, **kwargs: Any
         ) -> Any:
-            real_push(envelope, metrics, samples=samples)
+            # with the default round requests the lost answer carried the next lease too
+            real_push(envelope, metrics, **kwargs)
             raise KeyboardInterrupt  # the process dies before it reads the answer
 
         monkeypatch.setattr(runner.context.server, "push_update", push_then_lose_the_answer)

@@ -79,12 +79,42 @@ def _status(services: tuple[str, str]) -> dict[str, Any]:
     return read_status(server, viewer_token(keyauth, ADMIN_KEY), "trips")
 
 
-def test_in_steady_state_an_update_costs_two_requests_and_keeps_its_metrics(
+def test_in_steady_state_an_update_costs_one_request_and_keeps_its_metrics(
     services: tuple[str, str], proxy: DelayProxy, tmp_path: Path
 ) -> None:
     # Prepare: a hospital past its first round (it read the job and its spec, and may
-    # have started the job)
-    with _runner(services, proxy, tmp_path, "cleveland") as runner:
+    # have started the job), with the default round requests
+    with _runner(services, proxy, tmp_path, "switzerland") as runner:
+        first = runner.run_round()
+        assert first is not None
+        mark = proxy.mark()
+
+        # Execute: three more updates, then the hospital stops
+        results = [runner.run_round() for _ in range(3)]
+
+    # Assert: one request each, the update (with the metrics) answered with the next
+    # lease and model; the lease the last one carried is given back when the hospital stops
+    assert proxy.since(mark) == [("POST", f"{JOB}/updates")] * 3 + [("DELETE", f"{JOB}/slots")]
+    done = [r for r in [first, *results] if r is not None]
+    assert len(done) == 4
+    # each round trained on the model its previous update's answer carried: the one that
+    # holds that update (no other hospital trains meanwhile)
+    assert [r.base_version for r in done[1:]] == [r.version for r in done[:-1]]
+    status = _status(services)
+    reported = {m["version"] for m in status["metrics"]}
+    assert {r.base_version for r in done} <= reported
+    client = next(c for c in status["clients"].values() if c["client_name"] == "switzerland")
+    assert client["updates_applied"] >= 4
+    assert client["metrics_reports"] >= 4
+    assert status["slots_in_use"] == 0
+
+
+def test_combined_requests_cost_two_per_update_and_keep_their_metrics(
+    services: tuple[str, str], proxy: DelayProxy, tmp_path: Path
+) -> None:
+    # Prepare: a hospital past its first round (it read the job and its spec, and may
+    # have started the job), asking for the two requests of before
+    with _runner(services, proxy, tmp_path, "cleveland", round_requests="combined") as runner:
         first = runner.run_round()
         assert first is not None
         mark = proxy.mark()
