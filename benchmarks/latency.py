@@ -1,4 +1,4 @@
-"""Time per update with a WAN's round trip added: one request per update, two, and the six of before.
+"""Time per update with a WAN's round trip added: one request per update, two, or six.
 
 ``python -m benchmarks.latency [--rtt-ms 50] [--updates 20] [--out-dir DIR]``
 
@@ -8,8 +8,8 @@ trains a job through ``harness.latency``'s proxy, which delays every byte by hal
 round trip each way and counts the HTTP requests. For each flow (``one``, the client's
 default: the update carries the metrics and its answer the next round's lease and model;
 ``combined``: the pull takes the lease, the update carries the metrics; ``separate``: job,
-slot, model, update, slot release, metrics) and each added round trip (0 and ``--rtt-ms``), the hospital sends
-a few warm-up updates, then ``--updates`` timed ones (``Runner.run_round``, wall clock).
+slot, model, update, slot release, metrics) and each added round trip (0 and
+``--rtt-ms``), the hospital sends a few warm-up updates, then ``--updates`` timed ones (``Runner.run_round``, wall clock).
 The hospital's local training (its stage ``train``: the evaluation of the pulled model and
 the local steps) is timed inside each update, and so is every other stage (the two
 requests, decryption, encryption, the durable writes of the hospital's state): the second
