@@ -22,7 +22,7 @@ from fl_server.hospital_privacy import UpdateNoise
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
-from fl_server.shards import ShardBackend, Staged
+from fl_server.shards import BlockSource, ShardBackend, Staged
 from fl_server.snapshot import ModelSnapshot
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
@@ -373,8 +373,11 @@ class ModelState:
 
     # -- changing -----------------------------------------------------------------------
 
-    def stage(self, blocks: Iterable[tuple[int, bytes]]) -> Staged:
-        """An update's blocks, loaded and validated by the backend for ``apply`` or ``repair``.
+    def stage(self, blocks: Iterable[tuple[int, bytes]] | BlockSource) -> Staged:
+        """An update's blocks, validated by the backend for ``apply`` or ``repair``.
+
+        A large update read from a ``BlockSource`` (its spool) is not held loaded: it is
+        read again when it is added (``Staged``).
 
         Raises
         ------
@@ -400,6 +403,8 @@ class ModelState:
         if record.deferred:
             with self._lock:
                 self._round.append((record, blocks))
+        elif record.flush:
+            self._weight_into_model(blocks, record)
         else:
             self._weight_into_buffer(blocks, record)
         with self._lock:
@@ -425,6 +430,15 @@ class ModelState:
         if self.noise is not None:
             self._noised.append(record)  # at its applied weight (a round's, once closed)
         self.backend.buffer(blocks, record.weight)
+        self._buffer.update(blocks.indices)
+
+    def _weight_into_model(self, blocks: Staged, record: UpdateRecord) -> None:
+        # The buffer's last update goes straight into the model, block by block: no buffer
+        # of ciphertexts holds it whole (with one update per buffer, none ever does).
+        # Additions are exact in the ring, so the model is bit for bit the buffered one's.
+        if self.noise is not None:
+            self._noised.append(record)
+        self.backend.add(blocks, record.weight)
         self._buffer.update(blocks.indices)
 
     def _close_round(self) -> dict[uuid.UUID, UpdateReceipt]:

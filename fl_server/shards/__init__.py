@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import crypto
 from fl_server.shards._base import (
+    STREAM_ABOVE,
     BlockBytes,
+    BlockList,
+    BlockSource,
     NoiseDraws,
     ShardBackend,
     ShardDiedError,
@@ -15,7 +18,10 @@ from fl_server.shards._memory import InProcessBackend
 from fl_server.shards._process import ProcessBackend
 
 __all__ = [
+    "STREAM_ABOVE",
     "BlockBytes",
+    "BlockList",
+    "BlockSource",
     "InProcessBackend",
     "NoiseDraws",
     "ProcessBackend",
