@@ -48,7 +48,7 @@ from fl_server.settings import ServerSettings
 from fl_server.shards import ShardBackend
 from fl_server.snapshot import ModelSnapshot
 from fl_server.state import ModelState
-from fl_server.store import JobRecord, Store
+from fl_server.store import FileStore, JobRecord, Store
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 
@@ -98,6 +98,8 @@ class JobLifecycle:
         self._profile = backend.profile
         self._max_staleness = config.policy.max_staleness
         self._store = store
+        # Where the published model's files go: the job's directory (a durable store's).
+        self._directory = store.state_dir if isinstance(store, FileStore) else None
         self._journal = journal
         self._worker = worker
         self._traffic = traffic
@@ -125,6 +127,7 @@ class JobLifecycle:
             max_staleness=self._max_staleness,
             repair_window=self._settings.repair_window,
             privacy=self._config.spec.privacy,
+            directory=self._directory,
         )
         self._layout = recovered.layout
         state = recovered.state
@@ -469,6 +472,7 @@ class JobLifecycle:
                 max_staleness=self._max_staleness,
                 repair_window=self._settings.repair_window,
                 noise=update_noise(self._config.spec.privacy, layout.layout),
+                directory=self._directory,
             )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import crypto
 from fl_server.errors import StateError, TooStaleError, VersionAheadError
@@ -23,7 +24,7 @@ from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
 from fl_server.shards import BlockSource, ShardBackend, Staged
-from fl_server.snapshot import ModelSnapshot
+from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
 from fl_server.weighting import UpdateWeigher
@@ -58,8 +59,10 @@ class ModelState:
         book: RepairBook | None = None,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> None:
         self.backend = backend
+        self.directory = directory
         self._profile = backend.profile
         # Hospital-level DP: the noise each applied update brings, and the buffered
         # updates whose noise goes into the model with the buffer.
@@ -73,11 +76,12 @@ class ModelState:
         # and in recovery the closed round's records the checkpoint holds, until weighed.
         self._round: list[tuple[UpdateRecord, Staged]] = []
         self._remembered: list[UpdateRecord] = []
-        # The newest serialized bytes of each block; ``_dirty`` blocks changed since.
-        self._bytes = list(snapshot.blocks)
+        # The newest serialized bytes of each block, in files (the published ones, then
+        # those serialized since); ``_dirty`` blocks changed since they were serialized.
+        self._written = BlockWriter(_published(snapshot.blocks, directory), directory)
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
-        self.snapshot = snapshot
+        self.snapshot = replace(snapshot, blocks=self._written.base)
         self.version = snapshot.version
         self.seq = seq
         self.buffered = 0
@@ -100,16 +104,20 @@ class ModelState:
         max_staleness: int,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> ModelState:
         """Version 0 from a client's initial model envelope (every block, model scale).
+
+        The published model's blocks go to files in ``directory`` (the job's; ``None``:
+        the system's temporary directory), as every later version's.
 
         Raises
         ------
         crypto.CryptoError
             A block that is not a valid model-scale ciphertext of this context.
         """
-        data = tuple(b.data for b in model.blocks)
-        _install(backend, data)
+        _install(backend, [b.data for b in model.blocks])
+        data = PublishedBlocks.of((b.data for b in model.blocks), directory)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, 0, data, (0,) * len(data)
         )
@@ -123,6 +131,7 @@ class ModelState:
             max_staleness=max_staleness,
             repair_window=repair_window,
             noise=noise,
+            directory=directory,
         )
 
     @classmethod
@@ -136,6 +145,7 @@ class ModelState:
         max_staleness: int,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
@@ -172,6 +182,7 @@ class ModelState:
             book=book,
             repair_window=repair_window,
             noise=noise,
+            directory=directory,
         )
         state.rotated_at_seq = rotated_at_seq
         state._forget_old_receipts()
@@ -193,8 +204,8 @@ class ModelState:
         if self.buffered:
             raise StateError("a key rotation needs an empty buffer")
         version = self.version + 1
-        data = tuple(b.data for b in model.blocks)
-        _install(self.backend, data)
+        _install(self.backend, [b.data for b in model.blocks])
+        data = PublishedBlocks.of((b.data for b in model.blocks), self.directory)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, version, data, (version,) * len(data)
         )
@@ -212,6 +223,7 @@ class ModelState:
             book=book,
             repair_window=self.history.window,
             noise=self.noise,
+            directory=self.directory,
         )
         state.rotated_at_seq = self.seq
         state._forget_old_receipts()
@@ -221,7 +233,7 @@ class ModelState:
 
     @property
     def n_blocks(self) -> int:
-        return len(self._bytes)
+        return len(self._block_versions)
 
     def receipt(self, update_id: uuid.UUID) -> UpdateReceipt | None:
         """The first answer to an applied update, or to one a repair removed since."""
@@ -585,7 +597,7 @@ class ModelState:
                 return False
             batch = dirty[step::steps]
             for index, data in zip(batch, self.backend.serialize(batch), strict=True):
-                self._bytes[index] = data
+                self._written.write(index, data)
             self._dirty.difference_update(batch)
         return True
 
@@ -600,7 +612,7 @@ class ModelState:
             self.snapshot.fingerprint,
             self.job.key_epoch,
             self.version,
-            tuple(self._bytes),
+            self._written.publish(),
             tuple(self._block_versions),
         )
         self.snapshot = snapshot
@@ -635,6 +647,11 @@ def _install(backend: ShardBackend, blocks: Sequence[bytes]) -> None:
     if backend.n_blocks != len(blocks):
         backend.open(len(blocks))
     backend.install(backend.stage(enumerate(blocks), model=True))
+
+
+def _published(blocks: Sequence[bytes], directory: Path | None) -> PublishedBlocks:
+    """``blocks`` in files (a checkpoint's, read into memory, are written out)."""
+    return blocks if isinstance(blocks, PublishedBlocks) else PublishedBlocks.of(blocks, directory)
 
 
 def _receipt(record: UpdateRecord) -> UpdateReceipt:

@@ -9,34 +9,56 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import hefl_durable
 from fl_server.errors import StateError
 from fl_server.store._records import Checkpoint
 
-__all__ = ["checkpoint_from_bytes", "checkpoint_to_parts"]
+__all__ = ["checkpoint_from_bytes", "checkpoint_to_parts", "write_checkpoint_file"]
 
 _CKPT_MAGIC = b"HCKP"
 _CKPT_FORMAT = 1
 _CKPT_HEAD = struct.Struct("<4sIQQ32s")  # magic, format, meta length, body length, sha256
 
 
-def checkpoint_to_parts(checkpoint: Checkpoint) -> list[bytes]:
-    """The file's bytes in parts (head, meta, each block), so no copy joins the blocks."""
+def _sizes(blocks: Sequence[bytes]) -> list[int]:
+    # A published model's blocks (fl_server.snapshot.PublishedBlocks) are in files: their
+    # sizes are known without reading them.
+    size = getattr(blocks, "size", None)
+    return [size(i) for i in range(len(blocks))] if size else [len(b) for b in blocks]
+
+
+def checkpoint_to_parts(checkpoint: Checkpoint) -> Iterator[bytes]:
+    """The file's bytes in parts (head, meta, each block), so no copy joins the blocks;
+    the blocks are read twice (for the checksum in the head, then to be written), one at
+    a time, never held all at once."""
+    sizes = _sizes(checkpoint.blocks)
     meta = json.dumps(
         {
             "version": checkpoint.version,
             "seq": checkpoint.seq,
-            "block_sizes": [len(b) for b in checkpoint.blocks],
+            "block_sizes": sizes,
             "state": checkpoint.state,
         }
     ).encode()
     hasher = hashlib.sha256(meta)
     for block in checkpoint.blocks:
         hasher.update(block)
-    body_len = sum(len(b) for b in checkpoint.blocks)
-    head = _CKPT_HEAD.pack(_CKPT_MAGIC, _CKPT_FORMAT, len(meta), body_len, hasher.digest())
-    return [head, meta, *checkpoint.blocks]
+    yield _CKPT_HEAD.pack(_CKPT_MAGIC, _CKPT_FORMAT, len(meta), sum(sizes), hasher.digest())
+    yield meta
+    yield from checkpoint.blocks
+
+
+def write_checkpoint_file(path: Path, checkpoint: Checkpoint) -> None:
+    """Replace ``path`` by ``checkpoint`` atomically, written part by part."""
+
+    def write(f: hefl_durable.Writer) -> None:
+        for part in checkpoint_to_parts(checkpoint):
+            f.write(part)
+
+    hefl_durable.write_atomic_with(path, write)
 
 
 def checkpoint_from_bytes(data: bytes, path: Path) -> Checkpoint:

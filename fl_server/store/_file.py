@@ -11,7 +11,7 @@ from typing import Any
 import hefl_durable
 from fl_server.errors import StateError
 from fl_server.store._base import Store
-from fl_server.store._checkpoint import checkpoint_from_bytes, checkpoint_to_parts
+from fl_server.store._checkpoint import checkpoint_from_bytes, write_checkpoint_file
 from fl_server.store._lock import DirectoryLock
 from fl_server.store._metrics import MetricsFile
 from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord
@@ -134,14 +134,14 @@ class FileStore(Store):
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         path = self.state_dir / "checkpoint.bin"
-        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        write_checkpoint_file(path, checkpoint)
         self._wal.drop_through(checkpoint.log_kept_after)
 
     def commit_rotation(self, job: JobRecord, checkpoint: Checkpoint) -> None:
         # 1. the re-encrypted model, not yet in force; 2. job.json names the new epoch: the
         # commit point; 3. the model takes the checkpoint's place and the old log goes.
         path = self.state_dir / f"{_ROTATION_PREFIX}{job.key_epoch:06d}.bin"
-        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        write_checkpoint_file(path, checkpoint)
         self.save_job(job)
         self._install_rotated(path, checkpoint.seq)
 

@@ -12,7 +12,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -517,7 +517,7 @@ class Checkpoint:
 
     version: int
     seq: int
-    blocks: tuple[bytes, ...] = field(repr=False)
+    blocks: Sequence[bytes] = field(repr=False)
     state: Mapping[str, Any] = field(repr=False)
     drop_through: int | None = None
 

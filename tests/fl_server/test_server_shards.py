@@ -218,7 +218,7 @@ def test_streamed_updates_are_read_twice_and_add_what_held_ones_add_bit_for_bit(
         ProcessBackend(small_keys.public_context, small_profile, 2, stream_above=limit)
         for limit in (1 << 40, 0)
     ]
-    backends = [
+    backends: list[ShardBackend] = [
         InProcessBackend(small_server, stream_above=1 << 40),
         InProcessBackend(small_server, stream_above=0),
         *process,
