@@ -23,7 +23,7 @@ from fl_server.hospital_privacy import UpdateNoise
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
-from fl_server.shards import BlockSource, ShardBackend, Staged
+from fl_server.shards import BlockSource, ModelBlocks, ShardBackend, Staged
 from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
@@ -646,7 +646,7 @@ def _install(backend: ShardBackend, blocks: Sequence[bytes]) -> None:
     one is not valid, leaving the backend's model as it was."""
     if backend.n_blocks != len(blocks):
         backend.open(len(blocks))
-    backend.install(backend.stage(enumerate(blocks), model=True))
+    backend.install(backend.stage(ModelBlocks(blocks), model=True))
 
 
 def _published(blocks: Sequence[bytes], directory: Path | None) -> PublishedBlocks:

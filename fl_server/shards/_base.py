@@ -17,6 +17,7 @@ __all__ = [
     "BlockBytes",
     "BlockList",
     "BlockSource",
+    "ModelBlocks",
     "NoiseDraws",
     "ShardBackend",
     "ShardDiedError",
@@ -68,6 +69,26 @@ class BlockList:
 
     def close(self) -> None:
         self._data = []
+
+
+class ModelBlocks:
+    """A ``BlockSource`` of every block of a model, in order, read from ``blocks`` when asked
+    (a published model's or a checkpoint's files: never held all at once)."""
+
+    def __init__(self, blocks: Sequence[bytes]) -> None:
+        self._blocks = blocks
+        self.indices = range(len(blocks))
+
+    @property
+    def nbytes(self) -> int:
+        size = getattr(self._blocks, "size", None)  # blocks in files know their sizes
+        return sum(size(i) if size else len(self._blocks[i]) for i in self.indices)
+
+    def read(self, position: int) -> bytes:
+        return self._blocks[position]
+
+    def close(self) -> None:
+        pass
 
 
 def as_source(blocks: BlockBytes | BlockSource) -> BlockSource:
