@@ -14,10 +14,10 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import overload
 
 import crypto
 from fl_server.errors import VersionAheadError
+from fl_server.store import FileBlocks
 
 __all__ = ["BlockWriter", "EnvelopeBody", "ModelSnapshot", "PublishedBlocks"]
 
@@ -50,7 +50,7 @@ class _Segment:
 _Entry = tuple[_Segment, int, int]
 
 
-class PublishedBlocks(Sequence[bytes]):
+class PublishedBlocks(FileBlocks):
     """A published model's serialized blocks, in files: immutable; a block is read when
     it is asked for, never held."""
 
@@ -68,25 +68,9 @@ class PublishedBlocks(Sequence[bytes]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(index, slice):
-            return PublishedBlocks(self._entries[index])
+    def read(self, index: int) -> bytes:
         segment, offset, length = self._entries[index]
         return segment.read(offset, length)
-
-    def __eq__(self, other: object) -> bool:
-        """The same bytes as ``other``, a sequence of bytes (reads every block)."""
-        if not isinstance(other, Sequence) or isinstance(other, (bytes, str)):
-            return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
 
     def size(self, index: int) -> int:
         """The length of block ``index``, without reading it."""
@@ -164,7 +148,7 @@ class EnvelopeBody:
     @property
     def length(self) -> int:
         block_header = crypto.ENVELOPE_HEADERS.block.size
-        size = self.blocks.size if isinstance(self.blocks, PublishedBlocks) else None
+        size = self.blocks.size if isinstance(self.blocks, FileBlocks) else None
         return len(self.head) + sum(
             block_header + (size(i) if size else len(self.blocks[i])) for i in self.indices
         )

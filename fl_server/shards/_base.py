@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 import crypto
 from fl_server.errors import StorageError
+from fl_server.store import FileBlocks
 
 __all__ = [
     "STREAM_ABOVE",
@@ -81,8 +82,10 @@ class ModelBlocks:
 
     @property
     def nbytes(self) -> int:
-        size = getattr(self._blocks, "size", None)  # blocks in files know their sizes
-        return sum(size(i) if size else len(self._blocks[i]) for i in self.indices)
+        blocks = self._blocks
+        if isinstance(blocks, FileBlocks):  # their sizes are known without reading them
+            return sum(blocks.size(i) for i in self.indices)
+        return sum(len(b) for b in blocks)
 
     def read(self, position: int) -> bytes:
         return self._blocks[position]

@@ -13,11 +13,10 @@ import struct
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import overload
 
 import hefl_durable
 from fl_server.errors import StateError
-from fl_server.store._records import Checkpoint
+from fl_server.store._records import Checkpoint, FileBlocks
 
 __all__ = [
     "checkpoint_from_file",
@@ -33,10 +32,9 @@ _CKPT_HEAD = struct.Struct("<4sIQQ32s")  # magic, format, meta length, body leng
 
 
 def _sizes(blocks: Sequence[bytes]) -> list[int]:
-    # A published model's blocks (fl_server.snapshot.PublishedBlocks) are in files: their
-    # sizes are known without reading them.
-    size = getattr(blocks, "size", None)
-    return [size(i) for i in range(len(blocks))] if size else [len(b) for b in blocks]
+    if isinstance(blocks, FileBlocks):  # their sizes are known without reading them
+        return [blocks.size(i) for i in range(len(blocks))]
+    return [len(b) for b in blocks]
 
 
 def checkpoint_to_parts(checkpoint: Checkpoint) -> Iterator[bytes]:
@@ -70,9 +68,9 @@ def write_checkpoint_file(path: Path, checkpoint: Checkpoint) -> None:
     hefl_durable.write_atomic_with(path, write)
 
 
-class _FileBlocks(Sequence[bytes]):
-    """A checkpoint's blocks, read from its file when asked, never held (the file stays
-    open while they are: an atomic replacement of the checkpoint does not change them)."""
+class _CheckpointBlocks(FileBlocks):
+    """A checkpoint's blocks, read from its file when asked (the file stays open while
+    they are: an atomic replacement of the checkpoint does not change them)."""
 
     def __init__(self, fd: int, offsets: Sequence[int], sizes: Sequence[int]) -> None:
         self._fd = fd
@@ -82,27 +80,11 @@ class _FileBlocks(Sequence[bytes]):
     def __len__(self) -> int:
         return len(self._sizes)
 
-    @overload
-    def __getitem__(self, index: int) -> bytes: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
-
-    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
-        if isinstance(index, slice):
-            return [self[i] for i in range(len(self))[index]]
+    def read(self, index: int) -> bytes:
         return os.pread(self._fd, self._sizes[index], self._offsets[index])
 
     def size(self, index: int) -> int:
         return self._sizes[index]
-
-    def __eq__(self, other: object) -> bool:
-        """The same bytes as ``other``, a sequence of bytes (reads every block)."""
-        if not isinstance(other, Sequence) or isinstance(other, (bytes, str)):
-            return NotImplemented
-        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 def checkpoint_from_file(path: Path) -> Checkpoint | None:
@@ -141,5 +123,5 @@ def checkpoint_from_file(path: Path) -> Checkpoint | None:
     for size in sizes:
         offsets.append(offset)
         offset += size
-    blocks = _FileBlocks(fd, offsets, sizes)
+    blocks = _CheckpointBlocks(fd, offsets, sizes)
     return Checkpoint(version=version, seq=seq, blocks=blocks, state=state)

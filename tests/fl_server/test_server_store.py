@@ -233,6 +233,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
         "Checkpoint",
         "ControlRecord",
         "DirectoryLock",
+        "FileBlocks",
         "FileStore",
         "JobRecord",
         "LogRecord",
