@@ -19,7 +19,7 @@ import crypto
 from fl_server.errors import VersionAheadError
 from fl_server.store import FileBlocks
 
-__all__ = ["BlockWriter", "EnvelopeBody", "ModelSnapshot", "PublishedBlocks"]
+__all__ = ["BlockWriter", "EnvelopeBody", "ModelSnapshot", "PublishedBlocks", "ReceivedModel"]
 
 _CHUNK = 1 << 20
 
@@ -134,6 +134,17 @@ class BlockWriter:
             blocks = PublishedBlocks(entries)
         self._base, self._segment, self._fresh = blocks, None, {}
         return blocks
+
+
+@dataclass(frozen=True)
+class ReceivedModel:
+    """A client's model envelope as it was received: its head, and every block written to a
+    file as it arrived (an initial model: it becomes the published version 0 as it is)."""
+
+    fingerprint: bytes
+    version: int
+    key_epoch: int
+    blocks: PublishedBlocks = field(repr=False)
 
 
 @dataclass(frozen=True)

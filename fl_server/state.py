@@ -24,7 +24,7 @@ from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
 from fl_server.shards import BlockSource, ModelBlocks, ShardBackend, Staged
-from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks
+from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks, ReceivedModel
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
 from fl_server.weighting import UpdateWeigher
@@ -99,14 +99,15 @@ class ModelState:
         cls,
         backend: ShardBackend,
         job: JobRecord,
-        model: crypto.EncryptedModel,
+        model: crypto.EncryptedModel | ReceivedModel,
         *,
         max_staleness: int,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
         directory: Path | None = None,
     ) -> ModelState:
-        """Version 0 from a client's initial model envelope (every block, model scale).
+        """Version 0 from a client's initial model envelope (every block, model scale); a
+        ``ReceivedModel``'s file of blocks becomes the published model's as it is.
 
         The published model's blocks go to files in ``directory`` (the job's; ``None``:
         the system's temporary directory), as every later version's.
@@ -116,8 +117,12 @@ class ModelState:
         crypto.CryptoError
             A block that is not a valid model-scale ciphertext of this context.
         """
-        _install(backend, [b.data for b in model.blocks])
-        data = PublishedBlocks.of((b.data for b in model.blocks), directory)
+        if isinstance(model, ReceivedModel):
+            data = model.blocks
+            _install(backend, data)
+        else:
+            _install(backend, [b.data for b in model.blocks])
+            data = PublishedBlocks.of((b.data for b in model.blocks), directory)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, 0, data, (0,) * len(data)
         )
