@@ -42,6 +42,7 @@ import httpx
 import numpy as np
 
 import crypto
+import fl_server.shards as shards_module
 from benchmarks._report import format_table, write_json
 from fl_client.updates import (
     CompressionConfig,
@@ -629,6 +630,72 @@ def _print(payload: dict[str, Any]) -> None:
     )
 
 
+def staging_cost(params: int, shards: int, repeats: int) -> dict[str, Any]:
+    """Seconds to stage and add one update of ``params`` parameters on ``shards`` worker
+    processes (0: in this process), held (loaded once, held until the add) against
+    streamed (loaded and dropped, then loaded again and added block by block), and the
+    backends' peak memory (the sum of the workers' high-water marks)."""
+    profile = crypto.DEFAULT_PROFILE
+    keys = crypto.generate_key_material(profile)
+    client = crypto.ClientCipher(keys.secret_context, profile)
+    n_blocks = -(-params // (profile.block_size - crypto.DEFAULT_CANARIES))
+    rng = np.random.default_rng(0)
+    model = [
+        client.encrypt_model_block(rng.normal(0, 0.1, profile.block_size)) for _ in range(n_blocks)
+    ]
+    update = [
+        client.encrypt_update_block(rng.normal(0, 0.01, profile.block_size))
+        for _ in range(n_blocks)
+    ]
+    rows: dict[str, Any] = {}
+    for how, limit in (("held", 1 << 62), ("streamed", 0)):
+        backend: shards_module.ShardBackend
+        if shards:
+            backend = shards_module.ProcessBackend(
+                keys.public_context, profile, shards, stream_above=limit
+            )
+        else:
+            server = crypto.ServerCipher(keys.public_context, profile)
+            backend = shards_module.InProcessBackend(server, stream_above=limit)
+        try:
+            backend.open(n_blocks)
+            backend.install(backend.stage(enumerate(model), model=True))
+            stage_s, add_s = [], []
+            for _ in range(repeats):
+                started = time.perf_counter()
+                staged = backend.stage(enumerate(update))
+                staged_at = time.perf_counter()
+                backend.add(staged, 0.5)
+                backend.serialize([0])  # waits until every shard is done
+                stage_s.append(staged_at - started)
+                add_s.append(time.perf_counter() - staged_at)
+            pids = getattr(backend, "pids", [os.getpid()])
+            rows[how] = {
+                "stage_seconds": float(np.median(stage_s)),
+                "add_seconds": float(np.median(add_s)),
+                "high_water_bytes": sum(_high_water(pid) for pid in pids),
+            }
+        finally:
+            backend.close()
+    return {
+        "params": params,
+        "blocks": n_blocks,
+        "shards": shards,
+        "repeats": repeats,
+        "update_bytes": sum(len(b) for b in update),
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
+
+
+def _high_water(pid: int | None) -> int:
+    """A process's peak resident memory (``VmHWM``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1e6 parameters")
@@ -642,7 +709,33 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=3, help="--e2e: rounds per hospital")
     parser.add_argument("--out-dir", type=Path, default=None)
     parser.add_argument("--client", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--staging",
+        action="store_true",
+        help="time staging an update held against streamed (--params, --shards), no services",
+    )
     args = parser.parse_args(argv)
+    if args.staging:
+        params = args.params or 10_000_000
+        cost = staging_cost(params, 2 if args.shards is None else args.shards, repeats=3)
+        rows = [
+            [
+                how,
+                r["stage_seconds"],
+                r["add_seconds"],
+                r["stage_seconds"] + r["add_seconds"],
+                r["high_water_bytes"] / MB,
+            ]
+            for how, r in cost["rows"].items()
+        ]
+        print(
+            f"\nstaging one update of {params:,} parameters ({cost['update_bytes'] / MB:,.0f} MB), "
+            f"{cost['shards']} shards, median of {cost['repeats']}\n"
+        )
+        headers = ["staged", "stage s", "add s", "stage + add s", "shards' peak RSS MB"]
+        print(format_table(headers, rows))
+        print(f"\nwrote {write_json('large_model_staging', cost, args.out_dir)}")
+        return cost
     if args.client is not None:
         result = client_run(json.loads(args.client.read_text()))
         print(json.dumps(result))

@@ -46,9 +46,9 @@ from fl_server.parsing import client_input
 from fl_server.recovery import OpenLayout, open_layout, recover
 from fl_server.settings import ServerSettings
 from fl_server.shards import ShardBackend
-from fl_server.snapshot import ModelSnapshot
+from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks, ReceivedModel
 from fl_server.state import ModelState
-from fl_server.store import JobRecord, Store
+from fl_server.store import FileStore, JobRecord, Store
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 
@@ -98,6 +98,8 @@ class JobLifecycle:
         self._profile = backend.profile
         self._max_staleness = config.policy.max_staleness
         self._store = store
+        # Where the published model's files go: the job's directory (a durable store's).
+        self._directory = store.state_dir if isinstance(store, FileStore) else None
         self._journal = journal
         self._worker = worker
         self._traffic = traffic
@@ -125,6 +127,7 @@ class JobLifecycle:
             max_staleness=self._max_staleness,
             repair_window=self._settings.repair_window,
             privacy=self._config.spec.privacy,
+            directory=self._directory,
         )
         self._layout = recovered.layout
         state = recovered.state
@@ -392,7 +395,8 @@ class JobLifecycle:
     async def receive_initial_model(self, read_body: BodyReader) -> JobView:
         """Read an initial model envelope and start training from it; durable when this returns.
 
-        The body is parsed as it arrives, never held whole besides its blocks.
+        The body is parsed as it arrives, its blocks written to a file in the job's
+        directory (the published model's first): the server never holds it.
         """
         self._require_no_model()
         model = await self.read_model(read_body, "the initial model")
@@ -407,7 +411,7 @@ class JobLifecycle:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
 
-    def set_initial_model(self, model: crypto.EncryptedModel) -> Future[None]:
+    def set_initial_model(self, model: crypto.EncryptedModel | ReceivedModel) -> Future[None]:
         """Start training from a client-encrypted model (version 0, every block)."""
         self._require_no_model()
         self.check_epoch(model.key_epoch)
@@ -415,25 +419,29 @@ class JobLifecycle:
             raise IncompleteModelError(f"the initial model must be version 0, not {model.version}")
         return self._worker.submit(lambda: self._store_initial_model(model))
 
-    async def read_model(self, read_body: BodyReader, what: str) -> crypto.EncryptedModel:
-        """``whole_model`` of a body parsed block by block as it arrives."""
+    async def read_model(self, read_body: BodyReader, what: str) -> ReceivedModel:
+        """A model envelope of this job's layout, every block in order, parsed block by
+        block as it arrives and written to a file; ciphertexts not loaded."""
         layout = self._layout
         if layout is None:
             raise NoLayoutError("set the model layout first")
         parser = crypto.EnvelopeParser("model", layout.limits)
-        blocks: list[crypto.CipherBlock] = []
+        writer = BlockWriter(PublishedBlocks(()), self._directory)
+        indices: list[int] = []
         try:
             with client_input("the model envelope", EnvelopeMalformedError):
                 try:
                     async for chunk in body_chunks(read_body, self.envelope_limit()):
-                        blocks += parser.feed(chunk)
+                        for block in parser.feed(chunk):
+                            writer.write(block.index, block.data)
+                            indices.append(block.index)
                     head = parser.close()
                 except crypto.CryptoError as exc:
                     raise InvalidInputError.from_crypto(exc) from exc
         finally:
             self._traffic.count_in(parser.size)
-        model = crypto.EncryptedModel(head.fingerprint, head.version, head.key_epoch, tuple(blocks))
-        return self._every_block(model, what)
+        self._every_index(indices, what)
+        return ReceivedModel(head.fingerprint, head.version, head.key_epoch, writer.publish())
 
     def whole_model(self, body: bytes, what: str) -> crypto.EncryptedModel:
         """A client's model envelope of this job's layout, every block in order (an
@@ -449,13 +457,16 @@ class JobLifecycle:
         return self._every_block(model, what)
 
     def _every_block(self, model: crypto.EncryptedModel, what: str) -> crypto.EncryptedModel:
-        assert self._layout is not None
-        n_blocks = self._layout.layout.n_blocks
-        if [b.index for b in model.blocks] != list(range(n_blocks)):
-            raise IncompleteModelError(f"{what} must carry all {n_blocks} blocks, in order")
+        self._every_index([b.index for b in model.blocks], what)
         return model
 
-    def _store_initial_model(self, model: crypto.EncryptedModel) -> None:
+    def _every_index(self, indices: list[int], what: str) -> None:
+        assert self._layout is not None
+        n_blocks = self._layout.layout.n_blocks
+        if indices != list(range(n_blocks)):
+            raise IncompleteModelError(f"{what} must carry all {n_blocks} blocks, in order")
+
+    def _store_initial_model(self, model: crypto.EncryptedModel | ReceivedModel) -> None:
         if self._state is not None:
             raise InitialModelExistsError("the job already has a model")
         self.require_not_done()
@@ -469,6 +480,7 @@ class JobLifecycle:
                 max_staleness=self._max_staleness,
                 repair_window=self._settings.repair_window,
                 noise=update_noise(self._config.spec.privacy, layout.layout),
+                directory=self._directory,
             )
         except crypto.CryptoError as exc:
             raise InvalidInputError.from_crypto(exc) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import crypto
 import hefl_study
@@ -66,13 +67,14 @@ def recover(
     max_staleness: int,
     repair_window: int = 16,
     privacy: hefl_study.PrivacySpec | None = None,
+    directory: Path | None = None,
 ) -> Recovered:
     """The layout and the model the acknowledged updates built: the checkpoint, then the log.
 
     The log's repairs and releases are replayed in their place among the updates; the
     updates the checkpoint holds already are only remembered (a repair may need them).
     ``privacy`` is the study's: with hospital-level DP each replayed update brings the
-    noise of its logged seed again.
+    noise of its logged seed again. The published model's files go to ``directory``.
 
     Raises
     ------
@@ -96,6 +98,7 @@ def recover(
         if next(store.read_updates(0), None) is not None:
             raise StateError("the log holds updates but there is no model checkpoint")
         return Recovered(layout)
+    checkpoint_version, checkpoint_seq = checkpoint.version, checkpoint.seq
     state = ModelState.from_checkpoint(
         backend,
         job,
@@ -104,11 +107,13 @@ def recover(
         max_staleness=max_staleness,
         repair_window=repair_window,
         noise=update_noise(privacy, layout.layout),
+        directory=directory,
     )
+    del checkpoint  # its blocks are in the model's files now
     replayed = repairs = 0
     for logged in store.read_log():
         if isinstance(logged, UpdateRecord):
-            if logged.seq <= checkpoint.seq:
+            if logged.seq <= checkpoint_seq:
                 state.remember(logged)
                 continue
             state.apply(logged, stage_logged(state, logged.envelope, layout.limits))
@@ -126,8 +131,8 @@ def recover(
         "recovered job %s at version %d (checkpoint %d + %d logged updates%s)",
         job.name,
         state.version,
-        checkpoint.version,
+        checkpoint_version,
         replayed,
         f", {repairs} repair{'s' if repairs != 1 else ''}" if repairs else "",
     )
-    return Recovered(layout, state, checkpoint.version)
+    return Recovered(layout, state, checkpoint_version)

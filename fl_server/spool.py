@@ -14,12 +14,13 @@ import hashlib
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import crypto
 
-__all__ = ["UpdateSpool"]
+__all__ = ["SpooledBlocks", "UpdateSpool"]
 
 _CHUNK = 1 << 20
 _HEAD = crypto.ENVELOPE_HEADERS.prefix.size + crypto.ENVELOPE_HEADERS.update.size
@@ -80,6 +81,11 @@ class UpdateSpool:
         for index, offset, length in self._offsets:
             yield index, os.pread(fd, length, offset)
 
+    def reopen(self) -> SpooledBlocks:
+        """The update's blocks, readable by position until the reader is closed, even
+        after the spool is (the shards read a large update twice: to check it, to add it)."""
+        return SpooledBlocks(self._file.fileno(), self._offsets)
+
     def chunks(self) -> Iterator[bytes]:
         """The envelope's bytes, in pieces of about 1 MiB."""
         fd = self._file.fileno()
@@ -96,3 +102,21 @@ class UpdateSpool:
     def close(self) -> None:
         """Drop the file (the update was logged, refused or abandoned)."""
         self._file.close()
+
+
+class SpooledBlocks:
+    """A finished spool's blocks on a descriptor of their own (a ``shards.BlockSource``)."""
+
+    def __init__(self, fd: int, offsets: Sequence[tuple[int, int, int]]) -> None:
+        self._fd = os.dup(fd)
+        self._close = weakref.finalize(self, os.close, self._fd)
+        self._offsets = offsets
+        self.indices = tuple(index for index, _, _ in offsets)
+        self.nbytes = sum(length for _, _, length in offsets)
+
+    def read(self, position: int) -> bytes:
+        _, offset, length = self._offsets[position]
+        return os.pread(self._fd, length, offset)
+
+    def close(self) -> None:
+        self._close()

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import crypto
 from fl_server.errors import StateError, TooStaleError, VersionAheadError
@@ -22,8 +23,8 @@ from fl_server.hospital_privacy import UpdateNoise
 from fl_server.receipts import ReceiptLedger, UpdateReceipt
 from fl_server.repairs import RepairBook, RepairSummary
 from fl_server.rounds import round_weights
-from fl_server.shards import ShardBackend, Staged
-from fl_server.snapshot import ModelSnapshot
+from fl_server.shards import BlockSource, ModelBlocks, ShardBackend, Staged
+from fl_server.snapshot import BlockWriter, ModelSnapshot, PublishedBlocks, ReceivedModel
 from fl_server.store import Checkpoint, JobRecord, ReleaseRecord, RepairRecord, UpdateRecord
 from fl_server.tally import UpdateTally
 from fl_server.weighting import UpdateWeigher
@@ -58,8 +59,10 @@ class ModelState:
         book: RepairBook | None = None,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> None:
         self.backend = backend
+        self.directory = directory
         self._profile = backend.profile
         # Hospital-level DP: the noise each applied update brings, and the buffered
         # updates whose noise goes into the model with the buffer.
@@ -73,11 +76,12 @@ class ModelState:
         # and in recovery the closed round's records the checkpoint holds, until weighed.
         self._round: list[tuple[UpdateRecord, Staged]] = []
         self._remembered: list[UpdateRecord] = []
-        # The newest serialized bytes of each block; ``_dirty`` blocks changed since.
-        self._bytes = list(snapshot.blocks)
+        # The newest serialized bytes of each block, in files (the published ones, then
+        # those serialized since); ``_dirty`` blocks changed since they were serialized.
+        self._written = BlockWriter(_published(snapshot.blocks, directory), directory)
         self._dirty: set[int] = set()
         self._lock = threading.Lock()
-        self.snapshot = snapshot
+        self.snapshot = replace(snapshot, blocks=self._written.base)
         self.version = snapshot.version
         self.seq = seq
         self.buffered = 0
@@ -95,21 +99,30 @@ class ModelState:
         cls,
         backend: ShardBackend,
         job: JobRecord,
-        model: crypto.EncryptedModel,
+        model: crypto.EncryptedModel | ReceivedModel,
         *,
         max_staleness: int,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> ModelState:
-        """Version 0 from a client's initial model envelope (every block, model scale).
+        """Version 0 from a client's initial model envelope (every block, model scale); a
+        ``ReceivedModel``'s file of blocks becomes the published model's as it is.
+
+        The published model's blocks go to files in ``directory`` (the job's; ``None``:
+        the system's temporary directory), as every later version's.
 
         Raises
         ------
         crypto.CryptoError
             A block that is not a valid model-scale ciphertext of this context.
         """
-        data = tuple(b.data for b in model.blocks)
-        _install(backend, data)
+        if isinstance(model, ReceivedModel):
+            data = model.blocks
+            _install(backend, data)
+        else:
+            _install(backend, [b.data for b in model.blocks])
+            data = PublishedBlocks.of((b.data for b in model.blocks), directory)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, 0, data, (0,) * len(data)
         )
@@ -123,6 +136,7 @@ class ModelState:
             max_staleness=max_staleness,
             repair_window=repair_window,
             noise=noise,
+            directory=directory,
         )
 
     @classmethod
@@ -136,6 +150,7 @@ class ModelState:
         max_staleness: int,
         repair_window: int = 16,
         noise: UpdateNoise | None = None,
+        directory: Path | None = None,
     ) -> ModelState:
         """The state a checkpoint recorded; ``StateError`` if it does not fit the job."""
         try:
@@ -172,6 +187,7 @@ class ModelState:
             book=book,
             repair_window=repair_window,
             noise=noise,
+            directory=directory,
         )
         state.rotated_at_seq = rotated_at_seq
         state._forget_old_receipts()
@@ -193,8 +209,8 @@ class ModelState:
         if self.buffered:
             raise StateError("a key rotation needs an empty buffer")
         version = self.version + 1
-        data = tuple(b.data for b in model.blocks)
-        _install(self.backend, data)
+        _install(self.backend, [b.data for b in model.blocks])
+        data = PublishedBlocks.of((b.data for b in model.blocks), self.directory)
         snapshot = ModelSnapshot(
             job.job_id, model.fingerprint, job.key_epoch, version, data, (version,) * len(data)
         )
@@ -212,6 +228,7 @@ class ModelState:
             book=book,
             repair_window=self.history.window,
             noise=self.noise,
+            directory=self.directory,
         )
         state.rotated_at_seq = self.seq
         state._forget_old_receipts()
@@ -221,7 +238,7 @@ class ModelState:
 
     @property
     def n_blocks(self) -> int:
-        return len(self._bytes)
+        return len(self._block_versions)
 
     def receipt(self, update_id: uuid.UUID) -> UpdateReceipt | None:
         """The first answer to an applied update, or to one a repair removed since."""
@@ -373,8 +390,11 @@ class ModelState:
 
     # -- changing -----------------------------------------------------------------------
 
-    def stage(self, blocks: Iterable[tuple[int, bytes]]) -> Staged:
-        """An update's blocks, loaded and validated by the backend for ``apply`` or ``repair``.
+    def stage(self, blocks: Iterable[tuple[int, bytes]] | BlockSource) -> Staged:
+        """An update's blocks, validated by the backend for ``apply`` or ``repair``.
+
+        A large update read from a ``BlockSource`` (its spool) is not held loaded: it is
+        read again when it is added (``Staged``).
 
         Raises
         ------
@@ -400,6 +420,8 @@ class ModelState:
         if record.deferred:
             with self._lock:
                 self._round.append((record, blocks))
+        elif record.flush:
+            self._weight_into_model(blocks, record)
         else:
             self._weight_into_buffer(blocks, record)
         with self._lock:
@@ -425,6 +447,15 @@ class ModelState:
         if self.noise is not None:
             self._noised.append(record)  # at its applied weight (a round's, once closed)
         self.backend.buffer(blocks, record.weight)
+        self._buffer.update(blocks.indices)
+
+    def _weight_into_model(self, blocks: Staged, record: UpdateRecord) -> None:
+        # The buffer's last update goes straight into the model, block by block: no buffer
+        # of ciphertexts holds it whole (with one update per buffer, none ever does).
+        # Additions are exact in the ring, so the model is bit for bit the buffered one's.
+        if self.noise is not None:
+            self._noised.append(record)
+        self.backend.add(blocks, record.weight)
         self._buffer.update(blocks.indices)
 
     def _close_round(self) -> dict[uuid.UUID, UpdateReceipt]:
@@ -571,7 +602,7 @@ class ModelState:
                 return False
             batch = dirty[step::steps]
             for index, data in zip(batch, self.backend.serialize(batch), strict=True):
-                self._bytes[index] = data
+                self._written.write(index, data)
             self._dirty.difference_update(batch)
         return True
 
@@ -586,7 +617,7 @@ class ModelState:
             self.snapshot.fingerprint,
             self.job.key_epoch,
             self.version,
-            tuple(self._bytes),
+            self._written.publish(),
             tuple(self._block_versions),
         )
         self.snapshot = snapshot
@@ -620,7 +651,12 @@ def _install(backend: ShardBackend, blocks: Sequence[bytes]) -> None:
     one is not valid, leaving the backend's model as it was."""
     if backend.n_blocks != len(blocks):
         backend.open(len(blocks))
-    backend.install(backend.stage(enumerate(blocks), model=True))
+    backend.install(backend.stage(ModelBlocks(blocks), model=True))
+
+
+def _published(blocks: Sequence[bytes], directory: Path | None) -> PublishedBlocks:
+    """``blocks`` in files (a checkpoint's, read into memory, are written out)."""
+    return blocks if isinstance(blocks, PublishedBlocks) else PublishedBlocks.of(blocks, directory)
 
 
 def _receipt(record: UpdateRecord) -> UpdateReceipt:

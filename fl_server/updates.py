@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,7 +29,7 @@ from fl_server.job import JobLifecycle
 from fl_server.jobspec import JobConfig
 from fl_server.journal import Journal, running_future
 from fl_server.parsing import client_input
-from fl_server.spool import UpdateSpool
+from fl_server.spool import SpooledBlocks, UpdateSpool
 from fl_server.traffic import Traffic
 from fl_server.worker import ApplyWorker
 from hefl_wire import AccessClaims
@@ -81,9 +81,9 @@ class _Arrival:
     samples: int | None = None
     keep_slot: bool = False
 
-    def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """The update's blocks, ``(index, ciphertext)``, one at a time from the spool."""
-        return self.spool.blocks()
+    def blocks(self) -> SpooledBlocks:
+        """The update's blocks, read from the spool one at a time (and again, if large)."""
+        return self.spool.reopen()
 
 
 class UpdatePipeline:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import crypto
 from fl_server.shards._base import (
+    STREAM_ABOVE,
     BlockBytes,
+    BlockList,
+    BlockSource,
+    ModelBlocks,
     NoiseDraws,
     ShardBackend,
     ShardDiedError,
@@ -15,8 +19,12 @@ from fl_server.shards._memory import InProcessBackend
 from fl_server.shards._process import ProcessBackend
 
 __all__ = [
+    "STREAM_ABOVE",
     "BlockBytes",
+    "BlockList",
+    "BlockSource",
     "InProcessBackend",
+    "ModelBlocks",
     "NoiseDraws",
     "ProcessBackend",
     "ShardBackend",

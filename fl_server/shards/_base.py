@@ -3,19 +3,100 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 import crypto
 from fl_server.errors import StorageError
+from fl_server.store import FileBlocks
 
-__all__ = ["BlockBytes", "NoiseDraws", "ShardBackend", "ShardDiedError", "ShardError", "Staged"]
+__all__ = [
+    "STREAM_ABOVE",
+    "BlockBytes",
+    "BlockList",
+    "BlockSource",
+    "ModelBlocks",
+    "NoiseDraws",
+    "ShardBackend",
+    "ShardDiedError",
+    "ShardError",
+    "Staged",
+    "as_source",
+]
 
 # An update's or a model's blocks as they travel: (block index, ciphertext bytes) pairs.
 BlockBytes = Iterable[tuple[int, bytes]]
+
+# An update of more ciphertext bytes than this is staged streamed (``Staged.source``):
+# validated and dropped, then read and loaded again block by block by the operation that
+# adds it. Below it, the loaded blocks are held until then (one deserialize, not two).
+STREAM_ABOVE = 64 * 1024 * 1024
+
+
+@runtime_checkable
+class BlockSource(Protocol):
+    """Blocks that can be read again, one at a time, in any order, until ``close``.
+
+    ``indices[p]`` is the block index of the block at position ``p``; ``read(p)`` its
+    ciphertext bytes; ``nbytes`` the sum of their lengths. An update's spool file is one
+    (``fl_server.spool.SpooledBlocks``); ``BlockList`` holds them in memory.
+    """
+
+    @property
+    def indices(self) -> Sequence[int]: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    def read(self, position: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class BlockList:
+    """A ``BlockSource`` of blocks held in memory."""
+
+    def __init__(self, blocks: BlockBytes) -> None:
+        pairs = list(blocks)
+        self.indices = tuple(i for i, _ in pairs)
+        self._data = [data for _, data in pairs]
+        self.nbytes = sum(len(data) for data in self._data)
+
+    def read(self, position: int) -> bytes:
+        return self._data[position]
+
+    def close(self) -> None:
+        self._data = []
+
+
+class ModelBlocks:
+    """A ``BlockSource`` of every block of a model, in order, read from ``blocks`` when asked
+    (a published model's or a checkpoint's files: never held all at once)."""
+
+    def __init__(self, blocks: Sequence[bytes]) -> None:
+        self._blocks = blocks
+        self.indices = range(len(blocks))
+
+    @property
+    def nbytes(self) -> int:
+        blocks = self._blocks
+        if isinstance(blocks, FileBlocks):  # their sizes are known without reading them
+            return sum(blocks.size(i) for i in self.indices)
+        return sum(len(b) for b in blocks)
+
+    def read(self, position: int) -> bytes:
+        return self._blocks[position]
+
+    def close(self) -> None:
+        pass
+
+
+def as_source(blocks: BlockBytes | BlockSource) -> BlockSource:
+    """``blocks`` as a ``BlockSource`` (pairs are taken into a ``BlockList``)."""
+    return blocks if isinstance(blocks, BlockSource) else BlockList(blocks)
 
 
 class ShardError(StorageError):
@@ -32,13 +113,18 @@ class ShardDiedError(ShardError):
 
 @dataclass(frozen=True)
 class Staged:
-    """Blocks a backend holds loaded and validated, until one operation consumes them.
+    """Blocks a backend validated, until one operation consumes them.
 
-    ``token`` names them on every shard; ``indices`` are the blocks they touch.
+    ``token`` names them on every shard; ``indices`` are the blocks they touch. With no
+    ``source`` the shards hold them loaded; with one (a large update, ``STREAM_ABOVE``)
+    they were loaded and dropped, and the operation that consumes them reads ``source``
+    again and loads and adds block by block (the same bytes: it cannot fail on input).
+    The backend closes ``source`` once consumed.
     """
 
     token: int
     indices: tuple[int, ...]
+    source: BlockSource | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -90,9 +176,11 @@ class ShardBackend(Protocol):
 
     Staging is the first phase of every change: ``stage`` loads and validates an
     update's blocks on every shard, or on none (a bad block anywhere raises and leaves
-    every shard as it was). The second phase (``buffer``, ``subtract``, ``install``,
-    ``probe``) consumes what was staged and cannot fail on input. A new per-block
-    operation (for example a seeded plaintext add) is one more method of this kind.
+    every shard as it was). The second phase (``buffer``, ``add``, ``subtract``,
+    ``install``, ``probe``) consumes what was staged and cannot fail on input. A large
+    update is not held loaded in between: its blocks travel again, one at a time, with the
+    operation that consumes it (``Staged.source``). A new per-block operation (for example
+    a seeded plaintext add) is one more method of this kind.
     """
 
     @property
@@ -109,8 +197,12 @@ class ShardBackend(Protocol):
     def open(self, n_blocks: int) -> None:
         """Hold a model of ``n_blocks`` blocks (no model until ``install``); drops any held."""
 
-    def stage(self, blocks: BlockBytes, *, model: bool = False) -> Staged:
-        """Load and validate ``blocks`` (update blocks, or model blocks if ``model``).
+    def stage(self, blocks: BlockBytes | BlockSource, *, model: bool = False) -> Staged:
+        """Load and validate ``blocks`` (update blocks, or model blocks if ``model``);
+        the backend takes a ``BlockSource`` over (it closes it).
+
+        Model blocks are held loaded (they become the model); update blocks of more than
+        ``STREAM_ABOVE`` bytes are streamed (``Staged.source``).
 
         Raises
         ------
@@ -126,6 +218,9 @@ class ShardBackend(Protocol):
 
     def flush(self) -> None:
         """Add the buffer into the model and empty it."""
+
+    def add(self, staged: Staged, weight: float) -> None:
+        """Add ``weight`` times the staged update straight into the model (no buffer)."""
 
     def subtract(self, staged: Staged, weight: float) -> None:
         """Subtract ``weight`` times the staged update from the model (a repair)."""

@@ -2,45 +2,70 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import crypto
 from fl_server.shards._base import NoiseDraws, ShardError
 
-__all__ = ["ShardCore"]
+__all__ = ["Frames", "ShardCore"]
 
 _Loaded = list[tuple[int, crypto.EncryptedBlock]]
+
+# The ciphertext bytes of streamed staged blocks, in the order the operation takes them.
+Frames = Iterator[bytes]
+_NONE: Frames = iter(())
+
+
+@dataclass(frozen=True)
+class _Streamed:
+    """Staged blocks validated and dropped: their bytes come again with the operation."""
+
+    indices: tuple[int, ...]
+    model: bool
 
 
 class ShardCore:
     """Blocks ``lo..hi-1`` of a model: their ciphertexts, their part of the buffer, and
-    what is staged for them, named by token. Runs in whichever process owns the range."""
+    what is staged for them, named by token. Runs in whichever process owns the range.
+
+    An operation on streamed staged blocks (``stage(..., hold=False)``) takes their bytes
+    again from ``frames``, one block at a time, in the order of its tokens."""
 
     def __init__(self, cipher: crypto.ServerCipher, lo: int = 0, hi: int = 0) -> None:
         self.cipher = cipher
         self.lo, self.hi = lo, hi
         self._blocks: list[crypto.EncryptedBlock] = []
         self._buffer: dict[int, crypto.EncryptedBlock] = {}
-        self._staged: dict[int, _Loaded] = {}
+        self._staged: dict[int, _Loaded | _Streamed] = {}
 
     def open(self, lo: int, hi: int) -> None:
         self.lo, self.hi = lo, hi
         self._blocks, self._buffer, self._staged = [], {}, {}
 
-    def stage(self, token: int, blocks: Iterable[tuple[int, bytes]], *, model: bool) -> None:
-        load = self.cipher.load_model_block if model else self.cipher.load_update_block
+    def stage(
+        self, token: int, blocks: Iterable[tuple[int, bytes]], *, model: bool, hold: bool = True
+    ) -> None:
+        """Load and validate ``blocks``; hold them loaded, or (not ``hold``) drop each."""
+        load = self._loader(model)
         loaded: _Loaded = []
+        indices: list[int] = []
         for index, data in blocks:
             if not self.lo <= index < self.hi:
                 raise ShardError(f"block {index} is not in this shard ({self.lo}..{self.hi - 1})")
-            loaded.append((index, load(data)))
-        self._staged[token] = loaded
+            block = load(data)
+            if hold:
+                loaded.append((index, block))
+            else:
+                indices.append(index)
+            del block
+        self._staged[token] = loaded if hold else _Streamed(tuple(indices), model)
 
     def discard(self, token: int) -> None:
         self._staged.pop(token, None)
 
-    def buffer(self, token: int, weight: float) -> None:
-        for index, block in self._take(token):
+    def buffer(self, token: int, weight: float, frames: Frames = _NONE) -> None:
+        for index, block in self._take(token, frames):
             weighted = self.cipher.weight_update(block, weight)
             pending = self._buffer.get(index)
             if pending is None:
@@ -53,16 +78,23 @@ class ShardCore:
             self.cipher.add_into(self._block(index), pending)
         self._buffer.clear()
 
-    def subtract(self, token: int, weight: float) -> None:
-        for index, block in self._take(token):
+    def add(self, token: int, weight: float, frames: Frames = _NONE) -> None:
+        """``model += weight * update``, block by block: no buffer holds the update."""
+        for index, block in self._take(token, frames):
+            self.cipher.add_weighted(self._block(index), block, weight)
+
+    def subtract(self, token: int, weight: float, frames: Frames = _NONE) -> None:
+        for index, block in self._take(token, frames):
             self.cipher.subtract_weighted(self._block(index), block, weight)
 
-    def install(self, token: int) -> None:
-        loaded = self._take(token)
-        if [i for i, _ in loaded] != list(range(self.lo, self.hi)):
+    def install(self, token: int, frames: Frames = _NONE) -> None:
+        staged = self._staged.get(token)
+        indices = staged.indices if isinstance(staged, _Streamed) else [i for i, _ in staged or ()]
+        if list(indices) != list(range(self.lo, self.hi)):
+            self._staged.pop(token, None)
             raise ShardError(f"a model needs every block {self.lo}..{self.hi - 1}, in order")
-        self._blocks = [block for _, block in loaded]
-        self._buffer.clear()
+        self._blocks, self._buffer = [], {}  # validated: the new model cannot fail on input
+        self._blocks = [block for _, block in self._take(token, frames)]
 
     def noise(self, noise: NoiseDraws, into: Sequence[crypto.EncryptedBlock] | None = None) -> None:
         """Add ``noise`` into the model's blocks, or take it out of ``into`` (a probe's copy
@@ -92,24 +124,43 @@ class ShardCore:
         subtract: Sequence[tuple[int, float]],
         add: Sequence[tuple[int, float]],
         noise: NoiseDraws | None = None,
+        frames: Frames = _NONE,
     ) -> list[bytes]:
         # A keyless context cannot copy a ciphertext but by serializing and loading it.
         copy = [self.cipher.load_model_block(b) for b in self.serialize(range(self.lo, self.hi))]
         for token, weight in subtract:
-            for index, block in self._take(token):
+            for index, block in self._take(token, frames):
                 self.cipher.subtract_weighted(copy[index - self.lo], block, weight)
         for token, weight in add:
-            for index, block in self._take(token):
+            for index, block in self._take(token, frames):
                 self.cipher.add_weighted(copy[index - self.lo], block, weight)
         if noise is not None and noise.draws:
             self.noise(noise, into=copy)
         return [self.cipher.block_to_bytes(block) for block in copy]
 
-    def _take(self, token: int) -> _Loaded:
+    def _loader(self, model: bool) -> Callable[[bytes], crypto.EncryptedBlock]:
+        return self.cipher.load_model_block if model else self.cipher.load_update_block
+
+    def _take(self, token: int, frames: Frames) -> Iterator[tuple[int, crypto.EncryptedBlock]]:
+        """The staged blocks of ``token``, loaded (streamed ones from ``frames``, one at a
+        time, as they are taken)."""
         try:
-            return self._staged.pop(token)
+            staged = self._staged.pop(token)
         except KeyError:
             raise ShardError(f"nothing is staged under token {token}") from None
+        if isinstance(staged, _Streamed):
+            return self._reload(staged, frames)
+        return iter(staged)
+
+    def _reload(
+        self, staged: _Streamed, frames: Frames
+    ) -> Iterator[tuple[int, crypto.EncryptedBlock]]:
+        load = self._loader(staged.model)
+        for index in staged.indices:
+            data = next(frames, None)
+            if data is None:
+                raise ShardError(f"the bytes of staged block {index} did not come")
+            yield index, load(data)
 
     def _block(self, index: int) -> crypto.EncryptedBlock:
         if not self._blocks:

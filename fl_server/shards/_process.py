@@ -15,7 +15,16 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 import crypto
-from fl_server.shards._base import BlockBytes, NoiseDraws, ShardDiedError, ShardError, Staged
+from fl_server.shards._base import (
+    STREAM_ABOVE,
+    BlockBytes,
+    BlockSource,
+    NoiseDraws,
+    ShardDiedError,
+    ShardError,
+    Staged,
+    as_source,
+)
 from fl_server.shards._frames import receive_message, send_message
 from fl_server.shards._worker import serve
 
@@ -64,15 +73,23 @@ class _Shard:
         self.failure: ShardError | None = None
         self.post({"op": "init", "profile": profile.name}, [public_context])
 
-    def post(self, header: dict[str, Any], frames: Sequence[bytes] = ()) -> None:
-        """Send a message; its reply is read by a later ``reply``."""
+    def post(self, header: dict[str, Any], frames: Sequence[bytes] = (), count: int = -1) -> None:
+        """Send a message; its reply is read by a later ``reply``. With ``count``, the
+        message's ``count`` frames follow by ``send_frame``."""
         if self.failure is not None:
             raise self.failure
         try:
-            send_message(self.conn, header, frames)
+            send_message(self.conn, header, frames, count)
         except OSError as exc:
             raise self._died() from exc
         self.pending += 1
+
+    def send_frame(self, frame: bytes) -> None:
+        """One frame of the message posted last."""
+        try:
+            self.conn.send_bytes(frame)
+        except OSError as exc:
+            raise self._died() from exc
 
     def reply(self) -> tuple[dict[str, Any], list[bytes]]:
         """The reply to the newest message (after every earlier one, raising the first error
@@ -124,12 +141,25 @@ class ProcessBackend:
         Its profile.
     shards
         How many worker processes.
+    stream_above
+        Update blocks of more bytes than this are staged streamed (``Staged.source``).
+
+    Blocks cross the pipes one at a time, to every shard in turn, so that the shards
+    load them at once and neither side holds an update's bytes whole.
     """
 
-    def __init__(self, public_context: bytes, profile: crypto.CkksProfile, shards: int) -> None:
+    def __init__(
+        self,
+        public_context: bytes,
+        profile: crypto.CkksProfile,
+        shards: int,
+        *,
+        stream_above: int = STREAM_ABOVE,
+    ) -> None:
         if shards < 1:
             raise ValueError("a process backend needs at least one shard")
         self._profile = profile
+        self._stream_above = stream_above
         ctx = _context()
         self._shards: list[_Shard] = []
         try:
@@ -167,43 +197,53 @@ class ProcessBackend:
             [{"op": "open", "lo": lo, "hi": hi} for lo, hi in itertools.pairwise(self._bounds)]
         )
 
-    def stage(self, blocks: BlockBytes, *, model: bool = False) -> Staged:
-        token = next(self._tokens)
-        indices: list[list[int]] = [[] for _ in self._shards]
-        frames: list[list[bytes]] = [[] for _ in self._shards]
-        order: list[int] = []
-        for index, data in blocks:
-            owner = self._owner(index)
-            indices[owner].append(index)
-            frames[owner].append(data)
-            order.append(index)
-        header = {"op": "stage", "token": token, "model": model}
-        for shard, part, blobs in zip(self._shards, indices, frames, strict=True):
-            shard.post({**header, "indices": part}, blobs)
-        # Phase one done on every shard: a block refused anywhere leaves every shard as it was.
-        replies = [shard.reply()[0] for shard in self._shards]
+    def stage(self, blocks: BlockBytes | BlockSource, *, model: bool = False) -> Staged:
+        source = as_source(blocks)
+        try:
+            token = next(self._tokens)
+            hold = model or source.nbytes <= self._stream_above
+            parts = self._split(source)
+            header = {"op": "stage", "token": token, "model": model, "hold": hold}
+            for shard, part in zip(self._shards, parts, strict=True):
+                indices = [source.indices[p] for p in part]
+                shard.post({**header, "indices": indices}, count=len(part))
+            self._send(source, parts)
+            # Phase one done on every shard: a block refused anywhere leaves every shard as
+            # it was.
+            replies = [shard.reply()[0] for shard in self._shards]
+        except BaseException:
+            source.close()
+            raise
         refused = [r for r in replies if not r["ok"]]
         if refused:
+            source.close()
             for shard, reply in zip(self._shards, replies, strict=True):
                 if reply["ok"]:
                     shard.post({"op": "discard", "token": token})
             raise _error(refused[0])
-        return Staged(token, tuple(order))
+        if hold:
+            source.close()
+        return Staged(token, tuple(source.indices), None if hold else source)
 
     def discard(self, staged: Staged) -> None:
+        if staged.source is not None:
+            staged.source.close()
         self._post_all({"op": "discard", "token": staged.token})
 
     def buffer(self, staged: Staged, weight: float) -> None:
-        self._post_all({"op": "buffer", "token": staged.token, "weight": weight})
+        self._consume({"op": "buffer", "token": staged.token, "weight": weight}, [staged])
+
+    def add(self, staged: Staged, weight: float) -> None:
+        self._consume({"op": "add", "token": staged.token, "weight": weight}, [staged])
 
     def flush(self) -> None:
         self._post_all({"op": "flush"})
 
     def subtract(self, staged: Staged, weight: float) -> None:
-        self._post_all({"op": "subtract", "token": staged.token, "weight": weight})
+        self._consume({"op": "subtract", "token": staged.token, "weight": weight}, [staged])
 
     def install(self, staged: Staged) -> None:
-        self._post_all({"op": "install", "token": staged.token})
+        self._consume({"op": "install", "token": staged.token}, [staged])
 
     def noise(self, noise: NoiseDraws) -> None:
         self._post_all({"op": "noise", "noise": noise.to_json()})
@@ -230,7 +270,8 @@ class ProcessBackend:
             "add": [[s.token, w] for s, w in add],
             "noise": None if noise is None else noise.to_json(),
         }
-        replies = self._all([header] * len(self._shards))
+        self._consume(header, [s for s, _ in (*subtract, *add)])
+        replies = [self._check(shard.reply()) for shard in self._shards]
         return [frame for frames in replies for frame in frames]  # ranges are in order
 
     def close(self) -> None:
@@ -242,6 +283,35 @@ class ProcessBackend:
         if not 0 <= index < self._bounds[-1]:
             raise ShardError(f"block {index} is outside the model (0..{self._bounds[-1] - 1})")
         return bisect.bisect_right(self._bounds, index) - 1
+
+    def _split(self, source: BlockSource) -> list[list[int]]:
+        """The positions of ``source``'s blocks, split by owning shard."""
+        parts: list[list[int]] = [[] for _ in self._shards]
+        for position, index in enumerate(source.indices):
+            parts[self._owner(index)].append(position)
+        return parts
+
+    def _send(self, source: BlockSource, parts: Sequence[Sequence[int]]) -> None:
+        """Each shard's blocks of ``source`` (``parts``: positions), a block to every shard
+        in turn, read one at a time: the shards load at once while the next is read."""
+        for k in range(max((len(part) for part in parts), default=0)):
+            for shard, part in zip(self._shards, parts, strict=True):
+                if k < len(part):
+                    shard.send_frame(source.read(part[k]))
+
+    def _consume(self, header: dict[str, Any], staged: Sequence[Staged]) -> None:
+        """Post ``header`` to every shard, followed by the blocks of the streamed ones of
+        ``staged`` (in their order), which are then closed; the replies are read later."""
+        streamed = [s.source for s in staged if s.source is not None]
+        try:
+            splits = [self._split(source) for source in streamed]
+            for k, shard in enumerate(self._shards):
+                shard.post(header, count=sum(len(parts[k]) for parts in splits))
+            for source, parts in zip(streamed, splits, strict=True):
+                self._send(source, parts)
+        finally:
+            for source in streamed:
+                source.close()
 
     def _post_all(self, header: dict[str, Any]) -> None:
         for shard in self._shards:

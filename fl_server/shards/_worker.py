@@ -9,8 +9,8 @@ from typing import Any
 
 import crypto
 from fl_server.shards._base import NoiseDraws
-from fl_server.shards._core import ShardCore
-from fl_server.shards._frames import receive_message, send_message
+from fl_server.shards._core import Frames, ShardCore
+from fl_server.shards._frames import receive_header, receive_message, send_message
 
 __all__ = ["serve"]
 
@@ -20,25 +20,31 @@ def _steps(raw: list[list[Any]]) -> list[tuple[int, float]]:
 
 
 def _run(
-    core: ShardCore, op: str, h: dict[str, Any], frames: list[bytes]
+    core: ShardCore, op: str, h: dict[str, Any], frames: Frames
 ) -> tuple[int, Iterable[bytes]]:
     """One operation of the seam (``ShardBackend``) on this shard: how many reply frames,
-    and the frames (serialized blocks go out one by one while the next is serialized)."""
+    and the frames (serialized blocks go out one by one while the next is serialized).
+
+    ``frames`` are read from the pipe as the operation takes them: a staged update's
+    blocks are loaded one at a time as they arrive, never received whole first."""
     match op:
         case "open":
             core.open(int(h["lo"]), int(h["hi"]))
         case "stage":
-            core.stage(int(h["token"]), zip(h["indices"], frames, strict=True), model=h["model"])
+            blocks = zip(h["indices"], frames, strict=True)
+            core.stage(int(h["token"]), blocks, model=h["model"], hold=h.get("hold", True))
         case "discard":
             core.discard(int(h["token"]))
         case "buffer":
-            core.buffer(int(h["token"]), float(h["weight"]))
+            core.buffer(int(h["token"]), float(h["weight"]), frames)
+        case "add":
+            core.add(int(h["token"]), float(h["weight"]), frames)
         case "flush":
             core.flush()
         case "subtract":
-            core.subtract(int(h["token"]), float(h["weight"]))
+            core.subtract(int(h["token"]), float(h["weight"]), frames)
         case "install":
-            core.install(int(h["token"]))
+            core.install(int(h["token"]), frames)
         case "noise":
             core.noise(NoiseDraws.from_json(h["noise"]))
         case "serialize":
@@ -46,7 +52,7 @@ def _run(
             return len(indices), core.serialized(indices)
         case "probe":
             noise = None if h.get("noise") is None else NoiseDraws.from_json(h["noise"])
-            rebuilt = core.probe(_steps(h["subtract"]), _steps(h["add"]), noise)
+            rebuilt = core.probe(_steps(h["subtract"]), _steps(h["add"]), noise, frames)
             return len(rebuilt), rebuilt
         case _:
             raise ValueError(f"unknown operation {op!r}")
@@ -63,16 +69,19 @@ def serve(conn: Connection) -> None:
     # The server stops its workers itself; a Ctrl-C to the process group is its to handle.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        header, frames = receive_message(conn)
-        core = ShardCore(crypto.ServerCipher(frames[0], crypto.get_profile(header["profile"])))
+        header, context = receive_message(conn)
+        core = ShardCore(crypto.ServerCipher(context[0], crypto.get_profile(header["profile"])))
         send_message(conn, {"ok": True})
         while True:
-            header, frames = receive_message(conn)
+            header, frames = receive_header(conn)
             op = header.pop("op")
             if op == "close":
                 return
             try:
-                count, result = _run(core, op, header, frames)
+                try:
+                    count, result = _run(core, op, header, frames)
+                finally:
+                    frames.drain()  # the next message starts after this one's last frame
             except crypto.CryptoError as exc:
                 send_message(conn, {"ok": False, "error": type(exc).__name__, "message": str(exc)})
             except Exception as exc:

@@ -11,6 +11,7 @@ from fl_server.store._memory import MemoryStore
 from fl_server.store._records import (
     Checkpoint,
     ControlRecord,
+    FileBlocks,
     JobRecord,
     LogRecord,
     ReleaseRecord,
@@ -24,6 +25,7 @@ __all__ = [
     "Checkpoint",
     "ControlRecord",
     "DirectoryLock",
+    "FileBlocks",
     "FileStore",
     "JobRecord",
     "LogRecord",

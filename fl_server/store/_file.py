@@ -11,7 +11,7 @@ from typing import Any
 import hefl_durable
 from fl_server.errors import StateError
 from fl_server.store._base import Store
-from fl_server.store._checkpoint import checkpoint_from_bytes, checkpoint_to_parts
+from fl_server.store._checkpoint import checkpoint_from_file, write_checkpoint_file
 from fl_server.store._lock import DirectoryLock
 from fl_server.store._metrics import MetricsFile
 from fl_server.store._records import Checkpoint, ControlRecord, JobRecord, LogRecord
@@ -100,7 +100,10 @@ class FileStore(Store):
                 logger.warning("finishing the rotation to key epoch %d a crash interrupted", epoch)
                 for _ in self._wal.read(-1):
                     pass  # learn where the log ends, so that every segment can be dropped
-                self._install_rotated(path, checkpoint_from_bytes(path.read_bytes(), path).seq)
+                rotated = checkpoint_from_file(path)
+                if rotated is None:
+                    raise StateError(f"{path.name} went away while the job was opened")
+                self._install_rotated(path, rotated.seq)
             else:
                 logger.warning(
                     "dropping %s: a rotation to key epoch %d that never committed", path.name, epoch
@@ -129,19 +132,18 @@ class FileStore(Store):
 
     def load_checkpoint(self) -> Checkpoint | None:
         path = self.state_dir / "checkpoint.bin"
-        data = _read(path)
-        return checkpoint_from_bytes(data, path) if data is not None else None
+        return checkpoint_from_file(path)
 
     def write_checkpoint(self, checkpoint: Checkpoint) -> None:
         path = self.state_dir / "checkpoint.bin"
-        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        write_checkpoint_file(path, checkpoint)
         self._wal.drop_through(checkpoint.log_kept_after)
 
     def commit_rotation(self, job: JobRecord, checkpoint: Checkpoint) -> None:
         # 1. the re-encrypted model, not yet in force; 2. job.json names the new epoch: the
         # commit point; 3. the model takes the checkpoint's place and the old log goes.
         path = self.state_dir / f"{_ROTATION_PREFIX}{job.key_epoch:06d}.bin"
-        hefl_durable.write_atomic(path, *checkpoint_to_parts(checkpoint))
+        write_checkpoint_file(path, checkpoint)
         self.save_job(job)
         self._install_rotated(path, checkpoint.seq)
 

@@ -12,15 +12,17 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
+from abc import abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from fl_server.errors import StateError
 
 __all__ = [
     "Checkpoint",
     "ControlRecord",
+    "FileBlocks",
     "JobRecord",
     "LogRecord",
     "PayloadSource",
@@ -504,6 +506,39 @@ def log_record_from_header(header: Mapping[str, Any], payload: bytes) -> LogReco
     raise ValueError(f"unknown log record kind {kind!r}")
 
 
+class FileBlocks(Sequence[bytes]):
+    """Serialized model blocks kept in files and read one at a time when asked, never held
+    all at once (a checkpoint's, a published model's); a block's ``size`` is known without
+    reading it."""
+
+    @abstractmethod
+    def read(self, index: int) -> bytes:
+        """Block ``index``'s bytes (``0 <= index < len(self)``)."""
+
+    @abstractmethod
+    def size(self, index: int) -> int:
+        """Block ``index``'s length."""
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        if isinstance(index, slice):
+            return [self.read(i) for i in range(len(self))[index]]
+        return self.read(range(len(self))[index])
+
+    def __eq__(self, other: object) -> bool:
+        """The same bytes as ``other``, a sequence of bytes (reads every block)."""
+        if not isinstance(other, Sequence) or isinstance(other, (bytes, str)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """The model at ``version`` with every update up to ``seq`` in it and none buffered.
@@ -517,7 +552,7 @@ class Checkpoint:
 
     version: int
     seq: int
-    blocks: tuple[bytes, ...] = field(repr=False)
+    blocks: Sequence[bytes] = field(repr=False)
     state: Mapping[str, Any] = field(repr=False)
     drop_through: int | None = None
 

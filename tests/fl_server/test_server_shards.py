@@ -186,6 +186,113 @@ def test_repairs_and_probes_take_back_exactly_what_was_added(
     assert repaired == initial
 
 
+class _CountedSource:
+    """A ``BlockSource`` that counts its reads and says whether it was closed."""
+
+    def __init__(self, blocks: list[tuple[int, bytes]]) -> None:
+        self._blocks = blocks
+        self.indices = [i for i, _ in blocks]
+        self.nbytes = sum(len(b) for _, b in blocks)
+        self.reads = 0
+        self.closed = False
+
+    def read(self, position: int) -> bytes:
+        assert not self.closed
+        self.reads += 1
+        return self._blocks[position][1]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_streamed_updates_are_read_twice_and_add_what_held_ones_add_bit_for_bit(
+    small_keys: crypto.KeyMaterial,
+    small_server: crypto.ServerCipher,
+    small_client: crypto.ClientCipher,
+    small_profile: crypto.CkksProfile,
+) -> None:
+    # Prepare: backends that hold every update loaded, and backends that stream them all
+    model = _model(small_client, small_profile)
+    updates = [_update(small_client, small_profile, seed) for seed in (1, 2, 3)]
+    process = [
+        ProcessBackend(small_keys.public_context, small_profile, 2, stream_above=limit)
+        for limit in (1 << 40, 0)
+    ]
+    backends: list[ShardBackend] = [
+        InProcessBackend(small_server, stream_above=1 << 40),
+        InProcessBackend(small_server, stream_above=0),
+        *process,
+    ]
+    results, probes, sources = [], [], []
+    try:
+        # Execute: buffered, added straight in, a round of two, a probe and a repair
+        for backend in backends:
+            _install(backend, model)
+            first = _CountedSource([(i, updates[0][i]) for i in (1, 2, 3)])
+            staged = backend.stage(first)
+            backend.buffer(staged, 0.5)
+            backend.add(backend.stage(enumerate(updates[1])), 0.25)
+            backend.flush()
+            probe = backend.stage(enumerate(updates[1]))
+            probes.append(backend.probe([(probe, 0.25)], []))
+            backend.subtract(backend.stage(enumerate(updates[1])), 0.25)
+            last = backend.stage(enumerate(updates[2]))
+            backend.add(last, 1.0)
+            results.append(backend.serialize(range(N_BLOCKS)))
+            sources.append((first, staged, last))
+    finally:
+        for backend in process:
+            backend.close()
+
+    # Assert: every backend made the same ciphertexts; streamed sources were read twice
+    # and closed once consumed, held ones read once and closed at once
+    assert all(r == results[0] for r in results)
+    assert all(p == probes[0] for p in probes)
+    for (first, staged, last), streams in zip(sources, (False, True, False, True), strict=True):
+        assert first.closed
+        assert first.reads == (6 if streams else 3)
+        assert (staged.source is not None) == streams
+        assert (last.source is not None) == streams
+    expected = np.stack(_rows(small_profile, 0, 0.1))
+    expected[[1, 2, 3]] += 0.5 * np.stack(_rows(small_profile, 1, 0.01))[[1, 2, 3]]
+    expected += np.stack(_rows(small_profile, 3, 0.01))
+    assert np.allclose(_decrypt(small_client, results[0]), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("shards", [0, 2])
+def test_a_bad_block_refuses_a_streamed_update_before_anything_is_added(
+    shards: int,
+    small_keys: crypto.KeyMaterial,
+    small_server: crypto.ServerCipher,
+    small_client: crypto.ClientCipher,
+    small_profile: crypto.CkksProfile,
+) -> None:
+    # Prepare: streaming backends; an update whose last block is a model block
+    backend: ShardBackend = (
+        ProcessBackend(small_keys.public_context, small_profile, shards, stream_above=0)
+        if shards
+        else InProcessBackend(small_server, stream_above=0)
+    )
+    try:
+        _install(backend, _model(small_client, small_profile))
+        update = _update(small_client, small_profile, 1)
+        bad = [*update[:-1], small_client.encrypt_model_block(np.zeros(small_profile.block_size))]
+        source = _CountedSource(list(enumerate(bad)))
+
+        # Execute
+        with pytest.raises(crypto.CiphertextError):
+            backend.stage(source)
+        backend.add(backend.stage(enumerate(update)), 1.0)
+
+        # Assert: the good update only, and the refused source closed
+        assert source.closed
+        expected = np.stack(_rows(small_profile, 0, 0.1)) + np.stack(_rows(small_profile, 1, 0.01))
+        blocks = backend.serialize(range(N_BLOCKS))
+        assert np.allclose(_decrypt(small_client, blocks), expected, atol=1e-4)
+    finally:
+        backend.close()
+
+
 def test_a_dead_worker_is_reported_not_waited_for(
     small_keys: crypto.KeyMaterial,
     small_client: crypto.ClientCipher,

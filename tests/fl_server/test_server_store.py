@@ -233,6 +233,7 @@ def test_the_package_exports_every_name_it_did_as_a_module() -> None:
         "Checkpoint",
         "ControlRecord",
         "DirectoryLock",
+        "FileBlocks",
         "FileStore",
         "JobRecord",
         "LogRecord",
@@ -309,3 +310,28 @@ def test_new_log_segments_and_the_metrics_file_are_synced_into_their_directory(
     assert after_append == [wal_dir.st_ino, segment.stat().st_ino]
     metrics = (tmp_path / "state" / "metrics.jsonl").stat()
     assert synced[len(after_append) :] == [state_dir.st_ino, metrics.st_ino]
+
+
+def test_a_loaded_checkpoint_reads_its_blocks_from_its_file_even_once_replaced(
+    tmp_path: Path,
+) -> None:
+    # Prepare: a checkpoint on disk, loaded
+    store = FileStore(tmp_path)
+    store.save_job(JOB)
+    store.write_checkpoint(checkpoint(3, 3))
+    loaded = store.load_checkpoint()
+    assert loaded is not None
+
+    # Execute: a newer checkpoint replaces the file (atomically)
+    store.write_checkpoint(
+        Checkpoint(version=4, seq=4, blocks=(b"new-0", b"new-1"), state={"anything": []})
+    )
+
+    # Assert: the loaded one still reads the blocks it had, one at a time, sizes known
+    assert not isinstance(loaded.blocks, tuple)
+    assert [loaded.blocks.size(i) for i in range(2)] == [7, 8]  # type: ignore[attr-defined]
+    assert list(loaded.blocks) == [b"block-0", b"block-1!"]
+    newest = store.load_checkpoint()
+    assert newest is not None
+    assert list(newest.blocks) == [b"new-0", b"new-1"]
+    store.close()
