@@ -9,7 +9,8 @@ round trip each way and counts the HTTP requests. For each flow (``one``, the cl
 default: the update carries the metrics and its answer the next round's lease and model;
 ``combined``: the pull takes the lease, the update carries the metrics; ``separate``: job,
 slot, model, update, slot release, metrics) and each added round trip (0 and
-``--rtt-ms``), the hospital sends a few warm-up updates, then ``--updates`` timed ones (``Runner.run_round``, wall clock).
+``--rtt-ms``), the hospital sends a few warm-up updates, then ``--updates`` timed ones
+(``Runner.run_round``, wall clock).
 The hospital's local training (its stage ``train``: the evaluation of the pulled model and
 the local steps) is timed inside each update, and so is every other stage (the two
 requests, decryption, encryption, the durable writes of the hospital's state): the second
