@@ -126,6 +126,24 @@ class Staged:
     indices: tuple[int, ...]
     source: BlockSource | None = field(default=None, compare=False, repr=False)
 
+    @staticmethod
+    def holds(source: BlockSource, *, model: bool, stream_above: int) -> bool:
+        """Whether the shards keep ``source``'s blocks loaded between the phases: a model,
+        or an update of at most ``stream_above`` bytes (larger ones are streamed)."""
+        return model or source.nbytes <= stream_above
+
+    @classmethod
+    def of(cls, token: int, source: BlockSource, *, hold: bool) -> Staged:
+        """Phase one passed: a held update's ``source`` is done with, and closed here."""
+        if hold:
+            source.close()
+        return cls(token, tuple(source.indices), None if hold else source)
+
+    def close(self) -> None:
+        """Close a streamed update's source (a held one has none): it was discarded."""
+        if self.source is not None:
+            self.source.close()
+
 
 @dataclass(frozen=True)
 class NoiseDraws:

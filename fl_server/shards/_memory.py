@@ -49,20 +49,17 @@ class InProcessBackend:
     def stage(self, blocks: BlockBytes | BlockSource, *, model: bool = False) -> Staged:
         source = as_source(blocks)
         token = next(self._tokens)
-        hold = model or source.nbytes <= self._stream_above
+        hold = Staged.holds(source, model=model, stream_above=self._stream_above)
         pairs = ((index, source.read(p)) for p, index in enumerate(source.indices))
         try:
             self._core.stage(token, pairs, model=model, hold=hold)
         except BaseException:
             source.close()
             raise
-        if hold:
-            source.close()
-        return Staged(token, tuple(source.indices), None if hold else source)
+        return Staged.of(token, source, hold=hold)
 
     def discard(self, staged: Staged) -> None:
-        if staged.source is not None:
-            staged.source.close()
+        staged.close()
         self._core.discard(staged.token)
 
     def buffer(self, staged: Staged, weight: float) -> None:

@@ -201,7 +201,7 @@ class ProcessBackend:
         source = as_source(blocks)
         try:
             token = next(self._tokens)
-            hold = model or source.nbytes <= self._stream_above
+            hold = Staged.holds(source, model=model, stream_above=self._stream_above)
             parts = self._split(source)
             header = {"op": "stage", "token": token, "model": model, "hold": hold}
             for shard, part in zip(self._shards, parts, strict=True):
@@ -221,13 +221,10 @@ class ProcessBackend:
                 if reply["ok"]:
                     shard.post({"op": "discard", "token": token})
             raise _error(refused[0])
-        if hold:
-            source.close()
-        return Staged(token, tuple(source.indices), None if hold else source)
+        return Staged.of(token, source, hold=hold)
 
     def discard(self, staged: Staged) -> None:
-        if staged.source is not None:
-            staged.source.close()
+        staged.close()
         self._post_all({"op": "discard", "token": staged.token})
 
     def buffer(self, staged: Staged, weight: float) -> None:
