@@ -29,7 +29,13 @@ from fl_client.errors import (
     DataError,
     NotEnrolledError,
 )
-from fl_client.output import Reporter, job_to_dict, render_jobs, render_status
+from fl_client.output import (
+    Reporter,
+    job_to_dict,
+    render_adaptation,
+    render_jobs,
+    render_status,
+)
 from fl_client.settings import ClientSettings
 from fl_client.transport import ClientOptions, ServerClient, require_secure_url
 from fl_client.transport.server import job_from_json
@@ -39,7 +45,16 @@ __all__ = ["build_parser", "main"]
 # option name → settings field, for options whose names differ from the field
 _FIELD = {"keyauth": "keyauth_url", "server": "server_url", "data_arg": "data_args"}
 # arguments that are not settings
-_NOT_SETTINGS = {"command", "token", "verbose", "refused", "out", "force", "model_dir"}
+_NOT_SETTINGS = {
+    "command",
+    "token",
+    "verbose",
+    "refused",
+    "out",
+    "force",
+    "model_dir",
+    "adapt_epochs",
+}
 
 # The options that once set what every hospital of a job shares, and where the job's spec
 # sets it now. Each is still parsed, to be refused with this message instead of "unknown".
@@ -195,7 +210,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_export.add_argument("--job", help="the job whose model to export")
     p_export.add_argument("--out", required=True, type=Path, help="the directory to write")
     p_export.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p_export.add_argument(
+        "--adapt-epochs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first adapt the model to this hospital's rows: N epochs of the study's local "
+        "training on the --data it trained on, both models scored on its held-out rows [0]",
+    )
     _add_services(p_export)
+    _add_data(p_export, "with --adapt-epochs: the data this hospital trained the job on")
     _add_common(p_export)
 
     p_predict = commands.add_parser(
@@ -376,12 +400,30 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
         else:
             from fl_client.results import export_job
 
-            meta = export_job(settings, connection, args.out, force=args.force, events=reporter)
+            if args.data is not None and not args.adapt_epochs:
+                raise ConfigError(
+                    "export reads --data only to adapt the model: add --adapt-epochs N"
+                )
+            meta = export_job(
+                settings,
+                connection,
+                args.out,
+                force=args.force,
+                adapt_epochs=args.adapt_epochs,
+                events=reporter,
+            )
+            adapted = meta["adaptation"]
+            if adapted is not None and adapted["worse"]:
+                reporter.warn(
+                    "the adapted model's held-out loss is above the shared model's: "
+                    "export without --adapt-epochs to take the shared model home"
+                )
             _print(
                 settings,
                 stdout,
                 {**meta, "out": str(args.out)},
-                f"job {meta['job']} version {meta['version']} exported to {args.out}",
+                f"job {meta['job']} version {meta['version']} exported to {args.out}"
+                + render_adaptation(adapted),
             )
     finally:
         connection.close()

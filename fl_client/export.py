@@ -6,7 +6,8 @@ An export directory holds
   server's model, personal ones as this hospital trained them), float32;
 * ``spec.json``: the study's canonical JSON, from which the model is built again;
 * ``preprocessing.json``: how this hospital encoded its training rows (table studies);
-* ``export.json``: the job, the model version, the spec's SHA-256 and the time.
+* ``export.json``: the job, the model version, the spec's SHA-256, the time, and the
+  adaptation to this hospital's rows if there was one (``fl_client.adaptation``).
 
 ``load_exported`` reads it back (never unpickling anything: safetensors and JSON only)
 into an ``ExportedModel`` that encodes new rows exactly as training did and predicts.
@@ -78,6 +79,7 @@ def write_export(
     model: nn.Module,
     version: int,
     preprocessing_json: str | None,
+    adaptation: Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
     """Write an export directory (see the module's docstring); the ``export.json`` record.
@@ -96,6 +98,7 @@ def write_export(
         "spec_sha256": spec.sha256,
         "task": spec.data.task,
         "preprocessing": preprocessing_json is not None,
+        "adaptation": None if adaptation is None else dict(adaptation),
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     weights = save(tensors, metadata={"job": spec.name, "version": str(version)})

@@ -225,3 +225,24 @@ def render_jobs(jobs: Sequence[JobInfo]) -> str:
         for job in jobs
     ]
     return "\n".join(_table(rows, ["name", "state", "version", "description"]))
+
+
+def render_adaptation(adaptation: Mapping[str, Any] | None) -> str:
+    """An export's adaptation (``export.json``'s ``adaptation``) as the lines that follow
+    "exported to": what was trained, and each held-out metric before → after."""
+    if adaptation is None:
+        return ""
+    head = (
+        f"\nadapted to this hospital's rows: {adaptation['epochs']} epoch(s), "
+        f"{adaptation['steps']} steps on {adaptation['train_rows']} training rows"
+    )
+    before, after = adaptation["before"], adaptation["after"]
+    if before is None or after is None:
+        return head + "; no held-out rows to score it on"
+    scored = [
+        f"  {name:<18} {before[name]:.4f} -> {after[name]:.4f}"
+        for name in before
+        if name != "n_samples" and name in after
+    ]
+    held_out = f"\non its {adaptation['held_out_rows']} held-out rows, shared -> adapted:"
+    return head + held_out + "\n" + "\n".join(scored)

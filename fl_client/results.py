@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fl_client.adaptation import adapt_model, adaptation_config
 from fl_client.data import ClientData
 from fl_client.errors import ConfigError
 from fl_client.events import EventSink
@@ -16,8 +17,15 @@ from fl_client.rounds.loop import load_global
 from fl_client.scoring import Metrics
 from fl_client.session import Connection, job_state, open_job
 from fl_client.settings import ClientSettings
-from fl_client.table import encode_rows, fit_rows, preprocessing_from_json, rows_dataset
-from fl_client.training import evaluate
+from fl_client.table import (
+    encode_rows,
+    fit_rows,
+    preprocessing_from_json,
+    preprocessing_to_json,
+    rows_dataset,
+)
+from fl_client.training import evaluate, planned_steps
+from hefl_study import StudySpec
 
 __all__ = ["Evaluation", "evaluate_job", "export_job"]
 
@@ -102,19 +110,36 @@ def export_job(
     out: Path,
     *,
     force: bool = False,
+    adapt_epochs: int = 0,
     events: EventSink,
 ) -> dict[str, Any]:
     """Export the current model of ``settings.job`` with this hospital's personal tensors
     and preprocessing record to ``out`` (``fl_client.export``); the ``export.json`` record.
 
+    With ``adapt_epochs``, the model is first adapted to this hospital's rows
+    (``fl_client.adaptation``): ``settings.data`` loaded and split as training does, the
+    study's local training run for that many epochs on the training rows, both models
+    scored on the held-out rows; ``export.json`` records it under ``adaptation``.
+
     Raises
     ------
     ConfigError
-        ``out`` is not empty (without ``force``), or a table study this hospital has no
-        preprocessing record of (it never trained the job on its table).
+        ``out`` is not empty (without ``force``); a table study this hospital has no
+        preprocessing record of (it never trained the job on its table);
+        ``adapt_epochs`` below 0, or without data (``settings.data``, read only to adapt);
+        a table encoded otherwise than this hospital's training record.
+    DataError
+        The data does not fit the study.
     """
     if settings.job is None:
         raise ConfigError("export needs --job NAME")
+    if adapt_epochs < 0:
+        raise ConfigError(f"--adapt-epochs must be 0 or more, not {adapt_epochs}")
+    if adapt_epochs and settings.data is None:
+        raise ConfigError(
+            "--adapt-epochs needs --data: the table (or data factory) this hospital trained "
+            "the job on"
+        )
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ConfigError(f"{out} is not empty: choose another --out, or pass --force")
     *_, ctx = open_job(settings, connection, events=events)
@@ -124,12 +149,40 @@ def export_job(
             f"this hospital has no preprocessing record for job {ctx.spec.name!r}: train it "
             f"on your table first (hefl-client train --job {ctx.spec.name} --data PATH)"
         )
+    data = _adaptation_data(settings, ctx.spec, record) if adapt_epochs else None
     version = load_global(ctx)
+    adaptation = None
+    if data is not None:
+        config = adaptation_config(ctx.train_config, adapt_epochs)
+        with events.bar(planned_steps(data.train, config), "adapt", "step") as bar:
+            adaptation = adapt_model(
+                ctx.model,
+                data,
+                ctx.train_config,
+                adapt_epochs,
+                version=version,
+                on_step=lambda _loss: bar.update(),
+            )
     return write_export(
         out,
         spec=ctx.spec,
         model=ctx.model,
         version=version,
         preprocessing_json=record,
+        adaptation=None if adaptation is None else adaptation.to_dict(),
         force=force,
     )
+
+
+def _adaptation_data(settings: ClientSettings, spec: StudySpec, record: str | None) -> ClientData:
+    """This hospital's rows split as training splits them; a table must encode as the
+    training record does (the export's preprocessing is that record)."""
+    assert settings.data is not None
+    loaded = load_job_data(spec, settings.data, site=settings.site, args=settings.data_args)
+    if loaded.preprocessing is not None and preprocessing_to_json(loaded.preprocessing) != record:
+        raise ConfigError(
+            f"{settings.data} does not encode as this hospital's training of job "
+            f"{spec.name!r} did (its statistics differ from the training record): adapt on "
+            "the table you trained the job on"
+        )
+    return loaded.client_data

@@ -10,7 +10,10 @@ import httpx
 import pytest
 
 import crypto
+import fl_client.cli
+import fl_client.session
 from fl_client import ClientSettings, Runner, enroll, load_client_data
+from fl_client.cli import main
 from fl_client.data import ClientData
 from fl_client.events import EventSink
 from fl_client.output import Reporter
@@ -182,3 +185,48 @@ def make_context(
         return context, sink
 
     return make
+
+
+# ``hefl-client ARGS`` in this process: its code, stdout and stderr
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def state(tmp_path: Path, fake_keyauth: FakeKeyauth) -> Path:
+    settings = ClientSettings(state_dir=tmp_path / "state", output="quiet")
+    enroll(
+        settings, fake_keyauth.issue_enrollment_token(), transport=httpx.MockTransport(fake_keyauth)
+    )
+    return settings.state_dir
+
+
+@pytest.fixture
+def cli(
+    state: Path,
+    fake_keyauth: FakeKeyauth,
+    fake_server: FakeServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """``hefl-client ARGS`` in this process, its services the fakes."""
+    real = fl_client.session.connect
+
+    def connect(settings: ClientSettings, **_: Any) -> fl_client.session.Connection:
+        return real(
+            settings,
+            keyauth_transport=httpx.MockTransport(fake_keyauth),
+            server_transport=httpx.MockTransport(fake_server),
+            sleep=lambda _: None,
+        )
+
+    monkeypatch.setattr(fl_client.session, "connect", connect)
+    monkeypatch.setattr(fl_client.cli, "connect", connect)
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        local = [] if args[0] == "predict" else ["--state-dir", str(state)]
+        code = main([*args, *local])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

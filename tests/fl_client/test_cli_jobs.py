@@ -7,7 +7,7 @@ import csv
 import json
 import sys
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +17,14 @@ import pytest
 import torch
 
 import crypto
-import fl_client.cli
-import fl_client.session
-from fl_client import ClientSettings, Runner, enroll
-from fl_client.cli import main
+from fl_client import ClientSettings, Runner
 from fl_client.export import load_exported
 from fl_client.hospital_data import load_job_data
 from fl_client.output import Reporter
 from fl_client.table import encode_rows
 from hefl_study import StudySpec
+from tests.fl_client.conftest import Cli
 from tests.fl_client.fakes import FakeKeyauth, FakeServer, corrupt_update, study
-
-Cli = Callable[..., tuple[int, str, str]]
 
 TABLE = {
     "task": "binary",
@@ -60,47 +56,6 @@ def write_table(path: Path, rows: int = 60, **columns: list[Any]) -> Path:
         writer.writerow(cells)
         writer.writerows(zip(*cells.values(), strict=True))
     return path
-
-
-@pytest.fixture
-def state(tmp_path: Path, fake_keyauth: FakeKeyauth) -> Path:
-    settings = ClientSettings(state_dir=tmp_path / "state", output="quiet")
-    enroll(
-        settings, fake_keyauth.issue_enrollment_token(), transport=httpx.MockTransport(fake_keyauth)
-    )
-    return settings.state_dir
-
-
-@pytest.fixture
-def cli(
-    state: Path,
-    fake_keyauth: FakeKeyauth,
-    fake_server: FakeServer,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> Cli:
-    """``hefl-client ARGS`` in this process, its services the fakes."""
-    real = fl_client.session.connect
-
-    def connect(settings: ClientSettings, **_: Any) -> fl_client.session.Connection:
-        return real(
-            settings,
-            keyauth_transport=httpx.MockTransport(fake_keyauth),
-            server_transport=httpx.MockTransport(fake_server),
-            sleep=lambda _: None,
-        )
-
-    monkeypatch.setattr(fl_client.session, "connect", connect)
-    monkeypatch.setattr(fl_client.cli, "connect", connect)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        local = [] if args[0] == "predict" else ["--state-dir", str(state)]
-        code = main([*args, *local])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_jobs_lists_name_state_version_and_description(cli: Cli, fake_server: FakeServer) -> None:
