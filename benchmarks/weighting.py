@@ -8,6 +8,12 @@ big slow hospital, for seeds 0-2, and reports the median final accuracy and the 
 hospital's accuracy on its own rows. The synchronous FedAvg these are held against is
 the ``sim`` row of ``python -m benchmarks.flower`` (Flower's models equal it per seed).
 
+``--adaptation`` runs the default policy on the big-slow case, then adapts the final
+model to the big hospital's rows (``fl_client.adaptation.adapt_model``, the code of
+``hefl-client export --adapt-epochs``) for 2, 5, 10 and 20 epochs of the local training,
+and reports its own rows beside training alone: how ``benchmarks.flower``'s
+``ADAPT_EPOCHS`` was chosen.
+
 ``--explore`` runs what was tried for issue 14's big-slow goal (the big hospital's own
 rows no worse than training alone) instead: a weight cap above 1, other clips and step
 schedules, data shares sharpened to ``p_i^gamma`` (weighers of this module, not the
@@ -18,6 +24,7 @@ and the big hospital alone with hefl's local training (updates of weight 1, no o
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,10 +34,12 @@ from typing import Any
 import torch
 
 from benchmarks._report import format_table, write_json
-from benchmarks.flower._compare import HEART_TRAIN, PLANS, scenarios
+from benchmarks.flower._compare import HEART_TRAIN, PLANS, alone_accuracy, scenarios
 from benchmarks.flower._data import load_sites
 from benchmarks.suite._sim import async_events
+from fl_client.adaptation import adapt_model
 from fl_client.models import resolve_model
+from fl_client.training import evaluate, load_shared
 from fl_server.staleness import make_staleness_policy
 from fl_server.weighting import ClientShare, DataWeighting, StepSchedule, UpdateWeigher
 
@@ -187,6 +196,42 @@ def alone(seeds: list[int], updates: int) -> list[float]:
     ]
 
 
+ADAPTATION_EPOCHS = (2, 5, 10, 20)
+
+
+def adaptation(seeds: list[int], mode: str) -> dict[str, list[float]]:
+    """The big-slow case with the default policy; the big hospital's own rows with the
+    final model, adapted for each of ``ADAPTATION_EPOCHS``, and alone (per seed)."""
+    factory = resolve_model("logistic")
+    scenario = next(s for s in scenarios() if s.key == "big-slow")
+    datas = load_sites(scenario.data, scenario.sites)
+    big = datas[-1]
+    out: dict[str, list[float]] = {"shared": []}
+    out.update({f"adapted_{e}": [] for e in ADAPTATION_EPOCHS})
+    out["alone"] = []
+    finals: list[Any] = []
+    for seed in seeds:
+        async_events(
+            datas,
+            PLANS[mode].updates_of(scenario),
+            factory=factory,
+            seeds=[seed] * len(datas),
+            config=HEART_TRAIN,
+            step_delays=list(scenario.delays),
+            weigher=_DEFAULT.weigher(),
+            on_end=lambda layout, blocks, models: finals.append((layout, blocks, models[-1])),
+        )
+        layout, blocks, model = finals[-1]
+        load_shared(model, layout, blocks)
+        out["shared"].append(evaluate(model, big.test).accuracy)
+        for epochs in ADAPTATION_EPOCHS:
+            adapted = copy.deepcopy(model)
+            adapt_model(adapted, big, HEART_TRAIN, epochs, version=PLANS[mode].big_updates)
+            out[f"adapted_{epochs}"].append(evaluate(adapted, big.test).accuracy)
+        out["alone"].append(alone_accuracy(factory, big, seed))
+    return out
+
+
 def _median(values: list[float]) -> str:
     return f"{100 * statistics.median(values):.2f}"
 
@@ -201,6 +246,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--explore", action="store_true", help="what was tried for the big-slow goal"
     )
+    parser.add_argument(
+        "--adaptation",
+        action="store_true",
+        help="the big hospital's model adapted at home for 2-20 epochs",
+    )
     parser.add_argument("--policy", action="append", help="run only these (by name)")
     parser.add_argument(
         "--cases",
@@ -212,6 +262,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)
     seeds = [0] if args.quick else [0, 1, 2]
     mode = "quick" if args.quick else "full"
+    if args.adaptation:
+        adapted = adaptation(seeds, mode)
+        names = {"shared": "the shared model (default policy)", "alone": "alone (Adam, 50 ep.)"}
+        names.update({f"adapted_{e}": f"adapted at home, {e} epochs" for e in ADAPTATION_EPOCHS})
+        print(
+            format_table(
+                ["big hospital's model", "own rows % (median)", "per seed"],
+                [[names[k], _median(v), _seeds(v)] for k, v in adapted.items()],
+            )
+        )
+        path = write_json("weighting-adaptation", {"seeds": seeds, **adapted}, args.out_dir)
+        print(f"written: {path}")
+        return dict(adapted)
     listed = EXPLORED if args.explore else POLICIES
     chosen = [p for p in listed if not args.policy or p.name in args.policy]
     cases = tuple(c for c in CASES if c in args.cases.split(","))

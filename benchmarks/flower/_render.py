@@ -187,6 +187,16 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
             for r in ROWS
             if r in big
         ]
+        epochs = g.get("big_hospital_own_rows", {}).get("adapt_epochs")
+        own += [
+            [
+                f"{NAMES[r]}, taken home adapted ({epochs} epochs, hefl-client export "
+                "--adapt-epochs)",
+                ", ".join(_pct(p[idx]) for p in big[r]["adapted_per_site"] if p),
+            ]
+            for r in ROWS
+            if r in big and big[r].get("adapted_per_site")
+        ]
         own.append(
             [
                 f"{report['big_hospital']} alone (Adam lr 1e-3, batch 4, 50 epochs)",
@@ -232,9 +242,11 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
     x = g.get("big_hospital_own_rows")
     if x:
         out.append(
-            "- Big slow hospital's own-row accuracy no worse than training alone: "
-            f"{_met(x['met'])} (hefl {_pct(x.get('hefl'))}%, Flower {_pct(x.get('flower'))}%, "
-            f"alone {_pct(x['alone'])}%, medians)."
+            "- Big slow hospital's own-row accuracy no worse than training alone: with the "
+            f"model it takes home adapted to its rows ({x.get('adapt_epochs')} epochs) "
+            f"{_met(x['met'])} ({_pct(x.get('hefl_adapted'))}%); with the shared model "
+            f"{_met(x.get('shared_met', x['met']))} (hefl {_pct(x.get('hefl'))}%, Flower "
+            f"{_pct(x.get('flower'))}%); alone {_pct(x['alone'])}% (medians)."
         )
     out += [
         "",

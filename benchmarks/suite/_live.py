@@ -14,6 +14,7 @@ hospital's test split.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import threading
 import time
@@ -62,6 +63,9 @@ class LiveSpec:
     job: str = "live"
     # the job's [server] section (the default policy, or e.g. rounds)
     server: Mapping[str, Any] = field(default_factory=lambda: {"max_training": 32})
+    # above 0: once the job is done, each hospital exports the model adapted to its rows
+    # for this many epochs (``hefl-client export --adapt-epochs N``)
+    adapt_epochs: int = 0
 
     def study(self) -> StudySpec:
         """The job's spec: the model, its seed, the local training and the stop rule."""
@@ -102,6 +106,9 @@ class LiveResult:
     final_per_site: list[float]
     final_accuracy: float
     all_active: tuple[float, int] | None = None
+    # per hospital, with ``adapt_epochs``: export.json's adaptation, and the exported
+    # model's accuracy on the hospital's test split, scored here (``adapted_accuracy``)
+    adapted: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _Watcher(threading.Thread):
@@ -244,6 +251,7 @@ def run_live(
             watcher.stop.set()
             watcher.join(timeout=15)
             status = read_status(server.url, viewer, spec.job, timeout=5)
+            adapted = _export_adapted(spec, root, server.url, datas, progress)
     finally:
         for p in procs:
             if p.poll() is None:
@@ -259,7 +267,63 @@ def run_live(
         progress,
     )
     result.all_active = all_active
+    result.adapted = adapted
     return result
+
+
+def _export_adapted(
+    spec: LiveSpec,
+    root: Path,
+    server_url: str,
+    datas: Sequence[ClientData],
+    progress: Callable[[str], None],
+) -> dict[str, dict[str, Any]]:
+    """With ``spec.adapt_epochs``: every hospital's ``hefl-client export --adapt-epochs``
+    of the done job (the CLI, in parallel), the exported model scored on its test split."""
+    if spec.adapt_epochs < 1:
+        return {}
+    from fl_client.export import load_exported
+    from fl_client.training import evaluate
+
+    def export(site: str) -> dict[str, Any]:
+        out = root / "exports" / site
+        command = client_command(
+            "export",
+            "--server",
+            server_url,
+            "--job",
+            spec.job,
+            "--out",
+            str(out),
+            "--adapt-epochs",
+            str(spec.adapt_epochs),
+            "--data",
+            spec.data,
+            "--site",
+            site,
+            "--state-dir",
+            str(root / "hospitals" / site),
+            "--json",
+        )
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"{site}'s export failed:\n{done.stderr}")
+        adaptation: dict[str, Any] = json.loads(done.stdout)["adaptation"]
+        return adaptation
+
+    with ThreadPoolExecutor(len(spec.sites)) as pool:
+        records = dict(zip(spec.sites, pool.map(export, spec.sites), strict=True))
+    for site, data in zip(spec.sites, datas, strict=True):
+        model = load_exported(root / "exports" / site).model
+        accuracy = evaluate(model, data.test).accuracy
+        if accuracy != records[site]["after"]["accuracy"]:
+            raise ServiceError(f"{site}'s exported model does not score as its export says")
+        records[site]["adapted_accuracy"] = accuracy
+    progress(
+        f"live: adapted {spec.adapt_epochs} epochs at home: "
+        + ", ".join(f"{s} {r['adapted_accuracy']:.4f}" for s, r in records.items())
+    )
+    return records
 
 
 def _evaluate_snapshots(

@@ -320,6 +320,7 @@ def async_events(
     weigher: UpdateWeigher,
     name: str = "plaintext async (simulated clock)",
     progress: Callable[[str], None] = lambda _m: None,
+    on_end: Callable[[ModelLayout, Blocks, Sequence[Any]], object] | None = None,
 ) -> Curve:
     """Asynchronous FedAsync-style training in plaintext on a simulated clock.
 
@@ -328,6 +329,8 @@ def async_events(
     the order the updates finish, weighed by fl_server's own ``UpdateWeigher`` (each
     client declares its training rows, as ``fl_client`` does). No encryption, no HTTP, no
     process start-up: the "HE off" twin of a live run with the same delays.
+    ``on_end(layout, blocks, models)`` sees the final global model and each client's
+    model (with its personal tensors).
     """
     layout, global_blocks, clients = _setup(datas, factory, seeds, ())
     curve = Curve(name)
@@ -383,4 +386,6 @@ def async_events(
                     f"{name}: {applied}/{n_updates} updates, t={now:.1f} s, accuracy {acc:.4f}"
                 )
         start(i, now, version)
+    if on_end is not None:
+        on_end(layout, global_blocks, [c.model for c in clients])
     return curve
