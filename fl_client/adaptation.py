@@ -16,17 +16,33 @@ cover the adapted model: it is trained on this hospital's rows in the clear.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
 from fl_client.data import ClientData
+from fl_client.errors import ConfigError
+from fl_client.hospital_data import load_job_data
 from fl_client.scoring import Metrics
+from fl_client.table import preprocessing_to_json
 from fl_client.training import TrainConfig, evaluate, round_seed, train_local
+from hefl_study import StudySpec
 
-__all__ = ["ADAPTATION_SEED", "Adaptation", "adapt_model", "adaptation_config"]
+__all__ = [
+    "ADAPTATION_SEED",
+    "PRIVACY_NOTE",
+    "Adaptation",
+    "adapt_model",
+    "adaptation_config",
+    "adaptation_rows",
+]
+
+PRIVACY_NOTE = (
+    "not covered by the study's privacy guarantee: adapted on this hospital's rows without "
+    "its noise, for use at this hospital"
+)
 
 # the batch order of an adaptation: round_seed(ADAPTATION_SEED, model version), so the
 # same version adapted on the same rows gives the same model
@@ -57,8 +73,10 @@ class Adaptation:
             return False
         return float(self.after["loss"]) > float(self.before["loss"])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
+    def to_dict(self, private_study: bool = False) -> dict[str, Any]:
+        """The record; ``private_study``: the study has ``[privacy]``, whose guarantee does
+        not cover this model (the record says so)."""
+        out: dict[str, Any] = {
             "epochs": self.epochs,
             "steps": self.steps,
             "train_rows": self.train_rows,
@@ -66,8 +84,40 @@ class Adaptation:
             "before": self.before,
             "after": self.after,
             "worse": self.worse,
-            "privacy": "not covered by the study's privacy noise: trained on local rows",
         }
+        if private_study:
+            out["privacy"] = PRIVACY_NOTE
+        return out
+
+
+def adaptation_rows(
+    spec: StudySpec,
+    source: str,
+    *,
+    site: str | None,
+    args: Mapping[str, Any] | None,
+    record: str | None,
+) -> ClientData:
+    """This hospital's rows for ``spec``, split as training splits them. A table must encode
+    as ``record`` (the training preprocessing the export carries) does; a data factory's
+    rows are the factory's and cannot be checked.
+
+    Raises
+    ------
+    ConfigError
+        The table encodes otherwise than the training record, or ``source`` is not the
+        study's kind of data.
+    DataError
+        The data does not fit the study.
+    """
+    loaded = load_job_data(spec, source, site=site, args=args)
+    if loaded.preprocessing is not None and preprocessing_to_json(loaded.preprocessing) != record:
+        raise ConfigError(
+            f"{source} does not encode as this hospital's training of job {spec.name!r} did "
+            "(its statistics differ from the training record): adapt on the table you "
+            "trained the job on"
+        )
+    return loaded.client_data
 
 
 def adaptation_config(config: TrainConfig, epochs: int) -> TrainConfig:

@@ -400,9 +400,11 @@ def _run(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> int:
         else:
             from fl_client.results import export_job
 
-            if args.data is not None and not args.adapt_epochs:
+            given = [args.data, args.site, args.data_arg]
+            if any(v is not None for v in given) and not args.adapt_epochs:
                 raise ConfigError(
-                    "export reads --data only to adapt the model: add --adapt-epochs N"
+                    "export reads --data, --site and --data-arg only to adapt the model: add "
+                    "--adapt-epochs N"
                 )
             meta = export_job(
                 settings,

@@ -245,4 +245,5 @@ def render_adaptation(adaptation: Mapping[str, Any] | None) -> str:
         if name != "n_samples" and name in after
     ]
     held_out = f"\non its {adaptation['held_out_rows']} held-out rows, shared -> adapted:"
-    return head + held_out + "\n" + "\n".join(scored)
+    note = f"\nthe adapted model is {adaptation['privacy']}" if "privacy" in adaptation else ""
+    return head + held_out + "\n" + "\n".join(scored) + note

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fl_client.adaptation import adapt_model, adaptation_config
+from fl_client.adaptation import adapt_model, adaptation_config, adaptation_rows
 from fl_client.data import ClientData
 from fl_client.errors import ConfigError
 from fl_client.events import EventSink
@@ -17,15 +17,8 @@ from fl_client.rounds.loop import load_global
 from fl_client.scoring import Metrics
 from fl_client.session import Connection, job_state, open_job
 from fl_client.settings import ClientSettings
-from fl_client.table import (
-    encode_rows,
-    fit_rows,
-    preprocessing_from_json,
-    preprocessing_to_json,
-    rows_dataset,
-)
+from fl_client.table import encode_rows, fit_rows, preprocessing_from_json, rows_dataset
 from fl_client.training import evaluate, planned_steps
-from hefl_study import StudySpec
 
 __all__ = ["Evaluation", "evaluate_job", "export_job"]
 
@@ -149,7 +142,12 @@ def export_job(
             f"this hospital has no preprocessing record for job {ctx.spec.name!r}: train it "
             f"on your table first (hefl-client train --job {ctx.spec.name} --data PATH)"
         )
-    data = _adaptation_data(settings, ctx.spec, record) if adapt_epochs else None
+    data = None
+    if adapt_epochs:
+        assert settings.data is not None
+        data = adaptation_rows(
+            ctx.spec, settings.data, site=settings.site, args=settings.data_args, record=record
+        )
     version = load_global(ctx)
     adaptation = None
     if data is not None:
@@ -169,20 +167,8 @@ def export_job(
         model=ctx.model,
         version=version,
         preprocessing_json=record,
-        adaptation=None if adaptation is None else adaptation.to_dict(),
+        adaptation=None
+        if adaptation is None
+        else adaptation.to_dict(private_study=ctx.spec.privacy is not None),
         force=force,
     )
-
-
-def _adaptation_data(settings: ClientSettings, spec: StudySpec, record: str | None) -> ClientData:
-    """This hospital's rows split as training splits them; a table must encode as the
-    training record does (the export's preprocessing is that record)."""
-    assert settings.data is not None
-    loaded = load_job_data(spec, settings.data, site=settings.site, args=settings.data_args)
-    if loaded.preprocessing is not None and preprocessing_to_json(loaded.preprocessing) != record:
-        raise ConfigError(
-            f"{settings.data} does not encode as this hospital's training of job "
-            f"{spec.name!r} did (its statistics differ from the training record): adapt on "
-            "the table you trained the job on"
-        )
-    return loaded.client_data

@@ -204,6 +204,8 @@ def _privacy(
     """
     if spec.privacy is None or spec.privacy.level != "sample":
         return None  # hospital-level DP: the client clips its update (``prepare_update``)
+    if len(data.train) == 0:
+        return None  # a context that only pulls the model (export) trains nothing
     # Opacus takes seconds to import: only a study with [privacy] pays for it
     from fl_client.privacy import HospitalPrivacy, check_private_model
 

@@ -220,7 +220,7 @@ def _run_hefl(
         "accuracy": live.curve.accuracy,
         "final_per_site": live.final_per_site,
         # each hospital's exported model adapted to its rows, on its own test split
-        "adapted_per_site": [live.adapted[s]["adapted_accuracy"] for s in scenario.sites]
+        "adapted_per_site": [live.adapted[s].get("adapted_accuracy") for s in scenario.sites]
         if live.adapted
         else None,
         "adaptation": live.adapted or None,
@@ -450,7 +450,11 @@ def goals(summary: dict[str, Any], big_index: int, alone: dict[str, float]) -> d
             if system in s:
                 own = [p[big_index] for p in s[system]["final_per_site"] if p]
                 rows[system] = statistics.median(own) if own else None
-                adapted = [p[big_index] for p in s[system].get("adapted_per_site", []) if p]
+                adapted = [
+                    p[big_index]
+                    for p in s[system].get("adapted_per_site", [])
+                    if p and p[big_index] is not None
+                ]
                 if adapted:
                     rows[f"{system}_adapted"] = statistics.median(adapted)
         med_alone = statistics.median(alone.values())
@@ -459,9 +463,10 @@ def goals(summary: dict[str, Any], big_index: int, alone: dict[str, float]) -> d
             **rows,
             "alone": med_alone,
             "adapt_epochs": ADAPT_EPOCHS,
-            # the shared model, and the model the hospital takes home adapted to its rows
-            "shared_met": shared is not None and shared >= med_alone,
-            "met": taken_home is not None and taken_home >= med_alone,
+            # the goal as docs/benchmarks.md reads it: the shared model
+            "met": shared is not None and shared >= med_alone,
+            # the model the hospital takes home adapted to its rows (None: not measured)
+            "adapted_met": None if taken_home is None else taken_home >= med_alone,
         }
     return out
 

@@ -241,12 +241,16 @@ def render(report: dict[str, Any], image_dir: str = "") -> str:
         )
     x = g.get("big_hospital_own_rows")
     if x:
+        adapted = ""
+        if x.get("adapted_met") is not None:
+            adapted = (
+                f"; with the model it takes home adapted to its rows ({x['adapt_epochs']} "
+                f"epochs) {_met(x['adapted_met'])} ({_pct(x.get('hefl_adapted'))}%)"
+            )
         out.append(
             "- Big slow hospital's own-row accuracy no worse than training alone: with the "
-            f"model it takes home adapted to its rows ({x.get('adapt_epochs')} epochs) "
-            f"{_met(x['met'])} ({_pct(x.get('hefl_adapted'))}%); with the shared model "
-            f"{_met(x.get('shared_met', x['met']))} (hefl {_pct(x.get('hefl'))}%, Flower "
-            f"{_pct(x.get('flower'))}%); alone {_pct(x['alone'])}% (medians)."
+            f"shared model {_met(x['met'])} (hefl {_pct(x.get('hefl'))}%, Flower "
+            f"{_pct(x.get('flower'))}%, alone {_pct(x['alone'])}%){adapted} (medians)."
         )
     out += [
         "",

@@ -7,18 +7,20 @@ import copy
 import hashlib
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from fl_client.adaptation import adapt_model
+from fl_client.adaptation import PRIVACY_NOTE, Adaptation, adapt_model
 from fl_client.data import load_client_data
 from fl_client.export import load_exported
 from fl_client.models import build_model, resolve_model
 from fl_client.training import TrainConfig, evaluate
 from tests.fl_client.conftest import Cli
-from tests.fl_client.fakes import FakeServer
+from tests.fl_client.fakes import FakeServer, study
 from tests.fl_client.test_cli_jobs import table_study, write_table
 
 SITE = ["--data", "breast-cancer", "--site", "0", "--data-arg", "n_sites=3"]
@@ -83,7 +85,6 @@ def test_export_adapts_the_model_records_both_scores_and_leaves_the_job_state_al
     assert record["epochs"] == 3
     assert record["steps"] == 3 * math.ceil(len(data.train) / 32)
     assert (record["train_rows"], record["held_out_rows"]) == (len(data.train), len(data.test))
-    assert "not covered" in record["privacy"]
     # "before" is the shared model exported alongside, "after" the adapted model written
     for name, metrics in (("shared", record["before"]), ("adapted", record["after"])):
         model = load_exported(tmp_path / name).model
@@ -102,16 +103,20 @@ def test_export_refuses_adapting_without_data_data_without_adapting_and_a_negati
 
     no_data = cli(*out, "--adapt-epochs", "2")
     no_epochs = cli(*out, *SITE)
+    site_only = cli(*out, "--site", "0")
     negative = cli(*out, "--adapt-epochs", "-1", *SITE)
 
-    assert no_data[0] == no_epochs[0] == negative[0] == 2
+    assert no_data[0] == no_epochs[0] == site_only[0] == negative[0] == 2
     assert no_data[2].splitlines() == [
         "hefl-client: --adapt-epochs needs --data: the table (or data factory) this hospital "
         "trained the job on"
     ]
-    assert no_epochs[2].splitlines() == [
-        "hefl-client: export reads --data only to adapt the model: add --adapt-epochs N"
+    only_to_adapt = [
+        "hefl-client: export reads --data, --site and --data-arg only to adapt the model: add "
+        "--adapt-epochs N"
     ]
+    assert no_epochs[2].splitlines() == only_to_adapt
+    assert site_only[2].splitlines() == only_to_adapt
     assert negative[2].splitlines() == ["hefl-client: --adapt-epochs must be 0 or more, not -1"]
     assert not (tmp_path / "out").exists()
 
@@ -140,3 +145,71 @@ def test_a_table_study_adapts_on_its_training_table_and_refuses_another(
     assert refused[0] == 2
     assert "does not encode as this hospital's training of job 'ward' did" in refused[2]
     assert not (tmp_path / "b").exists()
+
+
+def test_a_study_with_sample_level_dp_exports_and_adapts_and_says_what_dp_does_not_cover(
+    cli: Cli, fake_server: FakeServer, tmp_path: Path, state: Path
+) -> None:
+    # Prepare: one DP-SGD round trained on site 0
+    fake_server.spec = study(
+        privacy={"epsilon": 2.0, "delta": 1e-5, "max_grad_norm": 1.0, "rounds": 3}
+    )
+    fake_server.target_updates = 1
+    assert cli("train", "--job", "cancer", *SITE, "--quiet")[0] == 0
+    ledger = (state / "jobs" / "cancer" / "privacy.json").read_bytes()
+
+    # Execute
+    shared = cli("export", "--job", "cancer", "--out", str(tmp_path / "shared"))
+    adapted = cli(
+        "export", "--job", "cancer", "--out", str(tmp_path / "adapted"), "--adapt-epochs", "1",
+        *SITE,
+    )  # fmt: skip
+
+    # Assert: both exported; the adapted one says the study's guarantee does not cover it
+    assert shared[0] == 0, shared[2]
+    assert adapted[0] == 0, adapted[2]
+    assert f"the adapted model is {PRIVACY_NOTE}" in adapted[1]
+    record = json.loads((tmp_path / "adapted" / "export.json").read_text())["adaptation"]
+    assert record["privacy"] == PRIVACY_NOTE
+    # the privacy ledger is the training's, unspent by the adaptation
+    assert (state / "jobs" / "cancer" / "privacy.json").read_bytes() == ledger
+
+
+def test_a_study_without_privacy_carries_no_privacy_note(
+    cli: Cli, fake_server: FakeServer, tmp_path: Path
+) -> None:
+    fake_server.target_updates = 1
+    assert cli("train", "--job", "cancer", *SITE, "--quiet")[0] == 0
+
+    code, out, err = cli(
+        "export", "--job", "cancer", "--out", str(tmp_path / "out"), "--adapt-epochs", "1",
+        *SITE, "--json",
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert "privacy" not in json.loads(out)["adaptation"]
+
+
+def test_an_adapted_model_worse_on_the_held_out_rows_is_exported_with_a_warning(
+    cli: Cli, fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_server.target_updates = 1
+    assert cli("train", "--job", "cancer", *SITE, "--quiet")[0] == 0
+
+    def worse(*args: Any, **kwargs: Any) -> Adaptation:
+        done = adapt_model(*args, **kwargs)
+        assert done.before is not None
+        return replace(done, after={**done.before, "loss": done.before["loss"] + 1})
+
+    monkeypatch.setattr("fl_client.results.adapt_model", worse)
+
+    code, _, err = cli(
+        "export", "--job", "cancer", "--out", str(tmp_path / "out"), "--adapt-epochs", "1",
+        *SITE,
+    )  # fmt: skip
+
+    assert code == 0, err
+    assert "held-out loss is above the shared model's" in err
+    assert "export without --adapt-epochs" in err
+    record = json.loads((tmp_path / "out" / "export.json").read_text())["adaptation"]
+    assert record["worse"] is True
