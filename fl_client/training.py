@@ -25,6 +25,7 @@ from hefl_study import Task
 __all__ = [
     "EvalResult",
     "LocalRound",
+    "PlainSgd",
     "TrainConfig",
     "TrainResult",
     "Trainer",
@@ -142,6 +143,37 @@ def new_optimizer(model: nn.Module, config: TrainConfig) -> Any:
     return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum)
 
 
+class PlainSgd:
+    """SGD without momentum as ``torch.optim.SGD`` steps it on the CPU (``param.add_(grad,
+    alpha=-lr)``, bit for bit; a test holds them equal), for ``train_local``.
+
+    Not ``torch.optim.SGD`` because its ``step`` and ``zero_grad`` import ``torch._dynamo``
+    on first use: about 1 s of CPU in every client process that starts (``python -m
+    benchmarks.suite``'s hospitals start four at once on two cores). Momentum, Adam and
+    DP-SGD (Opacus wraps a ``torch.optim`` optimizer) keep ``new_optimizer``'s.
+    """
+
+    def __init__(self, params: Any, lr: float) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr = lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()  # type: ignore[untyped-decorator]  # torch is untyped here
+    def step(self) -> None:
+        for p in self.params:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-self.lr)
+
+
+def _local_optimizer(model: nn.Module, config: TrainConfig) -> Any:
+    if config.optimizer == "sgd" and config.momentum == 0:
+        return PlainSgd(model.parameters(), config.lr)
+    return new_optimizer(model, config)
+
+
 def train_local(
     model: nn.Module,
     dataset: Dataset[Any],
@@ -159,7 +191,7 @@ def train_local(
         raise ValueError("no training data")
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, generator=generator)
-    optimizer = new_optimizer(model, config)
+    optimizer = _local_optimizer(model, config)
     total = planned_steps(dataset, config)
     model.train()
     steps, loss_sum = 0, 0.0

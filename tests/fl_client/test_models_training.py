@@ -15,13 +15,16 @@ import crypto
 from fl_client import ClientData, ConfigError, TrainingError
 from fl_client.models import MODELS, build_model, resolve_model
 from fl_client.training import (
+    PlainSgd,
     TrainConfig,
+    _local_optimizer,
     evaluate,
     local_round,
     personal_tensors,
     planned_steps,
     shared_blocks,
     train_local,
+    train_loss,
 )
 from hefl_study import TASK_METRICS, Task
 
@@ -107,6 +110,57 @@ def test_training_is_deterministic_given_the_seed(cancer_sites: list[ClientData]
     assert runs[0][1] == runs[1][1]
     assert not all(torch.equal(x, y) for x, y in zip(runs[0][0], runs[2][0], strict=True))
     assert runs[0][1].steps == planned_steps(data.train, config)
+
+
+@pytest.mark.parametrize("name", ["logistic", "mlp"])
+def test_plain_sgd_steps_exactly_as_torch_optim_sgd(
+    name: str, cancer_sites: list[ClientData]
+) -> None:
+    # Prepare: the same model and batches, trained by torch.optim.SGD and by PlainSgd
+    data = cancer_sites[0]
+    models = [build_model(MODELS[name], data.input_shape, data.n_classes, seed=3) for _ in "ab"]
+    optimizers = [
+        torch.optim.SGD(models[0].parameters(), lr=0.05),
+        PlainSgd(models[1].parameters(), lr=0.05),
+    ]
+    features, labels = data.train.tensors
+
+    # Execute: 20 steps of 16 rows each
+    for step in range(20):
+        rows = slice(16 * step % len(labels), 16 * step % len(labels) + 16)
+        for model, optimizer in zip(models, optimizers, strict=True):
+            optimizer.zero_grad()
+            train_loss(model(features[rows]), labels[rows], None).backward()
+            optimizer.step()
+
+    # Assert: bit for bit, and train_local takes this path without loading torch._dynamo
+    assert all(
+        torch.equal(x, y) for x, y in zip(_params(models[0]), _params(models[1]), strict=True)
+    )
+    assert isinstance(_local_optimizer(models[0], TrainConfig(lr=0.1)), PlainSgd)
+    assert not isinstance(_local_optimizer(models[0], TrainConfig(momentum=0.9)), PlainSgd)
+    assert not isinstance(_local_optimizer(models[0], TrainConfig(optimizer="adam")), PlainSgd)
+
+
+def test_a_client_that_trains_with_sgd_never_imports_torch_dynamo() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from fl_client.data import load_client_data
+        from fl_client.models import MODELS, build_model
+        from fl_client.training import TrainConfig, train_local
+        data = load_client_data("breast-cancer", "0", n_sites=3)
+        model = build_model(MODELS["logistic"], data.input_shape, data.n_classes, 0)
+        train_local(model, data.train, TrainConfig(steps=5, lr=0.1), 0)
+        print("torch._dynamo" in sys.modules)
+        """
+    )
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
 
 
 def test_steps_override_epochs_and_training_improves_the_model(
