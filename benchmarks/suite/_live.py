@@ -191,16 +191,7 @@ def run_live(
                 url = client_server_url(site, server.url) if client_server_url else server.url
                 command = client_command(
                     "train",
-                    "--server",
-                    url,
-                    "--job",
-                    spec.job,
-                    "--data",
-                    spec.data,
-                    "--site",
-                    site,
-                    "--state-dir",
-                    str(root / "hospitals" / site),
+                    *_hospital_args(spec, root, url, site),
                     "--step-delay",
                     str(delay),
                     "--json",
@@ -271,6 +262,22 @@ def run_live(
     return result
 
 
+def _hospital_args(spec: LiveSpec, root: Path, server_url: str, site: str) -> list[str]:
+    """One hospital's ``hefl-client`` options: the server, the job, its data, its state."""
+    return [
+        "--server",
+        server_url,
+        "--job",
+        spec.job,
+        "--data",
+        spec.data,
+        "--site",
+        site,
+        "--state-dir",
+        str(root / "hospitals" / site),
+    ]
+
+
 def _export_adapted(
     spec: LiveSpec,
     root: Path,
@@ -289,20 +296,11 @@ def _export_adapted(
         out = root / "exports" / site
         command = client_command(
             "export",
-            "--server",
-            server_url,
-            "--job",
-            spec.job,
+            *_hospital_args(spec, root, server_url, site),
             "--out",
             str(out),
             "--adapt-epochs",
             str(spec.adapt_epochs),
-            "--data",
-            spec.data,
-            "--site",
-            site,
-            "--state-dir",
-            str(root / "hospitals" / site),
             "--json",
         )
         try:
