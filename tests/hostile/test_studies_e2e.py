@@ -52,9 +52,10 @@ EXAMPLE_SPEC = Path(__file__).parents[2] / "deploy" / "studies" / "heart-disease
 HEART, CANCER = "heart-disease", "breast-cancer"
 JOBS = (HEART, CANCER)
 HEART_UPDATES = 60
-# Enough training time for KILL_AFTER updates of the MLP on a loaded 2-core machine: the
-# full suite beside other work once spent all of 15 s in the hospitals' first round.
-CANCER_SECONDS = 40
+# Enough training time for KILL_AFTER updates of the MLP, then KILL_AFTER of the logistic
+# study started after them, on a loaded 2-core machine: the full suite beside other work
+# once spent all of 15 s in the hospitals' first round.
+CANCER_SECONDS = 60
 # Whose rows each hospital holds, per job: hospital-a is in both.
 HEART_ROWS = {"hospital-a": "cleveland", "hospital-b": "hungary"}
 CANCER_SITES = {"hospital-a": 0, "hospital-c": 1}
@@ -181,12 +182,16 @@ def job_status(server: ServiceProcess, job: str, viewer: str) -> dict[str, Any]:
         return {}
 
 
-def wait_until_both_train(
-    server: ServiceProcess, viewer: str, runs: list[Training], deadline: float
+def wait_until_trained(
+    server: ServiceProcess,
+    viewer: str,
+    runs: list[Training],
+    jobs: Sequence[str],
+    deadline: float,
 ) -> dict[str, dict[str, Any]]:
-    """Each job's status once both have applied ``KILL_AFTER`` updates."""
+    """Each of ``jobs``' status once every one has applied ``KILL_AFTER`` updates."""
     while True:
-        seen = {job: job_status(server, job, viewer) for job in JOBS}
+        seen = {job: job_status(server, job, viewer) for job in jobs}
         if all(status.get("updates_applied", 0) >= KILL_AFTER for status in seen.values()):
             return seen
         failed = [(r.hospital, r.job, r.stderr()[-2000:]) for r in runs if r.process.poll()]
@@ -233,15 +238,20 @@ def test_two_studies_share_a_server_and_a_hospital_through_a_kill_9(tmp_path: Pa
             step.result()
         # What the operator hands whoever watches the study: a read-only viewer token.
         viewer = run_admin(keyauth.url, server.url, key, "token", "viewer").strip()
-        runs = [
-            train(tmp_path, server, hospital, job, table)
-            for job, by_hospital in tables.items()
-            for hospital, table in by_hospital.items()
-        ]
+
+        def start(job: str) -> list[Training]:
+            return [train(tmp_path, server, h, job, table) for h, table in tables[job].items()]
+
+        runs = start(CANCER)
         try:
-            # Execute: kill -9 while both jobs train; restart on the same port and state
+            # Execute: kill -9 while both jobs train; restart on the same port and state.
+            # The MLP study starts first: its first updates are the slow ones, and the
+            # logistic study, started with it, once reached its 60 updates (and stopped)
+            # before the MLP's second one, so the kill found only one job training.
             deadline = time.monotonic() + 300
-            before = wait_until_both_train(server, viewer, runs, deadline)
+            wait_until_trained(server, viewer, runs, (CANCER,), deadline)
+            runs += start(HEART)
+            before = wait_until_trained(server, viewer, runs, JOBS, deadline)
             server.kill()
             server.start()
             codes = [r.process.wait(timeout=max(1.0, deadline - time.monotonic())) for r in runs]
