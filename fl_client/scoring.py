@@ -1,8 +1,13 @@
-"""Metrics suited to a study's task, from a model's outputs on held-out rows (sklearn.metrics)."""
+"""Metrics suited to a study's task, from a model's outputs on held-out rows (NumPy, as sklearn)."""
+
+# Why not sklearn.metrics itself: importing it imports SciPy's stats, about 1.1 s of CPU in
+# every client process, the largest cost after torch between a hospital's start and its
+# first update (four hospitals on two cores: the first update came 2 s later). Each
+# function below is sklearn.metrics' definition, and tests/fl_client/test_scoring.py holds
+# every one to sklearn.metrics' value on random rows, ties and one-class sets included.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -30,30 +35,66 @@ def _softmax_loss(logits: Floats, y: npt.NDArray[np.int64]) -> float:
     return float(np.mean(log_norm - logits[np.arange(len(y)), y]))
 
 
-def _binary(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
-    from sklearn import metrics  # here: training alone never loads scikit-learn
+def _balanced_accuracy(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
+    # sklearn's balanced_accuracy_score: the mean recall over the classes in the labels
+    return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
+
+def _auroc(y: npt.NDArray[np.int64], scores: Floats) -> float:
+    # sklearn's roc_auc_score (the area under the ROC curve through every distinct score)
+    # is the Mann-Whitney statistic: the share of (positive, negative) pairs the scores
+    # order right, a tie counting one half. Average ranks count the ties so.
+    order = np.argsort(scores, kind="mergesort")
+    ranked = scores[order]
+    ranks = np.empty(len(scores), dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    u = ranks[y == 1].sum() - positives * (positives + 1) / 2.0
+    return float(u / (positives * negatives))
+
+
+def _average_precision(y: npt.NDArray[np.int64], scores: Floats) -> float:
+    # sklearn's average_precision_score: the sum over the distinct scores, highest first,
+    # of the precision at that threshold times the recall it adds (no interpolation)
+    order = np.argsort(-scores, kind="mergesort")
+    ranked, hits = scores[order], y[order]
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]
+    true_positives = np.cumsum(hits)[last]
+    precision = true_positives / (last + 1.0)
+    recall_added = np.diff(np.r_[0, true_positives]) / true_positives[-1]
+    return float(np.sum(precision * recall_added))
+
+
+def _binary(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
     predicted = (logits > 0).astype(np.int64)
     out: Metrics = {
         "loss": _binary_loss(logits, y.astype(np.float64)),
-        "accuracy": float(metrics.accuracy_score(y, predicted)),
+        "accuracy": float(np.mean(predicted == y)),
+        # one class only: the mean recall over the classes present is that class's recall
+        "balanced_accuracy": _balanced_accuracy(y, predicted),
     }
-    with warnings.catch_warnings():
-        # one class only: the mean recall over the classes present is still defined (it
-        # is that class's recall); sklearn only warns that y_pred has another class
-        warnings.simplefilter("ignore", UserWarning)
-        out["balanced_accuracy"] = float(metrics.balanced_accuracy_score(y, predicted))
     # the logits rank the rows exactly as the probabilities do, without sigmoid's ties
     if len(np.unique(y)) == 2:
-        out["auroc"] = float(metrics.roc_auc_score(y, logits))
+        out["auroc"] = _auroc(y, logits)
     if y.any():
-        out["auprc"] = float(metrics.average_precision_score(y, logits))
+        out["auprc"] = _average_precision(y, logits)
     return out
 
 
-def _multiclass(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
-    from sklearn import metrics  # here: training alone never loads scikit-learn
+def _macro_f1(y: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]) -> float:
+    # sklearn's f1_score(average="macro"): over the classes in the labels or the
+    # predictions, each with a true or predicted row, so 2tp + fp + fn > 0
+    scores = []
+    for c in np.union1d(y, predicted):
+        true_positives = np.sum((predicted == c) & (y == c))
+        scores.append(2 * true_positives / (np.sum(predicted == c) + np.sum(y == c)))
+    return float(np.mean(scores))
 
+
+def _multiclass(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
     if logits.ndim != 2 or logits.shape[1] < 3:
         raise ValueError(f"a multiclass task needs (n, classes) outputs, got {logits.shape}")
     if y.min() < 0 or y.max() >= logits.shape[1]:
@@ -61,18 +102,17 @@ def _multiclass(logits: Floats, y: npt.NDArray[np.int64]) -> Metrics:
     predicted = logits.argmax(axis=1)
     return {
         "loss": _softmax_loss(logits, y),
-        "accuracy": float(metrics.accuracy_score(y, predicted)),
-        "macro_f1": float(metrics.f1_score(y, predicted, average="macro", zero_division=0)),
+        "accuracy": float(np.mean(predicted == y)),
+        "macro_f1": _macro_f1(y, predicted),
     }
 
 
 def _regression(outputs: Floats, y: Floats) -> Metrics:
-    from sklearn import metrics  # here: training alone never loads scikit-learn
-
+    squared = float(np.mean((outputs - y) ** 2))
     return {
-        "loss": float(metrics.mean_squared_error(y, outputs)),
-        "mae": float(metrics.mean_absolute_error(y, outputs)),
-        "rmse": float(metrics.root_mean_squared_error(y, outputs)),
+        "loss": squared,
+        "mae": float(np.mean(np.abs(outputs - y))),
+        "rmse": float(np.sqrt(squared)),
     }
 
 

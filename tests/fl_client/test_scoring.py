@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -112,3 +115,76 @@ def test_score_model_runs_the_model_over_the_dataset() -> None:
     # logits 2, -1, 0.5, -3: the hand-computed binary case
     result = score_model(model, TensorDataset(x, y), "binary", batch_size=3)
     assert result == score("binary", [2.0, -1.0, 0.5, -3.0], [1, 0, 0, 1])
+
+
+# -- sklearn.metrics is the definition -------------------------------------------------------
+# fl_client.scoring computes the metrics with NumPy (sklearn.metrics' import costs each
+# hospital process about a second); these hold every metric to sklearn.metrics' own value.
+
+
+def _random_rows(seed: int, n: int, tied: bool) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=n)
+    if tied:  # few distinct scores: many ties, across the classes too
+        scores = np.round(scores, 0)
+    labels = (rng.random(n) < rng.uniform(0.05, 0.95)).astype(np.int64)
+    return scores, labels
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("seed", range(40))
+def test_binary_metrics_are_sklearns(seed: int, tied: bool) -> None:
+    from sklearn import metrics
+
+    scores, labels = _random_rows(seed, n=3 + seed * 7, tied=tied)
+    result = score("binary", scores, labels)
+    predicted = (scores > 0).astype(np.int64)
+    assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # one class: sklearn warns, and agrees
+        expected_balanced = metrics.balanced_accuracy_score(labels, predicted)
+    assert result["balanced_accuracy"] == pytest.approx(expected_balanced)
+    if len(np.unique(labels)) == 2:
+        assert result["auroc"] == pytest.approx(metrics.roc_auc_score(labels, scores))
+    else:
+        assert "auroc" not in result
+    if labels.any():
+        expected_ap = metrics.average_precision_score(labels, scores)
+        assert result["auprc"] == pytest.approx(expected_ap)
+    else:
+        assert "auprc" not in result
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_multiclass_and_regression_metrics_are_sklearns(seed: int) -> None:
+    from sklearn import metrics
+
+    rng = np.random.default_rng(seed)
+    n, classes = 2 + seed * 5, 3 + seed % 5
+    # labels from fewer classes than the outputs at some seeds: a class only predicted
+    labels = rng.integers(0, max(1, classes - seed % 3), size=n)
+    logits = rng.normal(size=(n, classes))
+    result = score("multiclass", logits, labels)
+    predicted = logits.argmax(axis=1)
+    assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
+    expected_f1 = metrics.f1_score(labels, predicted, average="macro", zero_division=0)
+    assert result["macro_f1"] == pytest.approx(expected_f1)
+
+    outputs, targets = rng.normal(size=n), rng.normal(size=n) * 3
+    regression = score("regression", outputs, targets)
+    assert regression["loss"] == pytest.approx(metrics.mean_squared_error(targets, outputs))
+    assert regression["mae"] == pytest.approx(metrics.mean_absolute_error(targets, outputs))
+    expected_rmse = metrics.root_mean_squared_error(targets, outputs)
+    assert regression["rmse"] == pytest.approx(expected_rmse)
+
+
+def test_scoring_does_not_import_scikit_learn() -> None:
+    # the reason the metrics are NumPy: a hospital's process never pays sklearn's import
+    code = (
+        "import sys; from fl_client.scoring import score; "
+        "score('binary', [1.0, -1.0, 0.5], [1, 0, 0]); "
+        "score('multiclass', [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [0, 2]); "
+        "score('regression', [1.0], [2.0]); "
+        "assert not [m for m in sys.modules if m.startswith(('sklearn', 'scipy'))]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
