@@ -149,7 +149,8 @@ def score(task: Task, outputs: npt.ArrayLike, labels: npt.ArrayLike) -> Metrics:
     Raises
     ------
     ValueError
-        No rows, shapes that do not fit the task, or non-finite outputs (a diverged model).
+        No rows, shapes that do not fit the task, non-finite outputs (a diverged model),
+        or non-finite regression targets.
     """
     out = np.asarray(outputs, dtype=np.float64)
     y = np.asarray(labels)
@@ -161,6 +162,8 @@ def score(task: Task, outputs: npt.ArrayLike, labels: npt.ArrayLike) -> Metrics:
         raise ValueError("the model's outputs hold NaN or infinity: it has diverged")
     if task != "multiclass" and out.ndim != 1:
         raise ValueError(f"a {task} task needs one output per row, got {out.shape}")
+    if task == "regression" and not np.isfinite(y.astype(np.float64)).all():
+        raise ValueError("regression targets must be finite numbers")
     if task == "binary":
         if not np.isin(y, (0, 1)).all():
             raise ValueError("binary labels must be 0 or 1")

@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -131,12 +132,32 @@ def _random_rows(seed: int, n: int, tied: bool) -> tuple[np.ndarray, np.ndarray]
     return scores, labels
 
 
+# sets the random draws never give: one class only, every prediction one class, all tied
+DEGENERATE = [
+    ([0.5, -1.0, 2.0], [0, 0, 0]),
+    ([0.5, -1.0, 2.0], [1, 1, 1]),
+    ([1.0, 1.0, 1.0, 1.0], [1, 1, 1, 1]),
+    ([-2.0, -1.0, -0.5, -3.0], [1, 0, 1, 0]),
+    ([2.0, 1.0, 0.5, 3.0], [1, 0, 1, 0]),
+    ([0.0, 0.0, 0.0, 0.0], [0, 1, 0, 1]),
+    ([1.0, 1.0, -1.0, -1.0], [0, 1, 1, 0]),
+    ([0.7], [1]),
+    ([-0.7], [0]),
+]
+
+
+def _rows(case: int | tuple[list[float], list[int]], tied: bool) -> tuple[Any, Any]:
+    if isinstance(case, int):
+        return _random_rows(case, n=3 + case * 7, tied=tied)
+    return np.array(case[0]), np.array(case[1], dtype=np.int64)
+
+
 @pytest.mark.parametrize("tied", [False, True])
-@pytest.mark.parametrize("seed", range(40))
-def test_binary_metrics_are_sklearns(seed: int, tied: bool) -> None:
+@pytest.mark.parametrize("case", [*range(40), *DEGENERATE])
+def test_binary_metrics_are_sklearns(case: int | tuple[list[float], list[int]], tied: bool) -> None:
     from sklearn import metrics
 
-    scores, labels = _random_rows(seed, n=3 + seed * 7, tied=tied)
+    scores, labels = _rows(case, tied)
     result = score("binary", scores, labels)
     predicted = (scores > 0).astype(np.int64)
     assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
@@ -176,6 +197,13 @@ def test_multiclass_and_regression_metrics_are_sklearns(seed: int) -> None:
     assert regression["mae"] == pytest.approx(metrics.mean_absolute_error(targets, outputs))
     expected_rmse = metrics.root_mean_squared_error(targets, outputs)
     assert regression["rmse"] == pytest.approx(expected_rmse)
+
+
+def test_non_finite_regression_targets_are_refused() -> None:
+    with pytest.raises(ValueError, match="regression targets must be finite"):
+        score("regression", [1.0, 2.0], [math.nan, 1.0])
+    with pytest.raises(ValueError, match="regression targets must be finite"):
+        score("regression", [1.0, 2.0], [math.inf, 1.0])
 
 
 def test_scoring_does_not_import_scikit_learn() -> None:
