@@ -6,7 +6,6 @@ import math
 import subprocess
 import sys
 import warnings
-from typing import Any
 
 import numpy as np
 import pytest
@@ -144,20 +143,20 @@ DEGENERATE = [
     ([0.7], [1]),
     ([-0.7], [0]),
 ]
+BINARY_ROWS = [
+    *(
+        _random_rows(seed, n=3 + seed * 7, tied=tied)
+        for seed in range(40)
+        for tied in (False, True)
+    ),
+    *((np.array(scores), np.array(labels, dtype=np.int64)) for scores, labels in DEGENERATE),
+]
 
 
-def _rows(case: int | tuple[list[float], list[int]], tied: bool) -> tuple[Any, Any]:
-    if isinstance(case, int):
-        return _random_rows(case, n=3 + case * 7, tied=tied)
-    return np.array(case[0]), np.array(case[1], dtype=np.int64)
-
-
-@pytest.mark.parametrize("tied", [False, True])
-@pytest.mark.parametrize("case", [*range(40), *DEGENERATE])
-def test_binary_metrics_are_sklearns(case: int | tuple[list[float], list[int]], tied: bool) -> None:
+@pytest.mark.parametrize(("scores", "labels"), BINARY_ROWS)
+def test_binary_metrics_are_sklearns(scores: np.ndarray, labels: np.ndarray) -> None:
     from sklearn import metrics
 
-    scores, labels = _rows(case, tied)
     result = score("binary", scores, labels)
     predicted = (scores > 0).astype(np.int64)
     assert result["accuracy"] == pytest.approx(metrics.accuracy_score(labels, predicted))
